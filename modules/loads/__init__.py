@@ -1,0 +1,1 @@
+"""Loads (critical): a driver's load assignments and the events they report."""

@@ -1,0 +1,57 @@
+"""Loads HTTP API. ``create_app()`` builds it; nothing talks to AWS until a request needs it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Path, Request
+
+from shared_contracts import http
+from shared_contracts.http import DispatchIdentity, DriverIdentity
+from shared_contracts.loads import LoadAssign, LoadEventCreate, LoadEventPublic, LoadList, LoadPublic
+
+from .config import LoadsSettings
+from .repository import LoadsRepository
+from .service import LoadsService
+
+LoadIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+
+
+def _service(request: Request) -> LoadsService:
+    return request.app.state.service
+
+
+Service = Annotated[LoadsService, Depends(_service)]
+
+
+def create_app(settings: LoadsSettings | None = None, *, service: LoadsService | None = None) -> FastAPI:
+    app = FastAPI(title="Relay loads", version="1", docs_url=None, redoc_url=None)
+    if service is None:
+        service = LoadsService(LoadsRepository(settings or LoadsSettings()))
+    app.state.service = service
+    http.install(app)
+    errors = http.json_error_responses(400, 401, 404, 409, 422)
+
+    @app.get("/healthz", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/loads", response_model=LoadList, responses=errors)
+    def list_loads(identity: DriverIdentity, svc: Service) -> LoadList:
+        return LoadList(items=svc.list_for_driver(identity.driver_id))
+
+    @app.get("/loads/{load_id}", response_model=LoadPublic, responses=errors)
+    def get_load(load_id: LoadIdPath, identity: DriverIdentity, svc: Service) -> LoadPublic:
+        return svc.get(identity.driver_id, load_id)
+
+    @app.post("/loads/{load_id}/events", status_code=201, response_model=LoadEventPublic,
+              responses=errors)
+    def report_event(load_id: LoadIdPath, event: LoadEventCreate, identity: DriverIdentity,
+                     svc: Service) -> LoadEventPublic:
+        return svc.record_event(identity.driver_id, load_id, event)
+
+    @app.post("/dispatch/assignments", status_code=201, response_model=LoadPublic, responses=errors)
+    def assign_load(command: LoadAssign, identity: DispatchIdentity, svc: Service) -> LoadPublic:
+        return svc.assign(command)
+
+    return app

@@ -1,0 +1,1 @@
+"""Developer tooling: the local stack, provisioning from template.yaml, demo data, the CLI."""

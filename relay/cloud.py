@@ -1,0 +1,350 @@
+"""Create a template's tables, queues, topics and keys in an AWS endpoint (moto locally).
+
+The local stack is deployed from the same ``template.yaml`` files that SAM deploys to AWS:
+this module reads them, resolves the intrinsic functions it needs (``Ref``, ``GetAtt``,
+``Sub``, ``Join``, ``Select``, ``Split``), follows nested ``AWS::Serverless::Application``
+locations, and creates each stateful resource through boto3. It also resolves every
+function's environment variables, so a module process gets exactly the variables Lambda
+would give it, pointing at the local resources.
+
+Compute (functions, the HTTP API, alarms, log groups, IAM) is not created: locally each
+function runs as its own process (see :mod:`relay.stack`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from samtranslator.yaml_helper import yaml_parse
+
+ACCOUNT_ID = "123456789012"
+DEFAULT_REGION = "us-east-1"
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOT_TEMPLATE = ROOT / "template.yaml"
+
+
+class TemplateError(Exception):
+    """The template uses something the local deployer cannot resolve."""
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    return yaml_parse(path.read_text())
+
+
+@dataclass
+class Resource:
+    ref: Any
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StackResult:
+    name: str
+    path: Path
+    template: dict[str, Any]
+    parameters: dict[str, Any]
+    resources: dict[str, Resource]
+    outputs: dict[str, Any]
+    children: dict[str, "StackResult"]
+
+    def find_function(self, logical_id: str) -> "tuple[StackResult, dict[str, Any]]":
+        res = self.template.get("Resources", {}).get(logical_id)
+        if res and res["Type"] == "AWS::Serverless::Function":
+            return self, res
+        for child in self.children.values():
+            try:
+                return child.find_function(logical_id)
+            except KeyError:
+                pass
+        raise KeyError(logical_id)
+
+    def functions(self) -> dict[str, "StackResult"]:
+        """Every function logical id in this stack tree, with the stack that holds it."""
+        out = {
+            lid: self for lid, res in self.template.get("Resources", {}).items()
+            if res["Type"] == "AWS::Serverless::Function"
+        }
+        for child in self.children.values():
+            out.update(child.functions())
+        return out
+
+
+class LocalCloud:
+    """Deploys templates' stateful resources against one AWS endpoint."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "relay",
+        region: str = DEFAULT_REGION,
+        function_urls: dict[str, str] | None = None,
+        session: boto3.session.Session | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.region = region
+        self.function_urls = function_urls or {}
+        self._session = session or boto3.session.Session(region_name=region)
+        self._clients: dict[str, Any] = {}
+        self._names: set[str] = set()
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self._session.client(service, region_name=self.region)
+        return self._clients[service]
+
+    # --- deploy -----------------------------------------------------------------------
+
+    def deploy(self, path: Path = ROOT_TEMPLATE, parameters: dict[str, Any] | None = None,
+               name: str = "root") -> StackResult:
+        path = Path(path).resolve()
+        template = load_template(path)
+        params = {}
+        for pname, spec in template.get("Parameters", {}).items():
+            if parameters and pname in parameters:
+                params[pname] = parameters[pname]
+            elif "Default" in spec:
+                params[pname] = spec["Default"]
+            else:
+                raise TemplateError(f"{path.name}: parameter {pname} has no value and no default")
+        stack = StackResult(name, path, template, params, {}, {}, {})
+        resources = template.get("Resources", {})
+        for logical_id in _dependency_order(resources):
+            spec = resources[logical_id]
+            stack.resources[logical_id] = self._create(stack, logical_id, spec)
+        stack.outputs = {
+            k: self.resolve(stack, v["Value"]) for k, v in template.get("Outputs", {}).items()
+        }
+        return stack
+
+    def function_env(self, stack: StackResult, logical_id: str) -> dict[str, str]:
+        """Environment variables Lambda would give ``logical_id``, resolved locally."""
+        owner, spec = stack.find_function(logical_id)
+        glob = owner.template.get("Globals", {}).get("Function", {})
+        env = dict(glob.get("Environment", {}).get("Variables", {}))
+        env.update(spec["Properties"].get("Environment", {}).get("Variables", {}))
+        return {k: str(self.resolve(owner, v)) for k, v in env.items()}
+
+    def _physical_name(self, logical_id: str, explicit: Any, stack: StackResult) -> str:
+        name = str(self.resolve(stack, explicit)) if explicit else f"{self.prefix}-{logical_id}"
+        if name in self._names:
+            raise TemplateError(f"two resources would be named {name!r}")
+        self._names.add(name)
+        return name
+
+    def _arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
+
+    def _create(self, stack: StackResult, logical_id: str, spec: dict[str, Any]) -> Resource:
+        kind = spec["Type"]
+        props = spec.get("Properties", {})
+        if kind == "AWS::Serverless::Application":
+            location = props["Location"]
+            if not isinstance(location, str) or "://" in location:
+                raise TemplateError(f"{logical_id}: only local nested templates are deployable")
+            child_params = {k: self.resolve(stack, v) for k, v in props.get("Parameters", {}).items()}
+            child = self.deploy(stack.path.parent / location, child_params, name=logical_id)
+            stack.children[logical_id] = child
+            return Resource(ref=logical_id, attrs={f"Outputs.{k}": v for k, v in child.outputs.items()})
+        if kind == "AWS::DynamoDB::Table":
+            return self._table(stack, logical_id, props)
+        if kind == "AWS::SQS::Queue":
+            return self._queue(stack, logical_id, props)
+        if kind == "AWS::SNS::Topic":
+            name = self._physical_name(logical_id, props.get("TopicName"), stack)
+            arn = self.client("sns").create_topic(Name=name)["TopicArn"]
+            return Resource(ref=arn, attrs={"TopicArn": arn, "TopicName": name})
+        if kind == "AWS::KMS::Key":
+            meta = self.client("kms").create_key(
+                KeySpec=props.get("KeySpec", "SYMMETRIC_DEFAULT"),
+                KeyUsage=props.get("KeyUsage", "ENCRYPT_DECRYPT"),
+                Description=str(self.resolve(stack, props.get("Description", logical_id))),
+            )["KeyMetadata"]
+            return Resource(ref=meta["KeyId"], attrs={"Arn": meta["Arn"], "KeyId": meta["KeyId"]})
+        if kind == "AWS::KMS::Alias":
+            name = str(self.resolve(stack, props["AliasName"]))
+            self.client("kms").create_alias(
+                AliasName=name, TargetKeyId=str(self.resolve(stack, props["TargetKeyId"])))
+            return Resource(ref=name)
+        if kind == "AWS::Serverless::Function":
+            name = self._physical_name(logical_id, props.get("FunctionName"), stack)
+            url = self.function_urls.get(logical_id, f"http://{logical_id}.invalid/")
+            # SAM names the URL resource of a function "<Function>Url".
+            stack.resources[f"{logical_id}Url"] = Resource(ref=url, attrs={"FunctionUrl": url})
+            return Resource(ref=name, attrs={"Arn": self._arn("lambda", f"function:{name}")})
+        # Alarms, log groups, policies, the HTTP API...: nothing to create locally.
+        return Resource(ref=logical_id, attrs={"Arn": self._arn("local", logical_id)})
+
+    def _table(self, stack: StackResult, logical_id: str, props: dict[str, Any]) -> Resource:
+        props = self.resolve(stack, props)
+        name = self._physical_name(logical_id, props.get("TableName"), stack)
+        kwargs: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": props.get("BillingMode", "PROVISIONED"),
+        }
+        if kwargs["BillingMode"] == "PROVISIONED":
+            kwargs["ProvisionedThroughput"] = {
+                k: int(v) for k, v in props["ProvisionedThroughput"].items()}
+        if props.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        if props.get("StreamSpecification"):
+            kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+        ddb = self.client("dynamodb")
+        ddb.create_table(**kwargs)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
+                "Enabled": True, "AttributeName": ttl["AttributeName"]})
+        arn = self._arn("dynamodb", f"table/{name}")
+        return Resource(ref=name, attrs={"Arn": arn})
+
+    def _queue(self, stack: StackResult, logical_id: str, props: dict[str, Any]) -> Resource:
+        props = self.resolve(stack, props)
+        name = self._physical_name(logical_id, props.get("QueueName"), stack)
+        if props.get("FifoQueue") and not name.endswith(".fifo"):
+            name += ".fifo"
+        attributes = {k: _queue_attribute(v) for k, v in props.items()
+                      if k not in ("QueueName", "Tags")}
+        url = self.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = self._arn("sqs", name)
+        return Resource(ref=url, attrs={"Arn": arn, "QueueName": name, "QueueUrl": url})
+
+    # --- intrinsics -------------------------------------------------------------------
+
+    def resolve(self, stack: StackResult, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(stack, v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (fn, arg), = value.items()
+            if fn == "Ref":
+                return self._ref(stack, arg)
+            if fn == "Fn::GetAtt":
+                lid, attr = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self._getatt(stack, lid, attr)
+            if fn == "Fn::Sub":
+                return self._sub(stack, arg)
+            if fn == "Fn::Join":
+                sep, items = arg
+                return sep.join(str(x) for x in self.resolve(stack, items))
+            if fn == "Fn::Select":
+                index, items = arg
+                return self.resolve(stack, items)[int(self.resolve(stack, index))]
+            if fn == "Fn::Split":
+                sep, text = arg
+                return str(self.resolve(stack, text)).split(sep)
+            if fn.startswith("Fn::"):
+                raise TemplateError(f"{stack.path.name}: {fn} is not supported locally")
+        return {k: self.resolve(stack, v) for k, v in value.items()}
+
+    def _ref(self, stack: StackResult, name: str) -> Any:
+        pseudo = {
+            "AWS::Region": self.region, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws",
+            "AWS::StackName": f"{self.prefix}-{stack.name}", "AWS::URLSuffix": "amazonaws.com",
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in stack.parameters:
+            return stack.parameters[name]
+        if name in stack.resources:
+            return stack.resources[name].ref
+        raise TemplateError(f"{stack.path.name}: Ref {name} is not defined (yet)")
+
+    def _getatt(self, stack: StackResult, logical_id: str, attr: str) -> Any:
+        try:
+            return stack.resources[logical_id].attrs[attr]
+        except KeyError:
+            raise TemplateError(f"{stack.path.name}: GetAtt {logical_id}.{attr} is unknown") from None
+
+    def _sub(self, stack: StackResult, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else arg
+        variables = {k: self.resolve(stack, v) for k, v in variables.items()}
+        out, i = [], 0
+        while (start := text.find("${", i)) >= 0:
+            end = text.index("}", start)
+            out.append(text[i:start])
+            token = text[start + 2:end]
+            if token.startswith("!"):
+                out.append("${" + token[1:] + "}")
+            elif token in variables:
+                out.append(str(variables[token]))
+            elif "." in token:
+                out.append(str(self._getatt(stack, *token.split(".", 1))))
+            else:
+                out.append(str(self._ref(stack, token)))
+            i = end + 1
+        out.append(text[i:])
+        return "".join(out)
+
+
+def _queue_attribute(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def _dependency_order(resources: dict[str, Any]) -> list[str]:
+    """Logical ids ordered so that every resource comes after those it references."""
+    def owner(ref: str) -> str:
+        # SAM synthesises "<Function>Url" with the function: depend on the function.
+        if ref not in resources and ref.endswith("Url") and ref[:-3] in resources:
+            return ref[:-3]
+        return ref
+
+    # Functions are not created locally: their references are resolved only when their
+    # environment is read, after the whole stack exists (and a function may refer to an
+    # alarm that refers back to it, as canary deployments do).
+    deps = {lid: set() if spec["Type"] == "AWS::Serverless::Function"
+            else {owner(r) for r in _references(spec)} & set(resources)
+            for lid, spec in resources.items()}
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(lid: str) -> None:
+        if state.get(lid) == 2:
+            return
+        if state.get(lid) == 1:
+            raise TemplateError(f"circular reference through {lid}")
+        state[lid] = 1
+        for dep in sorted(deps[lid]):
+            if dep != lid:
+                visit(dep)
+        state[lid] = 2
+        order.append(lid)
+
+    for lid in resources:
+        visit(lid)
+    return order
+
+
+def _references(value: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(value, list):
+        for v in value:
+            found |= _references(v)
+    elif isinstance(value, dict):
+        for key, v in value.items():
+            if key == "Ref" and isinstance(v, str):
+                found.add(v)
+            elif key == "Fn::GetAtt":
+                found.add((v if isinstance(v, list) else v.split("."))[0])
+            elif key == "Fn::Sub":
+                text = v if isinstance(v, str) else v[0]
+                for part in text.split("${")[1:]:
+                    found.add(part.split("}")[0].split(".")[0])
+                if not isinstance(v, str):
+                    found |= _references(v[1])
+            elif key == "DependsOn":
+                found |= {v} if isinstance(v, str) else set(v)
+            else:
+                found |= _references(v)
+    return found

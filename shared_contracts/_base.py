@@ -1,0 +1,37 @@
+"""Base model and bounded field types shared by every contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+
+class Contract(BaseModel):
+    """Strict base: unknown fields are rejected, strings are trimmed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+DriverId = Annotated[str, StringConstraints(pattern=_ID)]
+LoadId = Annotated[str, StringConstraints(pattern=_ID)]
+FacilityId = Annotated[str, StringConstraints(pattern=_ID)]
+PassId = Annotated[str, StringConstraints(pattern=_ID)]
+MessageId = Annotated[str, StringConstraints(pattern=_ID)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone, e.g. 2026-11-22T08:00:00Z")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_aware)]

@@ -1,0 +1,206 @@
+"""FastAPI glue every service uses: the error envelope, request ids, identity.
+
+``install(app)`` makes an app speak only ``application/problem+json`` for errors
+(validation, malformed JSON, unknown routes, unexpected exceptions) and stamps every
+response with the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Annotated, Any, Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import headers
+from .errors import (
+    BadRequestError,
+    FieldError,
+    ForbiddenError,
+    PayloadTooLargeError,
+    ProblemError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+    ValidationFailedError,
+)
+from .identity import IdentityContext, Role
+
+log = logging.getLogger("relay.http")
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+_STATUS_ERRORS: dict[int, type[ProblemError]] = {
+    400: BadRequestError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+}
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def problem_response(exc: ProblemError, request_id: str | None) -> JSONResponse:
+    problem = exc.to_problem(request_id)
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=problem.status,
+        headers=exc.headers,
+        media_type=headers.PROBLEM_MEDIA_TYPE,
+    )
+
+
+class RequestGuard:
+    """Pure ASGI middleware: request id in and out, body size cap, JSON-only bodies."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        hdrs = dict(scope["headers"])
+        rid = hdrs.get(b"x-request-id", b"").decode("latin-1")
+        if not _REQUEST_ID_RE.match(rid):
+            rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        error = self._check(scope, hdrs)
+        if error is not None:
+            await problem_response(error, rid)(scope, receive, send_with_id)
+            return
+        await self.app(scope, self._capped(receive), send_with_id)
+
+    def _check(self, scope: Scope, hdrs: dict[bytes, bytes]) -> ProblemError | None:
+        if scope["method"].encode() not in _BODY_METHODS:
+            return None
+        length = hdrs.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return PayloadTooLargeError(f"request body is limited to {self.max_body_bytes} bytes")
+        has_body = length not in (None, b"0") or b"transfer-encoding" in hdrs
+        ctype = hdrs.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if has_body and ctype != b"application/json":
+            return UnsupportedMediaTypeError("request bodies must be application/json")
+        return None
+
+    def _capped(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLargeError(f"request body is limited to {limit} bytes")
+            return message
+
+        return capped
+
+
+def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        out.append(FieldError(location=loc, message=str(err.get("msg", "invalid"))))
+    return out
+
+
+def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """Make ``app`` answer every error in the problem envelope."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc, request_id_of(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            error: ProblemError = BadRequestError("request body is not valid JSON")
+        else:
+            error = ValidationFailedError(
+                "one or more fields are invalid", errors=_field_errors(exc)
+            )
+        return problem_response(error, request_id_of(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cls = _STATUS_ERRORS.get(exc.status_code)
+        if cls is not None:
+            error = cls(str(exc.detail))
+        elif exc.status_code == 404:
+            error = ProblemError("no such route", status=404, code="no-route", title="Not found")
+        elif exc.status_code == 405:
+            error = ProblemError(
+                "method not allowed on this route",
+                status=405, code="method-not-allowed", title="Method not allowed",
+            )
+        else:
+            error = ProblemError(str(exc.detail), status=exc.status_code, code="http-error",
+                                 title="Request failed")
+        if exc.headers:
+            error.headers.update(exc.headers)
+        return problem_response(error, request_id_of(request))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"request_id": request_id_of(request)})
+        return problem_response(ProblemError("unexpected error; it has been logged"),
+                                request_id_of(request))
+
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    return app
+
+
+# --- identity -------------------------------------------------------------------------
+
+def current_identity(request: Request) -> IdentityContext:
+    raw = request.headers.get(headers.IDENTITY)
+    if not raw:
+        raise UnauthorizedError("missing identity context: call this service through the gateway")
+    try:
+        return IdentityContext.decode(raw)
+    except ValueError:
+        raise UnauthorizedError("malformed identity context") from None
+
+
+Identity = Annotated[IdentityContext, Depends(current_identity)]
+
+
+def require_role(*roles: Role) -> Callable[..., IdentityContext]:
+    allowed = set(roles)
+
+    def dependency(identity: Identity) -> IdentityContext:
+        if identity.role not in allowed:
+            raise ForbiddenError(f"this operation needs one of the roles: {sorted(allowed)}")
+        if identity.role is Role.DRIVER and not identity.driver_id:
+            raise UnauthorizedError("driver identity without a driver id")
+        return identity
+
+    return dependency
+
+
+DriverIdentity = Annotated[IdentityContext, Depends(require_role(Role.DRIVER))]
+DispatchIdentity = Annotated[IdentityContext, Depends(require_role(Role.DISPATCH, Role.OPS))]
+
+
+def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting problem answers."""
+    from .errors import Problem
+
+    return {s: {"model": Problem, "content": {headers.PROBLEM_MEDIA_TYPE: {}}} for s in statuses}
