@@ -1,0 +1,1 @@
+"""Relay gateway: one FastAPI app that path-routes the mobile API to the modules."""

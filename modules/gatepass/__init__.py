@@ -1,0 +1,1 @@
+"""Gate passes (critical): signed, offline-verifiable tokens that let a driver into a yard."""

@@ -1,0 +1,1 @@
+"""Message (deferrable): the driver <-> dispatch inbox, with pushes queued for delivery."""

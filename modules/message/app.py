@@ -1,0 +1,57 @@
+"""Message HTTP API. ``create_app()`` builds it; nothing talks to AWS until a request needs it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request
+
+from shared_contracts import http
+from shared_contracts.http import DispatchIdentity, DriverIdentity
+from shared_contracts.message import DispatchMessageCreate, MessageCreate, MessagePage, MessagePublic
+
+from .config import MessageSettings
+from .repository import MessageRepository
+from .service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MessageService
+
+
+def _service(request: Request) -> MessageService:
+    return request.app.state.service
+
+
+Service = Annotated[MessageService, Depends(_service)]
+# Bounds on the cursor are checked by the service so that any bad cursor is a 400.
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+
+
+def create_app(settings: MessageSettings | None = None, *,
+               service: MessageService | None = None) -> FastAPI:
+    app = FastAPI(title="Relay message", version="1", docs_url=None, redoc_url=None)
+    if service is None:
+        service = MessageService(MessageRepository(settings or MessageSettings()))
+    app.state.service = service
+    http.install(app)
+    errors = http.json_error_responses(400, 401, 403, 422)
+
+    @app.get("/healthz", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/message", response_model=MessagePage, responses=errors)
+    def list_messages(identity: DriverIdentity, svc: Service,
+                      limit: Limit = DEFAULT_PAGE_SIZE, cursor: Cursor = None) -> MessagePage:
+        return svc.inbox(identity.driver_id, limit, cursor)
+
+    @app.post("/message", status_code=201, response_model=MessagePublic, responses=errors)
+    def send_to_dispatch(command: MessageCreate, identity: DriverIdentity,
+                         svc: Service) -> MessagePublic:
+        return svc.send_to_dispatch(identity.driver_id, command)
+
+    @app.post("/dispatch/messages", status_code=201, response_model=MessagePublic,
+              responses=errors)
+    def send_to_driver(command: DispatchMessageCreate, identity: DispatchIdentity,
+                       svc: Service) -> MessagePublic:
+        return svc.send_to_driver(command)
+
+    return app

@@ -1,0 +1,10 @@
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MessageSettings(BaseSettings):
+    """Read from the environment the template gives the function (see template.yaml)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    messages_table: str
+    notifications_queue_url: str

@@ -1,0 +1,1 @@
+"""Navigate (degradable): directions from the driver's position to the load's next stop."""
