@@ -63,6 +63,17 @@ class StackResult:
                 pass
         raise KeyError(logical_id)
 
+    def sqs_event_sources(self, logical_id: str) -> list[Resource]:
+        """The deployed queues that trigger ``logical_id`` (its ``SQS`` events)."""
+        owner, spec = self.find_function(logical_id)
+        out = []
+        for event in spec["Properties"].get("Events", {}).values():
+            if event["Type"] == "SQS":
+                target = event["Properties"]["Queue"]["Fn::GetAtt"]
+                queue_id = target[0] if isinstance(target, list) else target.split(".")[0]
+                out.append(owner.resources[queue_id])
+        return out
+
     def functions(self) -> dict[str, "StackResult"]:
         """Every function logical id in this stack tree, with the stack that holds it."""
         out = {
@@ -83,18 +94,21 @@ class LocalCloud:
         prefix: str = "relay",
         region: str = DEFAULT_REGION,
         function_urls: dict[str, str] | None = None,
+        endpoint_url: str | None = None,
         session: boto3.session.Session | None = None,
     ) -> None:
         self.prefix = prefix
         self.region = region
         self.function_urls = function_urls or {}
+        self.endpoint_url = endpoint_url
         self._session = session or boto3.session.Session(region_name=region)
         self._clients: dict[str, Any] = {}
         self._names: set[str] = set()
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            self._clients[service] = self._session.client(service, region_name=self.region)
+            self._clients[service] = self._session.client(
+                service, region_name=self.region, endpoint_url=self.endpoint_url)
         return self._clients[service]
 
     # --- deploy -----------------------------------------------------------------------

@@ -3,7 +3,22 @@
 Nothing here talks to AWS or the network; importing it is cheap.
 """
 
+from ._base import (
+    ID_PATTERN,
+    Contract,
+    DriverId,
+    FacilityId,
+    Latitude,
+    LoadId,
+    Longitude,
+    MessageId,
+    PassId,
+    Timestamp,
+)
 from .errors import Problem, ProblemError
 from .identity import IdentityContext, Role
 
-__all__ = ["IdentityContext", "Problem", "ProblemError", "Role"]
+__all__ = [
+    "ID_PATTERN", "Contract", "DriverId", "FacilityId", "IdentityContext", "Latitude", "LoadId",
+    "Longitude", "MessageId", "PassId", "Problem", "ProblemError", "Role", "Timestamp",
+]

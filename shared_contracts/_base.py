@@ -14,13 +14,13 @@ class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
-DriverId = Annotated[str, StringConstraints(pattern=_ID)]
-LoadId = Annotated[str, StringConstraints(pattern=_ID)]
-FacilityId = Annotated[str, StringConstraints(pattern=_ID)]
-PassId = Annotated[str, StringConstraints(pattern=_ID)]
-MessageId = Annotated[str, StringConstraints(pattern=_ID)]
+DriverId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+LoadId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+FacilityId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+PassId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+MessageId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 

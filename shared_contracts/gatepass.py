@@ -31,6 +31,12 @@ class GatePassPublic(Contract):
     revoked: bool = False
 
 
+class GatePassList(Contract):
+    """A driver's passes, newest first."""
+
+    items: list[GatePassPublic]
+
+
 class GatePassVerify(Contract):
     token: PassToken
     facility_id: FacilityId

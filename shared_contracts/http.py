@@ -34,6 +34,8 @@ from .identity import IdentityContext, Role
 log = logging.getLogger("relay.http")
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# Mangum base64-encodes bodies it does not know as text; problem+json is text.
+LAMBDA_TEXT_MIME_TYPES = ["text/", "application/json", "application/problem+json"]
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 _STATUS_ERRORS: dict[int, type[ProblemError]] = {
@@ -187,7 +189,8 @@ def require_role(*roles: Role) -> Callable[..., IdentityContext]:
 
     def dependency(identity: Identity) -> IdentityContext:
         if identity.role not in allowed:
-            raise ForbiddenError(f"this operation needs one of the roles: {sorted(allowed)}")
+            raise ForbiddenError("this operation needs one of the roles: "
+                                 + ", ".join(sorted(r.value for r in allowed)))
         if identity.role is Role.DRIVER and not identity.driver_id:
             raise UnauthorizedError("driver identity without a driver id")
         return identity

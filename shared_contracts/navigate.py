@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from ._base import Contract, FacilityId, LoadId
+from ._base import Contract, FacilityId, Latitude, LoadId, Longitude
 
 
 class DockHours(Contract):
@@ -19,8 +19,8 @@ class Destination(Contract):
     facility_id: FacilityId
     name: str
     address: str
-    lat: float
-    lon: float
+    lat: Latitude
+    lon: Longitude
     entry_instructions: str | None = None
     dock_hours: DockHours | None = None
 

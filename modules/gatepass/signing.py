@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared_contracts._base import DriverId, FacilityId, LoadId, PassId
+from shared_contracts import DriverId, FacilityId, LoadId, PassId
 from shared_contracts.gatepass import Jwk, Jwks
 
 ISSUER = "relay-gatepass"
@@ -151,10 +151,9 @@ def verify(token: str, jwks: Jwks, now: datetime) -> PassClaims:
     """
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
+    except jwt.InvalidTokenError:
         raise PassRejected(Reason.MALFORMED, "not a compact JWS") from None
-    keys = {k.kid: k for k in jwks.keys}
-    jwk = keys.get(header.get("kid"))  # type: ignore[arg-type]
+    jwk = next((k for k in jwks.keys if k.kid == header.get("kid")), None)
     if jwk is None:
         raise PassRejected(Reason.UNKNOWN_KEY, "signed with a key that is not published")
     try:

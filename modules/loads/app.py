@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Path, Request
 
 from shared_contracts import http
+from shared_contracts import ID_PATTERN
 from shared_contracts.http import DispatchIdentity, DriverIdentity
 from shared_contracts.loads import LoadAssign, LoadEventCreate, LoadEventPublic, LoadList, LoadPublic
 
@@ -14,7 +15,7 @@ from .config import LoadsSettings
 from .repository import LoadsRepository
 from .service import LoadsService
 
-LoadIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+LoadIdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 def _service(request: Request) -> LoadsService:

@@ -2,6 +2,8 @@
 
 from mangum import Mangum
 
+from shared_contracts.http import LAMBDA_TEXT_MIME_TYPES
+
 from .app import create_app
 
-handler = Mangum(create_app(), lifespan="off")
+handler = Mangum(create_app(), lifespan="off", text_mime_types=LAMBDA_TEXT_MIME_TYPES)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Query, Request
 
 from shared_contracts import http
+from shared_contracts import ID_PATTERN
 from shared_contracts.http import DriverIdentity
 from shared_contracts.navigate import Directions
 
@@ -15,7 +16,7 @@ from .engine import RoutingEngine
 from .repository import FacilitiesRepository, LoadsReader
 from .service import NavigateService
 
-LoadIdQuery = Annotated[str, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+LoadIdQuery = Annotated[str, Query(pattern=ID_PATTERN)]
 LatQuery = Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False,
                                   description="Driver's current latitude")]
 LonQuery = Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False,

@@ -63,7 +63,7 @@ class StraightLineEngine:
     def __init__(self, road_factor: float = DEFAULT_ROAD_FACTOR,
                  speed_kmh: float = DEFAULT_TRUCK_SPEED_KMH) -> None:
         if road_factor < 1:
-            raise ValueError("road_factor must be >= 1: roads are never shorter than a straight line")
+            raise ValueError("road_factor must be >= 1: no road beats the straight line")
         if speed_kmh <= 0:
             raise ValueError("speed_kmh must be positive")
         self.road_factor = road_factor

@@ -65,7 +65,7 @@ def make_handler(publisher: PushPublisher | None = None) -> Handler:
         except ValidationError as exc:
             log.warning("notification %s (SQS message %s) rejected, not a valid Notification: %s",
                         _claimed_id(record.body), record.message_id,
-                        "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                        "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
                                   for e in exc.errors()))
             raise InvalidNotificationError(record.message_id) from None
         try:

@@ -1,0 +1,60 @@
+# Relay gateway. `make dev` runs the whole system locally; `make test` runs the tests.
+# Both set up .venv themselves (Python 3.11+ and pip are all they need).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: dev test test-unit test-modules test-integration lint clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+dev: $(STAMP)
+	$(BIN)/relay dev
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit tests/template
+
+test-modules: $(STAMP)
+	$(BIN)/pytest tests/modules
+
+test-integration: $(STAMP)
+	$(BIN)/pytest -m integration
+
+lint: $(STAMP)
+	$(BIN)/cfn-lint template.yaml modules/*/template.yaml
+
+clean:
+	rm -rf $(VENV) .relay .pytest_cache
+
+# --- sam build (BuildMethod: makefile): one artifact per function ----------------------
+# Each function gets shared_contracts and its own package only, plus runtime requirements.
+define lambda_artifact
+	mkdir -p $(ARTIFACTS_DIR)/modules
+	cp -r shared_contracts $(ARTIFACTS_DIR)/
+	$(1)
+	pip install -q -t $(ARTIFACTS_DIR) -r requirements-lambda.txt
+endef
+
+build-LoadsFunction:
+	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/loads $(ARTIFACTS_DIR)/modules/)
+build-GatepassFunction:
+	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/gatepass $(ARTIFACTS_DIR)/modules/)
+build-NavigateFunction:
+	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/navigate $(ARTIFACTS_DIR)/modules/)
+build-MessageFunction:
+	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/message $(ARTIFACTS_DIR)/modules/)
+build-NotificationsFunction:
+	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/notifications $(ARTIFACTS_DIR)/modules/)
+build-GatewayFunction:
+	$(call lambda_artifact,cp -r gateway $(ARTIFACTS_DIR)/)

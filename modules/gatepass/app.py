@@ -1,0 +1,84 @@
+"""Gate pass HTTP API. ``create_app()`` builds it; nothing talks to AWS until a request needs it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Path, Request, Response
+
+from shared_contracts import http
+from shared_contracts import ID_PATTERN
+from shared_contracts.gatepass import (
+    GatePassCreate,
+    GatePassList,
+    GatePassPublic,
+    GatePassVerdict,
+    GatePassVerify,
+    Jwks,
+)
+from shared_contracts.http import DispatchIdentity, DriverIdentity
+from shared_contracts.identity import IdentityContext, Role
+
+from .config import GatepassSettings
+from .repository import GatepassRepository
+from .service import GatepassService
+from .signing import KmsSigner
+
+PassIdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+GateIdentity = Annotated[IdentityContext, Depends(http.require_role(Role.GATE, Role.OPS))]
+KEYS_MAX_AGE = 300  # gates may cache the JWKS; the key only changes with a new deployment
+
+
+def _service(request: Request) -> GatepassService:
+    return request.app.state.service
+
+
+Service = Annotated[GatepassService, Depends(_service)]
+
+
+def create_app(settings: GatepassSettings | None = None, *,
+               service: GatepassService | None = None) -> FastAPI:
+    app = FastAPI(title="Relay gate passes", version="1", docs_url=None, redoc_url=None)
+    if service is None:
+        settings = settings or GatepassSettings()
+        service = GatepassService(GatepassRepository(settings),
+                                  KmsSigner(settings.gatepass_signing_key_id))
+    app.state.service = service
+    http.install(app)
+    errors = http.json_error_responses(400, 401, 403, 404, 409, 422, 503)
+
+    @app.get("/healthz", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # Declared before /gatepass/{pass_id}, which would otherwise capture "keys".
+    @app.get("/gatepass/keys", response_model=Jwks, responses=http.json_error_responses(503))
+    def keys(response: Response, svc: Service) -> Jwks:
+        """Public keys gates use to verify passes offline. Public: needs no identity."""
+        response.headers["Cache-Control"] = f"public, max-age={KEYS_MAX_AGE}"
+        return svc.jwks()
+
+    @app.post("/gatepass", status_code=201, response_model=GatePassPublic, responses=errors)
+    def issue_pass(command: GatePassCreate, identity: DriverIdentity,
+                   svc: Service) -> GatePassPublic:
+        return svc.issue(identity.driver_id, command)
+
+    @app.get("/gatepass", response_model=GatePassList, responses=errors)
+    def list_passes(identity: DriverIdentity, svc: Service) -> GatePassList:
+        return GatePassList(items=svc.list_for_driver(identity.driver_id))
+
+    @app.get("/gatepass/{pass_id}", response_model=GatePassPublic, responses=errors)
+    def get_pass(pass_id: PassIdPath, identity: DriverIdentity, svc: Service) -> GatePassPublic:
+        return svc.get(identity.driver_id, pass_id)
+
+    @app.post("/gatepass/verify", response_model=GatePassVerdict, responses=errors)
+    def verify_pass(command: GatePassVerify, identity: GateIdentity,
+                    svc: Service) -> GatePassVerdict:
+        return svc.verify(command)
+
+    @app.post("/gatepass/{pass_id}/revoke", response_model=GatePassPublic, responses=errors)
+    def revoke_pass(pass_id: PassIdPath, identity: DispatchIdentity,
+                    svc: Service) -> GatePassPublic:
+        return svc.revoke(pass_id)
+
+    return app

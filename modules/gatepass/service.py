@@ -1,0 +1,155 @@
+"""Gate pass rules: who gets a pass for which facility and when, and how gates judge one.
+
+A driver gets a pass for a stop of their own, undelivered load. It is valid from 2 h
+before that stop's appointment window until 2 h after it, and only at that facility.
+Verifying answers a verdict (valid or not, and why), never an error: a gate scanning a
+bad pass is normal business, not a failed request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from shared_contracts.errors import (
+    ConflictError,
+    NotFoundError,
+    UnavailableError,
+    ValidationFailedError,
+)
+from shared_contracts.gatepass import (
+    GatePassCreate,
+    GatePassPublic,
+    GatePassVerdict,
+    GatePassVerify,
+    Jwks,
+)
+from shared_contracts.loads import LoadPublic, LoadStatus, Stop
+
+from .repository import GatepassRepository
+from .signing import KmsSigner, PassClaims, PassRejected, Reason, SigningUnavailableError, verify
+
+Clock = Callable[[], datetime]
+WINDOW_MARGIN = timedelta(hours=2)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _epoch(at: datetime) -> int:
+    return int(at.timestamp())
+
+
+def _at(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def pass_stop(load: LoadPublic, facility_id: str, now: datetime) -> Stop:
+    """The stop of ``load`` at ``facility_id`` a pass issued ``now`` is for.
+
+    A route may visit a facility twice; the pass is for the first visit still open.
+    """
+    stops = [s for s in load.stops if s.facility.facility_id == facility_id]
+    if not stops:
+        on_route = ", ".join(s.facility.facility_id for s in load.stops)
+        raise ValidationFailedError(
+            f"facility {facility_id} is not a stop of load {load.load_id} (its stops: {on_route})",
+            code="facility-not-on-load")
+    for stop in stops:
+        if stop.window_end + WINDOW_MARGIN > now:
+            return stop
+    last = stops[-1]
+    raise ConflictError(
+        f"the appointment window at {facility_id} ended at {last.window_end.isoformat()}; "
+        "passes are issued up to 2 h after it", code="window-passed")
+
+
+class GatepassService:
+    def __init__(self, repository: GatepassRepository, signer: KmsSigner,
+                 clock: Clock = utcnow) -> None:
+        self.repository = repository
+        self.signer = signer
+        self.clock = clock
+
+    # --- drivers -----------------------------------------------------------------------
+
+    def issue(self, driver_id: str, command: GatePassCreate) -> GatePassPublic:
+        now = self.clock()
+        load = self.repository.get_load(command.load_id)
+        if load is None or load.driver_id != driver_id:
+            # Same answer for "not yours" and "does not exist": ids cannot be probed.
+            raise NotFoundError(f"load {command.load_id} not found")
+        if load.status is LoadStatus.DELIVERED:
+            raise ConflictError(f"load {load.load_id} is delivered: it needs no gate pass",
+                                code="load-delivered")
+        stop = pass_stop(load, command.facility_id, now)
+        claims = PassClaims(
+            sub=driver_id, jti=f"GP-{uuid.uuid4().hex}", load_id=load.load_id,
+            facility_id=command.facility_id, iat=_epoch(now),
+            nbf=_epoch(stop.window_start - WINDOW_MARGIN),
+            exp=_epoch(stop.window_end + WINDOW_MARGIN),
+        )
+        try:
+            token = self.signer.sign(claims)
+        except SigningUnavailableError:
+            raise UnavailableError("cannot sign gate passes right now; retry shortly") from None
+        gate_pass = GatePassPublic(
+            pass_id=claims.jti, driver_id=driver_id, load_id=load.load_id,
+            facility_id=command.facility_id, valid_from=_at(claims.nbf),
+            valid_until=_at(claims.exp), issued_at=_at(claims.iat), kid=self.signer.kid,
+            token=token, qr_payload=token,
+        )
+        self.repository.create(gate_pass)
+        return gate_pass
+
+    def get(self, driver_id: str, pass_id: str) -> GatePassPublic:
+        gate_pass = self.repository.get(pass_id)
+        if gate_pass is None or gate_pass.driver_id != driver_id:
+            raise NotFoundError(f"gate pass {pass_id} not found")
+        return gate_pass
+
+    def list_for_driver(self, driver_id: str) -> list[GatePassPublic]:
+        passes = self.repository.list_for_driver(driver_id)
+        return sorted(passes, key=lambda p: (p.issued_at, p.pass_id), reverse=True)
+
+    # --- gates, dispatch, ops ----------------------------------------------------------
+
+    def jwks(self) -> Jwks:
+        try:
+            return self.signer.jwks()
+        except SigningUnavailableError:
+            raise UnavailableError("the signing key cannot be read right now") from None
+
+    def verify(self, command: GatePassVerify) -> GatePassVerdict:
+        """Judge a scanned pass at ``command.facility_id``, as a gate would, plus revocation."""
+        try:
+            claims = verify(command.token, self.jwks(), self.clock())
+        except PassRejected as rejected:
+            return self._verdict(rejected.reason, rejected.claims)
+        if claims.facility_id != command.facility_id:
+            return self._verdict(Reason.WRONG_FACILITY, claims)
+        stored = self.repository.get(claims.jti)
+        if stored is None:
+            return self._verdict(Reason.UNKNOWN_PASS, claims)
+        if stored.revoked:
+            return self._verdict(Reason.REVOKED, claims)
+        return self._verdict(Reason.VALID, claims)
+
+    def revoke(self, pass_id: str) -> GatePassPublic:
+        gate_pass = self.repository.get(pass_id)
+        if gate_pass is None or not self.repository.mark_revoked(gate_pass):
+            raise NotFoundError(f"gate pass {pass_id} not found")
+        return gate_pass.model_copy(update={"revoked": True})
+
+    @staticmethod
+    def _verdict(reason: Reason, claims: PassClaims | None) -> GatePassVerdict:
+        """Pass details are echoed only once the signature is known good."""
+        if claims is None:
+            return GatePassVerdict(valid=False, reason=reason.value)
+        return GatePassVerdict(
+            valid=reason is Reason.VALID, reason=reason.value, pass_id=claims.jti,
+            driver_id=claims.sub, load_id=claims.load_id, facility_id=claims.facility_id,
+            valid_until=_at(claims.exp),
+        )

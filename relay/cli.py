@@ -1,0 +1,117 @@
+"""``relay``: run the local stack, mint dev tokens, assign loads, replay notifications."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import httpx
+import typer
+
+from shared_contracts.identity import Role
+
+from . import demo
+from .stack import STATE_DIR, LocalStack, dev_token_secret
+
+app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True,
+                  add_completion=False)
+notifications = typer.Typer(help="The notifications worker's queues.", no_args_is_help=True)
+app.add_typer(notifications, name="notifications")
+
+
+def _authenticator():
+    from gateway.auth import DevTokenAuthenticator
+    from gateway.config import DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER
+
+    return DevTokenAuthenticator(dev_token_secret(), issuer=DEFAULT_TOKEN_ISSUER,
+                                 audience=DEFAULT_TOKEN_AUDIENCE)
+
+
+def mint(role: Role, driver_id: str | None = None, hours: float = 12) -> str:
+    sub = driver_id if role is Role.DRIVER and driver_id else f"{role.value}-dev"
+    return _authenticator().mint(sub, role, driver_id if role is Role.DRIVER else None,
+                                 ttl=timedelta(hours=hours))
+
+
+def _state() -> dict:
+    path = STATE_DIR / "stack.json"
+    if not path.exists():
+        raise typer.BadParameter("the local stack is not running: start it with `make dev`")
+    return json.loads(path.read_text())
+
+
+@app.command()
+def dev(port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8000,
+        seed: Annotated[bool, typer.Option(help="Seed demo data")] = True) -> None:
+    """Run the whole system locally until Ctrl-C."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    typer.echo("Starting the emulator, the modules and the gateway ...")
+    with LocalStack(gateway_port=port, seed=seed) as stack:
+        token = mint(Role.DRIVER, demo.DRIVERS[0])
+        typer.echo(f"\nRelay is up. Gateway: {stack.gateway_url}   emulator: {stack.emulator_url}")
+        for name, proc in stack.processes.items():
+            typer.echo(f"  {name:<14} {proc.url if proc.port else '(worker)'}   log: {proc.log_path}")
+        typer.echo(f"\nDev token for driver {demo.DRIVERS[0]} (12 h):\n{token}\n")
+        typer.echo("Try:\n"
+                   f"  curl -s -H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n")
+        typer.echo("Other tokens: .venv/bin/relay token --driver D-1002 | --role dispatch\n"
+                   "Press Ctrl-C to stop everything.")
+        try:
+            while not stop.wait(0.5):
+                for name, proc in stack.processes.items():
+                    if not proc.running():
+                        typer.echo(f"{name} exited; see {proc.log_path}. Stopping.", err=True)
+                        stop.set()
+        except KeyboardInterrupt:
+            pass
+        typer.echo("\nStopping ...")
+
+
+@app.command()
+def token(driver: Annotated[str | None, typer.Option(help="Driver id, e.g. D-1001")] = None,
+          role: Annotated[Role, typer.Option(help="driver, gate, dispatch or ops")] = Role.DRIVER,
+          hours: Annotated[float, typer.Option(min=0.01, max=24)] = 12) -> None:
+    """Print a dev token for the local gateway."""
+    if role is Role.DRIVER and not driver:
+        raise typer.BadParameter("a driver token needs --driver")
+    typer.echo(mint(role, driver, hours))
+
+
+@app.command("assign-load")
+def assign_load(
+    load_id: Annotated[str, typer.Option(help="New load id, e.g. L-9001")],
+    driver: Annotated[str, typer.Option(help="Driver id")],
+    route: Annotated[str, typer.Option(help="Facility ids, pickup first")] = "F-CHI,F-IND",
+    starts_in_hours: Annotated[float, typer.Option()] = 1.0,
+) -> None:
+    """Assign a load to a driver through the gateway, as dispatch does."""
+    gateway = _state()["gateway_url"]
+    command = demo.assignment(load_id, driver, route.split(","), datetime.now(UTC),
+                              timedelta(hours=starts_in_hours))
+    r = httpx.post(f"{gateway}/dispatch/assignments", json=command.model_dump(mode="json"),
+                   headers={"authorization": "Bearer " + mint(Role.DISPATCH)}, timeout=10)
+    typer.echo(json.dumps(r.json(), indent=2))
+    raise typer.Exit(0 if r.status_code == 201 else 1)
+
+
+@notifications.command("replay")
+def replay(limit: Annotated[int | None, typer.Option(help="At most this many")] = None) -> None:
+    """Move dead-lettered notifications back to the queue for another delivery attempt."""
+    import boto3
+
+    from modules.notifications.replay import replay_dead_letters
+
+    state = _state()
+    sqs = boto3.client("sqs", endpoint_url=state["emulator_url"], region_name="us-east-1",
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    moved = replay_dead_letters(sqs, state["notifications_dead_letter_queue_url"],
+                                state["notifications_queue_url"], limit=limit)
+    typer.echo(f"replayed {moved} notification(s)")
+
+
+def main() -> None:
+    app()
