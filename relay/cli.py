@@ -115,3 +115,7 @@ def replay(limit: Annotated[int | None, typer.Option(help="At most this many")] 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,8 @@ import httpx
 from .cloud import ROOT, LocalCloud, StackResult
 
 HOST = "127.0.0.1"
-STATE_DIR = ROOT / ".relay"
+# Logs, the dev token secret and the running stack's addresses (RELAY_STATE_DIR overrides).
+STATE_DIR = Path(os.environ.get("RELAY_STATE_DIR", ROOT / ".relay"))
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
     "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
@@ -157,17 +158,18 @@ class LocalStack:
         moto.wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
 
         ports = {lid: free_port() for lid in MODULES}
+        session = boto3.session.Session(
+            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=LOCAL_CREDENTIALS["AWS_REGION"])
         self.cloud = LocalCloud(function_urls={lid: f"http://{HOST}:{p}/" for lid, p in ports.items()},
-                                endpoint_url=self.emulator_url)
+                                endpoint_url=self.emulator_url, session=session)
         self.deployed = self.cloud.deploy(parameters={"Stage": "local"})
         aws_env = {**base_env, "AWS_ENDPOINT_URL": self.emulator_url}
 
         if self.seed:
             from .seed import seed_demo_data
 
-            session = boto3.session.Session(region_name=LOCAL_CREDENTIALS["AWS_REGION"],
-                                            aws_access_key_id="local",
-                                            aws_secret_access_key="local")
             seed_demo_data(self.function_env,
                            dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
                            sqs=session.client("sqs", endpoint_url=self.emulator_url))

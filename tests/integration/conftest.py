@@ -1,0 +1,77 @@
+"""The real local stack on free loopback ports: emulator server, module processes, gateway."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import boto3
+import httpx
+import pytest
+
+from gateway.auth import DevTokenAuthenticator
+from gateway.config import DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER
+from relay.stack import LocalStack, dev_token_secret, free_port
+from shared_contracts.identity import Role
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+class Api:
+    """The gateway as the app sees it, with tokens for any role."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.tokens = DevTokenAuthenticator(dev_token_secret(stack.state_dir),
+                                            issuer=DEFAULT_TOKEN_ISSUER,
+                                            audience=DEFAULT_TOKEN_AUDIENCE)
+        self.http = httpx.Client(base_url=stack.gateway_url, timeout=10)
+
+    def auth(self, role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> dict[str, str]:
+        sub = driver_id if role is Role.DRIVER else f"{role.value}-it"
+        token = self.tokens.mint(sub, role, driver_id if role is Role.DRIVER else None)
+        return {"authorization": f"Bearer {token}"}
+
+    def aws(self, service: str):
+        return boto3.client(service, endpoint_url=self.stack.emulator_url, region_name="us-east-1",
+                            aws_access_key_id="local", aws_secret_access_key="local")
+
+    def subscribe_to_pushes(self) -> str:
+        """An SQS queue subscribed to the push topic, standing in for the push provider."""
+        sqs, sns = self.aws("sqs"), self.aws("sns")
+        url = sqs.create_queue(QueueName=f"push-capture-{free_port()}")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=self.stack.output("NotificationsApp", "PushTopicArn"),
+                      Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+        return url
+
+    def pushes(self, queue_url: str, *, until: int, max_polls: int = 15) -> list[dict]:
+        """Long-poll the capture queue (bounded) until ``until`` pushes have arrived."""
+        sqs, seen = self.aws("sqs"), []
+        for _ in range(max_polls):
+            batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                        WaitTimeSeconds=1).get("Messages", [])
+            for m in batch:
+                seen.append(json.loads(m["Body"]))
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+            if len(seen) >= until:
+                break
+        return seen
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(gateway_port=free_port(), state_dir=tmp_path_factory.mktemp("relay")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def api(stack: LocalStack) -> Iterator[Api]:
+    client = Api(stack)
+    yield client
+    client.http.close()

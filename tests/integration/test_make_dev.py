@@ -1,0 +1,55 @@
+"""`relay dev` (what `make dev` runs): the printed curl works, and Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from relay.cloud import ROOT
+from relay.stack import free_port
+
+START_TIMEOUT_SECONDS = 60
+
+
+def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path):
+    port = free_port()
+    env = {**os.environ, "RELAY_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "relay.cli", "dev", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "relay dev exited early:\n" + "".join(lines)
+            lines.append(line)
+            if line.strip().startswith("curl "):
+                break
+        curl = shlex.split(lines[-1].strip())
+        header = curl[curl.index("-H") + 1]
+        url = curl[-1]
+        assert url == f"http://127.0.0.1:{port}/loads"
+
+        r = httpx.get(url, headers=dict([header.split(": ", 1)]), timeout=10)
+        assert r.status_code == 200
+        assert {l["driver_id"] for l in r.json()["items"]} == {"D-1001"}
+        ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", "".join(lines))]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+    for p in set(ports):  # every process it started is gone
+        try:
+            httpx.get(f"http://127.0.0.1:{p}/", timeout=1)
+            raise AssertionError(f"something still listens on {p}")
+        except httpx.TransportError:
+            pass
