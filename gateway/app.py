@@ -1,12 +1,15 @@
-"""The gateway app: authenticate, match the route table, forward to the module.
+"""The gateway app: authenticate, match the route table, forward through the resilience layer.
 
-``create_app(settings=None, *, transport=None, routes=None, authenticator=None)``: tests
-pass an ``httpx`` transport (``MockTransport``, ``ASGITransport``, or respx's mock) so
-no network is needed.
+``create_app(settings=None, *, transport=None, ...)``: tests pass an ``httpx`` transport
+(``MockTransport``, ``ASGITransport``, or respx's mock) and clocks, so no network and no
+sleeping is needed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -14,14 +17,28 @@ import httpx
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from shared_contracts import headers, http
+from shared_contracts import http
 from shared_contracts.errors import BadRequestError, ForbiddenError, NotFoundError
 
+from . import ops
 from .auth import Authenticator, DevTokenAuthenticator, NoAuthenticator
+from .breaker import CircuitBreaker
+from .bulkhead import Bulkhead
 from .config import GatewaySettings
+from .deferred import DeferredQueue, DeferredWrites
+from .fallbacks import (
+    Fallback,
+    GatePassLastKnownGood,
+    LastKnownGood,
+    LoadsLastKnownGood,
+    StaticDirections,
+)
+from .faults import FaultInjector
 from .proxy import Forwarder
-from .routes import RouteTable
+from .retry import RetryBudget
+from .routes import RouteTable, RouteTableError
 from .sigv4 import SigV4Auth
+from .upstream import ModuleUpstream, counts_as_failure
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -31,6 +48,21 @@ def default_authenticator(settings: GatewaySettings) -> Authenticator:
         return DevTokenAuthenticator(settings.dev_token_secret, issuer=settings.token_issuer,
                                      audience=settings.token_audience)
     return NoAuthenticator()
+
+
+def build_fallbacks(settings: GatewaySettings, *, wall_clock: Callable[[], float] = time.time,
+                    sqs: object = None) -> dict[str, Fallback]:
+    """The fallbacks the route table may name."""
+    loads = LoadsLastKnownGood(settings.cache_entries, clock=wall_clock)
+    queue = DeferredQueue(settings.deferred_queue_url, sqs=sqs) if settings.deferred_queue_url \
+        else None
+    return {
+        "last-known-good": LastKnownGood(settings.cache_entries, clock=wall_clock),
+        "loads-last-known-good": loads,
+        "gatepass-last-known-good": GatePassLastKnownGood(settings.cache_entries, clock=wall_clock),
+        "static-directions": StaticDirections(loads, clock=wall_clock),
+        "deferred": DeferredWrites(queue),
+    }
 
 
 def _has_dot_segment(path: str) -> bool:
@@ -45,16 +77,39 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     routes: RouteTable | None = None,
     authenticator: Authenticator | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    faults: FaultInjector | None = None,
+    fallbacks: dict[str, Fallback] | None = None,
 ) -> FastAPI:
     settings = settings or GatewaySettings()
     table = routes or RouteTable.load(settings.routes_file)
     auth = authenticator or default_authenticator(settings)
+    fallbacks = fallbacks if fallbacks is not None else build_fallbacks(settings,
+                                                                        wall_clock=wall_clock)
+    for route in table.routes:
+        for name in route.fallback.values():
+            if name not in fallbacks:
+                raise RouteTableError(f"route {route.prefix} names unknown fallback {name}")
+    faults = faults or FaultInjector(clock=clock)
     client = httpx.AsyncClient(
         transport=transport,
         limits=httpx.Limits(max_connections=settings.max_connections,
                             max_keepalive_connections=settings.max_keepalive_connections),
     )
-    forwarder = Forwarder(client, SigV4Auth(settings.aws_region) if settings.sign_upstreams else None)
+    signer = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
+    upstreams = {
+        name: ModuleUpstream(
+            module, client,
+            breaker=CircuitBreaker(name, module.breaker, is_failure=counts_as_failure,
+                                   clock=clock),
+            bulkhead=Bulkhead(name, module.bulkhead),
+            budget=RetryBudget(clock=clock), retry=module.retry, faults=faults,
+            auth=signer, clock=clock, sleep=sleep)
+        for name, module in table.modules.items()
+    }
+    forwarder = Forwarder(upstreams, fallbacks)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -65,11 +120,17 @@ def create_app(
                   docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.routes = table
+    app.state.authenticator = auth
+    app.state.upstreams = upstreams
+    app.state.forwarder = forwarder
+    app.state.faults = faults
     http.install(app, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    app.include_router(ops.router)
 
     async def proxy(request: Request) -> Response:
         path = request.url.path
@@ -84,8 +145,7 @@ def create_app(
             identity = auth.authenticate(request.headers.get("authorization"))
             if identity.role not in route.roles:
                 raise ForbiddenError(f"role {identity.role.value} may not call {route.prefix}")
-        return await forwarder.forward(request, table.modules[route.module], identity,
-                                       http.request_id_of(request) or "")
+        return await forwarder.forward(request, route, identity, http.request_id_of(request) or "")
 
     app.add_api_route("/{path:path}", proxy, methods=PROXY_METHODS, include_in_schema=False)
     return app

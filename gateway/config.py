@@ -14,6 +14,7 @@ DEFAULT_TOKEN_ISSUER = "relay-dev"
 DEFAULT_TOKEN_AUDIENCE = "relay-mobile"
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_MAX_KEEPALIVE = 100
+DEFAULT_CACHE_ENTRIES = 20_000
 LOCAL_STAGES = {"local", "test"}
 
 
@@ -31,6 +32,10 @@ class GatewaySettings(BaseSettings):
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
+    # Durable FIFO queue for writes accepted while their module is down (202).
+    deferred_queue_url: str | None = None
+    # Last-known-good copies kept per fallback (LRU across drivers).
+    cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=100, le=1_000_000)
     max_keepalive_connections: int = Field(default=DEFAULT_MAX_KEEPALIVE, gt=0)
 
     @model_validator(mode="after")

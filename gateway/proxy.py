@@ -1,63 +1,90 @@
-"""Forwarding one request to a module over the shared ``httpx.AsyncClient``."""
+"""Forwarding one request to its module, with the module's fallback when it cannot answer."""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections import Counter
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
 from shared_contracts import headers
-from shared_contracts.errors import UnavailableError, UpstreamTimeoutError
+from shared_contracts.errors import UnavailableError
 from shared_contracts.identity import IdentityContext
 
-from .routes import ModuleConfig
+from .fallbacks import Call, Fallback
+from .retry import is_retry_safe
+from .routes import Route
+from .upstream import ModuleUpstream, UpstreamUnavailable
 
 log = logging.getLogger("relay.gateway")
 
 # Only these client headers reach a module; everything else (cookies, client-supplied
 # x-relay-* identity or internal headers, hop-by-hop headers) is dropped.
-FORWARDED_REQUEST_HEADERS = ("accept", "content-type", "idempotency-key", "if-none-match",
-                             "user-agent")
+FORWARDED_REQUEST_HEADERS = ("accept", "content-type", "if-none-match", "user-agent")
 FORWARDED_RESPONSE_HEADERS = ("content-type", "retry-after", "location", "etag",
-                              "cache-control", "www-authenticate")
+                              "cache-control", "www-authenticate", "idempotent-replayed")
 DEFAULT_RETRY_AFTER_SECONDS = 5
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Forwarder:
-    def __init__(self, client: httpx.AsyncClient, auth: httpx.Auth | None = None) -> None:
-        self.client = client
-        self.auth = auth
+    def __init__(self, upstreams: dict[str, ModuleUpstream],
+                 fallbacks: dict[str, Fallback]) -> None:
+        self.upstreams = upstreams
+        self.fallbacks = fallbacks
+        self.served: Counter[str] = Counter()   # "module:fallback-kind" -> count
+        self.unavailable: Counter[str] = Counter()
 
-    async def forward(self, request: Request, module: ModuleConfig,
-                      identity: IdentityContext | None, request_id: str) -> Response:
-        out_headers = {k: v for k in FORWARDED_REQUEST_HEADERS
-                       if (v := request.headers.get(k)) is not None}
-        out_headers[headers.REQUEST_ID] = request_id
+    async def forward(self, request: Request, route: Route, identity: IdentityContext | None,
+                      request_id: str) -> Response:
+        method = request.method
+        upstream = self.upstreams[route.module]
+        out = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))}
+        out[headers.REQUEST_ID] = request_id
         if identity is not None:
-            out_headers[headers.IDENTITY] = identity.encode()
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
-        url = module.upstreams[0] + raw_path.decode("latin-1")
-        if query := request.scope.get("query_string"):
-            url += "?" + query.decode("latin-1")
-        timeout = httpx.Timeout(module.timeout_seconds, connect=module.connect_timeout_seconds)
+            out[headers.IDENTITY] = identity.encode()
+        # Every write carries an idempotency key, so that retries and deferred replays are
+        # applied once. The client's own key wins; the gateway makes one otherwise.
+        key = request.headers.get(headers.IDEMPOTENCY_KEY)
+        if key is None and method in WRITE_METHODS:
+            key = "gw-" + uuid.uuid4().hex
+        if key is not None:
+            out[headers.IDEMPOTENCY_KEY] = key
+
+        raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+        query = request.scope.get("query_string", b"").decode("latin-1")
         body = await request.body()
+        call = Call(module=route.module, method=method, path=request.url.path, query=query,
+                    body=body, identity=identity, idempotency_key=key, request_id=request_id,
+                    forwarded_headers={k: v for k, v in out.items()
+                                       if k in ("content-type", "accept")})
+        fallback = self.fallbacks.get(route.fallback_for(method) or "")
         try:
-            upstream = await self.client.request(
-                request.method, url, content=body or None, headers=out_headers,
-                timeout=timeout, auth=self.auth or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TimeoutException:
-            log.warning("module %s timed out (request %s)", module.name, request_id)
-            raise UpstreamTimeoutError(f"the {module.name} service did not answer in time") from None
-        except httpx.TransportError as exc:
-            log.warning("module %s unreachable: %s (request %s)", module.name, exc, request_id)
-            raise UnavailableError(f"the {module.name} service is unavailable",
-                                   retry_after=DEFAULT_RETRY_AFTER_SECONDS) from None
+            answer = await upstream.send(method, raw_path + (f"?{query}" if query else ""), out,
+                                         body or None, retry_safe=is_retry_safe(method, bool(key)))
+        except UpstreamUnavailable as exc:
+            return await self._degrade(call, fallback, exc)
+        content_type = answer.headers.get("content-type", "application/json")
+        if fallback is not None:
+            fallback.remember(call, answer.status_code, answer.content, content_type)
         return Response(
-            content=upstream.content,
-            status_code=upstream.status_code,
-            headers={k: v for k in FORWARDED_RESPONSE_HEADERS
-                     if (v := upstream.headers.get(k)) is not None},
+            content=answer.content, status_code=answer.status_code,
+            headers={k: v for k in FORWARDED_RESPONSE_HEADERS if (v := answer.headers.get(k))},
         )
+
+    async def _degrade(self, call: Call, fallback: Fallback | None,
+                       exc: UpstreamUnavailable) -> Response:
+        if fallback is not None:
+            served = await fallback.serve(call)
+            if served is not None:
+                self.served[f"{call.module}:{fallback.kind.value}"] += 1
+                log.info("%s %s served by %s fallback (%s; request %s)", call.method, call.path,
+                         fallback.kind.value, exc.reason, call.request_id)
+                return served
+        self.unavailable[call.module] += 1
+        log.warning("%s %s: %s %s, no fallback answer (request %s)", call.method, call.path,
+                    call.module, exc.reason, call.request_id)
+        raise UnavailableError(f"the {call.module} service is unavailable ({exc.reason})",
+                               retry_after=DEFAULT_RETRY_AFTER_SECONDS)

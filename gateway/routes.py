@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared_contracts.identity import Role
 
+from .breaker import BreakerConfig
+from .bulkhead import BulkheadConfig
+from .retry import RetryConfig
+
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
@@ -35,8 +39,12 @@ class ModuleConfig(_Strict):
     name: str
     tier: Tier
     upstreams: list[str] = Field(min_length=1)
-    timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    timeout_seconds: float = Field(default=2.0, gt=0, le=30,
+                                   description="Deadline for the whole call, retries included")
     connect_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    breaker: BreakerConfig = BreakerConfig()
+    retry: RetryConfig = RetryConfig()
+    bulkhead: BulkheadConfig = BulkheadConfig()
 
     @field_validator("upstreams")
     @classmethod
@@ -52,6 +60,11 @@ class Route(_Strict):
     module: str
     roles: frozenset[Role] = frozenset()
     auth: Literal["required", "none"] = "required"
+    # Fallback per HTTP method, by name (see gateway.app.FALLBACKS), e.g. {GET = "loads-cache"}.
+    fallback: dict[str, str] = {}
+
+    def fallback_for(self, method: str) -> str | None:
+        return self.fallback.get(method.upper())
 
     @model_validator(mode="after")
     def _roles_when_authenticated(self) -> "Route":
@@ -68,6 +81,8 @@ class RouteTable:
         for route in routes:
             if route.module not in modules:
                 raise RouteTableError(f"route {route.prefix} names unknown module {route.module}")
+            if route.auth == "none" and route.fallback.get("POST"):
+                raise RouteTableError(f"route {route.prefix}: anonymous writes cannot be deferred")
         self.modules = modules
         # Longest prefix first, so /gatepass/verify wins over /gatepass.
         self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)

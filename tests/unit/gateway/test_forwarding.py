@@ -71,8 +71,9 @@ def test_unreachable_module_is_503_with_retry_after(gateway, upstream, bearer):
     assert r.json()["type"] == "urn:relay:problem:unavailable"
 
 
-def test_slow_module_is_504(gateway, upstream, bearer):
+def test_slow_module_without_a_cached_copy_is_503_with_retry_after(gateway, upstream, bearer):
     upstream.get("http://loads.test/loads").mock(side_effect=httpx.ReadTimeout("slow"))
     r = gateway.get("/loads", headers=bearer())
-    assert r.status_code == 504
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.headers["content-type"] == "application/problem+json"
+    assert "timeout" in r.json()["detail"]

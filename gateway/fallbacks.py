@@ -1,0 +1,239 @@
+"""Fallbacks per function, named in the route table: what a driver gets when a module fails.
+
+Each fallback sees live answers (``remember``) and, when the module cannot answer, may
+serve one (``serve``); ``None`` means it has nothing, and the gateway answers 503.
+
+- ``last-known-good``: a bounded LRU of live GET answers per caller, served with its age.
+  Loads also files each load of a list under its detail path; gate passes are served only
+  while still valid.
+- ``static``: navigation from what the gateway already knows (the cached load's next stop,
+  straight-line distance, entry instructions seen in earlier answers).
+- ``deferred``: a write accepted (202) into a durable FIFO queue, replayed in order per
+  driver with its idempotency key (see :mod:`gateway.deferred`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from urllib.parse import parse_qs
+
+from starlette.responses import Response
+
+from shared_contracts.degraded import HEADER as DEGRADED_HEADER
+from shared_contracts.degraded import DegradedMarker, FallbackKind
+from shared_contracts.identity import IdentityContext
+
+WallClock = Callable[[], float]
+DEFAULT_CACHE_ENTRIES = 20_000
+TRUCK_SPEED_KMH = 75.0
+ROAD_FACTOR = 1.3
+
+
+@dataclass
+class Call:
+    """What a fallback knows about the request it may answer."""
+
+    module: str
+    method: str
+    path: str
+    query: str
+    body: bytes
+    identity: IdentityContext | None
+    idempotency_key: str | None = None
+    request_id: str = ""
+    forwarded_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def caller(self) -> str:
+        return self.identity.sub if self.identity else "-"
+
+
+class Fallback(Protocol):
+    kind: FallbackKind
+
+    def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None: ...
+
+    async def serve(self, call: Call) -> Response | None: ...
+
+
+def degraded_response(body: bytes | str, status: int, marker: DegradedMarker,
+                      content_type: str = "application/json") -> Response:
+    headers = {DEGRADED_HEADER: marker.header_value()}
+    if marker.age is not None:
+        headers["Age"] = str(marker.age)
+    return Response(body, status_code=status, headers=headers, media_type=content_type)
+
+
+class LastKnownGood:
+    kind = FallbackKind.LAST_KNOWN_GOOD
+
+    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, *,
+                 clock: WallClock = time.time) -> None:
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[tuple[str, str], tuple[bytes, str, float]] = OrderedDict()
+
+    def _key(self, call: Call, path: str | None = None) -> tuple[str, str]:
+        target = path or call.path
+        return (call.caller, f"{target}?{call.query}" if call.query and path is None else target)
+
+    def put(self, key: tuple[str, str], body: bytes, content_type: str) -> None:
+        self._entries[key] = (body, content_type, self.clock())
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def get(self, key: tuple[str, str]) -> tuple[bytes, str, float] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
+        if call.method == "GET" and status == 200:
+            self.put(self._key(call), body, content_type)
+
+    def usable(self, call: Call, body: bytes) -> bytes | None:
+        """Hook: the copy as it may be served now, or None if it must not be."""
+        return body
+
+    async def serve(self, call: Call) -> Response | None:
+        if call.method != "GET" or (entry := self.get(self._key(call))) is None:
+            return None
+        body, content_type, stored_at = entry
+        if (body := self.usable(call, body)) is None:
+            return None
+        age = max(int(self.clock() - stored_at), 0)
+        return degraded_response(body, 200, DegradedMarker(
+            module=call.module, fallback=self.kind, age=age), content_type)
+
+
+class LoadsLastKnownGood(LastKnownGood):
+    """A list of loads also fills each load's detail entry: detail survives without a visit."""
+
+    def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
+        super().remember(call, status, body, content_type)
+        if call.method == "GET" and status == 200 and call.path == "/loads":
+            for item in json.loads(body).get("items", []):
+                self.put((call.caller, f"/loads/{item['load_id']}"),
+                         json.dumps(item).encode(), content_type)
+
+    def load(self, caller: str, load_id: str) -> tuple[dict, float] | None:
+        entry = self.get((caller, f"/loads/{load_id}"))
+        return (json.loads(entry[0]), entry[2]) if entry else None
+
+
+class GatePassLastKnownGood(LastKnownGood):
+    """Passes are served from the copy only while valid; a POST may get an existing pass."""
+
+    def _valid(self, doc: dict) -> bool:
+        until = doc.get("valid_until")
+        return bool(until) and not doc.get("revoked") and \
+            datetime.fromisoformat(until).timestamp() > self.clock()
+
+    def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
+        super().remember(call, status, body, content_type)
+        docs: list[dict] = []
+        if status in (200, 201) and call.path.startswith("/gatepass"):
+            doc = json.loads(body)
+            docs = doc.get("items", [doc]) if isinstance(doc, dict) else []
+        for d in docs:
+            if "pass_id" in d and "load_id" in d:
+                raw = json.dumps(d).encode()
+                self.put((call.caller, f"/gatepass/{d['pass_id']}"), raw, content_type)
+                self.put((call.caller, f"issue:{d['load_id']}:{d['facility_id']}"), raw,
+                         content_type)
+
+    def usable(self, call: Call, body: bytes) -> bytes | None:
+        doc = json.loads(body)
+        if "items" in doc:
+            doc["items"] = [d for d in doc["items"] if self._valid(d)]
+            return json.dumps(doc).encode()
+        return body if self._valid(doc) else None
+
+    async def serve(self, call: Call) -> Response | None:
+        if call.method == "POST" and call.path == "/gatepass":
+            try:
+                wanted = json.loads(call.body)
+                key = (call.caller, f"issue:{wanted['load_id']}:{wanted['facility_id']}")
+            except (ValueError, KeyError, TypeError):
+                return None
+            entry = self.get(key)
+            if entry is None or not self._valid(json.loads(entry[0])):
+                return None
+            return degraded_response(entry[0], 200, DegradedMarker(
+                module=call.module, fallback=self.kind, age=int(self.clock() - entry[2])),
+                entry[1])
+        return await super().serve(call)
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(a))
+
+
+class StaticDirections:
+    """Directions from the cached load's next stop; entry instructions from earlier answers."""
+
+    kind = FallbackKind.STATIC
+
+    def __init__(self, loads: LoadsLastKnownGood, *, clock: WallClock = time.time,
+                 max_facilities: int = 10_000) -> None:
+        self.loads = loads
+        self.clock = clock
+        self.max_facilities = max_facilities
+        self._destinations: OrderedDict[str, dict] = OrderedDict()
+
+    def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
+        if status == 200 and call.method == "GET":
+            dest = json.loads(body).get("destination")
+            if dest and "facility_id" in dest:
+                self._destinations[dest["facility_id"]] = dest
+                self._destinations.move_to_end(dest["facility_id"])
+                while len(self._destinations) > self.max_facilities:
+                    self._destinations.popitem(last=False)
+
+    async def serve(self, call: Call) -> Response | None:
+        q = {k: v[0] for k, v in parse_qs(call.query).items()}
+        try:
+            load_id, lat, lon = q["load_id"], float(q["lat"]), float(q["lon"])
+        except (KeyError, ValueError):
+            return None
+        cached = self.loads.load(call.caller, load_id)
+        if cached is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            return None
+        load, _ = cached
+        if load.get("status") == "delivered":
+            return None
+        stop = next((s for s in load["stops"] if s["seq"] == load["current_stop"]), None)
+        if stop is None:
+            return None
+        facility = stop["facility"]
+        known = self._destinations.get(facility["facility_id"], {})
+        straight = haversine_km(lat, lon, facility["lat"], facility["lon"])
+        minutes = math.ceil(straight * ROAD_FACTOR / TRUCK_SPEED_KMH * 60)
+        eta = datetime.fromtimestamp(self.clock(), UTC) + timedelta(minutes=minutes)
+        answer = {
+            "load_id": load_id, "stop_seq": stop["seq"],
+            "destination": {**facility, "entry_instructions": known.get("entry_instructions"),
+                            "dock_hours": known.get("dock_hours")},
+            "straight_line_km": round(straight, 1), "route_km": round(straight * ROAD_FACTOR, 1),
+            "eta_minutes": minutes, "eta": eta.isoformat(),
+            "window_start": stop["window_start"], "window_end": stop["window_end"],
+            "on_time": eta <= datetime.fromisoformat(stop["window_end"]),
+            "engine": "gateway-static",
+        }
+        return degraded_response(json.dumps(answer), 200,
+                                 DegradedMarker(module=call.module, fallback=self.kind))

@@ -1,0 +1,153 @@
+"""One module's upstream: fault injection, bulkhead, breaker, deadline, retries, in that order.
+
+``ModuleUpstream.send()`` either returns the module's answer (any 2xx-4xx: a 4xx is the
+module speaking, not failing) or raises one :class:`UpstreamUnavailable` subclass, which the
+gateway turns into a fallback or a problem answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from shared_contracts import headers
+
+from .breaker import BreakerOpenError, CircuitBreaker
+from .bulkhead import Bulkhead, BulkheadFullError
+from .faults import FaultInjector, InjectedError
+from .retry import RETRYABLE_STATUSES, RetryBudget, RetryConfig, backoff_delay
+from .routes import ModuleConfig
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+DEADLINE_HEADER = "x-relay-deadline-ms"
+
+
+class UpstreamUnavailable(Exception):
+    """The module could not give an answer; ``reason`` says why."""
+
+    reason = "failed"
+
+    def __init__(self, module: str, detail: str) -> None:
+        super().__init__(f"{module}: {detail}")
+        self.module = module
+        self.detail = detail
+
+
+class ShortCircuited(UpstreamUnavailable):
+    reason = "breaker-open"
+
+
+class BulkheadRejected(UpstreamUnavailable):
+    reason = "bulkhead-full"
+
+
+class UpstreamTimedOut(UpstreamUnavailable):
+    reason = "timeout"
+
+
+class UpstreamFailed(UpstreamUnavailable):
+    reason = "failed"
+
+
+class _ServerError(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"status {response.status_code}")
+        self.response = response
+
+
+def counts_as_failure(exc: BaseException) -> bool:
+    """What the breaker counts: the module not answering properly. Never a 4xx."""
+    return isinstance(exc, (_ServerError, httpx.TransportError, TimeoutError, InjectedError))
+
+
+class ModuleUpstream:
+    def __init__(
+        self,
+        module: ModuleConfig,
+        client: httpx.AsyncClient,
+        *,
+        breaker: CircuitBreaker,
+        bulkhead: Bulkhead,
+        budget: RetryBudget,
+        retry: RetryConfig,
+        faults: FaultInjector,
+        auth: httpx.Auth | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.module = module
+        self.client = client
+        self.breaker = breaker
+        self.bulkhead = bulkhead
+        self.budget = budget
+        self.retry = retry
+        self.faults = faults
+        self.auth = auth
+        self.clock = clock
+        self.sleep = sleep
+        self.base_url = module.upstreams[0]
+
+    async def send(self, method: str, target: str, request_headers: dict[str, str],
+                   body: bytes | None, *, retry_safe: bool) -> httpx.Response:
+        name = self.module.name
+        self.budget.record_request()
+        deadline = self.clock() + self.module.timeout_seconds
+        try:
+            with self.bulkhead:
+                attempt = 1
+                while True:
+                    try:
+                        return await self._attempt(method, target, request_headers, body, deadline)
+                    except BreakerOpenError as exc:
+                        raise ShortCircuited(name, str(exc)) from None
+                    except (_ServerError, httpx.TransportError, TimeoutError, InjectedError) as exc:
+                        retryable = not isinstance(exc, _ServerError) or \
+                            exc.response.status_code in RETRYABLE_STATUSES
+                        if not (retry_safe and retryable and attempt < self.retry.max_attempts):
+                            raise self._unavailable(exc) from None
+                        delay = backoff_delay(attempt, self.retry)
+                        if deadline - self.clock() <= delay or not self.budget.try_spend():
+                            raise self._unavailable(exc) from None
+                        await self.sleep(delay)
+                        attempt += 1
+        except BulkheadFullError as exc:
+            raise BulkheadRejected(name, str(exc)) from None
+
+    async def _attempt(self, method: str, target: str, request_headers: dict[str, str],
+                       body: bytes | None, deadline: float) -> httpx.Response:
+        remaining = deadline - self.clock()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        async with self.breaker.calling():
+            async with asyncio.timeout(remaining):
+                await self.faults.before_call(self.module.name)
+                remaining = max(deadline - self.clock(), 0.001)
+                response = await self.client.request(
+                    method, self.base_url + target, content=body,
+                    headers={**request_headers, DEADLINE_HEADER: str(int(remaining * 1000))},
+                    timeout=httpx.Timeout(remaining, connect=min(
+                        self.module.connect_timeout_seconds, remaining)),
+                    auth=self.auth or httpx.USE_CLIENT_DEFAULT,
+                )
+            if response.status_code >= 500:
+                raise _ServerError(response)
+            return response
+
+    def _unavailable(self, exc: BaseException) -> UpstreamUnavailable:
+        name = self.module.name
+        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+            return UpstreamTimedOut(name, "did not answer in time")
+        if isinstance(exc, _ServerError):
+            return UpstreamFailed(name, f"answered {exc.response.status_code}")
+        if isinstance(exc, InjectedError):
+            return UpstreamFailed(name, "injected fault")
+        return UpstreamFailed(name, f"unreachable ({type(exc).__name__})")
+
+
+__all__ = ["DEADLINE_HEADER", "ModuleUpstream", "UpstreamUnavailable", "ShortCircuited",
+           "BulkheadRejected", "UpstreamTimedOut", "UpstreamFailed", "counts_as_failure",
+           "headers"]
