@@ -1,0 +1,317 @@
+"""Retries, budget, bulkheads, fallbacks and faults through the gateway, on injected clocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import httpx
+import pytest
+
+from gateway.app import build_fallbacks, create_app
+from gateway.config import GatewaySettings
+from gateway.retry import BudgetConfig, RetryBudget, RetryConfig, backoff_delay, is_retry_safe
+from gateway.routes import RouteTable
+from shared_contracts.degraded import DegradedMarker, FallbackKind
+from shared_contracts.identity import Role
+from tests.unit.gateway.conftest import SECRET, UPSTREAMS
+from tests.unit.gateway.test_breaker import MonotonicClock
+
+pytestmark = pytest.mark.anyio
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = NOW.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, mono: MonotonicClock, wall: Wall, settings: GatewaySettings,
+                 overrides: dict | None = None) -> None:
+        self.mono, self.wall, self.slept = mono, wall, []
+        table = RouteTable.load(settings.routes_file, env=UPSTREAMS)
+        if overrides:
+            data = {"modules": {n: {**m.model_dump(exclude={"name"}), **overrides.get(n, {})}
+                                for n, m in table.modules.items()},
+                    "routes": [r.model_dump() for r in table.routes]}
+            table = RouteTable.from_dict(json.loads(json.dumps(data, default=list)), env={})
+
+        async def sleep(seconds: float) -> None:
+            self.slept.append(seconds)
+            mono.now += seconds
+
+        self.app = create_app(settings, routes=table, clock=mono, wall_clock=wall, sleep=sleep,
+                              fallbacks=build_fallbacks(settings, wall_clock=wall))
+        from gateway.auth import DevTokenAuthenticator
+        self.tokens = DevTokenAuthenticator(SECRET, issuer=settings.token_issuer,
+                                            audience=settings.token_audience)
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                        base_url="http://gateway")
+
+    def auth(self, role: Role = Role.DRIVER, driver: str | None = "D-1001") -> dict[str, str]:
+        return {"authorization": "Bearer " + self.tokens.mint(driver or "ops-1", role, driver)}
+
+    @property
+    def upstreams(self):
+        return self.app.state.upstreams
+
+
+@pytest.fixture
+def harness(settings, upstream):
+    def make(overrides: dict | None = None, **settings_kw) -> Harness:
+        s = settings.model_copy(update=settings_kw) if settings_kw else settings
+        return Harness(MonotonicClock(), Wall(), s, overrides)
+    return make
+
+
+LOAD = {"load_id": "L-1", "status": "assigned"}
+
+
+# --- retries and the budget ----------------------------------------------------------
+
+def test_only_safe_requests_are_retried():
+    assert is_retry_safe("GET", False) and is_retry_safe("POST", True)
+    assert not is_retry_safe("POST", False)
+
+
+def test_backoff_is_jittered_and_capped():
+    cfg = RetryConfig(base_delay_seconds=0.1, max_delay_seconds=0.3)
+    rng = random.Random(7)
+    delays = [backoff_delay(a, cfg, rng) for a in (1, 2, 3, 4, 5) for _ in range(50)]
+    assert all(0 <= d <= 0.3 for d in delays)
+    assert len({round(d, 6) for d in delays}) > 200  # jittered, not a fixed schedule
+
+
+def test_retry_budget_caps_retries_at_a_share_of_requests():
+    mono = MonotonicClock()
+    budget = RetryBudget(BudgetConfig(ratio=0.2, min_per_second=0, window_seconds=10), clock=mono)
+    for _ in range(10):
+        budget.record_request()
+    assert [budget.try_spend() for _ in range(3)] == [True, True, False]
+    mono.now += 11   # the window slides: old requests no longer pay for retries
+    assert budget.try_spend() is False
+
+
+async def test_a_failing_read_is_retried_then_fails_over(harness, upstream):
+    h = harness({"loads": {"retry": {"max_attempts": 3}}})
+    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(503))
+    r = await h.client.get("/loads", headers=h.auth())
+    assert r.status_code == 503 and route.call_count == 3
+    assert len(h.slept) == 2
+
+
+async def test_retries_stop_when_the_budget_is_spent(harness, upstream):
+    h = harness({"loads": {"retry": {"max_attempts": 3}, "breaker": {"fail_max": 1000}}})
+    for up in h.upstreams.values():
+        up.budget = RetryBudget(BudgetConfig(ratio=0.1, min_per_second=0), clock=h.mono)
+    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(503))
+    for _ in range(20):
+        await h.client.get("/loads", headers=h.auth())
+    # 20 requests may retry 10% of the time: 2 retries, not the 40 that 3 attempts allow
+    assert route.call_count == 20 + 2
+
+
+async def test_writes_without_a_key_are_made_safe_with_one(harness, upstream):
+    h = harness({"message": {"retry": {"max_attempts": 2}}})
+    route = upstream.post("http://message.test/message").mock(side_effect=[
+        httpx.Response(503), httpx.Response(201, json={"message_id": "m1"})])
+    r = await h.client.post("/message", json={"body": "hi"}, headers=h.auth())
+    assert r.status_code == 201 and route.call_count == 2
+    keys = {c.request.headers["idempotency-key"] for c in route.calls}
+    assert len(keys) == 1 and keys.pop().startswith("gw-")
+
+
+# --- breaker through the gateway -----------------------------------------------------
+
+async def test_open_breaker_short_circuits_to_the_cached_copy(harness, upstream):
+    h = harness({"loads": {"retry": {"max_attempts": 1}}})
+    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
+        200, json={"items": [LOAD]}))
+    assert (await h.client.get("/loads", headers=h.auth())).status_code == 200
+    route.mock(side_effect=httpx.ConnectError("down"))
+    for _ in range(5):   # fail_max = 5 for loads in routes.toml
+        await h.client.get("/loads", headers=h.auth())
+    assert h.upstreams["loads"].breaker.state == "open"
+    calls = route.call_count
+    r = await h.client.get("/loads", headers=h.auth())
+    assert r.status_code == 200 and route.call_count == calls   # not attempted
+    assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.LAST_KNOWN_GOOD
+
+
+async def test_module_4xx_does_not_trip_the_breaker(harness, upstream):
+    h = harness()
+    upstream.get("http://loads.test/loads/L-9").mock(return_value=httpx.Response(404, json={}))
+    for _ in range(20):
+        assert (await h.client.get("/loads/L-9", headers=h.auth())).status_code == 404
+    assert h.upstreams["loads"].breaker.state == "closed"
+
+
+# --- bulkheads -----------------------------------------------------------------------
+
+async def test_bulkhead_overflow_goes_to_the_fallback_at_once(harness, upstream):
+    h = harness({"loads": {"bulkhead": {"max_concurrent": 1}}})
+    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
+        200, json={"items": [LOAD]}))
+    await h.client.get("/loads", headers=h.auth())   # a live copy to fall back on
+    release = asyncio.Event()
+
+    async def slow(request):
+        await release.wait()
+        return httpx.Response(200, json={"items": [LOAD]})
+
+    route.mock(side_effect=slow)
+    first = asyncio.create_task(h.client.get("/loads", headers=h.auth()))
+    await asyncio.sleep(0.05)
+    second = await h.client.get("/loads", headers=h.auth())
+    assert second.status_code == 200 and "relay-degraded" in second.headers
+    assert h.upstreams["loads"].bulkhead.rejected == 1
+    release.set()
+    assert (await first).status_code == 200 and "relay-degraded" not in (await first).headers
+
+
+# --- fallbacks -----------------------------------------------------------------------
+
+async def test_loads_cache_serves_list_and_details_with_their_age(harness, upstream):
+    h = harness()
+    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
+        200, json={"items": [LOAD, {"load_id": "L-2", "status": "assigned"}]}))
+    await h.client.get("/loads", headers=h.auth())
+    route.mock(side_effect=httpx.ConnectError("down"))
+    upstream.get("http://loads.test/loads/L-2").mock(side_effect=httpx.ConnectError("down"))
+    h.wall.now += 180
+    listing = await h.client.get("/loads", headers=h.auth())
+    detail = await h.client.get("/loads/L-2", headers=h.auth())
+    assert listing.json()["items"][0]["load_id"] == "L-1"
+    assert detail.json()["load_id"] == "L-2"
+    marker = DegradedMarker.parse(detail.headers["relay-degraded"])
+    assert (marker.module, marker.age) == ("loads", 180) and detail.headers["age"] == "180"
+    # another driver never gets this driver's copy
+    other = await h.client.get("/loads", headers=h.auth(Role.DRIVER, "D-2"))
+    assert other.status_code == 503 and other.headers["retry-after"]
+
+
+async def test_loads_cache_is_bounded():
+    from gateway.fallbacks import Call, LastKnownGood
+    cache = LastKnownGood(max_entries=100)
+    for i in range(1000):
+        cache.remember(Call("loads", "GET", f"/loads/{i}", "", b"", None), 200, b"{}", "x")
+    assert len(cache) == 100
+
+
+async def test_gate_pass_copy_is_served_only_while_valid(harness, upstream):
+    h = harness()
+    valid_until = (NOW + timedelta(hours=2)).isoformat()
+    gate_pass = {"pass_id": "P-1", "load_id": "L-1", "facility_id": "F-1", "revoked": False,
+                 "valid_until": valid_until, "token": "t"}
+    issue = upstream.post("http://gatepass.test/gatepass").mock(
+        return_value=httpx.Response(201, json=gate_pass))
+    await h.client.post("/gatepass", json={"load_id": "L-1", "facility_id": "F-1"},
+                        headers=h.auth())
+    issue.mock(side_effect=httpx.ConnectError("down"))
+    upstream.get("http://gatepass.test/gatepass/P-1").mock(side_effect=httpx.ConnectError("x"))
+    again = await h.client.post("/gatepass", json={"load_id": "L-1", "facility_id": "F-1"},
+                                headers=h.auth())
+    assert again.status_code == 200 and again.json()["pass_id"] == "P-1"
+    assert (await h.client.get("/gatepass/P-1", headers=h.auth())).status_code == 200
+    h.wall.now += 3 * 3600   # expired: an old pass is never handed out
+    assert (await h.client.get("/gatepass/P-1", headers=h.auth())).status_code == 503
+
+
+async def test_navigate_falls_back_to_static_directions(harness, upstream):
+    h = harness()
+    load = {"load_id": "L-1", "status": "assigned", "current_stop": 1, "stops": [{
+        "seq": 1, "window_start": NOW.isoformat(), "window_end": (NOW + timedelta(hours=3)).isoformat(),
+        "facility": {"facility_id": "F-IND", "name": "Indianapolis DC", "address": "Holt Rd",
+                     "lat": 39.7322, "lon": -86.2236}}]}
+    upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
+        200, json={"items": [load]}))
+    nav = upstream.get("http://navigate.test/navigate").mock(return_value=httpx.Response(
+        200, json={"destination": {"facility_id": "F-IND", "entry_instructions": "Gate 3"}}))
+    await h.client.get("/loads", headers=h.auth())
+    await h.client.get("/navigate?load_id=L-1&lat=41.8&lon=-87.7", headers=h.auth())
+    nav.mock(side_effect=httpx.ReadTimeout("black hole"))
+    r = await h.client.get("/navigate?load_id=L-1&lat=41.8781&lon=-87.6298", headers=h.auth())
+    assert r.status_code == 200
+    body = r.json()
+    assert body["engine"] == "gateway-static"
+    assert body["destination"]["entry_instructions"] == "Gate 3"
+    assert 255 < body["straight_line_km"] < 275   # Chicago - Indianapolis
+    assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.STATIC
+
+
+async def test_writes_are_deferred_durably_in_order_per_driver(aws, harness, upstream):
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="deferred.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    h = harness(deferred_queue_url=url)
+    upstream.post(url__regex=r"http://loads.test/loads/L-1/events").mock(
+        side_effect=httpx.ConnectError("down"))
+    ids = []
+    for kind in ("arrived", "departed"):
+        r = await h.client.post("/loads/L-1/events", json={"kind": kind, "stop_seq": 1},
+                                headers={**h.auth(), "idempotency-key": f"key-{kind}-1"})
+        assert r.status_code == 202
+        assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.DEFERRED
+        ids.append(r.json()["tracking_id"])
+    assert ids == ["key-arrived-1", "key-departed-1"]
+    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                               AttributeNames=["MessageGroupId"])["Messages"]
+    bodies = [json.loads(m["Body"]) for m in msgs]
+    assert [json.loads(b["body"])["kind"] for b in bodies] == ["arrived", "departed"]
+    assert {m["Attributes"]["MessageGroupId"] for m in msgs} == {"D-1001"}
+
+
+async def test_without_any_fallback_answer_it_is_503_with_retry_after(harness, upstream):
+    h = harness()
+    upstream.post("http://gatepass.test/gatepass/verify").mock(side_effect=httpx.ConnectError("x"))
+    r = await h.client.post("/gatepass/verify", json={"token": "t" * 30, "facility_id": "F-1"},
+                            headers=h.auth(Role.GATE, None))
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+# --- faults --------------------------------------------------------------------------
+
+async def test_faults_are_ops_only_run_through_the_breaker_and_expire(harness, upstream):
+    h = harness({"navigate": {"retry": {"max_attempts": 1}}})
+    nav = upstream.get("http://navigate.test/navigate").mock(return_value=httpx.Response(200, json={}))
+    spec = {"kind": "error", "error_rate": 1.0, "ttl_seconds": 60, "reason": "test"}
+    assert (await h.client.put("/ops/faults/navigate", json=spec, headers=h.auth())).status_code == 403
+    r = await h.client.put("/ops/faults/navigate", json=spec, headers=h.auth(Role.OPS, None))
+    assert r.status_code == 200 and r.json()["set_by"] == "ops-1"
+    for _ in range(5):
+        assert (await h.client.get("/navigate", headers=h.auth())).status_code == 503
+    assert nav.call_count == 0
+    assert h.upstreams["navigate"].breaker.state == "open"
+    h.mono.now += 61    # the fault expires by itself; the breaker recovers on its probe
+    assert (await h.client.get("/navigate", headers=h.auth())).status_code == 200
+    status = (await h.client.get("/ops/status", headers=h.auth(Role.OPS, None))).json()
+    assert status["faults"] == [] and status["modules"]["navigate"]["breaker"]["state"] == "closed"
+
+
+async def test_black_hole_fault_ends_at_the_deadline(harness, upstream):
+    h = harness({"navigate": {"timeout_seconds": 0.05, "retry": {"max_attempts": 1}}})
+    upstream.get("http://navigate.test/navigate").mock(return_value=httpx.Response(200, json={}))
+    await h.client.put("/ops/faults/navigate", json={"kind": "blackhole"},
+                       headers=h.auth(Role.OPS, None))
+    r = await h.client.get("/navigate", headers=h.auth())
+    assert r.status_code == 503 and "timeout" in r.json()["detail"]
+
+
+def test_fault_specs_are_validated():
+    from gateway.faults import FaultSpec
+    with pytest.raises(ValueError):
+        FaultSpec(kind="latency")            # needs latency_ms
+    with pytest.raises(ValueError):
+        FaultSpec(kind="error", ttl_seconds=86400)   # never longer than an hour
