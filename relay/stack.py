@@ -40,7 +40,12 @@ MODULES: dict[str, tuple[str, str]] = {
     "MessageFunction": ("message", "modules.message.app:create_app"),
 }
 GATEWAY_FUNCTION = "GatewayFunction"
-NOTIFICATIONS_FUNCTION = "NotificationsFunction"
+EVENT_SOURCES = {"NotificationsFunction": "notifications", "DeferredReplayFunction": "replay"}
+LOCAL_GATEWAY_ENV = {
+    "RELAY_STAGE": "local",
+    # Function URLs with AWS_IAM auth do not exist locally: no SigV4 on loopback.
+    "RELAY_SIGN_UPSTREAMS": "false",
+}
 START_TIMEOUT_SECONDS = 30.0
 
 
@@ -118,6 +123,8 @@ class LocalStack:
     gateway_port: int = 8000
     state_dir: Path = STATE_DIR
     seed: bool = True
+    # Retry backoff of the local SQS event sources (base, max seconds); tests shorten it.
+    event_source_backoff: tuple[int, int] = (1, 60)
     processes: dict[str, Process] = field(default_factory=dict)
     cloud: LocalCloud | None = None
     deployed: StackResult | None = None
@@ -179,18 +186,22 @@ class LocalStack:
             self.processes[name] = Process(name, _uvicorn(factory, ports[lid]), env,
                                            logs / f"{name}.log", port=ports[lid])
 
-        queue = self.deployed.sqs_event_sources(NOTIFICATIONS_FUNCTION)[0]
-        self.processes["notifications"] = Process(
-            "notifications", [sys.executable, "-m", "modules.notifications.runner"],
-            {**aws_env, **self.function_env(NOTIFICATIONS_FUNCTION),
-             "NOTIFICATIONS_QUEUE_URL": queue.ref, "NOTIFICATIONS_QUEUE_ARN": queue.attrs["Arn"]},
-            logs / "notifications.log")
+        # One local event source runner per SQS-triggered function (notifications, replay).
+        for lid, owner in self.deployed.functions().items():
+            for queue in self.deployed.sqs_event_sources(lid):
+                handler = owner.template["Resources"][lid]["Properties"]["Handler"]
+                name = EVENT_SOURCES.get(lid, lid)
+                self.processes[name] = Process(
+                    name, [sys.executable, "-m", "relay.eventsource", handler],
+                    {**aws_env, **self.function_env(lid), **LOCAL_GATEWAY_ENV,
+                     "EVENT_SOURCE_QUEUE_URL": queue.ref,
+                     "EVENT_SOURCE_QUEUE_ARN": queue.attrs["Arn"],
+                     "EVENT_SOURCE_BACKOFF_BASE_SECONDS": str(self.event_source_backoff[0]),
+                     "EVENT_SOURCE_BACKOFF_MAX_SECONDS": str(self.event_source_backoff[1])},
+                    logs / f"{name}.log")
 
         gateway_env = {
-            **base_env, **self.function_env(GATEWAY_FUNCTION),
-            "RELAY_STAGE": "local",
-            # Function URLs with AWS_IAM auth do not exist locally: no SigV4 on loopback.
-            "RELAY_SIGN_UPSTREAMS": "false",
+            **aws_env, **self.function_env(GATEWAY_FUNCTION), **LOCAL_GATEWAY_ENV,
             "RELAY_DEV_TOKEN_SECRET": dev_token_secret(self.state_dir),
         }
         self.processes["gateway"] = Process("gateway", _uvicorn("gateway.app:create_app",

@@ -1,7 +1,8 @@
 """Local stand-in for Lambda's SQS event source mapping: poll, invoke, delete or back off.
 
-In AWS, Lambda polls ``NotificationsQueue`` and invokes the function with a batch; locally
-this runner does the same against the emulator, with the function's own handler:
+In AWS, Lambda polls a function's SQS event source and invokes it with a batch; locally
+this runner does the same against the emulator, with the function's own handler (the
+local stack starts one per SQS-triggered function in template.yaml):
 
 1. receive up to ``batch_size`` messages (long poll of ``wait_seconds``);
 2. build the event Lambda would send (``Records`` with ``messageId``, ``body``,
@@ -12,14 +13,15 @@ this runner does the same against the emulator, with the function's own handler:
    ``min(base * 2**(receive_count - 1), max)`` seconds, so retries back off exponentially.
    SQS itself dead-letters a message on its ``MaxReceiveCount``-th failed receive.
 
-Run it with ``python -m modules.notifications.runner`` and the function's environment plus
-``NOTIFICATIONS_QUEUE_URL`` / ``NOTIFICATIONS_QUEUE_ARN``; SIGTERM/SIGINT stop it after the
-batch in flight.
+Run it with ``python -m relay.eventsource package.module.handler`` and the function's
+environment plus ``EVENT_SOURCE_QUEUE_URL`` / ``EVENT_SOURCE_QUEUE_ARN``; SIGTERM/SIGINT
+stop it after the batch in flight.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import logging
 import os
 import signal
@@ -33,19 +35,16 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
 
-from .config import NotificationsSettings, RunnerSettings
-from .handler import make_handler
-from .publisher import PushPublisher
-
-log = logging.getLogger("relay.notifications.runner")
+log = logging.getLogger("relay.eventsource")
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
 MAX_VISIBILITY_SECONDS = 43_200  # SQS refuses a longer visibility timeout (12 hours)
 ERROR_PAUSE_SECONDS = 5          # after SQS itself fails, before polling again
-FUNCTION_TIMEOUT_SECONDS = 30    # Timeout of NotificationsFunction in template.yaml
+FUNCTION_TIMEOUT_SECONDS = 30    # the SQS-triggered functions' Timeout in the templates
+QUEUE_URL_VARIABLE = "EVENT_SOURCE_QUEUE_URL"
+QUEUE_ARN_VARIABLE = "EVENT_SOURCE_QUEUE_ARN"
 
 
 def backoff_seconds(receive_count: int, base: int, maximum: int) -> int:
@@ -58,12 +57,12 @@ def backoff_seconds(receive_count: int, base: int, maximum: int) -> int:
 class LocalLambdaContext:
     """The parts of Lambda's context object a handler (and Powertools) may read."""
 
-    function_name: str = "NotificationsFunction"
+    function_name: str = "local-function"
     function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:NotificationsFunction"
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:local-function"
     memory_limit_in_mb: int = 256
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/local/notifications"
+    log_group_name: str = "/local/functions"
     log_stream_name: str = "local"
     deadline: float = field(default_factory=lambda: time.monotonic() + FUNCTION_TIMEOUT_SECONDS)
 
@@ -219,23 +218,28 @@ def _lambda_attribute(value: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
-    """``python -m modules.notifications.runner``: run the worker until SIGTERM/SIGINT."""
+def load_handler(dotted: str) -> Handler:
+    """``package.module.attribute`` -> the handler object, as Lambda's Handler setting names it."""
+    module_name, _, attribute = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m relay.eventsource HANDLER``: run until SIGTERM/SIGINT."""
+    argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    missing: list[str] = []
-    for settings in (RunnerSettings, NotificationsSettings):
-        try:
-            settings()
-        except ValidationError as exc:
-            missing += [str(e["loc"][0]).upper() for e in exc.errors()]
-    if missing:
-        log.error("missing environment: %s", ", ".join(missing))
+    missing = [v for v in (QUEUE_URL_VARIABLE, QUEUE_ARN_VARIABLE) if not os.environ.get(v)]
+    if len(argv) != 1 or missing:
+        log.error("usage: python -m relay.eventsource package.module.handler, with %s set "
+                  "(missing: %s)", " and ".join((QUEUE_URL_VARIABLE, QUEUE_ARN_VARIABLE)),
+                  ", ".join(missing) or "-")
         return 2
-    queue, push = RunnerSettings(), NotificationsSettings()
-    runner = SqsEventSourceRunner(queue.notifications_queue_url, queue.notifications_queue_arn,
-                                  make_handler(PushPublisher(push)))
+    runner = SqsEventSourceRunner(
+        os.environ[QUEUE_URL_VARIABLE], os.environ[QUEUE_ARN_VARIABLE], load_handler(argv[0]),
+        backoff_base_seconds=int(os.environ.get("EVENT_SOURCE_BACKOFF_BASE_SECONDS", 1)),
+        backoff_max_seconds=int(os.environ.get("EVENT_SOURCE_BACKOFF_MAX_SECONDS", 60)))
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:

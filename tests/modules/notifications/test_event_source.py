@@ -9,12 +9,12 @@ from collections import Counter
 
 import pytest
 
-from modules.notifications import runner as runner_module
+from relay import eventsource as runner_module
 from modules.notifications.config import NotificationsSettings
 from modules.notifications.handler import make_handler
 from modules.notifications.publisher import PushPublisher
 from modules.notifications.replay import replay_dead_letters
-from modules.notifications.runner import SqsEventSourceRunner, backoff_seconds
+from relay.eventsource import SqsEventSourceRunner, backoff_seconds
 from tests.modules.notifications.conftest import notification
 
 MAX_RECEIVE_COUNT = 5  # NotificationsQueue's RedrivePolicy in template.yaml
@@ -175,8 +175,8 @@ def test_runner_backs_off_failed_messages_by_their_receive_count(queues):
 
 def test_main_exits_cleanly_on_sigterm(queues, monkeypatch):
     # GIVEN the runner's environment and a poll loop that receives SIGTERM while polling
-    monkeypatch.setenv("NOTIFICATIONS_QUEUE_URL", queues.url)
-    monkeypatch.setenv("NOTIFICATIONS_QUEUE_ARN", queues.arn)
+    monkeypatch.setenv("EVENT_SOURCE_QUEUE_URL", queues.url)
+    monkeypatch.setenv("EVENT_SOURCE_QUEUE_ARN", queues.arn)
     polled = []
 
     def run_forever(self, stop):
@@ -187,7 +187,7 @@ def test_main_exits_cleanly_on_sigterm(queues, monkeypatch):
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         # WHEN main runs / THEN the signal only asks the loop to stop, and main returns 0
-        assert runner_module.main() == 0
+        assert runner_module.main(["modules.notifications.handler.handler"]) == 0
         assert polled == [True]
     finally:
         for s, h in previous.items():
@@ -195,7 +195,7 @@ def test_main_exits_cleanly_on_sigterm(queues, monkeypatch):
 
 
 def test_main_refuses_to_start_without_its_queue(queues, monkeypatch, caplog):
-    monkeypatch.delenv("NOTIFICATIONS_QUEUE_URL", raising=False)
-    monkeypatch.delenv("NOTIFICATIONS_QUEUE_ARN", raising=False)
-    assert runner_module.main() == 2
-    assert "NOTIFICATIONS_QUEUE_URL" in caplog.text
+    monkeypatch.delenv("EVENT_SOURCE_QUEUE_URL", raising=False)
+    monkeypatch.delenv("EVENT_SOURCE_QUEUE_ARN", raising=False)
+    assert runner_module.main(["modules.notifications.handler.handler"]) == 2
+    assert "EVENT_SOURCE_QUEUE_URL" in caplog.text
