@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import boto3
 import httpx
@@ -19,6 +20,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.2) -> bool:
+    """Poll real processes for a condition, bounded in time. Returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
 
 
 class Api:
@@ -50,6 +61,13 @@ class Api:
                       Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
         return url
 
+    def queue_depth(self, url: str) -> int:
+        attrs = self.aws("sqs").get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                          "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(
+            attrs["ApproximateNumberOfMessagesNotVisible"])
+
     def pushes(self, queue_url: str, *, until: int, max_polls: int = 15) -> list[dict]:
         """Long-poll the capture queue (bounded) until ``until`` pushes have arrived."""
         sqs, seen = self.aws("sqs"), []
@@ -66,7 +84,9 @@ class Api:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(gateway_port=free_port(), state_dir=tmp_path_factory.mktemp("relay")) as s:
+    """One stack per test file: files that kill or break parts of it do not share it."""
+    with LocalStack(gateway_port=free_port(), state_dir=tmp_path_factory.mktemp("relay"),
+                    event_source_backoff=(1, 2)) as s:
         yield s
 
 
