@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from shared_contracts import headers
-
 from .breaker import BreakerOpenError, CircuitBreaker
 from .bulkhead import Bulkhead, BulkheadFullError
 from .faults import FaultInjector, InjectedError
@@ -147,7 +145,3 @@ class ModuleUpstream:
             return UpstreamFailed(name, "injected fault")
         return UpstreamFailed(name, f"unreachable ({type(exc).__name__})")
 
-
-__all__ = ["DEADLINE_HEADER", "ModuleUpstream", "UpstreamUnavailable", "ShortCircuited",
-           "BulkheadRejected", "UpstreamTimedOut", "UpstreamFailed", "counts_as_failure",
-           "headers"]
