@@ -31,6 +31,7 @@ from .fallbacks import (
     GatePassLastKnownGood,
     LastKnownGood,
     LoadsLastKnownGood,
+    OfflinePassVerifier,
     StaticDirections,
 )
 from .faults import FaultInjector
@@ -61,6 +62,7 @@ def build_fallbacks(settings: GatewaySettings, *, wall_clock: Callable[[], float
         "loads-last-known-good": loads,
         "gatepass-last-known-good": GatePassLastKnownGood(settings.cache_entries, clock=wall_clock),
         "static-directions": StaticDirections(loads, clock=wall_clock),
+        "gatepass-verify-offline": OfflinePassVerifier(clock=wall_clock),
         "deferred": DeferredWrites(queue),
     }
 

@@ -237,3 +237,60 @@ class StaticDirections:
         }
         return degraded_response(json.dumps(answer), 200,
                                  DegradedMarker(module=call.module, fallback=self.kind))
+
+
+class OfflinePassVerifier:
+    """Gate pass verification without the module: signature, window and facility checked
+    with the public keys seen in an earlier live ``GET /gatepass/keys``. Revocation cannot
+    be checked offline; the degraded marker tells the gate so. Also serves those keys."""
+
+    kind = FallbackKind.STATIC
+
+    def __init__(self, *, clock: WallClock = time.time) -> None:
+        self.clock = clock
+        self._jwks: bytes | None = None
+        self._jwks_at = 0.0
+
+    def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
+        if status == 200 and call.method == "GET" and call.path == "/gatepass/keys":
+            self._jwks, self._jwks_at = body, self.clock()
+
+    def _verdict(self, token: str, facility_id: str) -> dict:
+        import jwt  # PyJWT: the same verification a gate does offline
+
+        keys = {k["kid"]: k for k in json.loads(self._jwks or b"{}").get("keys", [])}
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            if kid not in keys:
+                return {"valid": False, "reason": "unknown_key"}
+            claims = jwt.decode(token, jwt.PyJWK(keys[kid]).key, algorithms=["ES256"],
+                                options={"verify_exp": False, "verify_nbf": False,
+                                         "verify_iat": False})
+        except jwt.InvalidTokenError:
+            return {"valid": False, "reason": "bad_signature"}
+        now = self.clock()
+        found = {"pass_id": claims.get("jti"), "driver_id": claims.get("sub"),
+                 "load_id": claims.get("load_id"), "facility_id": claims.get("facility_id"),
+                 "valid_until": datetime.fromtimestamp(claims["exp"], UTC).isoformat()}
+        if now < claims.get("nbf", 0):
+            return {"valid": False, "reason": "not_yet_valid", **found}
+        if now >= claims["exp"]:
+            return {"valid": False, "reason": "expired", **found}
+        if claims.get("facility_id") != facility_id:
+            return {"valid": False, "reason": "wrong_facility", **found}
+        return {"valid": True, "reason": "valid", **found}
+
+    async def serve(self, call: Call) -> Response | None:
+        if self._jwks is None:
+            return None
+        if call.method == "GET" and call.path == "/gatepass/keys":
+            return degraded_response(self._jwks, 200, DegradedMarker(
+                module=call.module, fallback=FallbackKind.LAST_KNOWN_GOOD,
+                age=int(self.clock() - self._jwks_at)))
+        try:
+            wanted = json.loads(call.body)
+            verdict = self._verdict(str(wanted["token"]), str(wanted["facility_id"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return degraded_response(json.dumps(verdict), 200,
+                                 DegradedMarker(module=call.module, fallback=self.kind))

@@ -315,3 +315,36 @@ def test_fault_specs_are_validated():
         FaultSpec(kind="latency")            # needs latency_ms
     with pytest.raises(ValueError):
         FaultSpec(kind="error", ttl_seconds=86400)   # never longer than an hour
+
+
+async def test_gates_verify_passes_through_the_gateway_while_gatepass_is_down(harness, upstream):
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", alg="ES256", use="sig")
+    exp = int((NOW + timedelta(hours=2)).timestamp())
+    token = jwt.encode({"iss": "relay-gatepass", "sub": "D-1001", "jti": "P-1", "load_id": "L-1",
+                        "facility_id": "F-CHI", "iat": int(NOW.timestamp()),
+                        "nbf": int(NOW.timestamp()), "exp": exp},
+                       key, algorithm="ES256", headers={"kid": "k1"})
+    h = harness()
+    keys = upstream.get("http://gatepass.test/gatepass/keys").mock(
+        return_value=httpx.Response(200, json={"keys": [jwk]}))
+    await h.client.get("/gatepass/keys")          # a live answer: the gateway keeps the keys
+    keys.mock(side_effect=httpx.ConnectError("down"))
+    upstream.post("http://gatepass.test/gatepass/verify").mock(side_effect=httpx.ConnectError("x"))
+    gate = h.auth(Role.GATE, None)
+
+    async def verify(facility: str) -> dict:
+        r = await h.client.post("/gatepass/verify", json={"token": token, "facility_id": facility},
+                                headers=gate)
+        assert r.status_code == 200 and "relay-degraded" in r.headers
+        return r.json()
+
+    assert (await verify("F-CHI"))["valid"] is True
+    assert (await verify("F-DET"))["reason"] == "wrong_facility"
+    assert (await h.client.get("/gatepass/keys")).json()["keys"][0]["kid"] == "k1"
+    h.wall.now = exp + 1
+    assert (await verify("F-CHI"))["reason"] == "expired"
