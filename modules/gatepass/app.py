@@ -17,6 +17,7 @@ from shared_contracts.gatepass import (
     Jwks,
 )
 from shared_contracts.http import DispatchIdentity, DriverIdentity
+from shared_contracts.idempotency import Idempotent, IdempotencyStore
 from shared_contracts.identity import IdentityContext, Role
 
 from .config import GatepassSettings
@@ -37,13 +38,17 @@ Service = Annotated[GatepassService, Depends(_service)]
 
 
 def create_app(settings: GatepassSettings | None = None, *,
-               service: GatepassService | None = None) -> FastAPI:
+               service: GatepassService | None = None,
+               idempotency: IdempotencyStore | None = None) -> FastAPI:
     app = FastAPI(title="Relay gate passes", version="1", docs_url=None, redoc_url=None)
-    if service is None:
+    if service is None or idempotency is None:
         settings = settings or GatepassSettings()
-        service = GatepassService(GatepassRepository(settings),
-                                  KmsSigner(settings.gatepass_signing_key_id))
+        service = service or GatepassService(GatepassRepository(settings),
+                                             KmsSigner(settings.gatepass_signing_key_id))
+        idempotency = idempotency or IdempotencyStore(settings.idempotency_table,
+                                                      prefix="gatepass")
     app.state.service = service
+    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
     http.install(app)
     errors = http.json_error_responses(400, 401, 403, 404, 409, 422, 503)
 
@@ -59,9 +64,10 @@ def create_app(settings: GatepassSettings | None = None, *,
         return svc.jwks()
 
     @app.post("/gatepass", status_code=201, response_model=GatePassPublic, responses=errors)
-    def issue_pass(command: GatePassCreate, identity: DriverIdentity,
-                   svc: Service) -> GatePassPublic:
-        return svc.issue(identity.driver_id, command)
+    def issue_pass(command: GatePassCreate, identity: DriverIdentity, svc: Service,
+                   once: Idempotent) -> GatePassPublic:
+        # A retried issue answers the pass already minted rather than signing a second one.
+        return once(GatePassPublic, command, lambda: svc.issue(identity.driver_id, command))
 
     @app.get("/gatepass", response_model=GatePassList, responses=errors)
     def list_passes(identity: DriverIdentity, svc: Service) -> GatePassList:
@@ -77,8 +83,8 @@ def create_app(settings: GatepassSettings | None = None, *,
         return svc.verify(command)
 
     @app.post("/gatepass/{pass_id}/revoke", response_model=GatePassPublic, responses=errors)
-    def revoke_pass(pass_id: PassIdPath, identity: DispatchIdentity,
-                    svc: Service) -> GatePassPublic:
-        return svc.revoke(pass_id)
+    def revoke_pass(pass_id: PassIdPath, identity: DispatchIdentity, svc: Service,
+                    once: Idempotent) -> GatePassPublic:
+        return once(GatePassPublic, None, lambda: svc.revoke(pass_id))
 
     return app

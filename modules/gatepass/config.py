@@ -9,3 +9,4 @@ class GatepassSettings(BaseSettings):
     gatepass_table: str
     loads_table: str  # the loads module's table; this module only reads it
     gatepass_signing_key_id: str  # KMS key, ECC_NIST_P256 / SIGN_VERIFY
+    idempotency_table: str  # Powertools idempotency records of this module's POSTs

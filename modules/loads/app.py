@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI, Path, Request
 from shared_contracts import http
 from shared_contracts import ID_PATTERN
 from shared_contracts.http import DispatchIdentity, DriverIdentity
+from shared_contracts.idempotency import Idempotent, IdempotencyStore
 from shared_contracts.loads import LoadAssign, LoadEventCreate, LoadEventPublic, LoadList, LoadPublic
 
 from .config import LoadsSettings
@@ -25,11 +26,15 @@ def _service(request: Request) -> LoadsService:
 Service = Annotated[LoadsService, Depends(_service)]
 
 
-def create_app(settings: LoadsSettings | None = None, *, service: LoadsService | None = None) -> FastAPI:
+def create_app(settings: LoadsSettings | None = None, *, service: LoadsService | None = None,
+               idempotency: IdempotencyStore | None = None) -> FastAPI:
     app = FastAPI(title="Relay loads", version="1", docs_url=None, redoc_url=None)
-    if service is None:
-        service = LoadsService(LoadsRepository(settings or LoadsSettings()))
+    if service is None or idempotency is None:
+        settings = settings or LoadsSettings()
+        service = service or LoadsService(LoadsRepository(settings))
+        idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="loads")
     app.state.service = service
+    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
     http.install(app)
     errors = http.json_error_responses(400, 401, 404, 409, 422)
 
@@ -48,11 +53,13 @@ def create_app(settings: LoadsSettings | None = None, *, service: LoadsService |
     @app.post("/loads/{load_id}/events", status_code=201, response_model=LoadEventPublic,
               responses=errors)
     def report_event(load_id: LoadIdPath, event: LoadEventCreate, identity: DriverIdentity,
-                     svc: Service) -> LoadEventPublic:
-        return svc.record_event(identity.driver_id, load_id, event)
+                     svc: Service, once: Idempotent) -> LoadEventPublic:
+        return once(LoadEventPublic, event,
+                    lambda: svc.record_event(identity.driver_id, load_id, event))
 
     @app.post("/dispatch/assignments", status_code=201, response_model=LoadPublic, responses=errors)
-    def assign_load(command: LoadAssign, identity: DispatchIdentity, svc: Service) -> LoadPublic:
-        return svc.assign(command)
+    def assign_load(command: LoadAssign, identity: DispatchIdentity, svc: Service,
+                    once: Idempotent) -> LoadPublic:
+        return once(LoadPublic, command, lambda: svc.assign(command))
 
     return app

@@ -9,3 +9,4 @@ class LoadsSettings(BaseSettings):
     loads_table: str
     load_events_table: str
     notifications_queue_url: str
+    idempotency_table: str  # Powertools idempotency records of this module's POSTs

@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI, Query, Request
 
 from shared_contracts import http
 from shared_contracts.http import DispatchIdentity, DriverIdentity
+from shared_contracts.idempotency import Idempotent, IdempotencyStore
 from shared_contracts.message import DispatchMessageCreate, MessageCreate, MessagePage, MessagePublic
 
 from .config import MessageSettings
@@ -26,13 +27,18 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 
 def create_app(settings: MessageSettings | None = None, *,
-               service: MessageService | None = None) -> FastAPI:
+               service: MessageService | None = None,
+               idempotency: IdempotencyStore | None = None) -> FastAPI:
     app = FastAPI(title="Relay message", version="1", docs_url=None, redoc_url=None)
-    if service is None:
-        service = MessageService(MessageRepository(settings or MessageSettings()))
+    if service is None or idempotency is None:
+        settings = settings or MessageSettings()
+        service = service or MessageService(MessageRepository(settings))
+        idempotency = idempotency or IdempotencyStore(settings.idempotency_table,
+                                                      prefix="message")
     app.state.service = service
+    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
     http.install(app)
-    errors = http.json_error_responses(400, 401, 403, 422)
+    errors = http.json_error_responses(400, 401, 403, 409, 422)
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict[str, str]:
@@ -44,14 +50,15 @@ def create_app(settings: MessageSettings | None = None, *,
         return svc.inbox(identity.driver_id, limit, cursor)
 
     @app.post("/message", status_code=201, response_model=MessagePublic, responses=errors)
-    def send_to_dispatch(command: MessageCreate, identity: DriverIdentity,
-                         svc: Service) -> MessagePublic:
-        return svc.send_to_dispatch(identity.driver_id, command)
+    def send_to_dispatch(command: MessageCreate, identity: DriverIdentity, svc: Service,
+                         once: Idempotent) -> MessagePublic:
+        return once(MessagePublic, command,
+                    lambda: svc.send_to_dispatch(identity.driver_id, command))
 
     @app.post("/dispatch/messages", status_code=201, response_model=MessagePublic,
               responses=errors)
     def send_to_driver(command: DispatchMessageCreate, identity: DispatchIdentity,
-                       svc: Service) -> MessagePublic:
-        return svc.send_to_driver(command)
+                       svc: Service, once: Idempotent) -> MessagePublic:
+        return once(MessagePublic, command, lambda: svc.send_to_driver(command))
 
     return app

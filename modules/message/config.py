@@ -8,3 +8,4 @@ class MessageSettings(BaseSettings):
 
     messages_table: str
     notifications_queue_url: str
+    idempotency_table: str  # Powertools idempotency records of this module's POSTs
