@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-modules test-integration lint clean
+.PHONY: dev test test-unit test-modules test-integration lint openapi clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -33,6 +33,10 @@ test-integration: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml modules/*/template.yaml
+	$(BIN)/python -m relay.openapi --check
+
+openapi: $(STAMP)
+	$(BIN)/python -m relay.openapi
 
 clean:
 	rm -rf $(VENV) .relay .pytest_cache

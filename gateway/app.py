@@ -19,9 +19,10 @@ from starlette.responses import Response
 
 from shared_contracts import http
 from shared_contracts.errors import BadRequestError, ForbiddenError, NotFoundError
+from shared_contracts.identity import Role
 
 from . import ops
-from .auth import Authenticator, DevTokenAuthenticator, NoAuthenticator
+from .auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .config import GatewaySettings
@@ -35,7 +36,10 @@ from .fallbacks import (
     StaticDirections,
 )
 from .faults import FaultInjector
+from .identity import SignerProvider
+from .openapi import install_openapi
 from .proxy import Forwarder
+from .ratelimit import Limit, RateLimiter
 from .retry import RetryBudget
 from .routes import RouteTable, RouteTableError
 from .sigv4 import SigV4Auth
@@ -45,10 +49,16 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def default_authenticator(settings: GatewaySettings) -> Authenticator:
-    if settings.dev_token_secret:
-        return DevTokenAuthenticator(settings.dev_token_secret, issuer=settings.token_issuer,
-                                     audience=settings.token_audience)
+    if settings.jwks_url and settings.token_issuer and settings.client_ids:
+        return JwtAuthenticator(JwksKeySource(settings.jwks_url), issuer=settings.token_issuer,
+                                client_ids=settings.client_ids)
     return NoAuthenticator()
+
+
+def rate_limits(settings: GatewaySettings) -> dict[str, Limit]:
+    """Per role, plus "anonymous" for public routes (keyed by client address)."""
+    return {role.value: Limit.parse(getattr(settings, f"rate_limit_{role.value}"))
+            for role in Role} | {"anonymous": Limit.parse(settings.rate_limit_anonymous)}
 
 
 def build_fallbacks(settings: GatewaySettings, *, wall_clock: Callable[[], float] = time.time,
@@ -111,7 +121,10 @@ def create_app(
             auth=signer, clock=clock, sleep=sleep)
         for name, module in table.modules.items()
     }
-    forwarder = Forwarder(upstreams, fallbacks)
+    signer = SignerProvider(settings)
+    forwarder = Forwarder(upstreams, fallbacks, signer)
+    limiter = RateLimiter(clock=clock)
+    limits = rate_limits(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -119,13 +132,15 @@ def create_app(
         await client.aclose()
 
     app = FastAPI(title="Relay gateway", version="1", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.routes = table
     app.state.authenticator = auth
     app.state.upstreams = upstreams
     app.state.forwarder = forwarder
     app.state.faults = faults
+    app.state.limiter = limiter
+    app.state.limits = limits
     http.install(app, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", include_in_schema=False)
@@ -133,6 +148,7 @@ def create_app(
         return {"status": "ok"}
 
     app.include_router(ops.router)
+    install_openapi(app)   # the mobile API's contract; before the catch-all proxy route
 
     async def proxy(request: Request) -> Response:
         path = request.url.path
@@ -144,9 +160,13 @@ def create_app(
             raise NotFoundError("no such route", code="no-route")
         identity = None
         if route.auth == "required":
-            identity = auth.authenticate(request.headers.get("authorization"))
+            identity = await auth.authenticate(request.headers.get("authorization"))
             if identity.role not in route.roles:
                 raise ForbiddenError(f"role {identity.role.value} may not call {route.prefix}")
+            limiter.check(identity.sub, route.prefix, limits[identity.role.value])
+        else:
+            client = request.client.host if request.client else "-"
+            limiter.check(f"ip:{client}", route.prefix, limits["anonymous"])
         return await forwarder.forward(request, route, identity, http.request_id_of(request) or "")
 
     app.add_api_route("/{path:path}", proxy, methods=PROXY_METHODS, include_in_schema=False)

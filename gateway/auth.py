@@ -1,26 +1,42 @@
-"""Caller authentication: bearer token in, :class:`IdentityContext` out.
+"""Caller authentication: a Cognito-style bearer JWT in, :class:`IdentityContext` out.
 
-The gateway is the only place that looks at a caller's token. Modules receive the
-identity context the gateway derived, never the token itself.
+Tokens are RS256 JWTs as Amazon Cognito issues them: ``iss`` is the user pool, ``aud``
+(ID tokens) or ``client_id`` (access tokens) is one of our app clients, ``token_use`` is
+``id`` or ``access``, ``exp`` is enforced. The role comes from the ``cognito:groups``
+claim (groups ``driver``, ``gate``, ``dispatch``, ``ops``); drivers carry their id in
+``custom:driver_id``. Keys come from the pool's JWKS URL, cached, and fetched again when a
+token names a key id not seen yet (key rotation) — at most once per
+``min_refresh_seconds``, so forged key ids cannot make us hammer the issuer.
+
+The gateway is the only place that looks at a caller's token; modules receive the signed
+identity context the gateway derived from it, never the token.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
+import httpx
 import jwt
 
-from shared_contracts.errors import UnauthorizedError
+from shared_contracts.errors import ForbiddenError, UnauthorizedError
 from shared_contracts.identity import IdentityContext, Role
 
-ROLE_CLAIM = "relay:role"
-DRIVER_CLAIM = "relay:driver_id"
-DEFAULT_TOKEN_TTL = timedelta(hours=12)
+GROUPS_CLAIM = "cognito:groups"
+DRIVER_CLAIM = "custom:driver_id"
+ROLE_PRECEDENCE = (Role.OPS, Role.DISPATCH, Role.GATE, Role.DRIVER)
+DEFAULT_JWKS_TTL_SECONDS = 3600
+DEFAULT_MIN_REFRESH_SECONDS = 30
+DEFAULT_LEEWAY_SECONDS = 30
+JWKS_FETCH_TIMEOUT_SECONDS = 3.0
 
 
 class Authenticator(Protocol):
-    def authenticate(self, authorization: str | None) -> IdentityContext: ...
+    async def authenticate(self, authorization: str | None) -> IdentityContext: ...
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -32,40 +48,106 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-class DevTokenAuthenticator:
-    """HS256 tokens minted by ``relay token`` for the local stack."""
+class JwksKeySource:
+    """Public keys by ``kid`` from a JWKS URL (``https://`` in AWS, ``file://`` locally)."""
 
-    def __init__(self, secret: str, *, issuer: str, audience: str) -> None:
-        self._secret = secret
+    def __init__(self, url: str, *, ttl_seconds: float = DEFAULT_JWKS_TTL_SECONDS,
+                 min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS,
+                 clock: Callable[[], float] = time.monotonic,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url = url
+        self.ttl = ttl_seconds
+        self.min_refresh = min_refresh_seconds
+        self.clock = clock
+        self.transport = transport
+        self._keys: dict[str, Any] = {}
+        self._fetched_at: float | None = None
+        self.fetches = 0
+
+    async def _fetch(self) -> dict[str, Any]:
+        self.fetches += 1
+        if self.url.startswith("file://"):
+            return json.loads(Path(self.url.removeprefix("file://")).read_text())
+        async with httpx.AsyncClient(transport=self.transport,
+                                     timeout=JWKS_FETCH_TIMEOUT_SECONDS) as client:
+            response = await client.get(self.url)
+            response.raise_for_status()
+            return response.json()
+
+    async def _refresh(self) -> None:
+        self._fetched_at = self.clock()
+        keys = {}
+        for jwk in (await self._fetch()).get("keys", []):
+            if jwk.get("kty") == "RSA" and jwk.get("kid"):
+                keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm="RS256").key
+        self._keys = keys
+
+    async def key(self, kid: str) -> Any:
+        now = self.clock()
+        stale = self._fetched_at is None or now - self._fetched_at >= self.ttl
+        unknown = kid not in self._keys and (
+            self._fetched_at is None or now - self._fetched_at >= self.min_refresh)
+        if stale or unknown:
+            try:
+                await self._refresh()
+            except (httpx.HTTPError, OSError, ValueError, jwt.PyJWKError):
+                if not self._keys:
+                    raise UnauthorizedError("cannot verify tokens right now") from None
+        if kid not in self._keys:
+            raise UnauthorizedError("token signed by an unknown key")
+        return self._keys[kid]
+
+
+class JwtAuthenticator:
+    def __init__(self, keys: JwksKeySource, *, issuer: str, client_ids: frozenset[str],
+                 token_uses: frozenset[str] = frozenset({"id", "access"}),
+                 leeway_seconds: int = DEFAULT_LEEWAY_SECONDS) -> None:
+        self.keys = keys
         self.issuer = issuer
-        self.audience = audience
+        self.client_ids = client_ids
+        self.token_uses = token_uses
+        self.leeway = leeway_seconds
 
-    def authenticate(self, authorization: str | None) -> IdentityContext:
+    async def authenticate(self, authorization: str | None) -> IdentityContext:
         token = bearer_token(authorization)
         try:
-            claims = jwt.decode(
-                token, self._secret, algorithms=["HS256"], audience=self.audience,
-                issuer=self.issuer, options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-            )
-            return IdentityContext(sub=claims["sub"], role=Role(claims[ROLE_CLAIM]),
-                                   driver_id=claims.get(DRIVER_CLAIM))
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise UnauthorizedError("invalid token") from None
+        if header.get("alg") != "RS256" or not isinstance(header.get("kid"), str):
+            raise UnauthorizedError("invalid token")
+        key = await self.keys.key(header["kid"])
+        try:
+            claims = jwt.decode(token, key, algorithms=["RS256"], issuer=self.issuer,
+                                leeway=self.leeway, options={
+                                    "verify_aud": False,
+                                    "require": ["exp", "iat", "iss", "sub", "token_use"]})
         except jwt.ExpiredSignatureError:
             raise UnauthorizedError("token expired") from None
-        except (jwt.InvalidTokenError, KeyError, ValueError):
+        except jwt.InvalidTokenError:
             raise UnauthorizedError("invalid token") from None
+        return self._identity(claims)
 
-    def mint(self, sub: str, role: Role, driver_id: str | None = None,
-             ttl: timedelta = DEFAULT_TOKEN_TTL, now: datetime | None = None) -> str:
-        now = now or datetime.now(UTC)
-        claims = {"sub": sub, "iss": self.issuer, "aud": self.audience,
-                  "iat": now, "exp": now + ttl, ROLE_CLAIM: role.value}
-        if driver_id:
-            claims[DRIVER_CLAIM] = driver_id
-        return jwt.encode(claims, self._secret, algorithm="HS256")
+    def _identity(self, claims: dict[str, Any]) -> IdentityContext:
+        use = claims.get("token_use")
+        audience = claims.get("aud") if use == "id" else claims.get("client_id")
+        if use not in self.token_uses or audience not in self.client_ids:
+            raise UnauthorizedError("token not issued for this app")
+        groups = set(claims.get(GROUPS_CLAIM) or [])
+        role = next((r for r in ROLE_PRECEDENCE if r.value in groups), None)
+        if role is None:
+            raise ForbiddenError("the account is in no Relay group")
+        driver_id = claims.get(DRIVER_CLAIM) if role is Role.DRIVER else None
+        if role is Role.DRIVER and not driver_id:
+            raise ForbiddenError("driver account without a driver id")
+        try:
+            return IdentityContext(sub=str(claims["sub"]), role=role, driver_id=driver_id)
+        except ValueError:
+            raise UnauthorizedError("invalid token claims") from None
 
 
 class NoAuthenticator:
-    """Used when no token source is configured: every protected route answers 401."""
+    """Used when no issuer is configured: every protected route answers 401."""
 
-    def authenticate(self, authorization: str | None) -> IdentityContext:
+    async def authenticate(self, authorization: str | None) -> IdentityContext:
         raise UnauthorizedError("this gateway has no token issuer configured")

@@ -10,8 +10,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared_contracts.http import DEFAULT_MAX_BODY_BYTES
 
 DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.toml")
-DEFAULT_TOKEN_ISSUER = "relay-dev"
-DEFAULT_TOKEN_AUDIENCE = "relay-mobile"
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_MAX_KEEPALIVE = 100
 DEFAULT_CACHE_ENTRIES = 20_000
@@ -23,10 +21,19 @@ class GatewaySettings(BaseSettings):
 
     stage: str = "local"
     routes_file: Path = DEFAULT_ROUTES_FILE
-    # Dev tokens (HS256). Only accepted in a local stage; refused elsewhere at start-up.
-    dev_token_secret: str | None = Field(default=None, min_length=32)
-    token_issuer: str = DEFAULT_TOKEN_ISSUER
-    token_audience: str = DEFAULT_TOKEN_AUDIENCE
+    # Caller tokens: the Cognito user pool (issuer), its JWKS and our app client ids.
+    token_issuer: str | None = None
+    jwks_url: str | None = None
+    token_client_ids: str = Field(default="", description="Comma-separated app client ids")
+    # The gateway's Ed25519 key for identity contexts: PEM here (local), or a secret's ARN.
+    identity_signing_key: str | None = None
+    identity_signing_key_secret_arn: str | None = None
+    # Rate limits per caller and route: "<per second>/<burst>" per role.
+    rate_limit_driver: str = "10/30"
+    rate_limit_gate: str = "20/60"
+    rate_limit_dispatch: str = "20/60"
+    rate_limit_ops: str = "2/10"
+    rate_limit_anonymous: str = "5/20"
     # Sign upstream calls with SigV4 (module function URLs use AuthType AWS_IAM in AWS).
     sign_upstreams: bool = False
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
@@ -38,8 +45,16 @@ class GatewaySettings(BaseSettings):
     cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=100, le=1_000_000)
     max_keepalive_connections: int = Field(default=DEFAULT_MAX_KEEPALIVE, gt=0)
 
+    @property
+    def client_ids(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.token_client_ids.split(",") if c.strip())
+
     @model_validator(mode="after")
-    def _no_dev_tokens_in_the_cloud(self) -> "GatewaySettings":
-        if self.dev_token_secret and self.stage not in LOCAL_STAGES:
-            raise ValueError(f"dev tokens are for local stages only, not stage {self.stage!r}")
+    def _safe_outside_local(self) -> "GatewaySettings":
+        if self.stage in LOCAL_STAGES:
+            return self
+        if self.jwks_url and not self.jwks_url.startswith("https://"):
+            raise ValueError(f"stage {self.stage!r} needs an https:// JWKS URL")
+        if self.identity_signing_key:
+            raise ValueError(f"stage {self.stage!r} takes its identity key from a secret")
         return self

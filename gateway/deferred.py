@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from shared_contracts.degraded import DeferredAccepted, DegradedMarker, FallbackKind
+from shared_contracts.identity import IdentityContext
 
 from .fallbacks import Call, degraded_response
 
@@ -35,7 +36,7 @@ class DeferredWrite(BaseModel):
     path: str
     query: str = ""
     body: str
-    identity: str | None
+    identity: IdentityContext | None   # signed afresh by the replayer
     caller: str
     request_id: str
     accepted_at: datetime
@@ -79,7 +80,7 @@ class DeferredWrites:
         write = DeferredWrite(
             tracking_id=call.idempotency_key, module=call.module, method=call.method,
             path=call.path, query=call.query, body=call.body.decode("utf-8", "replace"),
-            identity=call.identity.encode() if call.identity else None, caller=call.caller,
+            identity=call.identity, caller=call.caller,
             request_id=call.request_id, accepted_at=datetime.now(UTC),
             headers=call.forwarded_headers,
         )

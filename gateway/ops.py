@@ -13,10 +13,12 @@ from shared_contracts.identity import IdentityContext, Role
 from .faults import ActiveFault, FaultSpec
 
 
-def _operator(request: Request) -> IdentityContext:
-    identity = request.app.state.authenticator.authenticate(request.headers.get("authorization"))
+async def _operator(request: Request) -> IdentityContext:
+    state = request.app.state
+    identity = await state.authenticator.authenticate(request.headers.get("authorization"))
     if identity.role is not Role.OPS:
         raise ForbiddenError("operator routes need the ops role")
+    state.limiter.check(identity.sub, "/ops", state.limits[Role.OPS.value])
     return identity
 
 

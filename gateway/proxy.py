@@ -14,6 +14,7 @@ from shared_contracts.errors import UnavailableError
 from shared_contracts.identity import IdentityContext
 
 from .fallbacks import Call, Fallback
+from .identity import SignerProvider
 from .retry import is_retry_safe
 from .routes import Route
 from .upstream import ModuleUpstream, UpstreamUnavailable
@@ -30,10 +31,11 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Forwarder:
-    def __init__(self, upstreams: dict[str, ModuleUpstream],
-                 fallbacks: dict[str, Fallback]) -> None:
+    def __init__(self, upstreams: dict[str, ModuleUpstream], fallbacks: dict[str, Fallback],
+                 signer: SignerProvider) -> None:
         self.upstreams = upstreams
         self.fallbacks = fallbacks
+        self.signer = signer
         self.served: Counter[str] = Counter()   # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
 
@@ -44,7 +46,7 @@ class Forwarder:
         out = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))}
         out[headers.REQUEST_ID] = request_id
         if identity is not None:
-            out[headers.IDENTITY] = identity.encode()
+            out[headers.IDENTITY] = self.signer.get().sign(identity, audience=route.module)
         # Every write carries an idempotency key, so that retries and deferred replays are
         # applied once. The client's own key wins; the gateway makes one otherwise.
         key = request.headers.get(headers.IDEMPOTENCY_KEY)

@@ -27,6 +27,7 @@ from shared_contracts import headers
 
 from .config import GatewaySettings
 from .deferred import DeferredWrite
+from .identity import SignerProvider
 from .routes import RouteTable
 from .sigv4 import SigV4Auth
 
@@ -41,16 +42,17 @@ class ReplayFailed(Exception):
 
 
 class Replayer:
-    def __init__(self, table: RouteTable, client: httpx.Client) -> None:
+    def __init__(self, table: RouteTable, client: httpx.Client, signer: SignerProvider) -> None:
         self.table = table
         self.client = client
+        self.signer = signer
 
     def apply(self, write: DeferredWrite) -> int:
         module = self.table.modules[write.module]
         out = {**write.headers, headers.IDEMPOTENCY_KEY: write.tracking_id,
                headers.REQUEST_ID: write.request_id}
         if write.identity:
-            out[headers.IDENTITY] = write.identity
+            out[headers.IDENTITY] = self.signer.get().sign(write.identity, audience=write.module)
         url = module.upstreams[0] + write.path + (f"?{write.query}" if write.query else "")
         try:
             response = self.client.request(write.method, url, content=write.body.encode(),
@@ -81,7 +83,8 @@ def make_handler(replayer: Replayer | None = None):  # type: ignore[no-untyped-d
             settings = GatewaySettings()
             auth = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
             state["r"] = Replayer(RouteTable.load(settings.routes_file),
-                                  httpx.Client(timeout=REPLAY_TIMEOUT_SECONDS, auth=auth))
+                                  httpx.Client(timeout=REPLAY_TIMEOUT_SECONDS, auth=auth),
+                                  SignerProvider(settings))
         return state["r"]
 
     def record_handler(record: SQSRecord) -> int:

@@ -14,7 +14,8 @@ import typer
 from shared_contracts.identity import Role
 
 from . import demo
-from .stack import STATE_DIR, LocalStack, dev_token_secret
+from .devissuer import DevIssuer
+from .stack import STATE_DIR, LocalStack
 
 app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True,
                   add_completion=False)
@@ -22,18 +23,11 @@ notifications = typer.Typer(help="The notifications worker's queues.", no_args_i
 app.add_typer(notifications, name="notifications")
 
 
-def _authenticator():
-    from gateway.auth import DevTokenAuthenticator
-    from gateway.config import DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER
-
-    return DevTokenAuthenticator(dev_token_secret(), issuer=DEFAULT_TOKEN_ISSUER,
-                                 audience=DEFAULT_TOKEN_AUDIENCE)
-
-
 def mint(role: Role, driver_id: str | None = None, hours: float = 12) -> str:
+    """A token from the local Cognito-shaped issuer (its key lives in .relay/)."""
     sub = driver_id if role is Role.DRIVER and driver_id else f"{role.value}-dev"
-    return _authenticator().mint(sub, role, driver_id if role is Role.DRIVER else None,
-                                 ttl=timedelta(hours=hours))
+    return DevIssuer.load_or_create(STATE_DIR).mint(
+        sub, role, driver_id if role is Role.DRIVER else None, ttl_seconds=int(hours * 3600))
 
 
 def _state() -> dict:
@@ -96,6 +90,15 @@ def assign_load(
                    headers={"authorization": "Bearer " + mint(Role.DISPATCH)}, timeout=10)
     typer.echo(json.dumps(r.json(), indent=2))
     raise typer.Exit(0 if r.status_code == 201 else 1)
+
+
+@app.command("openapi")
+def openapi_doc(check: Annotated[bool, typer.Option(help="Fail if gateway/openapi.json is stale")]
+                = False) -> None:
+    """Regenerate gateway/openapi.json from the modules' contracts."""
+    from . import openapi
+
+    raise typer.Exit(openapi.main(["--check"] if check else []))
 
 
 @notifications.command("replay")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -23,7 +22,10 @@ from typing import Any
 import boto3
 import httpx
 
+from shared_contracts.identity import generate_key_pair
+
 from .cloud import ROOT, LocalCloud, StackResult
+from .devissuer import DevIssuer
 
 HOST = "127.0.0.1"
 # Logs, the dev token secret and the running stack's addresses (RELAY_STATE_DIR overrides).
@@ -41,11 +43,6 @@ MODULES: dict[str, tuple[str, str]] = {
 }
 GATEWAY_FUNCTION = "GatewayFunction"
 EVENT_SOURCES = {"NotificationsFunction": "notifications", "DeferredReplayFunction": "replay"}
-LOCAL_GATEWAY_ENV = {
-    "RELAY_STAGE": "local",
-    # Function URLs with AWS_IAM auth do not exist locally: no SigV4 on loopback.
-    "RELAY_SIGN_UPSTREAMS": "false",
-}
 START_TIMEOUT_SECONDS = 30.0
 
 
@@ -55,14 +52,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def dev_token_secret(state_dir: Path = STATE_DIR) -> str:
-    """The local token secret, created once and kept in .relay/ (never used outside local)."""
-    path = state_dir / "dev-token-secret"
-    if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+def local_gateway_env(state_dir: Path, identity_private_key: str) -> dict[str, str]:
+    """What differs locally: the dev issuer instead of Cognito, no SigV4, the key in env."""
+    issuer = DevIssuer.load_or_create(state_dir)
+    return {
+        "RELAY_STAGE": "local",
+        # Function URLs with AWS_IAM auth do not exist locally: no SigV4 on loopback.
+        "RELAY_SIGN_UPSTREAMS": "false",
+        "RELAY_TOKEN_ISSUER": issuer.issuer,
+        "RELAY_TOKEN_CLIENT_IDS": issuer.client_id,
+        "RELAY_JWKS_URL": "file://" + str(issuer.write_jwks(state_dir)),
+        "RELAY_IDENTITY_SIGNING_KEY": identity_private_key,
+        "RELAY_IDENTITY_SIGNING_KEY_SECRET_ARN": "",
+    }
 
 
 @dataclass
@@ -171,7 +173,11 @@ class LocalStack:
             region_name=LOCAL_CREDENTIALS["AWS_REGION"])
         self.cloud = LocalCloud(function_urls={lid: f"http://{HOST}:{p}/" for lid, p in ports.items()},
                                 endpoint_url=self.emulator_url, session=session)
-        self.deployed = self.cloud.deploy(parameters={"Stage": "local"})
+        # A fresh identity key pair per run: modules get the public half from the template.
+        identity_private, identity_public = generate_key_pair()
+        self.deployed = self.cloud.deploy(parameters={"Stage": "local",
+                                                      "IdentityPublicKey": identity_public})
+        gateway_local = local_gateway_env(self.state_dir, identity_private)
         aws_env = {**base_env, "AWS_ENDPOINT_URL": self.emulator_url}
 
         if self.seed:
@@ -193,17 +199,14 @@ class LocalStack:
                 name = EVENT_SOURCES.get(lid, lid)
                 self.processes[name] = Process(
                     name, [sys.executable, "-m", "relay.eventsource", handler],
-                    {**aws_env, **self.function_env(lid), **LOCAL_GATEWAY_ENV,
+                    {**aws_env, **self.function_env(lid), **gateway_local,
                      "EVENT_SOURCE_QUEUE_URL": queue.ref,
                      "EVENT_SOURCE_QUEUE_ARN": queue.attrs["Arn"],
                      "EVENT_SOURCE_BACKOFF_BASE_SECONDS": str(self.event_source_backoff[0]),
                      "EVENT_SOURCE_BACKOFF_MAX_SECONDS": str(self.event_source_backoff[1])},
                     logs / f"{name}.log")
 
-        gateway_env = {
-            **aws_env, **self.function_env(GATEWAY_FUNCTION), **LOCAL_GATEWAY_ENV,
-            "RELAY_DEV_TOKEN_SECRET": dev_token_secret(self.state_dir),
-        }
+        gateway_env = {**aws_env, **self.function_env(GATEWAY_FUNCTION), **gateway_local}
         self.processes["gateway"] = Process("gateway", _uvicorn("gateway.app:create_app",
                                                                 self.gateway_port),
                                             gateway_env, logs / "gateway.log",

@@ -29,7 +29,7 @@ from .errors import (
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
-from .identity import IdentityContext, Role
+from .identity import IdentityContext, IdentityVerifier, InvalidIdentityError, Role
 
 log = logging.getLogger("relay.http")
 
@@ -123,8 +123,16 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     return out
 
 
-def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """Make ``app`` answer every error in the problem envelope."""
+def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+            audience: str | None = None, verifier: IdentityVerifier | None = None) -> FastAPI:
+    """Make ``app`` answer every error in the problem envelope.
+
+    ``audience`` is the module's name: identity contexts signed by the gateway for another
+    module are refused. The verifier is built from ``RELAY_IDENTITY_PUBLIC_KEY`` on first
+    use unless one is given.
+    """
+    app.state.identity_audience = audience
+    app.state.identity_verifier = verifier
 
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -171,14 +179,28 @@ def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Fa
 
 # --- identity -------------------------------------------------------------------------
 
+def _verifier(request: Request) -> IdentityVerifier:
+    state = request.app.state
+    if getattr(state, "identity_verifier", None) is None:
+        audience = getattr(state, "identity_audience", None)
+        if not audience:
+            raise UnauthorizedError("this service does not accept identity contexts")
+        try:
+            state.identity_verifier = IdentityVerifier.from_env(audience)
+        except (InvalidIdentityError, ValueError) as exc:
+            log.error("identity verification is not configured: %s", exc)
+            raise UnauthorizedError("this service cannot verify callers") from None
+    return state.identity_verifier
+
+
 def current_identity(request: Request) -> IdentityContext:
     raw = request.headers.get(headers.IDENTITY)
     if not raw:
         raise UnauthorizedError("missing identity context: call this service through the gateway")
     try:
-        return IdentityContext.decode(raw)
-    except ValueError:
-        raise UnauthorizedError("malformed identity context") from None
+        return _verifier(request).verify(raw)
+    except InvalidIdentityError:
+        raise UnauthorizedError("invalid identity context") from None
 
 
 Identity = Annotated[IdentityContext, Depends(current_identity)]

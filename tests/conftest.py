@@ -13,7 +13,12 @@ import pytest
 from moto import mock_aws
 
 from relay.cloud import LocalCloud, StackResult
-from shared_contracts.identity import IdentityContext, Role
+from shared_contracts.identity import IdentityContext, IdentitySigner, Role, generate_key_pair
+
+# The gateway's identity key pair, for tests: modules get the public half from the template
+# parameter, exactly as deployed; tests sign contexts the way the gateway does.
+TEST_IDENTITY_PRIVATE_KEY, TEST_IDENTITY_PUBLIC_KEY = generate_key_pair()
+TEST_IDENTITY_SIGNER = IdentitySigner(TEST_IDENTITY_PRIVATE_KEY, ttl_seconds=24 * 3600)
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ class Deployed:
 @pytest.fixture
 def deployed(aws) -> Deployed:
     cloud = LocalCloud()
-    return Deployed(cloud, cloud.deploy())
+    return Deployed(cloud, cloud.deploy(parameters={"IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}))
 
 
 class Clock:
@@ -71,7 +76,16 @@ def clock() -> Clock:
     return Clock()
 
 
-def identity_header(role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> dict[str, str]:
-    ctx = IdentityContext(sub=driver_id or f"{role.value}-user", role=role,
-                          driver_id=driver_id if role is Role.DRIVER else None)
-    return {"x-relay-identity": ctx.encode()}
+def identity_context(role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> IdentityContext:
+    return IdentityContext(sub=driver_id or f"{role.value}-user", role=role,
+                           driver_id=driver_id if role is Role.DRIVER else None)
+
+
+def identity_header_for(module: str):
+    """``identity_header(role, driver_id)``: the signed context the gateway sends ``module``."""
+
+    def identity_header(role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> dict[str, str]:
+        token = TEST_IDENTITY_SIGNER.sign(identity_context(role, driver_id), audience=module)
+        return {"x-relay-identity": token}
+
+    return identity_header

@@ -49,7 +49,7 @@ def create_app(settings: GatepassSettings | None = None, *,
                                                       prefix="gatepass")
     app.state.service = service
     app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
-    http.install(app)
+    http.install(app, audience="gatepass")
     errors = http.json_error_responses(400, 401, 403, 404, 409, 422, 503)
 
     @app.get("/healthz", include_in_schema=False)

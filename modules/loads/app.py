@@ -35,7 +35,7 @@ def create_app(settings: LoadsSettings | None = None, *, service: LoadsService |
         idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="loads")
     app.state.service = service
     app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
-    http.install(app)
+    http.install(app, audience="loads")
     errors = http.json_error_responses(400, 401, 404, 409, 422)
 
     @app.get("/healthz", include_in_schema=False)

@@ -37,7 +37,7 @@ def create_app(settings: MessageSettings | None = None, *,
                                                       prefix="message")
     app.state.service = service
     app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
-    http.install(app)
+    http.install(app, audience="message")
     errors = http.json_error_responses(400, 401, 403, 409, 422)
 
     @app.get("/healthz", include_in_schema=False)

@@ -39,7 +39,7 @@ def create_app(settings: NavigateSettings | None = None, *, service: NavigateSer
         service = NavigateService(FacilitiesRepository(settings), LoadsReader(settings),
                                   engine=engine)
     app.state.service = service
-    http.install(app)
+    http.install(app, audience="navigate")
     errors = http.json_error_responses(401, 404, 409, 422, 503)
 
     @app.get("/healthz", include_in_schema=False)

@@ -10,9 +10,8 @@ import boto3
 import httpx
 import pytest
 
-from gateway.auth import DevTokenAuthenticator
-from gateway.config import DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER
-from relay.stack import LocalStack, dev_token_secret, free_port
+from relay.devissuer import DevIssuer
+from relay.stack import LocalStack, free_port
 from shared_contracts.identity import Role
 
 
@@ -37,9 +36,7 @@ class Api:
 
     def __init__(self, stack: LocalStack) -> None:
         self.stack = stack
-        self.tokens = DevTokenAuthenticator(dev_token_secret(stack.state_dir),
-                                            issuer=DEFAULT_TOKEN_ISSUER,
-                                            audience=DEFAULT_TOKEN_AUDIENCE)
+        self.tokens = DevIssuer.load_or_create(stack.state_dir)
         self.http = httpx.Client(base_url=stack.gateway_url, timeout=10)
 
     def auth(self, role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> dict[str, str]:

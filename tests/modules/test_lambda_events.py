@@ -1,7 +1,9 @@
 """Every sample event in events/<module>/ goes through that module's Lambda handler.
 
 File names say the expected status: ``get-load.200.json``. The demo data of relay/demo.py
-is seeded first, through the modules' own code, as the local stack does.
+is seeded first, through the modules' own code, as the local stack does. Identity headers
+are kept readable in the files (``unsigned:{...}``) and signed here, as the gateway would
+sign them, since a signed context expires within a minute.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 
 from relay.cloud import ROOT
 from relay.seed import seed_demo_data
+from shared_contracts.identity import IdentityContext
+from tests.conftest import TEST_IDENTITY_SIGNER
 
 FUNCTIONS = {"loads": "LoadsFunction", "gatepass": "GatepassFunction",
              "navigate": "NavigateFunction", "message": "MessageFunction"}
@@ -40,7 +44,12 @@ def test_sample_event_through_the_lambda_handler(path: Path, deployed, monkeypat
     seed_demo_data(deployed.env, dynamodb=boto3.resource("dynamodb"), sqs=boto3.client("sqs"))
     handler = importlib.reload(importlib.import_module(f"modules.{module}.handler")).handler
 
-    response = handler(json.loads(path.read_text()), LambdaContext())
+    event = json.loads(path.read_text())
+    identity = event["headers"].get("x-relay-identity", "")
+    if identity.startswith("unsigned:"):
+        context = IdentityContext.model_validate_json(identity.removeprefix("unsigned:"))
+        event["headers"]["x-relay-identity"] = TEST_IDENTITY_SIGNER.sign(context, audience=module)
+    response = handler(event, LambdaContext())
 
     expected = int(path.stem.rsplit(".", 1)[1])
     body = response.get("body") or ""

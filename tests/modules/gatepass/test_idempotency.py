@@ -17,7 +17,9 @@ from modules.gatepass.repository import GatepassRepository
 from modules.gatepass.service import GatepassService
 from modules.gatepass.signing import KmsSigner, SigningUnavailableError
 from shared_contracts.identity import Role
-from tests.conftest import identity_header
+from tests.conftest import identity_header_for
+
+identity_header = identity_header_for("gatepass")
 from tests.modules.gatepass.test_api import put_load
 
 DRIVER = identity_header(Role.DRIVER, "D-1001")

@@ -14,7 +14,9 @@ from modules.loads.repository import LoadsRepository
 from modules.loads.service import LoadsService
 from relay import demo
 from shared_contracts.identity import Role
-from tests.conftest import identity_header
+from tests.conftest import identity_header_for
+
+identity_header = identity_header_for("loads")
 
 DRIVER = identity_header(Role.DRIVER, "D-1001")
 OTHER = identity_header(Role.DRIVER, "D-1002")

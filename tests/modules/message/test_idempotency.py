@@ -20,7 +20,9 @@ from modules.message.repository import MessageRepository
 from modules.message.service import MessageService
 from shared_contracts.idempotency import IdempotencyStore
 from shared_contracts.identity import Role
-from tests.conftest import identity_header
+from tests.conftest import identity_header_for
+
+identity_header = identity_header_for("message")
 
 DRIVER = identity_header(Role.DRIVER, "D-1001")
 OTHER = identity_header(Role.DRIVER, "D-1002")

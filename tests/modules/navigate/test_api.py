@@ -16,7 +16,9 @@ from modules.navigate.service import NavigateService
 from relay import demo
 from shared_contracts.identity import Role
 from shared_contracts.loads import LoadPublic, LoadStatus, Stop
-from tests.conftest import identity_header
+from tests.conftest import identity_header_for
+
+identity_header = identity_header_for("navigate")
 
 DRIVER = identity_header(Role.DRIVER, "D-1001")
 OTHER = identity_header(Role.DRIVER, "D-1002")

@@ -5,36 +5,52 @@ import respx
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.auth import DevTokenAuthenticator
 from gateway.config import GatewaySettings
 from gateway.routes import RouteTable
-from shared_contracts.identity import Role
+from relay.devissuer import DevIssuer
+from shared_contracts.identity import IdentityVerifier, Role
+from tests.conftest import TEST_IDENTITY_PRIVATE_KEY, TEST_IDENTITY_PUBLIC_KEY
 
-SECRET = "unit-test-secret-unit-test-secret-0123"
 UPSTREAMS = {
     "RELAY_UPSTREAM_LOADS": "http://loads.test",
     "RELAY_UPSTREAM_GATEPASS": "http://gatepass.test",
     "RELAY_UPSTREAM_NAVIGATE": "http://navigate.test",
     "RELAY_UPSTREAM_MESSAGE": "http://message.test",
 }
+ISSUER = DevIssuer.generate()   # one RSA key for the session: generating one costs ~50 ms
+
+
+@pytest.fixture(scope="session")
+def jwks_file(tmp_path_factory) -> str:
+    return "file://" + str(ISSUER.write_jwks(tmp_path_factory.mktemp("issuer")))
 
 
 @pytest.fixture
-def settings() -> GatewaySettings:
-    return GatewaySettings(stage="test", dev_token_secret=SECRET)
+def settings(jwks_file) -> GatewaySettings:
+    return GatewaySettings(stage="test", token_issuer=ISSUER.issuer, jwks_url=jwks_file,
+                           token_client_ids=ISSUER.client_id,
+                           identity_signing_key=TEST_IDENTITY_PRIVATE_KEY,
+                           rate_limit_driver="1000/1000", rate_limit_ops="1000/1000",
+                           rate_limit_gate="1000/1000", rate_limit_anonymous="1000/1000")
 
 
 @pytest.fixture
-def tokens(settings) -> DevTokenAuthenticator:
-    return DevTokenAuthenticator(SECRET, issuer=settings.token_issuer,
-                                 audience=settings.token_audience)
+def tokens() -> DevIssuer:
+    return ISSUER
 
 
 @pytest.fixture
 def bearer(tokens):
     def make(role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> dict[str, str]:
-        return {"authorization": "Bearer " + tokens.mint(driver_id or "ops-1", role, driver_id)}
+        sub = driver_id or f"{role.value}-1"
+        return {"authorization": "Bearer " + tokens.mint(sub, role, driver_id)}
     return make
+
+
+def identity_of(request, module: str):
+    """The identity context a module would verify from a forwarded request."""
+    return IdentityVerifier(TEST_IDENTITY_PUBLIC_KEY, module).verify(
+        request.headers["x-relay-identity"])
 
 
 @pytest.fixture

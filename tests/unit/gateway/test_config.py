@@ -42,9 +42,11 @@ def test_longest_prefix_wins():
     assert table.match("/gatepassX") is None
 
 
-def test_dev_tokens_are_refused_outside_local_stages():
-    with pytest.raises(ValidationError, match="local stages only"):
-        GatewaySettings(stage="prod", dev_token_secret="s" * 40)
+def test_local_shortcuts_are_refused_outside_local_stages():
+    with pytest.raises(ValidationError, match="https:// JWKS"):
+        GatewaySettings(stage="prod", jwks_url="file:///tmp/jwks.json")
+    with pytest.raises(ValidationError, match="from a secret"):
+        GatewaySettings(stage="prod", identity_signing_key="-----BEGIN PRIVATE KEY-----")
 
 
 def test_upstream_calls_can_be_sigv4_signed():

@@ -6,6 +6,8 @@ import httpx
 import pytest
 
 from shared_contracts.identity import IdentityContext, Role
+from tests.conftest import TEST_IDENTITY_SIGNER
+from tests.unit.gateway.conftest import identity_of
 
 
 def test_forwards_path_query_and_identity(gateway, upstream, bearer):
@@ -17,7 +19,7 @@ def test_forwards_path_query_and_identity(gateway, upstream, bearer):
     # THEN the module got the driver's identity context and the answer comes back unchanged
     assert r.status_code == 200 and r.json() == {"load_id": "L-1"}
     sent = route.calls.last.request
-    ctx = IdentityContext.decode(sent.headers["x-relay-identity"])
+    ctx = identity_of(sent, "loads")
     assert (ctx.role, ctx.driver_id) == (Role.DRIVER, "D-1001")
     assert sent.headers["x-request-id"] == r.headers["x-request-id"]
     assert "authorization" not in sent.headers
@@ -25,11 +27,12 @@ def test_forwards_path_query_and_identity(gateway, upstream, bearer):
 
 def test_client_supplied_identity_headers_are_never_forwarded(gateway, upstream, bearer):
     route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(200, json={}))
-    forged = IdentityContext(sub="D-1002", role=Role.DRIVER, driver_id="D-1002").encode()
+    forged = TEST_IDENTITY_SIGNER.sign(
+        IdentityContext(sub="D-1002", role=Role.DRIVER, driver_id="D-1002"), audience="loads")
     gateway.get("/loads", headers={**bearer(Role.DRIVER, "D-1001"), "x-relay-identity": forged,
                                    "x-relay-internal": "1", "cookie": "a=b"})
     sent = route.calls.last.request
-    assert IdentityContext.decode(sent.headers["x-relay-identity"]).driver_id == "D-1001"
+    assert identity_of(sent, "loads").driver_id == "D-1001"
     assert "x-relay-internal" not in sent.headers and "cookie" not in sent.headers
 
 

@@ -9,22 +9,27 @@ import httpx
 import pytest
 
 from gateway.deferred import DeferredWrite
+from gateway.identity import SignerProvider
 from gateway.replay import Replayer, ReplayFailed, make_handler
 from gateway.routes import RouteTable
-from tests.unit.gateway.conftest import UPSTREAMS
+from shared_contracts.identity import IdentityContext, Role
+from tests.unit.gateway.conftest import UPSTREAMS, identity_of
+
+DRIVER = IdentityContext(sub="D-1", role=Role.DRIVER, driver_id="D-1")
 
 
 def write(i: int, driver: str = "D-1") -> DeferredWrite:
     return DeferredWrite(tracking_id=f"key-{i}", module="loads", method="POST",
                          path="/loads/L-1/events", body=json.dumps({"kind": "arrived", "n": i}),
-                         identity="aWQ=", caller=driver, request_id=f"r-{i}",
+                         identity=DRIVER, caller=driver, request_id=f"r-{i}",
                          accepted_at=datetime(2026, 11, 22, tzinfo=UTC),
                          headers={"content-type": "application/json"})
 
 
 @pytest.fixture
 def replayer(settings):
-    return Replayer(RouteTable.load(settings.routes_file, env=UPSTREAMS), httpx.Client())
+    return Replayer(RouteTable.load(settings.routes_file, env=UPSTREAMS), httpx.Client(),
+                    SignerProvider(settings))
 
 
 def test_replay_sends_the_original_key_identity_and_body(replayer, upstream):
@@ -33,7 +38,7 @@ def test_replay_sends_the_original_key_identity_and_body(replayer, upstream):
     assert replayer.apply(write(1)) == 201
     sent = route.calls.last.request
     assert sent.headers["idempotency-key"] == "key-1"
-    assert sent.headers["x-relay-identity"] == "aWQ="
+    assert identity_of(sent, "loads") == DRIVER   # signed afresh at replay time
     assert json.loads(sent.content)["n"] == 1
 
 

@@ -17,7 +17,7 @@ from gateway.retry import BudgetConfig, RetryBudget, RetryConfig, backoff_delay,
 from gateway.routes import RouteTable
 from shared_contracts.degraded import DegradedMarker, FallbackKind
 from shared_contracts.identity import Role
-from tests.unit.gateway.conftest import SECRET, UPSTREAMS
+from tests.unit.gateway.conftest import ISSUER, UPSTREAMS
 from tests.unit.gateway.test_breaker import MonotonicClock
 
 pytestmark = pytest.mark.anyio
@@ -54,9 +54,7 @@ class Harness:
 
         self.app = create_app(settings, routes=table, clock=mono, wall_clock=wall, sleep=sleep,
                               fallbacks=build_fallbacks(settings, wall_clock=wall))
-        from gateway.auth import DevTokenAuthenticator
-        self.tokens = DevTokenAuthenticator(SECRET, issuer=settings.token_issuer,
-                                            audience=settings.token_audience)
+        self.tokens = ISSUER
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
                                         base_url="http://gateway")
 
