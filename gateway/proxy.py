@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections import Counter
 
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shared_contracts import headers
-from shared_contracts.errors import UnavailableError
+from shared_contracts.errors import BadRequestError, UnavailableError
 from shared_contracts.identity import IdentityContext
 
 from .fallbacks import Call, Fallback
@@ -24,10 +25,11 @@ log = logging.getLogger("relay.gateway")
 # Only these client headers reach a module; everything else (cookies, client-supplied
 # x-relay-* identity or internal headers, hop-by-hop headers) is dropped.
 FORWARDED_REQUEST_HEADERS = ("accept", "content-type", "if-none-match", "user-agent")
-FORWARDED_RESPONSE_HEADERS = ("content-type", "retry-after", "location", "etag",
+FORWARDED_RESPONSE_HEADERS = ("content-type", "retry-after", "location", "etag", "allow",
                               "cache-control", "www-authenticate", "idempotent-replayed")
 DEFAULT_RETRY_AFTER_SECONDS = 5
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+IDEMPOTENCY_KEY_RE = re.compile(headers.IDEMPOTENCY_KEY_PATTERN)
 
 
 class Forwarder:
@@ -50,6 +52,9 @@ class Forwarder:
         # Every write carries an idempotency key, so that retries and deferred replays are
         # applied once. The client's own key wins; the gateway makes one otherwise.
         key = request.headers.get(headers.IDEMPOTENCY_KEY)
+        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
+            raise BadRequestError("Idempotency-Key must be 8-64 characters of A-Z a-z 0-9 _ -",
+                                  code="invalid-idempotency-key")
         if key is None and method in WRITE_METHODS:
             key = "gw-" + uuid.uuid4().hex
         if key is not None:

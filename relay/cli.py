@@ -39,19 +39,22 @@ def _state() -> dict:
 
 @app.command()
 def dev(port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8000,
-        seed: Annotated[bool, typer.Option(help="Seed demo data")] = True) -> None:
+        seed: Annotated[bool, typer.Option(help="Seed demo data")] = True,
+        tls: Annotated[bool, typer.Option(help="Serve the gateway over HTTPS")] = False) -> None:
     """Run the whole system locally until Ctrl-C."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     typer.echo("Starting the emulator, the modules and the gateway ...")
-    with LocalStack(gateway_port=port, seed=seed) as stack:
+    with LocalStack(gateway_port=port, seed=seed, tls=tls) as stack:
         token = mint(Role.DRIVER, demo.DRIVERS[0])
         typer.echo(f"\nRelay is up. Gateway: {stack.gateway_url}   emulator: {stack.emulator_url}")
         for name, proc in stack.processes.items():
             typer.echo(f"  {name:<14} {proc.url if proc.port else '(worker)'}   log: {proc.log_path}")
         typer.echo(f"\nDev token for driver {demo.DRIVERS[0]} (12 h):\n{token}\n")
+        ca = stack.processes["gateway"].ca_file
+        cacert = f"--cacert {ca} " if ca else ""
         typer.echo("Try:\n"
-                   f"  curl -s -H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n")
+                   f"curl -s {cacert}-H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n")
         typer.echo("Other tokens: .venv/bin/relay token --driver D-1002 | --role dispatch\n"
                    "Press Ctrl-C to stop everything.")
         try:

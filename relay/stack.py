@@ -76,10 +76,11 @@ class Process:
     port: int | None = None
     health_path: str = "/healthz"
     proc: subprocess.Popen | None = None
+    ca_file: Path | None = None   # set when the process serves HTTPS
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://{HOST}:{self.port}"
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,9 @@ class Process:
             if self.port is None:
                 return
             try:
-                if httpx.get(self.url + self.health_path, timeout=1.0).status_code < 500:
+                verify = str(self.ca_file) if self.ca_file else True
+                if httpx.get(self.url + self.health_path, timeout=1.0,
+                             verify=verify).status_code < 500:
                     return
             except httpx.TransportError:
                 pass
@@ -127,6 +130,10 @@ class LocalStack:
     seed: bool = True
     # Retry backoff of the local SQS event sources (base, max seconds); tests shorten it.
     event_source_backoff: tuple[int, int] = (1, 60)
+    # Serve the gateway over HTTPS with a self-signed certificate (relay dev --tls).
+    tls: bool = False
+    # Extra gateway settings (RELAY_*), e.g. looser rate limits for a fuzzing run.
+    gateway_overrides: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     cloud: LocalCloud | None = None
     deployed: StackResult | None = None
@@ -206,11 +213,17 @@ class LocalStack:
                      "EVENT_SOURCE_BACKOFF_MAX_SECONDS": str(self.event_source_backoff[1])},
                     logs / f"{name}.log")
 
-        gateway_env = {**aws_env, **self.function_env(GATEWAY_FUNCTION), **gateway_local}
-        self.processes["gateway"] = Process("gateway", _uvicorn("gateway.app:create_app",
-                                                                self.gateway_port),
-                                            gateway_env, logs / "gateway.log",
-                                            port=self.gateway_port)
+        gateway_env = {**aws_env, **self.function_env(GATEWAY_FUNCTION), **gateway_local,
+                       **self.gateway_overrides}
+        argv = _uvicorn("gateway.app:create_app", self.gateway_port)
+        cert = None
+        if self.tls:
+            from .tls import self_signed_certificate
+
+            cert, key = self_signed_certificate(self.state_dir)
+            argv += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+        self.processes["gateway"] = Process("gateway", argv, gateway_env, logs / "gateway.log",
+                                            port=self.gateway_port, ca_file=cert)
         for name, proc in self.processes.items():
             if name != "emulator":
                 proc.start()

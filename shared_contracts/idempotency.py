@@ -60,7 +60,7 @@ IDEMPOTENCY_EXPIRY = timedelta(hours=24)
 # INPROGRESS record left by a crash blocks its key this long (the functions' Timeout).
 LOCAL_IN_PROGRESS_TIMEOUT = timedelta(seconds=10)
 REPLAYED_HEADER = "Idempotent-Replayed"
-KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+KEY_PATTERN = re.compile(headers.IDEMPOTENCY_KEY_PATTERN)
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -27,7 +27,9 @@ from .signing import KmsSigner
 
 PassIdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 GateIdentity = Annotated[IdentityContext, Depends(http.require_role(Role.GATE, Role.OPS))]
-KEYS_MAX_AGE = 300  # gates may cache the JWKS; the key only changes with a new deployment
+# Gates may cache the JWKS: keys only change with a deployment (a rotation, see signing.py).
+# A gate meeting a kid it does not know refetches the JWKS before refusing the pass.
+KEYS_MAX_AGE = 300
 
 
 def _service(request: Request) -> GatepassService:
@@ -43,8 +45,10 @@ def create_app(settings: GatepassSettings | None = None, *,
     app = FastAPI(title="Relay gate passes", version="1", docs_url=None, redoc_url=None)
     if service is None or idempotency is None:
         settings = settings or GatepassSettings()
-        service = service or GatepassService(GatepassRepository(settings),
-                                             KmsSigner(settings.gatepass_signing_key_id))
+        if service is None:
+            signer = KmsSigner(settings.gatepass_signing_key_id,
+                               retired_key_ids=settings.retired_key_ids)
+            service = GatepassService(GatepassRepository(settings), signer)
         idempotency = idempotency or IdempotencyStore(settings.idempotency_table,
                                                       prefix="gatepass")
     app.state.service = service
@@ -59,7 +63,8 @@ def create_app(settings: GatepassSettings | None = None, *,
     # Declared before /gatepass/{pass_id}, which would otherwise capture "keys".
     @app.get("/gatepass/keys", response_model=Jwks, responses=http.json_error_responses(503))
     def keys(response: Response, svc: Service) -> Jwks:
-        """Public keys gates use to verify passes offline. Public: needs no identity."""
+        """Public keys gates use to verify passes offline: the current key, then retired
+        ones whose passes may still be valid. Public: needs no identity."""
         response.headers["Cache-Control"] = f"public, max-age={KEYS_MAX_AGE}"
         return svc.jwks()
 

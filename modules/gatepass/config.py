@@ -8,5 +8,13 @@ class GatepassSettings(BaseSettings):
 
     gatepass_table: str
     loads_table: str  # the loads module's table; this module only reads it
-    gatepass_signing_key_id: str  # KMS key, ECC_NIST_P256 / SIGN_VERIFY
+    gatepass_signing_key_id: str  # the current KMS key (ECC_NIST_P256 / SIGN_VERIFY): signs
+    # Comma-separated KMS key ids or ARNs of keys rotated out: they sign nothing but stay
+    # published and accepted until their passes have expired (see signing.py, Key rotation).
+    gatepass_retired_key_ids: str = ""
     idempotency_table: str  # Powertools idempotency records of this module's POSTs
+
+    @property
+    def retired_key_ids(self) -> tuple[str, ...]:
+        """``gatepass_retired_key_ids`` as a tuple, blanks and stray commas dropped."""
+        return tuple(k for k in (p.strip() for p in self.gatepass_retired_key_ids.split(",")) if k)

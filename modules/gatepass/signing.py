@@ -20,11 +20,12 @@ after the key that signed it is rotated out. A token is checked with the key its
 2. In ``template.yaml`` give the ``SigningKey`` resource a new logical id (``SigningKey2``,
    ...) and update its references (the env var, the ``kms:Sign`` statement, the output).
    The key is ``DeletionPolicy: Retain``: the deploy creates a new key and keeps the old.
-3. Deploy with ``RetiredSigningKeyIds=<old ARN>`` (comma-separated if an older key is
-   still listed). New passes carry the new kid; passes already issued keep verifying.
-4. Keep the old key listed until the last pass it signed has expired. A pass lives until
-   2 h after its stop's appointment window: about a day for passes issued on the day of
-   the visit, longer for a pass issued ahead for a later window. The gate pass table
+3. Deploy with the gatepass stack parameter ``RetiredSigningKeyIds=<old ARN>``
+   (comma-separated if an older key is still listed). New passes carry the new kid;
+   passes already issued keep verifying.
+4. Keep the old key listed until the last pass it signed has expired. A pass expires 2 h
+   after its stop's appointment window closes: within about 26 h for a pass issued on the
+   day of the visit, later for one issued ahead for a later window. The gate pass table
    tells: the latest ``valid_until`` of the passes whose ``kid`` is the old key's.
 5. Deploy without it, then disable the old key or schedule its deletion in KMS. A pass it
    signed that is still shown is refused with ``unknown_key``.
@@ -85,7 +86,7 @@ class Reason(StrEnum):
 
     VALID = "valid"
     MALFORMED = "malformed"            # not a compact JWS with our claims
-    UNKNOWN_KEY = "unknown_key"        # kid is not in the JWKS (never ours, or retired and dropped)
+    UNKNOWN_KEY = "unknown_key"        # kid not in the JWKS: never ours, or retired and dropped
     BAD_SIGNATURE = "bad_signature"    # tampered, or not signed by our key / algorithm
     NOT_YET_VALID = "not_yet_valid"    # before nbf (more than 2 h before the window)
     EXPIRED = "expired"                # at or after exp (more than 2 h after the window)
@@ -233,8 +234,9 @@ class KmsSigner:
 def verify(token: str, jwks: Jwks, now: datetime) -> PassClaims:
     """Check ``token`` against ``jwks`` at time ``now``; raise :class:`PassRejected` if bad.
 
-    This is what a gate does offline. Time is checked against ``now`` rather than the
-    system clock, so the caller (and tests) decide what "now" is.
+    This is what a gate does offline. The key is the one the token's ``kid`` names, so a
+    pass signed by a retired key still in ``jwks`` verifies. Time is checked against ``now``
+    rather than the system clock, so the caller (and tests) decide what "now" is.
     """
     try:
         header = jwt.get_unverified_header(token)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from relay.cloud import ROOT
 from relay.stack import free_port
@@ -19,10 +20,12 @@ from relay.stack import free_port
 START_TIMEOUT_SECONDS = 60
 
 
-def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path):
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path, tls: bool):
     port = free_port()
     env = {**os.environ, "RELAY_STATE_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "relay.cli", "dev", "--port", str(port)],
+    argv = [sys.executable, "-m", "relay.cli", "dev", "--port", str(port)] + (["--tls"] if tls else [])
+    proc = subprocess.Popen(argv,
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
@@ -37,9 +40,10 @@ def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path):
         curl = shlex.split(lines[-1].strip())
         header = curl[curl.index("-H") + 1]
         url = curl[-1]
-        assert url == f"http://127.0.0.1:{port}/loads"
+        assert url == f"{'https' if tls else 'http'}://127.0.0.1:{port}/loads"
+        verify = curl[curl.index("--cacert") + 1] if tls else True
 
-        r = httpx.get(url, headers=dict([header.split(": ", 1)]), timeout=10)
+        r = httpx.get(url, headers=dict([header.split(": ", 1)]), timeout=10, verify=verify)
         assert r.status_code == 200
         assert {l["driver_id"] for l in r.json()["items"]} == {"D-1001"}
         ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", "".join(lines))]
@@ -49,7 +53,7 @@ def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path):
 
     for p in set(ports):  # every process it started is gone
         try:
-            httpx.get(f"http://127.0.0.1:{p}/", timeout=1)
+            httpx.get(f"http://127.0.0.1:{p}/", timeout=1, verify=False)
             raise AssertionError(f"something still listens on {p}")
         except httpx.TransportError:
             pass

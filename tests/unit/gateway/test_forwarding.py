@@ -80,3 +80,11 @@ def test_slow_module_without_a_cached_copy_is_503_with_retry_after(gateway, upst
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.headers["content-type"] == "application/problem+json"
     assert "timeout" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("key", ["short", "has spaces in it", "x" * 65, "semi;colon-key"])
+def test_malformed_idempotency_keys_are_refused_at_the_edge(gateway, upstream, bearer, key):
+    r = gateway.post("/message", json={"body": "hi"}, headers={**bearer(), "idempotency-key": key})
+    assert r.status_code == 400
+    assert r.json()["type"] == "urn:relay:problem:invalid-idempotency-key"
+    assert not upstream.calls
