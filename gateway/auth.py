@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ DEFAULT_JWKS_TTL_SECONDS = 3600
 DEFAULT_MIN_REFRESH_SECONDS = 30
 DEFAULT_LEEWAY_SECONDS = 30
 JWKS_FETCH_TIMEOUT_SECONDS = 3.0
+DEFAULT_VERIFIED_CACHE = 50_000
 
 
 class Authenticator(Protocol):
@@ -101,15 +103,36 @@ class JwksKeySource:
 class JwtAuthenticator:
     def __init__(self, keys: JwksKeySource, *, issuer: str, client_ids: frozenset[str],
                  token_uses: frozenset[str] = frozenset({"id", "access"}),
-                 leeway_seconds: int = DEFAULT_LEEWAY_SECONDS) -> None:
+                 leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
+                 wall_clock: Callable[[], float] = time.time,
+                 cache_size: int = DEFAULT_VERIFIED_CACHE) -> None:
         self.keys = keys
         self.issuer = issuer
         self.client_ids = client_ids
         self.token_uses = token_uses
         self.leeway = leeway_seconds
+        self.wall_clock = wall_clock
+        self.cache_size = cache_size
+        # A phone sends the same token for an hour: verify its signature once, then only
+        # check that it has not expired. Bounded; the least recently used go first.
+        self._verified: OrderedDict[str, tuple[IdentityContext, float]] = OrderedDict()
 
     async def authenticate(self, authorization: str | None) -> IdentityContext:
         token = bearer_token(authorization)
+        hit = self._verified.get(token)
+        if hit is not None:
+            if hit[1] + self.leeway > self.wall_clock():
+                self._verified.move_to_end(token)
+                return hit[0]
+            del self._verified[token]
+            raise UnauthorizedError("token expired")
+        identity, expires = await self._verify(token)
+        self._verified[token] = (identity, expires)
+        if len(self._verified) > self.cache_size:
+            self._verified.popitem(last=False)
+        return identity
+
+    async def _verify(self, token: str) -> tuple[IdentityContext, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -126,7 +149,7 @@ class JwtAuthenticator:
             raise UnauthorizedError("token expired") from None
         except jwt.InvalidTokenError:
             raise UnauthorizedError("invalid token") from None
-        return self._identity(claims)
+        return self._identity(claims), float(claims["exp"])
 
     def _identity(self, claims: dict[str, Any]) -> IdentityContext:
         use = claims.get("token_use")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,8 @@ class GatewaySettings(BaseSettings):
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
+    # "aiohttp": httpx's API over aiohttp's pool (fast); "httpcore": httpx's own (respx mocks it).
+    upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
     # Durable FIFO queue for writes accepted while their module is down (202).
     deferred_queue_url: str | None = None
     # Last-known-good copies kept per fallback (LRU across drivers).

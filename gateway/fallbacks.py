@@ -119,18 +119,29 @@ class LastKnownGood:
 
 
 class LoadsLastKnownGood(LastKnownGood):
-    """A list of loads also fills each load's detail entry: detail survives without a visit."""
+    """A load's detail is also served from the caller's list, when that copy is newer, so a
+    load opened for the first time during an outage still shows. The list is only parsed
+    then, on the failure path, never on the live one."""
 
-    def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
-        super().remember(call, status, body, content_type)
-        if call.method == "GET" and status == 200 and call.path == "/loads":
-            for item in json.loads(body).get("items", []):
-                self.put((call.caller, f"/loads/{item['load_id']}"),
-                         json.dumps(item).encode(), content_type)
+    def load(self, caller: str, load_id: str) -> tuple[bytes, str, float] | None:
+        detail = self.get((caller, f"/loads/{load_id}"))
+        listing = self.get((caller, "/loads"))
+        if listing is not None and (detail is None or listing[2] > detail[2]):
+            for item in json.loads(listing[0]).get("items", []):
+                if item.get("load_id") == load_id:
+                    return json.dumps(item).encode(), listing[1], listing[2]
+        return detail
 
-    def load(self, caller: str, load_id: str) -> tuple[dict, float] | None:
-        entry = self.get((caller, f"/loads/{load_id}"))
-        return (json.loads(entry[0]), entry[2]) if entry else None
+    async def serve(self, call: Call) -> Response | None:
+        parts = call.path.split("/")
+        if call.method == "GET" and len(parts) == 3 and parts[1] == "loads" and not call.query:
+            entry = self.load(call.caller, parts[2])
+            if entry is None:
+                return None
+            return degraded_response(entry[0], 200, DegradedMarker(
+                module=call.module, fallback=self.kind,
+                age=max(int(self.clock() - entry[2]), 0)), entry[1])
+        return await super().serve(call)
 
 
 class GatePassLastKnownGood(LastKnownGood):
@@ -214,7 +225,7 @@ class StaticDirections:
         cached = self.loads.load(call.caller, load_id)
         if cached is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
             return None
-        load, _ = cached
+        load = json.loads(cached[0])
         if load.get("status") == "delivered":
             return None
         stop = next((s for s in load["stops"] if s["seq"] == load["current_stop"]), None)

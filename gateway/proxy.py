@@ -7,11 +7,15 @@ import re
 import uuid
 from collections import Counter
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared_contracts import headers
-from shared_contracts.errors import BadRequestError, UnavailableError
+from shared_contracts.errors import BadRequestError, ProblemError, UnavailableError
+from shared_contracts.http import problem_response
 from shared_contracts.identity import IdentityContext
 
 from .fallbacks import Call, Fallback
@@ -95,3 +99,33 @@ class Forwarder:
                     call.module, exc.reason, call.request_id)
         raise UnavailableError(f"the {call.module} service is unavailable ({exc.reason})",
                                retry_after=DEFAULT_RETRY_AFTER_SECONDS)
+
+
+# Served by the FastAPI app itself; every other path is a forward (or a "no-route" 404).
+LOCAL_PATHS = frozenset({"/healthz", "/openapi.json"})
+LOCAL_PREFIXES = ("/ops/",)
+
+
+class ProxyFastPath:
+    """Pure ASGI middleware: forwarded requests go straight to ``handler``, errors answered
+    in the problem envelope; the gateway's own routes go on to FastAPI."""
+
+    def __init__(self, app: ASGIApp, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in LOCAL_PATHS or path.startswith(LOCAL_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await self.handler(request)
+        except ProblemError as exc:
+            response = problem_response(exc, scope.get("state", {}).get("request_id"))
+        except Exception:
+            log.exception("unhandled error forwarding %s", path)
+            response = problem_response(ProblemError("unexpected error; it has been logged"),
+                                        scope.get("state", {}).get("request_id"))
+        await response(scope, receive, send)

@@ -66,7 +66,7 @@ class ModuleUpstream:
     def __init__(
         self,
         module: ModuleConfig,
-        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         *,
         breaker: CircuitBreaker,
         bulkhead: Bulkhead,
@@ -78,7 +78,7 @@ class ModuleUpstream:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.module = module
-        self.client = client
+        self.transport = transport
         self.breaker = breaker
         self.bulkhead = bulkhead
         self.budget = budget
@@ -124,16 +124,26 @@ class ModuleUpstream:
             async with asyncio.timeout(remaining):
                 await self.faults.before_call(self.module.name)
                 remaining = max(deadline - self.clock(), 0.001)
-                response = await self.client.request(
-                    method, self.base_url + target, content=body,
-                    headers={**request_headers, DEADLINE_HEADER: str(int(remaining * 1000))},
-                    timeout=httpx.Timeout(remaining, connect=min(
-                        self.module.connect_timeout_seconds, remaining)),
-                    auth=self.auth or httpx.USE_CLIENT_DEFAULT,
-                )
+                response = await self._send(method, target, request_headers, body, remaining)
             if response.status_code >= 500:
                 raise _ServerError(response)
             return response
+
+    async def _send(self, method: str, target: str, request_headers: dict[str, str],
+                    body: bytes | None, remaining: float) -> httpx.Response:
+        """One request on the transport itself: httpx's request and response types, without
+        the client's per-request cookie jar, redirect and event-hook work."""
+        timeout = httpx.Timeout(remaining, connect=min(self.module.connect_timeout_seconds,
+                                                       remaining))
+        request = httpx.Request(
+            method, self.base_url + target, content=body,
+            headers={**request_headers, DEADLINE_HEADER: str(int(remaining * 1000))},
+            extensions={"timeout": timeout.as_dict()})
+        if self.auth is not None:
+            request = next(self.auth.auth_flow(request))
+        response = await self.transport.handle_async_request(request)
+        await response.aread()
+        return response
 
     def _unavailable(self, exc: BaseException) -> UpstreamUnavailable:
         name = self.module.name

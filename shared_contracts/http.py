@@ -124,12 +124,14 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
 
 
 def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-            audience: str | None = None, verifier: IdentityVerifier | None = None) -> FastAPI:
+            audience: str | None = None, verifier: IdentityVerifier | None = None,
+            guard: bool = True) -> FastAPI:
     """Make ``app`` answer every error in the problem envelope.
 
     ``audience`` is the module's name: identity contexts signed by the gateway for another
     module are refused. The verifier is built from ``RELAY_IDENTITY_PUBLIC_KEY`` on first
-    use unless one is given.
+    use unless one is given. ``guard=False`` leaves out :class:`RequestGuard`, for an app
+    already wrapped in one.
     """
     app.state.identity_audience = audience
     app.state.identity_verifier = verifier
@@ -173,7 +175,8 @@ def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         return problem_response(ProblemError("unexpected error; it has been logged"),
                                 request_id_of(request))
 
-    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    if guard:
+        app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
     return app
 
 

@@ -30,6 +30,7 @@ def settings(jwks_file) -> GatewaySettings:
     return GatewaySettings(stage="test", token_issuer=ISSUER.issuer, jwks_url=jwks_file,
                            token_client_ids=ISSUER.client_id,
                            identity_signing_key=TEST_IDENTITY_PRIVATE_KEY,
+                           upstream_transport="httpcore",   # the pool respx mocks
                            rate_limit_driver="1000/1000", rate_limit_ops="1000/1000",
                            rate_limit_gate="1000/1000", rate_limit_anonymous="1000/1000")
 
