@@ -148,7 +148,7 @@ def create_app(
     install_openapi(app)   # the mobile API's contract; before the catch-all proxy route
 
     async def proxy(request: Request) -> Response:
-        path = request.url.path
+        path = request.scope["path"]   # not request.url: that builds a URL object per request
         raw_path = (request.scope.get("raw_path") or b"").decode("latin-1")
         if _has_dot_segment(raw_path or path):
             raise BadRequestError("path segments '.' and '..' and encoded slashes are not allowed")

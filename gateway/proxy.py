@@ -64,10 +64,11 @@ class Forwarder:
         if key is not None:
             out[headers.IDEMPOTENCY_KEY] = key
 
-        raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+        path = request.scope["path"]
+        raw_path = (request.scope.get("raw_path") or path.encode()).decode("latin-1")
         query = request.scope.get("query_string", b"").decode("latin-1")
         body = await request.body()
-        call = Call(module=route.module, method=method, path=request.url.path, query=query,
+        call = Call(module=route.module, method=method, path=path, query=query,
                     body=body, identity=identity, idempotency_key=key, request_id=request_id,
                     forwarded_headers={k: v for k, v in out.items()
                                        if k in ("content-type", "accept")})
