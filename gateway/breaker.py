@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pybreaker
@@ -31,6 +30,7 @@ DEFAULT_FAIL_MAX = 5
 DEFAULT_RESET_TIMEOUT_SECONDS = 10.0
 DEFAULT_HALF_OPEN_MAX_CALLS = 1
 DEFAULT_SLOW_CALL_SECONDS: float | None = None
+DEFAULT_PROBE_PATIENCE_SECONDS = 0.1
 
 
 class BreakerConfig(BaseModel):
@@ -42,6 +42,9 @@ class BreakerConfig(BaseModel):
     reset_timeout_seconds: float = Field(default=DEFAULT_RESET_TIMEOUT_SECONDS, gt=0, le=3600)
     half_open_max_calls: int = Field(default=DEFAULT_HALF_OPEN_MAX_CALLS, ge=1, le=100)
     slow_call_seconds: float | None = Field(default=DEFAULT_SLOW_CALL_SECONDS, gt=0)
+    # A caller whose request is the half-open probe, and who has a fallback answer, waits
+    # this long for the probe before the fallback answers; the probe goes on without it.
+    probe_patience_seconds: float = Field(default=DEFAULT_PROBE_PATIENCE_SECONDS, gt=0, le=30)
 
 
 class BreakerOpenError(Exception):
@@ -121,36 +124,18 @@ class CircuitBreaker:
             return self._probes < self.config.half_open_max_calls
         return True
 
+    def would_probe(self) -> bool:
+        """Would a call made now be a half-open trial (rather than a normal or refused one)?"""
+        return self.state != pybreaker.STATE_CLOSED and self.allows()
+
     def _open_timeout_elapsed(self) -> bool:
         return (self._opened_at is None
                 or self.clock() - self._opened_at >= self.config.reset_timeout_seconds)
 
-    @asynccontextmanager
-    async def calling(self) -> AsyncIterator[None]:
-        """Guard one awaited call. Raises :class:`BreakerOpenError` without attempting it."""
-        state = self.state
-        if state == pybreaker.STATE_OPEN:
-            if not self._open_timeout_elapsed():
-                raise BreakerOpenError(self.name, "open")
-            self._breaker.half_open()
-            state = pybreaker.STATE_HALF_OPEN
-        probe = state == pybreaker.STATE_HALF_OPEN
-        if probe:
-            if self._probes >= self.config.half_open_max_calls:
-                raise BreakerOpenError(self.name, "half-open")
-            self._probes += 1
-        started = self.clock()
-        try:
-            with self._breaker.calling():
-                yield
-                slow = self.config.slow_call_seconds
-                if slow is not None and self.clock() - started > slow:
-                    raise SlowCallError(f"{self.name} call took longer than {slow}s")
-        except SlowCallError:
-            pass  # counted as a failure by pybreaker; the caller keeps its good answer
-        finally:
-            if probe:
-                self._probes -= 1
+    def calling(self) -> "_Guarded":
+        """Guard one awaited call (``async with breaker.calling(): ...``). Raises
+        :class:`BreakerOpenError` on entry, without attempting the call, while open."""
+        return _Guarded(self)
 
     def snapshot(self) -> BreakerSnapshot:
         opened = None
@@ -158,3 +143,49 @@ class CircuitBreaker:
             opened = round(self.clock() - self._opened_at, 3)
         return BreakerSnapshot(self.name, self.state, self._breaker.fail_counter, self._probes,
                                opened, dict(self.transitions))
+
+
+class _Guarded:
+    """One call through a :class:`CircuitBreaker`: pybreaker's own ``calling()`` around the
+    awaited body, plus the half-open probe count and the slow-call check. A class rather
+    than ``@asynccontextmanager``: it runs on every forward, and costs a third as much."""
+
+    __slots__ = ("cb", "probe", "started", "inner")
+
+    def __init__(self, cb: CircuitBreaker) -> None:
+        self.cb = cb
+
+    async def __aenter__(self) -> None:
+        cb = self.cb
+        state = cb.state
+        if state == pybreaker.STATE_OPEN:
+            if not cb._open_timeout_elapsed():
+                raise BreakerOpenError(cb.name, "open")
+            cb._breaker.half_open()
+            state = pybreaker.STATE_HALF_OPEN
+        self.probe = state == pybreaker.STATE_HALF_OPEN
+        if self.probe:
+            if cb._probes >= cb.config.half_open_max_calls:
+                raise BreakerOpenError(cb.name, "half-open")
+            cb._probes += 1
+        self.started = cb.clock()
+        self.inner = cb._breaker.calling()
+        self.inner.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+        cb = self.cb
+        try:
+            if exc is None:
+                slow = cb.config.slow_call_seconds
+                if slow is not None and cb.clock() - self.started > slow:
+                    # counted as a failure by pybreaker; the caller keeps its good answer
+                    try:
+                        self.inner.__exit__(SlowCallError, SlowCallError(
+                            f"{cb.name} call took longer than {slow}s"), None)
+                    except SlowCallError:
+                        pass
+                    return False
+            return bool(self.inner.__exit__(exc_type, exc, tb))
+        finally:
+            if self.probe:
+                cb._probes -= 1

@@ -13,6 +13,7 @@ from shared_contracts.http import DEFAULT_MAX_BODY_BYTES
 DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.toml")
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_MAX_KEEPALIVE = 100
+DEFAULT_KEEPALIVE_EXPIRY_SECONDS = 4.0
 DEFAULT_CACHE_ENTRIES = 20_000
 LOCAL_STAGES = {"local", "test"}
 
@@ -40,13 +41,16 @@ class GatewaySettings(BaseSettings):
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
-    # "aiohttp": httpx's API over aiohttp's pool (fast); "httpcore": httpx's own (respx mocks it).
-    upstream_transport: Literal["aiohttp", "httpcore"] = "aiohttp"
+    # "keepalive": gateway.transport under httpx's API (fast); "httpcore": httpx's own.
+    upstream_transport: Literal["keepalive", "httpcore"] = "keepalive"
     # Durable FIFO queue for writes accepted while their module is down (202).
     deferred_queue_url: str | None = None
     # Last-known-good copies kept per fallback (LRU across drivers).
     cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=100, le=1_000_000)
     max_keepalive_connections: int = Field(default=DEFAULT_MAX_KEEPALIVE, gt=0)
+    # Below the modules' own keep-alive timeout (uvicorn: 5 s), so a reused connection is
+    # never one the module is closing.
+    keepalive_expiry_seconds: float = Field(default=DEFAULT_KEEPALIVE_EXPIRY_SECONDS, gt=0)
 
     @property
     def client_ids(self) -> frozenset[str]:

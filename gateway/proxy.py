@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
-from collections.abc import Awaitable, Callable
-
-from starlette.requests import Request
+import httpx
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,12 +29,40 @@ log = logging.getLogger("relay.gateway")
 
 # Only these client headers reach a module; everything else (cookies, client-supplied
 # x-relay-* identity or internal headers, hop-by-hop headers) is dropped.
-FORWARDED_REQUEST_HEADERS = ("accept", "content-type", "if-none-match", "user-agent")
-FORWARDED_RESPONSE_HEADERS = ("content-type", "retry-after", "location", "etag", "allow",
-                              "cache-control", "www-authenticate", "idempotent-replayed")
+FORWARDED_REQUEST_HEADERS = (b"accept", b"content-type", b"if-none-match", b"user-agent")
+FORWARDED_RESPONSE_HEADERS = frozenset({
+    b"content-type", b"retry-after", b"location", b"etag", b"allow", b"cache-control",
+    b"www-authenticate", b"idempotent-replayed"})
 DEFAULT_RETRY_AFTER_SECONDS = 5
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENCY_KEY_RE = re.compile(headers.IDEMPOTENCY_KEY_PATTERN)
+_CALL_HEADERS = frozenset({b"content-type", b"accept"})   # what a deferred replay re-sends
+_IDENTITY = headers.IDENTITY.encode()
+_IDEMPOTENCY_KEY = headers.IDEMPOTENCY_KEY.lower().encode()
+_REQUEST_ID = headers.REQUEST_ID.encode()
+_JSON = b"application/json"
+
+
+class ForwardedResponse(Response):
+    """A module's answer on its way back: headers picked once, the body passed through as is."""
+
+    def __init__(self, status_code: int, body: bytes,
+                 raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.raw_headers = raw_headers
+        self.background = None
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise BadRequestError("the client went away before sending its body")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 class Forwarder:
@@ -44,47 +73,89 @@ class Forwarder:
         self.signer = signer
         self.served: Counter[str] = Counter()   # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
+        self._background: set[asyncio.Future] = set()   # half-open probes nobody waits for
 
-    async def forward(self, request: Request, route: Route, identity: IdentityContext | None,
+    async def forward(self, scope: Scope, receive: Receive, hdrs: dict[bytes, bytes],
+                      route: Route, identity: IdentityContext | None,
                       request_id: str) -> Response:
-        method = request.method
+        """``hdrs``: the request's headers (ASGI names are lower case), read once."""
+        method = scope["method"]
         upstream = self.upstreams[route.module]
-        out = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))}
-        out[headers.REQUEST_ID] = request_id
+        out = [(name, value) for name in FORWARDED_REQUEST_HEADERS
+               if (value := hdrs.get(name)) is not None]
+        out.append((_REQUEST_ID, request_id.encode()))
         if identity is not None:
-            out[headers.IDENTITY] = self.signer.get().sign(identity, audience=route.module)
+            signed = self.signer.get().sign(identity, audience=route.module)
+            out.append((_IDENTITY, signed.encode()))
         # Every write carries an idempotency key, so that retries and deferred replays are
         # applied once. The client's own key wins; the gateway makes one otherwise.
-        key = request.headers.get(headers.IDEMPOTENCY_KEY)
+        raw_key = hdrs.get(_IDEMPOTENCY_KEY)
+        key = None if raw_key is None else raw_key.decode("latin-1")
         if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
             raise BadRequestError("Idempotency-Key must be 8-64 characters of A-Z a-z 0-9 _ -",
                                   code="invalid-idempotency-key")
         if key is None and method in WRITE_METHODS:
             key = "gw-" + uuid.uuid4().hex
         if key is not None:
-            out[headers.IDEMPOTENCY_KEY] = key
+            out.append((_IDEMPOTENCY_KEY, key.encode()))
 
-        path = request.scope["path"]
-        raw_path = (request.scope.get("raw_path") or path.encode()).decode("latin-1")
-        query = request.scope.get("query_string", b"").decode("latin-1")
-        body = await request.body()
+        path = scope["path"]
+        raw_path = (scope.get("raw_path") or path.encode()).decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        body = await read_body(receive) if method in WRITE_METHODS else b""
+        fallback = self.fallbacks.get(route.fallback_for(method) or "")
         call = Call(module=route.module, method=method, path=path, query=query,
                     body=body, identity=identity, idempotency_key=key, request_id=request_id,
-                    forwarded_headers={k: v for k, v in out.items()
-                                       if k in ("content-type", "accept")})
-        fallback = self.fallbacks.get(route.fallback_for(method) or "")
+                    forwarded_headers={name.decode(): value.decode("latin-1")
+                                       for name, value in out if name in _CALL_HEADERS})
+        sending = upstream.send(method, raw_path + (f"?{query}" if query else ""), out,
+                                body or None, retry_safe=is_retry_safe(method, bool(key)))
         try:
-            answer = await upstream.send(method, raw_path + (f"?{query}" if query else ""), out,
-                                         body or None, retry_safe=is_retry_safe(method, bool(key)))
+            if fallback is not None and method == "GET" and upstream.breaker.would_probe():
+                answer = await self._probe(sending, call, fallback, upstream)
+                if isinstance(answer, Response):
+                    return answer
+            else:
+                answer = await sending
         except UpstreamUnavailable as exc:
             return await self._degrade(call, fallback, exc)
-        content_type = answer.headers.get("content-type", "application/json")
+        content = answer.content
+        picked = [(lower, value) for name, value in answer.headers.raw
+                  if (lower := name.lower()) in FORWARDED_RESPONSE_HEADERS]
+        content_type = next((v for n, v in picked if n == b"content-type"), None)
+        if content_type is None:
+            content_type = _JSON
+            picked.append((b"content-type", _JSON))
+        picked.append((b"content-length", str(len(content)).encode()))
         if fallback is not None:
-            fallback.remember(call, answer.status_code, answer.content, content_type)
-        return Response(
-            content=answer.content, status_code=answer.status_code,
-            headers={k: v for k in FORWARDED_RESPONSE_HEADERS if (v := answer.headers.get(k))},
-        )
+            fallback.remember(call, answer.status_code, content, content_type.decode("latin-1"))
+        return ForwardedResponse(answer.status_code, content, picked)
+
+    async def _probe(self, sending: Coroutine[Any, Any, httpx.Response], call: Call,
+                     fallback: Fallback, upstream: ModuleUpstream) -> httpx.Response | Response:
+        """This request is the breaker's half-open trial. The module may still be dead, and
+        the trial may take the whole deadline to say so: wait only the probe patience, then
+        answer from the fallback if it has an answer; the trial runs on and decides the
+        breaker's state. A live module answers well within the patience."""
+        probe = asyncio.ensure_future(sending)
+        done, _ = await asyncio.wait({probe},
+                                     timeout=upstream.breaker.config.probe_patience_seconds)
+        if not done:
+            served = await fallback.serve(call)
+            if served is not None:
+                self.served[f"{call.module}:{fallback.kind.value}"] += 1
+                log.info("%s %s served by %s fallback while the half-open probe runs "
+                         "(request %s)", call.method, call.path, fallback.kind.value,
+                         call.request_id)
+                self._background.add(probe)
+                probe.add_done_callback(self._probe_finished)
+                return served
+        return await probe
+
+    def _probe_finished(self, probe: asyncio.Future) -> None:
+        self._background.discard(probe)
+        if not probe.cancelled():
+            probe.exception()   # the breaker has counted it; nobody waits for the answer
 
     async def _degrade(self, call: Call, fallback: Fallback | None,
                        exc: UpstreamUnavailable) -> Response:
@@ -111,7 +182,8 @@ class ProxyFastPath:
     """Pure ASGI middleware: forwarded requests go straight to ``handler``, errors answered
     in the problem envelope; the gateway's own routes go on to FastAPI."""
 
-    def __init__(self, app: ASGIApp, handler: Callable[[Request], Awaitable[Response]]) -> None:
+    def __init__(self, app: ASGIApp, handler: Callable[[Scope, Receive], Awaitable[Response]]
+                 ) -> None:
         self.app = app
         self.handler = handler
 
@@ -120,9 +192,8 @@ class ProxyFastPath:
         if scope["type"] != "http" or path in LOCAL_PATHS or path.startswith(LOCAL_PREFIXES):
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
         try:
-            response = await self.handler(request)
+            response = await self.handler(scope, receive)
         except ProblemError as exc:
             response = problem_response(exc, scope.get("state", {}).get("request_id"))
         except Exception:

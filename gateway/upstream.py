@@ -21,7 +21,8 @@ from .routes import ModuleConfig
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-DEADLINE_HEADER = "x-relay-deadline-ms"
+DEADLINE_HEADER = b"x-relay-deadline-ms"
+URL_CACHE_SIZE = 4096
 
 
 class UpstreamUnavailable(Exception):
@@ -88,8 +89,9 @@ class ModuleUpstream:
         self.clock = clock
         self.sleep = sleep
         self.base_url = module.upstreams[0]
+        self._urls: dict[str, httpx.URL] = {}
 
-    async def send(self, method: str, target: str, request_headers: dict[str, str],
+    async def send(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
                    body: bytes | None, *, retry_safe: bool) -> httpx.Response:
         name = self.module.name
         self.budget.record_request()
@@ -115,7 +117,7 @@ class ModuleUpstream:
         except BulkheadFullError as exc:
             raise BulkheadRejected(name, str(exc)) from None
 
-    async def _attempt(self, method: str, target: str, request_headers: dict[str, str],
+    async def _attempt(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
                        body: bytes | None, deadline: float) -> httpx.Response:
         remaining = deadline - self.clock()
         if remaining <= 0:
@@ -129,21 +131,33 @@ class ModuleUpstream:
                 raise _ServerError(response)
             return response
 
-    async def _send(self, method: str, target: str, request_headers: dict[str, str],
+    async def _send(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
                     body: bytes | None, remaining: float) -> httpx.Response:
         """One request on the transport itself: httpx's request and response types, without
         the client's per-request cookie jar, redirect and event-hook work."""
-        timeout = httpx.Timeout(remaining, connect=min(self.module.connect_timeout_seconds,
-                                                       remaining))
+        connect = min(self.module.connect_timeout_seconds, remaining)
         request = httpx.Request(
-            method, self.base_url + target, content=body,
-            headers={**request_headers, DEADLINE_HEADER: str(int(remaining * 1000))},
-            extensions={"timeout": timeout.as_dict()})
+            method, self._url(target), content=body,
+            headers=[*request_headers, (DEADLINE_HEADER, b"%d" % (remaining * 1000))],
+            extensions={"timeout": {"connect": connect, "read": remaining,
+                                    "write": remaining, "pool": remaining}})
         if self.auth is not None:
             request = next(self.auth.auth_flow(request))
         response = await self.transport.handle_async_request(request)
-        await response.aread()
+        if isinstance(response.stream, httpx.ByteStream):
+            response.read()   # in memory already: skip the async iteration machinery
+        else:
+            await response.aread()
         return response
+
+    def _url(self, target: str) -> httpx.URL:
+        """Parsed URLs by target: parsing one costs more than the rest of building a request."""
+        url = self._urls.get(target)
+        if url is None:
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self._urls[target] = httpx.URL(self.base_url + target)
+        return url
 
     def _unavailable(self, exc: BaseException) -> UpstreamUnavailable:
         name = self.module.name

@@ -43,7 +43,9 @@ def dev(port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8
         tls: Annotated[bool, typer.Option(help="Serve the gateway over HTTPS")] = False) -> None:
     """Run the whole system locally until Ctrl-C."""
     stop = threading.Event()
+    # Both stop it, also when started in the background, where SIGINT starts out ignored.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     typer.echo("Starting the emulator, the modules and the gateway ...")
     with LocalStack(gateway_port=port, seed=seed, tls=tls) as stack:
         token = mint(Role.DRIVER, demo.DRIVERS[0])
@@ -57,14 +59,11 @@ def dev(port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8
                    f"curl -s {cacert}-H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n")
         typer.echo("Other tokens: .venv/bin/relay token --driver D-1002 | --role dispatch\n"
                    "Press Ctrl-C to stop everything.")
-        try:
-            while not stop.wait(0.5):
-                for name, proc in stack.processes.items():
-                    if not proc.running():
-                        typer.echo(f"{name} exited; see {proc.log_path}. Stopping.", err=True)
-                        stop.set()
-        except KeyboardInterrupt:
-            pass
+        while not stop.wait(0.5):
+            for name, proc in stack.processes.items():
+                if not proc.running():
+                    typer.echo(f"{name} exited; see {proc.log_path}. Stopping.", err=True)
+                    stop.set()
         typer.echo("\nStopping ...")
 
 

@@ -7,7 +7,9 @@ response with the request id.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import uuid
 from typing import Annotated, Any, Callable
@@ -37,6 +39,22 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 # Mangum base64-encodes bodies it does not know as text; problem+json is text.
 LAMBDA_TEXT_MIME_TYPES = ["text/", "application/json", "application/problem+json"]
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# Request ids need to be unique, not secret: a random per-process prefix and a counter
+# cost a fraction of a uuid4, which reads the OS's random source on every request.
+# Worker processes forked after import draw a prefix of their own.
+_ids = {"prefix": "", "counter": itertools.count()}
+
+
+def _new_id_prefix() -> None:
+    _ids["prefix"], _ids["counter"] = uuid.uuid4().hex[:16], itertools.count()
+
+
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+def new_request_id() -> str:
+    return f"{_ids['prefix']}{next(_ids['counter']):016x}"
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 _STATUS_ERRORS: dict[int, type[ProblemError]] = {
     400: BadRequestError,
@@ -73,7 +91,7 @@ class RequestGuard:
         hdrs = dict(scope["headers"])
         rid = hdrs.get(b"x-request-id", b"").decode("latin-1")
         if not _REQUEST_ID_RE.match(rid):
-            rid = uuid.uuid4().hex
+            rid = new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:

@@ -148,6 +148,43 @@ async def test_open_breaker_short_circuits_to_the_cached_copy(harness, upstream)
     assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.LAST_KNOWN_GOOD
 
 
+async def test_half_open_probe_does_not_hold_its_caller_when_a_copy_exists(harness, upstream):
+    # GIVEN a cached copy, then a black-holed loads module whose breaker has opened
+    h = harness({"loads": {"retry": {"max_attempts": 1}, "timeout_seconds": 0.5,
+                           "breaker": {"probe_patience_seconds": 0.01}}})
+    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
+        200, json={"items": [LOAD]}))
+    assert (await h.client.get("/loads", headers=h.auth())).status_code == 200
+    route.mock(side_effect=httpx.ConnectError("down"))
+    for _ in range(5):
+        await h.client.get("/loads", headers=h.auth())
+    breaker = h.upstreams["loads"].breaker
+    assert breaker.state == "open"
+    released = asyncio.Event()
+
+    async def black_hole(request):
+        await released.wait()
+        return httpx.Response(200, json={"items": [LOAD]})
+
+    route.mock(side_effect=black_hole)
+    h.mono.now += 11   # past the 10 s reset timeout: the next call is the trial
+    assert breaker.would_probe()
+    # WHEN the trial's caller asks
+    r = await asyncio.wait_for(h.client.get("/loads", headers=h.auth()), timeout=0.4)
+    # THEN it gets the cached copy after the probe patience, not after the 0.5 s deadline
+    assert r.status_code == 200 and "relay-degraded" in r.headers
+    assert breaker.state == "half-open"
+    # AND the trial runs on: when the module answers, the breaker closes
+    released.set()
+    for _ in range(100):
+        if breaker.state == "closed":
+            break
+        await asyncio.sleep(0)
+    assert breaker.state == "closed" and route.call_count == 7
+    r = await h.client.get("/loads", headers=h.auth())
+    assert r.status_code == 200 and "relay-degraded" not in r.headers
+
+
 async def test_module_4xx_does_not_trip_the_breaker(harness, upstream):
     h = harness()
     upstream.get("http://loads.test/loads/L-9").mock(return_value=httpx.Response(404, json={}))
