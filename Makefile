@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-modules test-integration lint openapi clean
+.PHONY: dev test test-unit test-modules test-integration bench lint openapi clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -30,6 +31,19 @@ test-modules: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -m integration
+
+# The benchmark (docs/benchmarks.md): a few minutes, loopback only; not part of `make test`.
+# nginx and wrk come from Debian's packages, installed here if missing.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	rm -f $(VENV)/.bench-*
+	touch $@
+
+bench: $(BENCH_STAMP)
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || \
+		{ $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+		  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q nginx-light wrk; }
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml modules/*/template.yaml

@@ -11,24 +11,38 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
+import tomli_w
 
 from relay.cloud import ROOT
 from relay.devissuer import DevIssuer
 from relay.stack import HOST, Process, free_port
 from shared_contracts.identity import Role, generate_key_pair
+from shared_contracts.loads import LoadList
 
 BENCH = Path(__file__).resolve().parent
-# ~500 bytes: one load assignment as the loads module answers it.
-LOAD_BODY = (
-    '{"items":[{"load_id":"L-5001","driver_id":"D-1001","status":"assigned",'
-    '"reference":"PO-5001","trailer":"TRL-53-0042","commodity":"Palletized dry goods",'
-    '"shipper":{"facility_id":"F-CHI","name":"Chicago Cross-Dock","address":"4200 S Pulaski '
-    'Rd, Chicago, IL","lat":41.8155,"lon":-87.7245},"consignee":{"facility_id":"F-IND","name":'
-    '"Indianapolis DC","address":"2700 S Holt Rd, Indianapolis, IN","lat":39.7322,"lon":'
-    '-86.2236},"current_stop":1,"version":1,"assigned_at":"2026-11-22T08:00:00Z"}]}'
-)
+ROUTES = ROOT / "gateway" / "routes.toml"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"   # /usr/sbin is not on every PATH
+# One load assignment as the loads module answers GET /loads (valid against LoadList):
+# about 1 KB, so the fallbacks (last-known-good, static directions) work on it as on real data.
+_CHI = {"facility_id": "F-CHI", "name": "Chicago Cross-Dock",
+        "address": "4200 S Pulaski Rd, Chicago, IL", "lat": 41.8155, "lon": -87.7245}
+_IND = {"facility_id": "F-IND", "name": "Indianapolis DC",
+        "address": "2700 S Holt Rd, Indianapolis, IN", "lat": 39.7322, "lon": -86.2236}
+LOAD_BODY = LoadList.model_validate({"items": [{
+    "load_id": "L-5001", "driver_id": "D-1001", "status": "in_transit", "reference": "PO-5001",
+    "shipper": _CHI, "consignee": _IND, "current_stop": 2, "version": 3,
+    "assigned_at": "2026-11-22T07:30:00Z", "updated_at": "2026-11-22T09:00:00Z",
+    "stops": [
+        {"seq": 1, "kind": "pickup", "facility": _CHI, "window_start": "2026-11-22T08:00:00Z",
+         "window_end": "2026-11-22T10:00:00Z", "arrived_at": "2026-11-22T08:10:00Z",
+         "departed_at": "2026-11-22T09:00:00Z"},
+        {"seq": 2, "kind": "delivery", "facility": _IND, "window_start": "2026-11-22T14:00:00Z",
+         "window_end": "2026-11-22T16:00:00Z"}]}]}).model_dump_json(exclude_none=True)
 SERVER_CPU, LOAD_CPU = "0", "1"
 
 
@@ -58,16 +72,30 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def wrk(url: str, *, seconds: int, connections: int = 32, token: str | None = None,
-        rate: int | None = None) -> WrkResult:
-    """wrk (or wrk2-style fixed rate when ``rate`` and the binary supports it) on LOAD_CPU."""
+def wrk_argv(url: str, *, seconds: int, connections: int = 32, token: str | None = None,
+             rate: int | None = None) -> list[str]:
+    """wrk on LOAD_CPU. With ``rate``, each connection waits ``connections / rate`` seconds
+    between its requests (bench/paced.lua), so about ``rate`` requests a second are offered;
+    the report says what was achieved. Latency is timed from each request's send."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     if token:
-        argv += ["-H", f"Authorization: Bearer {token}"]
+        argv += ["-H", "Authorization: Bearer " + token]
     if rate:
-        argv += ["-R", str(rate)]
-    out = subprocess.run(pinned(LOAD_CPU, argv + [url]), capture_output=True, text=True,
-                         timeout=seconds + 30).stdout
+        argv += ["-s", str(BENCH / "paced.lua")]
+    argv.append(url)
+    if rate:
+        argv += ["--", f"{connections * 1000 / rate:.3f}"]
+    return pinned(LOAD_CPU, argv)
+
+
+def wrk(url: str, *, seconds: int, connections: int = 32, token: str | None = None,
+        rate: int | None = None) -> WrkResult:
+    argv = wrk_argv(url, seconds=seconds, connections=connections, token=token, rate=rate)
+    return parse_wrk(subprocess.run(argv, capture_output=True, text=True,
+                                    timeout=seconds + 30).stdout)
+
+
+def parse_wrk(out: str) -> WrkResult:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"\s50(?:\.000)?%\s+(\S+)", out).group(1))
     p99 = _ms(re.search(r"\s99(?:\.000)?%\s+(\S+)", out).group(1))
@@ -92,7 +120,7 @@ class Nginx:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(pinned(SERVER_CPU, ["nginx", "-c", str(self.state / "nginx.conf"),
+        self.proc = subprocess.Popen(pinned(SERVER_CPU, [NGINX, "-c", str(self.state / "nginx.conf"),
                                                          "-e", str(self.state / "nginx-error.log")]),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.proxy_port)
@@ -104,26 +132,48 @@ class Nginx:
 
 
 class BlackHole:
-    """Accepts connections and never answers (a hung upstream)."""
+    """Accepts connections and never answers (a hung upstream). The first ``answer_first``
+    requests get the load assignment, so the gateway can hold a last-known-good copy
+    before its upstream goes silent."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer_first: int = 0) -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((HOST, 0))
         self.sock.listen(4096)
         self.port = self.sock.getsockname()[1]
+        self.to_answer = answer_first
+        self.accepted = 0          # connections the gateway opened to the black hole
         self._held: list[socket.socket] = []
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
 
     def _accept(self) -> None:
         self.sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-                self._held.append(conn)
             except OSError:
                 continue
+            self.accepted += 1
+            self._held.append(conn)
+            if self.to_answer > 0:
+                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        body = LOAD_BODY.encode()
+        reply = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+        try:
+            while self.to_answer > 0 and conn.recv(65536):
+                self.to_answer -= 1
+                conn.sendall(reply)
+        except OSError:
+            pass
 
     def close(self) -> None:
         self._stop.set()
@@ -133,10 +183,14 @@ class BlackHole:
 
 
 class Gateway:
-    """The real gateway (route table, breakers, deadlines, auth) in front of ``upstreams``."""
+    """The real gateway (route table, breakers, deadlines, auth on) in front of ``upstreams``.
 
-    def __init__(self, state: Path, upstreams: dict[str, str], *, workers: int = 1,
-                 extra_env: dict[str, str] | None = None, server: str = "uvicorn") -> None:
+    ``routes`` is merged into gateway/routes.toml (e.g. a shorter breaker reset timeout);
+    ``cpus`` pins the process ("0,1" for a multi-worker run that may use both cores).
+    """
+
+    def __init__(self, state: Path, upstreams: dict[str, str], *, server: str = "granian",
+                 workers: int = 1, cpus: str = SERVER_CPU, routes: dict | None = None) -> None:
         self.issuer = DevIssuer.load_or_create(state)
         private, _ = generate_key_pair()
         self.port = free_port()
@@ -145,14 +199,26 @@ class Gateway:
             "RELAY_JWKS_URL": "file://" + str(self.issuer.write_jwks(state)),
             "RELAY_TOKEN_ISSUER": self.issuer.issuer, "RELAY_TOKEN_CLIENT_IDS": self.issuer.client_id,
             "RELAY_IDENTITY_SIGNING_KEY": private,
-            "RELAY_RATE_LIMIT_DRIVER": "10000/100000",
+            # One benchmark driver sends thousands of requests a second: lift its rate limit.
+            "RELAY_RATE_LIMIT_DRIVER": "10000/100000", "RELAY_RATE_LIMIT_OPS": "100/100",
             **{f"RELAY_UPSTREAM_{m.upper()}": u for m, u in upstreams.items()},
-            **(extra_env or {}),
         }
-        argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
-                "--host", HOST, "--port", str(self.port), "--no-access-log", "--log-level",
-                "warning", "--workers", str(workers)]
-        self.proc = Process("gateway", pinned(SERVER_CPU, argv), env, state / "gateway.log",
+        if routes:
+            path = state / f"routes-{self.port}.toml"
+            path.write_text(tomli_w.dumps(_merged(tomllib.loads(ROUTES.read_text()), routes)))
+            env["RELAY_ROUTES_FILE"] = str(path)
+        if server == "granian":
+            argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory",
+                    "--host", HOST, "--port", str(self.port), "--log-level", "warning",
+                    "--no-ws", "--loop", "uvloop", "--workers", str(workers),
+                    "gateway.app:create_app"]
+        else:
+            argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+                    "--host", HOST, "--port", str(self.port), "--no-access-log", "--log-level",
+                    "warning", "--loop", "uvloop", "--http", "httptools",
+                    "--workers", str(workers)]
+        self.argv = pinned(cpus, argv)
+        self.proc = Process("gateway", self.argv, env, state / f"gateway-{self.port}.log",
                             port=self.port)
         self.token = self.issuer.mint("D-1001", Role.DRIVER, "D-1001")
         self.ops_token = self.issuer.mint("ops-bench", Role.OPS)
@@ -161,12 +227,29 @@ class Gateway:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self) -> None:
+    def start(self) -> "Gateway":
         self.proc.start()
         self.proc.wait_ready(time.monotonic() + 60)
+        return self
 
     def stop(self) -> None:
         self.proc.stop()
+
+    def get(self, path: str, timeout: float = 5.0) -> httpx.Response:
+        return httpx.get(self.url + path, headers={"authorization": "Bearer " + self.token},
+                         timeout=timeout)
+
+    def breaker_state(self, module: str) -> str:
+        status = httpx.get(self.url + "/ops/status", timeout=5,
+                           headers={"authorization": "Bearer " + self.ops_token}).json()
+        return status["modules"][module]["breaker"]["state"]
+
+
+def _merged(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
 
 
 def _wait_port(port: int, timeout: float = 10) -> None:
@@ -184,4 +267,5 @@ def command_line(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-__all__ = ["BlackHole", "Gateway", "Nginx", "WrkResult", "wrk", "ROOT", "command_line"]
+__all__ = ["BlackHole", "Gateway", "Nginx", "WrkResult", "command_line", "parse_wrk", "wrk",
+           "wrk_argv"]

@@ -44,6 +44,7 @@ def status(request: Request, _: Operator) -> dict[str, Any]:
         },
         "fallbacks_served": dict(state.forwarder.served),
         "unavailable": dict(state.forwarder.unavailable),
+        "fallback_errors": dict(state.forwarder.fallback_errors),
         "faults": [f.model_dump() for f in state.faults.list()],
     }
 

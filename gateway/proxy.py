@@ -73,6 +73,7 @@ class Forwarder:
         self.signer = signer
         self.served: Counter[str] = Counter()   # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
+        self.fallback_errors: Counter[str] = Counter()
         self._background: set[asyncio.Future] = set()   # half-open probes nobody waits for
 
     async def forward(self, scope: Scope, receive: Receive, hdrs: dict[bytes, bytes],
@@ -141,7 +142,7 @@ class Forwarder:
         done, _ = await asyncio.wait({probe},
                                      timeout=upstream.breaker.config.probe_patience_seconds)
         if not done:
-            served = await fallback.serve(call)
+            served = await self._serve_fallback(fallback, call)
             if served is not None:
                 self.served[f"{call.module}:{fallback.kind.value}"] += 1
                 log.info("%s %s served by %s fallback while the half-open probe runs "
@@ -157,10 +158,20 @@ class Forwarder:
         if not probe.cancelled():
             probe.exception()   # the breaker has counted it; nobody waits for the answer
 
+    async def _serve_fallback(self, fallback: Fallback, call: Call) -> Response | None:
+        """A fallback that fails is a fallback with no answer: never a 500 instead of a 503."""
+        try:
+            return await fallback.serve(call)
+        except Exception as exc:   # e.g. a cached copy of an unexpected shape
+            self.fallback_errors[f"{call.module}:{fallback.kind.value}"] += 1
+            log.error("%s fallback failed for %s %s: %r (request %s)", fallback.kind.value,
+                      call.method, call.path, exc, call.request_id)
+            return None
+
     async def _degrade(self, call: Call, fallback: Fallback | None,
                        exc: UpstreamUnavailable) -> Response:
         if fallback is not None:
-            served = await fallback.serve(call)
+            served = await self._serve_fallback(fallback, call)
             if served is not None:
                 self.served[f"{call.module}:{fallback.kind.value}"] += 1
                 log.info("%s %s served by %s fallback (%s; request %s)", call.method, call.path,

@@ -286,6 +286,21 @@ async def test_navigate_falls_back_to_static_directions(harness, upstream):
     assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.STATIC
 
 
+async def test_a_failing_fallback_is_a_clear_503_not_a_500(harness, upstream):
+    # GIVEN a cached listing of a shape the static-directions fallback cannot read
+    h = harness()
+    upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
+        200, json={"items": [{"load_id": "L-1", "current_stop": 1}]}))   # no "stops"
+    upstream.get("http://navigate.test/navigate").mock(side_effect=httpx.ConnectError("down"))
+    await h.client.get("/loads", headers=h.auth())
+    # WHEN navigate is down and the fallback raises
+    r = await h.client.get("/navigate?load_id=L-1&lat=41.8&lon=-87.7", headers=h.auth())
+    # THEN the driver gets the module's unavailability, counted where operators look
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["retry-after"]
+    assert h.app.state.forwarder.fallback_errors == {"navigate:static": 1}
+
+
 async def test_writes_are_deferred_durably_in_order_per_driver(aws, harness, upstream):
     sqs = boto3.client("sqs")
     url = sqs.create_queue(QueueName="deferred.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
