@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import httpx
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -23,7 +22,7 @@ from .fallbacks import Call, Fallback
 from .identity import SignerProvider
 from .retry import is_retry_safe
 from .routes import Route
-from .upstream import ModuleUpstream, UpstreamUnavailable
+from .upstream import ModuleAnswer, ModuleUpstream, UpstreamUnavailable
 
 log = logging.getLogger("relay.gateway")
 
@@ -121,7 +120,7 @@ class Forwarder:
         except UpstreamUnavailable as exc:
             return await self._degrade(call, fallback, exc)
         content = answer.content
-        picked = [(lower, value) for name, value in answer.headers.raw
+        picked = [(lower, value) for name, value in answer.headers
                   if (lower := name.lower()) in FORWARDED_RESPONSE_HEADERS]
         content_type = next((v for n, v in picked if n == b"content-type"), None)
         if content_type is None:
@@ -132,8 +131,8 @@ class Forwarder:
             fallback.remember(call, answer.status_code, content, content_type.decode("latin-1"))
         return ForwardedResponse(answer.status_code, content, picked)
 
-    async def _probe(self, sending: Coroutine[Any, Any, httpx.Response], call: Call,
-                     fallback: Fallback, upstream: ModuleUpstream) -> httpx.Response | Response:
+    async def _probe(self, sending: Coroutine[Any, Any, ModuleAnswer], call: Call,
+                     fallback: Fallback, upstream: ModuleUpstream) -> ModuleAnswer | Response:
         """This request is the breaker's half-open trial. The module may still be dead, and
         the trial may take the whole deadline to say so: wait only the probe patience, then
         answer from the fallback if it has an answer; the trial runs on and decides the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import httpx
 
@@ -23,6 +24,15 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 DEADLINE_HEADER = b"x-relay-deadline-ms"
 URL_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleAnswer:
+    """A module's answer, read whole: status, headers as received, body (decoded)."""
+
+    status_code: int
+    headers: list[tuple[bytes, bytes]]
+    content: bytes
 
 
 class UpstreamUnavailable(Exception):
@@ -53,9 +63,21 @@ class UpstreamFailed(UpstreamUnavailable):
 
 
 class _ServerError(Exception):
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: ModuleAnswer) -> None:
         super().__init__(f"status {response.status_code}")
         self.response = response
+
+
+async def _read(response: httpx.Response) -> bytes:
+    """The whole body. Identity-encoded bodies (what modules send) come off the stream as
+    they are, skipping httpx's decoder and chunker pipeline, which costs more than the rest
+    of a response; encoded ones go through it."""
+    if any(name.lower() == b"content-encoding" for name, _ in response.headers.raw):
+        return await response.aread()
+    try:
+        return b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+    finally:
+        await response.stream.aclose()  # type: ignore[union-attr]
 
 
 def counts_as_failure(exc: BaseException) -> bool:
@@ -92,7 +114,7 @@ class ModuleUpstream:
         self._urls: dict[str, httpx.URL] = {}
 
     async def send(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
-                   body: bytes | None, *, retry_safe: bool) -> httpx.Response:
+                   body: bytes | None, *, retry_safe: bool) -> ModuleAnswer:
         name = self.module.name
         self.budget.record_request()
         deadline = self.clock() + self.module.timeout_seconds
@@ -118,7 +140,7 @@ class ModuleUpstream:
             raise BulkheadRejected(name, str(exc)) from None
 
     async def _attempt(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
-                       body: bytes | None, deadline: float) -> httpx.Response:
+                       body: bytes | None, deadline: float) -> ModuleAnswer:
         remaining = deadline - self.clock()
         if remaining <= 0:
             raise TimeoutError("deadline passed")
@@ -132,7 +154,7 @@ class ModuleUpstream:
             return response
 
     async def _send(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
-                    body: bytes | None, remaining: float) -> httpx.Response:
+                    body: bytes | None, remaining: float) -> ModuleAnswer:
         """One request on the transport itself: httpx's request and response types, without
         the client's per-request cookie jar, redirect and event-hook work."""
         connect = min(self.module.connect_timeout_seconds, remaining)
@@ -144,11 +166,7 @@ class ModuleUpstream:
         if self.auth is not None:
             request = next(self.auth.auth_flow(request))
         response = await self.transport.handle_async_request(request)
-        if isinstance(response.stream, httpx.ByteStream):
-            response.read()   # in memory already: skip the async iteration machinery
-        else:
-            await response.aread()
-        return response
+        return ModuleAnswer(response.status_code, response.headers.raw, await _read(response))
 
     def _url(self, target: str) -> httpx.URL:
         """Parsed URLs by target: parsing one costs more than the rest of building a request."""
