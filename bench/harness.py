@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import tomli_w
 
 from relay.cloud import ROOT
 from relay.devissuer import DevIssuer
@@ -204,6 +203,8 @@ class Gateway:
             **{f"RELAY_UPSTREAM_{m.upper()}": u for m, u in upstreams.items()},
         }
         if routes:
+            import tomli_w   # a bench-only dependency
+
             path = state / f"routes-{self.port}.toml"
             path.write_text(tomli_w.dumps(_merged(tomllib.loads(ROUTES.read_text()), routes)))
             env["RELAY_ROUTES_FILE"] = str(path)
@@ -238,6 +239,13 @@ class Gateway:
     def get(self, path: str, timeout: float = 5.0) -> httpx.Response:
         return httpx.get(self.url + path, headers={"authorization": "Bearer " + self.token},
                          timeout=timeout)
+
+    def process_ids(self) -> list[int]:
+        """The server process and its workers."""
+        assert self.proc.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.proc.pid)], capture_output=True,
+                             text=True).stdout.split()
+        return [self.proc.proc.pid, *map(int, out)]
 
     def breaker_state(self, module: str) -> str:
         status = httpx.get(self.url + "/ops/status", timeout=5,

@@ -2,7 +2,7 @@
 
 Phases (all on 127.0.0.1; servers pinned to core 0, wrk to core 1):
 
-1. hop: the same nginx upstream direct, behind nginx ``proxy_pass`` and behind the gateway
+1. hop: the same nginx upstream (a ~1 KB load assignment) direct, behind nginx ``proxy_pass`` and behind the gateway
    (route table, breaker, deadline, JWT auth on), at full speed and at ~1,000 RPS offered;
 2. fast-fail: the upstream black-holed (accepts, never answers) with a 2 s deadline, while
    the breaker is open and while it cycles through half-open probes;
@@ -35,8 +35,8 @@ from pathlib import Path
 from relay.cloud import load_template
 from shared_contracts.identity import generate_key_pair
 
-from .harness import (NGINX, BlackHole, Gateway, Nginx, WrkResult, command_line, parse_wrk,
-                      wrk_argv)
+from .harness import (LOAD_BODY, NGINX, BlackHole, Gateway, Nginx, WrkResult, command_line,
+                      parse_wrk, wrk_argv)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -77,12 +77,15 @@ class Report:
     measurements: list[Measurement] = field(default_factory=list)
     imports: dict[str, float] = field(default_factory=dict)
     targets: list[dict] = field(default_factory=list)
+    profile: dict[str, float] = field(default_factory=dict)
+    profile_command: str = ""
+    profile_note: str = ""
 
     def add(self, phase: str, name: str, result: WrkResult, argv: list[str],
             notes: str = "") -> Measurement:
+        command = re.sub(r"Bearer [\w.-]{20,}", "Bearer $TOKEN", command_line(argv))
         m = Measurement(phase, name, round(result.rps, 1), result.p50_ms, result.p99_ms,
-                        result.requests, round(result.success_rate, 4), command_line(argv),
-                        notes)
+                        result.requests, round(result.success_rate, 4), command, notes)
         self.measurements.append(m)
         print(f"  {name:<46} {m.rps:>9,.0f} RPS  p50 {m.p50_ms:7.2f} ms  p99 {m.p99_ms:8.2f} ms"
               f"  ok {100 * m.success:6.2f}%  {notes}", flush=True)
@@ -228,6 +231,54 @@ def phase_isolation(report: Report, state: Path, nginx: Nginx) -> None:
                   ratio <= ISOLATION_RATIO_TARGET and fault.success == 1.0)
 
 
+# --- profile: where one forward's CPU goes -------------------------------------------------
+
+def phase_profile(report: Report, state: Path, nginx: Nginx) -> None:
+    """py-spy on the one-process gateway under wrk: self time by source file."""
+    print("profile: py-spy on the gateway under load", flush=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    ups = {m: f"http://127.0.0.1:{nginx.upstream_port}" for m in MODULES}
+    gw = Gateway(state, ups).start()
+    raw = state / "profile.txt"
+    try:
+        warm(gw.url + "/loads", gw.token)
+        worker = max(gw.process_ids(), key=lambda pid: pid)   # granian's worker, not its parent
+        argv = [spy, "record", "--pid", str(worker), "--duration", str(report.seconds),
+                "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking"]
+        recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
+        run_wrk(gw.url + "/loads", seconds=report.seconds, token=gw.token)
+        _, err = recorder.communicate(timeout=report.seconds + 30)
+        if recorder.returncode != 0 or not raw.exists():
+            report.profile_note = f"py-spy could not record: {err.strip()[-300:]}"
+            print("  " + report.profile_note)
+            return
+    finally:
+        gw.stop()
+    report.profile = self_time_by_file(raw.read_text())
+    report.profile_command = command_line(argv)
+    for where, share in list(report.profile.items())[:12]:
+        print(f"  {100 * share:5.1f}%  {where}")
+
+
+def self_time_by_file(raw: str) -> dict[str, float]:
+    """py-spy's raw (collapsed) stacks -> share of samples whose innermost frame is in each
+    file; frames outside Python (the servers' Rust, uvloop, system calls) count as native."""
+    counts: dict[str, int] = {}
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        top = stack.rsplit(";", 1)[-1]
+        match = re.search(r"\((.+?):\d+\)$", top)
+        where = "native code and idle (Rust, uvloop, system calls)"
+        if match:
+            where = match.group(1).split("site-packages/")[-1].removeprefix(str(ROOT) + "/")
+        counts[where] = counts.get(where, 0) + int(n)
+    total = sum(counts.values()) or 1
+    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
 # --- phase 4: cold start ----------------------------------------------------------------
 
 def lambda_functions() -> dict[str, dict[str, str]]:
@@ -323,7 +374,7 @@ def chart(report: Report, path: Path) -> None:
     a.barh([m.name for m in hop], [m.rps for m in hop], color="#4a7bb7")
     a.set_xscale("log")
     a.set_xlabel("requests per second (log scale)")
-    a.set_title("Forwarding the same ~500-byte answer")
+    a.set_title(f"Forwarding the same {len(LOAD_BODY):,}-byte load assignment")
     for i, m in enumerate(hop):
         a.text(m.rps, i, f" {m.rps:,.0f}", va="center", fontsize=8)
     b.barh([m.name for m in ff], [m.p99_ms for m in ff], color="#c8553d")
@@ -383,8 +434,9 @@ def markdown(report: Report) -> str:
         "",
         "## 1. The hop: direct, nginx proxy_pass, the gateway",
         "",
-        "One nginx worker answers a ~500-byte load assignment; the same nginx also proxies "
-        "to it with a keepalive upstream. wrk: 1 thread, 32 connections; the paced run "
+        f"One nginx worker answers a {len(LOAD_BODY):,}-byte load assignment (valid against "
+        "the loads contract); the same nginx also proxies to it with a keepalive upstream. "
+        "`$TOKEN` is a driver's RS256 token from the dev issuer (`relay token`). wrk: 1 thread, 32 connections; the paced run "
         f"offers ~{PACED_RATE:,} RPS over {PACED_CONNECTIONS} connections (bench/paced.lua).",
         "",
         *table("hop"),
@@ -426,6 +478,17 @@ def markdown(report: Report) -> str:
         "|---|---:|",
         *[f"| `{k}` | {v:.3f} |" for k, v in r.imports.items()],
         "",
+        "## 5. Where one gateway process spends its CPU",
+        "",
+        "py-spy on the one-process gateway (granian) during a full-speed wrk run: the share "
+        "of samples whose innermost frame is in each file (the 15 largest). What was done "
+        "about it: [performance.md](performance.md).",
+        "",
+        *(["| where | share of samples |", "|---|---:|",
+           *[f"| `{k}` | {100 * v:.1f}% |" for k, v in list(r.profile.items())[:15]],
+           "", "```", r.profile_command, "```"] if r.profile else [r.profile_note or
+                                                                    "(not run)"]),
+        "",
     ]
     return "\n".join(lines)
 
@@ -433,7 +496,7 @@ def markdown(report: Report) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each measurement")
-    parser.add_argument("--phases", default="hop,fast-fail,isolation,cold-start")
+    parser.add_argument("--phases", default="hop,fast-fail,isolation,profile,cold-start")
     parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.md")
     args = parser.parse_args(argv)
     missing = [tool for tool in (NGINX, "wrk", "taskset") if not shutil.which(tool)]
@@ -455,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
                 phase_fast_fail(report, state, nginx)
             if "isolation" in phases:
                 phase_isolation(report, state, nginx)
+            if "profile" in phases:
+                phase_profile(report, state, nginx)
         finally:
             nginx.stop()
     if "cold-start" in phases:
