@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
 from gateway.transport import KeepAliveTransport
+from relay.tls import self_signed_certificate
 
 pytestmark = pytest.mark.anyio
 
@@ -21,14 +23,15 @@ class ScriptedServer:
     """Reads requests one by one on each connection and answers with ``answer``;
     ``None`` from ``answer`` closes the connection without a reply."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.tls = tls
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []
         self.server: asyncio.base_events.Server | None = None
 
     async def __aenter__(self) -> "ScriptedServer":
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -38,7 +41,8 @@ class ScriptedServer:
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -237,3 +241,20 @@ async def test_a_cancelled_exchange_never_leaves_its_connection_for_reuse():
         pool = next(iter(transport._pools.values()))
         assert pool.total == 0 and not pool.idle
         await transport.aclose()
+
+
+async def test_https_upstreams_are_verified_and_kept_alive(tmp_path):
+    # GIVEN a module behind TLS (function URLs are HTTPS in AWS)
+    cert, key = self_signed_certificate(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    async with ScriptedServer(ok, tls=server_tls) as server:
+        # WHEN the transport trusts its certificate, requests go through on one connection
+        trusted = KeepAliveTransport(ssl_context=ssl.create_default_context(cafile=str(cert)))
+        for _ in range(2):
+            assert (await send(trusted, request(server.url))).json() == {"ok": True}
+        assert server.connections == 1
+        await trusted.aclose()
+        # AND a transport that does not trust it refuses to talk
+        with pytest.raises(httpx.ConnectError):
+            await send(KeepAliveTransport(), request(server.url))
