@@ -95,7 +95,8 @@ class Report:
         self.targets.append({"what": what, "target": target, "measured": measured, "met": met})
 
 
-def run_wrk(url: str, *, seconds: int, token: str, **kw) -> tuple[WrkResult, list[str]]:
+def run_wrk(url: str, *, seconds: int, token: str | None = None,
+            **kw) -> tuple[WrkResult, list[str]]:
     argv = wrk_argv(url, seconds=seconds, token=token, **kw)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     return parse_wrk(out.stdout), argv
@@ -111,10 +112,9 @@ def phase_hop(report: Report, state: Path, nginx: Nginx) -> None:
     print("hop: the same upstream direct, behind nginx and behind the gateway", flush=True)
     seconds = report.seconds
     upstream = f"http://127.0.0.1:{nginx.upstream_port}"
-    direct, argv = run_wrk(upstream + "/loads", seconds=seconds, token="-")
+    direct, argv = run_wrk(upstream + "/loads", seconds=seconds)
     report.add("hop", "direct to the nginx upstream", direct, argv)
-    proxy, argv = run_wrk(f"http://127.0.0.1:{nginx.proxy_port}/loads", seconds=seconds,
-                          token="-")
+    proxy, argv = run_wrk(f"http://127.0.0.1:{nginx.proxy_port}/loads", seconds=seconds)
     report.add("hop", "nginx proxy_pass (keepalive upstream)", proxy, argv)
 
     ups = {m: upstream for m in MODULES}
@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(markdown(report))
     chart(report, args.out.with_suffix(".png"))
     print(f"\n{len(report.targets)} targets, {sum(t['met'] for t in report.targets)} met; "
-          f"wrote {args.out.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
+          f"wrote {args.out} in {time.monotonic() - started:.0f} s")
     for t in report.targets:
         print(f"  [{'met' if t['met'] else 'MISSED'}] {t['what']}: {t['measured']} "
               f"(target {t['target']})")
