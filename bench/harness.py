@@ -88,10 +88,11 @@ def wrk_argv(url: str, *, seconds: int, connections: int = 32, token: str | None
 
 
 def wrk(url: str, *, seconds: int, connections: int = 32, token: str | None = None,
-        rate: int | None = None) -> WrkResult:
+        rate: int | None = None) -> tuple[WrkResult, list[str]]:
+    """One wrk run: its result and the exact command (for the report)."""
     argv = wrk_argv(url, seconds=seconds, connections=connections, token=token, rate=rate)
-    return parse_wrk(subprocess.run(argv, capture_output=True, text=True,
-                                    timeout=seconds + 30).stdout)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    return parse_wrk(out.stdout), argv
 
 
 def parse_wrk(out: str) -> WrkResult:
@@ -119,9 +120,10 @@ class Nginx:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(pinned(SERVER_CPU, [NGINX, "-c", str(self.state / "nginx.conf"),
-                                                         "-e", str(self.state / "nginx-error.log")]),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        argv = [NGINX, "-c", str(self.state / "nginx.conf"),
+                "-e", str(self.state / "nginx-error.log")]
+        self.proc = subprocess.Popen(pinned(SERVER_CPU, argv), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         _wait_port(self.proxy_port)
 
     def stop(self) -> None:
@@ -196,7 +198,8 @@ class Gateway:
         env = {
             **os.environ, "RELAY_STAGE": "local",
             "RELAY_JWKS_URL": "file://" + str(self.issuer.write_jwks(state)),
-            "RELAY_TOKEN_ISSUER": self.issuer.issuer, "RELAY_TOKEN_CLIENT_IDS": self.issuer.client_id,
+            "RELAY_TOKEN_ISSUER": self.issuer.issuer,
+            "RELAY_TOKEN_CLIENT_IDS": self.issuer.client_id,
             "RELAY_IDENTITY_SIGNING_KEY": private,
             # One benchmark driver sends thousands of requests a second: lift its rate limit.
             "RELAY_RATE_LIMIT_DRIVER": "10000/100000", "RELAY_RATE_LIMIT_OPS": "100/100",

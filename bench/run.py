@@ -2,7 +2,8 @@
 
 Phases (all on 127.0.0.1; servers pinned to core 0, wrk to core 1):
 
-1. hop: the same nginx upstream (a ~1 KB load assignment) direct, behind nginx ``proxy_pass`` and behind the gateway
+1. hop: the same nginx upstream (a ~1 KB load assignment) direct, behind nginx
+   ``proxy_pass`` and behind the gateway
    (route table, breaker, deadline, JWT auth on), at full speed and at ~1,000 RPS offered;
 2. fast-fail: the upstream black-holed (accepts, never answers) with a 2 s deadline, while
    the breaker is open and while it cycles through half-open probes;
@@ -36,7 +37,7 @@ from relay.cloud import load_template
 from shared_contracts.identity import generate_key_pair
 
 from .harness import (LOAD_BODY, NGINX, BlackHole, Gateway, Nginx, WrkResult, command_line,
-                      parse_wrk, wrk_argv)
+                      parse_wrk, wrk, wrk_argv)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -95,15 +96,13 @@ class Report:
         self.targets.append({"what": what, "target": target, "measured": measured, "met": met})
 
 
-def run_wrk(url: str, *, seconds: int, token: str | None = None,
-            **kw) -> tuple[WrkResult, list[str]]:
-    argv = wrk_argv(url, seconds=seconds, token=token, **kw)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    return parse_wrk(out.stdout), argv
+def upstreams(nginx: Nginx) -> dict[str, str]:
+    """Every module's upstream: the nginx that answers a load assignment."""
+    return {m: f"http://127.0.0.1:{nginx.upstream_port}" for m in MODULES}
 
 
 def warm(url: str, token: str) -> None:
-    run_wrk(url, seconds=WARMUP_SECONDS, token=token)
+    wrk(url, seconds=WARMUP_SECONDS, token=token)
 
 
 # --- phase 1: the hop -------------------------------------------------------------------
@@ -112,29 +111,29 @@ def phase_hop(report: Report, state: Path, nginx: Nginx) -> None:
     print("hop: the same upstream direct, behind nginx and behind the gateway", flush=True)
     seconds = report.seconds
     upstream = f"http://127.0.0.1:{nginx.upstream_port}"
-    direct, argv = run_wrk(upstream + "/loads", seconds=seconds)
+    direct, argv = wrk(upstream + "/loads", seconds=seconds)
     report.add("hop", "direct to the nginx upstream", direct, argv)
-    proxy, argv = run_wrk(f"http://127.0.0.1:{nginx.proxy_port}/loads", seconds=seconds)
+    proxy, argv = wrk(f"http://127.0.0.1:{nginx.proxy_port}/loads", seconds=seconds)
     report.add("hop", "nginx proxy_pass (keepalive upstream)", proxy, argv)
 
-    ups = {m: upstream for m in MODULES}
-    runs = [("gateway, granian, 1 process", dict(server="granian")),
-            ("gateway, uvicorn, 1 process", dict(server="uvicorn")),
+    # (name, how the gateway runs, whether to also measure it at ~PACED_RATE)
+    runs = [("gateway, granian, 1 process", dict(server="granian"), True),
+            ("gateway, uvicorn, 1 process", dict(server="uvicorn"), False),
             ("gateway, granian, 2 workers on both cores", dict(server="granian", workers=2,
-                                                                cpus="0,1"))]
+                                                                cpus="0,1"), False)]
     best_one = None
-    for name, kw in runs:
-        gw = Gateway(state, ups, **kw).start()
+    for name, kw, paced_too in runs:
+        gw = Gateway(state, upstreams(nginx), **kw).start()
         try:
             assert gw.get("/loads").status_code == 200
             warm(gw.url + "/loads", gw.token)
-            result, argv = run_wrk(gw.url + "/loads", seconds=seconds, token=gw.token)
+            result, argv = wrk(gw.url + "/loads", seconds=seconds, token=gw.token)
             ratio = result.rps / proxy.rps
             report.add("hop", name, result, argv, notes=f"{ratio:.3f}x nginx proxy_pass")
             if kw.get("workers", 1) == 1 and (best_one is None or result.rps > best_one[1].rps):
                 best_one = (name, result)
-            if name.startswith("gateway, granian, 1"):
-                paced, argv = run_wrk(gw.url + "/loads", seconds=seconds, token=gw.token,
+            if paced_too:
+                paced, argv = wrk(gw.url + "/loads", seconds=seconds, token=gw.token,
                                       rate=PACED_RATE, connections=PACED_CONNECTIONS)
                 report.add("hop", f"gateway, granian, ~{PACED_RATE:,} RPS offered", paced, argv)
                 report.target(f"gateway p99 at {PACED_RATE:,} RPS offered",
@@ -163,7 +162,7 @@ def trip(gw: Gateway, module: str = "loads", calls: int = 5) -> None:
 def phase_fast_fail(report: Report, state: Path, nginx: Nginx) -> None:
     print(f"fast-fail: loads black-holed, {UPSTREAM_TIMEOUT:g} s deadline", flush=True)
     seconds = report.seconds
-    ups = {m: f"http://127.0.0.1:{nginx.upstream_port}" for m in MODULES}
+    ups = upstreams(nginx)
     results = {}
     for name, breaker in [("breaker open", {"reset_timeout_seconds": 600}),
                           ("breaker half-open every second", {"reset_timeout_seconds": 1.0})]:
@@ -174,7 +173,7 @@ def phase_fast_fail(report: Report, state: Path, nginx: Nginx) -> None:
             assert gw.get("/loads").status_code == 200
             trip(gw)
             before = hole.accepted
-            result, argv = run_wrk(gw.url + "/loads", seconds=seconds, token=gw.token)
+            result, argv = wrk(gw.url + "/loads", seconds=seconds, token=gw.token)
             probes = hole.accepted - before
             results[name] = report.add("fast-fail", f"loads {name}", result, argv,
                                        notes=f"{probes} calls reached the black hole")
@@ -185,7 +184,7 @@ def phase_fast_fail(report: Report, state: Path, nginx: Nginx) -> None:
     gw = Gateway(state, {**ups, "loads": hole.url},
                  routes={"modules": {"loads": {"breaker": {"fail_max": 1000}}}}).start()
     try:
-        result, argv = run_wrk(gw.url + "/loads", seconds=seconds, token=gw.token)
+        result, argv = wrk(gw.url + "/loads", seconds=seconds, token=gw.token)
         report.add("fast-fail", "loads, breaker never opens (reference)", result, argv,
                    notes="every call waits for its deadline")
     finally:
@@ -203,7 +202,7 @@ def phase_isolation(report: Report, state: Path, nginx: Nginx) -> None:
     print(f"isolation: /loads at ~{PACED_RATE:,} RPS beside /navigate at the same rate",
           flush=True)
     seconds = report.seconds
-    ups = {m: f"http://127.0.0.1:{nginx.upstream_port}" for m in MODULES}
+    ups = upstreams(nginx)
     measured = {}
     for name, hole in [("navigate healthy (baseline)", None),
                        ("navigate black-holed", BlackHole())]:
@@ -237,7 +236,7 @@ def phase_profile(report: Report, state: Path, nginx: Nginx) -> None:
     """py-spy on the one-process gateway under wrk: self time by source file."""
     print("profile: py-spy on the gateway under load", flush=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    ups = {m: f"http://127.0.0.1:{nginx.upstream_port}" for m in MODULES}
+    ups = upstreams(nginx)
     gw = Gateway(state, ups).start()
     raw = state / "profile.txt"
     try:
@@ -247,7 +246,7 @@ def phase_profile(report: Report, state: Path, nginx: Nginx) -> None:
                 "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking"]
         recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True)
-        run_wrk(gw.url + "/loads", seconds=report.seconds, token=gw.token)
+        wrk(gw.url + "/loads", seconds=report.seconds, token=gw.token)
         _, err = recorder.communicate(timeout=report.seconds + 30)
         if recorder.returncode != 0 or not raw.exists():
             report.profile_note = f"py-spy could not record: {err.strip()[-300:]}"
@@ -393,7 +392,8 @@ def chart(report: Report, path: Path) -> None:
 
 def markdown(report: Report) -> str:
     def table(phase: str) -> list[str]:
-        rows = ["| run | RPS | p50 ms | p99 ms | success | notes |", "|---|---:|---:|---:|---:|---|"]
+        rows = ["| run | RPS | p50 ms | p99 ms | success | notes |",
+                "|---|---:|---:|---:|---:|---|"]
         for m in report.measurements:
             if m.phase == phase:
                 rows.append(f"| {m.name} | {m.rps:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
@@ -436,7 +436,8 @@ def markdown(report: Report) -> str:
         "",
         f"One nginx worker answers a {len(LOAD_BODY):,}-byte load assignment (valid against "
         "the loads contract); the same nginx also proxies to it with a keepalive upstream. "
-        "`$TOKEN` is a driver's RS256 token from the dev issuer (`relay token`). wrk: 1 thread, 32 connections; the paced run "
+        "`$TOKEN` is a driver's RS256 token from the dev issuer (`relay token`). "
+        "wrk: 1 thread, 32 connections; the paced run "
         f"offers ~{PACED_RATE:,} RPS over {PACED_CONNECTIONS} connections (bench/paced.lua).",
         "",
         *table("hop"),

@@ -24,8 +24,12 @@ from collections.abc import Callable
 import httptools
 import httpx
 
-DEFAULT_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100,
-                              keepalive_expiry=4.0)
+from .config import (DEFAULT_KEEPALIVE_EXPIRY_SECONDS, DEFAULT_MAX_CONNECTIONS,
+                     DEFAULT_MAX_KEEPALIVE)
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=DEFAULT_MAX_CONNECTIONS,
+                              max_keepalive_connections=DEFAULT_MAX_KEEPALIVE,
+                              keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY_SECONDS)
 DEFAULT_TIMEOUT = httpx.Timeout(5.0)
 _HTTP11 = {"http_version": b"HTTP/1.1"}
 _DROPPED_REQUEST_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"connection"})
@@ -133,7 +137,8 @@ class _Pool:
         self.total = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, connect_timeout: float | None, pool_timeout: float | None) -> _Connection:
+    async def acquire(self, connect_timeout: float | None,
+                      pool_timeout: float | None) -> _Connection:
         while True:
             while self.idle:
                 conn = self.idle.pop()

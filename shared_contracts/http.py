@@ -55,6 +55,8 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 
 def new_request_id() -> str:
     return f"{_ids['prefix']}{next(_ids['counter']):016x}"
+
+
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 _STATUS_ERRORS: dict[int, type[ProblemError]] = {
     400: BadRequestError,
