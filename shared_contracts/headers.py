@@ -5,5 +5,9 @@ IDENTITY = "x-relay-identity"
 IDEMPOTENCY_KEY = "idempotency-key"
 IDEMPOTENCY_KEY_PATTERN = r"[A-Za-z0-9_-]{8,64}"
 DEGRADED = "relay-degraded"
+# When the gateway accepted a write (RFC 3339, UTC), set by the gateway on every forwarded
+# write and kept on a deferred replay: modules stamp the write with it, not with the time
+# a late delivery arrives.
+ACCEPTED_AT = "x-relay-accepted-at"
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
