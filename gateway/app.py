@@ -23,12 +23,13 @@ from shared_contracts import http
 from shared_contracts.errors import BadRequestError, ForbiddenError, NotFoundError
 from shared_contracts.identity import Role
 
-from . import ops
+from . import ops, writes
 from .auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .config import GatewaySettings
 from .deferred import DeferredQueue, DeferredWrites
+from .ledger import DeferredLedger
 from .fallbacks import (
     Fallback,
     GatePassLastKnownGood,
@@ -37,7 +38,7 @@ from .fallbacks import (
     OfflinePassVerifier,
     StaticDirections,
 )
-from .faults import FaultInjector
+from .faults import ControlTableFaults, FaultInjector
 from .identity import SignerProvider
 from .openapi import install_openapi
 from .proxy import Forwarder, ProxyFastPath
@@ -64,18 +65,22 @@ def rate_limits(settings: GatewaySettings) -> dict[str, Limit]:
 
 
 def build_fallbacks(settings: GatewaySettings, *, wall_clock: Callable[[], float] = time.time,
-                    sqs: object = None) -> dict[str, Fallback]:
+                    sqs: object = None, dynamodb: object = None) -> dict[str, Fallback]:
     """The fallbacks the route table may name."""
     loads = LoadsLastKnownGood(settings.cache_entries, clock=wall_clock)
-    queue = DeferredQueue(settings.deferred_queue_url, sqs=sqs) if settings.deferred_queue_url \
-        else None
+    queue = DeferredQueue(settings.deferred_queue_url, sqs=sqs,
+                          timeout_seconds=settings.queue_timeout_seconds) \
+        if settings.deferred_queue_url else None
+    ledger = DeferredLedger(settings.deferred_ledger_table, dynamodb=dynamodb,
+                            wall_clock=wall_clock) if settings.deferred_ledger_table else None
     return {
         "last-known-good": LastKnownGood(settings.cache_entries, clock=wall_clock),
         "loads-last-known-good": loads,
         "gatepass-last-known-good": GatePassLastKnownGood(settings.cache_entries, clock=wall_clock),
         "static-directions": StaticDirections(loads, clock=wall_clock),
         "gatepass-verify-offline": OfflinePassVerifier(clock=wall_clock),
-        "deferred": DeferredWrites(queue),
+        "deferred": DeferredWrites(queue, ledger,
+                                   store_timeout_seconds=settings.store_timeout_seconds),
     }
 
 
@@ -106,7 +111,9 @@ def create_app(
         for name in route.fallback.values():
             if name not in fallbacks:
                 raise RouteTableError(f"route {route.prefix} names unknown fallback {name}")
-    faults = faults or FaultInjector(clock=clock)
+    faults = faults or FaultInjector(
+        store=ControlTableFaults(settings.control_table) if settings.control_table else None,
+        clock=wall_clock, store_timeout_seconds=settings.store_timeout_seconds)
     pool = transport or upstream_transport(settings)
     sigv4 = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
     upstreams = {
@@ -120,7 +127,7 @@ def create_app(
         for name, module in table.modules.items()
     }
     signer = SignerProvider(settings)
-    forwarder = Forwarder(upstreams, fallbacks, signer)
+    forwarder = Forwarder(upstreams, fallbacks, signer, wall_clock=wall_clock)
     limiter = RateLimiter(clock=clock)
     limits = rate_limits(settings)
 
@@ -146,12 +153,15 @@ def create_app(
     app.state.faults = faults
     app.state.limiter = limiter
     app.state.limits = limits
+    app.state.ledger = next((f.ledger for f in fallbacks.values()
+                             if isinstance(f, DeferredWrites)), None)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     app.include_router(ops.router)
+    app.include_router(writes.router)
     install_openapi(app)   # the mobile API's contract; before the catch-all proxy route
 
     async def proxy(scope: Scope, receive: Receive) -> Response:

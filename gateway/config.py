@@ -15,6 +15,8 @@ DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_MAX_KEEPALIVE = 100
 DEFAULT_KEEPALIVE_EXPIRY_SECONDS = 4.0
 DEFAULT_CACHE_ENTRIES = 20_000
+DEFAULT_QUEUE_TIMEOUT_SECONDS = 1.0
+DEFAULT_STORE_TIMEOUT_SECONDS = 0.5
 LOCAL_STAGES = {"local", "test"}
 
 
@@ -43,8 +45,16 @@ class GatewaySettings(BaseSettings):
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
     # "keepalive": gateway.transport under httpx's API (fast); "httpcore": httpx's own.
     upstream_transport: Literal["keepalive", "httpcore"] = "keepalive"
-    # Durable FIFO queue for writes accepted while their module is down (202).
+    # Durable FIFO queue for writes accepted while their module is down (202), and the
+    # ledger table that tracks each of them (pending, applied, refused) and keeps a
+    # caller's later writes queued behind earlier ones.
     deferred_queue_url: str | None = None
+    deferred_ledger_table: str | None = None
+    # Operator controls shared by every gateway instance and the replayer (faults).
+    control_table: str | None = None
+    # Deadlines of the gateway's own AWS calls (each inside the request's answer time).
+    queue_timeout_seconds: float = Field(default=DEFAULT_QUEUE_TIMEOUT_SECONDS, gt=0, le=10)
+    store_timeout_seconds: float = Field(default=DEFAULT_STORE_TIMEOUT_SECONDS, gt=0, le=10)
     # Last-known-good copies kept per fallback (LRU across drivers).
     cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=100, le=1_000_000)
     max_keepalive_connections: int = Field(default=DEFAULT_MAX_KEEPALIVE, gt=0)

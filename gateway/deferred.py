@@ -3,28 +3,46 @@
 The queue is SQS FIFO with one message group per caller (driver), so one driver's writes
 are replayed in the order they were accepted, and deduplicated by idempotency key. The
 replayer (:mod:`gateway.replay`) sends each write to the module with the same
-``Idempotency-Key``, so a write is applied exactly once even if it had reached the module
-before it failed.
+``Idempotency-Key`` and the time the gateway accepted it, so a write is applied exactly
+once, stamped with that time, even if an earlier attempt had reached the module.
+
+A 202 is a promise, so a write is acknowledged only once it is durable *and* visible:
+
+1. queued in SQS (deadline ``queue_timeout_seconds``);
+2. recorded in the ledger (:mod:`gateway.ledger`) as pending, with a per-caller marker
+   (deadline ``store_timeout_seconds``).
+
+If either step fails or runs out of time the driver gets 503 + Retry-After and retries
+with the same key: a message that did reach the queue is deduplicated (FIFO) and applied
+once (idempotency key), and the replayer records it in the ledger when it applies it.
+
+While a caller has a write pending, every later write of theirs on a deferrable route is
+queued behind it rather than sent live (:meth:`DeferredWrites.must_queue`), so the live
+path can never overtake the queue. When the ledger cannot say, the write is queued: order
+is never bet on a guess.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from shared_contracts.degraded import DeferredAccepted, DegradedMarker, FallbackKind
 from shared_contracts.identity import IdentityContext
 
+from . import aws
+from .config import DEFAULT_QUEUE_TIMEOUT_SECONDS, DEFAULT_STORE_TIMEOUT_SECONDS
 from .fallbacks import Call, degraded_response
+from .ledger import DeferredLedger, LedgerError
 
 log = logging.getLogger("relay.gateway.deferred")
+
+STATUS_PATH = "/deferred/{tracking_id}"
 
 
 class DeferredWrite(BaseModel):
@@ -44,18 +62,18 @@ class DeferredWrite(BaseModel):
 
 
 class DeferredQueue:
-    """Thin boto3 wrapper; the client is created on first use, never at import."""
+    """Thin boto3 wrapper; the client (with socket timeouts) is made on first use."""
 
-    def __init__(self, queue_url: str, *, sqs: Any = None) -> None:
+    def __init__(self, queue_url: str, *, sqs: Any = None,
+                 timeout_seconds: float = DEFAULT_QUEUE_TIMEOUT_SECONDS) -> None:
         self.queue_url = queue_url
+        self.timeout_seconds = timeout_seconds
         self._sqs = sqs
 
     @property
     def sqs(self) -> Any:
         if self._sqs is None:
-            import boto3
-
-            self._sqs = boto3.client("sqs")
+            self._sqs = aws.client("sqs", read_timeout=self.timeout_seconds)
         return self._sqs
 
     def enqueue(self, write: DeferredWrite) -> None:
@@ -67,12 +85,27 @@ class DeferredQueue:
 class DeferredWrites:
     kind = FallbackKind.DEFERRED
 
-    def __init__(self, queue: DeferredQueue | None) -> None:
+    def __init__(self, queue: DeferredQueue | None, ledger: DeferredLedger | None = None, *,
+                 store_timeout_seconds: float = DEFAULT_STORE_TIMEOUT_SECONDS) -> None:
         self.queue = queue
+        self.ledger = ledger
+        self.store_timeout_seconds = store_timeout_seconds
         self.accepted = 0
 
     def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
         return None
+
+    async def must_queue(self, call: Call) -> bool:
+        """Must this write queue behind earlier ones of its caller instead of going live?"""
+        if self.queue is None or self.ledger is None or call.identity is None:
+            return False
+        try:
+            return await aws.call(self.ledger.has_pending, call.caller,
+                                  timeout=self.store_timeout_seconds, what="deferred ledger")
+        except (aws.DependencyTimeout, LedgerError) as exc:
+            log.warning("cannot tell whether %s has writes queued (%s): queueing %s %s",
+                        call.caller, exc, call.method, call.path)
+            return True
 
     async def serve(self, call: Call) -> Response | None:
         if self.queue is None or call.method != "POST" or not call.idempotency_key:
@@ -80,17 +113,28 @@ class DeferredWrites:
         write = DeferredWrite(
             tracking_id=call.idempotency_key, module=call.module, method=call.method,
             path=call.path, query=call.query, body=call.body.decode("utf-8", "replace"),
-            identity=call.identity, caller=call.caller,
-            request_id=call.request_id, accepted_at=datetime.now(UTC),
+            identity=call.identity, caller=call.caller, request_id=call.request_id,
+            accepted_at=datetime.fromtimestamp(call.accepted_at, UTC),
             headers=call.forwarded_headers,
         )
         try:
-            await asyncio.to_thread(self.queue.enqueue, write)
-        except (BotoCoreError, ClientError):
-            log.exception("could not defer write %s to %s", write.tracking_id, call.module)
+            await aws.call(self.queue.enqueue, write, timeout=self.queue.timeout_seconds,
+                           what="deferred queue")
+        except Exception as exc:   # botocore errors, the deadline: not acknowledged
+            log.error("could not queue write %s to %s: %r", write.tracking_id, call.module, exc)
             return None
+        if self.ledger is not None:
+            try:
+                await aws.call(self.ledger.accept, write, timeout=self.store_timeout_seconds,
+                               what="deferred ledger")
+            except (aws.DependencyTimeout, LedgerError) as exc:
+                # Queued, so it will be applied once; not visible, so not acknowledged.
+                log.error("write %s to %s queued but not recorded (%s): answering 503",
+                          write.tracking_id, call.module, exc)
+                return None
         self.accepted += 1
         log.warning("deferred write %s to %s for %s", write.tracking_id, call.module, call.caller)
-        body = DeferredAccepted(tracking_id=write.tracking_id, module=call.module)
+        body = DeferredAccepted(tracking_id=write.tracking_id, module=call.module,
+                                status_url=STATUS_PATH.format(tracking_id=write.tracking_id))
         return degraded_response(body.model_dump_json(), 202,
                                  DegradedMarker(module=call.module, fallback=self.kind))

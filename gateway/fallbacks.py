@@ -49,6 +49,7 @@ class Call:
     idempotency_key: str | None = None
     request_id: str = ""
     forwarded_headers: dict[str, str] = field(default_factory=dict)
+    accepted_at: float = 0.0   # wall-clock time the gateway received the request
 
     @property
     def caller(self) -> str:

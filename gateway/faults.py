@@ -2,25 +2,33 @@
 
 Faults are set by operators (``PUT /ops/faults/{module}``), always expire on their own
 (a forgotten fault turns itself off), and are applied at the gateway's upstream call, so
-they exercise the real timeout, retry, breaker and fallback path.
+they exercise the real timeout, retry, breaker and fallback path. They live in the
+control table, so every gateway instance applies them, and so does the deferred-write
+replayer: a module a game day says is down gets no replayed writes either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from . import aws
 
 log = logging.getLogger("relay.gateway.faults")
 
 Clock = Callable[[], float]
 DEFAULT_FAULT_TTL_SECONDS = 300
 MAX_FAULT_TTL_SECONDS = 3600
+DEFAULT_REFRESH_SECONDS = 1.0         # how stale another instance's view of a fault may be
+DEFAULT_STORE_TIMEOUT_SECONDS = 0.5
 
 
 class FaultKind(StrEnum):
@@ -52,53 +60,157 @@ class ActiveFault(BaseModel):
     expires_in_seconds: float
 
 
+class FaultRecord(BaseModel):
+    """A fault as stored: what, who, and until when (wall-clock epoch seconds)."""
+
+    module: str
+    spec: FaultSpec
+    set_by: str
+    expires_at: float
+
+
 class InjectedError(Exception):
     """The upstream call was answered by an injected error fault."""
 
 
+class FaultStore(Protocol):
+    """Where faults live so that every gateway instance and the replayer see them."""
+
+    def load(self) -> dict[str, FaultRecord]: ...
+
+    def put(self, record: FaultRecord) -> None: ...
+
+    def delete(self, module: str) -> None: ...
+
+
+class ControlTableFaults:
+    """Faults in the control table (``ControlTable`` in template.yaml): ``kind = "fault"``,
+    ``name`` = module; DynamoDB's TTL removes them some time after they expire (they are
+    ignored from the moment they do)."""
+
+    KIND = "fault"
+
+    def __init__(self, table_name: str, *, dynamodb: Any = None) -> None:
+        self.table_name = table_name
+        self._dynamodb = dynamodb
+
+    @property
+    def table(self) -> Any:
+        if self._dynamodb is None:
+            self._dynamodb = aws.resource("dynamodb")
+        return self._dynamodb.Table(self.table_name)
+
+    def load(self) -> dict[str, FaultRecord]:
+        kwargs: dict[str, Any] = {"KeyConditionExpression": "kind = :k",
+                                  "ExpressionAttributeValues": {":k": self.KIND},
+                                  "ConsistentRead": True}
+        out: dict[str, FaultRecord] = {}
+        while True:
+            page = self.table.query(**kwargs)
+            for item in page.get("Items", []):
+                record = FaultRecord.model_validate_json(item["record"])
+                out[record.module] = record
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def put(self, record: FaultRecord) -> None:
+        self.table.put_item(Item={"kind": self.KIND, "name": record.module,
+                                  "record": record.model_dump_json(),
+                                  "expires_at": int(record.expires_at) + 1})
+
+    def delete(self, module: str) -> None:
+        self.table.delete_item(Key={"kind": self.KIND, "name": module})
+
+
 class FaultInjector:
-    def __init__(self, *, clock: Clock = time.monotonic, rng: random.Random | None = None,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+    """Faults by module, expiring on the wall clock. With a ``store`` every instance sees
+    the faults any instance set: writes go through to it, and reads come from a copy
+    refreshed at most every ``refresh_seconds`` (in the background on the request path,
+    so a slow store never slows a request; the last copy stays in force meanwhile)."""
+
+    def __init__(self, *, store: FaultStore | None = None, clock: Clock = time.time,
+                 rng: random.Random | None = None,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+                 store_timeout_seconds: float = DEFAULT_STORE_TIMEOUT_SECONDS) -> None:
+        self.store = store
         self.clock = clock
         self.rng = rng or random.Random()
         self.sleep = sleep
-        self._faults: dict[str, tuple[FaultSpec, str, float]] = {}
+        self.refresh_seconds = refresh_seconds
+        self.store_timeout_seconds = store_timeout_seconds
+        self._faults: dict[str, FaultRecord] = {}
+        self._loaded_at = -math.inf
+        self._refreshing: asyncio.Future[None] | None = None
 
     def set(self, module: str, spec: FaultSpec, set_by: str) -> ActiveFault:
-        self._faults[module] = (spec, set_by, self.clock() + spec.ttl_seconds)
+        record = FaultRecord(module=module, spec=spec, set_by=set_by,
+                             expires_at=self.clock() + spec.ttl_seconds)
+        if self.store is not None:
+            self.store.put(record)
+        self._faults[module] = record
         log.warning("fault set on %s by %s: %s (expires in %ss; %s)", module, set_by,
                     spec.kind.value, spec.ttl_seconds, spec.reason)
-        return self._view(module)  # type: ignore[return-value]
+        return self._view(record)
 
     def clear(self, module: str, cleared_by: str) -> bool:
+        if self.store is not None:
+            self.store.delete(module)
         if self._faults.pop(module, None) is None:
             return False
         log.warning("fault on %s cleared by %s", module, cleared_by)
         return True
 
     def active(self, module: str) -> FaultSpec | None:
-        entry = self._faults.get(module)
-        if entry is None:
+        record = self._faults.get(module)
+        if record is None or self.clock() >= record.expires_at:
             return None
-        spec, _, expires = entry
-        if self.clock() >= expires:
-            del self._faults[module]
-            log.warning("fault on %s expired", module)
-            return None
-        return spec
+        return record.spec
 
-    def _view(self, module: str) -> ActiveFault | None:
-        if self.active(module) is None:
-            return None
-        spec, by, expires = self._faults[module]
-        return ActiveFault(module=module, spec=spec, set_by=by,
-                           expires_in_seconds=round(expires - self.clock(), 1))
+    def _view(self, record: FaultRecord) -> ActiveFault:
+        return ActiveFault(module=record.module, spec=record.spec, set_by=record.set_by,
+                           expires_in_seconds=round(record.expires_at - self.clock(), 1))
 
     def list(self) -> list[ActiveFault]:
-        return [f for m in list(self._faults) if (f := self._view(m)) is not None]
+        return [self._view(r) for m, r in sorted(self._faults.items()) if self.active(m)]
+
+    # --- keeping the copy current -------------------------------------------------------
+
+    def _stale(self) -> bool:
+        return self.store is not None and self.clock() - self._loaded_at >= self.refresh_seconds
+
+    def refresh(self) -> None:
+        """Load the store's faults now (synchronous; the replayer and tests use it)."""
+        if self.store is not None:
+            self._faults = self.store.load()
+            self._loaded_at = self.clock()
+
+    def refresh_if_stale(self) -> None:
+        if self._stale():
+            try:
+                self.refresh()
+            except Exception as exc:   # botocore errors: keep the last copy in force
+                log.error("could not load faults (%r); keeping the last copy", exc)
+
+    def _refresh_in_background(self) -> None:
+        if not self._stale() or self._refreshing is not None:
+            return
+        self._loaded_at = self.clock()   # one refresh per period, even if it fails
+
+        def done(future: asyncio.Future[None]) -> None:
+            self._refreshing = None
+            if not future.cancelled() and future.exception() is not None:
+                log.error("could not load faults (%r); keeping the last copy",
+                          future.exception())
+
+        self._refreshing = asyncio.ensure_future(aws.call(
+            self.refresh, timeout=self.store_timeout_seconds, what="control table"))
+        self._refreshing.add_done_callback(done)
 
     async def before_call(self, module: str) -> None:
         """Apply the module's fault, if any, just before the real upstream call."""
+        self._refresh_in_background()
         spec = self.active(module)
         if spec is None:
             return

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from shared_contracts.errors import ForbiddenError, NotFoundError
+from shared_contracts.errors import ForbiddenError, NotFoundError, UnavailableError
 from shared_contracts.identity import IdentityContext, Role
 
+from shared_contracts.degraded import DeferredState
+
+from . import aws
 from .faults import ActiveFault, FaultSpec
+from .ledger import LedgerError
 
 
 async def _operator(request: Request) -> IdentityContext:
@@ -26,10 +31,31 @@ Operator = Annotated[IdentityContext, Depends(_operator)]
 ModuleName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 router = APIRouter(prefix="/ops", tags=["ops"])
+T = TypeVar("T")
+
+
+async def _deferred(request: Request) -> dict[str, Any]:
+    """Writes accepted with 202 and not applied: pending (queued) and refused for good."""
+    ledger = request.app.state.ledger
+    if ledger is None:
+        return {"ledger": "not configured"}
+    out: dict[str, Any] = {}
+    for state in (DeferredState.PENDING, DeferredState.REFUSED):
+        try:
+            count, complete, newest = await aws.call(
+                ledger.open_writes, state,
+                timeout=request.app.state.settings.store_timeout_seconds * 4,
+                what="deferred ledger")
+        except (aws.DependencyTimeout, LedgerError) as exc:
+            out[state.value] = {"error": str(exc)}
+            continue
+        out[state.value] = {"count": count if complete else f"{count}+",
+                            "newest": [w.model_dump(mode="json") for w in newest]}
+    return out
 
 
 @router.get("/status")
-def status(request: Request, _: Operator) -> dict[str, Any]:
+async def status(request: Request, _: Operator) -> dict[str, Any]:
     state = request.app.state
     return {
         "modules": {
@@ -46,6 +72,7 @@ def status(request: Request, _: Operator) -> dict[str, Any]:
         "unavailable": dict(state.forwarder.unavailable),
         "fallback_errors": dict(state.forwarder.fallback_errors),
         "faults": [f.model_dump() for f in state.faults.list()],
+        "deferred": await _deferred(request),
     }
 
 
@@ -55,14 +82,26 @@ def _known(request: Request, module: str) -> None:
 
 
 @router.put("/faults/{module}", response_model=ActiveFault)
-def set_fault(module: ModuleName, spec: FaultSpec, request: Request,
-              operator: Operator) -> ActiveFault:
+async def set_fault(module: ModuleName, spec: FaultSpec, request: Request,
+                    operator: Operator) -> ActiveFault:
     _known(request, module)
-    return request.app.state.faults.set(module, spec, set_by=operator.sub)
+    faults = request.app.state.faults
+    return await _controlled(request, faults.set, module, spec, operator.sub)
 
 
 @router.delete("/faults/{module}", status_code=204)
-def clear_fault(module: ModuleName, request: Request, operator: Operator) -> Response:
+async def clear_fault(module: ModuleName, request: Request, operator: Operator) -> Response:
     _known(request, module)
-    request.app.state.faults.clear(module, cleared_by=operator.sub)
+    await _controlled(request, request.app.state.faults.clear, module, operator.sub)
     return Response(status_code=204)
+
+
+async def _controlled(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """An operator's change, written through to the control table within a deadline."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return await aws.call(fn, *args, what="control table",
+                              timeout=request.app.state.settings.store_timeout_seconds * 4)
+    except (aws.DependencyTimeout, BotoCoreError, ClientError) as exc:
+        raise UnavailableError(f"the change was not made: {exc}", retry_after=2) from None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.responses import Response
@@ -18,11 +20,12 @@ from shared_contracts.errors import BadRequestError, ProblemError, UnavailableEr
 from shared_contracts.http import problem_response
 from shared_contracts.identity import IdentityContext
 
+from .deferred import DeferredWrites
 from .fallbacks import Call, Fallback
 from .identity import SignerProvider
 from .retry import is_retry_safe
 from .routes import Route
-from .upstream import ModuleAnswer, ModuleUpstream, UpstreamUnavailable
+from .upstream import ModuleAnswer, ModuleUpstream, QueuedBehind, UpstreamUnavailable
 
 log = logging.getLogger("relay.gateway")
 
@@ -39,6 +42,7 @@ _CALL_HEADERS = frozenset({b"content-type", b"accept"})   # what a deferred repl
 _IDENTITY = headers.IDENTITY.encode()
 _IDEMPOTENCY_KEY = headers.IDEMPOTENCY_KEY.lower().encode()
 _REQUEST_ID = headers.REQUEST_ID.encode()
+_ACCEPTED_AT = headers.ACCEPTED_AT.encode()
 _JSON = b"application/json"
 
 
@@ -66,10 +70,11 @@ async def read_body(receive: Receive) -> bytes:
 
 class Forwarder:
     def __init__(self, upstreams: dict[str, ModuleUpstream], fallbacks: dict[str, Fallback],
-                 signer: SignerProvider) -> None:
+                 signer: SignerProvider, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.upstreams = upstreams
         self.fallbacks = fallbacks
         self.signer = signer
+        self.wall_clock = wall_clock
         self.served: Counter[str] = Counter()   # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
         self.fallback_errors: Counter[str] = Counter()
@@ -98,6 +103,10 @@ class Forwarder:
             key = "gw-" + uuid.uuid4().hex
         if key is not None:
             out.append((_IDEMPOTENCY_KEY, key.encode()))
+        accepted_at = self.wall_clock()
+        if method in WRITE_METHODS:   # modules stamp a write with the time it was accepted
+            out.append((_ACCEPTED_AT,
+                        datetime.fromtimestamp(accepted_at, UTC).isoformat().encode()))
 
         path = scope["path"]
         raw_path = (scope.get("raw_path") or path.encode()).decode("latin-1")
@@ -107,7 +116,13 @@ class Forwarder:
         call = Call(module=route.module, method=method, path=path, query=query,
                     body=body, identity=identity, idempotency_key=key, request_id=request_id,
                     forwarded_headers={name.decode(): value.decode("latin-1")
-                                       for name, value in out if name in _CALL_HEADERS})
+                                       for name, value in out if name in _CALL_HEADERS},
+                    accepted_at=accepted_at)
+        if isinstance(fallback, DeferredWrites) and method in WRITE_METHODS and \
+                await fallback.must_queue(call):
+            # Earlier writes of this caller are still queued: this one goes behind them.
+            return await self._degrade(call, fallback, QueuedBehind(
+                route.module, "earlier writes of this caller are still queued"))
         sending = upstream.send(method, raw_path + (f"?{query}" if query else ""), out,
                                 body or None, retry_safe=is_retry_safe(method, bool(key)))
         try:
@@ -185,7 +200,7 @@ class Forwarder:
 
 # Served by the FastAPI app itself; every other path is a forward (or a "no-route" 404).
 LOCAL_PATHS = frozenset({"/healthz", "/openapi.json"})
-LOCAL_PREFIXES = ("/ops/",)
+LOCAL_PREFIXES = ("/ops/", "/deferred/")
 
 
 class ProxyFastPath:

@@ -1,19 +1,30 @@
 """Replays deferred writes to their module: the SQS FIFO-triggered half of the deferred fallback.
 
 Lambda (or locally :mod:`relay.eventsource`) delivers batches of the deferred queue; each
-write is sent to its module with its original idempotency key and identity. Outcomes:
+write is sent to its module with its original idempotency key, identity and accepted time
+(``x-relay-accepted-at``). Outcomes:
 
 - 2xx: applied (or it had been applied already: the module answers the first result);
-- 4xx other than "in progress": the module refused it for good (e.g. an event that no
-  longer fits the load's state); logged with its tracking id, not retried;
-- anything else (module still down, 5xx, 409 in progress): the write fails and stays in
-  the queue. Powertools' FIFO processor then also fails the rest of that driver's
-  messages in the batch, so one driver's writes are applied strictly in order.
+  recorded in the ledger, which releases the caller's later writes;
+- the module still unwell (unreachable, 5xx, 408/425/429, 409 "in progress" while an
+  earlier attempt of the same write is still running, 401 when it cannot verify the
+  gateway's identity context), or a game-day fault set on the module: the write fails and
+  stays queued. Powertools' FIFO processor then also fails the rest of that caller's
+  messages in the batch, so one caller's writes are applied strictly in order;
+- any other 4xx: the module refused it for good (e.g. an event that no longer fits the
+  load's state). It is *not* dropped: the ledger keeps it, with the module's status,
+  problem code and detail, for the driver (``GET /deferred/{tracking_id}``) and operators
+  (``/ops/status``), and the caller's queue moves on.
+
+The ledger is written before the message is deleted: if it cannot be, the write stays
+queued and is replayed again (idempotently) until the outcome is on record.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,33 +35,60 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from shared_contracts import headers
+from shared_contracts.degraded import DeferredRefusal, DeferredState
 
 from .config import GatewaySettings
 from .deferred import DeferredWrite
+from .faults import ControlTableFaults, FaultInjector, FaultKind
 from .identity import SignerProvider
+from .ledger import DeferredLedger, LedgerError
 from .routes import RouteTable
 from .sigv4 import SigV4Auth
 
 log = logging.getLogger("relay.gateway.replay")
 REPLAY_TIMEOUT_SECONDS = 10.0
-RETRY_LATER_STATUSES = frozenset({408, 425, 429})
+# The module is not (yet) able to take the write: it stays queued.
+RETRY_LATER_STATUSES = frozenset({401, 408, 425, 429})
 IN_PROGRESS = "idempotency-in-progress"   # the first attempt is still being applied
+PROBLEM_PREFIX = "urn:relay:problem:"
 
 
 class ReplayFailed(Exception):
     """The write could not be applied now; it stays queued."""
 
 
+def refusal_of(response: httpx.Response) -> DeferredRefusal:
+    """The module's reason, from its problem answer (or just the status)."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        return DeferredRefusal(status=response.status_code)
+    kind = problem.get("type")
+    return DeferredRefusal(
+        status=response.status_code,
+        code=kind.removeprefix(PROBLEM_PREFIX) if isinstance(kind, str) else None,
+        detail=str(problem["detail"])[:500] if problem.get("detail") else None)
+
+
 class Replayer:
-    def __init__(self, table: RouteTable, client: httpx.Client, signer: SignerProvider) -> None:
+    def __init__(self, table: RouteTable, client: httpx.Client, signer: SignerProvider, *,
+                 ledger: DeferredLedger | None = None, faults: FaultInjector | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.table = table
         self.client = client
         self.signer = signer
+        self.ledger = ledger
+        self.faults = faults or FaultInjector()
+        self.sleep = sleep
 
     def apply(self, write: DeferredWrite) -> int:
         module = self.table.modules[write.module]
+        self._game_day_fault(write.module)
         out = {**write.headers, headers.IDEMPOTENCY_KEY: write.tracking_id,
-               headers.REQUEST_ID: write.request_id}
+               headers.REQUEST_ID: write.request_id,
+               headers.ACCEPTED_AT: write.accepted_at.isoformat()}
         if write.identity:
             out[headers.IDENTITY] = self.signer.get().sign(write.identity, audience=write.module)
         url = module.upstreams[0] + write.path + (f"?{write.query}" if write.query else "")
@@ -64,12 +102,37 @@ class Replayer:
                 status == 409 and IN_PROGRESS in response.text):
             raise ReplayFailed(f"{write.module} answered {status}")
         if status >= 400:
-            log.error("deferred write %s refused by %s for good: %s %s", write.tracking_id,
-                      write.module, status, response.text[:500])
+            refusal = refusal_of(response)
+            self._record(write, DeferredState.REFUSED, refusal)
+            log.error("deferred write %s refused by %s for good: %s %s (kept in the ledger)",
+                      write.tracking_id, write.module, status, refusal.code or "")
         else:
+            self._record(write, DeferredState.APPLIED)
             log.info("deferred write %s applied by %s (%s)", write.tracking_id, write.module,
                      status)
         return status
+
+    def _game_day_fault(self, module: str) -> None:
+        """Faults set on a module hold for replays too: a module a game day has down or
+        failing gets no writes from the queue; a slow one is waited for."""
+        self.faults.refresh_if_stale()
+        spec = self.faults.active(module)
+        if spec is None:
+            return
+        if spec.kind is FaultKind.LATENCY:
+            self.sleep(min(spec.latency_ms / 1000, REPLAY_TIMEOUT_SECONDS))
+        elif spec.kind is FaultKind.BLACKHOLE or self.faults.rng.random() < spec.error_rate:
+            raise ReplayFailed(f"{module}: {spec.kind.value} fault injected")
+
+    def _record(self, write: DeferredWrite, state: DeferredState,
+                refusal: DeferredRefusal | None = None) -> None:
+        if self.ledger is None:
+            return
+        try:
+            self.ledger.decide(write, state, refusal)
+        except LedgerError as exc:
+            # Replayed again later (idempotently) until the outcome is on record.
+            raise ReplayFailed(f"outcome of {write.tracking_id} not recorded: {exc}") from None
 
 
 def make_handler(replayer: Replayer | None = None):  # type: ignore[no-untyped-def]
@@ -82,9 +145,13 @@ def make_handler(replayer: Replayer | None = None):  # type: ignore[no-untyped-d
         if "r" not in state:
             settings = GatewaySettings()
             auth = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
+            ledger = DeferredLedger(settings.deferred_ledger_table) \
+                if settings.deferred_ledger_table else None
+            faults = FaultInjector(store=ControlTableFaults(settings.control_table)) \
+                if settings.control_table else None
             state["r"] = Replayer(RouteTable.load(settings.routes_file),
                                   httpx.Client(timeout=REPLAY_TIMEOUT_SECONDS, auth=auth),
-                                  SignerProvider(settings))
+                                  SignerProvider(settings), ledger=ledger, faults=faults)
         return state["r"]
 
     def record_handler(record: SQSRecord) -> int:

@@ -62,6 +62,12 @@ class UpstreamFailed(UpstreamUnavailable):
     reason = "failed"
 
 
+class QueuedBehind(UpstreamUnavailable):
+    """Not attempted: the caller's earlier writes are still queued, and order comes first."""
+
+    reason = "earlier-writes-queued"
+
+
 class _ServerError(Exception):
     def __init__(self, response: ModuleAnswer) -> None:
         super().__init__(f"status {response.status_code}")

@@ -34,6 +34,7 @@ from gateway.routes import Route, RouteTable
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredAccepted
 from shared_contracts.errors import Problem
+from shared_contracts.identity import Role
 from shared_contracts.idempotency import KEY_PATTERN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +123,7 @@ def build_document(routes: RouteTable | None = None) -> dict[str, Any]:
                     paths.setdefault(path, {})[method] = _operation(op, method, route)
         _merge(schemas, doc.get("components", {}).get("schemas", {}), module)
     _merge(schemas, _contract_schemas(Problem, DeferredAccepted), "shared_contracts")
+    _add_gateway_routes(paths, schemas)
     _check_operation_ids(paths)
     return {
         "openapi": "3.1.0",
@@ -135,6 +137,27 @@ def build_document(routes: RouteTable | None = None) -> dict[str, Any]:
         },
         "tags": [{"name": m} for m in sorted({r.module for r in table.routes})],
     }
+
+
+def _add_gateway_routes(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
+    """The mobile routes the gateway answers itself (the state of a deferred write)."""
+    from gateway import writes
+
+    app = FastAPI()
+    app.include_router(writes.router)
+    doc = app.openapi()
+    route = Route(prefix="/deferred", module="gateway", roles=frozenset(Role))
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if method in METHODS:
+                op = _operation(op, method, route)
+                op["responses"]["422"] = _problem("The tracking id is malformed.")
+                op["responses"]["404"] = _problem("No write with this tracking id "
+                                                  "(or not the caller's).")
+                paths.setdefault(path, {})[method] = op
+    _merge(schemas, {name: schema for name, schema in doc["components"]["schemas"].items()
+                     if not name.startswith(("HTTPValidationError", "ValidationError"))},
+           "gateway")
 
 
 def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str, Any]:

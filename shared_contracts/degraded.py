@@ -10,6 +10,7 @@ Every response a fallback produced carries the ``Relay-Degraded`` header, e.g.::
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,4 +52,37 @@ class DeferredAccepted(BaseModel):
     status: str = "accepted"
     tracking_id: str = Field(description="The idempotency key the write will be applied with")
     module: str
+    status_url: str = Field(description="GET it for the write's state: pending, applied or "
+                                        "refused with the module's reason")
     detail: str = "the service is unavailable; this write is queued and will be applied in order"
+
+
+class DeferredState(StrEnum):
+    PENDING = "pending"    # queued; applied in order when its module is back
+    APPLIED = "applied"    # the module applied it (or had applied it already)
+    REFUSED = "refused"    # the module refused it for good; ``problem`` says why
+
+
+class DeferredRefusal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: int = Field(description="The module's HTTP status")
+    code: str | None = Field(default=None, description="The module's problem code, e.g. "
+                                                       "invalid-transition")
+    detail: str | None = None
+
+
+class DeferredWriteStatus(BaseModel):
+    """``GET /deferred/{tracking_id}``: what became of a write accepted with 202."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_id: str
+    module: str
+    method: str
+    path: str
+    state: DeferredState
+    accepted_at: datetime = Field(description="When the gateway accepted the write")
+    decided_at: datetime | None = Field(default=None,
+                                        description="When it was applied or refused")
+    refusal: DeferredRefusal | None = None

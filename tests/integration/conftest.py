@@ -48,6 +48,11 @@ class Api:
         return boto3.client(service, endpoint_url=self.stack.emulator_url, region_name="us-east-1",
                             aws_access_key_id="local", aws_secret_access_key="local")
 
+    def aws_resource(self, service: str):
+        return boto3.resource(service, endpoint_url=self.stack.emulator_url,
+                              region_name="us-east-1", aws_access_key_id="local",
+                              aws_secret_access_key="local")
+
     def subscribe_to_pushes(self) -> str:
         """An SQS queue subscribed to the push topic, standing in for the push provider."""
         sqs, sns = self.aws("sqs"), self.aws("sns")

@@ -344,7 +344,10 @@ async def test_faults_are_ops_only_run_through_the_breaker_and_expire(harness, u
         assert (await h.client.get("/navigate", headers=h.auth())).status_code == 503
     assert nav.call_count == 0
     assert h.upstreams["navigate"].breaker.state == "open"
-    h.mono.now += 61    # the fault expires by itself; the breaker recovers on its probe
+    # the fault expires by itself (wall clock: it is shared by every instance); the
+    # breaker recovers on its probe (monotonic clock)
+    h.wall.now += 61
+    h.mono.now += 61
     assert (await h.client.get("/navigate", headers=h.auth())).status_code == 200
     status = (await h.client.get("/ops/status", headers=h.auth(Role.OPS, None))).json()
     assert status["faults"] == [] and status["modules"]["navigate"]["breaker"]["state"] == "closed"

@@ -1,0 +1,82 @@
+"""The gateway's AWS calls (queue, ledger, control table): every one has a deadline.
+
+boto3 is synchronous: calls run on a small thread pool of their own, so a stalled AWS
+endpoint can neither block the event loop nor take the threads other work needs, and the
+caller stops waiting at its deadline whatever the thread is doing. The clients carry
+socket timeouts and a bounded number of attempts as well, so a stalled thread frees
+itself soon after.
+
+A call that outlives its deadline may still land (the request may have reached AWS before
+it stalled): callers only acknowledge what they saw succeed, and every write the gateway
+makes to AWS is idempotent (FIFO deduplication ids, conditional puts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 0.5
+DEFAULT_READ_TIMEOUT_SECONDS = 1.0
+DEFAULT_MAX_ATTEMPTS = 2
+AWS_CALL_WORKERS = 16
+
+T = TypeVar("T")
+
+
+class DependencyTimeout(Exception):
+    """An AWS call did not answer within its deadline."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"{what} did not answer within {seconds:g}s")
+        self.what = what
+
+
+def client(service: str, *, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+           connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+           max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
+    """A boto3 client whose every call ends within about ``max_attempts`` × the timeouts."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(service, config=Config(
+        connect_timeout=connect_timeout, read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts}))
+
+
+def resource(service: str, *, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+             max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
+    """The boto3 resource counterpart of :func:`client`."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.resource(service, config=Config(
+        connect_timeout=connect_timeout, read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts}))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(AWS_CALL_WORKERS, thread_name_prefix="relay-aws")
+        return _pool
+
+
+async def call(fn: Callable[..., T], *args: Any, timeout: float, what: str) -> T:
+    """``fn(*args)`` on the AWS thread pool; :class:`DependencyTimeout` after ``timeout``."""
+    future = asyncio.get_running_loop().run_in_executor(_executor(),
+                                                        functools.partial(fn, *args))
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        raise DependencyTimeout(what, timeout) from None
