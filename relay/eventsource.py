@@ -13,6 +13,20 @@ local stack starts one per SQS-triggered function in template.yaml):
    ``min(base * 2**(receive_count - 1), max)`` seconds, so retries back off exponentially.
    SQS itself dead-letters a message on its ``MaxReceiveCount``-th failed receive.
 
+FIFO queues (``*.fifo``) keep SQS FIFO's message-group semantics, as Lambda's FIFO event
+source mapping does: each group's messages are handed over in the order the queue gave
+them (SQS gives a group's messages in order; moto's ``SequenceNumber`` is a random number,
+so the runner does not sort by it); a group stops at its first failed message (the *head*): the head backs off, and every later message of the
+group received with it is neither deleted (even if the handler reported it done) nor
+kept out of sight on its own, but made visible again at once, so the queue's group lock
+keeps it behind the head. Until the head succeeds, the runner never hands the handler a
+later message of that group without the head before it: when the queue hands one out
+alone (moto 5.2 does, once a group's in-flight messages all become visible at the same
+time), it goes back to the queue, and the runner releases the group only after the head
+has failed to come back ``FIFO_HEAD_MISSES`` times once its retry was due (it was
+dead-lettered or deleted). Other groups are never held up by the runner. This state lives
+in the runner's memory: it starts empty when the runner restarts.
+
 Run it with ``python -m relay.eventsource package.module.handler`` and the function's
 environment plus ``EVENT_SOURCE_QUEUE_URL`` / ``EVENT_SOURCE_QUEUE_ARN``; SIGTERM/SIGINT
 stop it after the batch in flight.
@@ -25,6 +39,7 @@ import importlib
 import logging
 import os
 import signal
+import math
 import sys
 import threading
 import time
@@ -43,6 +58,12 @@ Handler = Callable[[dict[str, Any], Any], Any]
 MAX_VISIBILITY_SECONDS = 43_200  # SQS refuses a longer visibility timeout (12 hours)
 ERROR_PAUSE_SECONDS = 5          # after SQS itself fails, before polling again
 FUNCTION_TIMEOUT_SECONDS = 30    # the SQS-triggered functions' Timeout in the templates
+# A held FIFO group's head counts as due this long before the runner's own retry time (the
+# queue's clock and the runner's differ by the time the visibility change took).
+FIFO_HEAD_GRACE_SECONDS = 1.0
+# Receives of a held group without its head, once the head was due, before the runner
+# decides the head is gone (dead-lettered or deleted) and lets the group go on.
+FIFO_HEAD_MISSES = 3
 QUEUE_URL_VARIABLE = "EVENT_SOURCE_QUEUE_URL"
 QUEUE_ARN_VARIABLE = "EVENT_SOURCE_QUEUE_ARN"
 
@@ -70,6 +91,15 @@ class LocalLambdaContext:
         return max(int((self.deadline - time.monotonic()) * 1000), 0)
 
 
+@dataclass
+class GroupHold:
+    """A FIFO message group whose head failed: none of its later messages goes first."""
+
+    message_id: str
+    retry_at: float      # on the runner's clock: when the head's backoff ends
+    misses: int = 0      # receives of the group without its head since it was due
+
+
 class SqsEventSourceRunner:
     def __init__(
         self,
@@ -82,6 +112,9 @@ class SqsEventSourceRunner:
         wait_seconds: int = 1,
         backoff_base_seconds: int = 1,
         backoff_max_seconds: int = 60,
+        fifo: bool | None = None,
+        fifo_head_misses: int = FIFO_HEAD_MISSES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= batch_size <= 10:
             raise ValueError("batch_size must be 1..10 (the SQS ReceiveMessage limit)")
@@ -95,6 +128,11 @@ class SqsEventSourceRunner:
         self.wait_seconds = wait_seconds
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_max_seconds = backoff_max_seconds
+        # SQS requires FIFO queue names to end in ".fifo".
+        self.fifo = queue_url.endswith(".fifo") if fifo is None else fifo
+        self.fifo_head_misses = fifo_head_misses
+        self.clock = clock
+        self.holds: dict[str, GroupHold] = {}   # FIFO groups whose head is pending retry
         self._sqs = sqs
 
     @property
@@ -115,13 +153,9 @@ class SqsEventSourceRunner:
         ).get("Messages", [])
         if not messages:
             return 0, 0
-        ids = [m["MessageId"] for m in messages]
-        try:
-            response = self.handler(self.event(messages), LocalLambdaContext())
-            failed_ids = _failed_ids(response, set(ids))
-        except Exception:
-            log.exception("handler raised: the whole batch of %d fails", len(messages))
-            failed_ids = set(ids)
+        if self.fifo:
+            return self._run_fifo(messages)
+        failed_ids = self._invoke(messages)
         delivered = [m for m in messages if m["MessageId"] not in failed_ids]
         failed = [m for m in messages if m["MessageId"] in failed_ids]
         self._delete(delivered)
@@ -131,6 +165,95 @@ class SqsEventSourceRunner:
                         len(messages), len(delivered), len(failed),
                         "/".join(str(s) for s in sorted(set(retry_in))))
         return len(delivered), len(failed)
+
+    def _invoke(self, messages: list[dict[str, Any]]) -> set[str]:
+        """Hand ``messages`` to the handler; the ids that failed, read with Lambda's rules."""
+        ids = {m["MessageId"] for m in messages}
+        try:
+            response = self.handler(self.event(messages), LocalLambdaContext())
+            return _failed_ids(response, ids)
+        except Exception:
+            log.exception("handler raised: the whole batch of %d fails", len(messages))
+            return ids
+
+    def _run_fifo(self, messages: list[dict[str, Any]]) -> tuple[int, int]:
+        """One received batch of a FIFO queue, with message-group semantics (module doc)."""
+        admitted = {group for group, group_messages in _fifo_groups(messages).items()
+                    if self._admit(group, group_messages)}
+        batch = [m for m in messages if _group(m) in admitted]
+        if not batch:
+            return 0, 0
+        failed_ids = self._invoke(batch)
+        delivered: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        retry_in: list[int] = []
+        for group, group_messages in _fifo_groups(batch).items():
+            first = next((i for i, m in enumerate(group_messages)
+                          if m["MessageId"] in failed_ids), None)
+            if first is None:
+                delivered.extend(group_messages)
+                self.holds.pop(group, None)
+                continue
+            head, later = group_messages[first], group_messages[first + 1:]
+            delivered.extend(group_messages[:first])
+            done_too_early = [m["MessageId"] for m in later if m["MessageId"] not in failed_ids]
+            if done_too_early:
+                log.warning("group %s: the handler reported %s done after %s failed; kept "
+                            "queued behind it (FIFO)", group, ", ".join(done_too_early),
+                            head["MessageId"])
+            seconds = self._back_off(head)
+            self.holds[group] = GroupHold(head["MessageId"], self.clock() + seconds)
+            # Later messages wait behind the head in the queue, not on a timer of their own.
+            self._set_visibility(later, 0)
+            failed += [head, *later]
+            retry_in.append(seconds)
+            log.info("group %s: %s failed on receive %s; %d later message(s) held behind it",
+                     group, head["MessageId"], _receive_count(head), len(later))
+        self._delete(delivered)
+        if failed:
+            log.warning("batch of %d: %d delivered, %d failed (retry in %s s)",
+                        len(batch), len(delivered), len(failed),
+                        "/".join(str(s) for s in sorted(set(retry_in))))
+        return len(delivered), len(failed)
+
+    def _admit(self, group: str, group_messages: list[dict[str, Any]]) -> bool:
+        """May this group's received messages go to the handler? If not, they go back."""
+        hold = self.holds.get(group)
+        if hold is None or any(m["MessageId"] == hold.message_id for m in group_messages):
+            return True
+        # The group's head failed earlier and is not in this receive: these came after it.
+        wait = hold.retry_at - self.clock()
+        if wait > FIFO_HEAD_GRACE_SECONDS:
+            seconds = math.ceil(wait)           # come back with the head
+        else:
+            hold.misses += 1
+            if hold.misses > self.fifo_head_misses:
+                log.warning("group %s: %s has not come back in %d receives since its retry "
+                            "was due (dead-lettered or deleted): the group goes on", group,
+                            hold.message_id, hold.misses - 1)
+                del self.holds[group]
+                return True
+            seconds = 0                         # back in the queue, behind the head
+        log.info("group %s: %d message(s) handed out before %s, which is pending retry: "
+                 "back to the queue", group, len(group_messages), hold.message_id)
+        self._set_visibility(group_messages, seconds)
+        return False
+
+    def _set_visibility(self, messages: list[dict[str, Any]], seconds: int) -> None:
+        for start in range(0, len(messages), 10):
+            chunk = messages[start:start + 10]
+            try:
+                response = self.sqs.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"],
+                         "VisibilityTimeout": seconds} for i, m in enumerate(chunk)])
+            except ClientError as exc:
+                log.error("could not change the visibility of %d message(s): %s",
+                          len(chunk), exc)
+                continue
+            for failure in response.get("Failed", []):
+                log.error("could not change the visibility of %s: %s",
+                          chunk[int(failure["Id"])]["MessageId"], failure.get("Message"))
 
     def run_forever(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set. SQS outages are logged and polled through, never fatal."""
@@ -173,8 +296,7 @@ class SqsEventSourceRunner:
                           chunk[int(failure["Id"])]["MessageId"], failure.get("Message"))
 
     def _back_off(self, message: dict[str, Any]) -> int:
-        receive_count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        seconds = backoff_seconds(receive_count, self.backoff_base_seconds,
+        seconds = backoff_seconds(_receive_count(message), self.backoff_base_seconds,
                                   self.backoff_max_seconds)
         try:
             self.sqs.change_message_visibility(QueueUrl=self.queue_url,
@@ -184,6 +306,22 @@ class SqsEventSourceRunner:
             # It still comes back, after the queue's own visibility timeout.
             log.error("could not back off message %s: %s", message["MessageId"], exc)
         return seconds
+
+
+def _receive_count(message: dict[str, Any]) -> int:
+    return int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+
+
+def _fifo_groups(messages: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Messages by ``MessageGroupId``, in the order received (a group's order in SQS)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in messages:
+        groups.setdefault(_group(m), []).append(m)
+    return groups
+
+
+def _group(message: dict[str, Any]) -> str:
+    return message.get("Attributes", {}).get("MessageGroupId", "")
 
 
 def _failed_ids(response: Any, batch: set[str]) -> set[str]:
