@@ -204,7 +204,7 @@ def test_a_write_refused_on_replay_is_kept_and_visible_to_driver_and_operators(a
 
 # --- order between the live path and the queue -----------------------------------------
 
-def test_live_writes_queue_behind_a_drivers_pending_writes(api, stack):
+def test_live_writes_queue_behind_a_drivers_pending_writes_across_gateway_restarts(api, stack):
     driver = api.auth(Role.DRIVER, "D-2201")
     assign(api, "L-8201", "D-2201", ["F-CHI", "F-IND"])
     # GIVEN the first event is queued (loads down) and the queue is not drained yet
@@ -216,6 +216,9 @@ def test_live_writes_queue_behind_a_drivers_pending_writes(api, stack):
         assert first.status_code == 202
     finally:
         stack.start_process("loads")
+    # AND the gateway instance that took it is replaced (what it knew in memory is gone)
+    stack.stop_process("gateway")
+    stack.start_process("gateway")
     # WHEN the module is back and the driver reports the next event
     second = api.http.post("/loads/L-8201/events", json={"kind": "departed", "stop_seq": 1},
                            headers={**driver, "idempotency-key": "order-8201-2"})
