@@ -36,28 +36,39 @@ class DependencyTimeout(Exception):
         self.what = what
 
 
+def _config(connect_timeout: float, read_timeout: float, max_attempts: int) -> Any:
+    from botocore.config import Config
+
+    return Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                  retries={"mode": "standard", "total_max_attempts": max_attempts})
+
+
 def client(service: str, *, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
            connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
            max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
     """A boto3 client whose every call ends within about ``max_attempts`` × the timeouts."""
     import boto3
-    from botocore.config import Config
 
-    return boto3.client(service, config=Config(
-        connect_timeout=connect_timeout, read_timeout=read_timeout,
-        retries={"mode": "standard", "total_max_attempts": max_attempts}))
+    return boto3.client(service, config=_config(connect_timeout, read_timeout, max_attempts))
 
 
-def resource(service: str, *, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
-             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
-             max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
-    """The boto3 resource counterpart of :func:`client`."""
-    import boto3
-    from botocore.config import Config
+class DynamoTable:
+    """A DynamoDB table by name. The boto3 resource (with the deadlines above) is made on
+    first use, never at import; tests pass their own."""
 
-    return boto3.resource(service, config=Config(
-        connect_timeout=connect_timeout, read_timeout=read_timeout,
-        retries={"mode": "standard", "total_max_attempts": max_attempts}))
+    def __init__(self, table_name: str, *, dynamodb: Any = None) -> None:
+        self.table_name = table_name
+        self._dynamodb = dynamodb
+
+    @property
+    def table(self) -> Any:
+        if self._dynamodb is None:
+            import boto3
+
+            self._dynamodb = boto3.resource("dynamodb", config=_config(
+                DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_READ_TIMEOUT_SECONDS,
+                DEFAULT_MAX_ATTEMPTS))
+        return self._dynamodb.Table(self.table_name)
 
 
 _pool: ThreadPoolExecutor | None = None

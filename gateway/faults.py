@@ -83,22 +83,12 @@ class FaultStore(Protocol):
     def delete(self, module: str) -> None: ...
 
 
-class ControlTableFaults:
+class ControlTableFaults(aws.DynamoTable):
     """Faults in the control table (``ControlTable`` in template.yaml): ``kind = "fault"``,
     ``name`` = module; DynamoDB's TTL removes them some time after they expire (they are
     ignored from the moment they do)."""
 
     KIND = "fault"
-
-    def __init__(self, table_name: str, *, dynamodb: Any = None) -> None:
-        self.table_name = table_name
-        self._dynamodb = dynamodb
-
-    @property
-    def table(self) -> Any:
-        if self._dynamodb is None:
-            self._dynamodb = aws.resource("dynamodb")
-        return self._dynamodb.Table(self.table_name)
 
     def load(self) -> dict[str, FaultRecord]:
         kwargs: dict[str, Any] = {"KeyConditionExpression": "kind = :k",

@@ -50,18 +50,11 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-class DeferredLedger:
+class DeferredLedger(aws.DynamoTable):
     def __init__(self, table_name: str, *, dynamodb: Any = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        self.table_name = table_name
+        super().__init__(table_name, dynamodb=dynamodb)
         self.wall_clock = wall_clock
-        self._dynamodb = dynamodb
-
-    @property
-    def table(self) -> Any:
-        if self._dynamodb is None:
-            self._dynamodb = aws.resource("dynamodb")
-        return self._dynamodb.Table(self.table_name)
 
     def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
