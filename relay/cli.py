@@ -1,4 +1,5 @@
-"""``relay``: run the local stack, mint dev tokens, assign loads, replay notifications."""
+"""``relay``: run the local stack, stop/start its processes, mint dev tokens, assign loads,
+replay notifications."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import signal
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -16,6 +18,7 @@ from shared_contracts.identity import Role
 from . import demo
 from .devissuer import DevIssuer
 from .stack import STATE_DIR, LocalStack
+from .supervisor import ControlError, control_request
 
 app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True,
                   add_completion=False)
@@ -47,7 +50,9 @@ def dev(port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     typer.echo("Starting the emulator, the modules and the gateway ...")
-    with LocalStack(gateway_port=port, seed=seed, tls=tls) as stack:
+    # A process that exits is restarted with backoff; its exit and restart are printed.
+    with LocalStack(gateway_port=port, seed=seed, tls=tls, supervise=True,
+                    on_event=lambda message: typer.echo(message, err=True)) as stack:
         token = mint(Role.DRIVER, demo.DRIVERS[0])
         typer.echo(f"\nRelay is up. Gateway: {stack.gateway_url}   emulator: {stack.emulator_url}")
         for name, proc in stack.processes.items():
@@ -58,13 +63,64 @@ def dev(port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8
         typer.echo("Try:\n"
                    f"curl -s {cacert}-H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n")
         typer.echo("Other tokens: .venv/bin/relay token --driver D-1002 | --role dispatch\n"
+                   "Game days: .venv/bin/relay ps | stop NAME | start NAME | restart NAME "
+                   "(a process that exits is restarted; one stopped stays down)\n"
                    "Press Ctrl-C to stop everything.")
-        while not stop.wait(0.5):
-            for name, proc in stack.processes.items():
-                if not proc.running():
-                    typer.echo(f"{name} exited; see {proc.log_path}. Stopping.", err=True)
-                    stop.set()
+        while not stop.wait(0.5):   # short waits: signal handlers run between them
+            pass
         typer.echo("\nStopping ...")
+
+
+ProcessName = Annotated[str, typer.Argument(
+    help="emulator, loads, gatepass, navigate, message, notifications, replay or gateway")]
+
+
+def _control(request: dict) -> dict:
+    """Send ``request`` to the running `relay dev` over its control socket."""
+    path = _state().get("control_socket")
+    if not path:
+        raise typer.BadParameter("the running stack is not supervised (start it with `make dev`)")
+    try:
+        answer = control_request(Path(path), request)
+    except ControlError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if not answer.get("ok"):
+        typer.echo(answer.get("error", "failed"), err=True)
+        raise typer.Exit(1)
+    return answer
+
+
+@app.command()
+def ps() -> None:
+    """The running stack's processes: state, pid, restarts, url."""
+    rows = _control({"command": "ps"})["processes"]
+    typer.echo(f"{'NAME':<14} {'STATE':<11} {'PID':>7} {'RESTARTS':>8} {'LAST-EXIT':>9}  URL")
+    for row in rows:
+        last_exit = "-" if row.get("last_exit") is None else row["last_exit"]
+        line = (f"{row['name']:<14} {row['state']:<11} {row['pid'] or '-':>7} "
+                f"{row['restarts']:>8} {last_exit:>9}  {row['url'] or '(worker)'}")
+        if row.get("restart_in") is not None:
+            line += f"  (restart in {row['restart_in']:g} s)"
+        typer.echo(line)
+
+
+@app.command("stop")
+def stop_process(name: ProcessName) -> None:
+    """Stop one process of the running stack; it stays down until `relay start NAME`."""
+    typer.echo(_control({"command": "stop", "name": name})["message"])
+
+
+@app.command("start")
+def start_process(name: ProcessName) -> None:
+    """Start a stopped process of the running stack again (waits until it is ready)."""
+    typer.echo(_control({"command": "start", "name": name})["message"])
+
+
+@app.command("restart")
+def restart_process(name: ProcessName) -> None:
+    """Stop and start one process of the running stack (waits until it is ready)."""
+    typer.echo(_control({"command": "restart", "name": name})["message"])
 
 
 @app.command()

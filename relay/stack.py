@@ -4,18 +4,26 @@ Everything listens on 127.0.0.1. Tables, queues, topics and keys come from templ
 (see :mod:`relay.cloud`); each process gets the environment its Lambda function would get,
 pointing at the emulator. A module process can be stopped and started again on the same
 port, as a game day does to a real module.
+
+With ``supervise=True`` (``relay dev``) a process that exits is restarted with backoff,
+one stopped on purpose stays down until started again, and ``relay ps|stop|start|restart``
+reach the stack through its control socket (:mod:`relay.supervisor`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +34,7 @@ from shared_contracts.identity import generate_key_pair
 
 from .cloud import ROOT, LocalCloud, StackResult
 from .devissuer import DevIssuer
+from .supervisor import ControlServer, RestartPolicy, Supervisor, control_socket_path
 
 HOST = "127.0.0.1"
 # Logs, the dev token secret and the running stack's addresses (RELAY_STATE_DIR overrides).
@@ -43,6 +52,7 @@ MODULES: dict[str, tuple[str, str]] = {
 }
 GATEWAY_FUNCTION = "GatewayFunction"
 EVENT_SOURCES = {"NotificationsFunction": "notifications", "DeferredReplayFunction": "replay"}
+log = logging.getLogger("relay.stack")
 START_TIMEOUT_SECONDS = 30.0
 
 
@@ -92,6 +102,15 @@ class Process:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How it ended (negative: killed by that signal); None while running or never run."""
+        return None if self.proc is None else self.proc.poll()
+
     def wait_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:
             if not self.running():
@@ -134,10 +153,24 @@ class LocalStack:
     tls: bool = False
     # Extra gateway settings (RELAY_*), e.g. looser rate limits for a fuzzing run.
     gateway_overrides: dict[str, str] = field(default_factory=dict)
+    # Restart processes that exit, with backoff, and serve `relay ps|stop|start|restart`
+    # on the control socket (relay dev); see relay.supervisor.
+    supervise: bool = False
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    # Called with each supervision event ("loads exited with code -9; restarting in 1 s"),
+    # besides logs/supervisor.log; relay dev prints them.
+    on_event: Callable[[str], None] | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     cloud: LocalCloud | None = None
     deployed: StackResult | None = None
     emulator_url: str = ""
+    supervisor: Supervisor | None = field(default=None, init=False, repr=False)
+    _supervision_stop: threading.Event = field(default_factory=threading.Event, init=False,
+                                               repr=False)
+    _supervision_thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _control: ControlServer | None = field(default=None, init=False, repr=False)
+    _redeploy_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
+                                           repr=False)
 
     def __enter__(self) -> "LocalStack":
         self.start()
@@ -156,6 +189,8 @@ class LocalStack:
     def start(self) -> None:
         try:
             self._start()
+            if self.supervise:
+                self._start_supervision()
         except BaseException:
             self.stop()
             raise
@@ -241,19 +276,174 @@ class LocalStack:
         return self.deployed.children[app].outputs[name]
 
     def stop_process(self, name: str) -> None:
-        self.processes[name].stop()
+        """Stop ``name``; under supervision it is held down until :meth:`start_process`."""
+        proc = self.processes[name]
+        if self.supervisor is None:
+            proc.stop()
+            return
+        with self.supervisor.lock:
+            self.supervisor.hold(name)
+            proc.stop()
 
     def start_process(self, name: str) -> None:
+        """Start ``name`` (if it is not running) and wait until it is ready."""
         proc = self.processes[name]
-        proc.start()
+        started = False
+        if self.supervisor is None:
+            proc.start()
+            started = True
+        else:
+            with self.supervisor.lock:
+                self.supervisor.release(name)
+                if not proc.running():
+                    proc.start()
+                    started = True
         proc.wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
+        if name == "emulator" and started:
+            self._redeploy()
+
+    def restart_process(self, name: str) -> None:
+        self.stop_process(name)
+        self.start_process(name)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every process: name, state, pid, url, restarts (what `relay ps` shows)."""
+        watched = self.supervisor.status() if self.supervisor else {}
+        out = []
+        for name, proc in self.processes.items():
+            running = proc.running()
+            row = {"name": name, "state": "running" if running else "exited",
+                   "pid": proc.pid if running else None, "restarts": 0, "last_exit": None,
+                   "restart_in": None, **watched.get(name, {})}
+            row.update(url=proc.url if proc.port else None, log=str(proc.log_path))
+            out.append(row)
+        return out
 
     def stop(self) -> None:
+        self._stop_supervision()
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
         state = self.state_dir / "stack.json"
         if state.exists():
             state.unlink()
+
+    # --- supervision (relay dev) --------------------------------------------------
+
+    @property
+    def control_socket(self) -> Path:
+        return control_socket_path(self.state_dir)
+
+    def report(self, message: str) -> None:
+        """A supervision event: logged, appended to logs/supervisor.log, passed to on_event."""
+        log.warning("%s", message)
+        path = self.state_dir / "logs" / "supervisor.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(f"{datetime.now().isoformat(timespec='seconds')} {message}\n")
+        if self.on_event is not None:
+            self.on_event(message)
+
+    def _start_supervision(self) -> None:
+        self.supervisor = Supervisor(self.processes, policy=self.restart_policy,
+                                     report=self.report, on_restart=self._restarted)
+        self._control = ControlServer(self.control_socket, self.control)
+        self._control.start()
+        self._supervision_stop.clear()
+        self._supervision_thread = threading.Thread(
+            target=self.supervisor.run, args=(self._supervision_stop,), name="relay-supervisor",
+            daemon=True)
+        self._supervision_thread.start()
+        self._write_state()
+
+    def _stop_supervision(self) -> None:
+        self._supervision_stop.set()
+        if self._supervision_thread is not None:
+            self._supervision_thread.join(timeout=START_TIMEOUT_SECONDS)
+            self._supervision_thread = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    def _restarted(self, name: str) -> None:
+        if name != "emulator":
+            return
+        try:
+            self._redeploy()
+        except Exception as exc:   # said, not fatal to the rest of the stack
+            log.exception("redeploying into the emulator failed")
+            self.report(f"emulator: could not deploy template.yaml into it again ({exc!r}); "
+                        "`relay restart emulator` tries again")
+
+    def _redeploy(self) -> None:
+        """A restarted emulator is empty: deploy template.yaml into it again and reseed.
+
+        Table, queue and topic names are the same; a KMS key gets a new id, so every
+        process whose environment changed (gatepass's signing key) is restarted with it.
+        """
+        if self.cloud is None or self.deployed is None:
+            return
+        with self._redeploy_lock:
+            self.processes["emulator"].wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
+            functions = {name: lid for lid in self.deployed.functions()
+                         if (name := _process_name(lid)) in self.processes}
+            before = {name: self.function_env(lid) for name, lid in functions.items()}
+            session = boto3.session.Session(
+                aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                region_name=LOCAL_CREDENTIALS["AWS_REGION"])
+            cloud = LocalCloud(function_urls=self.cloud.function_urls,
+                               endpoint_url=self.emulator_url, session=session)
+            self.cloud, self.deployed = cloud, cloud.deploy(parameters=self.deployed.parameters)
+            if self.seed:
+                from .seed import seed_demo_data
+
+                seed_demo_data(self.function_env,
+                               dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
+                               sqs=session.client("sqs", endpoint_url=self.emulator_url))
+            changed = [name for name, lid in functions.items()
+                       if self.function_env(lid) != before[name]]
+            self.report("emulator: tables, queues, topics and keys deployed again from "
+                        f"template.yaml{' and demo data seeded' if self.seed else ''}; "
+                        "data written before it restarted is gone"
+                        + (f"; restarting {', '.join(changed)} for new resource ids"
+                           if changed else ""))
+            for name in changed:
+                proc = self.processes[name]
+                proc.env = {**proc.env, **self.function_env(functions[name])}
+                if self.supervisor is not None and self.supervisor.held(name):
+                    continue
+                self.stop_process(name)
+                self.start_process(name)
+
+    def control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One control-socket request: {"command": "ps"|"stop"|"start"|"restart", "name"}."""
+        command, name = request.get("command"), request.get("name")
+        if command == "ps":
+            return {"ok": True, "processes": self.status()}
+        if command not in ("stop", "start", "restart"):
+            return {"ok": False, "error": f"unknown command {command!r}"}
+        if name not in self.processes:
+            return {"ok": False, "error": f"no process named {name!r}; the processes are "
+                                          + ", ".join(self.processes)}
+        proc = self.processes[name]
+        if command == "stop":
+            self.stop_process(name)
+            self.report(f"{name} stopped by `relay stop`; it stays down until "
+                        f"`relay start {name}`")
+            return {"ok": True, "message": f"{name} stopped (held down until "
+                                           f"`relay start {name}`)"}
+        was_running = proc.running()
+        try:
+            if command == "start":
+                self.start_process(name)
+            else:
+                self.restart_process(name)
+        except RuntimeError as exc:
+            return {"ok": False, "error": str(exc)}
+        if command == "start" and was_running:
+            return {"ok": True, "message": f"{name} is already running (pid {proc.pid})"}
+        self.report(f"{name} {command}ed by `relay {command}` (pid {proc.pid})")
+        return {"ok": True, "message": f"{name} {command}ed (pid {proc.pid})"}
 
     def _write_state(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +455,18 @@ class LocalStack:
             "notifications_dead_letter_queue_url": self.output(
                 "NotificationsApp", "NotificationsDeadLetterQueueUrl"),
             "push_topic_arn": self.output("NotificationsApp", "PushTopicArn"),
+            # relay ps|stop|start|restart talk to the stack here (supervised stacks only).
+            "control_socket": str(self.control_socket) if self.supervise else None,
         }, indent=2))
+
+
+def _process_name(logical_id: str) -> str:
+    """The local process that runs function ``logical_id``."""
+    if logical_id == GATEWAY_FUNCTION:
+        return "gateway"
+    if logical_id in MODULES:
+        return MODULES[logical_id][0]
+    return EVENT_SOURCES.get(logical_id, logical_id)
 
 
 def _uvicorn(factory: str, port: int) -> list[str]:
