@@ -25,7 +25,8 @@ alone (moto 5.2 does, once a group's in-flight messages all become visible at th
 time), it goes back to the queue, and the runner releases the group only after the head
 has failed to come back ``FIFO_HEAD_MISSES`` times once its retry was due (it was
 dead-lettered or deleted). Other groups are never held up by the runner. This state lives
-in the runner's memory: it starts empty when the runner restarts.
+in the runner's memory: it starts empty when the runner restarts (the local stack's
+emulator, :mod:`relay.emulator`, keeps a timed-out group in order by itself).
 
 Run it with ``python -m relay.eventsource package.module.handler`` and the function's
 environment plus ``EVENT_SOURCE_QUEUE_URL`` / ``EVENT_SOURCE_QUEUE_ARN``; SIGTERM/SIGINT

@@ -201,7 +201,8 @@ class LocalStack:
         base_env.pop("AWS_PROFILE", None)
         moto_port = free_port()
         self.emulator_url = f"http://{HOST}:{moto_port}"
-        moto = Process("emulator", [sys.executable, "-m", "moto.server", "-H", HOST,
+        # moto's server, with SQS FIFO groups kept in order (relay/emulator.py).
+        moto = Process("emulator", [sys.executable, "-m", "relay.emulator", "-H", HOST,
                                     "-p", str(moto_port)], base_env, logs / "emulator.log",
                        port=moto_port, health_path="/moto-api/")
         self.processes["emulator"] = moto
