@@ -173,8 +173,12 @@ class FaultInjector:
     def refresh(self) -> None:
         """Load the store's faults now (synchronous; the replayer and tests use it)."""
         if self.store is not None:
-            self._faults = self.store.load()
+            loaded = self.store.load()
             self._loaded_at = self.clock()
+            if loaded != self._faults:
+                log.warning("faults in force: %s", ", ".join(
+                    f"{m} ({r.spec.kind.value})" for m, r in sorted(loaded.items())) or "none")
+            self._faults = loaded
 
     def refresh_if_stale(self) -> None:
         if self._stale():

@@ -10,7 +10,8 @@ write is sent to its module with its original idempotency key, identity and acce
   earlier attempt of the same write is still running, 401 when it cannot verify the
   gateway's identity context), or a game-day fault set on the module: the write fails and
   stays queued. Powertools' FIFO processor then also fails the rest of that caller's
-  messages in the batch, so one caller's writes are applied strictly in order;
+  messages in the batch (and only theirs: other callers' writes go on), so one caller's
+  writes are applied strictly in order;
 - any other 4xx: the module refused it for good (e.g. an event that no longer fits the
   load's state). It is *not* dropped: the ledger keeps it, with the module's status,
   problem code and detail, for the driver (``GET /deferred/{tracking_id}``) and operators
@@ -159,7 +160,8 @@ def make_handler(replayer: Replayer | None = None):  # type: ignore[no-untyped-d
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return process_partial_response(event=event, record_handler=record_handler,
-                                        processor=SqsFifoPartialProcessor(), context=context)
+                                        processor=SqsFifoPartialProcessor(skip_group_on_error=True),
+                                        context=context)
 
     return handler
 

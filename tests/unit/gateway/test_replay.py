@@ -75,3 +75,18 @@ def test_after_a_failure_the_rest_of_that_drivers_batch_waits(replayer, upstream
     result = make_handler(replayer)({"Records": records}, None)
     # m0 applied; m1 failed; m2, m3 must not overtake it
     assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == ["m1", "m2", "m3"]
+
+
+def test_one_drivers_failing_write_does_not_hold_up_another_drivers(replayer, upstream):
+    upstream.post("http://loads.test/loads/L-1/events").mock(side_effect=[
+        httpx.Response(503), httpx.Response(201, json={}), httpx.Response(201, json={})])
+    records = [{"messageId": f"m{i}", "receiptHandle": "h",
+                "body": write(i, driver).model_dump_json(),
+                "attributes": {"MessageGroupId": driver, "ApproximateReceiveCount": "1"},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q.fifo",
+                "awsRegion": "us-east-1"}
+               for i, driver in enumerate(["D-1", "D-2", "D-1", "D-2"])]
+    result = make_handler(replayer)({"Records": records}, None)
+    # D-1's first write failed: its second waits; D-2's writes are applied
+    assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == ["m0", "m2"]
