@@ -21,16 +21,61 @@ The rules (AWS Lambda Powertools idempotency, DynamoDB persistence, one table pe
 - A success is kept for :data:`IDEMPOTENCY_EXPIRY` (TTL attribute ``expiration``) and
   replayed with the route's status code and the same body, plus ``Idempotent-Replayed: true``.
 
+Deliveries that outlive the lease
+---------------------------------
+The INPROGRESS record is a *lease*: under Lambda it lasts the invocation's remaining time,
+elsewhere :data:`LOCAL_IN_PROGRESS_TIMEOUT` (the functions' Timeout). A delivery stuck
+longer than that (storage frozen for 25 s in a game day) loses it, and the next delivery
+with the same key runs the work again. Worse, a write storage received before the stall is
+applied when it resumes, after the client gave up and Powertools deleted the record. No
+timeout closes that gap, so the lease is an optimisation and the writes themselves are
+idempotent: a route passes :attr:`IdempotentCall.key` to its service, which derives the
+stored ids from it (:func:`derived_id`) and writes with a condition, so a second
+application finds the first and answers with it (message: message id from caller and
+key, put with ``attribute_not_exists``; loads: the keys of applied events kept on the load
+item and checked in the same transaction; gatepass: pass id from driver and key, put with
+``attribute_not_exists``). Without a key, nothing changes.
+
+Deadlines on AWS calls
+----------------------
+Still, a delivery should normally end well within its lease, so the boto3 clients of every
+module that serves requests get :func:`aws_client_config` (the notifications worker holds
+no lease and keeps boto3's defaults): connect within :data:`AWS_CONNECT_TIMEOUT_SECONDS`,
+an answer within :data:`AWS_READ_TIMEOUT_SECONDS`, :data:`AWS_MAX_ATTEMPTS` attempts in
+all (botocore's standard retry mode: its first backoff is under 1 s). boto3's defaults
+(60 s reads, up to 5 attempts) let one stalled call hold a delivery for minutes. A stalled
+call now gives up within :func:`aws_call_worst_case` (4 s); a delivery whose storage
+stalls makes at most two such calls before it ends (the stalled write, then Powertools
+deleting its record), 8 s, inside the 10 s lease. DynamoDB answers in milliseconds; the
+gateway waits 2 s for a whole module call, so a slower answer is of no use to anyone.
+
+When the write was accepted
+---------------------------
+The gateway sends ``x-relay-accepted-at`` (:data:`shared_contracts.headers.ACCEPTED_AT`,
+RFC 3339) with every write it forwards, and keeps it on a deferred replay: the time it
+accepted the write, which modules stamp instead of the time a late delivery arrives.
+Modules are reachable only through the gateway (function URLs with IAM auth), which drops
+every client-supplied ``x-relay-*`` header and adds a signed identity context, so the
+header is the gateway's, not the client's. It is still checked (:func:`accepted_time`):
+an absent or malformed stamp, one further in the future than
+:data:`ACCEPTED_AT_MAX_SKEW`, or one older than :data:`ACCEPTED_AT_MAX_AGE` (the
+deferred queue's retention: no delivery can be older) is ignored with a warning and the
+module's clock is used, as before. Refusing instead would drop a deferred write for
+good over a clock problem that is not the caller's; the worst an ignored stamp does is
+what every write did before the header existed. A stamp is never later than the module's
+clock: within the skew it is clamped to "now".
+
 Nothing here talks to AWS at import time; the DynamoDB client is made on first use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools.utilities.idempotency import (
@@ -45,6 +90,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+from botocore.config import Config
 from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
@@ -61,6 +107,22 @@ IDEMPOTENCY_EXPIRY = timedelta(hours=24)
 LOCAL_IN_PROGRESS_TIMEOUT = timedelta(seconds=10)
 REPLAYED_HEADER = "Idempotent-Replayed"
 KEY_PATTERN = re.compile(headers.IDEMPOTENCY_KEY_PATTERN)
+
+# Deadlines of every module's AWS calls (see "Deadlines on AWS calls" above).
+AWS_CONNECT_TIMEOUT_SECONDS = 0.5
+AWS_READ_TIMEOUT_SECONDS = 1.0
+AWS_MAX_ATTEMPTS = 2  # the first attempt and one retry
+# botocore's standard mode waits random() * scale * 2**(attempt - 1) s before a retry, the
+# scale 1 s for throttling and 25-50 ms otherwise: the first wait is under 1 s.
+_STANDARD_MODE_MAX_FIRST_BACKOFF_SECONDS = 1.0
+
+# The accepted-at stamp (see "When the write was accepted" above). The age limit is the
+# deferred queue's retention (MessageRetentionPeriod of DeferredWritesQueue, 14 days).
+ACCEPTED_AT_MAX_SKEW = timedelta(minutes=5)
+ACCEPTED_AT_MAX_AGE = timedelta(days=14)
+_ACCEPTED_AT_MAX_CHARS = 40
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -79,6 +141,74 @@ class IdempotencyInProgressError(ConflictError):
     def __init__(self, detail: str | None = None, **kw: Any) -> None:
         kw.setdefault("headers", {"Retry-After": "1"})
         super().__init__(detail, **kw)
+
+
+def aws_client_config(**overrides: Any) -> Config:
+    """The botocore ``Config`` every module's boto3 clients and resources are made with."""
+    settings: dict[str, Any] = {
+        "connect_timeout": AWS_CONNECT_TIMEOUT_SECONDS,
+        "read_timeout": AWS_READ_TIMEOUT_SECONDS,
+        "retries": {"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
+    }
+    settings.update(overrides)
+    return Config(**settings)
+
+
+def aws_call_worst_case() -> timedelta:
+    """The longest one AWS call made with :func:`aws_client_config` takes to give up.
+
+    Every attempt may spend its whole connect and read timeouts; between attempts botocore's
+    standard mode waits less than 1 s the first time. 2 x (0.5 s + 1 s) + 1 s = 4 s.
+    """
+    attempts = AWS_MAX_ATTEMPTS * (AWS_CONNECT_TIMEOUT_SECONDS + AWS_READ_TIMEOUT_SECONDS)
+    backoff = _STANDARD_MODE_MAX_FIRST_BACKOFF_SECONDS * (AWS_MAX_ATTEMPTS - 1)
+    return timedelta(seconds=attempts + backoff)
+
+
+def derived_id(*parts: str, length: int = 32) -> str:
+    """A stable id for a keyed write: hex SHA-256 of ``parts``, so a second application of
+    the same key computes the same id, and neither the key nor the caller can be read back."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
+
+
+def parse_accepted_at(raw: str | None) -> datetime | None:
+    """The ``x-relay-accepted-at`` header as an aware UTC datetime; None if absent or malformed."""
+    if raw is None:
+        return None
+    match = _RFC3339.fullmatch(raw) if len(raw) <= _ACCEPTED_AT_MAX_CHARS else None
+    if match is None:
+        log.warning("ignoring a malformed %s header: %r", headers.ACCEPTED_AT,
+                    raw[:_ACCEPTED_AT_MAX_CHARS])
+        return None
+    stamp, fraction, zone = match.groups()
+    text = stamp + (f".{fraction[:6].ljust(6, '0')}" if fraction else "") + (
+        "+00:00" if zone.upper() == "Z" else zone)
+    try:
+        return datetime.fromisoformat(text.replace("t", "T")).astimezone(UTC)
+    except ValueError:  # well-formed, but no such time (month 13, 25:00...)
+        log.warning("ignoring an impossible %s header: %r", headers.ACCEPTED_AT, raw)
+        return None
+
+
+def accepted_time(accepted_at: datetime | None, now: datetime, *,
+                  max_skew: timedelta = ACCEPTED_AT_MAX_SKEW,
+                  max_age: timedelta = ACCEPTED_AT_MAX_AGE) -> datetime:
+    """When a write was accepted: the gateway's stamp if it is plausible, else ``now``.
+
+    Never later than ``now`` (a stamp ahead within ``max_skew`` is clamped); a stamp
+    further ahead, or older than ``max_age``, is ignored (see the module docstring).
+    """
+    if accepted_at is None:
+        return now
+    if accepted_at - now > max_skew:
+        log.warning("ignoring %s %s: more than %s ahead of this module's clock (%s)",
+                    headers.ACCEPTED_AT, accepted_at.isoformat(), max_skew, now.isoformat())
+        return now
+    if now - accepted_at > max_age:
+        log.warning("ignoring %s %s: older than %s, no delivery can be",
+                    headers.ACCEPTED_AT, accepted_at.isoformat(), max_age)
+        return now
+    return min(accepted_at, now)
 
 
 class _LocalDeadline:
@@ -107,7 +237,7 @@ class IdempotencyStore:
             if self._layer is None:
                 self._layer = DynamoDBPersistenceLayer(
                     table_name=self.table_name, key_attr="id", expiry_attr="expiration",
-                    boto3_client=self._client)
+                    boto_config=aws_client_config(), boto3_client=self._client)
             return self._layer
 
     def run(self, model: type[M], operation: Callable[[], M], *, scope: str, request: Any,
@@ -155,12 +285,20 @@ class IdempotencyStore:
 
 
 class IdempotentCall:
-    """A write route's work, run once per ``Idempotency-Key`` (see the module docstring)."""
+    """A write route's work, run once per ``Idempotency-Key`` (see the module docstring).
+
+    ``key`` is the request's key (None without one): services derive stored ids from it so
+    that a second application of the work finds the first. ``accepted_at`` is the gateway's
+    ``x-relay-accepted-at`` stamp, parsed but not yet judged: services pass it through
+    :func:`accepted_time` with their own clock.
+    """
 
     def __init__(self, store: IdempotencyStore, key: str | None, scope: str,
-                 path_params: dict[str, Any], lambda_context: Any, response: Response) -> None:
+                 path_params: dict[str, Any], lambda_context: Any, response: Response,
+                 accepted_at: datetime | None = None) -> None:
         self.store = store
         self.key = key
+        self.accepted_at = accepted_at
         self.scope = scope
         self.path_params = path_params
         self.lambda_context = lambda_context
@@ -195,7 +333,10 @@ def idempotent_call(
         store=request.app.state.idempotency, key=key,
         scope=f"{identity.sub}:{operation}:{key}", path_params=dict(request.path_params),
         lambda_context=request.scope.get("aws.context"),  # set by Mangum under Lambda
-        response=response)
+        response=response,
+        # Set by the gateway, not a client (it drops client x-relay-* headers): read here
+        # rather than declared, so it stays out of the published contract.
+        accepted_at=parse_accepted_at(request.headers.get(headers.ACCEPTED_AT)))
 
 
 Idempotent = Annotated[IdempotentCall, Depends(idempotent_call)]

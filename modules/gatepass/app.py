@@ -72,7 +72,8 @@ def create_app(settings: GatepassSettings | None = None, *,
     def issue_pass(command: GatePassCreate, identity: DriverIdentity, svc: Service,
                    once: Idempotent) -> GatePassPublic:
         # A retried issue answers the pass already minted rather than signing a second one.
-        return once(GatePassPublic, command, lambda: svc.issue(identity.driver_id, command))
+        return once(GatePassPublic, command,
+                    lambda: svc.issue(identity.driver_id, command, idempotency_key=once.key))
 
     @app.get("/gatepass", response_model=GatePassList, responses=errors)
     def list_passes(identity: DriverIdentity, svc: Service) -> GatePassList:

@@ -3,6 +3,10 @@
 Gate pass table: ``pass_id`` (key), ``driver_id`` (GSI ``by_driver``), ``revoked``,
 ``doc`` (the :class:`GatePassPublic` JSON). The loads table belongs to the loads module:
 it is only read here, through the item layout that module writes (``doc`` = LoadPublic).
+
+Reads for a driver ask DynamoDB for the item *if* its ``driver_id`` is theirs (a Query on
+the key with a filter on ``driver_id``): another driver's pass or load comes back exactly
+as a missing one does, empty, so neither the module's work nor its timing tells them apart.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from shared_contracts.gatepass import GatePassPublic
+from shared_contracts.idempotency import aws_client_config
 from shared_contracts.loads import LoadPublic
 
 from .config import GatepassSettings
@@ -26,20 +32,27 @@ class GatepassRepository:
     @property
     def dynamodb(self) -> Any:
         if self._dynamodb is None:
-            self._dynamodb = boto3.resource("dynamodb")
+            self._dynamodb = boto3.resource("dynamodb", config=aws_client_config())
         return self._dynamodb
 
     @property
     def _passes(self) -> Any:
         return self.dynamodb.Table(self.settings.gatepass_table)
 
-    def get_load(self, load_id: str) -> LoadPublic | None:
-        table = self.dynamodb.Table(self.settings.loads_table)
-        item = table.get_item(Key={"load_id": load_id}, ConsistentRead=True).get("Item")
+    def get_load_for_driver(self, load_id: str, driver_id: str) -> LoadPublic | None:
+        """``load_id`` if it is ``driver_id``'s; None if it is not, or does not exist."""
+        item = _owned_item(self.dynamodb.Table(self.settings.loads_table), "load_id", load_id,
+                           driver_id)
         return LoadPublic.model_validate_json(item["doc"]) if item else None
 
     def get(self, pass_id: str) -> GatePassPublic | None:
+        """Any driver's pass (for gates, dispatch and ops)."""
         item = self._passes.get_item(Key={"pass_id": pass_id}, ConsistentRead=True).get("Item")
+        return GatePassPublic.model_validate_json(item["doc"]) if item else None
+
+    def get_for_driver(self, pass_id: str, driver_id: str) -> GatePassPublic | None:
+        """``pass_id`` if it is ``driver_id``'s; None if it is not, or does not exist."""
+        item = _owned_item(self._passes, "pass_id", pass_id, driver_id)
         return GatePassPublic.model_validate_json(item["doc"]) if item else None
 
     def list_for_driver(self, driver_id: str) -> list[GatePassPublic]:
@@ -57,10 +70,24 @@ class GatepassRepository:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return [GatePassPublic.model_validate_json(i["doc"]) for i in items]
 
-    def create(self, gate_pass: GatePassPublic) -> None:
-        # pass ids are random; the condition only guards against overwriting by mistake.
-        self._passes.put_item(Item=self._item(gate_pass),
-                              ConditionExpression="attribute_not_exists(pass_id)")
+    def create(self, gate_pass: GatePassPublic) -> GatePassPublic:
+        """Store ``gate_pass`` unless its id is taken; return the pass stored under the id.
+
+        Ids of passes issued with an idempotency key derive from the key, so a second
+        application of the key finds the first pass here and gets it back (nothing is
+        written). Random ids never collide: the condition only guards against overwriting.
+        """
+        try:
+            self._passes.put_item(Item=self._item(gate_pass),
+                                  ConditionExpression="attribute_not_exists(pass_id)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            stored = self.get(gate_pass.pass_id)
+            if stored is None:  # deleted in between: nothing to answer with
+                raise
+            return stored
+        return gate_pass
 
     def mark_revoked(self, gate_pass: GatePassPublic) -> bool:
         """Store ``gate_pass`` as revoked. False if no such pass exists."""
@@ -86,3 +113,16 @@ class GatepassRepository:
             "revoked": gate_pass.revoked,
             "doc": gate_pass.model_dump_json(),
         }
+
+
+def _owned_item(table: Any, key: str, value: str, driver_id: str) -> dict[str, Any] | None:
+    """The item under ``key = value`` if its ``driver_id`` is ``driver_id``, else None.
+
+    DynamoDB applies the owner filter: another driver's item is answered exactly like a
+    missing one (empty), with the read units and the single round trip of a GetItem.
+    """
+    items = table.query(KeyConditionExpression=Key(key).eq(value),
+                        FilterExpression=Attr("driver_id").eq(driver_id),
+                        ConsistentRead=True)["Items"]
+    item = items[0] if items else None
+    return item if item is not None and item.get("driver_id") == driver_id else None

@@ -25,6 +25,7 @@ from shared_contracts.gatepass import (
     GatePassVerify,
     Jwks,
 )
+from shared_contracts.idempotency import IdempotencyKeyReusedError, derived_id
 from shared_contracts.loads import LoadPublic, LoadStatus, Stop
 
 from .repository import GatepassRepository
@@ -75,18 +76,25 @@ class GatepassService:
 
     # --- drivers -----------------------------------------------------------------------
 
-    def issue(self, driver_id: str, command: GatePassCreate) -> GatePassPublic:
+    def issue(self, driver_id: str, command: GatePassCreate, *,
+              idempotency_key: str | None = None) -> GatePassPublic:
+        """A pass for ``command``. With ``idempotency_key`` the pass id derives from it, so a
+        second application of the key (the first delivery outlived its idempotency lease,
+        or its write landed after it gave up) answers the pass already stored."""
         now = self.clock()
-        load = self.repository.get_load(command.load_id)
-        if load is None or load.driver_id != driver_id:
-            # Same answer for "not yours" and "does not exist": ids cannot be probed.
+        load = self.repository.get_load_for_driver(command.load_id, driver_id)
+        if load is None:
+            # Same answer, and the same work, for "not yours" and "does not exist" (the
+            # repository checks the owner before parsing the load): ids cannot be probed.
             raise NotFoundError(f"load {command.load_id} not found")
         if load.status is LoadStatus.DELIVERED:
             raise ConflictError(f"load {load.load_id} is delivered: it needs no gate pass",
                                 code="load-delivered")
         stop = pass_stop(load, command.facility_id, now)
+        pass_id = "GP-" + (derived_id("gatepass", driver_id, idempotency_key)
+                           if idempotency_key is not None else uuid.uuid4().hex)
         claims = PassClaims(
-            sub=driver_id, jti=f"GP-{uuid.uuid4().hex}", load_id=load.load_id,
+            sub=driver_id, jti=pass_id, load_id=load.load_id,
             facility_id=command.facility_id, iat=_epoch(now),
             nbf=_epoch(stop.window_start - WINDOW_MARGIN),
             exp=_epoch(stop.window_end + WINDOW_MARGIN),
@@ -101,12 +109,17 @@ class GatepassService:
             valid_until=_at(claims.exp), issued_at=_at(claims.iat), kid=self.signer.kid,
             token=token, qr_payload=token,
         )
-        self.repository.create(gate_pass)
-        return gate_pass
+        stored = self.repository.create(gate_pass)
+        if (stored.driver_id, stored.load_id, stored.facility_id) != (
+                driver_id, command.load_id, command.facility_id):
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was already used for another gate pass; "
+                "use a new key for a new request")
+        return stored
 
     def get(self, driver_id: str, pass_id: str) -> GatePassPublic:
-        gate_pass = self.repository.get(pass_id)
-        if gate_pass is None or gate_pass.driver_id != driver_id:
+        gate_pass = self.repository.get_for_driver(pass_id, driver_id)
+        if gate_pass is None:  # not theirs, or no such pass: same answer, same work
             raise NotFoundError(f"gate pass {pass_id} not found")
         return gate_pass
 

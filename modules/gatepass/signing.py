@@ -57,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared_contracts import DriverId, FacilityId, LoadId, PassId
 from shared_contracts.gatepass import Jwk, Jwks
+from shared_contracts.idempotency import aws_client_config
 
 ISSUER = "relay-gatepass"
 ALGORITHM = "ES256"
@@ -156,7 +157,7 @@ class KmsSigner:
     @property
     def kms(self) -> Any:
         if self._kms is None:
-            self._kms = boto3.client("kms")
+            self._kms = boto3.client("kms", config=aws_client_config())
         return self._kms
 
     def public_jwk(self) -> Jwk:

@@ -55,7 +55,9 @@ def create_app(settings: LoadsSettings | None = None, *, service: LoadsService |
     def report_event(load_id: LoadIdPath, event: LoadEventCreate, identity: DriverIdentity,
                      svc: Service, once: Idempotent) -> LoadEventPublic:
         return once(LoadEventPublic, event,
-                    lambda: svc.record_event(identity.driver_id, load_id, event))
+                    lambda: svc.record_event(identity.driver_id, load_id, event,
+                                             idempotency_key=once.key,
+                                             accepted_at=once.accepted_at))
 
     @app.post("/dispatch/assignments", status_code=201, response_model=LoadPublic, responses=errors)
     def assign_load(command: LoadAssign, identity: DispatchIdentity, svc: Service,

@@ -2,6 +2,19 @@
 
     assigned --arrived(1)--> at_stop(1) --departed(1)--> in_transit(2) --arrived(2)--> ...
     ... at_stop(last) --delivered(last)--> delivered   (terminal)
+
+Times of an event: ``occurred_at`` is the driver's (the body's), else when the gateway
+accepted the report (``x-relay-accepted-at``, checked by :func:`accepted_time`), so an
+event deferred while this module was down keeps the time it was reported, not the time it
+was replayed. ``occurred_at`` may not be more than :data:`MAX_CLOCK_SKEW` after that
+acceptance time: the phone's claim is judged against when it was made, so the verdict does
+not depend on how long an outage delayed the delivery. ``recorded_at`` is always this
+module's clock: when the event was applied.
+
+Exactly once: a keyed event's key id (:func:`event_key_id`) is written with it and kept on
+the load. A second application of the key (Powertools' lease expired while the first was
+still stuck in a storage call, or the first's write landed after it gave up) answers the
+recorded event instead of applying it again, or answering 409 invalid-transition.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from shared_contracts.errors import ConflictError, NotFoundError, ValidationFailedError
+from shared_contracts.idempotency import IdempotencyKeyReusedError, accepted_time, derived_id
 from shared_contracts.loads import (
     LoadAssign,
     LoadEventCreate,
@@ -22,7 +36,7 @@ from shared_contracts.loads import (
 )
 from shared_contracts.notifications import Notification, NotificationKind
 
-from .repository import ConcurrentUpdateError, LoadExistsError, LoadsRepository
+from .repository import ConcurrentUpdateError, LoadExistsError, LoadsRepository, StoredLoad
 
 Clock = Callable[[], datetime]
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -30,6 +44,11 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def event_key_id(driver_id: str, idempotency_key: str) -> str:
+    """What a keyed event stores of its key: a digest, scoped to the reporting driver."""
+    return derived_id("load-event", driver_id, idempotency_key)
 
 
 def apply_event(load: LoadPublic, event: LoadEventCreate, at: datetime) -> LoadPublic:
@@ -85,29 +104,60 @@ class LoadsService:
                                             l.stops[0].window_start))
 
     def get(self, driver_id: str, load_id: str) -> LoadPublic:
-        load = self.repository.get(load_id)
-        if load is None or load.driver_id != driver_id:
-            # Same answer for "not yours" and "does not exist": ids cannot be probed.
-            raise NotFoundError(f"load {load_id} not found")
-        return load
+        return self._stored(driver_id, load_id).load
 
-    def record_event(self, driver_id: str, load_id: str, event: LoadEventCreate) -> LoadEventPublic:
+    def _stored(self, driver_id: str, load_id: str) -> StoredLoad:
+        stored = self.repository.get_for_driver(load_id, driver_id)
+        if stored is None:
+            # Same answer, and the same work, for "not yours" and "does not exist": the
+            # repository checks the owner before it parses the load, so ids cannot be probed.
+            raise NotFoundError(f"load {load_id} not found")
+        return stored
+
+    def record_event(self, driver_id: str, load_id: str, event: LoadEventCreate, *,
+                     idempotency_key: str | None = None,
+                     accepted_at: datetime | None = None) -> LoadEventPublic:
+        """Apply ``event``; see the module docstring for its times and for ``idempotency_key``."""
         now = self.clock()
-        occurred = event.occurred_at or now
-        if occurred - now > MAX_CLOCK_SKEW:
+        accepted = accepted_time(accepted_at, now, max_skew=MAX_CLOCK_SKEW)
+        occurred = event.occurred_at or accepted
+        if occurred - accepted > MAX_CLOCK_SKEW:
             raise ValidationFailedError("occurred_at is in the future")
-        load = self.get(driver_id, load_id)
+        key_id = event_key_id(driver_id, idempotency_key) if idempotency_key else None
+        stored = self._stored(driver_id, load_id)
+        if key_id is not None and (recorded := self._recorded(stored, key_id, event)):
+            return recorded
+        load = stored.load
         updated = apply_event(load, event, occurred)
         saved = LoadEventPublic(
             load_id=load_id, seq=load.version, kind=event.kind, stop_seq=event.stop_seq,
             occurred_at=occurred, recorded_at=now, load=updated,
         )
         try:
-            self.repository.save_event(saved, expected_version=load.version)
+            self.repository.save_event(saved, expected_version=load.version, key_id=key_id,
+                                       event_keys=stored.event_keys)
         except ConcurrentUpdateError:
+            # Lost a race. If the winner was this very event (a second delivery of its key),
+            # answer with it; otherwise the load changed under us.
+            if key_id is not None and (
+                    recorded := self._recorded(self._stored(driver_id, load_id), key_id, event)):
+                return recorded
             raise ConflictError(f"load {load_id} changed while this event was applied; "
                                 "fetch it and retry", code="concurrent-update") from None
         return saved
+
+    def _recorded(self, stored: StoredLoad, key_id: str,
+                  event: LoadEventCreate) -> LoadEventPublic | None:
+        """The event already applied under ``key_id``, if any; refused if it is another event."""
+        recorded = self.repository.recorded_event(stored, key_id)
+        if recorded is None:
+            return None
+        if (recorded.kind, recorded.stop_seq) != (event.kind, event.stop_seq) or (
+                event.occurred_at is not None and event.occurred_at != recorded.occurred_at):
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was already used with a different event for this load; "
+                "use a new key for a new request")
+        return recorded
 
     def assign(self, command: LoadAssign) -> LoadPublic:
         now = self.clock()

@@ -53,12 +53,17 @@ def create_app(settings: MessageSettings | None = None, *,
     def send_to_dispatch(command: MessageCreate, identity: DriverIdentity, svc: Service,
                          once: Idempotent) -> MessagePublic:
         return once(MessagePublic, command,
-                    lambda: svc.send_to_dispatch(identity.driver_id, command))
+                    lambda: svc.send_to_dispatch(identity.driver_id, command,
+                                                 idempotency_key=once.key,
+                                                 accepted_at=once.accepted_at))
 
     @app.post("/dispatch/messages", status_code=201, response_model=MessagePublic,
               responses=errors)
     def send_to_driver(command: DispatchMessageCreate, identity: DispatchIdentity,
                        svc: Service, once: Idempotent) -> MessagePublic:
-        return once(MessagePublic, command, lambda: svc.send_to_driver(command))
+        return once(MessagePublic, command,
+                    lambda: svc.send_to_driver(command, sender=identity.sub,
+                                               idempotency_key=once.key,
+                                               accepted_at=once.accepted_at))
 
     return app

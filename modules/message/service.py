@@ -2,6 +2,18 @@
 
 Storing the message is the commitment; the push notification that follows is best effort
 (a failed enqueue is logged, the sender still gets 201 and the message is in the inbox).
+
+``sent_at`` is when the gateway accepted the message (``x-relay-accepted-at``, checked by
+:func:`accepted_time`; this module's clock without it), so a message deferred while this
+module was down keeps its place in the conversation instead of jumping ahead of the
+messages sent after it.
+
+Exactly once: a message sent with an idempotency key has an id derived from the sender,
+its direction and the key (:func:`message_id_for`), and is stored once per id. A second
+application (Powertools' lease expired while the first delivery was stuck, or the first's
+write landed after it gave up) answers the stored message and queues its push again: the
+push's ``notification_id`` is the message id, and push subscribers de-duplicate on it, so
+a push lost with the first delivery is sent and a push already sent is not shown twice.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from shared_contracts.errors import ValidationFailedError
+from shared_contracts.idempotency import IdempotencyKeyReusedError, accepted_time, derived_id
 from shared_contracts.message import (
     Direction,
     DispatchMessageCreate,
@@ -38,21 +51,39 @@ def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def message_id_for(sender: str, direction: Direction, idempotency_key: str) -> str:
+    """The id of a keyed message: the same for every application of the same key."""
+    return derived_id("message", direction.value, sender, idempotency_key)
+
+
 class MessageService:
     def __init__(self, repository: MessageRepository, clock: Clock = utcnow) -> None:
         self.repository = repository
         self.clock = clock
 
-    def send_to_dispatch(self, driver_id: str, command: MessageCreate) -> MessagePublic:
+    def send_to_dispatch(self, driver_id: str, command: MessageCreate, *,
+                         idempotency_key: str | None = None,
+                         accepted_at: datetime | None = None) -> MessagePublic:
         """A driver writes to dispatch; the message lands in the driver's own inbox."""
-        message = self._store(driver_id, Direction.TO_DISPATCH, command)
+        message = self._store(driver_id, Direction.TO_DISPATCH, command, sender=driver_id,
+                              idempotency_key=idempotency_key, accepted_at=accepted_at)
         self._notify(message, NotificationKind.MESSAGE_TO_DISPATCH,
                      title=f"Message from driver {driver_id}")
         return message
 
-    def send_to_driver(self, command: DispatchMessageCreate) -> MessagePublic:
-        """Dispatch writes to a driver; the message lands in that driver's inbox."""
-        message = self._store(command.driver_id, Direction.TO_DRIVER, command)
+    def send_to_driver(self, command: DispatchMessageCreate, *, sender: str | None = None,
+                       idempotency_key: str | None = None,
+                       accepted_at: datetime | None = None) -> MessagePublic:
+        """Dispatch writes to a driver; the message lands in that driver's inbox.
+
+        ``sender`` (the dispatcher's identity) scopes ``idempotency_key``; it is required
+        with a key, so that two dispatchers' keys never name the same message.
+        """
+        if idempotency_key is not None and not sender:
+            raise ValueError("a keyed dispatch message needs its sender")
+        message = self._store(command.driver_id, Direction.TO_DRIVER, command,
+                              sender=sender or "", idempotency_key=idempotency_key,
+                              accepted_at=accepted_at)
         self._notify(message, NotificationKind.MESSAGE_TO_DRIVER, title="Message from dispatch")
         return message
 
@@ -66,20 +97,34 @@ class MessageService:
         next_cursor = encode_cursor(page.last_key) if page.last_key else None
         return MessagePage(items=page.messages, next_cursor=next_cursor)
 
-    def _store(self, driver_id: str, direction: Direction, command: MessageCreate) -> MessagePublic:
+    def _store(self, driver_id: str, direction: Direction, command: MessageCreate, *,
+               sender: str, idempotency_key: str | None,
+               accepted_at: datetime | None) -> MessagePublic:
+        sent_at = accepted_time(accepted_at, self.clock().astimezone(UTC))  # UTC either way
+        if idempotency_key is None:
+            message_id = uuid.uuid4().hex
+        else:
+            message_id = message_id_for(sender, direction, idempotency_key)
         message = MessagePublic(
-            message_id=uuid.uuid4().hex, driver_id=driver_id, direction=direction,
-            body=command.body, load_id=command.load_id,
-            sent_at=self.clock().astimezone(UTC),
+            message_id=message_id, driver_id=driver_id, direction=direction,
+            body=command.body, load_id=command.load_id, sent_at=sent_at,
         )
-        self.repository.add(message)
-        return message
+        if idempotency_key is None:
+            return self.repository.add(message)
+        stored = self.repository.add(message, once=True)
+        if (stored.driver_id, stored.direction, stored.body, stored.load_id) != (
+                message.driver_id, message.direction, message.body, message.load_id):
+            raise IdempotencyKeyReusedError(
+                "this Idempotency-Key was already used with a different message; "
+                "use a new key for a new request")
+        return stored
 
     def _notify(self, message: MessagePublic, kind: NotificationKind, *, title: str) -> None:
         data = {"message_id": message.message_id}
         if message.load_id:
             data["load_id"] = message.load_id
         self.repository.enqueue_notification(Notification(
-            notification_id=uuid.uuid4().hex, kind=kind, driver_id=message.driver_id,
+            # One push per message: subscribers de-duplicate on notification_id.
+            notification_id=message.message_id, kind=kind, driver_id=message.driver_id,
             title=title, body=preview(message.body), data=data,
         ))

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared_contracts.idempotency import aws_client_config
 from shared_contracts.loads import LoadPublic
 from shared_contracts.navigate import Destination
 
@@ -34,7 +36,7 @@ class _Table:
     @property
     def dynamodb(self) -> Any:
         if self._dynamodb is None:
-            self._dynamodb = boto3.resource("dynamodb")
+            self._dynamodb = boto3.resource("dynamodb", config=aws_client_config())
         return self._dynamodb
 
     def _get_item(self, table: str, key: dict[str, str]) -> dict[str, Any] | None:
@@ -69,6 +71,21 @@ class LoadsReader(_Table):
     def __init__(self, settings: NavigateSettings, *, dynamodb: Any = None) -> None:
         super().__init__(settings, dynamodb)
 
-    def get_load(self, load_id: str) -> LoadPublic | None:
-        item = self._get_item(self.settings.loads_table, {"load_id": load_id})
-        return LoadPublic.model_validate_json(item["doc"]) if item else None
+    def get_load_for_driver(self, load_id: str, driver_id: str) -> LoadPublic | None:
+        """``load_id`` if it is ``driver_id``'s; None if it is not, or does not exist.
+
+        DynamoDB applies the owner filter on the stored ``driver_id``: another driver's load
+        comes back exactly as a missing one does, empty (nothing to decode or parse), so
+        neither this module's work nor its timing tells them apart.
+        """
+        table = self.settings.loads_table
+        try:
+            items = self.dynamodb.Table(table).query(
+                KeyConditionExpression=Key("load_id").eq(load_id),
+                FilterExpression=Attr("driver_id").eq(driver_id))["Items"]
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailableError(f"{table}: {exc}") from exc
+        item = items[0] if items else None
+        if item is None or item.get("driver_id") != driver_id:
+            return None
+        return LoadPublic.model_validate_json(item["doc"])

@@ -70,12 +70,13 @@ class NavigateService:
 
     def _load(self, driver_id: str, load_id: str) -> LoadPublic:
         try:
-            load = self.loads.get_load(load_id)
+            load = self.loads.get_load_for_driver(load_id, driver_id)
         except StorageUnavailableError:
             log.exception("loads table unavailable")
             raise UnavailableError("loads cannot be read right now; retry shortly") from None
-        if load is None or load.driver_id != driver_id:
-            # Same answer for "not yours" and "does not exist": ids cannot be probed.
+        if load is None:
+            # Same answer, and the same work, for "not yours" and "does not exist" (the
+            # reader checks the owner before parsing the load): ids cannot be probed.
             raise NotFoundError(f"load {load_id} not found")
         return load
 

@@ -42,10 +42,10 @@ class HeldRepository(LoadsRepository):
         self.inside = threading.Event()
         self.release = threading.Event()
 
-    def save_event(self, event, expected_version):
+    def save_event(self, event, expected_version, **kw):
         self.inside.set()
         assert self.release.wait(timeout=10), "the test never released the first request"
-        super().save_event(event, expected_version)
+        super().save_event(event, expected_version, **kw)
 
 
 @pytest.fixture

@@ -39,14 +39,14 @@ class FlakyRepository(MessageRepository):
         self.release = threading.Event()
         self.release.set()
 
-    def add(self, message):
+    def add(self, message, **kw):
         self.inside.set()
         assert self.release.wait(timeout=10), "the test never released the first request"
         if self.fail_next:
             self.fail_next = False
             raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
                                          "Message": "slow down"}}, "PutItem")
-        super().add(message)
+        return super().add(message, **kw)
 
 
 @pytest.fixture
