@@ -148,8 +148,10 @@ def make_handler(replayer: Replayer | None = None):  # type: ignore[no-untyped-d
             auth = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
             ledger = DeferredLedger(settings.deferred_ledger_table) \
                 if settings.deferred_ledger_table else None
-            faults = FaultInjector(store=ControlTableFaults(settings.control_table)) \
-                if settings.control_table else None
+            # Read afresh for every write (one small query): a write is never replayed
+            # on a stale view of the game day.
+            faults = FaultInjector(store=ControlTableFaults(settings.control_table),
+                                   refresh_seconds=0) if settings.control_table else None
             state["r"] = Replayer(RouteTable.load(settings.routes_file),
                                   httpx.Client(timeout=REPLAY_TIMEOUT_SECONDS, auth=auth),
                                   SignerProvider(settings), ledger=ledger, faults=faults)

@@ -242,13 +242,10 @@ def test_a_fault_on_a_module_holds_for_replayed_writes(api, stack):
     driver = api.auth(Role.DRIVER, "D-2301")
     assign(api, "L-8301", "D-2301", ["F-CHI", "F-IND"])
     log = stack.state_dir / "logs" / "replay.log"
-    text = log.read_text() if log.exists() else ""
-    seen, heard = text.count("error fault injected"), text.count("faults in force: loads (error)")
-    # GIVEN a game day says loads fails every call, and the replayer has heard of it
+    seen = log.read_text().count("error fault injected") if log.exists() else 0
+    # GIVEN a game day says loads fails every call
     set_fault(api, "loads", {"kind": "error", "error_rate": 1.0})
     try:
-        assert wait_until(lambda: log.read_text().count("faults in force: loads (error)")
-                          > heard, timeout=30)
         r = api.http.post("/loads/L-8301/events", json={"kind": "arrived", "stop_seq": 1},
                           headers={**driver, "idempotency-key": "fault-8301-1"})
         assert r.status_code == 202
