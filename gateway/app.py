@@ -27,6 +27,7 @@ from . import ops, writes
 from .auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
+from .clientaddr import ClientAddress
 from .config import GatewaySettings
 from .deferred import DeferredQueue, DeferredWrites
 from .ledger import DeferredLedger
@@ -36,6 +37,7 @@ from .fallbacks import (
     LastKnownGood,
     LoadsLastKnownGood,
     OfflinePassVerifier,
+    RevokedPasses,
     StaticDirections,
 )
 from .faults import ControlTableFaults, FaultInjector
@@ -68,6 +70,8 @@ def build_fallbacks(settings: GatewaySettings, *, wall_clock: Callable[[], float
                     sqs: object = None, dynamodb: object = None) -> dict[str, Fallback]:
     """The fallbacks the route table may name."""
     loads = LoadsLastKnownGood(settings.cache_entries, clock=wall_clock)
+    # Revocations seen in live gatepass answers, checked by the offline verifier too.
+    revoked = RevokedPasses(settings.cache_entries, clock=wall_clock)
     queue = DeferredQueue(settings.deferred_queue_url, sqs=sqs,
                           timeout_seconds=settings.queue_timeout_seconds) \
         if settings.deferred_queue_url else None
@@ -76,9 +80,10 @@ def build_fallbacks(settings: GatewaySettings, *, wall_clock: Callable[[], float
     return {
         "last-known-good": LastKnownGood(settings.cache_entries, clock=wall_clock),
         "loads-last-known-good": loads,
-        "gatepass-last-known-good": GatePassLastKnownGood(settings.cache_entries, clock=wall_clock),
+        "gatepass-last-known-good": GatePassLastKnownGood(settings.cache_entries, clock=wall_clock,
+                                                          revoked=revoked),
         "static-directions": StaticDirections(loads, clock=wall_clock),
-        "gatepass-verify-offline": OfflinePassVerifier(clock=wall_clock),
+        "gatepass-verify-offline": OfflinePassVerifier(clock=wall_clock, revoked=revoked),
         "deferred": DeferredWrites(queue, ledger,
                                    store_timeout_seconds=settings.store_timeout_seconds),
     }
@@ -130,6 +135,7 @@ def create_app(
     forwarder = Forwarder(upstreams, fallbacks, signer, wall_clock=wall_clock)
     limiter = RateLimiter(clock=clock)
     limits = rate_limits(settings)
+    client_address = ClientAddress(settings.trusted_proxies)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -143,8 +149,10 @@ def create_app(
         yield
         await pool.aclose()
 
+    # redirect_slashes off: Starlette would answer /ops/status/ with a redirect to the
+    # Host header's host (an open redirect); the gateway never redirects by itself.
     app = FastAPI(title="Relay gateway", version="1", lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     app.state.settings = settings
     app.state.routes = table
     app.state.authenticator = auth
@@ -169,6 +177,11 @@ def create_app(
         raw_path = (scope.get("raw_path") or b"").decode("latin-1")
         if _has_dot_segment(raw_path or path):
             raise BadRequestError("path segments '.' and '..' and encoded slashes are not allowed")
+        if path[-1:] == "/" and path != "/":
+            # /loads/ is /loads: modules never see the slash (they would answer with a
+            # redirect to their own address).
+            path = scope["path"] = path.rstrip("/") or "/"
+            scope["raw_path"] = raw_path.rstrip("/").encode("latin-1") or None
         route = table.match(path)
         if route is None:
             raise NotFoundError("no such route", code="no-route")
@@ -182,14 +195,13 @@ def create_app(
                 raise ForbiddenError(f"role {identity.role.value} may not call {route.prefix}")
             limiter.check(identity.sub, route.prefix, limits[identity.role.value])
         else:
-            client = scope.get("client")
-            limiter.check(f"ip:{client[0] if client else '-'}", route.prefix,
-                          limits["anonymous"])
+            limiter.check("ip:" + client_address(scope), route.prefix, limits["anonymous"])
         request_id = scope.get("state", {}).get("request_id") or ""
         return await forwarder.forward(scope, receive, hdrs, route, identity, request_id)
 
     http.install(app, guard=False)
-    return GatewayApp(app, proxy, max_body_bytes=settings.max_body_bytes)
+    return GatewayApp(app, proxy, max_body_bytes=settings.max_body_bytes,
+                      header_limits=settings.header_limits)
 
 
 class GatewayApp:
@@ -199,10 +211,12 @@ class GatewayApp:
     forward's CPU. Attributes (``state``, ``routes``...) are the FastAPI app's."""
 
     def __init__(self, api: FastAPI, proxy: Callable[[Scope, Receive], Awaitable[Response]], *,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int,
+                 header_limits: http.HeaderLimits = http.DEFAULT_HEADER_LIMITS) -> None:
         self.api = api
         self._asgi = http.RequestGuard(ProxyFastPath(api, handler=proxy),
-                                       max_body_bytes=max_body_bytes)
+                                       max_body_bytes=max_body_bytes,
+                                       header_limits=header_limits)
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         await self._asgi(scope, receive, send)

@@ -19,10 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import httpx
 import jwt
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared_contracts.errors import ForbiddenError, UnauthorizedError
 from shared_contracts.identity import IdentityContext, Role
@@ -35,6 +36,37 @@ DEFAULT_MIN_REFRESH_SECONDS = 30
 DEFAULT_LEEWAY_SECONDS = 30
 JWKS_FETCH_TIMEOUT_SECONDS = 3.0
 DEFAULT_VERIFIED_CACHE = 50_000
+
+
+# Bounds on what a claim may hold: far above what Cognito issues, far below abuse.
+MAX_CLAIM_CHARS = 256
+MAX_GROUPS = 100
+
+ClaimText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CLAIM_CHARS)]
+# A NumericDate (RFC 7519): a JSON number (strict: never a string or a boolean).
+NumericDate = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class CognitoClaims(BaseModel):
+    """The claims the gateway reads, with the types Cognito gives them. A signed token
+    whose claims have other shapes (``aud`` a list, groups a string, ``exp`` a string...)
+    is not one of our tokens: 401, like any other invalid token."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    sub: ClaimText
+    iss: ClaimText
+    token_use: ClaimText
+    exp: NumericDate
+    iat: NumericDate
+    nbf: NumericDate | None = None
+    aud: ClaimText | None = None          # ID tokens: our app client id
+    client_id: ClaimText | None = None    # access tokens: our app client id
+    groups: Annotated[list[ClaimText], Field(max_length=MAX_GROUPS)] | None = Field(
+        default=None, alias=GROUPS_CLAIM)
+    # Empty or missing on a driver account: 403 below, the account is not set up.
+    driver_id: Annotated[str, StringConstraints(max_length=MAX_CLAIM_CHARS)] | None = Field(
+        default=None, alias=DRIVER_CLAIM)
 
 
 class Authenticator(Protocol):
@@ -149,22 +181,25 @@ class JwtAuthenticator:
             raise UnauthorizedError("token expired") from None
         except jwt.InvalidTokenError:
             raise UnauthorizedError("invalid token") from None
-        return self._identity(claims), float(claims["exp"])
+        try:
+            typed = CognitoClaims.model_validate(claims)
+        except ValidationError:
+            raise UnauthorizedError("invalid token claims") from None
+        return self._identity(typed), float(typed.exp)
 
-    def _identity(self, claims: dict[str, Any]) -> IdentityContext:
-        use = claims.get("token_use")
-        audience = claims.get("aud") if use == "id" else claims.get("client_id")
-        if use not in self.token_uses or audience not in self.client_ids:
+    def _identity(self, claims: CognitoClaims) -> IdentityContext:
+        audience = claims.aud if claims.token_use == "id" else claims.client_id
+        if claims.token_use not in self.token_uses or audience not in self.client_ids:
             raise UnauthorizedError("token not issued for this app")
-        groups = set(claims.get(GROUPS_CLAIM) or [])
+        groups = set(claims.groups or ())
         role = next((r for r in ROLE_PRECEDENCE if r.value in groups), None)
         if role is None:
             raise ForbiddenError("the account is in no Relay group")
-        driver_id = claims.get(DRIVER_CLAIM) if role is Role.DRIVER else None
+        driver_id = claims.driver_id if role is Role.DRIVER else None
         if role is Role.DRIVER and not driver_id:
             raise ForbiddenError("driver account without a driver id")
         try:
-            return IdentityContext(sub=str(claims["sub"]), role=role, driver_id=driver_id)
+            return IdentityContext(sub=claims.sub, role=role, driver_id=driver_id)
         except ValueError:
             raise UnauthorizedError("invalid token claims") from None
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared_contracts.http import DEFAULT_MAX_BODY_BYTES
+from shared_contracts.http import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADER_COUNT,
+    DEFAULT_MAX_HEADER_FIELD_BYTES,
+    HeaderLimits,
+)
 
 DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.toml")
 DEFAULT_MAX_CONNECTIONS = 200
@@ -17,6 +23,10 @@ DEFAULT_KEEPALIVE_EXPIRY_SECONDS = 4.0
 DEFAULT_CACHE_ENTRIES = 20_000
 DEFAULT_QUEUE_TIMEOUT_SECONDS = 1.0
 DEFAULT_STORE_TIMEOUT_SECONDS = 0.5
+# How long a client may take to send its request headers (from the connection or from the
+# first byte of the request), and to send the next piece of its body; then 408 and close.
+DEFAULT_HEADER_READ_TIMEOUT_SECONDS = 10.0
+DEFAULT_BODY_READ_TIMEOUT_SECONDS = 10.0
 LOCAL_STAGES = {"local", "test"}
 
 
@@ -42,6 +52,18 @@ class GatewaySettings(BaseSettings):
     sign_upstreams: bool = False
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    # Request headers (431 over any of these), and the read timeouts of gateway.server (408).
+    max_header_count: int = Field(default=DEFAULT_MAX_HEADER_COUNT, gt=0, le=10_000)
+    max_header_field_bytes: int = Field(default=DEFAULT_MAX_HEADER_FIELD_BYTES, gt=0,
+                                        le=1024 * 1024)
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, gt=0, le=1024 * 1024)
+    header_read_timeout_seconds: float = Field(default=DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+                                               gt=0, le=300)
+    body_read_timeout_seconds: float = Field(default=DEFAULT_BODY_READ_TIMEOUT_SECONDS, gt=0,
+                                             le=300)
+    # Proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs). Empty: none;
+    # the client address is the peer's (Lambda: API Gateway's sourceIp).
+    trusted_proxies: str = ""
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
     # "keepalive": gateway.transport under httpx's API (fast); "httpcore": httpx's own.
     upstream_transport: Literal["keepalive", "httpcore"] = "keepalive"
@@ -61,6 +83,20 @@ class GatewaySettings(BaseSettings):
     # Below the modules' own keep-alive timeout (uvicorn: 5 s), so a reused connection is
     # never one the module is closing.
     keepalive_expiry_seconds: float = Field(default=DEFAULT_KEEPALIVE_EXPIRY_SECONDS, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from .clientaddr import parse_networks
+
+        parse_networks(value)   # a typo is a start-up error, not a per-request surprise
+        return value
+
+    @property
+    def header_limits(self) -> HeaderLimits:
+        return HeaderLimits(max_count=self.max_header_count,
+                            max_field_bytes=self.max_header_field_bytes,
+                            max_bytes=self.max_header_bytes)
 
     @property
     def client_ids(self) -> frozenset[str]:

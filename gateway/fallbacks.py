@@ -145,12 +145,56 @@ class LoadsLastKnownGood(LastKnownGood):
         return await super().serve(call)
 
 
+class RevokedPasses:
+    """Gate passes this gateway has seen revoked in live answers, kept until they expire
+    (an expired pass is refused anyway). Bounded: past ``max_entries`` the expired ones go
+    first, then the oldest. Only what this process saw: a fleet-wide revocation feed is
+    separate work (docs/resilience.md)."""
+
+    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, *,
+                 clock: WallClock = time.time) -> None:
+        self.max_entries = max_entries
+        self.clock = clock
+        self._until: OrderedDict[str, float] = OrderedDict()   # pass id -> valid until
+
+    def add(self, pass_id: object, valid_until: object = None) -> None:
+        if not isinstance(pass_id, str):
+            return
+        try:
+            until = datetime.fromisoformat(str(valid_until)).timestamp()
+        except ValueError:
+            until = math.inf   # not known: kept until the bound pushes it out
+        self._until[pass_id] = until
+        self._until.move_to_end(pass_id)
+        if len(self._until) > self.max_entries:
+            now = self.clock()
+            for expired in [p for p, t in self._until.items() if t <= now]:
+                del self._until[expired]
+            while len(self._until) > self.max_entries:
+                self._until.popitem(last=False)
+
+    def __contains__(self, pass_id: object) -> bool:
+        return pass_id in self._until
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+
 class GatePassLastKnownGood(LastKnownGood):
-    """Passes are served from the copy only while valid; a POST may get an existing pass."""
+    """Passes are served from the copy only while valid and not known revoked; a POST may
+    get an existing pass. Passes seen revoked (a revoke, a pass served revoked) are told to
+    the shared :class:`RevokedPasses`."""
+
+    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, *,
+                 clock: WallClock = time.time, revoked: RevokedPasses | None = None) -> None:
+        super().__init__(max_entries, clock=clock)
+        self.revoked = revoked if revoked is not None else RevokedPasses(max_entries,
+                                                                         clock=clock)
 
     def _valid(self, doc: dict) -> bool:
         until = doc.get("valid_until")
         return bool(until) and not doc.get("revoked") and \
+            doc.get("pass_id") not in self.revoked and \
             datetime.fromisoformat(until).timestamp() > self.clock()
 
     def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
@@ -160,6 +204,8 @@ class GatePassLastKnownGood(LastKnownGood):
             doc = json.loads(body)
             docs = doc.get("items", [doc]) if isinstance(doc, dict) else []
         for d in docs:
+            if d.get("revoked") is True:
+                self.revoked.add(d.get("pass_id"), d.get("valid_until"))
             if "pass_id" in d and "load_id" in d:
                 raw = json.dumps(d).encode()
                 self.put((call.caller, f"/gatepass/{d['pass_id']}"), raw, content_type)
@@ -253,19 +299,30 @@ class StaticDirections:
 
 class OfflinePassVerifier:
     """Gate pass verification without the module: signature, window and facility checked
-    with the public keys seen in an earlier live ``GET /gatepass/keys``. Revocation cannot
-    be checked offline; the degraded marker tells the gate so. Also serves those keys."""
+    with the public keys seen in an earlier live ``GET /gatepass/keys``, and revocation
+    against the passes this gateway has seen revoked (:class:`RevokedPasses`: revokes and
+    passes served revoked, and live verdicts ``revoked``). The module's own revocation list
+    cannot be read, so every offline verdict says ``revocation_checked: false`` (and the
+    degraded marker says it is not live). Also serves those keys."""
 
     kind = FallbackKind.STATIC
 
-    def __init__(self, *, clock: WallClock = time.time) -> None:
+    def __init__(self, *, clock: WallClock = time.time,
+                 revoked: RevokedPasses | None = None) -> None:
         self.clock = clock
+        self.revoked = revoked if revoked is not None else RevokedPasses(clock=clock)
         self._jwks: bytes | None = None
         self._jwks_at = 0.0
 
     def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
-        if status == 200 and call.method == "GET" and call.path == "/gatepass/keys":
+        if status != 200:
+            return
+        if call.method == "GET" and call.path == "/gatepass/keys":
             self._jwks, self._jwks_at = body, self.clock()
+        elif call.method == "POST" and call.path == "/gatepass/verify" and b"revoked" in body:
+            verdict = json.loads(body)
+            if isinstance(verdict, dict) and verdict.get("reason") == "revoked":
+                self.revoked.add(verdict.get("pass_id"), verdict.get("valid_until"))
 
     def _verdict(self, token: str, facility_id: str) -> dict:
         import jwt  # PyJWT: the same verification a gate does offline
@@ -290,6 +347,8 @@ class OfflinePassVerifier:
             return {"valid": False, "reason": "expired", **found}
         if claims.get("facility_id") != facility_id:
             return {"valid": False, "reason": "wrong_facility", **found}
+        if claims.get("jti") in self.revoked:
+            return {"valid": False, "reason": "revoked", **found}
         return {"valid": True, "reason": "valid", **found}
 
     async def serve(self, call: Call) -> Response | None:
@@ -304,5 +363,6 @@ class OfflinePassVerifier:
             verdict = self._verdict(str(wanted["token"]), str(wanted["facility_id"]))
         except (ValueError, KeyError, TypeError):
             return None
+        verdict["revocation_checked"] = False
         return degraded_response(json.dumps(verdict), 200,
                                  DegradedMarker(module=call.module, fallback=self.kind))

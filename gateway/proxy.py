@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,6 +45,23 @@ _IDEMPOTENCY_KEY = headers.IDEMPOTENCY_KEY.lower().encode()
 _REQUEST_ID = headers.REQUEST_ID.encode()
 _ACCEPTED_AT = headers.ACCEPTED_AT.encode()
 _JSON = b"application/json"
+_LOCATION = b"location"
+
+
+def module_location(value: bytes) -> bytes | None:
+    """A module's ``Location`` as a client may see it: a path, followed through the
+    gateway. An absolute URL (a module's own address, e.g. its trailing-slash redirect) is
+    cut to its path and query; anything that is not a path after that is dropped."""
+    if value[:1] == b"/" and value[1:2] not in (b"/", b"\\"):
+        return value
+    try:
+        parts = urlsplit(value.decode("latin-1").strip())
+    except ValueError:
+        return None
+    path = parts.path or "/"
+    if not (parts.scheme or parts.netloc) or path[:1] != "/" or path[1:2] in ("/", "\\"):
+        return None
+    return (path + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
 
 
 class ForwardedResponse(Response):
@@ -135,8 +153,9 @@ class Forwarder:
         except UpstreamUnavailable as exc:
             return await self._degrade(call, fallback, exc)
         content = answer.content
-        picked = [(lower, value) for name, value in answer.headers
-                  if (lower := name.lower()) in FORWARDED_RESPONSE_HEADERS]
+        picked = [(lower, v) for name, value in answer.headers
+                  if (lower := name.lower()) in FORWARDED_RESPONSE_HEADERS
+                  and (v := value if lower != _LOCATION else module_location(value)) is not None]
         content_type = next((v for n, v in picked if n == b"content-type"), None)
         if content_type is None:
             content_type = _JSON

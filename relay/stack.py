@@ -251,7 +251,9 @@ class LocalStack:
 
         gateway_env = {**aws_env, **self.function_env(GATEWAY_FUNCTION), **gateway_local,
                        **self.gateway_overrides}
-        argv = _uvicorn("gateway.app:create_app", self.gateway_port)
+        # The gateway's own server entry: header limits, read timeouts, no proxy headers.
+        argv = [sys.executable, "-m", "gateway.server", "--host", HOST,
+                "--port", str(self.gateway_port)]
         cert = None
         if self.tls:
             from .tls import self_signed_certificate

@@ -89,6 +89,12 @@ class NotFoundError(ProblemError):
     status, code, title = 404, "not-found", "Not found"
 
 
+class RequestTimeoutError(ProblemError):
+    """The client did not send its request (headers or body) in time; the connection closes."""
+
+    status, code, title = 408, "request-timeout", "Request timeout"
+
+
 class ConflictError(ProblemError):
     status, code, title = 409, "conflict", "Conflict"
 
@@ -99,6 +105,13 @@ class PayloadTooLargeError(ProblemError):
 
 class UnsupportedMediaTypeError(ProblemError):
     status, code, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class RequestHeaderFieldsTooLargeError(ProblemError):
+    """Too many request headers, one too large, or all of them together (RFC 6585)."""
+
+    status, code, title = 431, "request-header-fields-too-large", \
+        "Request header fields too large"
 
 
 class ValidationFailedError(ProblemError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 
 from ._base import Contract, DriverId, FacilityId, LoadId, PassId
 
@@ -50,6 +50,10 @@ class GatePassVerdict(Contract):
     load_id: LoadId | None = None
     facility_id: FacilityId | None = None
     valid_until: datetime | None = None
+    revocation_checked: bool = Field(
+        default=True,
+        description="false when the gateway judged the pass without the gatepass module: "
+                    "only revocations the gateway had seen were checked")
 
 
 class Jwk(Contract):

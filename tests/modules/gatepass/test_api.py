@@ -123,7 +123,7 @@ def test_issued_pass_verifies_at_its_facility(client, env, clock):
     verdict = verify(client, gate_pass["token"]).json()
     assert verdict == {"valid": True, "reason": "valid", "pass_id": gate_pass["pass_id"],
                        "driver_id": "D-1001", "load_id": "L-1", "facility_id": "F-CHI",
-                       "valid_until": "2026-11-22T13:00:00Z"}
+                       "valid_until": "2026-11-22T13:00:00Z", "revocation_checked": True}
     # AND ops may verify too
     assert verify(client, gate_pass["token"], headers=OPS).json()["valid"] is True
 

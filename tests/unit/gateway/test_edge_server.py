@@ -1,0 +1,303 @@
+"""gateway.server: header limits and read timeouts in the HTTP protocol, the TLS policy.
+
+The protocol runs on a fake transport, with its timers on a clock the test moves (the ASGI
+app still runs on the real event loop): no sockets, no sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from gateway.config import GatewaySettings
+from gateway.server import (
+    LINGER_SECONDS,
+    TLS_CIPHERS,
+    harden_tls,
+    protocol_class,
+    server_config,
+)
+
+HEADER_TIMEOUT, BODY_TIMEOUT = 10.0, 5.0
+SETTINGS = GatewaySettings(header_read_timeout_seconds=HEADER_TIMEOUT,
+                           body_read_timeout_seconds=BODY_TIMEOUT)
+GET = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class FakeTimer:
+    def __init__(self, when: float, callback, args: tuple) -> None:
+        self.when, self.target, self.args = when, callback, args
+        self.cancelled = self.fired = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """The protocol's clock and timers, moved by the test; tasks go to the real loop."""
+
+    def __init__(self, real: asyncio.AbstractEventLoop) -> None:
+        self.real, self.now, self.timers = real, 0.0, []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay, callback, *args):
+        timer = FakeTimer(self.now + delay, callback, args)
+        self.timers.append(timer)
+        return timer
+
+    def create_task(self, coro, **kwargs):
+        return self.real.create_task(coro, **kwargs)
+
+    def armed(self) -> list[FakeTimer]:
+        return [t for t in self.timers if not (t.cancelled or t.fired)]
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        while due := [t for t in self.armed() if t.when <= self.now]:
+            for timer in sorted(due, key=lambda t: t.when):
+                timer.fired = True
+                timer.target(*timer.args)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.eof = self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed and not self.eof, "written after close"
+        self.out += data
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default=None):
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default)
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class App:
+    """Reads the whole body, answers 200 with what it read."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+        self.disconnected = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected.set()
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.calls.append((scope["path"], body))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body) + 2).encode())]})
+        await send({"type": "http.response.body", "body": b"ok" + body})
+
+
+class Conn:
+    def __init__(self, settings: GatewaySettings = SETTINGS) -> None:
+        self.app = App()
+        self.loop = FakeLoop(asyncio.get_running_loop())
+        config = Config(app=self.app, http=protocol_class(settings), lifespan="off",
+                        access_log=False)
+        config.load()
+        self.transport = FakeTransport()
+        self.proto = config.http_protocol_class(config=config, server_state=ServerState(),
+                                                app_state={}, _loop=self.loop)
+        self.proto.connection_made(self.transport)
+
+    async def send(self, data: bytes) -> None:
+        self.proto.data_received(data)
+        for _ in range(10):   # let the app's task run
+            await asyncio.sleep(0)
+
+    def statuses(self) -> list[int]:
+        return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", self.transport.out)]
+
+    def problem(self) -> dict:
+        out = bytes(self.transport.out)
+        assert b"content-type: application/problem+json" in out
+        assert b"x-request-id: " in out and b"connection: close" in out
+        return json.loads(out[out.rindex(b"\r\n\r\n") + 4:])
+
+    def assert_lingers_then_closes(self) -> None:
+        assert self.transport.eof and not self.transport.closed   # answer sent, reading on
+        self.loop.advance(LINGER_SECONDS)
+        assert self.transport.closed
+
+
+# --- header limits -----------------------------------------------------------------------
+
+def _head(*headers: tuple[str, str]) -> bytes:
+    lines = "".join(f"{n}: {v}\r\n" for n, v in headers)
+    return f"GET /loads HTTP/1.1\r\nHost: gw\r\n{lines}\r\n".encode()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case, head", [
+    ("101 headers", _head(*[(f"x-h-{i}", "v") for i in range(100)])),
+    ("one header of 8 KiB + 1", _head(("x-big", "a" * (8 * 1024 - 4)))),
+    ("16 KiB + 1 over three headers", _head(*[(f"x-h-{i}", "a" * 5500) for i in range(3)])),
+])
+async def test_a_head_over_a_limit_is_answered_431_and_never_reaches_the_app(case, head):
+    conn = Conn()
+    await conn.send(head + GET)   # a pipelined request behind it is not served either
+    assert conn.statuses() == [431], case
+    assert conn.problem()["type"] == "urn:relay:problem:request-header-fields-too-large"
+    assert conn.app.calls == []
+    await conn.send(GET)          # whatever follows is dropped
+    assert conn.statuses() == [431] and conn.app.calls == []
+    conn.assert_lingers_then_closes()
+
+
+@pytest.mark.anyio
+async def test_a_huge_header_is_refused_while_it_arrives_not_once_it_is_buffered():
+    conn = Conn()
+    await conn.send(b"GET /loads HTTP/1.1\r\nHost: gw\r\nX-Big: ")
+    sent = 0
+    while not conn.statuses():
+        await conn.send(b"a" * 4096)
+        sent += 4096
+        assert sent < 64 * 1024, "read on past the head budget"
+    assert conn.statuses() == [431] and conn.app.calls == []
+    assert sent <= 28 * 1024   # 16 KiB of headers + request line and framing budget
+
+
+@pytest.mark.anyio
+async def test_heads_inside_the_limits_are_served_on_a_kept_alive_connection():
+    conn = Conn()
+    inside = _head(*[(f"x-h-{i}", "v" * 50) for i in range(98)], ("x-big", "a" * 7000))
+    await conn.send(inside)
+    await conn.send(inside[:100])   # the next request arrives in pieces
+    await conn.send(inside[100:])
+    assert conn.statuses() == [200, 200] and len(conn.app.calls) == 2
+    assert not conn.transport.closed
+
+
+# --- read timeouts -----------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_a_connection_that_sends_nothing_gets_408_after_the_header_timeout():
+    conn = Conn()
+    conn.loop.advance(HEADER_TIMEOUT - 0.01)
+    assert conn.statuses() == []
+    conn.loop.advance(0.01)
+    assert conn.statuses() == [408]
+    assert conn.problem()["type"] == "urn:relay:problem:request-timeout"
+    conn.assert_lingers_then_closes()
+
+
+@pytest.mark.anyio
+async def test_a_stalled_head_on_a_kept_alive_connection_gets_408_counted_from_its_first_byte():
+    conn = Conn()
+    await conn.send(GET)
+    conn.loop.advance(4)                    # idle, inside uvicorn's keep-alive timeout (5 s)
+    await conn.send(b"GET /healthz HTTP/1.1\r\nHo")
+    conn.loop.advance(HEADER_TIMEOUT - 0.01)
+    await conn.send(b"st: gw\r\n")          # still trickling in: the deadline holds
+    assert conn.statuses() == [200]
+    conn.loop.advance(0.01)
+    assert conn.statuses() == [200, 408] and len(conn.app.calls) == 1
+
+
+@pytest.mark.anyio
+async def test_whole_requests_arm_no_timer_on_the_hot_path():
+    conn = Conn()
+    await conn.send(GET)
+    await conn.send(_post(2) + b"ab")
+    ours = [t for t in conn.loop.timers if t.target == conn.proto._expired]
+    assert len(ours) == 1 and ours[0].cancelled   # the connection's, until its first head
+    for _ in range(20):
+        await conn.send(GET)
+        await conn.send(_post(2) + b"ab")
+    assert [t for t in conn.loop.timers if t.target == conn.proto._expired] == ours
+    assert conn.statuses() == [200] * 42
+
+
+def _post(length: int) -> bytes:
+    return (f"POST /message HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+@pytest.mark.anyio
+async def test_a_body_that_stops_arriving_gets_408_and_the_app_sees_a_disconnect():
+    conn = Conn()
+    await conn.send(_post(10) + b"12345")
+    conn.loop.advance(BODY_TIMEOUT - 1)
+    await conn.send(b"67")                   # progress: the wait starts again
+    conn.loop.advance(BODY_TIMEOUT - 0.01)
+    assert conn.statuses() == []
+    conn.loop.advance(0.01)
+    assert conn.statuses() == [408]
+    assert "request body" in conn.problem()["detail"]
+    await asyncio.wait_for(conn.app.disconnected.wait(), 1)
+    assert conn.app.calls == []
+    conn.assert_lingers_then_closes()
+
+
+@pytest.mark.anyio
+async def test_a_body_sent_in_time_is_served_and_no_timeout_follows():
+    conn = Conn()
+    await conn.send(_post(4) + b"ab")
+    conn.loop.advance(BODY_TIMEOUT - 1)
+    await conn.send(b"cd")
+    assert conn.statuses() == [200] and conn.app.calls == [("/message", b"abcd")]
+    conn.loop.advance(BODY_TIMEOUT * 2)
+    assert conn.statuses() == [200]
+
+
+# --- TLS and the server configuration ---------------------------------------------------
+
+def test_tls_context_offers_tls_1_2_aead_suites_and_tls_1_3_only():
+    ctx = harden_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    suites = ctx.get_ciphers()
+    tls12 = [c for c in suites if c["protocol"] == "TLSv1.2"]
+    assert tls12 and all(c["aead"] and c["kea"] == "kx-ecdhe" for c in tls12)
+    assert all(c["aead"] for c in suites)
+    assert not any("CBC" in c["description"] for c in suites)
+
+
+def test_the_server_runs_without_proxy_headers_and_with_the_edge_protocol(tmp_path):
+    from relay.tls import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    config = server_config(SETTINGS, port=0, ssl_certfile=str(cert), ssl_keyfile=str(key),
+                           app_factory=lambda: App())
+    config.load()
+    assert config.proxy_headers is False
+    assert config.http_protocol_class.header_timeout == HEADER_TIMEOUT
+    assert config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert config.ssl_ciphers == TLS_CIPHERS
+    assert all(c["aead"] for c in config.ssl.get_ciphers())
