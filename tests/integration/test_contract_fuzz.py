@@ -58,8 +58,13 @@ EXCLUDED = [positive_data_acceptance, unsupported_method, allow_header_conforman
             ignored_auth, missing_required_header]
 
 
+# Routes the gateway answers itself (not in the route table), and who may call them.
+GATEWAY_ROUTES = [{"prefix": "/deferred", "roles": ["driver"]}]
+
+
 def role_for(path: str) -> Role | None:
-    route = next(r for r in ROUTES if path == r["prefix"] or path.startswith(r["prefix"] + "/"))
+    route = next(r for r in ROUTES + GATEWAY_ROUTES
+                 if path == r["prefix"] or path.startswith(r["prefix"] + "/"))
     if route.get("auth") == "none":
         return None
     return Role(route["roles"][0])
