@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-modules test-integration bench lint openapi clean
+.PHONY: dev test test-unit test-modules test-integration bench check format lint openapi clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -45,9 +45,19 @@ bench: $(BENCH_STAMP)
 		  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q nginx-light wrk; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-lint: $(STAMP)
+# The quality gate: CI runs it before the tests, pre-commit runs it on every commit.
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/cfn-lint template.yaml modules/*/template.yaml
 	$(BIN)/python -m relay.openapi --check
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lint: check
 
 openapi: $(STAMP)
 	$(BIN)/python -m relay.openapi

@@ -25,28 +25,66 @@ from shared_contracts.loads import LoadList
 
 BENCH = Path(__file__).resolve().parent
 ROUTES = ROOT / "gateway" / "routes.toml"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"   # /usr/sbin is not on every PATH
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # /usr/sbin is not on every PATH
 # One load assignment as the loads module answers GET /loads (valid against LoadList):
 # about 1 KB, so the fallbacks (last-known-good, static directions) work on it as on real data.
-_CHI = {"facility_id": "F-CHI", "name": "Chicago Cross-Dock",
-        "address": "4200 S Pulaski Rd, Chicago, IL", "lat": 41.8155, "lon": -87.7245}
-_IND = {"facility_id": "F-IND", "name": "Indianapolis DC",
-        "address": "2700 S Holt Rd, Indianapolis, IN", "lat": 39.7322, "lon": -86.2236}
-LOAD_BODY = LoadList.model_validate({"items": [{
-    "load_id": "L-5001", "driver_id": "D-1001", "status": "in_transit", "reference": "PO-5001",
-    "shipper": _CHI, "consignee": _IND, "current_stop": 2, "version": 3,
-    "assigned_at": "2026-11-22T07:30:00Z", "updated_at": "2026-11-22T09:00:00Z",
-    "stops": [
-        {"seq": 1, "kind": "pickup", "facility": _CHI, "window_start": "2026-11-22T08:00:00Z",
-         "window_end": "2026-11-22T10:00:00Z", "arrived_at": "2026-11-22T08:10:00Z",
-         "departed_at": "2026-11-22T09:00:00Z"},
-        {"seq": 2, "kind": "delivery", "facility": _IND, "window_start": "2026-11-22T14:00:00Z",
-         "window_end": "2026-11-22T16:00:00Z"}]}]}).model_dump_json(exclude_none=True)
+_CHI = {
+    "facility_id": "F-CHI",
+    "name": "Chicago Cross-Dock",
+    "address": "4200 S Pulaski Rd, Chicago, IL",
+    "lat": 41.8155,
+    "lon": -87.7245,
+}
+_IND = {
+    "facility_id": "F-IND",
+    "name": "Indianapolis DC",
+    "address": "2700 S Holt Rd, Indianapolis, IN",
+    "lat": 39.7322,
+    "lon": -86.2236,
+}
+LOAD_BODY = LoadList.model_validate(
+    {
+        "items": [
+            {
+                "load_id": "L-5001",
+                "driver_id": "D-1001",
+                "status": "in_transit",
+                "reference": "PO-5001",
+                "shipper": _CHI,
+                "consignee": _IND,
+                "current_stop": 2,
+                "version": 3,
+                "assigned_at": "2026-11-22T07:30:00Z",
+                "updated_at": "2026-11-22T09:00:00Z",
+                "stops": [
+                    {
+                        "seq": 1,
+                        "kind": "pickup",
+                        "facility": _CHI,
+                        "window_start": "2026-11-22T08:00:00Z",
+                        "window_end": "2026-11-22T10:00:00Z",
+                        "arrived_at": "2026-11-22T08:10:00Z",
+                        "departed_at": "2026-11-22T09:00:00Z",
+                    },
+                    {
+                        "seq": 2,
+                        "kind": "delivery",
+                        "facility": _IND,
+                        "window_start": "2026-11-22T14:00:00Z",
+                        "window_end": "2026-11-22T16:00:00Z",
+                    },
+                ],
+            }
+        ]
+    }
+).model_dump_json(exclude_none=True)
 SERVER_CPU, LOAD_CPU = "0", "1"
 
 
 def pinned(cpu: str, argv: list[str]) -> list[str]:
-    return (["taskset", "-c", cpu] if shutil.which("taskset") and os.cpu_count() > 1 else []) + argv
+    return (
+        ["taskset", "-c", cpu] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+    ) + argv
 
 
 @dataclass
@@ -55,7 +93,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     requests: int
-    errors: int   # socket errors + non-2xx/3xx
+    errors: int  # socket errors + non-2xx/3xx
 
     @property
     def success_rate(self) -> float:
@@ -71,8 +109,14 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def wrk_argv(url: str, *, seconds: int, connections: int = 32, token: str | None = None,
-             rate: int | None = None) -> list[str]:
+def wrk_argv(
+    url: str,
+    *,
+    seconds: int,
+    connections: int = 32,
+    token: str | None = None,
+    rate: int | None = None,
+) -> list[str]:
     """wrk on LOAD_CPU. With ``rate``, each connection waits ``connections / rate`` seconds
     between its requests (bench/paced.lua), so about ``rate`` requests a second are offered;
     the report says what was achieved. Latency is timed from each request's send."""
@@ -87,19 +131,32 @@ def wrk_argv(url: str, *, seconds: int, connections: int = 32, token: str | None
     return pinned(LOAD_CPU, argv)
 
 
-def wrk(url: str, *, seconds: int, connections: int = 32, token: str | None = None,
-        rate: int | None = None) -> tuple[WrkResult, list[str]]:
+def wrk(
+    url: str,
+    *,
+    seconds: int,
+    connections: int = 32,
+    token: str | None = None,
+    rate: int | None = None,
+) -> tuple[WrkResult, list[str]]:
     """One wrk run: its result and the exact command (for the report)."""
     argv = wrk_argv(url, seconds=seconds, connections=connections, token=token, rate=rate)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     return parse_wrk(out.stdout), argv
 
 
+def _find(pattern: str, text: str) -> str:
+    m = re.search(pattern, text)
+    if m is None:
+        raise ValueError(f"wrk output without {pattern!r}:\n{text}")
+    return m.group(1)
+
+
 def parse_wrk(out: str) -> WrkResult:
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"\s50(?:\.000)?%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"\s99(?:\.000)?%\s+(\S+)", out).group(1))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
+    p50 = _ms(_find(r"\s50(?:\.000)?%\s+(\S+)", out))
+    p99 = _ms(_find(r"\s99(?:\.000)?%\s+(\S+)", out))
+    requests = int(_find(r"(\d+) requests in", out))
     errors = 0
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in m.groups())
@@ -113,17 +170,27 @@ class Nginx:
         self.state = state
         self.upstream_port, self.proxy_port = free_port(), free_port()
         conf = (BENCH / "nginx.conf.template").read_text()
-        for key, value in {"state": str(state), "upstream_port": str(self.upstream_port),
-                           "proxy_port": str(self.proxy_port), "body": LOAD_BODY}.items():
+        for key, value in {
+            "state": str(state),
+            "upstream_port": str(self.upstream_port),
+            "proxy_port": str(self.proxy_port),
+            "body": LOAD_BODY,
+        }.items():
             conf = conf.replace("{" + key + "}", value)
         (state / "nginx.conf").write_text(conf)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        argv = [NGINX, "-c", str(self.state / "nginx.conf"),
-                "-e", str(self.state / "nginx-error.log")]
-        self.proc = subprocess.Popen(pinned(SERVER_CPU, argv), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        argv = [
+            NGINX,
+            "-c",
+            str(self.state / "nginx.conf"),
+            "-e",
+            str(self.state / "nginx-error.log"),
+        ]
+        self.proc = subprocess.Popen(
+            pinned(SERVER_CPU, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         _wait_port(self.proxy_port)
 
     def stop(self) -> None:
@@ -144,7 +211,7 @@ class BlackHole:
         self.sock.listen(4096)
         self.port = self.sock.getsockname()[1]
         self.to_answer = answer_first
-        self.accepted = 0          # connections the gateway opened to the black hole
+        self.accepted = 0  # connections the gateway opened to the black hole
         self._held: list[socket.socket] = []
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -167,8 +234,12 @@ class BlackHole:
 
     def _answer(self, conn: socket.socket) -> None:
         body = LOAD_BODY.encode()
-        reply = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+        reply = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         try:
             while self.to_answer > 0 and conn.recv(65536):
                 self.to_answer -= 1
@@ -190,40 +261,83 @@ class Gateway:
     ``cpus`` pins the process ("0,1" for a multi-worker run that may use both cores).
     """
 
-    def __init__(self, state: Path, upstreams: dict[str, str], *, server: str = "granian",
-                 workers: int = 1, cpus: str = SERVER_CPU, routes: dict | None = None) -> None:
+    def __init__(
+        self,
+        state: Path,
+        upstreams: dict[str, str],
+        *,
+        server: str = "granian",
+        workers: int = 1,
+        cpus: str = SERVER_CPU,
+        routes: dict | None = None,
+    ) -> None:
         self.issuer = DevIssuer.load_or_create(state)
         private, _ = generate_key_pair()
         self.port = free_port()
         env = {
-            **os.environ, "RELAY_STAGE": "local",
+            **os.environ,
+            "RELAY_STAGE": "local",
             "RELAY_JWKS_URL": "file://" + str(self.issuer.write_jwks(state)),
             "RELAY_TOKEN_ISSUER": self.issuer.issuer,
             "RELAY_TOKEN_CLIENT_IDS": self.issuer.client_id,
             "RELAY_IDENTITY_SIGNING_KEY": private,
             # One benchmark driver sends thousands of requests a second: lift its rate limit.
-            "RELAY_RATE_LIMIT_DRIVER": "10000/100000", "RELAY_RATE_LIMIT_OPS": "100/100",
+            "RELAY_RATE_LIMIT_DRIVER": "10000/100000",
+            "RELAY_RATE_LIMIT_OPS": "100/100",
             **{f"RELAY_UPSTREAM_{m.upper()}": u for m, u in upstreams.items()},
         }
         if routes:
-            import tomli_w   # a bench-only dependency
+            import tomli_w  # a bench-only dependency
 
             path = state / f"routes-{self.port}.toml"
             path.write_text(tomli_w.dumps(_merged(tomllib.loads(ROUTES.read_text()), routes)))
             env["RELAY_ROUTES_FILE"] = str(path)
         if server == "granian":
-            argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory",
-                    "--host", HOST, "--port", str(self.port), "--log-level", "warning",
-                    "--no-ws", "--loop", "uvloop", "--workers", str(workers),
-                    "gateway.app:create_app"]
+            argv = [
+                sys.executable,
+                "-m",
+                "granian",
+                "--interface",
+                "asgi",
+                "--factory",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-ws",
+                "--loop",
+                "uvloop",
+                "--workers",
+                str(workers),
+                "gateway.app:create_app",
+            ]
         else:
-            argv = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
-                    "--host", HOST, "--port", str(self.port), "--no-access-log", "--log-level",
-                    "warning", "--loop", "uvloop", "--http", "httptools",
-                    "--workers", str(workers)]
+            argv = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "gateway.app:create_app",
+                "--factory",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--workers",
+                str(workers),
+            ]
         self.argv = pinned(cpus, argv)
-        self.proc = Process("gateway", self.argv, env, state / f"gateway-{self.port}.log",
-                            port=self.port)
+        self.proc = Process(
+            "gateway", self.argv, env, state / f"gateway-{self.port}.log", port=self.port
+        )
         self.token = self.issuer.mint("D-1001", Role.DRIVER, "D-1001")
         self.ops_token = self.issuer.mint("ops-bench", Role.OPS)
 
@@ -231,7 +345,7 @@ class Gateway:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self) -> "Gateway":
+    def start(self) -> Gateway:
         self.proc.start()
         self.proc.wait_ready(time.monotonic() + 60)
         return self
@@ -240,19 +354,24 @@ class Gateway:
         self.proc.stop()
 
     def get(self, path: str, timeout: float = 5.0) -> httpx.Response:
-        return httpx.get(self.url + path, headers={"authorization": "Bearer " + self.token},
-                         timeout=timeout)
+        return httpx.get(
+            self.url + path, headers={"authorization": "Bearer " + self.token}, timeout=timeout
+        )
 
     def process_ids(self) -> list[int]:
         """The server process and its workers."""
         assert self.proc.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.proc.pid)], capture_output=True,
-                             text=True).stdout.split()
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.proc.pid)], capture_output=True, text=True
+        ).stdout.split()
         return [self.proc.proc.pid, *map(int, out)]
 
     def breaker_state(self, module: str) -> str:
-        status = httpx.get(self.url + "/ops/status", timeout=5,
-                           headers={"authorization": "Bearer " + self.ops_token}).json()
+        status = httpx.get(
+            self.url + "/ops/status",
+            timeout=5,
+            headers={"authorization": "Bearer " + self.ops_token},
+        ).json()
         return status["modules"][module]["breaker"]["state"]
 
 
@@ -278,5 +397,13 @@ def command_line(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-__all__ = ["BlackHole", "Gateway", "Nginx", "WrkResult", "command_line", "parse_wrk", "wrk",
-           "wrk_argv"]
+__all__ = [
+    "BlackHole",
+    "Gateway",
+    "Nginx",
+    "WrkResult",
+    "command_line",
+    "parse_wrk",
+    "wrk",
+    "wrk_argv",
+]

@@ -29,22 +29,33 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from relay.cloud import load_template
 from shared_contracts.identity import generate_key_pair
 
-from .harness import (LOAD_BODY, NGINX, BlackHole, Gateway, Nginx, WrkResult, command_line,
-                      parse_wrk, wrk, wrk_argv)
+from .harness import (
+    LOAD_BODY,
+    NGINX,
+    BlackHole,
+    Gateway,
+    Nginx,
+    WrkResult,
+    command_line,
+    parse_wrk,
+    wrk,
+    wrk_argv,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 RESULTS = ROOT / "bench" / "results"
 MODULES = ("loads", "gatepass", "navigate", "message")
 NAVIGATE = "/navigate?load_id=L-5001&lat=41.60&lon=-87.30"
-UPSTREAM_TIMEOUT = 2.0      # the loads route's deadline in gateway/routes.toml
+UPSTREAM_TIMEOUT = 2.0  # the loads route's deadline in gateway/routes.toml
 PACED_RATE, PACED_CONNECTIONS = 1000, 10
 WARMUP_SECONDS = 2
 
@@ -82,14 +93,27 @@ class Report:
     profile_command: str = ""
     profile_note: str = ""
 
-    def add(self, phase: str, name: str, result: WrkResult, argv: list[str],
-            notes: str = "") -> Measurement:
+    def add(
+        self, phase: str, name: str, result: WrkResult, argv: list[str], notes: str = ""
+    ) -> Measurement:
         command = re.sub(r"Bearer [\w.-]{20,}", "Bearer $TOKEN", command_line(argv))
-        m = Measurement(phase, name, round(result.rps, 1), result.p50_ms, result.p99_ms,
-                        result.requests, round(result.success_rate, 4), command, notes)
+        m = Measurement(
+            phase,
+            name,
+            round(result.rps, 1),
+            result.p50_ms,
+            result.p99_ms,
+            result.requests,
+            round(result.success_rate, 4),
+            command,
+            notes,
+        )
         self.measurements.append(m)
-        print(f"  {name:<46} {m.rps:>9,.0f} RPS  p50 {m.p50_ms:7.2f} ms  p99 {m.p99_ms:8.2f} ms"
-              f"  ok {100 * m.success:6.2f}%  {notes}", flush=True)
+        print(
+            f"  {name:<46} {m.rps:>9,.0f} RPS  p50 {m.p50_ms:7.2f} ms  p99 {m.p99_ms:8.2f} ms"
+            f"  ok {100 * m.success:6.2f}%  {notes}",
+            flush=True,
+        )
         return m
 
     def target(self, what: str, target: str, measured: str, met: bool) -> None:
@@ -98,7 +122,7 @@ class Report:
 
 def upstreams(nginx: Nginx) -> dict[str, str]:
     """Every module's upstream: the nginx that answers a load assignment."""
-    return {m: f"http://127.0.0.1:{nginx.upstream_port}" for m in MODULES}
+    return dict.fromkeys(MODULES, f"http://127.0.0.1:{nginx.upstream_port}")
 
 
 def warm(url: str, token: str) -> None:
@@ -106,6 +130,7 @@ def warm(url: str, token: str) -> None:
 
 
 # --- phase 1: the hop -------------------------------------------------------------------
+
 
 def phase_hop(report: Report, state: Path, nginx: Nginx) -> None:
     print("hop: the same upstream direct, behind nginx and behind the gateway", flush=True)
@@ -117,11 +142,16 @@ def phase_hop(report: Report, state: Path, nginx: Nginx) -> None:
     report.add("hop", "nginx proxy_pass (keepalive upstream)", proxy, argv)
 
     # (name, how the gateway runs, whether to also measure it at ~PACED_RATE)
-    runs = [("gateway, granian, 1 process", dict(server="granian"), True),
-            ("gateway, uvicorn, 1 process", dict(server="uvicorn"), False),
-            ("gateway, granian, 2 workers on both cores", dict(server="granian", workers=2,
-                                                                cpus="0,1"), False)]
-    best_one = None
+    runs: list[tuple[str, dict[str, Any], bool]] = [
+        ("gateway, granian, 1 process", {"server": "granian"}, True),
+        ("gateway, uvicorn, 1 process", {"server": "uvicorn"}, False),
+        (
+            "gateway, granian, 2 workers on both cores",
+            {"server": "granian", "workers": 2, "cpus": "0,1"},
+            False,
+        ),
+    ]
+    best_one: tuple[str, WrkResult] | None = None
     for name, kw, paced_too in runs:
         gw = Gateway(state, upstreams(nginx), **kw).start()
         try:
@@ -133,23 +163,34 @@ def phase_hop(report: Report, state: Path, nginx: Nginx) -> None:
             if kw.get("workers", 1) == 1 and (best_one is None or result.rps > best_one[1].rps):
                 best_one = (name, result)
             if paced_too:
-                paced, argv = wrk(gw.url + "/loads", seconds=seconds, token=gw.token,
-                                      rate=PACED_RATE, connections=PACED_CONNECTIONS)
+                paced, argv = wrk(
+                    gw.url + "/loads",
+                    seconds=seconds,
+                    token=gw.token,
+                    rate=PACED_RATE,
+                    connections=PACED_CONNECTIONS,
+                )
                 report.add("hop", f"gateway, granian, ~{PACED_RATE:,} RPS offered", paced, argv)
-                report.target(f"gateway p99 at {PACED_RATE:,} RPS offered",
-                              f"<= {P99_AT_RATE_TARGET_MS:g} ms",
-                              f"{paced.p99_ms:.2f} ms (at {paced.rps:,.0f} RPS)",
-                              paced.p99_ms <= P99_AT_RATE_TARGET_MS)
+                report.target(
+                    f"gateway p99 at {PACED_RATE:,} RPS offered",
+                    f"<= {P99_AT_RATE_TARGET_MS:g} ms",
+                    f"{paced.p99_ms:.2f} ms (at {paced.rps:,.0f} RPS)",
+                    paced.p99_ms <= P99_AT_RATE_TARGET_MS,
+                )
         finally:
             gw.stop()
+    assert best_one is not None, "no single-process run"
     name, best = best_one
-    report.target("one gateway process vs nginx proxy_pass (RPS)",
-                  f">= {HOP_RATIO_TARGET:.2f}x",
-                  f"{best.rps / proxy.rps:.3f}x ({best.rps:,.0f} vs {proxy.rps:,.0f} RPS, {name})",
-                  best.rps / proxy.rps >= HOP_RATIO_TARGET)
+    report.target(
+        "one gateway process vs nginx proxy_pass (RPS)",
+        f">= {HOP_RATIO_TARGET:.2f}x",
+        f"{best.rps / proxy.rps:.3f}x ({best.rps:,.0f} vs {proxy.rps:,.0f} RPS, {name})",
+        best.rps / proxy.rps >= HOP_RATIO_TARGET,
+    )
 
 
 # --- phase 2: fast-fail -----------------------------------------------------------------
+
 
 def trip(gw: Gateway, module: str = "loads", calls: int = 5) -> None:
     """Enough concurrent calls into the black hole to open the module's breaker."""
@@ -164,73 +205,110 @@ def phase_fast_fail(report: Report, state: Path, nginx: Nginx) -> None:
     seconds = report.seconds
     ups = upstreams(nginx)
     results = {}
-    for name, breaker in [("breaker open", {"reset_timeout_seconds": 600}),
-                          ("breaker half-open every second", {"reset_timeout_seconds": 1.0})]:
-        hole = BlackHole(answer_first=1)   # answers once: the gateway keeps a copy
-        gw = Gateway(state, {**ups, "loads": hole.url},
-                     routes={"modules": {"loads": {"breaker": breaker}}}).start()
+    for name, breaker in [
+        ("breaker open", {"reset_timeout_seconds": 600}),
+        ("breaker half-open every second", {"reset_timeout_seconds": 1.0}),
+    ]:
+        hole = BlackHole(answer_first=1)  # answers once: the gateway keeps a copy
+        gw = Gateway(
+            state, {**ups, "loads": hole.url}, routes={"modules": {"loads": {"breaker": breaker}}}
+        ).start()
         try:
             assert gw.get("/loads").status_code == 200
             trip(gw)
             before = hole.accepted
             result, argv = wrk(gw.url + "/loads", seconds=seconds, token=gw.token)
             probes = hole.accepted - before
-            results[name] = report.add("fast-fail", f"loads {name}", result, argv,
-                                       notes=f"{probes} calls reached the black hole")
+            results[name] = report.add(
+                "fast-fail",
+                f"loads {name}",
+                result,
+                argv,
+                notes=f"{probes} calls reached the black hole",
+            )
         finally:
             gw.stop()
             hole.close()
     hole = BlackHole()
-    gw = Gateway(state, {**ups, "loads": hole.url},
-                 routes={"modules": {"loads": {"breaker": {"fail_max": 1000}}}}).start()
+    gw = Gateway(
+        state,
+        {**ups, "loads": hole.url},
+        routes={"modules": {"loads": {"breaker": {"fail_max": 1000}}}},
+    ).start()
     try:
         result, argv = wrk(gw.url + "/loads", seconds=seconds, token=gw.token)
-        report.add("fast-fail", "loads, breaker never opens (reference)", result, argv,
-                   notes="every call waits for its deadline")
+        report.add(
+            "fast-fail",
+            "loads, breaker never opens (reference)",
+            result,
+            argv,
+            notes="every call waits for its deadline",
+        )
     finally:
         gw.stop()
         hole.close()
     for name, m in results.items():
-        report.target(f"p99, {name}, upstream black-holed, {UPSTREAM_TIMEOUT:g} s timeout",
-                      f"<= {FAST_FAIL_P99_TARGET_MS:g} ms", f"{m.p99_ms:.2f} ms",
-                      m.p99_ms <= FAST_FAIL_P99_TARGET_MS)
+        report.target(
+            f"p99, {name}, upstream black-holed, {UPSTREAM_TIMEOUT:g} s timeout",
+            f"<= {FAST_FAIL_P99_TARGET_MS:g} ms",
+            f"{m.p99_ms:.2f} ms",
+            m.p99_ms <= FAST_FAIL_P99_TARGET_MS,
+        )
 
 
 # --- phase 3: isolation -----------------------------------------------------------------
 
+
 def phase_isolation(report: Report, state: Path, nginx: Nginx) -> None:
-    print(f"isolation: /loads at ~{PACED_RATE:,} RPS beside /navigate at the same rate",
-          flush=True)
+    print(f"isolation: /loads at ~{PACED_RATE:,} RPS beside /navigate at the same rate", flush=True)
     seconds = report.seconds
     ups = upstreams(nginx)
     measured = {}
-    for name, hole in [("navigate healthy (baseline)", None),
-                       ("navigate black-holed", BlackHole())]:
+    for name, hole in [
+        ("navigate healthy (baseline)", None),
+        ("navigate black-holed", BlackHole()),
+    ]:
         gw = Gateway(state, {**ups, "navigate": hole.url} if hole else ups).start()
         try:
             assert gw.get("/loads").status_code == 200
             warm(gw.url + "/loads", gw.token)
-            argvs = [wrk_argv(gw.url + path, seconds=seconds, token=gw.token, rate=PACED_RATE,
-                              connections=PACED_CONNECTIONS) for path in ("/loads", NAVIGATE)]
+            argvs = [
+                wrk_argv(
+                    gw.url + path,
+                    seconds=seconds,
+                    token=gw.token,
+                    rate=PACED_RATE,
+                    connections=PACED_CONNECTIONS,
+                )
+                for path in ("/loads", NAVIGATE)
+            ]
             procs = [subprocess.Popen(a, stdout=subprocess.PIPE, text=True) for a in argvs]
             loads, navigate = (parse_wrk(p.communicate(timeout=seconds + 30)[0]) for p in procs)
             measured[name] = report.add("isolation", f"/loads, {name}", loads, argvs[0])
-            report.add("isolation", f"/navigate, {name}", navigate, argvs[1],
-                       notes="fallback: static directions" if hole else "")
+            report.add(
+                "isolation",
+                f"/navigate, {name}",
+                navigate,
+                argvs[1],
+                notes="fallback: static directions" if hole else "",
+            )
         finally:
             gw.stop()
             if hole:
                 hole.close()
     base, fault = measured.values()
     ratio = fault.p99_ms / base.p99_ms
-    report.target("critical /loads p99 while /navigate is black-holed, vs baseline",
-                  f"<= {ISOLATION_RATIO_TARGET:.1f}x and 100% success",
-                  f"{ratio:.2f}x ({fault.p99_ms:.2f} vs {base.p99_ms:.2f} ms), "
-                  f"{100 * fault.success:.2f}% success",
-                  ratio <= ISOLATION_RATIO_TARGET and fault.success == 1.0)
+    report.target(
+        "critical /loads p99 while /navigate is black-holed, vs baseline",
+        f"<= {ISOLATION_RATIO_TARGET:.1f}x and 100% success",
+        f"{ratio:.2f}x ({fault.p99_ms:.2f} vs {base.p99_ms:.2f} ms), "
+        f"{100 * fault.success:.2f}% success",
+        ratio <= ISOLATION_RATIO_TARGET and fault.success == 1.0,
+    )
 
 
 # --- profile: where one forward's CPU goes -------------------------------------------------
+
 
 def phase_profile(report: Report, state: Path, nginx: Nginx) -> None:
     """py-spy on the one-process gateway under wrk: self time by source file."""
@@ -241,11 +319,25 @@ def phase_profile(report: Report, state: Path, nginx: Nginx) -> None:
     raw = state / "profile.txt"
     try:
         warm(gw.url + "/loads", gw.token)
-        worker = max(gw.process_ids(), key=lambda pid: pid)   # granian's worker, not its parent
-        argv = [spy, "record", "--pid", str(worker), "--duration", str(report.seconds),
-                "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking"]
-        recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    text=True)
+        worker = max(gw.process_ids(), key=lambda pid: pid)  # granian's worker, not its parent
+        argv = [
+            spy,
+            "record",
+            "--pid",
+            str(worker),
+            "--duration",
+            str(report.seconds),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+            "--nonblocking",
+        ]
+        recorder = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         wrk(gw.url + "/loads", seconds=report.seconds, token=gw.token)
         _, err = recorder.communicate(timeout=report.seconds + 30)
         if recorder.returncode != 0 or not raw.exists():
@@ -280,6 +372,7 @@ def self_time_by_file(raw: str) -> dict[str, float]:
 
 # --- phase 4: cold start ----------------------------------------------------------------
 
+
 def lambda_functions() -> dict[str, dict[str, str]]:
     """Handler module -> its function's environment, for every function the templates deploy.
     Values the templates compute at deploy time (``!Ref``, ``!GetAtt``...) get stand-ins of
@@ -293,11 +386,14 @@ def lambda_functions() -> dict[str, dict[str, str]]:
             if spec.get("Type") != "AWS::Serverless::Function":
                 continue
             props = spec["Properties"]
-            env = {**common.get("Variables", {}),
-                   **props.get("Environment", {}).get("Variables", {})}
+            env = {
+                **common.get("Variables", {}),
+                **props.get("Environment", {}).get("Variables", {}),
+            }
             out[props["Handler"].rsplit(".", 1)[0]] = {
                 key: value if isinstance(value, str) else _stand_in(key, public_key)
-                for key, value in env.items()}
+                for key, value in env.items()
+            }
     return out
 
 
@@ -315,17 +411,22 @@ def _stand_in(key: str, public_key: str) -> str:
 
 def import_seconds(module: str, env: dict[str, str], runs: int = 3) -> float:
     """Median cumulative import time of ``module`` in a fresh interpreter (``-X importtime``)."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "AWS_"))},
-           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", **env}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "AWS_"))},
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **env,
+    }
     argv = [sys.executable, "-X", "importtime", "-c", f"import {module}"]
     first = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)  # .pyc
     if first.returncode != 0:
         raise RuntimeError(f"import {module} failed:\n{first.stderr[-2000:]}")
     times = []
     for _ in range(runs):
-        err = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True,
-                             check=True).stderr
-        line = next(l for l in reversed(err.splitlines()) if l.rstrip().endswith(f"| {module}"))
+        err = subprocess.run(
+            argv, env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        ).stderr
+        line = next(ln for ln in reversed(err.splitlines()) if ln.rstrip().endswith(f"| {module}"))
         times.append(int(line.split("|")[1]) / 1e6)
     return statistics.median(times)
 
@@ -335,29 +436,56 @@ def phase_cold_start(report: Report) -> None:
     for module, env in lambda_functions().items():
         report.imports[module] = seconds = import_seconds(module, env)
         print(f"  {module:<34} {seconds:.3f} s", flush=True)
-    worst = max(report.imports, key=report.imports.get)
-    report.target("import time of each Lambda handler module", f"<= {IMPORT_TARGET_S:g} s",
-                  f"slowest {report.imports[worst]:.3f} s ({worst})",
-                  report.imports[worst] <= IMPORT_TARGET_S)
+    worst = max(report.imports, key=lambda module: report.imports[module])
+    report.target(
+        "import time of each Lambda handler module",
+        f"<= {IMPORT_TARGET_S:g} s",
+        f"slowest {report.imports[worst]:.3f} s ({worst})",
+        report.imports[worst] <= IMPORT_TARGET_S,
+    )
 
 
 # --- the report -------------------------------------------------------------------------
 
+
 def machine() -> dict[str, str]:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text()
-                .splitlines() if l.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(),
-            "python": platform.python_version(), "os": platform.platform(terse=True)}
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "os": platform.platform(terse=True),
+    }
 
 
 def versions() -> dict[str, str]:
-    out = {name: metadata.version(name) for name in
-           ("granian", "uvicorn", "uvloop", "httptools", "httpx", "fastapi", "starlette",
-            "pybreaker", "PyJWT")}
+    out = {
+        name: metadata.version(name)
+        for name in (
+            "granian",
+            "uvicorn",
+            "uvloop",
+            "httptools",
+            "httpx",
+            "fastapi",
+            "starlette",
+            "pybreaker",
+            "PyJWT",
+        )
+    }
     nginx = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr
     out["nginx"] = nginx.strip().split("/")[-1]
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
-    out["wrk"] = (re.search(r"wrk (\S+)", wrk) or re.search(r"(\S+)", "?")).group(1)
+    found = re.search(r"wrk (\S+)", wrk)
+    out["wrk"] = found.group(1) if found else "?"
     return out
 
 
@@ -392,12 +520,16 @@ def chart(report: Report, path: Path) -> None:
 
 def markdown(report: Report) -> str:
     def table(phase: str) -> list[str]:
-        rows = ["| run | RPS | p50 ms | p99 ms | success | notes |",
-                "|---|---:|---:|---:|---:|---|"]
+        rows = [
+            "| run | RPS | p50 ms | p99 ms | success | notes |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
         for m in report.measurements:
             if m.phase == phase:
-                rows.append(f"| {m.name} | {m.rps:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
-                            f"{100 * m.success:.2f}% | {m.notes} |")
+                rows.append(
+                    f"| {m.name} | {m.rps:,.0f} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
+                    f"{100 * m.success:.2f}% | {m.notes} |"
+                )
         return rows
 
     def commands(phase: str) -> list[str]:
@@ -415,8 +547,10 @@ def markdown(report: Report) -> str:
         "",
         "| what | target | measured | met |",
         "|---|---|---|---|",
-        *[f"| {t['what']} | {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
-          for t in r.targets],
+        *[
+            f"| {t['what']} | {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
+            for t in r.targets
+        ],
         "",
         "![throughput and fast-fail latency](benchmarks.png)",
         "",
@@ -485,10 +619,19 @@ def markdown(report: Report) -> str:
         "of samples whose innermost frame is in each file (the 15 largest). What was done "
         "about it: [performance.md](performance.md).",
         "",
-        *(["| where | share of samples |", "|---|---:|",
-           *[f"| `{k}` | {100 * v:.1f}% |" for k, v in list(r.profile.items())[:15]],
-           "", "```", r.profile_command, "```"] if r.profile else [r.profile_note or
-                                                                    "(not run)"]),
+        *(
+            [
+                "| where | share of samples |",
+                "|---|---:|",
+                *[f"| `{k}` | {100 * v:.1f}% |" for k, v in list(r.profile.items())[:15]],
+                "",
+                "```",
+                r.profile_command,
+                "```",
+            ]
+            if r.profile
+            else [r.profile_note or "(not run)"]
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -504,8 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"bench needs {', '.join(missing)} (make bench installs them)", file=sys.stderr)
         return 2
-    report = Report(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                    args.seconds, machine(), versions())
+    report = Report(
+        datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), args.seconds, machine(), versions()
+    )
     phases = args.phases.split(",")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
@@ -529,11 +673,15 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(json.dumps(asdict(report), indent=2))
     args.out.write_text(markdown(report))
     chart(report, args.out.with_suffix(".png"))
-    print(f"\n{len(report.targets)} targets, {sum(t['met'] for t in report.targets)} met; "
-          f"wrote {args.out} in {time.monotonic() - started:.0f} s")
+    print(
+        f"\n{len(report.targets)} targets, {sum(t['met'] for t in report.targets)} met; "
+        f"wrote {args.out} in {time.monotonic() - started:.0f} s"
+    )
     for t in report.targets:
-        print(f"  [{'met' if t['met'] else 'MISSED'}] {t['what']}: {t['measured']} "
-              f"(target {t['target']})")
+        print(
+            f"  [{'met' if t['met'] else 'MISSED'}] {t['what']}: {t['measured']} "
+            f"(target {t['target']})"
+        )
     return 0
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
 from starlette.responses import Response
-from starlette.types import Receive, Scope
+from starlette.types import Receive, Scope, Send
 
 from shared_contracts import http
 from shared_contracts.errors import BadRequestError, ForbiddenError, NotFoundError
@@ -30,7 +29,6 @@ from .bulkhead import Bulkhead
 from .clientaddr import ClientAddress
 from .config import GatewaySettings
 from .deferred import DeferredQueue, DeferredWrites
-from .ledger import DeferredLedger
 from .fallbacks import (
     Fallback,
     GatePassLastKnownGood,
@@ -42,6 +40,7 @@ from .fallbacks import (
 )
 from .faults import ControlTableFaults, FaultInjector
 from .identity import SignerProvider
+from .ledger import DeferredLedger
 from .openapi import install_openapi
 from .proxy import Forwarder, ProxyFastPath
 from .ratelimit import Limit, RateLimiter
@@ -55,44 +54,63 @@ GC_YOUNG_THRESHOLD = 10_000
 
 def default_authenticator(settings: GatewaySettings) -> Authenticator:
     if settings.jwks_url and settings.token_issuer and settings.client_ids:
-        return JwtAuthenticator(JwksKeySource(settings.jwks_url), issuer=settings.token_issuer,
-                                client_ids=settings.client_ids)
+        return JwtAuthenticator(
+            JwksKeySource(settings.jwks_url),
+            issuer=settings.token_issuer,
+            client_ids=settings.client_ids,
+        )
     return NoAuthenticator()
 
 
 def rate_limits(settings: GatewaySettings) -> dict[str, Limit]:
     """Per role, plus "anonymous" for public routes (keyed by client address)."""
-    return {role.value: Limit.parse(getattr(settings, f"rate_limit_{role.value}"))
-            for role in Role} | {"anonymous": Limit.parse(settings.rate_limit_anonymous)}
+    return {
+        role.value: Limit.parse(getattr(settings, f"rate_limit_{role.value}")) for role in Role
+    } | {"anonymous": Limit.parse(settings.rate_limit_anonymous)}
 
 
-def build_fallbacks(settings: GatewaySettings, *, wall_clock: Callable[[], float] = time.time,
-                    sqs: object = None, dynamodb: object = None) -> dict[str, Fallback]:
+def build_fallbacks(
+    settings: GatewaySettings,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    sqs: object = None,
+    dynamodb: object = None,
+) -> dict[str, Fallback]:
     """The fallbacks the route table may name."""
     loads = LoadsLastKnownGood(settings.cache_entries, clock=wall_clock)
     # Revocations seen in live gatepass answers, checked by the offline verifier too.
     revoked = RevokedPasses(settings.cache_entries, clock=wall_clock)
-    queue = DeferredQueue(settings.deferred_queue_url, sqs=sqs,
-                          timeout_seconds=settings.queue_timeout_seconds) \
-        if settings.deferred_queue_url else None
-    ledger = DeferredLedger(settings.deferred_ledger_table, dynamodb=dynamodb,
-                            wall_clock=wall_clock) if settings.deferred_ledger_table else None
+    queue = (
+        DeferredQueue(
+            settings.deferred_queue_url, sqs=sqs, timeout_seconds=settings.queue_timeout_seconds
+        )
+        if settings.deferred_queue_url
+        else None
+    )
+    ledger = (
+        DeferredLedger(settings.deferred_ledger_table, dynamodb=dynamodb, wall_clock=wall_clock)
+        if settings.deferred_ledger_table
+        else None
+    )
     return {
         "last-known-good": LastKnownGood(settings.cache_entries, clock=wall_clock),
         "loads-last-known-good": loads,
-        "gatepass-last-known-good": GatePassLastKnownGood(settings.cache_entries, clock=wall_clock,
-                                                          revoked=revoked),
+        "gatepass-last-known-good": GatePassLastKnownGood(
+            settings.cache_entries, clock=wall_clock, revoked=revoked
+        ),
         "static-directions": StaticDirections(loads, clock=wall_clock),
         "gatepass-verify-offline": OfflinePassVerifier(clock=wall_clock, revoked=revoked),
-        "deferred": DeferredWrites(queue, ledger,
-                                   store_timeout_seconds=settings.store_timeout_seconds),
+        "deferred": DeferredWrites(
+            queue, ledger, store_timeout_seconds=settings.store_timeout_seconds
+        ),
     }
 
 
 def _has_dot_segment(path: str) -> bool:
     lowered = path.lower()
-    return "%2e" in lowered or "%2f" in lowered or any(
-        seg in (".", "..") for seg in path.split("/"))
+    return (
+        "%2e" in lowered or "%2f" in lowered or any(seg in (".", "..") for seg in path.split("/"))
+    )
 
 
 def create_app(
@@ -106,29 +124,37 @@ def create_app(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     faults: FaultInjector | None = None,
     fallbacks: dict[str, Fallback] | None = None,
-) -> "GatewayApp":
+) -> GatewayApp:
     settings = settings or GatewaySettings()
     table = routes or RouteTable.load(settings.routes_file)
     auth = authenticator or default_authenticator(settings)
-    fallbacks = fallbacks if fallbacks is not None else build_fallbacks(settings,
-                                                                        wall_clock=wall_clock)
+    fallbacks = (
+        fallbacks if fallbacks is not None else build_fallbacks(settings, wall_clock=wall_clock)
+    )
     for route in table.routes:
         for name in route.fallback.values():
             if name not in fallbacks:
                 raise RouteTableError(f"route {route.prefix} names unknown fallback {name}")
     faults = faults or FaultInjector(
         store=ControlTableFaults(settings.control_table) if settings.control_table else None,
-        clock=wall_clock, store_timeout_seconds=settings.store_timeout_seconds)
+        clock=wall_clock,
+        store_timeout_seconds=settings.store_timeout_seconds,
+    )
     pool = transport or upstream_transport(settings)
     sigv4 = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
     upstreams = {
         name: ModuleUpstream(
-            module, pool,
-            breaker=CircuitBreaker(name, module.breaker, is_failure=counts_as_failure,
-                                   clock=clock),
+            module,
+            pool,
+            breaker=CircuitBreaker(name, module.breaker, is_failure=counts_as_failure, clock=clock),
             bulkhead=Bulkhead(name, module.bulkhead),
-            budget=RetryBudget(clock=clock), retry=module.retry, faults=faults,
-            auth=sigv4, clock=clock, sleep=sleep)
+            budget=RetryBudget(clock=clock),
+            retry=module.retry,
+            faults=faults,
+            auth=sigv4,
+            clock=clock,
+            sleep=sleep,
+        )
         for name, module in table.modules.items()
     }
     signer = SignerProvider(settings)
@@ -151,8 +177,15 @@ def create_app(
 
     # redirect_slashes off: Starlette would answer /ops/status/ with a redirect to the
     # Host header's host (an open redirect); the gateway never redirects by itself.
-    app = FastAPI(title="Relay gateway", version="1", lifespan=lifespan,
-                  openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
+    app = FastAPI(
+        title="Relay gateway",
+        version="1",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+    )
     app.state.settings = settings
     app.state.routes = table
     app.state.authenticator = auth
@@ -161,8 +194,9 @@ def create_app(
     app.state.faults = faults
     app.state.limiter = limiter
     app.state.limits = limits
-    app.state.ledger = next((f.ledger for f in fallbacks.values()
-                             if isinstance(f, DeferredWrites)), None)
+    app.state.ledger = next(
+        (f.ledger for f in fallbacks.values() if isinstance(f, DeferredWrites)), None
+    )
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -170,10 +204,10 @@ def create_app(
 
     app.include_router(ops.router)
     app.include_router(writes.router)
-    install_openapi(app)   # the mobile API's contract; before the catch-all proxy route
+    install_openapi(app)  # the mobile API's contract; before the catch-all proxy route
 
     async def proxy(scope: Scope, receive: Receive) -> Response:
-        path = scope["path"]   # not request.url: that builds a URL object per request
+        path = scope["path"]  # not request.url: that builds a URL object per request
         raw_path = (scope.get("raw_path") or b"").decode("latin-1")
         if _has_dot_segment(raw_path or path):
             raise BadRequestError("path segments '.' and '..' and encoded slashes are not allowed")
@@ -190,7 +224,8 @@ def create_app(
         if route.auth == "required":
             authorization = hdrs.get(b"authorization")
             identity = await auth.authenticate(
-                None if authorization is None else authorization.decode("latin-1"))
+                None if authorization is None else authorization.decode("latin-1")
+            )
             if identity.role not in route.roles:
                 raise ForbiddenError(f"role {identity.role.value} may not call {route.prefix}")
             limiter.check(identity.sub, route.prefix, limits[identity.role.value])
@@ -200,8 +235,9 @@ def create_app(
         return await forwarder.forward(scope, receive, hdrs, route, identity, request_id)
 
     http.install(app, guard=False)
-    return GatewayApp(app, proxy, max_body_bytes=settings.max_body_bytes,
-                      header_limits=settings.header_limits)
+    return GatewayApp(
+        app, proxy, max_body_bytes=settings.max_body_bytes, header_limits=settings.header_limits
+    )
 
 
 class GatewayApp:
@@ -210,15 +246,22 @@ class GatewayApp:
     skips FastAPI's router, dependency and middleware machinery, a large share of a
     forward's CPU. Attributes (``state``, ``routes``...) are the FastAPI app's."""
 
-    def __init__(self, api: FastAPI, proxy: Callable[[Scope, Receive], Awaitable[Response]], *,
-                 max_body_bytes: int,
-                 header_limits: http.HeaderLimits = http.DEFAULT_HEADER_LIMITS) -> None:
+    def __init__(
+        self,
+        api: FastAPI,
+        proxy: Callable[[Scope, Receive], Awaitable[Response]],
+        *,
+        max_body_bytes: int,
+        header_limits: http.HeaderLimits = http.DEFAULT_HEADER_LIMITS,
+    ) -> None:
         self.api = api
-        self._asgi = http.RequestGuard(ProxyFastPath(api, handler=proxy),
-                                       max_body_bytes=max_body_bytes,
-                                       header_limits=header_limits)
+        self._asgi = http.RequestGuard(
+            ProxyFastPath(api, handler=proxy),
+            max_body_bytes=max_body_bytes,
+            header_limits=header_limits,
+        )
 
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)
 
     def __getattr__(self, name: str) -> object:
@@ -229,9 +272,11 @@ def upstream_transport(settings: GatewaySettings) -> httpx.AsyncBaseTransport:
     """The shared connection pool to the modules. "keepalive": the gateway's own HTTP/1.1
     transport under httpx's API (an O(1) pool, llhttp parsing); "httpcore": httpx's own
     (the one respx mocks in tests), whose pool scans every connection on every request."""
-    limits = httpx.Limits(max_connections=settings.max_connections,
-                          max_keepalive_connections=settings.max_keepalive_connections,
-                          keepalive_expiry=settings.keepalive_expiry_seconds)
+    limits = httpx.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_keepalive_connections,
+        keepalive_expiry=settings.keepalive_expiry_seconds,
+    )
     if settings.upstream_transport == "keepalive":
         from .transport import KeepAliveTransport
 

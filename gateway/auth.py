@@ -14,6 +14,7 @@ identity context the gateway derived from it, never the token.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -60,13 +61,15 @@ class CognitoClaims(BaseModel):
     exp: NumericDate
     iat: NumericDate
     nbf: NumericDate | None = None
-    aud: ClaimText | None = None          # ID tokens: our app client id
-    client_id: ClaimText | None = None    # access tokens: our app client id
+    aud: ClaimText | None = None  # ID tokens: our app client id
+    client_id: ClaimText | None = None  # access tokens: our app client id
     groups: Annotated[list[ClaimText], Field(max_length=MAX_GROUPS)] | None = Field(
-        default=None, alias=GROUPS_CLAIM)
+        default=None, alias=GROUPS_CLAIM
+    )
     # Empty or missing on a driver account: 403 below, the account is not set up.
     driver_id: Annotated[str, StringConstraints(max_length=MAX_CLAIM_CHARS)] | None = Field(
-        default=None, alias=DRIVER_CLAIM)
+        default=None, alias=DRIVER_CLAIM
+    )
 
 
 class Authenticator(Protocol):
@@ -85,10 +88,15 @@ def bearer_token(authorization: str | None) -> str:
 class JwksKeySource:
     """Public keys by ``kid`` from a JWKS URL (``https://`` in AWS, ``file://`` locally)."""
 
-    def __init__(self, url: str, *, ttl_seconds: float = DEFAULT_JWKS_TTL_SECONDS,
-                 min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS,
-                 clock: Callable[[], float] = time.monotonic,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_seconds: float = DEFAULT_JWKS_TTL_SECONDS,
+        min_refresh_seconds: float = DEFAULT_MIN_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.url = url
         self.ttl = ttl_seconds
         self.min_refresh = min_refresh_seconds
@@ -101,9 +109,11 @@ class JwksKeySource:
     async def _fetch(self) -> dict[str, Any]:
         self.fetches += 1
         if self.url.startswith("file://"):
-            return json.loads(Path(self.url.removeprefix("file://")).read_text())
-        async with httpx.AsyncClient(transport=self.transport,
-                                     timeout=JWKS_FETCH_TIMEOUT_SECONDS) as client:
+            path = Path(self.url.removeprefix("file://"))
+            return json.loads(await asyncio.to_thread(path.read_text))
+        async with httpx.AsyncClient(
+            transport=self.transport, timeout=JWKS_FETCH_TIMEOUT_SECONDS
+        ) as client:
             response = await client.get(self.url)
             response.raise_for_status()
             return response.json()
@@ -120,7 +130,8 @@ class JwksKeySource:
         now = self.clock()
         stale = self._fetched_at is None or now - self._fetched_at >= self.ttl
         unknown = kid not in self._keys and (
-            self._fetched_at is None or now - self._fetched_at >= self.min_refresh)
+            self._fetched_at is None or now - self._fetched_at >= self.min_refresh
+        )
         if stale or unknown:
             try:
                 await self._refresh()
@@ -133,11 +144,17 @@ class JwksKeySource:
 
 
 class JwtAuthenticator:
-    def __init__(self, keys: JwksKeySource, *, issuer: str, client_ids: frozenset[str],
-                 token_uses: frozenset[str] = frozenset({"id", "access"}),
-                 leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
-                 wall_clock: Callable[[], float] = time.time,
-                 cache_size: int = DEFAULT_VERIFIED_CACHE) -> None:
+    def __init__(
+        self,
+        keys: JwksKeySource,
+        *,
+        issuer: str,
+        client_ids: frozenset[str],
+        token_uses: frozenset[str] = frozenset({"id", "access"}),
+        leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
+        wall_clock: Callable[[], float] = time.time,
+        cache_size: int = DEFAULT_VERIFIED_CACHE,
+    ) -> None:
         self.keys = keys
         self.issuer = issuer
         self.client_ids = client_ids
@@ -173,10 +190,14 @@ class JwtAuthenticator:
             raise UnauthorizedError("invalid token")
         key = await self.keys.key(header["kid"])
         try:
-            claims = jwt.decode(token, key, algorithms=["RS256"], issuer=self.issuer,
-                                leeway=self.leeway, options={
-                                    "verify_aud": False,
-                                    "require": ["exp", "iat", "iss", "sub", "token_use"]})
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["RS256"],
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"verify_aud": False, "require": ["exp", "iat", "iss", "sub", "token_use"]},
+            )
         except jwt.ExpiredSignatureError:
             raise UnauthorizedError("token expired") from None
         except jwt.InvalidTokenError:
@@ -188,7 +209,7 @@ class JwtAuthenticator:
         return self._identity(typed), float(typed.exp)
 
     def _identity(self, claims: CognitoClaims) -> IdentityContext:
-        audience = claims.aud if claims.token_use == "id" else claims.client_id
+        audience = claims.aud if claims.token_use == "id" else claims.client_id  # noqa: S105
         if claims.token_use not in self.token_uses or audience not in self.client_ids:
             raise UnauthorizedError("token not issued for this app")
         groups = set(claims.groups or ())

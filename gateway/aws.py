@@ -39,14 +39,21 @@ class DependencyTimeout(Exception):
 def _config(connect_timeout: float, read_timeout: float, max_attempts: int) -> Any:
     from botocore.config import Config
 
-    return Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                  retries={"mode": "standard", "total_max_attempts": max_attempts})
+    return Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+    )
 
 
-def client(service: str, *, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
-           connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
-           max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Any:
-    """A boto3 client whose every call ends within about ``max_attempts`` × the timeouts."""
+def client(
+    service: str,
+    *,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> Any:
+    """A boto3 client whose every call ends within about ``max_attempts`` times the timeouts."""
     import boto3
 
     return boto3.client(service, config=_config(connect_timeout, read_timeout, max_attempts))
@@ -65,9 +72,14 @@ class DynamoTable:
         if self._dynamodb is None:
             import boto3
 
-            self._dynamodb = boto3.resource("dynamodb", config=_config(
-                DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_READ_TIMEOUT_SECONDS,
-                DEFAULT_MAX_ATTEMPTS))
+            self._dynamodb = boto3.resource(
+                "dynamodb",
+                config=_config(
+                    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+                    DEFAULT_READ_TIMEOUT_SECONDS,
+                    DEFAULT_MAX_ATTEMPTS,
+                ),
+            )
         return self._dynamodb.Table(self.table_name)
 
 
@@ -85,8 +97,7 @@ def _executor() -> ThreadPoolExecutor:
 
 async def call(fn: Callable[..., T], *args: Any, timeout: float, what: str) -> T:
     """``fn(*args)`` on the AWS thread pool; :class:`DependencyTimeout` after ``timeout``."""
-    future = asyncio.get_running_loop().run_in_executor(_executor(),
-                                                        functools.partial(fn, *args))
+    future = asyncio.get_running_loop().run_in_executor(_executor(), functools.partial(fn, *args))
     try:
         return await asyncio.wait_for(future, timeout)
     except TimeoutError:

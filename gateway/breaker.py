@@ -13,11 +13,13 @@ through ``breaker.calling()`` around the ``await`` instead. Two things are added
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import pybreaker
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,10 +63,10 @@ class SlowCallError(Exception):
 
 
 class _Transitions(pybreaker.CircuitBreakerListener):
-    def __init__(self, owner: "CircuitBreaker") -> None:
+    def __init__(self, owner: CircuitBreaker) -> None:
         self.owner = owner
 
-    def state_change(self, cb: pybreaker.CircuitBreaker, old, new) -> None:  # type: ignore[no-untyped-def]
+    def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
         self.owner._on_transition(old.name if old else None, new.name)
 
 
@@ -129,10 +131,12 @@ class CircuitBreaker:
         return self.state != pybreaker.STATE_CLOSED and self.allows()
 
     def _open_timeout_elapsed(self) -> bool:
-        return (self._opened_at is None
-                or self.clock() - self._opened_at >= self.config.reset_timeout_seconds)
+        return (
+            self._opened_at is None
+            or self.clock() - self._opened_at >= self.config.reset_timeout_seconds
+        )
 
-    def calling(self) -> "_Guarded":
+    def calling(self) -> _Guarded:
         """Guard one awaited call (``async with breaker.calling(): ...``). Raises
         :class:`BreakerOpenError` on entry, without attempting the call, while open."""
         return _Guarded(self)
@@ -141,8 +145,14 @@ class CircuitBreaker:
         opened = None
         if self.state == pybreaker.STATE_OPEN and self._opened_at is not None:
             opened = round(self.clock() - self._opened_at, 3)
-        return BreakerSnapshot(self.name, self.state, self._breaker.fail_counter, self._probes,
-                               opened, dict(self.transitions))
+        return BreakerSnapshot(
+            self.name,
+            self.state,
+            self._breaker.fail_counter,
+            self._probes,
+            opened,
+            dict(self.transitions),
+        )
 
 
 class _Guarded:
@@ -150,7 +160,7 @@ class _Guarded:
     awaited body, plus the half-open probe count and the slow-call check. A class rather
     than ``@asynccontextmanager``: it runs on every forward, and costs a third as much."""
 
-    __slots__ = ("cb", "probe", "started", "inner")
+    __slots__ = ("cb", "inner", "probe", "started")
 
     def __init__(self, cb: CircuitBreaker) -> None:
         self.cb = cb
@@ -172,20 +182,22 @@ class _Guarded:
         self.inner = cb._breaker.calling()
         self.inner.__enter__()
 
-    async def __aexit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         cb = self.cb
         try:
             if exc is None:
                 slow = cb.config.slow_call_seconds
                 if slow is not None and cb.clock() - self.started > slow:
                     # counted as a failure by pybreaker; the caller keeps its good answer
-                    try:
-                        self.inner.__exit__(SlowCallError, SlowCallError(
-                            f"{cb.name} call took longer than {slow}s"), None)
-                    except SlowCallError:
-                        pass
+                    with contextlib.suppress(SlowCallError):
+                        self.inner.__exit__(
+                            SlowCallError,
+                            SlowCallError(f"{cb.name} call took longer than {slow}s"),
+                            None,
+                        )
                     return False
-            return bool(self.inner.__exit__(exc_type, exc, tb))
+            self.inner.__exit__(exc_type, exc, tb)  # counts it, and re-raises it
+            return False
         finally:
             if self.probe:
                 cb._probes -= 1

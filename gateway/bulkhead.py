@@ -28,7 +28,7 @@ class Bulkhead:
         self.in_flight = 0
         self.rejected = 0
 
-    def __enter__(self) -> "Bulkhead":
+    def __enter__(self) -> Bulkhead:
         if self.in_flight >= self.config.max_concurrent:
             self.rejected += 1
             raise BulkheadFullError(self.name, self.config.max_concurrent)

@@ -19,13 +19,14 @@ from starlette.types import Scope
 
 _XFF = b"x-forwarded-for"
 UNKNOWN_CLIENT = "-"
-_PEER_CACHE = 4096   # trusted-or-not answers kept per address
+_PEER_CACHE = 4096  # trusted-or-not answers kept per address
 
 
 def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """``"10.0.0.0/8, 192.0.2.7"`` -> networks; raises ValueError on anything else."""
-    return tuple(ipaddress.ip_network(part.strip(), strict=False)
-                 for part in text.split(",") if part.strip())
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()
+    )
 
 
 class ClientAddress:
@@ -47,9 +48,13 @@ class ClientAddress:
         peer = client[0] if client else UNKNOWN_CLIENT
         if not self.networks or not self._trusted(peer):
             return peer
-        hops = [hop.strip() for name, value in scope["headers"] if name == _XFF
-                for hop in value.decode("latin-1").split(",")]
+        hops = [
+            hop.strip()
+            for name, value in scope["headers"]
+            if name == _XFF
+            for hop in value.decode("latin-1").split(",")
+        ]
         for hop in reversed(hops):
             if hop and not self._trusted(hop):
                 return hop
-        return peer   # every hop is one of ours (or there are none): the peer is the client
+        return peer  # every hop is one of ours (or there are none): the peer is the client

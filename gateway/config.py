@@ -54,13 +54,16 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     # Request headers (431 over any of these), and the read timeouts of gateway.server (408).
     max_header_count: int = Field(default=DEFAULT_MAX_HEADER_COUNT, gt=0, le=10_000)
-    max_header_field_bytes: int = Field(default=DEFAULT_MAX_HEADER_FIELD_BYTES, gt=0,
-                                        le=1024 * 1024)
+    max_header_field_bytes: int = Field(
+        default=DEFAULT_MAX_HEADER_FIELD_BYTES, gt=0, le=1024 * 1024
+    )
     max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, gt=0, le=1024 * 1024)
-    header_read_timeout_seconds: float = Field(default=DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
-                                               gt=0, le=300)
-    body_read_timeout_seconds: float = Field(default=DEFAULT_BODY_READ_TIMEOUT_SECONDS, gt=0,
-                                             le=300)
+    header_read_timeout_seconds: float = Field(
+        default=DEFAULT_HEADER_READ_TIMEOUT_SECONDS, gt=0, le=300
+    )
+    body_read_timeout_seconds: float = Field(
+        default=DEFAULT_BODY_READ_TIMEOUT_SECONDS, gt=0, le=300
+    )
     # Proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs). Empty: none;
     # the client address is the peer's (Lambda: API Gateway's sourceIp).
     trusted_proxies: str = ""
@@ -89,21 +92,23 @@ class GatewaySettings(BaseSettings):
     def _networks(cls, value: str) -> str:
         from .clientaddr import parse_networks
 
-        parse_networks(value)   # a typo is a start-up error, not a per-request surprise
+        parse_networks(value)  # a typo is a start-up error, not a per-request surprise
         return value
 
     @property
     def header_limits(self) -> HeaderLimits:
-        return HeaderLimits(max_count=self.max_header_count,
-                            max_field_bytes=self.max_header_field_bytes,
-                            max_bytes=self.max_header_bytes)
+        return HeaderLimits(
+            max_count=self.max_header_count,
+            max_field_bytes=self.max_header_field_bytes,
+            max_bytes=self.max_header_bytes,
+        )
 
     @property
     def client_ids(self) -> frozenset[str]:
         return frozenset(c.strip() for c in self.token_client_ids.split(",") if c.strip())
 
     @model_validator(mode="after")
-    def _safe_outside_local(self) -> "GatewaySettings":
+    def _safe_outside_local(self) -> GatewaySettings:
         if self.stage in LOCAL_STAGES:
             return self
         if self.jwks_url and not self.jwks_url.startswith("https://"):

@@ -54,7 +54,7 @@ class DeferredWrite(BaseModel):
     path: str
     query: str = ""
     body: str
-    identity: IdentityContext | None   # signed afresh by the replayer
+    identity: IdentityContext | None  # signed afresh by the replayer
     caller: str
     request_id: str
     accepted_at: datetime
@@ -64,8 +64,13 @@ class DeferredWrite(BaseModel):
 class DeferredQueue:
     """Thin boto3 wrapper; the client (with socket timeouts) is made on first use."""
 
-    def __init__(self, queue_url: str, *, sqs: Any = None,
-                 timeout_seconds: float = DEFAULT_QUEUE_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        queue_url: str,
+        *,
+        sqs: Any = None,
+        timeout_seconds: float = DEFAULT_QUEUE_TIMEOUT_SECONDS,
+    ) -> None:
         self.queue_url = queue_url
         self.timeout_seconds = timeout_seconds
         self._sqs = sqs
@@ -78,15 +83,24 @@ class DeferredQueue:
 
     def enqueue(self, write: DeferredWrite) -> None:
         dedup = hashlib.sha256(f"{write.caller}:{write.tracking_id}".encode()).hexdigest()
-        self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=write.model_dump_json(),
-                              MessageGroupId=write.caller, MessageDeduplicationId=dedup)
+        self.sqs.send_message(
+            QueueUrl=self.queue_url,
+            MessageBody=write.model_dump_json(),
+            MessageGroupId=write.caller,
+            MessageDeduplicationId=dedup,
+        )
 
 
 class DeferredWrites:
     kind = FallbackKind.DEFERRED
 
-    def __init__(self, queue: DeferredQueue | None, ledger: DeferredLedger | None = None, *,
-                 store_timeout_seconds: float = DEFAULT_STORE_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        queue: DeferredQueue | None,
+        ledger: DeferredLedger | None = None,
+        *,
+        store_timeout_seconds: float = DEFAULT_STORE_TIMEOUT_SECONDS,
+    ) -> None:
         self.queue = queue
         self.ledger = ledger
         self.store_timeout_seconds = store_timeout_seconds
@@ -100,41 +114,69 @@ class DeferredWrites:
         if self.queue is None or self.ledger is None or call.identity is None:
             return False
         try:
-            return await aws.call(self.ledger.has_pending, call.caller,
-                                  timeout=self.store_timeout_seconds, what="deferred ledger")
+            return await aws.call(
+                self.ledger.has_pending,
+                call.caller,
+                timeout=self.store_timeout_seconds,
+                what="deferred ledger",
+            )
         except (aws.DependencyTimeout, LedgerError) as exc:
-            log.warning("cannot tell whether %s has writes queued (%s): queueing %s %s",
-                        call.caller, exc, call.method, call.path)
+            log.warning(
+                "cannot tell whether %s has writes queued (%s): queueing %s %s",
+                call.caller,
+                exc,
+                call.method,
+                call.path,
+            )
             return True
 
     async def serve(self, call: Call) -> Response | None:
         if self.queue is None or call.method != "POST" or not call.idempotency_key:
             return None
         write = DeferredWrite(
-            tracking_id=call.idempotency_key, module=call.module, method=call.method,
-            path=call.path, query=call.query, body=call.body.decode("utf-8", "replace"),
-            identity=call.identity, caller=call.caller, request_id=call.request_id,
+            tracking_id=call.idempotency_key,
+            module=call.module,
+            method=call.method,
+            path=call.path,
+            query=call.query,
+            body=call.body.decode("utf-8", "replace"),
+            identity=call.identity,
+            caller=call.caller,
+            request_id=call.request_id,
             accepted_at=datetime.fromtimestamp(call.accepted_at, UTC),
             headers=call.forwarded_headers,
         )
         try:
-            await aws.call(self.queue.enqueue, write, timeout=self.queue.timeout_seconds,
-                           what="deferred queue")
-        except Exception as exc:   # botocore errors, the deadline: not acknowledged
+            await aws.call(
+                self.queue.enqueue, write, timeout=self.queue.timeout_seconds, what="deferred queue"
+            )
+        except Exception as exc:  # botocore errors, the deadline: not acknowledged
             log.error("could not queue write %s to %s: %r", write.tracking_id, call.module, exc)
             return None
         if self.ledger is not None:
             try:
-                await aws.call(self.ledger.accept, write, timeout=self.store_timeout_seconds,
-                               what="deferred ledger")
+                await aws.call(
+                    self.ledger.accept,
+                    write,
+                    timeout=self.store_timeout_seconds,
+                    what="deferred ledger",
+                )
             except (aws.DependencyTimeout, LedgerError) as exc:
                 # Queued, so it will be applied once; not visible, so not acknowledged.
-                log.error("write %s to %s queued but not recorded (%s): answering 503",
-                          write.tracking_id, call.module, exc)
+                log.error(
+                    "write %s to %s queued but not recorded (%s): answering 503",
+                    write.tracking_id,
+                    call.module,
+                    exc,
+                )
                 return None
         self.accepted += 1
         log.warning("deferred write %s to %s for %s", write.tracking_id, call.module, call.caller)
-        body = DeferredAccepted(tracking_id=write.tracking_id, module=call.module,
-                                status_url=STATUS_PATH.format(tracking_id=write.tracking_id))
-        return degraded_response(body.model_dump_json(), 202,
-                                 DegradedMarker(module=call.module, fallback=self.kind))
+        body = DeferredAccepted(
+            tracking_id=write.tracking_id,
+            module=call.module,
+            status_url=STATUS_PATH.format(tracking_id=write.tracking_id),
+        )
+        return degraded_response(
+            body.model_dump_json(), 202, DegradedMarker(module=call.module, fallback=self.kind)
+        )

@@ -49,7 +49,7 @@ class Call:
     idempotency_key: str | None = None
     request_id: str = ""
     forwarded_headers: dict[str, str] = field(default_factory=dict)
-    accepted_at: float = 0.0   # wall-clock time the gateway received the request
+    accepted_at: float = 0.0  # wall-clock time the gateway received the request
 
     @property
     def caller(self) -> str:
@@ -64,8 +64,9 @@ class Fallback(Protocol):
     async def serve(self, call: Call) -> Response | None: ...
 
 
-def degraded_response(body: bytes | str, status: int, marker: DegradedMarker,
-                      content_type: str = "application/json") -> Response:
+def degraded_response(
+    body: bytes | str, status: int, marker: DegradedMarker, content_type: str = "application/json"
+) -> Response:
     headers = {DEGRADED_HEADER: marker.header_value()}
     if marker.age is not None:
         headers["Age"] = str(marker.age)
@@ -75,8 +76,9 @@ def degraded_response(body: bytes | str, status: int, marker: DegradedMarker,
 class LastKnownGood:
     kind = FallbackKind.LAST_KNOWN_GOOD
 
-    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, *,
-                 clock: WallClock = time.time) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_CACHE_ENTRIES, *, clock: WallClock = time.time
+    ) -> None:
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[tuple[str, str], tuple[bytes, str, float]] = OrderedDict()
@@ -111,12 +113,13 @@ class LastKnownGood:
     async def serve(self, call: Call) -> Response | None:
         if call.method != "GET" or (entry := self.get(self._key(call))) is None:
             return None
-        body, content_type, stored_at = entry
-        if (body := self.usable(call, body)) is None:
+        stored, content_type, stored_at = entry
+        if (body := self.usable(call, stored)) is None:
             return None
         age = max(int(self.clock() - stored_at), 0)
-        return degraded_response(body, 200, DegradedMarker(
-            module=call.module, fallback=self.kind, age=age), content_type)
+        return degraded_response(
+            body, 200, DegradedMarker(module=call.module, fallback=self.kind, age=age), content_type
+        )
 
 
 class LoadsLastKnownGood(LastKnownGood):
@@ -139,9 +142,14 @@ class LoadsLastKnownGood(LastKnownGood):
             entry = self.load(call.caller, parts[2])
             if entry is None:
                 return None
-            return degraded_response(entry[0], 200, DegradedMarker(
-                module=call.module, fallback=self.kind,
-                age=max(int(self.clock() - entry[2]), 0)), entry[1])
+            return degraded_response(
+                entry[0],
+                200,
+                DegradedMarker(
+                    module=call.module, fallback=self.kind, age=max(int(self.clock() - entry[2]), 0)
+                ),
+                entry[1],
+            )
         return await super().serve(call)
 
 
@@ -151,11 +159,12 @@ class RevokedPasses:
     first, then the oldest. Only what this process saw: a fleet-wide revocation feed is
     separate work (docs/resilience.md)."""
 
-    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, *,
-                 clock: WallClock = time.time) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_CACHE_ENTRIES, *, clock: WallClock = time.time
+    ) -> None:
         self.max_entries = max_entries
         self.clock = clock
-        self._until: OrderedDict[str, float] = OrderedDict()   # pass id -> valid until
+        self._until: OrderedDict[str, float] = OrderedDict()  # pass id -> valid until
 
     def add(self, pass_id: object, valid_until: object = None) -> None:
         if not isinstance(pass_id, str):
@@ -163,7 +172,7 @@ class RevokedPasses:
         try:
             until = datetime.fromisoformat(str(valid_until)).timestamp()
         except ValueError:
-            until = math.inf   # not known: kept until the bound pushes it out
+            until = math.inf  # not known: kept until the bound pushes it out
         self._until[pass_id] = until
         self._until.move_to_end(pass_id)
         if len(self._until) > self.max_entries:
@@ -185,17 +194,24 @@ class GatePassLastKnownGood(LastKnownGood):
     get an existing pass. Passes seen revoked (a revoke, a pass served revoked) are told to
     the shared :class:`RevokedPasses`."""
 
-    def __init__(self, max_entries: int = DEFAULT_CACHE_ENTRIES, *,
-                 clock: WallClock = time.time, revoked: RevokedPasses | None = None) -> None:
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_CACHE_ENTRIES,
+        *,
+        clock: WallClock = time.time,
+        revoked: RevokedPasses | None = None,
+    ) -> None:
         super().__init__(max_entries, clock=clock)
-        self.revoked = revoked if revoked is not None else RevokedPasses(max_entries,
-                                                                         clock=clock)
+        self.revoked = revoked if revoked is not None else RevokedPasses(max_entries, clock=clock)
 
     def _valid(self, doc: dict) -> bool:
         until = doc.get("valid_until")
-        return bool(until) and not doc.get("revoked") and \
-            doc.get("pass_id") not in self.revoked and \
-            datetime.fromisoformat(until).timestamp() > self.clock()
+        return (
+            bool(until)
+            and not doc.get("revoked")
+            and doc.get("pass_id") not in self.revoked
+            and datetime.fromisoformat(str(until)).timestamp() > self.clock()
+        )
 
     def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
         super().remember(call, status, body, content_type)
@@ -209,8 +225,9 @@ class GatePassLastKnownGood(LastKnownGood):
             if "pass_id" in d and "load_id" in d:
                 raw = json.dumps(d).encode()
                 self.put((call.caller, f"/gatepass/{d['pass_id']}"), raw, content_type)
-                self.put((call.caller, f"issue:{d['load_id']}:{d['facility_id']}"), raw,
-                         content_type)
+                self.put(
+                    (call.caller, f"issue:{d['load_id']}:{d['facility_id']}"), raw, content_type
+                )
 
     def usable(self, call: Call, body: bytes) -> bytes | None:
         doc = json.loads(body)
@@ -229,9 +246,14 @@ class GatePassLastKnownGood(LastKnownGood):
             entry = self.get(key)
             if entry is None or not self._valid(json.loads(entry[0])):
                 return None
-            return degraded_response(entry[0], 200, DegradedMarker(
-                module=call.module, fallback=self.kind, age=int(self.clock() - entry[2])),
-                entry[1])
+            return degraded_response(
+                entry[0],
+                200,
+                DegradedMarker(
+                    module=call.module, fallback=self.kind, age=int(self.clock() - entry[2])
+                ),
+                entry[1],
+            )
         return await super().serve(call)
 
 
@@ -247,8 +269,13 @@ class StaticDirections:
 
     kind = FallbackKind.STATIC
 
-    def __init__(self, loads: LoadsLastKnownGood, *, clock: WallClock = time.time,
-                 max_facilities: int = 10_000) -> None:
+    def __init__(
+        self,
+        loads: LoadsLastKnownGood,
+        *,
+        clock: WallClock = time.time,
+        max_facilities: int = 10_000,
+    ) -> None:
         self.loads = loads
         self.clock = clock
         self.max_facilities = max_facilities
@@ -284,17 +311,25 @@ class StaticDirections:
         minutes = math.ceil(straight * ROAD_FACTOR / TRUCK_SPEED_KMH * 60)
         eta = datetime.fromtimestamp(self.clock(), UTC) + timedelta(minutes=minutes)
         answer = {
-            "load_id": load_id, "stop_seq": stop["seq"],
-            "destination": {**facility, "entry_instructions": known.get("entry_instructions"),
-                            "dock_hours": known.get("dock_hours")},
-            "straight_line_km": round(straight, 1), "route_km": round(straight * ROAD_FACTOR, 1),
-            "eta_minutes": minutes, "eta": eta.isoformat(),
-            "window_start": stop["window_start"], "window_end": stop["window_end"],
+            "load_id": load_id,
+            "stop_seq": stop["seq"],
+            "destination": {
+                **facility,
+                "entry_instructions": known.get("entry_instructions"),
+                "dock_hours": known.get("dock_hours"),
+            },
+            "straight_line_km": round(straight, 1),
+            "route_km": round(straight * ROAD_FACTOR, 1),
+            "eta_minutes": minutes,
+            "eta": eta.isoformat(),
+            "window_start": stop["window_start"],
+            "window_end": stop["window_end"],
             "on_time": eta <= datetime.fromisoformat(stop["window_end"]),
             "engine": "gateway-static",
         }
-        return degraded_response(json.dumps(answer), 200,
-                                 DegradedMarker(module=call.module, fallback=self.kind))
+        return degraded_response(
+            json.dumps(answer), 200, DegradedMarker(module=call.module, fallback=self.kind)
+        )
 
 
 class OfflinePassVerifier:
@@ -307,8 +342,9 @@ class OfflinePassVerifier:
 
     kind = FallbackKind.STATIC
 
-    def __init__(self, *, clock: WallClock = time.time,
-                 revoked: RevokedPasses | None = None) -> None:
+    def __init__(
+        self, *, clock: WallClock = time.time, revoked: RevokedPasses | None = None
+    ) -> None:
         self.clock = clock
         self.revoked = revoked if revoked is not None else RevokedPasses(clock=clock)
         self._jwks: bytes | None = None
@@ -332,15 +368,22 @@ class OfflinePassVerifier:
             kid = jwt.get_unverified_header(token).get("kid")
             if kid not in keys:
                 return {"valid": False, "reason": "unknown_key"}
-            claims = jwt.decode(token, jwt.PyJWK(keys[kid]).key, algorithms=["ES256"],
-                                options={"verify_exp": False, "verify_nbf": False,
-                                         "verify_iat": False})
+            claims = jwt.decode(
+                token,
+                jwt.PyJWK(keys[kid]).key,
+                algorithms=["ES256"],
+                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+            )
         except jwt.InvalidTokenError:
             return {"valid": False, "reason": "bad_signature"}
         now = self.clock()
-        found = {"pass_id": claims.get("jti"), "driver_id": claims.get("sub"),
-                 "load_id": claims.get("load_id"), "facility_id": claims.get("facility_id"),
-                 "valid_until": datetime.fromtimestamp(claims["exp"], UTC).isoformat()}
+        found = {
+            "pass_id": claims.get("jti"),
+            "driver_id": claims.get("sub"),
+            "load_id": claims.get("load_id"),
+            "facility_id": claims.get("facility_id"),
+            "valid_until": datetime.fromtimestamp(claims["exp"], UTC).isoformat(),
+        }
         if now < claims.get("nbf", 0):
             return {"valid": False, "reason": "not_yet_valid", **found}
         if now >= claims["exp"]:
@@ -355,14 +398,21 @@ class OfflinePassVerifier:
         if self._jwks is None:
             return None
         if call.method == "GET" and call.path == "/gatepass/keys":
-            return degraded_response(self._jwks, 200, DegradedMarker(
-                module=call.module, fallback=FallbackKind.LAST_KNOWN_GOOD,
-                age=int(self.clock() - self._jwks_at)))
+            return degraded_response(
+                self._jwks,
+                200,
+                DegradedMarker(
+                    module=call.module,
+                    fallback=FallbackKind.LAST_KNOWN_GOOD,
+                    age=int(self.clock() - self._jwks_at),
+                ),
+            )
         try:
             wanted = json.loads(call.body)
             verdict = self._verdict(str(wanted["token"]), str(wanted["facility_id"]))
         except (ValueError, KeyError, TypeError):
             return None
         verdict["revocation_checked"] = False
-        return degraded_response(json.dumps(verdict), 200,
-                                 DegradedMarker(module=call.module, fallback=self.kind))
+        return degraded_response(
+            json.dumps(verdict), 200, DegradedMarker(module=call.module, fallback=self.kind)
+        )

@@ -27,14 +27,14 @@ log = logging.getLogger("relay.gateway.faults")
 Clock = Callable[[], float]
 DEFAULT_FAULT_TTL_SECONDS = 300
 MAX_FAULT_TTL_SECONDS = 3600
-DEFAULT_REFRESH_SECONDS = 1.0         # how stale another instance's view of a fault may be
+DEFAULT_REFRESH_SECONDS = 1.0  # how stale another instance's view of a fault may be
 DEFAULT_STORE_TIMEOUT_SECONDS = 0.5
 
 
 class FaultKind(StrEnum):
-    LATENCY = "latency"        # add latency_ms before the call
-    ERROR = "error"            # answer 503 instead of calling, with probability error_rate
-    BLACKHOLE = "blackhole"    # accept and never answer (the call times out)
+    LATENCY = "latency"  # add latency_ms before the call
+    ERROR = "error"  # answer 503 instead of calling, with probability error_rate
+    BLACKHOLE = "blackhole"  # accept and never answer (the call times out)
 
 
 class FaultSpec(BaseModel):
@@ -47,7 +47,7 @@ class FaultSpec(BaseModel):
     reason: str = Field(default="game day", max_length=200)
 
     @model_validator(mode="after")
-    def _latency_needs_ms(self) -> "FaultSpec":
+    def _latency_needs_ms(self) -> FaultSpec:
         if self.kind is FaultKind.LATENCY and self.latency_ms == 0:
             raise ValueError("a latency fault needs latency_ms > 0")
         return self
@@ -91,9 +91,11 @@ class ControlTableFaults(aws.DynamoTable):
     KIND = "fault"
 
     def load(self) -> dict[str, FaultRecord]:
-        kwargs: dict[str, Any] = {"KeyConditionExpression": "kind = :k",
-                                  "ExpressionAttributeValues": {":k": self.KIND},
-                                  "ConsistentRead": True}
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "kind = :k",
+            "ExpressionAttributeValues": {":k": self.KIND},
+            "ConsistentRead": True,
+        }
         out: dict[str, FaultRecord] = {}
         while True:
             page = self.table.query(**kwargs)
@@ -105,9 +107,14 @@ class ControlTableFaults(aws.DynamoTable):
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def put(self, record: FaultRecord) -> None:
-        self.table.put_item(Item={"kind": self.KIND, "name": record.module,
-                                  "record": record.model_dump_json(),
-                                  "expires_at": int(record.expires_at) + 1})
+        self.table.put_item(
+            Item={
+                "kind": self.KIND,
+                "name": record.module,
+                "record": record.model_dump_json(),
+                "expires_at": int(record.expires_at) + 1,
+            }
+        )
 
     def delete(self, module: str) -> None:
         self.table.delete_item(Key={"kind": self.KIND, "name": module})
@@ -119,14 +126,19 @@ class FaultInjector:
     refreshed at most every ``refresh_seconds`` (in the background on the request path,
     so a slow store never slows a request; the last copy stays in force meanwhile)."""
 
-    def __init__(self, *, store: FaultStore | None = None, clock: Clock = time.time,
-                 rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
-                 store_timeout_seconds: float = DEFAULT_STORE_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        *,
+        store: FaultStore | None = None,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        store_timeout_seconds: float = DEFAULT_STORE_TIMEOUT_SECONDS,
+    ) -> None:
         self.store = store
         self.clock = clock
-        self.rng = rng or random.Random()
+        self.rng = rng or random.Random()  # noqa: S311 - sampling faults, not secrets
         self.sleep = sleep
         self.refresh_seconds = refresh_seconds
         self.store_timeout_seconds = store_timeout_seconds
@@ -135,13 +147,20 @@ class FaultInjector:
         self._refreshing: asyncio.Future[None] | None = None
 
     def set(self, module: str, spec: FaultSpec, set_by: str) -> ActiveFault:
-        record = FaultRecord(module=module, spec=spec, set_by=set_by,
-                             expires_at=self.clock() + spec.ttl_seconds)
+        record = FaultRecord(
+            module=module, spec=spec, set_by=set_by, expires_at=self.clock() + spec.ttl_seconds
+        )
         if self.store is not None:
             self.store.put(record)
         self._faults[module] = record
-        log.warning("fault set on %s by %s: %s (expires in %ss; %s)", module, set_by,
-                    spec.kind.value, spec.ttl_seconds, spec.reason)
+        log.warning(
+            "fault set on %s by %s: %s (expires in %ss; %s)",
+            module,
+            set_by,
+            spec.kind.value,
+            spec.ttl_seconds,
+            spec.reason,
+        )
         return self._view(record)
 
     def clear(self, module: str, cleared_by: str) -> bool:
@@ -159,8 +178,12 @@ class FaultInjector:
         return record.spec
 
     def _view(self, record: FaultRecord) -> ActiveFault:
-        return ActiveFault(module=record.module, spec=record.spec, set_by=record.set_by,
-                           expires_in_seconds=round(record.expires_at - self.clock(), 1))
+        return ActiveFault(
+            module=record.module,
+            spec=record.spec,
+            set_by=record.set_by,
+            expires_in_seconds=round(record.expires_at - self.clock(), 1),
+        )
 
     def list(self) -> list[ActiveFault]:
         return [self._view(r) for m, r in sorted(self._faults.items()) if self.active(m)]
@@ -176,30 +199,33 @@ class FaultInjector:
             loaded = self.store.load()
             self._loaded_at = self.clock()
             if loaded != self._faults:
-                log.warning("faults in force: %s", ", ".join(
-                    f"{m} ({r.spec.kind.value})" for m, r in sorted(loaded.items())) or "none")
+                log.warning(
+                    "faults in force: %s",
+                    ", ".join(f"{m} ({r.spec.kind.value})" for m, r in sorted(loaded.items()))
+                    or "none",
+                )
             self._faults = loaded
 
     def refresh_if_stale(self) -> None:
         if self._stale():
             try:
                 self.refresh()
-            except Exception as exc:   # botocore errors: keep the last copy in force
+            except Exception as exc:  # botocore errors: keep the last copy in force
                 log.error("could not load faults (%r); keeping the last copy", exc)
 
     def _refresh_in_background(self) -> None:
         if not self._stale() or self._refreshing is not None:
             return
-        self._loaded_at = self.clock()   # one refresh per period, even if it fails
+        self._loaded_at = self.clock()  # one refresh per period, even if it fails
 
         def done(future: asyncio.Future[None]) -> None:
             self._refreshing = None
             if not future.cancelled() and future.exception() is not None:
-                log.error("could not load faults (%r); keeping the last copy",
-                          future.exception())
+                log.error("could not load faults (%r); keeping the last copy", future.exception())
 
-        self._refreshing = asyncio.ensure_future(aws.call(
-            self.refresh, timeout=self.store_timeout_seconds, what="control table"))
+        self._refreshing = asyncio.ensure_future(
+            aws.call(self.refresh, timeout=self.store_timeout_seconds, what="control table")
+        )
         self._refreshing.add_done_callback(done)
 
     async def before_call(self, module: str) -> None:

@@ -30,5 +30,6 @@ class SignerProvider:
 
                 self._secrets = boto3.client("secretsmanager")
             return self._secrets.get_secret_value(
-                SecretId=self.settings.identity_signing_key_secret_arn)["SecretString"]
+                SecretId=self.settings.identity_signing_key_secret_arn
+            )["SecretString"]
         raise UnavailableError("the gateway has no identity signing key configured")

@@ -30,10 +30,10 @@ from . import aws
 if TYPE_CHECKING:
     from .deferred import DeferredWrite
 
-KEEP_APPLIED_SECONDS = 30 * 24 * 3600    # the driver can look a write up for 30 days
-KEEP_REFUSED_SECONDS = 90 * 24 * 3600    # operators have 90 days to deal with a refusal
+KEEP_APPLIED_SECONDS = 30 * 24 * 3600  # the driver can look a write up for 30 days
+KEEP_REFUSED_SECONDS = 90 * 24 * 3600  # operators have 90 days to deal with a refusal
 OPS_LIST_LIMIT = 20
-OPS_COUNT_PAGES = 5                      # a count beyond a few pages is shown as a floor
+OPS_COUNT_PAGES = 5  # a count beyond a few pages is shown as a floor
 _WRITE = "write#"
 _PENDING = "pending#"
 
@@ -51,8 +51,9 @@ def _iso(ts: float) -> str:
 
 
 class DeferredLedger(aws.DynamoTable):
-    def __init__(self, table_name: str, *, dynamodb: Any = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, table_name: str, *, dynamodb: Any = None, wall_clock: Callable[[], float] = time.time
+    ) -> None:
         super().__init__(table_name, dynamodb=dynamodb)
         self.wall_clock = wall_clock
 
@@ -73,80 +74,131 @@ class DeferredLedger(aws.DynamoTable):
 
     def has_pending(self, caller: str) -> bool:
         """Does ``caller`` have a write still queued? (One strongly consistent read.)"""
-        page = self._call(self.table.query, KeyConditionExpression="caller = :c AND "
-                          "begins_with(#i, :p)", ExpressionAttributeNames={"#i": "item"},
-                          ExpressionAttributeValues={":c": caller, ":p": _PENDING},
-                          ConsistentRead=True, Limit=1, ProjectionExpression="#i")
+        page = self._call(
+            self.table.query,
+            KeyConditionExpression="caller = :c AND begins_with(#i, :p)",
+            ExpressionAttributeNames={"#i": "item"},
+            ExpressionAttributeValues={":c": caller, ":p": _PENDING},
+            ConsistentRead=True,
+            Limit=1,
+            ProjectionExpression="#i",
+        )
         return bool(page.get("Items"))
 
-    def accept(self, write: "DeferredWrite") -> bool:
+    def accept(self, write: DeferredWrite) -> bool:
         """Record ``write`` as pending; False if it was recorded already (a retry)."""
-        item = {"caller": write.caller, "item": _WRITE + write.tracking_id,
-                "tracking_id": write.tracking_id, "module": write.module,
-                "method": write.method, "path": write.path,
-                "state": DeferredState.PENDING.value, "open_state": DeferredState.PENDING.value,
-                "accepted_at": write.accepted_at.isoformat(),
-                "write": write.model_dump_json()}
+        item = {
+            "caller": write.caller,
+            "item": _WRITE + write.tracking_id,
+            "tracking_id": write.tracking_id,
+            "module": write.module,
+            "method": write.method,
+            "path": write.path,
+            "state": DeferredState.PENDING.value,
+            "open_state": DeferredState.PENDING.value,
+            "accepted_at": write.accepted_at.isoformat(),
+            "write": write.model_dump_json(),
+        }
         try:
-            self._call(self.table.meta.client.transact_write_items, TransactItems=[
-                {"Put": {"TableName": self.table_name, "Item": item,
-                         "ConditionExpression": "attribute_not_exists(caller)"}},
-                {"Put": {"TableName": self.table_name,
-                         "Item": {"caller": write.caller,
-                                  "item": _PENDING + write.tracking_id}}},
-            ])
-        except _Exists:   # this write is in the ledger already
+            self._call(
+                self.table.meta.client.transact_write_items,
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(caller)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": {"caller": write.caller, "item": _PENDING + write.tracking_id},
+                        }
+                    },
+                ],
+            )
+        except _Exists:  # this write is in the ledger already
             return False
         return True
 
     # --- the replayer -------------------------------------------------------------
 
-    def decide(self, write: "DeferredWrite", state: DeferredState,
-               refusal: DeferredRefusal | None = None) -> None:
+    def decide(
+        self, write: DeferredWrite, state: DeferredState, refusal: DeferredRefusal | None = None
+    ) -> None:
         """Record the outcome and release the caller's queue. Safe to repeat; also records
         a write whose acceptance never reached the ledger."""
         now = self.wall_clock()
         keep = KEEP_REFUSED_SECONDS if state is DeferredState.REFUSED else KEEP_APPLIED_SECONDS
         names = {"#s": "state", "#m": "module", "#w": "write", "#o": "open_state"}
         values: dict[str, Any] = {
-            ":s": state.value, ":d": _iso(now), ":x": int(now + keep),
-            ":id": write.tracking_id, ":m": write.module, ":me": write.method,
-            ":p": write.path, ":a": write.accepted_at.isoformat(),
-            ":w": write.model_dump_json()}
-        update = ("SET #s = :s, decided_at = :d, expires_at = :x, "
-                  "tracking_id = if_not_exists(tracking_id, :id), #m = if_not_exists(#m, :m), "
-                  "#me = if_not_exists(#me, :me), #p = if_not_exists(#p, :p), "
-                  "accepted_at = if_not_exists(accepted_at, :a), #w = if_not_exists(#w, :w)")
+            ":s": state.value,
+            ":d": _iso(now),
+            ":x": int(now + keep),
+            ":id": write.tracking_id,
+            ":m": write.module,
+            ":me": write.method,
+            ":p": write.path,
+            ":a": write.accepted_at.isoformat(),
+            ":w": write.model_dump_json(),
+        }
+        update = (
+            "SET #s = :s, decided_at = :d, expires_at = :x, "
+            "tracking_id = if_not_exists(tracking_id, :id), #m = if_not_exists(#m, :m), "
+            "#me = if_not_exists(#me, :me), #p = if_not_exists(#p, :p), "
+            "accepted_at = if_not_exists(accepted_at, :a), #w = if_not_exists(#w, :w)"
+        )
         names |= {"#me": "method", "#p": "path"}
         if refusal is not None:
             update += ", refusal = :r, #o = :s"
             values[":r"] = refusal.model_dump_json()
         else:
             update += " REMOVE #o, refusal"
-        self._call(self.table.meta.client.transact_write_items, TransactItems=[
-            {"Update": {"TableName": self.table_name,
+        self._call(
+            self.table.meta.client.transact_write_items,
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": self.table_name,
                         "Key": {"caller": write.caller, "item": _WRITE + write.tracking_id},
-                        "UpdateExpression": update, "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": values}},
-            {"Delete": {"TableName": self.table_name,
-                        "Key": {"caller": write.caller, "item": _PENDING + write.tracking_id}}},
-        ])
+                        "UpdateExpression": update,
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    }
+                },
+                {
+                    "Delete": {
+                        "TableName": self.table_name,
+                        "Key": {"caller": write.caller, "item": _PENDING + write.tracking_id},
+                    }
+                },
+            ],
+        )
 
     # --- views ----------------------------------------------------------------------
 
     def status(self, caller: str, tracking_id: str) -> DeferredWriteStatus | None:
-        item = self._call(self.table.get_item, ConsistentRead=True,
-                          Key={"caller": caller, "item": _WRITE + tracking_id}).get("Item")
+        item = self._call(
+            self.table.get_item,
+            ConsistentRead=True,
+            Key={"caller": caller, "item": _WRITE + tracking_id},
+        ).get("Item")
         return None if item is None else _status(item)
 
-    def open_writes(self, state: DeferredState, limit: int = OPS_LIST_LIMIT
-                    ) -> tuple[int, bool, list[DeferredWriteStatus]]:
+    def open_writes(
+        self, state: DeferredState, limit: int = OPS_LIST_LIMIT
+    ) -> tuple[int, bool, list[DeferredWriteStatus]]:
         """(count, whether the count is complete, the newest ``limit``) of pending or
         refused writes across all callers."""
-        index = {"IndexName": "by_open_state", "KeyConditionExpression": "open_state = :s",
-                 "ExpressionAttributeValues": {":s": state.value}}
-        newest = self._call(self.table.query, **index, ScanIndexForward=False,
-                            Limit=limit).get("Items", [])
+        index = {
+            "IndexName": "by_open_state",
+            "KeyConditionExpression": "open_state = :s",
+            "ExpressionAttributeValues": {":s": state.value},
+        }
+        newest = self._call(self.table.query, **index, ScanIndexForward=False, Limit=limit).get(
+            "Items", []
+        )
         count, kwargs = 0, dict(index, Select="COUNT")
         for _ in range(OPS_COUNT_PAGES):
             page = self._call(self.table.query, **kwargs)
@@ -160,9 +212,12 @@ class DeferredLedger(aws.DynamoTable):
 def _status(item: dict[str, Any]) -> DeferredWriteStatus:
     refusal = item.get("refusal")
     return DeferredWriteStatus(
-        tracking_id=item["tracking_id"], module=item["module"], method=item["method"],
-        path=item["path"], state=DeferredState(item["state"]),
+        tracking_id=item["tracking_id"],
+        module=item["module"],
+        method=item["method"],
+        path=item["path"],
+        state=DeferredState(item["state"]),
         accepted_at=datetime.fromisoformat(item["accepted_at"]),
-        decided_at=datetime.fromisoformat(item["decided_at"]) if item.get("decided_at")
-        else None,
-        refusal=DeferredRefusal.model_validate(json.loads(refusal)) if refusal else None)
+        decided_at=datetime.fromisoformat(item["decided_at"]) if item.get("decided_at") else None,
+        refusal=DeferredRefusal.model_validate(json.loads(refusal)) if refusal else None,
+    )

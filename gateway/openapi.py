@@ -28,5 +28,6 @@ def install_openapi(app: FastAPI, path: Path = DOCUMENT_FILE) -> None:
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi_document() -> Response:
-        return Response(body, media_type="application/json",
-                        headers={"Cache-Control": CACHE_CONTROL})
+        return Response(
+            body, media_type="application/json", headers={"Cache-Control": CACHE_CONTROL}
+        )

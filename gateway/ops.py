@@ -8,10 +8,9 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
+from shared_contracts.degraded import DeferredState
 from shared_contracts.errors import ForbiddenError, NotFoundError, UnavailableError
 from shared_contracts.identity import IdentityContext, Role
-
-from shared_contracts.degraded import DeferredState
 
 from . import aws
 from .faults import ActiveFault, FaultSpec
@@ -43,14 +42,18 @@ async def _deferred(request: Request) -> dict[str, Any]:
     for state in (DeferredState.PENDING, DeferredState.REFUSED):
         try:
             count, complete, newest = await aws.call(
-                ledger.open_writes, state,
+                ledger.open_writes,
+                state,
                 timeout=request.app.state.settings.store_timeout_seconds * 4,
-                what="deferred ledger")
+                what="deferred ledger",
+            )
         except (aws.DependencyTimeout, LedgerError) as exc:
             out[state.value] = {"error": str(exc)}
             continue
-        out[state.value] = {"count": count if complete else f"{count}+",
-                            "newest": [w.model_dump(mode="json") for w in newest]}
+        out[state.value] = {
+            "count": count if complete else f"{count}+",
+            "newest": [w.model_dump(mode="json") for w in newest],
+        }
     return out
 
 
@@ -62,9 +65,11 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
             name: {
                 "tier": up.module.tier.value,
                 "breaker": asdict(up.breaker.snapshot()),
-                "bulkhead": {"in_flight": up.bulkhead.in_flight,
-                             "max_concurrent": up.bulkhead.config.max_concurrent,
-                             "rejected": up.bulkhead.rejected},
+                "bulkhead": {
+                    "in_flight": up.bulkhead.in_flight,
+                    "max_concurrent": up.bulkhead.config.max_concurrent,
+                    "rejected": up.bulkhead.rejected,
+                },
             }
             for name, up in state.upstreams.items()
         },
@@ -82,8 +87,9 @@ def _known(request: Request, module: str) -> None:
 
 
 @router.put("/faults/{module}", response_model=ActiveFault)
-async def set_fault(module: ModuleName, spec: FaultSpec, request: Request,
-                    operator: Operator) -> ActiveFault:
+async def set_fault(
+    module: ModuleName, spec: FaultSpec, request: Request, operator: Operator
+) -> ActiveFault:
     _known(request, module)
     faults = request.app.state.faults
     return await _controlled(request, faults.set, module, spec, operator.sub)
@@ -101,7 +107,11 @@ async def _controlled(request: Request, fn: Callable[..., T], *args: Any) -> T:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return await aws.call(fn, *args, what="control table",
-                              timeout=request.app.state.settings.store_timeout_seconds * 4)
+        return await aws.call(
+            fn,
+            *args,
+            what="control table",
+            timeout=request.app.state.settings.store_timeout_seconds * 4,
+        )
     except (aws.DependencyTimeout, BotoCoreError, ClientError) as exc:
         raise UnavailableError(f"the change was not made: {exc}", retry_after=2) from None

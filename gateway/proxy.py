@@ -33,13 +33,22 @@ log = logging.getLogger("relay.gateway")
 # Only these client headers reach a module; everything else (cookies, client-supplied
 # x-relay-* identity or internal headers, hop-by-hop headers) is dropped.
 FORWARDED_REQUEST_HEADERS = (b"accept", b"content-type", b"if-none-match", b"user-agent")
-FORWARDED_RESPONSE_HEADERS = frozenset({
-    b"content-type", b"retry-after", b"location", b"etag", b"allow", b"cache-control",
-    b"www-authenticate", b"idempotent-replayed"})
+FORWARDED_RESPONSE_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"retry-after",
+        b"location",
+        b"etag",
+        b"allow",
+        b"cache-control",
+        b"www-authenticate",
+        b"idempotent-replayed",
+    }
+)
 DEFAULT_RETRY_AFTER_SECONDS = 5
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENCY_KEY_RE = re.compile(headers.IDEMPOTENCY_KEY_PATTERN)
-_CALL_HEADERS = frozenset({b"content-type", b"accept"})   # what a deferred replay re-sends
+_CALL_HEADERS = frozenset({b"content-type", b"accept"})  # what a deferred replay re-sends
 _IDENTITY = headers.IDENTITY.encode()
 _IDEMPOTENCY_KEY = headers.IDEMPOTENCY_KEY.lower().encode()
 _REQUEST_ID = headers.REQUEST_ID.encode()
@@ -67,8 +76,9 @@ def module_location(value: bytes) -> bytes | None:
 class ForwardedResponse(Response):
     """A module's answer on its way back: headers picked once, the body passed through as is."""
 
-    def __init__(self, status_code: int, body: bytes,
-                 raw_headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self, status_code: int, body: bytes, raw_headers: list[tuple[bytes, bytes]]
+    ) -> None:
         self.status_code = status_code
         self.body = body
         self.raw_headers = raw_headers
@@ -87,25 +97,40 @@ async def read_body(receive: Receive) -> bytes:
 
 
 class Forwarder:
-    def __init__(self, upstreams: dict[str, ModuleUpstream], fallbacks: dict[str, Fallback],
-                 signer: SignerProvider, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        upstreams: dict[str, ModuleUpstream],
+        fallbacks: dict[str, Fallback],
+        signer: SignerProvider,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.upstreams = upstreams
         self.fallbacks = fallbacks
         self.signer = signer
         self.wall_clock = wall_clock
-        self.served: Counter[str] = Counter()   # "module:fallback-kind" -> count
+        self.served: Counter[str] = Counter()  # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
         self.fallback_errors: Counter[str] = Counter()
-        self._background: set[asyncio.Future] = set()   # half-open probes nobody waits for
+        self._background: set[asyncio.Future] = set()  # half-open probes nobody waits for
 
-    async def forward(self, scope: Scope, receive: Receive, hdrs: dict[bytes, bytes],
-                      route: Route, identity: IdentityContext | None,
-                      request_id: str) -> Response:
+    async def forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        hdrs: dict[bytes, bytes],
+        route: Route,
+        identity: IdentityContext | None,
+        request_id: str,
+    ) -> Response:
         """``hdrs``: the request's headers (ASGI names are lower case), read once."""
         method = scope["method"]
         upstream = self.upstreams[route.module]
-        out = [(name, value) for name in FORWARDED_REQUEST_HEADERS
-               if (value := hdrs.get(name)) is not None]
+        out = [
+            (name, value)
+            for name in FORWARDED_REQUEST_HEADERS
+            if (value := hdrs.get(name)) is not None
+        ]
         out.append((_REQUEST_ID, request_id.encode()))
         if identity is not None:
             signed = self.signer.get().sign(identity, audience=route.module)
@@ -115,34 +140,59 @@ class Forwarder:
         raw_key = hdrs.get(_IDEMPOTENCY_KEY)
         key = None if raw_key is None else raw_key.decode("latin-1")
         if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
-            raise BadRequestError("Idempotency-Key must be 8-64 characters of A-Z a-z 0-9 _ -",
-                                  code="invalid-idempotency-key")
+            raise BadRequestError(
+                "Idempotency-Key must be 8-64 characters of A-Z a-z 0-9 _ -",
+                code="invalid-idempotency-key",
+            )
         if key is None and method in WRITE_METHODS:
             key = "gw-" + uuid.uuid4().hex
         if key is not None:
             out.append((_IDEMPOTENCY_KEY, key.encode()))
         accepted_at = self.wall_clock()
-        if method in WRITE_METHODS:   # modules stamp a write with the time it was accepted
-            out.append((_ACCEPTED_AT,
-                        datetime.fromtimestamp(accepted_at, UTC).isoformat().encode()))
+        if method in WRITE_METHODS:  # modules stamp a write with the time it was accepted
+            out.append(
+                (_ACCEPTED_AT, datetime.fromtimestamp(accepted_at, UTC).isoformat().encode())
+            )
 
         path = scope["path"]
         raw_path = (scope.get("raw_path") or path.encode()).decode("latin-1")
         query = scope.get("query_string", b"").decode("latin-1")
         body = await read_body(receive) if method in WRITE_METHODS else b""
         fallback = self.fallbacks.get(route.fallback_for(method) or "")
-        call = Call(module=route.module, method=method, path=path, query=query,
-                    body=body, identity=identity, idempotency_key=key, request_id=request_id,
-                    forwarded_headers={name.decode(): value.decode("latin-1")
-                                       for name, value in out if name in _CALL_HEADERS},
-                    accepted_at=accepted_at)
-        if isinstance(fallback, DeferredWrites) and method in WRITE_METHODS and \
-                await fallback.must_queue(call):
+        call = Call(
+            module=route.module,
+            method=method,
+            path=path,
+            query=query,
+            body=body,
+            identity=identity,
+            idempotency_key=key,
+            request_id=request_id,
+            forwarded_headers={
+                name.decode(): value.decode("latin-1")
+                for name, value in out
+                if name in _CALL_HEADERS
+            },
+            accepted_at=accepted_at,
+        )
+        if (
+            isinstance(fallback, DeferredWrites)
+            and method in WRITE_METHODS
+            and await fallback.must_queue(call)
+        ):
             # Earlier writes of this caller are still queued: this one goes behind them.
-            return await self._degrade(call, fallback, QueuedBehind(
-                route.module, "earlier writes of this caller are still queued"))
-        sending = upstream.send(method, raw_path + (f"?{query}" if query else ""), out,
-                                body or None, retry_safe=is_retry_safe(method, bool(key)))
+            return await self._degrade(
+                call,
+                fallback,
+                QueuedBehind(route.module, "earlier writes of this caller are still queued"),
+            )
+        sending = upstream.send(
+            method,
+            raw_path + (f"?{query}" if query else ""),
+            out,
+            body or None,
+            retry_safe=is_retry_safe(method, bool(key)),
+        )
         try:
             if fallback is not None and method == "GET" and upstream.breaker.would_probe():
                 answer = await self._probe(sending, call, fallback, upstream)
@@ -153,9 +203,12 @@ class Forwarder:
         except UpstreamUnavailable as exc:
             return await self._degrade(call, fallback, exc)
         content = answer.content
-        picked = [(lower, v) for name, value in answer.headers
-                  if (lower := name.lower()) in FORWARDED_RESPONSE_HEADERS
-                  and (v := value if lower != _LOCATION else module_location(value)) is not None]
+        picked = [
+            (lower, v)
+            for name, value in answer.headers
+            if (lower := name.lower()) in FORWARDED_RESPONSE_HEADERS
+            and (v := value if lower != _LOCATION else module_location(value)) is not None
+        ]
         content_type = next((v for n, v in picked if n == b"content-type"), None)
         if content_type is None:
             content_type = _JSON
@@ -165,22 +218,32 @@ class Forwarder:
             fallback.remember(call, answer.status_code, content, content_type.decode("latin-1"))
         return ForwardedResponse(answer.status_code, content, picked)
 
-    async def _probe(self, sending: Coroutine[Any, Any, ModuleAnswer], call: Call,
-                     fallback: Fallback, upstream: ModuleUpstream) -> ModuleAnswer | Response:
+    async def _probe(
+        self,
+        sending: Coroutine[Any, Any, ModuleAnswer],
+        call: Call,
+        fallback: Fallback,
+        upstream: ModuleUpstream,
+    ) -> ModuleAnswer | Response:
         """This request is the breaker's half-open trial. The module may still be dead, and
         the trial may take the whole deadline to say so: wait only the probe patience, then
         answer from the fallback if it has an answer; the trial runs on and decides the
         breaker's state. A live module answers well within the patience."""
         probe = asyncio.ensure_future(sending)
-        done, _ = await asyncio.wait({probe},
-                                     timeout=upstream.breaker.config.probe_patience_seconds)
+        done, _ = await asyncio.wait(
+            {probe}, timeout=upstream.breaker.config.probe_patience_seconds
+        )
         if not done:
             served = await self._serve_fallback(fallback, call)
             if served is not None:
                 self.served[f"{call.module}:{fallback.kind.value}"] += 1
-                log.info("%s %s served by %s fallback while the half-open probe runs "
-                         "(request %s)", call.method, call.path, fallback.kind.value,
-                         call.request_id)
+                log.info(
+                    "%s %s served by %s fallback while the half-open probe runs (request %s)",
+                    call.method,
+                    call.path,
+                    fallback.kind.value,
+                    call.request_id,
+                )
                 self._background.add(probe)
                 probe.add_done_callback(self._probe_finished)
                 return served
@@ -189,32 +252,53 @@ class Forwarder:
     def _probe_finished(self, probe: asyncio.Future) -> None:
         self._background.discard(probe)
         if not probe.cancelled():
-            probe.exception()   # the breaker has counted it; nobody waits for the answer
+            probe.exception()  # the breaker has counted it; nobody waits for the answer
 
     async def _serve_fallback(self, fallback: Fallback, call: Call) -> Response | None:
         """A fallback that fails is a fallback with no answer: never a 500 instead of a 503."""
         try:
             return await fallback.serve(call)
-        except Exception as exc:   # e.g. a cached copy of an unexpected shape
+        except Exception as exc:  # e.g. a cached copy of an unexpected shape
             self.fallback_errors[f"{call.module}:{fallback.kind.value}"] += 1
-            log.error("%s fallback failed for %s %s: %r (request %s)", fallback.kind.value,
-                      call.method, call.path, exc, call.request_id)
+            log.error(
+                "%s fallback failed for %s %s: %r (request %s)",
+                fallback.kind.value,
+                call.method,
+                call.path,
+                exc,
+                call.request_id,
+            )
             return None
 
-    async def _degrade(self, call: Call, fallback: Fallback | None,
-                       exc: UpstreamUnavailable) -> Response:
+    async def _degrade(
+        self, call: Call, fallback: Fallback | None, exc: UpstreamUnavailable
+    ) -> Response:
         if fallback is not None:
             served = await self._serve_fallback(fallback, call)
             if served is not None:
                 self.served[f"{call.module}:{fallback.kind.value}"] += 1
-                log.info("%s %s served by %s fallback (%s; request %s)", call.method, call.path,
-                         fallback.kind.value, exc.reason, call.request_id)
+                log.info(
+                    "%s %s served by %s fallback (%s; request %s)",
+                    call.method,
+                    call.path,
+                    fallback.kind.value,
+                    exc.reason,
+                    call.request_id,
+                )
                 return served
         self.unavailable[call.module] += 1
-        log.warning("%s %s: %s %s, no fallback answer (request %s)", call.method, call.path,
-                    call.module, exc.reason, call.request_id)
-        raise UnavailableError(f"the {call.module} service is unavailable ({exc.reason})",
-                               retry_after=DEFAULT_RETRY_AFTER_SECONDS)
+        log.warning(
+            "%s %s: %s %s, no fallback answer (request %s)",
+            call.method,
+            call.path,
+            call.module,
+            exc.reason,
+            call.request_id,
+        )
+        raise UnavailableError(
+            f"the {call.module} service is unavailable ({exc.reason})",
+            retry_after=DEFAULT_RETRY_AFTER_SECONDS,
+        )
 
 
 # Served by the FastAPI app itself; every other path is a forward (or a "no-route" 404).
@@ -226,8 +310,9 @@ class ProxyFastPath:
     """Pure ASGI middleware: forwarded requests go straight to ``handler``, errors answered
     in the problem envelope; the gateway's own routes go on to FastAPI."""
 
-    def __init__(self, app: ASGIApp, handler: Callable[[Scope, Receive], Awaitable[Response]]
-                 ) -> None:
+    def __init__(
+        self, app: ASGIApp, handler: Callable[[Scope, Receive], Awaitable[Response]]
+    ) -> None:
         self.app = app
         self.handler = handler
 
@@ -242,6 +327,8 @@ class ProxyFastPath:
             response = problem_response(exc, scope.get("state", {}).get("request_id"))
         except Exception:
             log.exception("unhandled error forwarding %s", path)
-            response = problem_response(ProblemError("unexpected error; it has been logged"),
-                                        scope.get("state", {}).get("request_id"))
+            response = problem_response(
+                ProblemError("unexpected error; it has been logged"),
+                scope.get("state", {}).get("request_id"),
+            )
         await response(scope, receive, send)

@@ -25,7 +25,7 @@ class Limit(BaseModel):
     burst: int = Field(ge=1, le=100_000)
 
     @classmethod
-    def parse(cls, text: str) -> "Limit":
+    def parse(cls, text: str) -> Limit:
         rate, _, burst = text.partition("/")
         return cls(per_second=float(rate), burst=int(burst or rate))
 
@@ -33,8 +33,9 @@ class Limit(BaseModel):
 class RateLimiter:
     """Buckets keyed by (caller, route); the least recently used are forgotten first."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, max_buckets: int = DEFAULT_MAX_BUCKETS
+    ) -> None:
         self.clock = clock
         self.max_buckets = max_buckets
         self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
@@ -47,8 +48,10 @@ class RateLimiter:
         if tokens < 1:
             self._buckets[key] = (tokens, now)
             wait = math.ceil((1 - tokens) / limit.per_second)
-            raise RateLimitedError(f"slow down: at most {limit.per_second:g} requests per "
-                                   f"second on {route}", headers={"Retry-After": str(wait)})
+            raise RateLimitedError(
+                f"slow down: at most {limit.per_second:g} requests per second on {route}",
+                headers={"Retry-After": str(wait)},
+            )
         self._buckets[key] = (tokens - 1, now)
         self._buckets.move_to_end(key)
         while len(self._buckets) > self.max_buckets:

@@ -33,6 +33,7 @@ from aws_lambda_powertools.utilities.batch import (
     SqsFifoPartialProcessor,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from shared_contracts import headers
@@ -47,10 +48,11 @@ from .routes import RouteTable
 from .sigv4 import SigV4Auth
 
 log = logging.getLogger("relay.gateway.replay")
+LambdaHandler = Callable[[dict[str, Any], Any], PartialItemFailureResponse]
 REPLAY_TIMEOUT_SECONDS = 10.0
 # The module is not (yet) able to take the write: it stays queued.
 RETRY_LATER_STATUSES = frozenset({401, 408, 425, 429})
-IN_PROGRESS = "idempotency-in-progress"   # the first attempt is still being applied
+IN_PROGRESS = "idempotency-in-progress"  # the first attempt is still being applied
 PROBLEM_PREFIX = "urn:relay:problem:"
 
 
@@ -70,13 +72,21 @@ def refusal_of(response: httpx.Response) -> DeferredRefusal:
     return DeferredRefusal(
         status=response.status_code,
         code=kind.removeprefix(PROBLEM_PREFIX) if isinstance(kind, str) else None,
-        detail=str(problem["detail"])[:500] if problem.get("detail") else None)
+        detail=str(problem["detail"])[:500] if problem.get("detail") else None,
+    )
 
 
 class Replayer:
-    def __init__(self, table: RouteTable, client: httpx.Client, signer: SignerProvider, *,
-                 ledger: DeferredLedger | None = None, faults: FaultInjector | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        table: RouteTable,
+        client: httpx.Client,
+        signer: SignerProvider,
+        *,
+        ledger: DeferredLedger | None = None,
+        faults: FaultInjector | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.table = table
         self.client = client
         self.signer = signer
@@ -87,30 +97,43 @@ class Replayer:
     def apply(self, write: DeferredWrite) -> int:
         module = self.table.modules[write.module]
         self._game_day_fault(write.module)
-        out = {**write.headers, headers.IDEMPOTENCY_KEY: write.tracking_id,
-               headers.REQUEST_ID: write.request_id,
-               headers.ACCEPTED_AT: write.accepted_at.isoformat()}
+        out = {
+            **write.headers,
+            headers.IDEMPOTENCY_KEY: write.tracking_id,
+            headers.REQUEST_ID: write.request_id,
+            headers.ACCEPTED_AT: write.accepted_at.isoformat(),
+        }
         if write.identity:
             out[headers.IDENTITY] = self.signer.get().sign(write.identity, audience=write.module)
         url = module.upstreams[0] + write.path + (f"?{write.query}" if write.query else "")
         try:
-            response = self.client.request(write.method, url, content=write.body.encode(),
-                                           headers=out)
+            response = self.client.request(
+                write.method, url, content=write.body.encode(), headers=out
+            )
         except httpx.TransportError as exc:
             raise ReplayFailed(f"{write.module} unreachable: {exc}") from None
         status = response.status_code
-        if status >= 500 or status in RETRY_LATER_STATUSES or (
-                status == 409 and IN_PROGRESS in response.text):
+        if (
+            status >= 500
+            or status in RETRY_LATER_STATUSES
+            or (status == 409 and IN_PROGRESS in response.text)
+        ):
             raise ReplayFailed(f"{write.module} answered {status}")
         if status >= 400:
             refusal = refusal_of(response)
             self._record(write, DeferredState.REFUSED, refusal)
-            log.error("deferred write %s refused by %s for good: %s %s (kept in the ledger)",
-                      write.tracking_id, write.module, status, refusal.code or "")
+            log.error(
+                "deferred write %s refused by %s for good: %s %s (kept in the ledger)",
+                write.tracking_id,
+                write.module,
+                status,
+                refusal.code or "",
+            )
         else:
             self._record(write, DeferredState.APPLIED)
-            log.info("deferred write %s applied by %s (%s)", write.tracking_id, write.module,
-                     status)
+            log.info(
+                "deferred write %s applied by %s (%s)", write.tracking_id, write.module, status
+            )
         return status
 
     def _game_day_fault(self, module: str) -> None:
@@ -125,8 +148,9 @@ class Replayer:
         elif spec.kind is FaultKind.BLACKHOLE or self.faults.rng.random() < spec.error_rate:
             raise ReplayFailed(f"{module}: {spec.kind.value} fault injected")
 
-    def _record(self, write: DeferredWrite, state: DeferredState,
-                refusal: DeferredRefusal | None = None) -> None:
+    def _record(
+        self, write: DeferredWrite, state: DeferredState, refusal: DeferredRefusal | None = None
+    ) -> None:
         if self.ledger is None:
             return
         try:
@@ -136,7 +160,7 @@ class Replayer:
             raise ReplayFailed(f"outcome of {write.tracking_id} not recorded: {exc}") from None
 
 
-def make_handler(replayer: Replayer | None = None):  # type: ignore[no-untyped-def]
+def make_handler(replayer: Replayer | None = None) -> LambdaHandler:
     """The Lambda handler; the route table and HTTP client are built on first use."""
     state: dict[str, Replayer] = {}
 
@@ -146,28 +170,41 @@ def make_handler(replayer: Replayer | None = None):  # type: ignore[no-untyped-d
         if "r" not in state:
             settings = GatewaySettings()
             auth = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
-            ledger = DeferredLedger(settings.deferred_ledger_table) \
-                if settings.deferred_ledger_table else None
+            ledger = (
+                DeferredLedger(settings.deferred_ledger_table)
+                if settings.deferred_ledger_table
+                else None
+            )
             # Read afresh for every write (one small query): a write is never replayed
             # on a stale view of the game day.
-            faults = FaultInjector(store=ControlTableFaults(settings.control_table),
-                                   refresh_seconds=0) if settings.control_table else None
-            state["r"] = Replayer(RouteTable.load(settings.routes_file),
-                                  httpx.Client(timeout=REPLAY_TIMEOUT_SECONDS, auth=auth),
-                                  SignerProvider(settings), ledger=ledger, faults=faults)
+            faults = (
+                FaultInjector(store=ControlTableFaults(settings.control_table), refresh_seconds=0)
+                if settings.control_table
+                else None
+            )
+            state["r"] = Replayer(
+                RouteTable.load(settings.routes_file),
+                httpx.Client(timeout=REPLAY_TIMEOUT_SECONDS, auth=auth),
+                SignerProvider(settings),
+                ledger=ledger,
+                faults=faults,
+            )
         return state["r"]
 
     def record_handler(record: SQSRecord) -> int:
         return get().apply(DeferredWrite.model_validate_json(record.body))
 
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return process_partial_response(event=event, record_handler=record_handler,
-                                        processor=SqsFifoPartialProcessor(skip_group_on_error=True),
-                                        context=context)
+    def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+        return process_partial_response(
+            event=event,
+            record_handler=record_handler,
+            processor=SqsFifoPartialProcessor(skip_group_on_error=True),
+            context=context,
+        )
 
     return handler
 
 
 handler = make_handler()
 
-__all__ = ["Replayer", "ReplayFailed", "handler", "make_handler"]
+__all__ = ["ReplayFailed", "Replayer", "handler", "make_handler"]

@@ -57,7 +57,9 @@ def backoff_delay(attempt: int, config: RetryConfig, rng: random.Random | None =
 class RetryBudget:
     """Counts requests and retries in per-second buckets over a sliding window."""
 
-    def __init__(self, config: BudgetConfig | None = None, *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, config: BudgetConfig | None = None, *, clock: Clock = time.monotonic
+    ) -> None:
         self.config = config or BudgetConfig()
         self.clock = clock
         size = self.config.window_seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -39,8 +40,9 @@ class ModuleConfig(_Strict):
     name: str
     tier: Tier
     upstreams: list[str] = Field(min_length=1)
-    timeout_seconds: float = Field(default=2.0, gt=0, le=30,
-                                   description="Deadline for the whole call, retries included")
+    timeout_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="Deadline for the whole call, retries included"
+    )
     connect_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
     breaker: BreakerConfig = BreakerConfig()
     retry: RetryConfig = RetryConfig()
@@ -67,9 +69,9 @@ class Route(_Strict):
         return self.fallback.get(method.upper())
 
     @model_validator(mode="after")
-    def _roles_when_authenticated(self) -> "Route":
+    def _roles_when_authenticated(self) -> Route:
         if self.auth == "required" and not self.roles:
-            raise ValueError(f"route {self.prefix} needs roles (or auth = \"none\")")
+            raise ValueError(f'route {self.prefix} needs roles (or auth = "none")')
         return self
 
     def matches(self, path: str) -> bool:
@@ -94,20 +96,23 @@ class RouteTable:
         return None
 
     @classmethod
-    def from_dict(cls, data: dict, env: dict[str, str] | None = None) -> "RouteTable":
-        env = os.environ if env is None else env
+    def from_dict(cls, data: dict, env: Mapping[str, str] | None = None) -> RouteTable:
+        values: Mapping[str, str] = os.environ if env is None else env
 
         def expand(value: str) -> str:
             def sub(m: re.Match[str]) -> str:
-                if m.group(1) not in env:
+                if m.group(1) not in values:
                     raise RouteTableError(f"route table needs environment variable {m.group(1)}")
-                return env[m.group(1)]
+                return values[m.group(1)]
+
             return _VAR.sub(sub, value)
 
         try:
             modules = {
-                name: ModuleConfig(name=name, **{**spec, "upstreams": [
-                    expand(u) for u in spec.get("upstreams", [])]})
+                name: ModuleConfig(
+                    name=name,
+                    **{**spec, "upstreams": [expand(u) for u in spec.get("upstreams", [])]},
+                )
                 for name, spec in data.get("modules", {}).items()
             }
             routes = [Route(**r) for r in data.get("routes", [])]
@@ -116,6 +121,6 @@ class RouteTable:
         return cls(modules, routes)
 
     @classmethod
-    def load(cls, path: Path, env: dict[str, str] | None = None) -> "RouteTable":
+    def load(cls, path: Path, env: dict[str, str] | None = None) -> RouteTable:
         with open(path, "rb") as fh:
             return cls.from_dict(tomllib.load(fh), env)

@@ -79,20 +79,23 @@ class EdgeProtocol(HttpToolsProtocol):
     limits: ClassVar[HeaderLimits] = HeaderLimits()
     header_timeout: ClassVar[float] = DEFAULT_HEADER_READ_TIMEOUT_SECONDS
     body_timeout: ClassVar[float] = DEFAULT_BODY_READ_TIMEOUT_SECONDS
-    head_budget: ClassVar[int] = (HeaderLimits().max_bytes + MAX_REQUEST_LINE_BYTES
-                                  + HeaderLimits().max_count * HEADER_FRAMING_BYTES)
+    head_budget: ClassVar[int] = (
+        HeaderLimits().max_bytes
+        + MAX_REQUEST_LINE_BYTES
+        + HeaderLimits().max_count * HEADER_FRAMING_BYTES
+    )
     linger_seconds: ClassVar[float] = LINGER_SECONDS
     # limits' fields, read once per request head
     _max_count: ClassVar[int] = HeaderLimits().max_count
     _max_field: ClassVar[int] = HeaderLimits().max_field_bytes
 
     _timer: asyncio.TimerHandle | None = None
-    _in_head = False        # a request head has begun and not ended
-    _in_body = False        # a request head has ended, its body has not
-    _head_raw = 0           # bytes read since the last head ended (while not in a body)
-    _body_at = 0.0          # loop time of the last body read, while a body timer runs
+    _in_head = False  # a request head has begun and not ended
+    _in_body = False  # a request head has ended, its body has not
+    _head_raw = 0  # bytes read since the last head ended (while not in a body)
+    _body_at = 0.0  # loop time of the last body read, while a body timer runs
     _refusal: ProblemError | None = None
-    _refused = False        # answered with an error: read and drop until closed
+    _refused = False  # answered with an error: read and drop until closed
 
     # --- connection -------------------------------------------------------------------
 
@@ -128,8 +131,11 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         if self._in_head:
             if self._head_raw > self.head_budget:
-                self._refuse(RequestHeaderFieldsTooLargeError(
-                    f"request headers are limited to {self.limits.max_bytes} bytes in all"))
+                self._refuse(
+                    RequestHeaderFieldsTooLargeError(
+                        f"request headers are limited to {self.limits.max_bytes} bytes in all"
+                    )
+                )
             elif self._timer is None:
                 self._timer = self.loop.call_later(self.header_timeout, self._expired)
         elif self._in_body and self._timer is None:
@@ -185,14 +191,20 @@ class EdgeProtocol(HttpToolsProtocol):
             return
         if self._in_body:
             idle = self.loop.time() - self._body_at
-            if idle < self.body_timeout:   # the body moved on since the timer was armed
+            if idle < self.body_timeout:  # the body moved on since the timer was armed
                 self._timer = self.loop.call_later(self.body_timeout - idle, self._expired)
                 return
-            self._refuse(RequestTimeoutError(
-                f"no part of the request body arrived for {self.body_timeout:g} s"))
+            self._refuse(
+                RequestTimeoutError(
+                    f"no part of the request body arrived for {self.body_timeout:g} s"
+                )
+            )
         else:
-            self._refuse(RequestTimeoutError(
-                f"the request headers did not arrive within {self.header_timeout:g} s"))
+            self._refuse(
+                RequestTimeoutError(
+                    f"the request headers did not arrive within {self.header_timeout:g} s"
+                )
+            )
 
     def _refuse(self, error: ProblemError) -> None:
         """Answer ``error`` if nothing is being answered on this connection, then close."""
@@ -208,7 +220,7 @@ class EdgeProtocol(HttpToolsProtocol):
             if cycle.response_started:
                 self.transport.close()
                 return
-            cycle.disconnected = True      # the app's receive() says so; its sends are dropped
+            cycle.disconnected = True  # the app's receive() says so; its sends are dropped
             cycle.message_event.set()
         self.transport.write(self._problem(error))
         if self.transport.can_write_eof():
@@ -222,40 +234,63 @@ class EdgeProtocol(HttpToolsProtocol):
         out = [STATUS_LINE[error.status]]
         for name, value in self.server_state.default_headers:
             out += [name, b": ", value, b"\r\n"]
-        out += [b"content-type: ", headers.PROBLEM_MEDIA_TYPE.encode(), b"\r\n",
-                b"content-length: ", str(len(body)).encode(), b"\r\n",
-                headers.REQUEST_ID.encode(), b": ", rid.encode(), b"\r\n",
-                b"connection: close\r\n\r\n", body]
+        out += [
+            b"content-type: ",
+            headers.PROBLEM_MEDIA_TYPE.encode(),
+            b"\r\n",
+            b"content-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+            headers.REQUEST_ID.encode(),
+            b": ",
+            rid.encode(),
+            b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
         return b"".join(out)
 
 
 def protocol_class(settings: GatewaySettings) -> type[EdgeProtocol]:
     """:class:`EdgeProtocol` configured from ``settings``."""
     limits = settings.header_limits
-    return type("GatewayHttpProtocol", (EdgeProtocol,), {
-        "limits": limits, "_max_count": limits.max_count,
-        "_max_field": min(limits.max_field_bytes, limits.max_bytes),
-        "header_timeout": settings.header_read_timeout_seconds,
-        "body_timeout": settings.body_read_timeout_seconds,
-        "head_budget": limits.max_bytes + MAX_REQUEST_LINE_BYTES
-        + limits.max_count * HEADER_FRAMING_BYTES,
-    })
+    return type(
+        "GatewayHttpProtocol",
+        (EdgeProtocol,),
+        {
+            "limits": limits,
+            "_max_count": limits.max_count,
+            "_max_field": min(limits.max_field_bytes, limits.max_bytes),
+            "header_timeout": settings.header_read_timeout_seconds,
+            "body_timeout": settings.body_read_timeout_seconds,
+            "head_budget": limits.max_bytes
+            + MAX_REQUEST_LINE_BYTES
+            + limits.max_count * HEADER_FRAMING_BYTES,
+        },
+    )
 
 
 def harden_tls(context: ssl.SSLContext) -> ssl.SSLContext:
     """TLS 1.2+ only, ECDHE + AEAD suites, no compression or renegotiation."""
     context.minimum_version = TLS_MINIMUM_VERSION
     context.set_ciphers(TLS_CIPHERS)
-    context.options |= (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-                        | ssl.OP_NO_RENEGOTIATION)
+    context.options |= (
+        ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    )
     return context
 
 
-def server_config(settings: GatewaySettings, *, host: str = DEFAULT_HOST,
-                  port: int = DEFAULT_PORT, ssl_certfile: str | None = None,
-                  ssl_keyfile: str | None = None, log_level: str = "warning",
-                  access_log: bool = False,
-                  app_factory: Callable[[], Any] | None = None) -> uvicorn.Config:
+def server_config(
+    settings: GatewaySettings,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    log_level: str = "warning",
+    access_log: bool = False,
+    app_factory: Callable[[], Any] | None = None,
+) -> uvicorn.Config:
     """The uvicorn configuration the gateway runs with (``app_factory``: tests pass their own
     app; by default :func:`gateway.app.create_app` with ``settings``)."""
     if app_factory is None:
@@ -266,31 +301,53 @@ def server_config(settings: GatewaySettings, *, host: str = DEFAULT_HOST,
 
     tls: dict[str, Any] = {}
     if ssl_certfile:
-        tls = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile,
-               "ssl_ciphers": TLS_CIPHERS,
-               "ssl_context_factory": lambda _config, default: harden_tls(default())}
-    return uvicorn.Config(app=app_factory, factory=True, host=host, port=port,
-                          http=protocol_class(settings), proxy_headers=False,
-                          log_level=log_level, access_log=access_log, **tls)
+        tls = {
+            "ssl_certfile": ssl_certfile,
+            "ssl_keyfile": ssl_keyfile,
+            "ssl_ciphers": TLS_CIPHERS,
+            "ssl_context_factory": lambda _config, default: harden_tls(default()),
+        }
+    return uvicorn.Config(
+        app=app_factory,
+        factory=True,
+        host=host,
+        port=port,
+        http=protocol_class(settings),
+        proxy_headers=False,
+        log_level=log_level,
+        access_log=access_log,
+        **tls,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gateway.server",
-                                     description="Serve the Relay gateway (settings: RELAY_*).")
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.server", description="Serve the Relay gateway (settings: RELAY_*)."
+    )
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--ssl-certfile", help="PEM certificate: serve HTTPS")
     parser.add_argument("--ssl-keyfile", help="PEM private key of the certificate")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["critical", "error", "warning", "info", "debug", "trace"])
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+    )
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         parser.error("--ssl-certfile and --ssl-keyfile go together")
-    uvicorn.Server(server_config(GatewaySettings(), host=args.host, port=args.port,
-                                 ssl_certfile=args.ssl_certfile,
-                                 ssl_keyfile=args.ssl_keyfile, log_level=args.log_level,
-                                 access_log=args.access_log)).run()
+    uvicorn.Server(
+        server_config(
+            GatewaySettings(),
+            host=args.host,
+            port=args.port,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+    ).run()
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ class SigV4Auth(httpx.Auth):
         headers = {"host": request.url.netloc.decode()}
         if "content-type" in request.headers:
             headers["content-type"] = request.headers["content-type"]
-        aws_request = AWSRequest(method=request.method, url=str(request.url),
-                                 data=request.content, headers=headers)
+        aws_request = AWSRequest(
+            method=request.method, url=str(request.url), data=request.content, headers=headers
+        )
         BotoSigV4(self._frozen_credentials(), self.service, self.region).add_auth(aws_request)
         for name in SIGNED_HEADERS:
             if name in aws_request.headers:

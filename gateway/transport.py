@@ -24,12 +24,13 @@ from collections.abc import Callable
 import httptools
 import httpx
 
-from .config import (DEFAULT_KEEPALIVE_EXPIRY_SECONDS, DEFAULT_MAX_CONNECTIONS,
-                     DEFAULT_MAX_KEEPALIVE)
+from .config import DEFAULT_KEEPALIVE_EXPIRY_SECONDS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_KEEPALIVE
 
-DEFAULT_LIMITS = httpx.Limits(max_connections=DEFAULT_MAX_CONNECTIONS,
-                              max_keepalive_connections=DEFAULT_MAX_KEEPALIVE,
-                              keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY_SECONDS)
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=DEFAULT_MAX_CONNECTIONS,
+    max_keepalive_connections=DEFAULT_MAX_KEEPALIVE,
+    keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY_SECONDS,
+)
 DEFAULT_TIMEOUT = httpx.Timeout(5.0)
 _HTTP11 = {"http_version": b"HTTP/1.1"}
 _DROPPED_REQUEST_HEADERS = frozenset({b"transfer-encoding", b"content-length", b"connection"})
@@ -63,15 +64,18 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._fail(httpx.ReadError("the server closed the connection before answering"
-                                   if exc is None else str(exc)))
+        self._fail(
+            httpx.ReadError(
+                "the server closed the connection before answering" if exc is None else str(exc)
+            )
+        )
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self._head_only:   # no body follows an answer to HEAD, whatever it declares
+        if self._head_only:  # no body follows an answer to HEAD, whatever it declares
             self._complete(keep_alive=False)
 
     def on_body(self, body: bytes) -> None:
@@ -93,10 +97,12 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    async def exchange(self, payload: bytes, *, head: bool,
-                       timeout: float | None) -> tuple[int, list, bytes, bool]:
+    async def exchange(
+        self, payload: bytes, *, head: bool, timeout: float | None
+    ) -> tuple[int, list, bytes, bool]:
         """Send one request, wait for its whole answer; ``TimeoutError`` after ``timeout``."""
-        assert self.transport is not None and self._waiter is None
+        if self.transport is None or self._waiter is not None:
+            raise RuntimeError("a connection carries one exchange at a time, while open")
         self._headers, self._body, self._head_only = [], [], head
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
@@ -123,13 +129,21 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """Connections to one origin: LIFO idle stack, a cap on the total, FIFO waiters."""
 
-    def __init__(self, origin: Origin, limits: httpx.Limits, ssl_context: ssl.SSLContext | None,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        origin: Origin,
+        limits: httpx.Limits,
+        ssl_context: ssl.SSLContext | None,
+        clock: Callable[[], float],
+    ) -> None:
         self.scheme, host, self.port = origin
         self.host = host.decode("ascii")
         self.max_connections = limits.max_connections or 2**31
-        self.max_idle = (self.max_connections if limits.max_keepalive_connections is None
-                         else limits.max_keepalive_connections)   # None: no cap, as in httpx
+        self.max_idle = (
+            self.max_connections
+            if limits.max_keepalive_connections is None
+            else limits.max_keepalive_connections
+        )  # None: no cap, as in httpx
         self.expiry = limits.keepalive_expiry
         self.ssl = ssl_context if self.scheme == b"https" else None
         self.clock = clock
@@ -137,13 +151,15 @@ class _Pool:
         self.total = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, connect_timeout: float | None,
-                      pool_timeout: float | None) -> _Connection:
+    async def acquire(
+        self, connect_timeout: float | None, pool_timeout: float | None
+    ) -> _Connection:
         while True:
             while self.idle:
                 conn = self.idle.pop()
-                if not conn.closed and (self.expiry is None
-                                        or self.clock() - conn.idle_since < self.expiry):
+                if not conn.closed and (
+                    self.expiry is None or self.clock() - conn.idle_since < self.expiry
+                ):
                     return conn
                 self._discard(conn)
             if self.total < self.max_connections:
@@ -171,14 +187,16 @@ class _Pool:
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
-                    _Connection, self.host, self.port, ssl=self.ssl,
-                    server_hostname=self.host if self.ssl else None)
+                    _Connection,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                )
         except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") \
-                from None
+            raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from None
         except OSError as exc:
-            raise httpx.ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") \
-                from None
+            raise httpx.ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
         return conn
 
     def release(self, conn: _Connection, reusable: bool) -> None:
@@ -215,17 +233,24 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     exchange that both sides agreed to keep alive.
     """
 
-    def __init__(self, *, limits: httpx.Limits = DEFAULT_LIMITS,
-                 ssl_context: ssl.SSLContext | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limits = limits
         self.ssl_context = ssl_context
         self.clock = clock
         self._pools: dict[Origin, _Pool] = {}
 
     def _pool(self, url: httpx.URL) -> _Pool:
-        origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.raw_scheme == b"https"
-                                                              else 80))
+        origin = (
+            url.raw_scheme,
+            url.raw_host,
+            url.port or (443 if url.raw_scheme == b"https" else 80),
+        )
         pool = self._pools.get(origin)
         if pool is None:
             if origin[0] not in (b"http", b"https"):
@@ -244,17 +269,24 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         head = request.method == "HEAD"
         try:
             status, raw_headers, body, keep_alive = await conn.exchange(
-                payload, head=head, timeout=timeouts.get("read"))
+                payload, head=head, timeout=timeouts.get("read")
+            )
         except TimeoutError:
             pool.release(conn, reusable=False)
-            raise httpx.ReadTimeout("the upstream did not answer in time",
-                                    request=request) from None
-        except BaseException:   # cancelled mid-exchange, reset, malformed: never reuse it
+            raise httpx.ReadTimeout(
+                "the upstream did not answer in time", request=request
+            ) from None
+        except BaseException:  # cancelled mid-exchange, reset, malformed: never reuse it
             pool.release(conn, reusable=False)
             raise
         pool.release(conn, reusable=keep_alive)
-        return httpx.Response(status, headers=raw_headers, stream=httpx.ByteStream(body),
-                              extensions=_HTTP11, request=request)
+        return httpx.Response(
+            status,
+            headers=raw_headers,
+            stream=httpx.ByteStream(body),
+            extensions=_HTTP11,
+            request=request,
+        )
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -264,7 +296,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
 
 async def _body(request: httpx.Request) -> bytes:
     try:
-        return request.content   # read already: bytes, JSON and form content
+        return request.content  # read already: bytes, JSON and form content
     except httpx.RequestNotRead:
         return b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
 

@@ -119,34 +119,61 @@ class ModuleUpstream:
         self.base_url = module.upstreams[0]
         self._urls: dict[str, httpx.URL] = {}
 
-    async def send(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
-                   body: bytes | None, *, retry_safe: bool) -> ModuleAnswer:
-        name = self.module.name
+    async def send(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        *,
+        retry_safe: bool,
+    ) -> ModuleAnswer:
         self.budget.record_request()
         deadline = self.clock() + self.module.timeout_seconds
         try:
             with self.bulkhead:
-                attempt = 1
-                while True:
-                    try:
-                        return await self._attempt(method, target, request_headers, body, deadline)
-                    except BreakerOpenError as exc:
-                        raise ShortCircuited(name, str(exc)) from None
-                    except (_ServerError, httpx.TransportError, TimeoutError, InjectedError) as exc:
-                        retryable = not isinstance(exc, _ServerError) or \
-                            exc.response.status_code in RETRYABLE_STATUSES
-                        if not (retry_safe and retryable and attempt < self.retry.max_attempts):
-                            raise self._unavailable(exc) from None
-                        delay = backoff_delay(attempt, self.retry)
-                        if deadline - self.clock() <= delay or not self.budget.try_spend():
-                            raise self._unavailable(exc) from None
-                        await self.sleep(delay)
-                        attempt += 1
+                return await self._with_retries(
+                    method, target, request_headers, body, deadline, retry_safe
+                )
         except BulkheadFullError as exc:
-            raise BulkheadRejected(name, str(exc)) from None
+            raise BulkheadRejected(self.module.name, str(exc)) from None
 
-    async def _attempt(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
-                       body: bytes | None, deadline: float) -> ModuleAnswer:
+    async def _with_retries(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        deadline: float,
+        retry_safe: bool,
+    ) -> ModuleAnswer:
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(method, target, request_headers, body, deadline)
+            except BreakerOpenError as exc:
+                raise ShortCircuited(self.module.name, str(exc)) from None
+            except (_ServerError, httpx.TransportError, TimeoutError, InjectedError) as exc:
+                retryable = (
+                    not isinstance(exc, _ServerError)
+                    or exc.response.status_code in RETRYABLE_STATUSES
+                )
+                if not (retry_safe and retryable and attempt < self.retry.max_attempts):
+                    raise self._unavailable(exc) from None
+                delay = backoff_delay(attempt, self.retry)
+                if deadline - self.clock() <= delay or not self.budget.try_spend():
+                    raise self._unavailable(exc) from None
+                await self.sleep(delay)
+                attempt += 1
+
+    async def _attempt(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        deadline: float,
+    ) -> ModuleAnswer:
         remaining = deadline - self.clock()
         if remaining <= 0:
             raise TimeoutError("deadline passed")
@@ -159,16 +186,31 @@ class ModuleUpstream:
                 raise _ServerError(response)
             return response
 
-    async def _send(self, method: str, target: str, request_headers: list[tuple[bytes, bytes]],
-                    body: bytes | None, remaining: float) -> ModuleAnswer:
+    async def _send(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        remaining: float,
+    ) -> ModuleAnswer:
         """One request on the transport itself: httpx's request and response types, without
         the client's per-request cookie jar, redirect and event-hook work."""
         connect = min(self.module.connect_timeout_seconds, remaining)
         request = httpx.Request(
-            method, self._url(target), content=body,
+            method,
+            self._url(target),
+            content=body,
             headers=[*request_headers, (DEADLINE_HEADER, b"%d" % (remaining * 1000))],
-            extensions={"timeout": {"connect": connect, "read": remaining,
-                                    "write": remaining, "pool": remaining}})
+            extensions={
+                "timeout": {
+                    "connect": connect,
+                    "read": remaining,
+                    "write": remaining,
+                    "pool": remaining,
+                }
+            },
+        )
         if self.auth is not None:
             request = next(self.auth.auth_flow(request))
         response = await self.transport.handle_async_request(request)
@@ -192,4 +234,3 @@ class ModuleUpstream:
         if isinstance(exc, InjectedError):
             return UpstreamFailed(name, "injected fault")
         return UpstreamFailed(name, f"unreachable ({type(exc).__name__})")
-

@@ -26,7 +26,8 @@ STATUS_RETRY_AFTER_SECONDS = 2
 async def _caller(request: Request) -> IdentityContext:
     state = request.app.state
     identity: IdentityContext = await state.authenticator.authenticate(
-        request.headers.get("authorization"))
+        request.headers.get("authorization")
+    )
     state.limiter.check(identity.sub, "/deferred", state.limits[identity.role.value])
     return identity
 
@@ -38,18 +39,25 @@ router = APIRouter(tags=["deferred"])
 
 
 @router.get("/deferred/{tracking_id}", response_model=DeferredWriteStatus)
-async def deferred_status(tracking_id: TrackingId, request: Request,
-                          caller: Caller) -> DeferredWriteStatus:
+async def deferred_status(
+    tracking_id: TrackingId, request: Request, caller: Caller
+) -> DeferredWriteStatus:
     ledger = request.app.state.ledger
     if ledger is None:
         raise NotFoundError(f"no deferred write {tracking_id}")
     try:
-        found = await aws.call(ledger.status, caller.sub, tracking_id,
-                               timeout=request.app.state.settings.store_timeout_seconds,
-                               what="deferred ledger")
+        found = await aws.call(
+            ledger.status,
+            caller.sub,
+            tracking_id,
+            timeout=request.app.state.settings.store_timeout_seconds,
+            what="deferred ledger",
+        )
     except (aws.DependencyTimeout, LedgerError):
-        raise UnavailableError("the state of deferred writes cannot be read right now",
-                               retry_after=STATUS_RETRY_AFTER_SECONDS) from None
+        raise UnavailableError(
+            "the state of deferred writes cannot be read right now",
+            retry_after=STATUS_RETRY_AFTER_SECONDS,
+        ) from None
     if found is None:
         raise NotFoundError(f"no deferred write {tracking_id}")
     return found

@@ -20,8 +20,7 @@ from .devissuer import DevIssuer
 from .stack import STATE_DIR, LocalStack
 from .supervisor import ControlError, control_request
 
-app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True, add_completion=False)
 notifications = typer.Typer(help="The notifications worker's queues.", no_args_is_help=True)
 app.add_typer(notifications, name="notifications")
 
@@ -30,7 +29,8 @@ def mint(role: Role, driver_id: str | None = None, hours: float = 12) -> str:
     """A token from the local Cognito-shaped issuer (its key lives in .relay/)."""
     sub = driver_id if role is Role.DRIVER and driver_id else f"{role.value}-dev"
     return DevIssuer.load_or_create(STATE_DIR).mint(
-        sub, role, driver_id if role is Role.DRIVER else None, ttl_seconds=int(hours * 3600))
+        sub, role, driver_id if role is Role.DRIVER else None, ttl_seconds=int(hours * 3600)
+    )
 
 
 def _state() -> dict:
@@ -41,9 +41,11 @@ def _state() -> dict:
 
 
 @app.command()
-def dev(port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8000,
-        seed: Annotated[bool, typer.Option(help="Seed demo data")] = True,
-        tls: Annotated[bool, typer.Option(help="Serve the gateway over HTTPS")] = False) -> None:
+def dev(
+    port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8000,
+    seed: Annotated[bool, typer.Option(help="Seed demo data")] = True,
+    tls: Annotated[bool, typer.Option(help="Serve the gateway over HTTPS")] = False,
+) -> None:
     """Run the whole system locally until Ctrl-C."""
     stop = threading.Event()
     # Both stop it, also when started in the background, where SIGINT starts out ignored.
@@ -51,28 +53,42 @@ def dev(port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     typer.echo("Starting the emulator, the modules and the gateway ...")
     # A process that exits is restarted with backoff; its exit and restart are printed.
-    with LocalStack(gateway_port=port, seed=seed, tls=tls, supervise=True,
-                    on_event=lambda message: typer.echo(message, err=True)) as stack:
+    with LocalStack(
+        gateway_port=port,
+        seed=seed,
+        tls=tls,
+        supervise=True,
+        on_event=lambda message: typer.echo(message, err=True),
+    ) as stack:
         token = mint(Role.DRIVER, demo.DRIVERS[0])
         typer.echo(f"\nRelay is up. Gateway: {stack.gateway_url}   emulator: {stack.emulator_url}")
         for name, proc in stack.processes.items():
-            typer.echo(f"  {name:<14} {proc.url if proc.port else '(worker)'}   log: {proc.log_path}")
+            typer.echo(
+                f"  {name:<14} {proc.url if proc.port else '(worker)'}   log: {proc.log_path}"
+            )
         typer.echo(f"\nDev token for driver {demo.DRIVERS[0]} (12 h):\n{token}\n")
         ca = stack.processes["gateway"].ca_file
         cacert = f"--cacert {ca} " if ca else ""
-        typer.echo("Try:\n"
-                   f"curl -s {cacert}-H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n")
-        typer.echo("Other tokens: .venv/bin/relay token --driver D-1002 | --role dispatch\n"
-                   "Game days: .venv/bin/relay ps | stop NAME | start NAME | restart NAME "
-                   "(a process that exits is restarted; one stopped stays down)\n"
-                   "Press Ctrl-C to stop everything.")
-        while not stop.wait(0.5):   # short waits: signal handlers run between them
+        typer.echo(
+            f"Try:\ncurl -s {cacert}-H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n"
+        )
+        typer.echo(
+            "Other tokens: .venv/bin/relay token --driver D-1002 | --role dispatch\n"
+            "Game days: .venv/bin/relay ps | stop NAME | start NAME | restart NAME "
+            "(a process that exits is restarted; one stopped stays down)\n"
+            "Press Ctrl-C to stop everything."
+        )
+        while not stop.wait(0.5):  # short waits: signal handlers run between them
             pass
         typer.echo("\nStopping ...")
 
 
-ProcessName = Annotated[str, typer.Argument(
-    help="emulator, loads, gatepass, navigate, message, notifications, replay or gateway")]
+ProcessName = Annotated[
+    str,
+    typer.Argument(
+        help="emulator, loads, gatepass, navigate, message, notifications, replay or gateway"
+    ),
+]
 
 
 def _control(request: dict) -> dict:
@@ -98,8 +114,10 @@ def ps() -> None:
     typer.echo(f"{'NAME':<14} {'STATE':<11} {'PID':>7} {'RESTARTS':>8} {'LAST-EXIT':>9}  URL")
     for row in rows:
         last_exit = "-" if row.get("last_exit") is None else row["last_exit"]
-        line = (f"{row['name']:<14} {row['state']:<11} {row['pid'] or '-':>7} "
-                f"{row['restarts']:>8} {last_exit:>9}  {row['url'] or '(worker)'}")
+        line = (
+            f"{row['name']:<14} {row['state']:<11} {row['pid'] or '-':>7} "
+            f"{row['restarts']:>8} {last_exit:>9}  {row['url'] or '(worker)'}"
+        )
         if row.get("restart_in") is not None:
             line += f"  (restart in {row['restart_in']:g} s)"
         typer.echo(line)
@@ -124,9 +142,11 @@ def restart_process(name: ProcessName) -> None:
 
 
 @app.command()
-def token(driver: Annotated[str | None, typer.Option(help="Driver id, e.g. D-1001")] = None,
-          role: Annotated[Role, typer.Option(help="driver, gate, dispatch or ops")] = Role.DRIVER,
-          hours: Annotated[float, typer.Option(min=0.01, max=24)] = 12) -> None:
+def token(
+    driver: Annotated[str | None, typer.Option(help="Driver id, e.g. D-1001")] = None,
+    role: Annotated[Role, typer.Option(help="driver, gate, dispatch or ops")] = Role.DRIVER,
+    hours: Annotated[float, typer.Option(min=0.01, max=24)] = 12,
+) -> None:
     """Print a dev token for the local gateway."""
     if role is Role.DRIVER and not driver:
         raise typer.BadParameter("a driver token needs --driver")
@@ -142,17 +162,23 @@ def assign_load(
 ) -> None:
     """Assign a load to a driver through the gateway, as dispatch does."""
     gateway = _state()["gateway_url"]
-    command = demo.assignment(load_id, driver, route.split(","), datetime.now(UTC),
-                              timedelta(hours=starts_in_hours))
-    r = httpx.post(f"{gateway}/dispatch/assignments", json=command.model_dump(mode="json"),
-                   headers={"authorization": "Bearer " + mint(Role.DISPATCH)}, timeout=10)
+    command = demo.assignment(
+        load_id, driver, route.split(","), datetime.now(UTC), timedelta(hours=starts_in_hours)
+    )
+    r = httpx.post(
+        f"{gateway}/dispatch/assignments",
+        json=command.model_dump(mode="json"),
+        headers={"authorization": "Bearer " + mint(Role.DISPATCH)},
+        timeout=10,
+    )
     typer.echo(json.dumps(r.json(), indent=2))
     raise typer.Exit(0 if r.status_code == 201 else 1)
 
 
 @app.command("openapi")
-def openapi_doc(check: Annotated[bool, typer.Option(help="Fail if gateway/openapi.json is stale")]
-                = False) -> None:
+def openapi_doc(
+    check: Annotated[bool, typer.Option(help="Fail if gateway/openapi.json is stale")] = False,
+) -> None:
     """Regenerate gateway/openapi.json from the modules' contracts."""
     from . import openapi
 
@@ -167,10 +193,19 @@ def replay(limit: Annotated[int | None, typer.Option(help="At most this many")] 
     from modules.notifications.replay import replay_dead_letters
 
     state = _state()
-    sqs = boto3.client("sqs", endpoint_url=state["emulator_url"], region_name="us-east-1",
-                       aws_access_key_id="local", aws_secret_access_key="local")
-    moved = replay_dead_letters(sqs, state["notifications_dead_letter_queue_url"],
-                                state["notifications_queue_url"], limit=limit)
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=state["emulator_url"],
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - the local emulator's dummy credentials
+    )
+    moved = replay_dead_letters(
+        sqs,
+        state["notifications_dead_letter_queue_url"],
+        state["notifications_queue_url"],
+        limit=limit,
+    )
     typer.echo(f"replayed {moved} notification(s)")
 
 

@@ -50,9 +50,9 @@ class StackResult:
     parameters: dict[str, Any]
     resources: dict[str, Resource]
     outputs: dict[str, Any]
-    children: dict[str, "StackResult"]
+    children: dict[str, StackResult]
 
-    def find_function(self, logical_id: str) -> "tuple[StackResult, dict[str, Any]]":
+    def find_function(self, logical_id: str) -> tuple[StackResult, dict[str, Any]]:
         res = self.template.get("Resources", {}).get(logical_id)
         if res and res["Type"] == "AWS::Serverless::Function":
             return self, res
@@ -74,10 +74,11 @@ class StackResult:
                 out.append(owner.resources[queue_id])
         return out
 
-    def functions(self) -> dict[str, "StackResult"]:
+    def functions(self) -> dict[str, StackResult]:
         """Every function logical id in this stack tree, with the stack that holds it."""
         out = {
-            lid: self for lid, res in self.template.get("Resources", {}).items()
+            lid: self
+            for lid, res in self.template.get("Resources", {}).items()
             if res["Type"] == "AWS::Serverless::Function"
         }
         for child in self.children.values():
@@ -108,13 +109,18 @@ class LocalCloud:
     def client(self, service: str) -> Any:
         if service not in self._clients:
             self._clients[service] = self._session.client(
-                service, region_name=self.region, endpoint_url=self.endpoint_url)
+                service, region_name=self.region, endpoint_url=self.endpoint_url
+            )
         return self._clients[service]
 
     # --- deploy -----------------------------------------------------------------------
 
-    def deploy(self, path: Path = ROOT_TEMPLATE, parameters: dict[str, Any] | None = None,
-               name: str = "root") -> StackResult:
+    def deploy(
+        self,
+        path: Path = ROOT_TEMPLATE,
+        parameters: dict[str, Any] | None = None,
+        name: str = "root",
+    ) -> StackResult:
         path = Path(path).resolve()
         template = load_template(path)
         params = {}
@@ -160,10 +166,14 @@ class LocalCloud:
             location = props["Location"]
             if not isinstance(location, str) or "://" in location:
                 raise TemplateError(f"{logical_id}: only local nested templates are deployable")
-            child_params = {k: self.resolve(stack, v) for k, v in props.get("Parameters", {}).items()}
+            child_params = {
+                k: self.resolve(stack, v) for k, v in props.get("Parameters", {}).items()
+            }
             child = self.deploy(stack.path.parent / location, child_params, name=logical_id)
             stack.children[logical_id] = child
-            return Resource(ref=logical_id, attrs={f"Outputs.{k}": v for k, v in child.outputs.items()})
+            return Resource(
+                ref=logical_id, attrs={f"Outputs.{k}": v for k, v in child.outputs.items()}
+            )
         if kind == "AWS::DynamoDB::Table":
             return self._table(stack, logical_id, props)
         if kind == "AWS::SQS::Queue":
@@ -182,7 +192,8 @@ class LocalCloud:
         if kind == "AWS::KMS::Alias":
             name = str(self.resolve(stack, props["AliasName"]))
             self.client("kms").create_alias(
-                AliasName=name, TargetKeyId=str(self.resolve(stack, props["TargetKeyId"])))
+                AliasName=name, TargetKeyId=str(self.resolve(stack, props["TargetKeyId"]))
+            )
             return Resource(ref=name)
         if kind == "AWS::Serverless::Function":
             name = self._physical_name(logical_id, props.get("FunctionName"), stack)
@@ -204,7 +215,8 @@ class LocalCloud:
         }
         if kwargs["BillingMode"] == "PROVISIONED":
             kwargs["ProvisionedThroughput"] = {
-                k: int(v) for k, v in props["ProvisionedThroughput"].items()}
+                k: int(v) for k, v in props["ProvisionedThroughput"].items()
+            }
         if props.get("GlobalSecondaryIndexes"):
             kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
         if props.get("StreamSpecification"):
@@ -213,8 +225,10 @@ class LocalCloud:
         ddb.create_table(**kwargs)
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
-            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
-                "Enabled": True, "AttributeName": ttl["AttributeName"]})
+            ddb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+            )
         arn = self._arn("dynamodb", f"table/{name}")
         return Resource(ref=name, attrs={"Arn": arn})
 
@@ -223,8 +237,9 @@ class LocalCloud:
         name = self._physical_name(logical_id, props.get("QueueName"), stack)
         if props.get("FifoQueue") and not name.endswith(".fifo"):
             name += ".fifo"
-        attributes = {k: _queue_attribute(v) for k, v in props.items()
-                      if k not in ("QueueName", "Tags")}
+        attributes = {
+            k: _queue_attribute(v) for k, v in props.items() if k not in ("QueueName", "Tags")
+        }
         url = self.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         arn = self._arn("sqs", name)
         return Resource(ref=url, attrs={"Arn": arn, "QueueName": name, "QueueUrl": url})
@@ -237,7 +252,7 @@ class LocalCloud:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (fn, arg), = value.items()
+            ((fn, arg),) = value.items()
             if fn == "Ref":
                 return self._ref(stack, arg)
             if fn == "Fn::GetAtt":
@@ -260,8 +275,11 @@ class LocalCloud:
 
     def _ref(self, stack: StackResult, name: str) -> Any:
         pseudo = {
-            "AWS::Region": self.region, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws",
-            "AWS::StackName": f"{self.prefix}-{stack.name}", "AWS::URLSuffix": "amazonaws.com",
+            "AWS::Region": self.region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::StackName": f"{self.prefix}-{stack.name}",
+            "AWS::URLSuffix": "amazonaws.com",
         }
         if name in pseudo:
             return pseudo[name]
@@ -275,7 +293,9 @@ class LocalCloud:
         try:
             return stack.resources[logical_id].attrs[attr]
         except KeyError:
-            raise TemplateError(f"{stack.path.name}: GetAtt {logical_id}.{attr} is unknown") from None
+            raise TemplateError(
+                f"{stack.path.name}: GetAtt {logical_id}.{attr} is unknown"
+            ) from None
 
     def _sub(self, stack: StackResult, arg: Any) -> str:
         text, variables = (arg, {}) if isinstance(arg, str) else arg
@@ -284,7 +304,7 @@ class LocalCloud:
         while (start := text.find("${", i)) >= 0:
             end = text.index("}", start)
             out.append(text[i:start])
-            token = text[start + 2:end]
+            token = text[start + 2 : end]
             if token.startswith("!"):
                 out.append("${" + token[1:] + "}")
             elif token in variables:
@@ -308,6 +328,7 @@ def _queue_attribute(value: Any) -> str:
 
 def _dependency_order(resources: dict[str, Any]) -> list[str]:
     """Logical ids ordered so that every resource comes after those it references."""
+
     def owner(ref: str) -> str:
         # SAM synthesises "<Function>Url" with the function: depend on the function.
         if ref not in resources and ref.endswith("Url") and ref[:-3] in resources:
@@ -317,9 +338,12 @@ def _dependency_order(resources: dict[str, Any]) -> list[str]:
     # Functions are not created locally: their references are resolved only when their
     # environment is read, after the whole stack exists (and a function may refer to an
     # alarm that refers back to it, as canary deployments do).
-    deps = {lid: set() if spec["Type"] == "AWS::Serverless::Function"
-            else {owner(r) for r in _references(spec)} & set(resources)
-            for lid, spec in resources.items()}
+    deps = {
+        lid: set()
+        if spec["Type"] == "AWS::Serverless::Function"
+        else {owner(r) for r in _references(spec)} & set(resources)
+        for lid, spec in resources.items()
+    }
     order: list[str] = []
     state: dict[str, int] = {}
 

@@ -23,8 +23,13 @@ DEFAULT_TTL_SECONDS = 12 * 3600
 
 
 class DevIssuer:
-    def __init__(self, private_key: rsa.RSAPrivateKey, *, issuer: str = DEV_ISSUER,
-                 client_id: str = DEV_CLIENT_ID) -> None:
+    def __init__(
+        self,
+        private_key: rsa.RSAPrivateKey,
+        *,
+        issuer: str = DEV_ISSUER,
+        client_id: str = DEV_CLIENT_ID,
+    ) -> None:
         self.key = private_key
         self.issuer = issuer
         self.client_id = client_id
@@ -33,11 +38,11 @@ class DevIssuer:
         self.jwk = {**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}
 
     @classmethod
-    def generate(cls) -> "DevIssuer":
+    def generate(cls) -> DevIssuer:
         return cls(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
     @classmethod
-    def load_or_create(cls, directory: Path) -> "DevIssuer":
+    def load_or_create(cls, directory: Path) -> DevIssuer:
         path = directory / "dev-issuer-key.pem"
         if path.exists():
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -45,9 +50,13 @@ class DevIssuer:
             return cls(key)
         issuer = cls.generate()
         directory.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(issuer.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        path.write_bytes(
+            issuer.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         path.chmod(0o600)
         return issuer
 
@@ -59,14 +68,28 @@ class DevIssuer:
         path.write_text(json.dumps(self.jwks()))
         return path
 
-    def mint(self, sub: str, role: Role, driver_id: str | None = None, *,
-             ttl_seconds: int = DEFAULT_TTL_SECONDS, now: float | None = None,
-             token_use: str = "id", **overrides: object) -> str:
+    def mint(
+        self,
+        sub: str,
+        role: Role,
+        driver_id: str | None = None,
+        *,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        now: float | None = None,
+        token_use: str = "id",  # noqa: S107 - a Cognito token kind, not a password
+        **overrides: object,
+    ) -> str:
         now = time.time() if now is None else now
-        claims: dict = {"sub": sub, "iss": self.issuer, "token_use": token_use,
-                        "iat": int(now), "exp": int(now) + ttl_seconds,
-                        "cognito:groups": [role.value], "auth_time": int(now)}
-        claims["aud" if token_use == "id" else "client_id"] = self.client_id
+        claims: dict = {
+            "sub": sub,
+            "iss": self.issuer,
+            "token_use": token_use,
+            "iat": int(now),
+            "exp": int(now) + ttl_seconds,
+            "cognito:groups": [role.value],
+            "auth_time": int(now),
+        }
+        claims["aud" if token_use == "id" else "client_id"] = self.client_id  # noqa: S105
         if driver_id:
             claims["custom:driver_id"] = driver_id
         claims.update(overrides)

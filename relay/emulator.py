@@ -30,14 +30,17 @@ def keep_fifo_groups_in_order() -> Callable[[], None]:
     from moto.sqs.models import Queue
 
     original = Queue.__dict__.get("pending_message_groups")
-    if not isinstance(original, property):   # moto changed: say so, run unpatched
-        log.warning("moto's SQS Queue has no pending_message_groups property; FIFO groups "
-                    "are not patched (see relay/emulator.py)")
+    if not isinstance(original, property):  # moto changed: say so, run unpatched
+        log.warning(
+            "moto's SQS Queue has no pending_message_groups property; FIFO groups "
+            "are not patched (see relay/emulator.py)"
+        )
         return lambda: None
 
     def pending_message_groups(self: Queue) -> set[str]:
-        return {m.group_id for m in self.pending_messages
-                if m.group_id is not None and not m.visible}
+        return {
+            m.group_id for m in self.pending_messages if m.group_id is not None and not m.visible
+        }
 
     Queue.pending_message_groups = property(pending_message_groups)  # type: ignore[assignment]
 

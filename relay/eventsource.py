@@ -16,8 +16,9 @@ local stack starts one per SQS-triggered function in template.yaml):
 FIFO queues (``*.fifo``) keep SQS FIFO's message-group semantics, as Lambda's FIFO event
 source mapping does: each group's messages are handed over in the order the queue gave
 them (SQS gives a group's messages in order; moto's ``SequenceNumber`` is a random number,
-so the runner does not sort by it); a group stops at its first failed message (the *head*): the head backs off, and every later message of the
-group received with it is neither deleted (even if the handler reported it done) nor
+so the runner does not sort by it); a group stops at its first failed message (the
+*head*): the head backs off, and every later message of the group received with it is
+neither deleted (even if the handler reported it done) nor
 kept out of sight on its own, but made visible again at once, so the queue's group lock
 keeps it behind the head. Until the head succeeds, the runner never hands the handler a
 later message of that group without the head before it: when the queue hands one out
@@ -38,9 +39,9 @@ from __future__ import annotations
 import base64
 import importlib
 import logging
+import math
 import os
 import signal
-import math
 import sys
 import threading
 import time
@@ -57,8 +58,8 @@ log = logging.getLogger("relay.eventsource")
 Handler = Callable[[dict[str, Any], Any], Any]
 
 MAX_VISIBILITY_SECONDS = 43_200  # SQS refuses a longer visibility timeout (12 hours)
-ERROR_PAUSE_SECONDS = 5          # after SQS itself fails, before polling again
-FUNCTION_TIMEOUT_SECONDS = 30    # the SQS-triggered functions' Timeout in the templates
+ERROR_PAUSE_SECONDS = 5  # after SQS itself fails, before polling again
+FUNCTION_TIMEOUT_SECONDS = 30  # the SQS-triggered functions' Timeout in the templates
 # A held FIFO group's head counts as due this long before the runner's own retry time (the
 # queue's clock and the runner's differ by the time the visibility change took).
 FIFO_HEAD_GRACE_SECONDS = 1.0
@@ -97,8 +98,8 @@ class GroupHold:
     """A FIFO message group whose head failed: none of its later messages goes first."""
 
     message_id: str
-    retry_at: float      # on the runner's clock: when the head's backoff ends
-    misses: int = 0      # receives of the group without its head since it was due
+    retry_at: float  # on the runner's clock: when the head's backoff ends
+    misses: int = 0  # receives of the group without its head since it was due
 
 
 class SqsEventSourceRunner:
@@ -133,7 +134,7 @@ class SqsEventSourceRunner:
         self.fifo = queue_url.endswith(".fifo") if fifo is None else fifo
         self.fifo_head_misses = fifo_head_misses
         self.clock = clock
-        self.holds: dict[str, GroupHold] = {}   # FIFO groups whose head is pending retry
+        self.holds: dict[str, GroupHold] = {}  # FIFO groups whose head is pending retry
         self._sqs = sqs
 
     @property
@@ -143,7 +144,7 @@ class SqsEventSourceRunner:
         return self._sqs
 
     def run_once(self) -> tuple[int, int]:
-        """Receive and process one batch; return (succeeded, failed). (0, 0) if the queue is idle."""
+        """Receive and process one batch: (succeeded, failed); (0, 0) if the queue is idle."""
         messages = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=self.batch_size,
@@ -162,9 +163,13 @@ class SqsEventSourceRunner:
         self._delete(delivered)
         retry_in = [self._back_off(m) for m in failed]
         if failed:
-            log.warning("batch of %d: %d delivered, %d failed (retry in %s s)",
-                        len(messages), len(delivered), len(failed),
-                        "/".join(str(s) for s in sorted(set(retry_in))))
+            log.warning(
+                "batch of %d: %d delivered, %d failed (retry in %s s)",
+                len(messages),
+                len(delivered),
+                len(failed),
+                "/".join(str(s) for s in sorted(set(retry_in))),
+            )
         return len(delivered), len(failed)
 
     def _invoke(self, messages: list[dict[str, Any]]) -> set[str]:
@@ -179,8 +184,11 @@ class SqsEventSourceRunner:
 
     def _run_fifo(self, messages: list[dict[str, Any]]) -> tuple[int, int]:
         """One received batch of a FIFO queue, with message-group semantics (module doc)."""
-        admitted = {group for group, group_messages in _fifo_groups(messages).items()
-                    if self._admit(group, group_messages)}
+        admitted = {
+            group
+            for group, group_messages in _fifo_groups(messages).items()
+            if self._admit(group, group_messages)
+        }
         batch = [m for m in messages if _group(m) in admitted]
         if not batch:
             return 0, 0
@@ -189,32 +197,46 @@ class SqsEventSourceRunner:
         failed: list[dict[str, Any]] = []
         retry_in: list[int] = []
         for group, group_messages in _fifo_groups(batch).items():
-            first = next((i for i, m in enumerate(group_messages)
-                          if m["MessageId"] in failed_ids), None)
+            first = next(
+                (i for i, m in enumerate(group_messages) if m["MessageId"] in failed_ids), None
+            )
             if first is None:
                 delivered.extend(group_messages)
                 self.holds.pop(group, None)
                 continue
-            head, later = group_messages[first], group_messages[first + 1:]
+            head, later = group_messages[first], group_messages[first + 1 :]
             delivered.extend(group_messages[:first])
             done_too_early = [m["MessageId"] for m in later if m["MessageId"] not in failed_ids]
             if done_too_early:
-                log.warning("group %s: the handler reported %s done after %s failed; kept "
-                            "queued behind it (FIFO)", group, ", ".join(done_too_early),
-                            head["MessageId"])
+                log.warning(
+                    "group %s: the handler reported %s done after %s failed; kept "
+                    "queued behind it (FIFO)",
+                    group,
+                    ", ".join(done_too_early),
+                    head["MessageId"],
+                )
             seconds = self._back_off(head)
             self.holds[group] = GroupHold(head["MessageId"], self.clock() + seconds)
             # Later messages wait behind the head in the queue, not on a timer of their own.
             self._set_visibility(later, 0)
             failed += [head, *later]
             retry_in.append(seconds)
-            log.info("group %s: %s failed on receive %s; %d later message(s) held behind it",
-                     group, head["MessageId"], _receive_count(head), len(later))
+            log.info(
+                "group %s: %s failed on receive %s; %d later message(s) held behind it",
+                group,
+                head["MessageId"],
+                _receive_count(head),
+                len(later),
+            )
         self._delete(delivered)
         if failed:
-            log.warning("batch of %d: %d delivered, %d failed (retry in %s s)",
-                        len(batch), len(delivered), len(failed),
-                        "/".join(str(s) for s in sorted(set(retry_in))))
+            log.warning(
+                "batch of %d: %d delivered, %d failed (retry in %s s)",
+                len(batch),
+                len(delivered),
+                len(failed),
+                "/".join(str(s) for s in sorted(set(retry_in))),
+            )
         return len(delivered), len(failed)
 
     def _admit(self, group: str, group_messages: list[dict[str, Any]]) -> bool:
@@ -225,36 +247,54 @@ class SqsEventSourceRunner:
         # The group's head failed earlier and is not in this receive: these came after it.
         wait = hold.retry_at - self.clock()
         if wait > FIFO_HEAD_GRACE_SECONDS:
-            seconds = math.ceil(wait)           # come back with the head
+            seconds = math.ceil(wait)  # come back with the head
         else:
             hold.misses += 1
             if hold.misses > self.fifo_head_misses:
-                log.warning("group %s: %s has not come back in %d receives since its retry "
-                            "was due (dead-lettered or deleted): the group goes on", group,
-                            hold.message_id, hold.misses - 1)
+                log.warning(
+                    "group %s: %s has not come back in %d receives since its retry "
+                    "was due (dead-lettered or deleted): the group goes on",
+                    group,
+                    hold.message_id,
+                    hold.misses - 1,
+                )
                 del self.holds[group]
                 return True
-            seconds = 0                         # back in the queue, behind the head
-        log.info("group %s: %d message(s) handed out before %s, which is pending retry: "
-                 "back to the queue", group, len(group_messages), hold.message_id)
+            seconds = 0  # back in the queue, behind the head
+        log.info(
+            "group %s: %d message(s) handed out before %s, which is pending retry: "
+            "back to the queue",
+            group,
+            len(group_messages),
+            hold.message_id,
+        )
         self._set_visibility(group_messages, seconds)
         return False
 
     def _set_visibility(self, messages: list[dict[str, Any]], seconds: int) -> None:
         for start in range(0, len(messages), 10):
-            chunk = messages[start:start + 10]
+            chunk = messages[start : start + 10]
             try:
                 response = self.sqs.change_message_visibility_batch(
-                    QueueUrl=self.queue_url, Entries=[
-                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"],
-                         "VisibilityTimeout": seconds} for i, m in enumerate(chunk)])
+                    QueueUrl=self.queue_url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": m["ReceiptHandle"],
+                            "VisibilityTimeout": seconds,
+                        }
+                        for i, m in enumerate(chunk)
+                    ],
+                )
             except ClientError as exc:
-                log.error("could not change the visibility of %d message(s): %s",
-                          len(chunk), exc)
+                log.error("could not change the visibility of %d message(s): %s", len(chunk), exc)
                 continue
             for failure in response.get("Failed", []):
-                log.error("could not change the visibility of %s: %s",
-                          chunk[int(failure["Id"])]["MessageId"], failure.get("Message"))
+                log.error(
+                    "could not change the visibility of %s: %s",
+                    chunk[int(failure["Id"])]["MessageId"],
+                    failure.get("Message"),
+                )
 
     def run_forever(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set. SQS outages are logged and polled through, never fatal."""
@@ -263,46 +303,61 @@ class SqsEventSourceRunner:
             try:
                 self.run_once()
             except (BotoCoreError, ClientError):
-                log.exception("could not poll %s; retrying in %d s",
-                              self.queue_url, ERROR_PAUSE_SECONDS)
+                log.exception(
+                    "could not poll %s; retrying in %d s", self.queue_url, ERROR_PAUSE_SECONDS
+                )
                 stop.wait(ERROR_PAUSE_SECONDS)
         log.info("stopped polling %s", self.queue_url)
 
     def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The event Lambda's SQS event source mapping would send for ``messages``."""
-        return {"Records": [{
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": dict(m.get("Attributes", {})),
-            "messageAttributes": {
-                name: _lambda_attribute(value)
-                for name, value in m.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": m["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.queue_arn,
-            "awsRegion": self.region,
-        } for m in messages]}
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": dict(m.get("Attributes", {})),
+                    "messageAttributes": {
+                        name: _lambda_attribute(value)
+                        for name, value in m.get("MessageAttributes", {}).items()
+                    },
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": self.region,
+                }
+                for m in messages
+            ]
+        }
 
     def _delete(self, messages: list[dict[str, Any]]) -> None:
         for start in range(0, len(messages), 10):
-            chunk = messages[start:start + 10]
-            response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
-            ])
+            chunk = messages[start : start + 10]
+            response = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
+                ],
+            )
             for failure in response.get("Failed", []):
                 # The message comes back and is delivered again: push is at-least-once.
-                log.error("could not delete delivered message %s: %s",
-                          chunk[int(failure["Id"])]["MessageId"], failure.get("Message"))
+                log.error(
+                    "could not delete delivered message %s: %s",
+                    chunk[int(failure["Id"])]["MessageId"],
+                    failure.get("Message"),
+                )
 
     def _back_off(self, message: dict[str, Any]) -> int:
-        seconds = backoff_seconds(_receive_count(message), self.backoff_base_seconds,
-                                  self.backoff_max_seconds)
+        seconds = backoff_seconds(
+            _receive_count(message), self.backoff_base_seconds, self.backoff_max_seconds
+        )
         try:
-            self.sqs.change_message_visibility(QueueUrl=self.queue_url,
-                                               ReceiptHandle=message["ReceiptHandle"],
-                                               VisibilityTimeout=seconds)
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue_url,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=seconds,
+            )
         except ClientError as exc:
             # It still comes back, after the queue's own visibility timeout.
             log.error("could not back off message %s: %s", message["MessageId"], exc)
@@ -348,8 +403,11 @@ def _failed_ids(response: Any, batch: set[str]) -> set[str]:
 
 def _lambda_attribute(value: dict[str, Any]) -> dict[str, Any]:
     """A boto3 message attribute in the camelCase shape Lambda's SQS events use."""
-    out: dict[str, Any] = {"dataType": value["DataType"],
-                           "stringListValues": [], "binaryListValues": []}
+    out: dict[str, Any] = {
+        "dataType": value["DataType"],
+        "stringListValues": [],
+        "binaryListValues": [],
+    }
     if "StringValue" in value:
         out["stringValue"] = value["StringValue"]
     if "BinaryValue" in value:
@@ -366,19 +424,26 @@ def load_handler(dotted: str) -> Handler:
 def main(argv: list[str] | None = None) -> int:
     """``python -m relay.eventsource HANDLER``: run until SIGTERM/SIGINT."""
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     logging.getLogger("botocore").setLevel(logging.WARNING)
     missing = [v for v in (QUEUE_URL_VARIABLE, QUEUE_ARN_VARIABLE) if not os.environ.get(v)]
     if len(argv) != 1 or missing:
-        log.error("usage: python -m relay.eventsource package.module.handler, with %s set "
-                  "(missing: %s)", " and ".join((QUEUE_URL_VARIABLE, QUEUE_ARN_VARIABLE)),
-                  ", ".join(missing) or "-")
+        log.error(
+            "usage: python -m relay.eventsource package.module.handler, with %s set (missing: %s)",
+            " and ".join((QUEUE_URL_VARIABLE, QUEUE_ARN_VARIABLE)),
+            ", ".join(missing) or "-",
+        )
         return 2
     runner = SqsEventSourceRunner(
-        os.environ[QUEUE_URL_VARIABLE], os.environ[QUEUE_ARN_VARIABLE], load_handler(argv[0]),
+        os.environ[QUEUE_URL_VARIABLE],
+        os.environ[QUEUE_ARN_VARIABLE],
+        load_handler(argv[0]),
         backoff_base_seconds=int(os.environ.get("EVENT_SOURCE_BACKOFF_BASE_SECONDS", 1)),
-        backoff_max_seconds=int(os.environ.get("EVENT_SOURCE_BACKOFF_MAX_SECONDS", 60)))
+        backoff_max_seconds=int(os.environ.get("EVENT_SOURCE_BACKOFF_MAX_SECONDS", 60)),
+    )
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:

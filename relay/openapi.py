@@ -34,8 +34,8 @@ from gateway.routes import Route, RouteTable
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredAccepted
 from shared_contracts.errors import Problem
-from shared_contracts.identity import Role
 from shared_contracts.idempotency import KEY_PATTERN
+from shared_contracts.identity import Role
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTES_FILE = ROOT / "gateway" / "routes.toml"
@@ -64,8 +64,7 @@ def _header(description: str, schema_type: str = "string") -> dict[str, Any]:
 
 
 RETRY_AFTER = _header("Seconds to wait before retrying.", "integer")
-DEGRADED = _header("present when a fallback served this answer: "
-                   "module=...; fallback=...; age=...")
+DEGRADED = _header("present when a fallback served this answer: module=...; fallback=...; age=...")
 
 
 class OpenAPIBuildError(ValueError):
@@ -77,26 +76,36 @@ class _Placeholder:
     them, and describing the routes never calls them, so no settings, env or AWS are needed."""
 
     def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"the OpenAPI builder's placeholder has no {name!r}: "
-                             "create_app must not use its service while building the app")
+        raise AttributeError(
+            f"the OpenAPI builder's placeholder has no {name!r}: "
+            "create_app must not use its service while building the app"
+        )
 
 
 # --- inputs --------------------------------------------------------------------------
+
 
 def load_routes(path: Path = ROUTES_FILE) -> RouteTable:
     """The route table, with every ``${VAR}`` upstream replaced by a placeholder URL."""
     with open(path, "rb") as fh:
         data = tomllib.load(fh)
-    names = {name for spec in data.get("modules", {}).values()
-             for url in spec.get("upstreams", []) for name in re.findall(r"\$\{(\w+)\}", url)}
-    return RouteTable.from_dict(data, env={name: "http://placeholder" for name in names})
+    names = {
+        name
+        for spec in data.get("modules", {}).values()
+        for url in spec.get("upstreams", [])
+        for name in re.findall(r"\$\{(\w+)\}", url)
+    }
+    return RouteTable.from_dict(data, env=dict.fromkeys(names, "http://placeholder"))
 
 
 def module_document(module: str) -> dict[str, Any]:
     """``modules.<module>.app.create_app(...)``'s own OpenAPI document, built offline."""
     create_app = importlib.import_module(f"modules.{module}.app").create_app
-    placeholders = {name: _Placeholder() for name in ("service", "idempotency")
-                    if name in inspect.signature(create_app).parameters}
+    placeholders = {
+        name: _Placeholder()
+        for name in ("service", "idempotency")
+        if name in inspect.signature(create_app).parameters
+    }
     return create_app(**placeholders).openapi()
 
 
@@ -106,6 +115,7 @@ def version() -> str:
 
 
 # --- the document --------------------------------------------------------------------
+
 
 def build_document(routes: RouteTable | None = None) -> dict[str, Any]:
     """One OpenAPI 3.1 document for every route of the route table (never ``/healthz``)."""
@@ -152,12 +162,19 @@ def _add_gateway_routes(paths: dict[str, dict[str, Any]], schemas: dict[str, Any
             if method in METHODS:
                 op = _operation(op, method, route)
                 op["responses"]["422"] = _problem("The tracking id is malformed.")
-                op["responses"]["404"] = _problem("No write with this tracking id "
-                                                  "(or not the caller's).")
+                op["responses"]["404"] = _problem(
+                    "No write with this tracking id (or not the caller's)."
+                )
                 paths.setdefault(path, {})[method] = op
-    _merge(schemas, {name: schema for name, schema in doc["components"]["schemas"].items()
-                     if not name.startswith(("HTTPValidationError", "ValidationError"))},
-           "gateway")
+    _merge(
+        schemas,
+        {
+            name: schema
+            for name, schema in doc["components"]["schemas"].items()
+            if not name.startswith(("HTTPValidationError", "ValidationError"))
+        },
+        "gateway",
+    )
 
 
 def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str, Any]:
@@ -169,8 +186,11 @@ def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str
     for response in responses.values():
         _problem_content(response)
     # The identity header is the gateway's to send, never the client's.
-    params = [p for p in op.get("parameters", [])
-              if not (p.get("in") == "header" and p.get("name", "").lower() == headers.IDENTITY)]
+    params = [
+        p
+        for p in op.get("parameters", [])
+        if not (p.get("in") == "header" and p.get("name", "").lower() == headers.IDENTITY)
+    ]
     if method == "post":
         params = _with_idempotency_key(params)
     if params:
@@ -184,31 +204,43 @@ def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str
         roles = ", ".join(sorted(role.value for role in route.roles))
         notes.append(f"Roles: {roles}.")
         op["security"] = [{"bearer": []}]
-        responses["401"] = _problem("Missing, malformed or expired bearer token.",
-                                    {"WWW-Authenticate": _header("The bearer challenge.")})
+        responses["401"] = _problem(
+            "Missing, malformed or expired bearer token.",
+            {"WWW-Authenticate": _header("The bearer challenge.")},
+        )
         responses["403"] = _problem(f"Not allowed: this operation is for the roles {roles}.")
-    responses["429"] = _problem("Rate limited: retry after `Retry-After` seconds.",
-                                {"Retry-After": RETRY_AFTER})
+    responses["429"] = _problem(
+        "Rate limited: retry after `Retry-After` seconds.", {"Retry-After": RETRY_AFTER}
+    )
     responses["503"] = _problem(
         "The module is unavailable and no fallback could answer: retry after "
-        "`Retry-After` seconds.", {"Retry-After": RETRY_AFTER})
+        "`Retry-After` seconds.",
+        {"Retry-After": RETRY_AFTER},
+    )
 
     fallback = route.fallback_for(method)
     if fallback == "deferred":
-        notes.append("While the module is unavailable a write that carries an "
-                     "`Idempotency-Key` is accepted with 202 and applied later, in order, "
-                     f"with that key; the 202 carries `{DEGRADED_HEADER}`.")
+        notes.append(
+            "While the module is unavailable a write that carries an "
+            "`Idempotency-Key` is accepted with 202 and applied later, in order, "
+            f"with that key; the 202 carries `{DEGRADED_HEADER}`."
+        )
         responses["202"] = {
             "description": "Accepted for later: the module is unavailable and the write is "
-                           "queued; `tracking_id` is its Idempotency-Key.",
+            "queued; `tracking_id` is its Idempotency-Key.",
             "headers": {DEGRADED_HEADER: copy.deepcopy(DEGRADED)},
-            "content": {"application/json": {
-                "schema": {"$ref": REF.format(model=DeferredAccepted.__name__)}}},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": REF.format(model=DeferredAccepted.__name__)}
+                }
+            },
         }
     elif fallback is not None:
-        notes.append(f"While the module is unavailable the gateway's `{fallback}` fallback "
-                     f"may answer (200) instead; such answers carry the `{DEGRADED_HEADER}` "
-                     "response header.")
+        notes.append(
+            f"While the module is unavailable the gateway's `{fallback}` fallback "
+            f"may answer (200) instead; such answers carry the `{DEGRADED_HEADER}` "
+            "response header."
+        )
         success = responses.setdefault("200", _fallback_success(responses))
         success.setdefault("headers", {})[DEGRADED_HEADER] = copy.deepcopy(DEGRADED)
     op["description"] = "\n\n".join(notes)
@@ -220,14 +252,17 @@ def _with_idempotency_key(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     key = IDEMPOTENCY_HEADER.lower()
     listed = [p for p in params if p.get("in") == "header" and p.get("name", "").lower() == key]
     description = listed[0].get("description") if listed else None
-    return [p for p in params if p not in listed] + [{
-        "name": IDEMPOTENCY_HEADER,
-        "in": "header",
-        "required": False,
-        "description": description or "A retry with the same key and request gets the "
-                                      "first answer, and the write happens once.",
-        "schema": {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$"},
-    }]
+    return [p for p in params if p not in listed] + [
+        {
+            "name": IDEMPOTENCY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": description
+            or "A retry with the same key and request gets the "
+            "first answer, and the write happens once.",
+            "schema": {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$"},
+        }
+    ]
 
 
 def _problem(description: str, response_headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -250,9 +285,13 @@ def _problem_content(response: dict[str, Any]) -> None:
 
 def _fallback_success(responses: dict[str, Any]) -> dict[str, Any]:
     """A 200 for fallbacks of operations that answer 201 live (e.g. an already issued pass)."""
-    live = next((r for status, r in sorted(responses.items()) if status.startswith("2")), {})
-    return {"description": "Answered by a fallback while the module is unavailable.",
-            **({"content": copy.deepcopy(live["content"])} if "content" in live else {})}
+    live: dict[str, Any] = next(
+        (r for status, r in sorted(responses.items()) if status.startswith("2")), {}
+    )
+    return {
+        "description": "Answered by a fallback while the module is unavailable.",
+        **({"content": copy.deepcopy(live["content"])} if "content" in live else {}),
+    }
 
 
 def _contract_schemas(*models: type[BaseModel]) -> dict[str, Any]:
@@ -266,8 +305,10 @@ def _contract_schemas(*models: type[BaseModel]) -> dict[str, Any]:
 def _merge(into: dict[str, Any], schemas: dict[str, Any], source: str) -> None:
     for name, schema in schemas.items():
         if name in into and into[name] != schema:
-            raise OpenAPIBuildError(f"schema {name!r} from {source} differs from the one "
-                                    "another module publishes; rename one of them")
+            raise OpenAPIBuildError(
+                f"schema {name!r} from {source} differs from the one "
+                "another module publishes; rename one of them"
+            )
         into[name] = schema
 
 
@@ -306,6 +347,7 @@ def _reachable(schemas: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]
 
 # --- the checked-in file -------------------------------------------------------------
 
+
 def render(document: dict[str, Any]) -> str:
     """The file's text: sorted keys, so a rebuild of an unchanged API is byte-identical."""
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -313,9 +355,13 @@ def render(document: dict[str, Any]) -> str:
 
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs, by operation and schema: ``+ GET /loads``, ``~ schema LoadPublic``."""
+
     def parts(doc: dict[str, Any]) -> dict[str, Any]:
-        out = {f"{m.upper()} {p}": op for p, item in doc.get("paths", {}).items()
-               for m, op in item.items()}
+        out = {
+            f"{m.upper()} {p}": op
+            for p, item in doc.get("paths", {}).items()
+            for m, op in item.items()
+        }
         for kind, entries in doc.get("components", {}).items():
             out.update({f"{kind} {name}": v for name, v in entries.items()})
         out.update({k: v for k, v in doc.items() if k not in ("paths", "components")})
@@ -358,11 +404,19 @@ def write(path: Path = DOCUMENT_FILE) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m relay.openapi",
-        description="Write gateway/openapi.json from the modules' contracts.")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the checked-in document is stale; write nothing")
-    parser.add_argument("--path", type=Path, default=DOCUMENT_FILE,
-                        help="the document file (default: gateway/openapi.json)")
+        description="Write gateway/openapi.json from the modules' contracts.",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if the checked-in document is stale; write nothing",
+    )
+    parser.add_argument(
+        "--path",
+        type=Path,
+        default=DOCUMENT_FILE,
+        help="the document file (default: gateway/openapi.json)",
+    )
     args = parser.parse_args(argv)
     if args.check:
         stale = check(args.path)

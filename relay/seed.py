@@ -9,8 +9,13 @@ from typing import Any
 from . import demo
 
 
-def seed_demo_data(function_env: Callable[[str], dict[str, str]], *, dynamodb: Any, sqs: Any,
-                   now: datetime | None = None) -> None:
+def seed_demo_data(
+    function_env: Callable[[str], dict[str, str]],
+    *,
+    dynamodb: Any,
+    sqs: Any,
+    now: datetime | None = None,
+) -> None:
     """Write demo facilities and loads with the modules' own repositories and services.
 
     ``function_env(logical_id)`` gives a function's resolved environment (table names...).
@@ -24,12 +29,19 @@ def seed_demo_data(function_env: Callable[[str], dict[str, str]], *, dynamodb: A
     now = now or datetime.now(UTC)
 
     facilities = FacilitiesRepository(
-        NavigateSettings(**_fields(function_env("NavigateFunction"))), dynamodb=dynamodb)
+        NavigateSettings.model_validate(_fields(function_env("NavigateFunction"))),
+        dynamodb=dynamodb,
+    )
     for f in demo.FACILITIES:
         facilities.put(demo.destination(f["facility_id"]), f["cell"])
 
-    loads = LoadsService(LoadsRepository(
-        LoadsSettings(**_fields(function_env("LoadsFunction"))), dynamodb=dynamodb, sqs=sqs))
+    loads = LoadsService(
+        LoadsRepository(
+            LoadsSettings.model_validate(_fields(function_env("LoadsFunction"))),
+            dynamodb=dynamodb,
+            sqs=sqs,
+        )
+    )
     for assignment in demo.loads(now):
         loads.assign(assignment)
 

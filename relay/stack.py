@@ -40,8 +40,10 @@ HOST = "127.0.0.1"
 # Logs, the dev token secret and the running stack's addresses (RELAY_STATE_DIR overrides).
 STATE_DIR = Path(os.environ.get("RELAY_STATE_DIR", ROOT / ".relay"))
 LOCAL_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-    "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
 }
 # Module function logical id -> (module name, ASGI app factory).
 MODULES: dict[str, tuple[str, str]] = {
@@ -86,7 +88,7 @@ class Process:
     port: int | None = None
     health_path: str = "/healthz"
     proc: subprocess.Popen | None = None
-    ca_file: Path | None = None   # set when the process serves HTTPS
+    ca_file: Path | None = None  # set when the process serves HTTPS
 
     @property
     def url(self) -> str:
@@ -94,10 +96,15 @@ class Process:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -114,14 +121,18 @@ class Process:
     def wait_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:
             if not self.running():
-                raise RuntimeError(f"{self.name} exited at start-up; see {self.log_path}:\n"
-                                   + self.log_path.read_text()[-2000:])
+                raise RuntimeError(
+                    f"{self.name} exited at start-up; see {self.log_path}:\n"
+                    + self.log_path.read_text()[-2000:]
+                )
             if self.port is None:
                 return
             try:
                 verify = str(self.ca_file) if self.ca_file else True
-                if httpx.get(self.url + self.health_path, timeout=1.0,
-                             verify=verify).status_code < 500:
+                if (
+                    httpx.get(self.url + self.health_path, timeout=1.0, verify=verify).status_code
+                    < 500
+                ):
                     return
             except httpx.TransportError:
                 pass
@@ -165,14 +176,14 @@ class LocalStack:
     deployed: StackResult | None = None
     emulator_url: str = ""
     supervisor: Supervisor | None = field(default=None, init=False, repr=False)
-    _supervision_stop: threading.Event = field(default_factory=threading.Event, init=False,
-                                               repr=False)
+    _supervision_stop: threading.Event = field(
+        default_factory=threading.Event, init=False, repr=False
+    )
     _supervision_thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _control: ControlServer | None = field(default=None, init=False, repr=False)
-    _redeploy_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
-                                           repr=False)
+    _redeploy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         self.start()
         return self
 
@@ -202,9 +213,14 @@ class LocalStack:
         moto_port = free_port()
         self.emulator_url = f"http://{HOST}:{moto_port}"
         # moto's server, with SQS FIFO groups kept in order (relay/emulator.py).
-        moto = Process("emulator", [sys.executable, "-m", "relay.emulator", "-H", HOST,
-                                    "-p", str(moto_port)], base_env, logs / "emulator.log",
-                       port=moto_port, health_path="/moto-api/")
+        moto = Process(
+            "emulator",
+            [sys.executable, "-m", "relay.emulator", "-H", HOST, "-p", str(moto_port)],
+            base_env,
+            logs / "emulator.log",
+            port=moto_port,
+            health_path="/moto-api/",
+        )
         self.processes["emulator"] = moto
         moto.start()
         moto.wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
@@ -213,27 +229,35 @@ class LocalStack:
         session = boto3.session.Session(
             aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=LOCAL_CREDENTIALS["AWS_REGION"])
-        self.cloud = LocalCloud(function_urls={lid: f"http://{HOST}:{p}/" for lid, p in ports.items()},
-                                endpoint_url=self.emulator_url, session=session)
+            region_name=LOCAL_CREDENTIALS["AWS_REGION"],
+        )
+        self.cloud = LocalCloud(
+            function_urls={lid: f"http://{HOST}:{p}/" for lid, p in ports.items()},
+            endpoint_url=self.emulator_url,
+            session=session,
+        )
         # A fresh identity key pair per run: modules get the public half from the template.
         identity_private, identity_public = generate_key_pair()
-        self.deployed = self.cloud.deploy(parameters={"Stage": "local",
-                                                      "IdentityPublicKey": identity_public})
+        self.deployed = self.cloud.deploy(
+            parameters={"Stage": "local", "IdentityPublicKey": identity_public}
+        )
         gateway_local = local_gateway_env(self.state_dir, identity_private)
         aws_env = {**base_env, "AWS_ENDPOINT_URL": self.emulator_url}
 
         if self.seed:
             from .seed import seed_demo_data
 
-            seed_demo_data(self.function_env,
-                           dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
-                           sqs=session.client("sqs", endpoint_url=self.emulator_url))
+            seed_demo_data(
+                self.function_env,
+                dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
+                sqs=session.client("sqs", endpoint_url=self.emulator_url),
+            )
 
         for lid, (name, factory) in MODULES.items():
             env = {**aws_env, **self.function_env(lid)}
-            self.processes[name] = Process(name, _uvicorn(factory, ports[lid]), env,
-                                           logs / f"{name}.log", port=ports[lid])
+            self.processes[name] = Process(
+                name, _uvicorn(factory, ports[lid]), env, logs / f"{name}.log", port=ports[lid]
+            )
 
         # One local event source runner per SQS-triggered function (notifications, replay).
         for lid, owner in self.deployed.functions().items():
@@ -241,27 +265,45 @@ class LocalStack:
                 handler = owner.template["Resources"][lid]["Properties"]["Handler"]
                 name = EVENT_SOURCES.get(lid, lid)
                 self.processes[name] = Process(
-                    name, [sys.executable, "-m", "relay.eventsource", handler],
-                    {**aws_env, **self.function_env(lid), **gateway_local,
-                     "EVENT_SOURCE_QUEUE_URL": queue.ref,
-                     "EVENT_SOURCE_QUEUE_ARN": queue.attrs["Arn"],
-                     "EVENT_SOURCE_BACKOFF_BASE_SECONDS": str(self.event_source_backoff[0]),
-                     "EVENT_SOURCE_BACKOFF_MAX_SECONDS": str(self.event_source_backoff[1])},
-                    logs / f"{name}.log")
+                    name,
+                    [sys.executable, "-m", "relay.eventsource", handler],
+                    {
+                        **aws_env,
+                        **self.function_env(lid),
+                        **gateway_local,
+                        "EVENT_SOURCE_QUEUE_URL": queue.ref,
+                        "EVENT_SOURCE_QUEUE_ARN": queue.attrs["Arn"],
+                        "EVENT_SOURCE_BACKOFF_BASE_SECONDS": str(self.event_source_backoff[0]),
+                        "EVENT_SOURCE_BACKOFF_MAX_SECONDS": str(self.event_source_backoff[1]),
+                    },
+                    logs / f"{name}.log",
+                )
 
-        gateway_env = {**aws_env, **self.function_env(GATEWAY_FUNCTION), **gateway_local,
-                       **self.gateway_overrides}
+        gateway_env = {
+            **aws_env,
+            **self.function_env(GATEWAY_FUNCTION),
+            **gateway_local,
+            **self.gateway_overrides,
+        }
         # The gateway's own server entry: header limits, read timeouts, no proxy headers.
-        argv = [sys.executable, "-m", "gateway.server", "--host", HOST,
-                "--port", str(self.gateway_port)]
+        argv = [
+            sys.executable,
+            "-m",
+            "gateway.server",
+            "--host",
+            HOST,
+            "--port",
+            str(self.gateway_port),
+        ]
         cert = None
         if self.tls:
             from .tls import self_signed_certificate
 
             cert, key = self_signed_certificate(self.state_dir)
             argv += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
-        self.processes["gateway"] = Process("gateway", argv, gateway_env, logs / "gateway.log",
-                                            port=self.gateway_port, ca_file=cert)
+        self.processes["gateway"] = Process(
+            "gateway", argv, gateway_env, logs / "gateway.log", port=self.gateway_port, ca_file=cert
+        )
         for name, proc in self.processes.items():
             if name != "emulator":
                 proc.start()
@@ -271,7 +313,8 @@ class LocalStack:
         self._write_state()
 
     def function_env(self, logical_id: str) -> dict[str, str]:
-        assert self.cloud and self.deployed
+        assert self.cloud
+        assert self.deployed
         return self.cloud.function_env(self.deployed, logical_id)
 
     def output(self, app: str, name: str) -> str:
@@ -315,9 +358,15 @@ class LocalStack:
         out = []
         for name, proc in self.processes.items():
             running = proc.running()
-            row = {"name": name, "state": "running" if running else "exited",
-                   "pid": proc.pid if running else None, "restarts": 0, "last_exit": None,
-                   "restart_in": None, **watched.get(name, {})}
+            row = {
+                "name": name,
+                "state": "running" if running else "exited",
+                "pid": proc.pid if running else None,
+                "restarts": 0,
+                "last_exit": None,
+                "restart_in": None,
+                **watched.get(name, {}),
+            }
             row.update(url=proc.url if proc.port else None, log=str(proc.log_path))
             out.append(row)
         return out
@@ -347,14 +396,21 @@ class LocalStack:
             self.on_event(message)
 
     def _start_supervision(self) -> None:
-        self.supervisor = Supervisor(self.processes, policy=self.restart_policy,
-                                     report=self.report, on_restart=self._restarted)
+        self.supervisor = Supervisor(
+            self.processes,
+            policy=self.restart_policy,
+            report=self.report,
+            on_restart=self._restarted,
+        )
         self._control = ControlServer(self.control_socket, self.control)
         self._control.start()
         self._supervision_stop.clear()
         self._supervision_thread = threading.Thread(
-            target=self.supervisor.run, args=(self._supervision_stop,), name="relay-supervisor",
-            daemon=True)
+            target=self.supervisor.run,
+            args=(self._supervision_stop,),
+            name="relay-supervisor",
+            daemon=True,
+        )
         self._supervision_thread.start()
         self._write_state()
 
@@ -372,10 +428,12 @@ class LocalStack:
             return
         try:
             self._redeploy()
-        except Exception as exc:   # said, not fatal to the rest of the stack
+        except Exception as exc:  # said, not fatal to the rest of the stack
             log.exception("redeploying into the emulator failed")
-            self.report(f"emulator: could not deploy template.yaml into it again ({exc!r}); "
-                        "`relay restart emulator` tries again")
+            self.report(
+                f"emulator: could not deploy template.yaml into it again ({exc!r}); "
+                "`relay restart emulator` tries again"
+            )
 
     def _redeploy(self) -> None:
         """A restarted emulator is empty: deploy template.yaml into it again and reseed.
@@ -387,29 +445,40 @@ class LocalStack:
             return
         with self._redeploy_lock:
             self.processes["emulator"].wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
-            functions = {name: lid for lid in self.deployed.functions()
-                         if (name := _process_name(lid)) in self.processes}
+            functions = {
+                name: lid
+                for lid in self.deployed.functions()
+                if (name := _process_name(lid)) in self.processes
+            }
             before = {name: self.function_env(lid) for name, lid in functions.items()}
             session = boto3.session.Session(
                 aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                region_name=LOCAL_CREDENTIALS["AWS_REGION"])
-            cloud = LocalCloud(function_urls=self.cloud.function_urls,
-                               endpoint_url=self.emulator_url, session=session)
+                region_name=LOCAL_CREDENTIALS["AWS_REGION"],
+            )
+            cloud = LocalCloud(
+                function_urls=self.cloud.function_urls,
+                endpoint_url=self.emulator_url,
+                session=session,
+            )
             self.cloud, self.deployed = cloud, cloud.deploy(parameters=self.deployed.parameters)
             if self.seed:
                 from .seed import seed_demo_data
 
-                seed_demo_data(self.function_env,
-                               dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
-                               sqs=session.client("sqs", endpoint_url=self.emulator_url))
-            changed = [name for name, lid in functions.items()
-                       if self.function_env(lid) != before[name]]
-            self.report("emulator: tables, queues, topics and keys deployed again from "
-                        f"template.yaml{' and demo data seeded' if self.seed else ''}; "
-                        "data written before it restarted is gone"
-                        + (f"; restarting {', '.join(changed)} for new resource ids"
-                           if changed else ""))
+                seed_demo_data(
+                    self.function_env,
+                    dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
+                    sqs=session.client("sqs", endpoint_url=self.emulator_url),
+                )
+            changed = [
+                name for name, lid in functions.items() if self.function_env(lid) != before[name]
+            ]
+            self.report(
+                "emulator: tables, queues, topics and keys deployed again from "
+                f"template.yaml{' and demo data seeded' if self.seed else ''}; "
+                "data written before it restarted is gone"
+                + (f"; restarting {', '.join(changed)} for new resource ids" if changed else "")
+            )
             for name in changed:
                 proc = self.processes[name]
                 proc.env = {**proc.env, **self.function_env(functions[name])}
@@ -426,15 +495,16 @@ class LocalStack:
         if command not in ("stop", "start", "restart"):
             return {"ok": False, "error": f"unknown command {command!r}"}
         if name not in self.processes:
-            return {"ok": False, "error": f"no process named {name!r}; the processes are "
-                                          + ", ".join(self.processes)}
+            return {
+                "ok": False,
+                "error": f"no process named {name!r}; the processes are "
+                + ", ".join(self.processes),
+            }
         proc = self.processes[name]
         if command == "stop":
             self.stop_process(name)
-            self.report(f"{name} stopped by `relay stop`; it stays down until "
-                        f"`relay start {name}`")
-            return {"ok": True, "message": f"{name} stopped (held down until "
-                                           f"`relay start {name}`)"}
+            self.report(f"{name} stopped by `relay stop`; it stays down until `relay start {name}`")
+            return {"ok": True, "message": f"{name} stopped (held down until `relay start {name}`)"}
         was_running = proc.running()
         try:
             if command == "start":
@@ -450,17 +520,25 @@ class LocalStack:
 
     def _write_state(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "stack.json").write_text(json.dumps({
-            "gateway_url": self.gateway_url,
-            "emulator_url": self.emulator_url,
-            "modules": {n: p.url for n, p in self.processes.items() if p.port},
-            "notifications_queue_url": self.output("NotificationsApp", "NotificationsQueueUrl"),
-            "notifications_dead_letter_queue_url": self.output(
-                "NotificationsApp", "NotificationsDeadLetterQueueUrl"),
-            "push_topic_arn": self.output("NotificationsApp", "PushTopicArn"),
-            # relay ps|stop|start|restart talk to the stack here (supervised stacks only).
-            "control_socket": str(self.control_socket) if self.supervise else None,
-        }, indent=2))
+        (self.state_dir / "stack.json").write_text(
+            json.dumps(
+                {
+                    "gateway_url": self.gateway_url,
+                    "emulator_url": self.emulator_url,
+                    "modules": {n: p.url for n, p in self.processes.items() if p.port},
+                    "notifications_queue_url": self.output(
+                        "NotificationsApp", "NotificationsQueueUrl"
+                    ),
+                    "notifications_dead_letter_queue_url": self.output(
+                        "NotificationsApp", "NotificationsDeadLetterQueueUrl"
+                    ),
+                    "push_topic_arn": self.output("NotificationsApp", "PushTopicArn"),
+                    # relay ps|stop|start|restart talk to the stack here (supervised stacks only).
+                    "control_socket": str(self.control_socket) if self.supervise else None,
+                },
+                indent=2,
+            )
+        )
 
 
 def _process_name(logical_id: str) -> str:
@@ -473,5 +551,17 @@ def _process_name(logical_id: str) -> str:
 
 
 def _uvicorn(factory: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", HOST,
-            "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        factory,
+        "--factory",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]

@@ -34,14 +34,14 @@ from typing import Any, Protocol
 
 log = logging.getLogger("relay.supervisor")
 
-RESTART_INITIAL_SECONDS = 1.0      # first restart after a crash
-RESTART_MAX_SECONDS = 30.0         # the backoff doubles up to this
+RESTART_INITIAL_SECONDS = 1.0  # first restart after a crash
+RESTART_MAX_SECONDS = 30.0  # the backoff doubles up to this
 RESTART_RESET_AFTER_SECONDS = 60.0  # up this long: the next crash restarts after 1 s again
 SUPERVISE_INTERVAL_SECONDS = 0.25  # how often the supervisor looks at its processes
 CONTROL_SOCKET_NAME = "control.sock"
-CONTROL_TIMEOUT_SECONDS = 60.0     # a client's wait; `start` waits for the process's health
+CONTROL_TIMEOUT_SECONDS = 60.0  # a client's wait; `start` waits for the process's health
 CONTROL_MAX_REQUEST_BYTES = 4096
-MAX_UNIX_SOCKET_PATH = 100         # sun_path is 104-108 bytes depending on the OS
+MAX_UNIX_SOCKET_PATH = 100  # sun_path is 104-108 bytes depending on the OS
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,16 @@ class Child(Protocol):
 
 class State(StrEnum):
     RUNNING = "running"
-    RESTARTING = "restarting"   # exited; waiting out its backoff
-    STOPPED = "stopped"         # held: stopped on purpose, never restarted
+    RESTARTING = "restarting"  # exited; waiting out its backoff
+    STOPPED = "stopped"  # held: stopped on purpose, never restarted
 
 
 @dataclass
 class Watch:
     state: State = State.RUNNING
     started_at: float = 0.0
-    crashes: int = 0            # in a row, since it last stayed up reset_after_seconds
-    restarts: int = 0           # done by the supervisor
+    crashes: int = 0  # in a row, since it last stayed up reset_after_seconds
+    restarts: int = 0  # done by the supervisor
     restart_at: float | None = None
     last_exit: int | None = None
 
@@ -98,10 +98,15 @@ def _seconds(value: float) -> str:
 class Supervisor:
     """Restarts exited processes with backoff; holds the ones stopped on purpose."""
 
-    def __init__(self, children: Mapping[str, Child], *, policy: RestartPolicy | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 report: Callable[[str], None] = log.warning,
-                 on_restart: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        children: Mapping[str, Child],
+        *,
+        policy: RestartPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        report: Callable[[str], None] = log.warning,
+        on_restart: Callable[[str], None] | None = None,
+    ) -> None:
         self.children = children
         self.policy = policy or RestartPolicy()
         self.clock = clock
@@ -123,13 +128,19 @@ class Supervisor:
                     continue
                 if watch.state is State.RUNNING:
                     if child.running():
-                        if watch.crashes and now - watch.started_at >= self.policy.reset_after_seconds:
+                        if (
+                            watch.crashes
+                            and now - watch.started_at >= self.policy.reset_after_seconds
+                        ):
                             watch.crashes = 0
                         continue
                     watch.last_exit = child.exit_code
                     self._schedule(name, watch, now, f"exited with code {watch.last_exit}")
-                if watch.state is State.RESTARTING and watch.restart_at is not None \
-                        and now >= watch.restart_at:
+                if (
+                    watch.state is State.RESTARTING
+                    and watch.restart_at is not None
+                    and now >= watch.restart_at
+                ):
                     try:
                         child.start()
                     except OSError as exc:
@@ -182,9 +193,12 @@ class Supervisor:
             for name, child in self.children.items():
                 watch = self.watches[name]
                 out[name] = {
-                    "state": watch.state.value, "pid": child.pid if child.running() else None,
-                    "restarts": watch.restarts, "last_exit": watch.last_exit,
-                    "restart_in": None if watch.restart_at is None
+                    "state": watch.state.value,
+                    "pid": child.pid if child.running() else None,
+                    "restarts": watch.restarts,
+                    "last_exit": watch.last_exit,
+                    "restart_in": None
+                    if watch.restart_at is None
                     else round(max(watch.restart_at - now, 0.0), 1),
                 }
             return out
@@ -228,20 +242,21 @@ class ControlServer:
                     if not isinstance(request, dict):
                         raise ValueError("a request is a JSON object")
                     answer = handle(request)
-                except Exception as exc:   # answered, never fatal to the stack
+                except Exception as exc:  # answered, never fatal to the stack
                     log.exception("control request failed")
                     answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
                 self.wfile.write(json.dumps(answer).encode() + b"\n")
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()   # left by a stack that was killed
+            self.path.unlink()  # left by a stack that was killed
         server = socketserver.ThreadingUnixStreamServer(str(self.path), Handler)
         server.daemon_threads = True
         os.chmod(self.path, 0o600)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="relay-control",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="relay-control", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -253,8 +268,9 @@ class ControlServer:
             self.path.unlink()
 
 
-def control_request(path: Path, request: dict[str, Any],
-                    timeout: float = CONTROL_TIMEOUT_SECONDS) -> dict[str, Any]:
+def control_request(
+    path: Path, request: dict[str, Any], timeout: float = CONTROL_TIMEOUT_SECONDS
+) -> dict[str, Any]:
     """Send one request to a running stack's control socket; its answer."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -268,9 +284,10 @@ def control_request(path: Path, request: dict[str, Any],
                     break
                 data += chunk
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise ControlError(f"no running stack answers on {path} ({exc.strerror}): "
-                           "start it with `make dev`") from None
-    except OSError as exc:   # includes the timeout
+        raise ControlError(
+            f"no running stack answers on {path} ({exc.strerror}): start it with `make dev`"
+        ) from None
+    except OSError as exc:  # includes the timeout
         raise ControlError(f"the stack did not answer on {path}: {exc}") from None
     try:
         return json.loads(data)

@@ -19,6 +19,18 @@ from .errors import Problem, ProblemError
 from .identity import IdentityContext, Role
 
 __all__ = [
-    "ID_PATTERN", "Contract", "DriverId", "FacilityId", "IdentityContext", "Latitude", "LoadId",
-    "Longitude", "MessageId", "PassId", "Problem", "ProblemError", "Role", "Timestamp",
+    "ID_PATTERN",
+    "Contract",
+    "DriverId",
+    "FacilityId",
+    "IdentityContext",
+    "Latitude",
+    "LoadId",
+    "Longitude",
+    "MessageId",
+    "PassId",
+    "Problem",
+    "ProblemError",
+    "Role",
+    "Timestamp",
 ]

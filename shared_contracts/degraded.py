@@ -21,9 +21,9 @@ HEADER = DEGRADED
 
 
 class FallbackKind(StrEnum):
-    LAST_KNOWN_GOOD = "last-known-good"   # a cached copy of an earlier live answer
-    DEFERRED = "deferred"                 # a write accepted into a durable queue (202)
-    STATIC = "static"                     # an answer built from what the gateway knows
+    LAST_KNOWN_GOOD = "last-known-good"  # a cached copy of an earlier live answer
+    DEFERRED = "deferred"  # a write accepted into a durable queue (202)
+    STATIC = "static"  # an answer built from what the gateway knows
 
 
 class DegradedMarker(BaseModel):
@@ -38,10 +38,13 @@ class DegradedMarker(BaseModel):
         return value if self.age is None else f"{value}; age={self.age}"
 
     @classmethod
-    def parse(cls, value: str) -> "DegradedMarker":
+    def parse(cls, value: str) -> DegradedMarker:
         parts = dict(p.strip().split("=", 1) for p in value.split(";") if "=" in p)
-        return cls(module=parts["module"], fallback=FallbackKind(parts["fallback"]),
-                   age=int(parts["age"]) if "age" in parts else None)
+        return cls(
+            module=parts["module"],
+            fallback=FallbackKind(parts["fallback"]),
+            age=int(parts["age"]) if "age" in parts else None,
+        )
 
 
 class DeferredAccepted(BaseModel):
@@ -52,23 +55,26 @@ class DeferredAccepted(BaseModel):
     status: str = "accepted"
     tracking_id: str = Field(description="The idempotency key the write will be applied with")
     module: str
-    status_url: str = Field(description="GET it for the write's state: pending, applied or "
-                                        "refused with the module's reason")
+    status_url: str = Field(
+        description="GET it for the write's state: pending, applied or "
+        "refused with the module's reason"
+    )
     detail: str = "the service is unavailable; this write is queued and will be applied in order"
 
 
 class DeferredState(StrEnum):
-    PENDING = "pending"    # queued; applied in order when its module is back
-    APPLIED = "applied"    # the module applied it (or had applied it already)
-    REFUSED = "refused"    # the module refused it for good; ``problem`` says why
+    PENDING = "pending"  # queued; applied in order when its module is back
+    APPLIED = "applied"  # the module applied it (or had applied it already)
+    REFUSED = "refused"  # the module refused it for good; ``problem`` says why
 
 
 class DeferredRefusal(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: int = Field(description="The module's HTTP status")
-    code: str | None = Field(default=None, description="The module's problem code, e.g. "
-                                                       "invalid-transition")
+    code: str | None = Field(
+        default=None, description="The module's problem code, e.g. invalid-transition"
+    )
     detail: str | None = None
 
 
@@ -83,6 +89,5 @@ class DeferredWriteStatus(BaseModel):
     path: str
     state: DeferredState
     accepted_at: datetime = Field(description="When the gateway accepted the write")
-    decided_at: datetime | None = Field(default=None,
-                                        description="When it was applied or refused")
+    decided_at: datetime | None = Field(default=None, description="When it was applied or refused")
     refusal: DeferredRefusal | None = None

@@ -110,8 +110,7 @@ class UnsupportedMediaTypeError(ProblemError):
 class RequestHeaderFieldsTooLargeError(ProblemError):
     """Too many request headers, one too large, or all of them together (RFC 6585)."""
 
-    status, code, title = 431, "request-header-fields-too-large", \
-        "Request header fields too large"
+    status, code, title = 431, "request-header-fields-too-large", "Request header fields too large"
 
 
 class ValidationFailedError(ProblemError):

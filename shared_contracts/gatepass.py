@@ -53,7 +53,8 @@ class GatePassVerdict(Contract):
     revocation_checked: bool = Field(
         default=True,
         description="false when the gateway judged the pass without the gatepass module: "
-                    "only revocations the gateway had seen were checked")
+        "only revocations the gateway had seen were checked",
+    )
 
 
 class Jwk(Contract):

@@ -12,8 +12,9 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,7 +51,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 # Request ids need to be unique, not secret: a random per-process prefix and a counter
 # cost a fraction of a uuid4, which reads the OS's random source on every request.
 # Worker processes forked after import draw a prefix of their own.
-_ids = {"prefix": "", "counter": itertools.count()}
+_ids: dict[str, Any] = {"prefix": "", "counter": itertools.count()}
 
 
 def _new_id_prefix() -> None:
@@ -99,17 +100,20 @@ class HeaderLimits:
         """``headers`` as in an ASGI scope. A plain loop: ~0.5 us for a usual request."""
         if len(headers) > self.max_count:
             return RequestHeaderFieldsTooLargeError(
-                f"at most {self.max_count} request headers are accepted")
+                f"at most {self.max_count} request headers are accepted"
+            )
         total, field = 0, self.max_field_bytes
         for name, value in headers:
             size = len(name) + len(value)
             if size > field:
                 return RequestHeaderFieldsTooLargeError(
-                    f"a request header is limited to {field} bytes")
+                    f"a request header is limited to {field} bytes"
+                )
             total += size
         if total > self.max_bytes:
             return RequestHeaderFieldsTooLargeError(
-                f"request headers are limited to {self.max_bytes} bytes in all")
+                f"request headers are limited to {self.max_bytes} bytes in all"
+            )
         return None
 
 
@@ -121,8 +125,12 @@ class RequestGuard:
     bodies. The header limits hold behind any server (uvicorn, Mangum on Lambda); the
     gateway's own server also enforces them while reading (``gateway.server``)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 header_limits: HeaderLimits = DEFAULT_HEADER_LIMITS) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        header_limits: HeaderLimits = DEFAULT_HEADER_LIMITS,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.header_limits = header_limits
@@ -184,9 +192,14 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     return out
 
 
-def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-            audience: str | None = None, verifier: IdentityVerifier | None = None,
-            guard: bool = True) -> FastAPI:
+def install(
+    app: FastAPI,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    audience: str | None = None,
+    verifier: IdentityVerifier | None = None,
+    guard: bool = True,
+) -> FastAPI:
     """Make ``app`` answer every error in the problem envelope.
 
     ``audience`` is the module's name: identity contexts signed by the gateway for another
@@ -221,20 +234,24 @@ def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         elif exc.status_code == 405:
             error = ProblemError(
                 "method not allowed on this route",
-                status=405, code="method-not-allowed", title="Method not allowed",
+                status=405,
+                code="method-not-allowed",
+                title="Method not allowed",
             )
         else:
-            error = ProblemError(str(exc.detail), status=exc.status_code, code="http-error",
-                                 title="Request failed")
+            error = ProblemError(
+                str(exc.detail), status=exc.status_code, code="http-error", title="Request failed"
+            )
         if exc.headers:
             error.headers.update(exc.headers)
         return problem_response(error, request_id_of(request))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"request_id": request_id_of(request)})
-        return problem_response(ProblemError("unexpected error; it has been logged"),
-                                request_id_of(request))
+        log.error("unhandled error", extra={"request_id": request_id_of(request)})
+        return problem_response(
+            ProblemError("unexpected error; it has been logged"), request_id_of(request)
+        )
 
     if guard:
         app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
@@ -242,6 +259,7 @@ def install(app: FastAPI, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 
 
 # --- identity -------------------------------------------------------------------------
+
 
 def _verifier(request: Request) -> IdentityVerifier:
     state = request.app.state
@@ -275,8 +293,10 @@ def require_role(*roles: Role) -> Callable[..., IdentityContext]:
 
     def dependency(identity: Identity) -> IdentityContext:
         if identity.role not in allowed:
-            raise ForbiddenError("this operation needs one of the roles: "
-                                 + ", ".join(sorted(r.value for r in allowed)))
+            raise ForbiddenError(
+                "this operation needs one of the roles: "
+                + ", ".join(sorted(r.value for r in allowed))
+            )
         if identity.role is Role.DRIVER and not identity.driver_id:
             raise UnauthorizedError("driver identity without a driver id")
         return identity

@@ -122,7 +122,8 @@ ACCEPTED_AT_MAX_SKEW = timedelta(minutes=5)
 ACCEPTED_AT_MAX_AGE = timedelta(days=14)
 _ACCEPTED_AT_MAX_CHARS = 40
 _RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
+    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -177,12 +178,16 @@ def parse_accepted_at(raw: str | None) -> datetime | None:
         return None
     match = _RFC3339.fullmatch(raw) if len(raw) <= _ACCEPTED_AT_MAX_CHARS else None
     if match is None:
-        log.warning("ignoring a malformed %s header: %r", headers.ACCEPTED_AT,
-                    raw[:_ACCEPTED_AT_MAX_CHARS])
+        log.warning(
+            "ignoring a malformed %s header: %r", headers.ACCEPTED_AT, raw[:_ACCEPTED_AT_MAX_CHARS]
+        )
         return None
     stamp, fraction, zone = match.groups()
-    text = stamp + (f".{fraction[:6].ljust(6, '0')}" if fraction else "") + (
-        "+00:00" if zone.upper() == "Z" else zone)
+    text = (
+        stamp
+        + (f".{fraction[:6].ljust(6, '0')}" if fraction else "")
+        + ("+00:00" if zone.upper() == "Z" else zone)
+    )
     try:
         return datetime.fromisoformat(text.replace("t", "T")).astimezone(UTC)
     except ValueError:  # well-formed, but no such time (month 13, 25:00...)
@@ -190,9 +195,13 @@ def parse_accepted_at(raw: str | None) -> datetime | None:
         return None
 
 
-def accepted_time(accepted_at: datetime | None, now: datetime, *,
-                  max_skew: timedelta = ACCEPTED_AT_MAX_SKEW,
-                  max_age: timedelta = ACCEPTED_AT_MAX_AGE) -> datetime:
+def accepted_time(
+    accepted_at: datetime | None,
+    now: datetime,
+    *,
+    max_skew: timedelta = ACCEPTED_AT_MAX_SKEW,
+    max_age: timedelta = ACCEPTED_AT_MAX_AGE,
+) -> datetime:
     """When a write was accepted: the gateway's stamp if it is plausible, else ``now``.
 
     Never later than ``now`` (a stamp ahead within ``max_skew`` is clamped); a stamp
@@ -201,12 +210,21 @@ def accepted_time(accepted_at: datetime | None, now: datetime, *,
     if accepted_at is None:
         return now
     if accepted_at - now > max_skew:
-        log.warning("ignoring %s %s: more than %s ahead of this module's clock (%s)",
-                    headers.ACCEPTED_AT, accepted_at.isoformat(), max_skew, now.isoformat())
+        log.warning(
+            "ignoring %s %s: more than %s ahead of this module's clock (%s)",
+            headers.ACCEPTED_AT,
+            accepted_at.isoformat(),
+            max_skew,
+            now.isoformat(),
+        )
         return now
     if now - accepted_at > max_age:
-        log.warning("ignoring %s %s: older than %s, no delivery can be",
-                    headers.ACCEPTED_AT, accepted_at.isoformat(), max_age)
+        log.warning(
+            "ignoring %s %s: older than %s, no delivery can be",
+            headers.ACCEPTED_AT,
+            accepted_at.isoformat(),
+            max_age,
+        )
         return now
     return min(accepted_at, now)
 
@@ -222,8 +240,14 @@ class _LocalDeadline:
 class IdempotencyStore:
     """One module's idempotency table (key ``id``, TTL ``expiration``)."""
 
-    def __init__(self, table_name: str, *, prefix: str, dynamodb: Any = None,
-                 expires_after: timedelta = IDEMPOTENCY_EXPIRY) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        prefix: str,
+        dynamodb: Any = None,
+        expires_after: timedelta = IDEMPOTENCY_EXPIRY,
+    ) -> None:
         self.table_name = table_name
         self.prefix = prefix  # stored ids read "<prefix>#<sha256>"
         self.expires_after = expires_after
@@ -236,12 +260,23 @@ class IdempotencyStore:
         with self._lock:
             if self._layer is None:
                 self._layer = DynamoDBPersistenceLayer(
-                    table_name=self.table_name, key_attr="id", expiry_attr="expiration",
-                    boto_config=aws_client_config(), boto3_client=self._client)
+                    table_name=self.table_name,
+                    key_attr="id",
+                    expiry_attr="expiration",
+                    boto_config=aws_client_config(),
+                    boto3_client=self._client,
+                )
             return self._layer
 
-    def run(self, model: type[M], operation: Callable[[], M], *, scope: str, request: Any,
-            lambda_context: Any = None) -> tuple[M, bool]:
+    def run(
+        self,
+        model: type[M],
+        operation: Callable[[], M],
+        *,
+        scope: str,
+        request: Any,
+        lambda_context: Any = None,
+    ) -> tuple[M, bool]:
         """``operation()``'s result once per ``scope``, and whether it was replayed."""
         replayed = False
 
@@ -253,16 +288,23 @@ class IdempotencyStore:
         # Powertools configures the persistence layer from the first config it sees; every
         # call builds the same one, only the Lambda context and the replay hook differ.
         config = IdempotencyConfig(
-            event_key_jmespath="scope", payload_validation_jmespath="request",
-            raise_on_no_idempotency_key=True, hash_function="sha256",
+            event_key_jmespath="scope",
+            payload_validation_jmespath="request",
+            raise_on_no_idempotency_key=True,
+            hash_function="sha256",
             expires_after_seconds=int(self.expires_after.total_seconds()),
-            response_hook=mark_replayed,
+            response_hook=mark_replayed,  # type: ignore[arg-type]  # typed for dicts; any value
         )
-        config.register_lambda_context(lambda_context or _LocalDeadline())
+        # Under Lambda, Mangum's context; elsewhere a stand-in with the one method it reads.
+        config.register_lambda_context(lambda_context or _LocalDeadline())  # type: ignore[arg-type]
 
-        @idempotent_function(data_keyword_argument="call", persistence_store=self.persistence,
-                             config=config, output_serializer=PydanticSerializer(model),
-                             key_prefix=self.prefix)
+        @idempotent_function(
+            data_keyword_argument="call",
+            persistence_store=self.persistence,
+            config=config,
+            output_serializer=PydanticSerializer(model),
+            key_prefix=self.prefix,
+        )
         def once(call: dict[str, Any]) -> M:
             return operation()
 
@@ -271,16 +313,20 @@ class IdempotencyStore:
         except IdempotencyValidationError:
             raise IdempotencyKeyReusedError(
                 "this Idempotency-Key was already used with a different request; "
-                "use a new key for a new request") from None
+                "use a new key for a new request"
+            ) from None
         except (IdempotencyAlreadyInProgressError, IdempotencyInconsistentStateError):
             raise IdempotencyInProgressError(
                 "a request with this Idempotency-Key is still being processed; "
-                "retry shortly for its result") from None
+                "retry shortly for its result"
+            ) from None
         except IdempotencyPersistenceLayerError:
             log.exception("idempotency table %s failed", self.table_name)
-            raise UnavailableError("the idempotency record of this write could not be read or "
-                                   "written; retry with the same Idempotency-Key",
-                                   retry_after=1) from None
+            raise UnavailableError(
+                "the idempotency record of this write could not be read or "
+                "written; retry with the same Idempotency-Key",
+                retry_after=1,
+            ) from None
         return result, replayed
 
 
@@ -293,9 +339,16 @@ class IdempotentCall:
     :func:`accepted_time` with their own clock.
     """
 
-    def __init__(self, store: IdempotencyStore, key: str | None, scope: str,
-                 path_params: dict[str, Any], lambda_context: Any, response: Response,
-                 accepted_at: datetime | None = None) -> None:
+    def __init__(
+        self,
+        store: IdempotencyStore,
+        key: str | None,
+        scope: str,
+        path_params: dict[str, Any],
+        lambda_context: Any,
+        response: Response,
+        accepted_at: datetime | None = None,
+    ) -> None:
         self.store = store
         self.key = key
         self.accepted_at = accepted_at
@@ -308,35 +361,48 @@ class IdempotentCall:
         if self.key is None:
             return operation()
         result, replayed = self.store.run(
-            model, operation, scope=self.scope,
+            model,
+            operation,
+            scope=self.scope,
             request={"path": self.path_params, "body": body},
-            lambda_context=self.lambda_context)
+            lambda_context=self.lambda_context,
+        )
         if replayed:
             self.response.headers[REPLAYED_HEADER] = "true"
         return result
 
 
 def idempotent_call(
-    request: Request, response: Response, identity: Identity,
-    key: Annotated[str | None, Header(
-        alias=headers.IDEMPOTENCY_KEY,
-        description="8-64 characters of A-Z a-z 0-9 _ -: a retry with the same key and "
-                    "request gets the first answer")] = None,
+    request: Request,
+    response: Response,
+    identity: Identity,
+    key: Annotated[
+        str | None,
+        Header(
+            alias=headers.IDEMPOTENCY_KEY,
+            description="8-64 characters of A-Z a-z 0-9 _ -: a retry with the same key and "
+            "request gets the first answer",
+        ),
+    ] = None,
 ) -> IdempotentCall:
     """The route's :class:`IdempotentCall`; the app keeps its store at ``app.state.idempotency``."""
     if key is not None and not KEY_PATTERN.fullmatch(key):
         raise InvalidIdempotencyKeyError(
-            "Idempotency-Key must be 8 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")
+            "Idempotency-Key must be 8 to 64 characters of A-Z, a-z, 0-9, '_' and '-'"
+        )
     route = request.scope.get("route")
     operation = f"{request.method} {getattr(route, 'path', request.url.path)}"
     return IdempotentCall(
-        store=request.app.state.idempotency, key=key,
-        scope=f"{identity.sub}:{operation}:{key}", path_params=dict(request.path_params),
+        store=request.app.state.idempotency,
+        key=key,
+        scope=f"{identity.sub}:{operation}:{key}",
+        path_params=dict(request.path_params),
         lambda_context=request.scope.get("aws.context"),  # set by Mangum under Lambda
         response=response,
         # Set by the gateway, not a client (it drops client x-relay-* headers): read here
         # rather than declared, so it stays out of the published contract.
-        accepted_at=parse_accepted_at(request.headers.get(headers.ACCEPTED_AT)))
+        accepted_at=parse_accepted_at(request.headers.get(headers.ACCEPTED_AT)),
+    )
 
 
 Idempotent = Annotated[IdempotentCall, Depends(idempotent_call)]

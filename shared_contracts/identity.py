@@ -30,15 +30,22 @@ _SIGNED_CACHE_SIZE = 10_000
 
 class Role(StrEnum):
     DRIVER = "driver"
-    GATE = "gate"          # gate scanner at a facility
+    GATE = "gate"  # gate scanner at a facility
     DISPATCH = "dispatch"  # assigns loads, messages drivers
-    OPS = "ops"            # operators: levers, faults, ops views
+    OPS = "ops"  # operators: levers, faults, ops views
 
 
 class IdentityContext(Contract):
     sub: str
     role: Role
     driver_id: DriverId | None = None
+
+    @property
+    def driver(self) -> str:
+        """The driver id of a driver's identity (routes behind ``DriverIdentity`` have one)."""
+        if self.driver_id is None:
+            raise InvalidIdentityError(f"{self.role.value} identity {self.sub} is no driver")
+        return self.driver_id
 
 
 class InvalidIdentityError(ValueError):
@@ -48,18 +55,27 @@ class InvalidIdentityError(ValueError):
 def generate_key_pair() -> tuple[str, str]:
     """A new Ed25519 key pair as (private PEM, public PEM)."""
     key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
 class IdentitySigner:
     """Gateway side. Tokens are reused for half their life, so signing is rare per caller."""
 
-    def __init__(self, private_key_pem: str, *, ttl_seconds: int = DEFAULT_TTL_SECONDS,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        private_key_pem: str,
+        *,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError("the identity signing key must be Ed25519")
@@ -74,8 +90,13 @@ class IdentitySigner:
         hit = self._cache.get(cache_key)
         if hit and hit[1] - now > self.ttl / 2:
             return hit[0]
-        claims = {"iss": ISSUER, "aud": audience, "iat": int(now), "exp": int(now) + self.ttl,
-                  **identity.model_dump(exclude_none=True)}
+        claims = {
+            "iss": ISSUER,
+            "aud": audience,
+            "iat": int(now),
+            "exp": int(now) + self.ttl,
+            **identity.model_dump(exclude_none=True),
+        }
         token = jwt.encode(claims, self._key, algorithm="EdDSA")
         self._cache[cache_key] = (token, now + self.ttl)
         if len(self._cache) > _SIGNED_CACHE_SIZE:
@@ -100,23 +121,32 @@ class IdentityVerifier:
         self.leeway = leeway_seconds
 
     @classmethod
-    def from_env(cls, audience: str) -> "IdentityVerifier":
+    def from_env(cls, audience: str) -> IdentityVerifier:
         """Several keys (one PEM block each) may be listed while the gateway's key rotates."""
         pem = os.environ.get(PUBLIC_KEY_VARIABLE, "")
         if not pem.strip():
-            raise InvalidIdentityError(f"{PUBLIC_KEY_VARIABLE} is not set: no caller can be trusted")
+            raise InvalidIdentityError(
+                f"{PUBLIC_KEY_VARIABLE} is not set: no caller can be trusted"
+            )
         return cls(pem, audience)
 
     def verify(self, token: str) -> IdentityContext:
         for key in self._keys:
             try:
-                claims = jwt.decode(token, key, algorithms=["EdDSA"], audience=self.audience,
-                                    issuer=ISSUER, leeway=self.leeway,
-                                    options={"require": ["exp", "iat", "aud", "iss", "sub"]})
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=["EdDSA"],
+                    audience=self.audience,
+                    issuer=ISSUER,
+                    leeway=self.leeway,
+                    options={"require": ["exp", "iat", "aud", "iss", "sub"]},
+                )
             except jwt.InvalidSignatureError:
                 continue
             except jwt.InvalidTokenError as exc:
                 raise InvalidIdentityError(str(exc)) from None
-            return IdentityContext(sub=claims["sub"], role=claims["role"],
-                                   driver_id=claims.get("driver_id"))
+            return IdentityContext(
+                sub=claims["sub"], role=claims["role"], driver_id=claims.get("driver_id")
+            )
         raise InvalidIdentityError("identity context not signed by the gateway")

@@ -17,10 +17,10 @@ class StopKind(StrEnum):
 
 
 class LoadStatus(StrEnum):
-    ASSIGNED = "assigned"      # given to the driver, not started
-    AT_STOP = "at_stop"        # arrived at ``current_stop``
+    ASSIGNED = "assigned"  # given to the driver, not started
+    AT_STOP = "at_stop"  # arrived at ``current_stop``
     IN_TRANSIT = "in_transit"  # departed a stop, heading to ``current_stop``
-    DELIVERED = "delivered"    # terminal
+    DELIVERED = "delivered"  # terminal
 
 
 class LoadEventKind(StrEnum):
@@ -46,7 +46,7 @@ class StopPlan(Contract):
     window_end: Timestamp
 
     @model_validator(mode="after")
-    def _window(self) -> "StopPlan":
+    def _window(self) -> StopPlan:
         if self.window_end <= self.window_start:
             raise ValueError("window_end must be after window_start")
         return self
@@ -69,7 +69,7 @@ class LoadAssign(Contract):
     stops: list[StopPlan] = Field(min_length=2, max_length=20)
 
     @model_validator(mode="after")
-    def _shape(self) -> "LoadAssign":
+    def _shape(self) -> LoadAssign:
         if self.stops[0].kind is not StopKind.PICKUP:
             raise ValueError("the first stop must be a pickup")
         if self.stops[-1].kind is not StopKind.DELIVERY:

@@ -24,8 +24,10 @@ TEST_IDENTITY_SIGNER = IdentitySigner(TEST_IDENTITY_PRIVATE_KEY, ttl_seconds=24 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch):
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -77,14 +79,19 @@ def clock() -> Clock:
 
 
 def identity_context(role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> IdentityContext:
-    return IdentityContext(sub=driver_id or f"{role.value}-user", role=role,
-                           driver_id=driver_id if role is Role.DRIVER else None)
+    return IdentityContext(
+        sub=driver_id or f"{role.value}-user",
+        role=role,
+        driver_id=driver_id if role is Role.DRIVER else None,
+    )
 
 
 def identity_header_for(module: str):
     """``identity_header(role, driver_id)``: the signed context the gateway sends ``module``."""
 
-    def identity_header(role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> dict[str, str]:
+    def identity_header(
+        role: Role = Role.DRIVER, driver_id: str | None = "D-1001"
+    ) -> dict[str, str]:
         token = TEST_IDENTITY_SIGNER.sign(identity_context(role, driver_id), audience=module)
         return {"x-relay-identity": token}
 

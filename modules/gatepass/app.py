@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request, Response
 
-from shared_contracts import http
-from shared_contracts import ID_PATTERN
+from shared_contracts import ID_PATTERN, http
 from shared_contracts.gatepass import (
     GatePassCreate,
     GatePassList,
@@ -17,7 +16,7 @@ from shared_contracts.gatepass import (
     Jwks,
 )
 from shared_contracts.http import DispatchIdentity, DriverIdentity
-from shared_contracts.idempotency import Idempotent, IdempotencyStore
+from shared_contracts.idempotency import IdempotencyStore, Idempotent
 from shared_contracts.identity import IdentityContext, Role
 
 from .config import GatepassSettings
@@ -39,18 +38,21 @@ def _service(request: Request) -> GatepassService:
 Service = Annotated[GatepassService, Depends(_service)]
 
 
-def create_app(settings: GatepassSettings | None = None, *,
-               service: GatepassService | None = None,
-               idempotency: IdempotencyStore | None = None) -> FastAPI:
+def create_app(
+    settings: GatepassSettings | None = None,
+    *,
+    service: GatepassService | None = None,
+    idempotency: IdempotencyStore | None = None,
+) -> FastAPI:
     app = FastAPI(title="Relay gate passes", version="1", docs_url=None, redoc_url=None)
     if service is None or idempotency is None:
         settings = settings or GatepassSettings()
         if service is None:
-            signer = KmsSigner(settings.gatepass_signing_key_id,
-                               retired_key_ids=settings.retired_key_ids)
+            signer = KmsSigner(
+                settings.gatepass_signing_key_id, retired_key_ids=settings.retired_key_ids
+            )
             service = GatepassService(GatepassRepository(settings), signer)
-        idempotency = idempotency or IdempotencyStore(settings.idempotency_table,
-                                                      prefix="gatepass")
+        idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="gatepass")
     app.state.service = service
     app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
     http.install(app, audience="gatepass")
@@ -69,28 +71,34 @@ def create_app(settings: GatepassSettings | None = None, *,
         return svc.jwks()
 
     @app.post("/gatepass", status_code=201, response_model=GatePassPublic, responses=errors)
-    def issue_pass(command: GatePassCreate, identity: DriverIdentity, svc: Service,
-                   once: Idempotent) -> GatePassPublic:
+    def issue_pass(
+        command: GatePassCreate, identity: DriverIdentity, svc: Service, once: Idempotent
+    ) -> GatePassPublic:
         # A retried issue answers the pass already minted rather than signing a second one.
-        return once(GatePassPublic, command,
-                    lambda: svc.issue(identity.driver_id, command, idempotency_key=once.key))
+        return once(
+            GatePassPublic,
+            command,
+            lambda: svc.issue(identity.driver, command, idempotency_key=once.key),
+        )
 
     @app.get("/gatepass", response_model=GatePassList, responses=errors)
     def list_passes(identity: DriverIdentity, svc: Service) -> GatePassList:
-        return GatePassList(items=svc.list_for_driver(identity.driver_id))
+        return GatePassList(items=svc.list_for_driver(identity.driver))
 
     @app.get("/gatepass/{pass_id}", response_model=GatePassPublic, responses=errors)
     def get_pass(pass_id: PassIdPath, identity: DriverIdentity, svc: Service) -> GatePassPublic:
-        return svc.get(identity.driver_id, pass_id)
+        return svc.get(identity.driver, pass_id)
 
     @app.post("/gatepass/verify", response_model=GatePassVerdict, responses=errors)
-    def verify_pass(command: GatePassVerify, identity: GateIdentity,
-                    svc: Service) -> GatePassVerdict:
+    def verify_pass(
+        command: GatePassVerify, identity: GateIdentity, svc: Service
+    ) -> GatePassVerdict:
         return svc.verify(command)
 
     @app.post("/gatepass/{pass_id}/revoke", response_model=GatePassPublic, responses=errors)
-    def revoke_pass(pass_id: PassIdPath, identity: DispatchIdentity, svc: Service,
-                    once: Idempotent) -> GatePassPublic:
+    def revoke_pass(
+        pass_id: PassIdPath, identity: DispatchIdentity, svc: Service, once: Idempotent
+    ) -> GatePassPublic:
         return once(GatePassPublic, None, lambda: svc.revoke(pass_id))
 
     return app

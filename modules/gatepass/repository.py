@@ -41,8 +41,9 @@ class GatepassRepository:
 
     def get_load_for_driver(self, load_id: str, driver_id: str) -> LoadPublic | None:
         """``load_id`` if it is ``driver_id``'s; None if it is not, or does not exist."""
-        item = _owned_item(self.dynamodb.Table(self.settings.loads_table), "load_id", load_id,
-                           driver_id)
+        item = _owned_item(
+            self.dynamodb.Table(self.settings.loads_table), "load_id", load_id, driver_id
+        )
         return LoadPublic.model_validate_json(item["doc"]) if item else None
 
     def get(self, pass_id: str) -> GatePassPublic | None:
@@ -78,8 +79,9 @@ class GatepassRepository:
         written). Random ids never collide: the condition only guards against overwriting.
         """
         try:
-            self._passes.put_item(Item=self._item(gate_pass),
-                                  ConditionExpression="attribute_not_exists(pass_id)")
+            self._passes.put_item(
+                Item=self._item(gate_pass), ConditionExpression="attribute_not_exists(pass_id)"
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
@@ -121,8 +123,10 @@ def _owned_item(table: Any, key: str, value: str, driver_id: str) -> dict[str, A
     DynamoDB applies the owner filter: another driver's item is answered exactly like a
     missing one (empty), with the read units and the single round trip of a GetItem.
     """
-    items = table.query(KeyConditionExpression=Key(key).eq(value),
-                        FilterExpression=Attr("driver_id").eq(driver_id),
-                        ConsistentRead=True)["Items"]
+    items = table.query(
+        KeyConditionExpression=Key(key).eq(value),
+        FilterExpression=Attr("driver_id").eq(driver_id),
+        ConsistentRead=True,
+    )["Items"]
     item = items[0] if items else None
     return item if item is not None and item.get("driver_id") == driver_id else None

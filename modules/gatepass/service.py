@@ -57,27 +57,32 @@ def pass_stop(load: LoadPublic, facility_id: str, now: datetime) -> Stop:
         on_route = ", ".join(s.facility.facility_id for s in load.stops)
         raise ValidationFailedError(
             f"facility {facility_id} is not a stop of load {load.load_id} (its stops: {on_route})",
-            code="facility-not-on-load")
+            code="facility-not-on-load",
+        )
     for stop in stops:
         if stop.window_end + WINDOW_MARGIN > now:
             return stop
     last = stops[-1]
     raise ConflictError(
         f"the appointment window at {facility_id} ended at {last.window_end.isoformat()}; "
-        "passes are issued up to 2 h after it", code="window-passed")
+        "passes are issued up to 2 h after it",
+        code="window-passed",
+    )
 
 
 class GatepassService:
-    def __init__(self, repository: GatepassRepository, signer: KmsSigner,
-                 clock: Clock = utcnow) -> None:
+    def __init__(
+        self, repository: GatepassRepository, signer: KmsSigner, clock: Clock = utcnow
+    ) -> None:
         self.repository = repository
         self.signer = signer
         self.clock = clock
 
     # --- drivers -----------------------------------------------------------------------
 
-    def issue(self, driver_id: str, command: GatePassCreate, *,
-              idempotency_key: str | None = None) -> GatePassPublic:
+    def issue(
+        self, driver_id: str, command: GatePassCreate, *, idempotency_key: str | None = None
+    ) -> GatePassPublic:
         """A pass for ``command``. With ``idempotency_key`` the pass id derives from it, so a
         second application of the key (the first delivery outlived its idempotency lease,
         or its write landed after it gave up) answers the pass already stored."""
@@ -88,14 +93,21 @@ class GatepassService:
             # repository checks the owner before parsing the load): ids cannot be probed.
             raise NotFoundError(f"load {command.load_id} not found")
         if load.status is LoadStatus.DELIVERED:
-            raise ConflictError(f"load {load.load_id} is delivered: it needs no gate pass",
-                                code="load-delivered")
+            raise ConflictError(
+                f"load {load.load_id} is delivered: it needs no gate pass", code="load-delivered"
+            )
         stop = pass_stop(load, command.facility_id, now)
-        pass_id = "GP-" + (derived_id("gatepass", driver_id, idempotency_key)
-                           if idempotency_key is not None else uuid.uuid4().hex)
+        pass_id = "GP-" + (
+            derived_id("gatepass", driver_id, idempotency_key)
+            if idempotency_key is not None
+            else uuid.uuid4().hex
+        )
         claims = PassClaims(
-            sub=driver_id, jti=pass_id, load_id=load.load_id,
-            facility_id=command.facility_id, iat=_epoch(now),
+            sub=driver_id,
+            jti=pass_id,
+            load_id=load.load_id,
+            facility_id=command.facility_id,
+            iat=_epoch(now),
             nbf=_epoch(stop.window_start - WINDOW_MARGIN),
             exp=_epoch(stop.window_end + WINDOW_MARGIN),
         )
@@ -104,17 +116,27 @@ class GatepassService:
         except SigningUnavailableError:
             raise UnavailableError("cannot sign gate passes right now; retry shortly") from None
         gate_pass = GatePassPublic(
-            pass_id=claims.jti, driver_id=driver_id, load_id=load.load_id,
-            facility_id=command.facility_id, valid_from=_at(claims.nbf),
-            valid_until=_at(claims.exp), issued_at=_at(claims.iat), kid=self.signer.kid,
-            token=token, qr_payload=token,
+            pass_id=claims.jti,
+            driver_id=driver_id,
+            load_id=load.load_id,
+            facility_id=command.facility_id,
+            valid_from=_at(claims.nbf),
+            valid_until=_at(claims.exp),
+            issued_at=_at(claims.iat),
+            kid=self.signer.kid,
+            token=token,
+            qr_payload=token,
         )
         stored = self.repository.create(gate_pass)
         if (stored.driver_id, stored.load_id, stored.facility_id) != (
-                driver_id, command.load_id, command.facility_id):
+            driver_id,
+            command.load_id,
+            command.facility_id,
+        ):
             raise IdempotencyKeyReusedError(
                 "this Idempotency-Key was already used for another gate pass; "
-                "use a new key for a new request")
+                "use a new key for a new request"
+            )
         return stored
 
     def get(self, driver_id: str, pass_id: str) -> GatePassPublic:
@@ -162,7 +184,11 @@ class GatepassService:
         if claims is None:
             return GatePassVerdict(valid=False, reason=reason.value)
         return GatePassVerdict(
-            valid=reason is Reason.VALID, reason=reason.value, pass_id=claims.jti,
-            driver_id=claims.sub, load_id=claims.load_id, facility_id=claims.facility_id,
+            valid=reason is Reason.VALID,
+            reason=reason.value,
+            pass_id=claims.jti,
+            driver_id=claims.sub,
+            load_id=claims.load_id,
+            facility_id=claims.facility_id,
             valid_until=_at(claims.exp),
         )

@@ -65,10 +65,16 @@ _COORDINATE_BYTES = 32  # P-256
 # KMS answers that do not go away by retrying: the key id is wrong, the key is disabled or
 # pending deletion, or this function may not read it. Anything else (throttling, KMS down)
 # is worth a retry.
-_KEY_UNUSABLE = frozenset({
-    "NotFoundException", "DisabledException", "KMSInvalidStateException",
-    "AccessDeniedException", "InvalidArnException", "UnsupportedOperationException",
-})
+_KEY_UNUSABLE = frozenset(
+    {
+        "NotFoundException",
+        "DisabledException",
+        "KMSInvalidStateException",
+        "AccessDeniedException",
+        "InvalidArnException",
+        "UnsupportedOperationException",
+    }
+)
 
 log = logging.getLogger("relay.gatepass")
 
@@ -86,20 +92,20 @@ class Reason(StrEnum):
     """Why a gate accepts or refuses a pass: the ``reason`` of a GatePassVerdict."""
 
     VALID = "valid"
-    MALFORMED = "malformed"            # not a compact JWS with our claims
-    UNKNOWN_KEY = "unknown_key"        # kid not in the JWKS: never ours, or retired and dropped
-    BAD_SIGNATURE = "bad_signature"    # tampered, or not signed by our key / algorithm
-    NOT_YET_VALID = "not_yet_valid"    # before nbf (more than 2 h before the window)
-    EXPIRED = "expired"                # at or after exp (more than 2 h after the window)
+    MALFORMED = "malformed"  # not a compact JWS with our claims
+    UNKNOWN_KEY = "unknown_key"  # kid not in the JWKS: never ours, or retired and dropped
+    BAD_SIGNATURE = "bad_signature"  # tampered, or not signed by our key / algorithm
+    NOT_YET_VALID = "not_yet_valid"  # before nbf (more than 2 h before the window)
+    EXPIRED = "expired"  # at or after exp (more than 2 h after the window)
     WRONG_FACILITY = "wrong_facility"  # issued for another facility
-    REVOKED = "revoked"                # dispatch or ops revoked it
-    UNKNOWN_PASS = "unknown_pass"      # signed by us, but no such pass is on record
+    REVOKED = "revoked"  # dispatch or ops revoked it
+    UNKNOWN_PASS = "unknown_pass"  # noqa: S105 - a verdict, not a password;  # signed by us, but no such pass is on record
 
 
 class PassRejected(Exception):
     """A refused pass. ``claims`` is set once the signature is known good (e.g. expired)."""
 
-    def __init__(self, reason: Reason, detail: str, claims: "PassClaims | None" = None) -> None:
+    def __init__(self, reason: Reason, detail: str, claims: PassClaims | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -146,8 +152,9 @@ class KmsSigner:
     never changes for a key id, and the configuration only changes with a deployment.
     """
 
-    def __init__(self, key_id: str, *, retired_key_ids: Iterable[str] = (),
-                 kms: Any = None) -> None:
+    def __init__(
+        self, key_id: str, *, retired_key_ids: Iterable[str] = (), kms: Any = None
+    ) -> None:
         self.key_id = key_id
         self.retired_key_ids = tuple(retired_key_ids)
         self._kms = kms
@@ -187,8 +194,10 @@ class KmsSigner:
         signing_input = f"{b64url(_json(header))}.{b64url(_json(claims.model_dump()))}"
         try:
             der = self.kms.sign(
-                KeyId=self.key_id, Message=signing_input.encode("ascii"),
-                MessageType="RAW", SigningAlgorithm="ECDSA_SHA_256",
+                KeyId=self.key_id,
+                Message=signing_input.encode("ascii"),
+                MessageType="RAW",
+                SigningAlgorithm="ECDSA_SHA_256",
             )["Signature"]
         except (BotoCoreError, ClientError) as exc:
             raise SigningUnavailableError("KMS could not sign the pass") from exc
@@ -225,9 +234,11 @@ class KmsSigner:
             key = load_der_public_key(answer["PublicKey"])
         except ValueError:
             key = None
-        if (answer.get("KeyUsage") != "SIGN_VERIFY"
-                or not isinstance(key, ec.EllipticCurvePublicKey)
-                or key.curve.name != "secp256r1"):
+        if (
+            answer.get("KeyUsage") != "SIGN_VERIFY"
+            or not isinstance(key, ec.EllipticCurvePublicKey)
+            or key.curve.name != "secp256r1"
+        ):
             raise UnusableKeyError(f"KMS key {key_id} is not an ECC_NIST_P256 signing key")
         return jwk_of(key)
 
@@ -248,10 +259,16 @@ def verify(token: str, jwks: Jwks, now: datetime) -> PassClaims:
         raise PassRejected(Reason.UNKNOWN_KEY, "signed with a key that is not published")
     try:
         payload = jwt.decode(
-            token, jwt.PyJWK(jwk.model_dump(), ALGORITHM).key, algorithms=[ALGORITHM],
+            token,
+            jwt.PyJWK(jwk.model_dump(), ALGORITHM).key,
+            algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["iss", "sub", "jti", "iat", "nbf", "exp"],
-                     "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+            options={
+                "require": ["iss", "sub", "jti", "iat", "nbf", "exp"],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
     except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
         raise PassRejected(Reason.BAD_SIGNATURE, "signature does not match") from None

@@ -6,11 +6,16 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request
 
-from shared_contracts import http
-from shared_contracts import ID_PATTERN
+from shared_contracts import ID_PATTERN, http
 from shared_contracts.http import DispatchIdentity, DriverIdentity
-from shared_contracts.idempotency import Idempotent, IdempotencyStore
-from shared_contracts.loads import LoadAssign, LoadEventCreate, LoadEventPublic, LoadList, LoadPublic
+from shared_contracts.idempotency import IdempotencyStore, Idempotent
+from shared_contracts.loads import (
+    LoadAssign,
+    LoadEventCreate,
+    LoadEventPublic,
+    LoadList,
+    LoadPublic,
+)
 
 from .config import LoadsSettings
 from .repository import LoadsRepository
@@ -26,8 +31,12 @@ def _service(request: Request) -> LoadsService:
 Service = Annotated[LoadsService, Depends(_service)]
 
 
-def create_app(settings: LoadsSettings | None = None, *, service: LoadsService | None = None,
-               idempotency: IdempotencyStore | None = None) -> FastAPI:
+def create_app(
+    settings: LoadsSettings | None = None,
+    *,
+    service: LoadsService | None = None,
+    idempotency: IdempotencyStore | None = None,
+) -> FastAPI:
     app = FastAPI(title="Relay loads", version="1", docs_url=None, redoc_url=None)
     if service is None or idempotency is None:
         settings = settings or LoadsSettings()
@@ -44,24 +53,38 @@ def create_app(settings: LoadsSettings | None = None, *, service: LoadsService |
 
     @app.get("/loads", response_model=LoadList, responses=errors)
     def list_loads(identity: DriverIdentity, svc: Service) -> LoadList:
-        return LoadList(items=svc.list_for_driver(identity.driver_id))
+        return LoadList(items=svc.list_for_driver(identity.driver))
 
     @app.get("/loads/{load_id}", response_model=LoadPublic, responses=errors)
     def get_load(load_id: LoadIdPath, identity: DriverIdentity, svc: Service) -> LoadPublic:
-        return svc.get(identity.driver_id, load_id)
+        return svc.get(identity.driver, load_id)
 
-    @app.post("/loads/{load_id}/events", status_code=201, response_model=LoadEventPublic,
-              responses=errors)
-    def report_event(load_id: LoadIdPath, event: LoadEventCreate, identity: DriverIdentity,
-                     svc: Service, once: Idempotent) -> LoadEventPublic:
-        return once(LoadEventPublic, event,
-                    lambda: svc.record_event(identity.driver_id, load_id, event,
-                                             idempotency_key=once.key,
-                                             accepted_at=once.accepted_at))
+    @app.post(
+        "/loads/{load_id}/events", status_code=201, response_model=LoadEventPublic, responses=errors
+    )
+    def report_event(
+        load_id: LoadIdPath,
+        event: LoadEventCreate,
+        identity: DriverIdentity,
+        svc: Service,
+        once: Idempotent,
+    ) -> LoadEventPublic:
+        return once(
+            LoadEventPublic,
+            event,
+            lambda: svc.record_event(
+                identity.driver,
+                load_id,
+                event,
+                idempotency_key=once.key,
+                accepted_at=once.accepted_at,
+            ),
+        )
 
     @app.post("/dispatch/assignments", status_code=201, response_model=LoadPublic, responses=errors)
-    def assign_load(command: LoadAssign, identity: DispatchIdentity, svc: Service,
-                    once: Idempotent) -> LoadPublic:
+    def assign_load(
+        command: LoadAssign, identity: DispatchIdentity, svc: Service, once: Idempotent
+    ) -> LoadPublic:
         return once(LoadPublic, command, lambda: svc.assign(command))
 
     return app

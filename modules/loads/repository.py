@@ -81,9 +81,11 @@ class LoadsRepository:
         "does not exist" (nothing to decode, nothing to parse). The same read units as a
         GetItem, in one round trip.
         """
-        items = self._loads.query(KeyConditionExpression=Key("load_id").eq(load_id),
-                                  FilterExpression=Attr("driver_id").eq(driver_id),
-                                  ConsistentRead=True)["Items"]
+        items = self._loads.query(
+            KeyConditionExpression=Key("load_id").eq(load_id),
+            FilterExpression=Attr("driver_id").eq(driver_id),
+            ConsistentRead=True,
+        )["Items"]
         item = items[0] if items else None
         if item is None or item.get("driver_id") != driver_id:
             return None
@@ -100,12 +102,15 @@ class LoadsRepository:
         if seq is None:
             return None
         table = self.dynamodb.Table(self.settings.load_events_table)
-        item = table.get_item(Key={"load_id": stored.load.load_id, "seq": seq},
-                              ConsistentRead=True).get("Item")
+        item = table.get_item(
+            Key={"load_id": stored.load.load_id, "seq": seq}, ConsistentRead=True
+        ).get("Item")
         if item is None or item.get("event_key") != key_id:
             # Both are written in one transaction: this is a bug or a hand edit, not a race.
-            raise RuntimeError(f"load {stored.load.load_id} lists event key {key_id} at seq "
-                               f"{seq}, but that event is not stored under it")
+            raise RuntimeError(
+                f"load {stored.load.load_id} lists event key {key_id} at seq "
+                f"{seq}, but that event is not stored under it"
+            )
         return LoadEventPublic.model_validate({**json.loads(item["doc"]), "load": stored.load})
 
     def list_for_driver(self, driver_id: str) -> list[LoadPublic]:
@@ -134,8 +139,14 @@ class LoadsRepository:
                 raise LoadExistsError(load.load_id) from None
             raise
 
-    def save_event(self, event: LoadEventPublic, expected_version: int, *,
-                   key_id: str | None = None, event_keys: dict[str, int] | None = None) -> None:
+    def save_event(
+        self,
+        event: LoadEventPublic,
+        expected_version: int,
+        *,
+        key_id: str | None = None,
+        event_keys: dict[str, int] | None = None,
+    ) -> None:
         """Write the updated load and its event atomically, if nobody changed it meanwhile.
 
         With ``key_id`` (the event's idempotency key id) the load also records it in
@@ -148,8 +159,11 @@ class LoadsRepository:
             "ConditionExpression": "version = :v",
             "ExpressionAttributeValues": {":v": expected_version},
         }
-        event_item: dict[str, Any] = {"load_id": event.load_id, "seq": event.seq,
-                                      "doc": event.model_dump_json(exclude={"load"})}
+        event_item: dict[str, Any] = {
+            "load_id": event.load_id,
+            "seq": event.seq,
+            "doc": event.model_dump_json(exclude={"load"}),
+        }
         if key_id is not None:
             keys[key_id] = event.seq
             keys = dict(sorted(keys.items(), key=lambda kv: kv[1])[-MAX_EVENT_KEYS:])
@@ -159,14 +173,18 @@ class LoadsRepository:
         load_put["Item"] = self._item(event.load, keys)
         client = self.dynamodb.meta.client
         try:
-            client.transact_write_items(TransactItems=[
-                {"Put": load_put},
-                {"Put": {
-                    "TableName": self.settings.load_events_table,
-                    "Item": event_item,
-                    "ConditionExpression": "attribute_not_exists(seq)",
-                }},
-            ])
+            client.transact_write_items(
+                TransactItems=[
+                    {"Put": load_put},
+                    {
+                        "Put": {
+                            "TableName": self.settings.load_events_table,
+                            "Item": event_item,
+                            "ConditionExpression": "attribute_not_exists(seq)",
+                        }
+                    },
+                ]
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
                 raise ConcurrentUpdateError(event.load_id) from None

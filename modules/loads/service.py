@@ -54,43 +54,57 @@ def event_key_id(driver_id: str, idempotency_key: str) -> str:
 def apply_event(load: LoadPublic, event: LoadEventCreate, at: datetime) -> LoadPublic:
     """Return ``load`` after ``event``, or raise ConflictError if the transition is invalid."""
     if load.status is LoadStatus.DELIVERED:
-        raise ConflictError(f"load {load.load_id} is delivered: it takes no further events",
-                            code="invalid-transition")
+        raise ConflictError(
+            f"load {load.load_id} is delivered: it takes no further events",
+            code="invalid-transition",
+        )
     if event.stop_seq > len(load.stops):
         raise ValidationFailedError(f"load {load.load_id} has no stop {event.stop_seq}")
     if event.stop_seq != load.current_stop:
         raise ConflictError(
             f"{event.kind.value} at stop {event.stop_seq}, but the current stop is "
-            f"{load.current_stop}", code="invalid-transition")
+            f"{load.current_stop}",
+            code="invalid-transition",
+        )
 
     stops = [s.model_copy() for s in load.stops]
     stop: Stop = stops[event.stop_seq - 1]
     is_last = event.stop_seq == len(stops)
-    status, current = load.status, load.current_stop
+    status: LoadStatus = load.status
+    current = load.current_stop
 
     if event.kind is LoadEventKind.ARRIVED:
         if load.status is LoadStatus.AT_STOP:
-            raise ConflictError(f"already at stop {current}: report departed first",
-                                code="invalid-transition")
+            raise ConflictError(
+                f"already at stop {current}: report departed first", code="invalid-transition"
+            )
         stop.arrived_at, status = at, LoadStatus.AT_STOP
     elif event.kind is LoadEventKind.DEPARTED:
         if load.status is not LoadStatus.AT_STOP:
-            raise ConflictError(f"not at stop {current}: report arrived first",
-                                code="invalid-transition")
+            raise ConflictError(
+                f"not at stop {current}: report arrived first", code="invalid-transition"
+            )
         if is_last:
-            raise ConflictError("this is the final stop: report delivered",
-                                code="invalid-transition")
+            raise ConflictError(
+                "this is the final stop: report delivered", code="invalid-transition"
+            )
         stop.departed_at, status, current = at, LoadStatus.IN_TRANSIT, current + 1
     else:  # delivered
         if load.status is not LoadStatus.AT_STOP or not is_last:
-            raise ConflictError("delivered is reported at the final stop, after arriving",
-                                code="invalid-transition")
+            raise ConflictError(
+                "delivered is reported at the final stop, after arriving", code="invalid-transition"
+            )
         stop.departed_at, status = at, LoadStatus.DELIVERED
 
-    return load.model_copy(update={
-        "stops": stops, "status": status, "current_stop": current,
-        "version": load.version + 1, "updated_at": at,
-    })
+    return load.model_copy(
+        update={
+            "stops": stops,
+            "status": status,
+            "current_stop": current,
+            "version": load.version + 1,
+            "updated_at": at,
+        }
+    )
 
 
 class LoadsService:
@@ -100,8 +114,9 @@ class LoadsService:
 
     def list_for_driver(self, driver_id: str) -> list[LoadPublic]:
         loads = self.repository.list_for_driver(driver_id)
-        return sorted(loads, key=lambda l: (l.status is LoadStatus.DELIVERED,
-                                            l.stops[0].window_start))
+        return sorted(
+            loads, key=lambda ld: (ld.status is LoadStatus.DELIVERED, ld.stops[0].window_start)
+        )
 
     def get(self, driver_id: str, load_id: str) -> LoadPublic:
         return self._stored(driver_id, load_id).load
@@ -114,9 +129,15 @@ class LoadsService:
             raise NotFoundError(f"load {load_id} not found")
         return stored
 
-    def record_event(self, driver_id: str, load_id: str, event: LoadEventCreate, *,
-                     idempotency_key: str | None = None,
-                     accepted_at: datetime | None = None) -> LoadEventPublic:
+    def record_event(
+        self,
+        driver_id: str,
+        load_id: str,
+        event: LoadEventCreate,
+        *,
+        idempotency_key: str | None = None,
+        accepted_at: datetime | None = None,
+    ) -> LoadEventPublic:
         """Apply ``event``; see the module docstring for its times and for ``idempotency_key``."""
         now = self.clock()
         accepted = accepted_time(accepted_at, now, max_skew=MAX_CLOCK_SKEW)
@@ -130,53 +151,79 @@ class LoadsService:
         load = stored.load
         updated = apply_event(load, event, occurred)
         saved = LoadEventPublic(
-            load_id=load_id, seq=load.version, kind=event.kind, stop_seq=event.stop_seq,
-            occurred_at=occurred, recorded_at=now, load=updated,
+            load_id=load_id,
+            seq=load.version,
+            kind=event.kind,
+            stop_seq=event.stop_seq,
+            occurred_at=occurred,
+            recorded_at=now,
+            load=updated,
         )
         try:
-            self.repository.save_event(saved, expected_version=load.version, key_id=key_id,
-                                       event_keys=stored.event_keys)
+            self.repository.save_event(
+                saved, expected_version=load.version, key_id=key_id, event_keys=stored.event_keys
+            )
         except ConcurrentUpdateError:
             # Lost a race. If the winner was this very event (a second delivery of its key),
             # answer with it; otherwise the load changed under us.
             if key_id is not None and (
-                    recorded := self._recorded(self._stored(driver_id, load_id), key_id, event)):
+                recorded := self._recorded(self._stored(driver_id, load_id), key_id, event)
+            ):
                 return recorded
-            raise ConflictError(f"load {load_id} changed while this event was applied; "
-                                "fetch it and retry", code="concurrent-update") from None
+            raise ConflictError(
+                f"load {load_id} changed while this event was applied; fetch it and retry",
+                code="concurrent-update",
+            ) from None
         return saved
 
-    def _recorded(self, stored: StoredLoad, key_id: str,
-                  event: LoadEventCreate) -> LoadEventPublic | None:
+    def _recorded(
+        self, stored: StoredLoad, key_id: str, event: LoadEventCreate
+    ) -> LoadEventPublic | None:
         """The event already applied under ``key_id``, if any; refused if it is another event."""
         recorded = self.repository.recorded_event(stored, key_id)
         if recorded is None:
             return None
         if (recorded.kind, recorded.stop_seq) != (event.kind, event.stop_seq) or (
-                event.occurred_at is not None and event.occurred_at != recorded.occurred_at):
+            event.occurred_at is not None and event.occurred_at != recorded.occurred_at
+        ):
             raise IdempotencyKeyReusedError(
                 "this Idempotency-Key was already used with a different event for this load; "
-                "use a new key for a new request")
+                "use a new key for a new request"
+            )
         return recorded
 
     def assign(self, command: LoadAssign) -> LoadPublic:
         now = self.clock()
         stops = [Stop(seq=i, **plan.model_dump()) for i, plan in enumerate(command.stops, 1)]
         load = LoadPublic(
-            load_id=command.load_id, driver_id=command.driver_id, status=LoadStatus.ASSIGNED,
-            reference=command.reference, trailer=command.trailer, commodity=command.commodity,
-            shipper=stops[0].facility, consignee=stops[-1].facility, stops=stops,
-            current_stop=1, version=1, assigned_at=now, updated_at=now,
+            load_id=command.load_id,
+            driver_id=command.driver_id,
+            status=LoadStatus.ASSIGNED,
+            reference=command.reference,
+            trailer=command.trailer,
+            commodity=command.commodity,
+            shipper=stops[0].facility,
+            consignee=stops[-1].facility,
+            stops=stops,
+            current_stop=1,
+            version=1,
+            assigned_at=now,
+            updated_at=now,
         )
         try:
             self.repository.create(load)
         except LoadExistsError:
-            raise ConflictError(f"load {command.load_id} is already assigned",
-                                code="already-assigned") from None
-        self.repository.enqueue_notification(Notification(
-            notification_id=uuid.uuid4().hex, kind=NotificationKind.LOAD_ASSIGNED,
-            driver_id=load.driver_id, title="New load assigned",
-            body=f"Load {load.load_id}: {load.shipper.name} to {load.consignee.name}",
-            data={"load_id": load.load_id},
-        ))
+            raise ConflictError(
+                f"load {command.load_id} is already assigned", code="already-assigned"
+            ) from None
+        self.repository.enqueue_notification(
+            Notification(
+                notification_id=uuid.uuid4().hex,
+                kind=NotificationKind.LOAD_ASSIGNED,
+                driver_id=load.driver_id,
+                title="New load assigned",
+                body=f"Load {load.load_id}: {load.shipper.name} to {load.consignee.name}",
+                data={"load_id": load.load_id},
+            )
+        )
         return load

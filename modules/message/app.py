@@ -8,8 +8,13 @@ from fastapi import Depends, FastAPI, Query, Request
 
 from shared_contracts import http
 from shared_contracts.http import DispatchIdentity, DriverIdentity
-from shared_contracts.idempotency import Idempotent, IdempotencyStore
-from shared_contracts.message import DispatchMessageCreate, MessageCreate, MessagePage, MessagePublic
+from shared_contracts.idempotency import IdempotencyStore, Idempotent
+from shared_contracts.message import (
+    DispatchMessageCreate,
+    MessageCreate,
+    MessagePage,
+    MessagePublic,
+)
 
 from .config import MessageSettings
 from .repository import MessageRepository
@@ -26,15 +31,17 @@ Cursor = Annotated[str | None, Query(description="next_cursor of the previous pa
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 
-def create_app(settings: MessageSettings | None = None, *,
-               service: MessageService | None = None,
-               idempotency: IdempotencyStore | None = None) -> FastAPI:
+def create_app(
+    settings: MessageSettings | None = None,
+    *,
+    service: MessageService | None = None,
+    idempotency: IdempotencyStore | None = None,
+) -> FastAPI:
     app = FastAPI(title="Relay message", version="1", docs_url=None, redoc_url=None)
     if service is None or idempotency is None:
         settings = settings or MessageSettings()
         service = service or MessageService(MessageRepository(settings))
-        idempotency = idempotency or IdempotencyStore(settings.idempotency_table,
-                                                      prefix="message")
+        idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="message")
     app.state.service = service
     app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
     http.install(app, audience="message")
@@ -45,25 +52,36 @@ def create_app(settings: MessageSettings | None = None, *,
         return {"status": "ok"}
 
     @app.get("/message", response_model=MessagePage, responses=errors)
-    def list_messages(identity: DriverIdentity, svc: Service,
-                      limit: Limit = DEFAULT_PAGE_SIZE, cursor: Cursor = None) -> MessagePage:
-        return svc.inbox(identity.driver_id, limit, cursor)
+    def list_messages(
+        identity: DriverIdentity,
+        svc: Service,
+        limit: Limit = DEFAULT_PAGE_SIZE,
+        cursor: Cursor = None,
+    ) -> MessagePage:
+        return svc.inbox(identity.driver, limit, cursor)
 
     @app.post("/message", status_code=201, response_model=MessagePublic, responses=errors)
-    def send_to_dispatch(command: MessageCreate, identity: DriverIdentity, svc: Service,
-                         once: Idempotent) -> MessagePublic:
-        return once(MessagePublic, command,
-                    lambda: svc.send_to_dispatch(identity.driver_id, command,
-                                                 idempotency_key=once.key,
-                                                 accepted_at=once.accepted_at))
+    def send_to_dispatch(
+        command: MessageCreate, identity: DriverIdentity, svc: Service, once: Idempotent
+    ) -> MessagePublic:
+        return once(
+            MessagePublic,
+            command,
+            lambda: svc.send_to_dispatch(
+                identity.driver, command, idempotency_key=once.key, accepted_at=once.accepted_at
+            ),
+        )
 
-    @app.post("/dispatch/messages", status_code=201, response_model=MessagePublic,
-              responses=errors)
-    def send_to_driver(command: DispatchMessageCreate, identity: DispatchIdentity,
-                       svc: Service, once: Idempotent) -> MessagePublic:
-        return once(MessagePublic, command,
-                    lambda: svc.send_to_driver(command, sender=identity.sub,
-                                               idempotency_key=once.key,
-                                               accepted_at=once.accepted_at))
+    @app.post("/dispatch/messages", status_code=201, response_model=MessagePublic, responses=errors)
+    def send_to_driver(
+        command: DispatchMessageCreate, identity: DispatchIdentity, svc: Service, once: Idempotent
+    ) -> MessagePublic:
+        return once(
+            MessagePublic,
+            command,
+            lambda: svc.send_to_driver(
+                command, sender=identity.sub, idempotency_key=once.key, accepted_at=once.accepted_at
+            ),
+        )
 
     return app

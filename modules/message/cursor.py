@@ -27,8 +27,11 @@ class InvalidCursorError(BadRequestError):
 
 
 def encode_cursor(key: dict[str, str]) -> str:
-    raw = json.dumps({"driver_id": key["driver_id"], "sort_key": key["sort_key"]},
-                     separators=(",", ":"), sort_keys=True)
+    raw = json.dumps(
+        {"driver_id": key["driver_id"], "sort_key": key["sort_key"]},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

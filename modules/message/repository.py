@@ -93,16 +93,29 @@ class MessageRepository:
             return message
         table = self.settings.messages_table
         try:
-            self.dynamodb.meta.client.transact_write_items(TransactItems=[
-                {"Put": {"TableName": table, "Item": item,
-                         "ConditionExpression": "attribute_not_exists(sort_key)"}},
-                {"Put": {"TableName": table,
-                         "Item": {"driver_id": ID_ITEM_PREFIX + message.message_id,
-                                  "sort_key": ID_ITEM_SORT_KEY,
-                                  "message_driver_id": item["driver_id"],
-                                  "message_sort_key": item["sort_key"]},
-                         "ConditionExpression": "attribute_not_exists(driver_id)"}},
-            ])
+            self.dynamodb.meta.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(sort_key)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": table,
+                            "Item": {
+                                "driver_id": ID_ITEM_PREFIX + message.message_id,
+                                "sort_key": ID_ITEM_SORT_KEY,
+                                "message_driver_id": item["driver_id"],
+                                "message_sort_key": item["sort_key"],
+                            },
+                            "ConditionExpression": "attribute_not_exists(driver_id)",
+                        }
+                    },
+                ]
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
@@ -116,19 +129,24 @@ class MessageRepository:
         """The message stored with ``add(..., once=True)`` under ``message_id``, or None."""
         pointer = self._messages.get_item(
             Key={"driver_id": ID_ITEM_PREFIX + message_id, "sort_key": ID_ITEM_SORT_KEY},
-            ConsistentRead=True).get("Item")
+            ConsistentRead=True,
+        ).get("Item")
         if pointer is None:
             return None
         item = self._messages.get_item(
-            Key={"driver_id": pointer["message_driver_id"],
-                 "sort_key": pointer["message_sort_key"]},
-            ConsistentRead=True).get("Item")
+            Key={
+                "driver_id": pointer["message_driver_id"],
+                "sort_key": pointer["message_sort_key"],
+            },
+            ConsistentRead=True,
+        ).get("Item")
         if item is None:  # both are written in one transaction: a bug, not a race
             raise RuntimeError(f"message {message_id} has an id item but no message")
         return MessagePublic.model_validate_json(item["doc"])
 
-    def inbox_page(self, driver_id: str, limit: int,
-                   start_after: dict[str, str] | None = None) -> InboxPage:
+    def inbox_page(
+        self, driver_id: str, limit: int, start_after: dict[str, str] | None = None
+    ) -> InboxPage:
         """Up to ``limit`` messages of ``driver_id``'s inbox, newest first.
 
         One extra item is read so that the last page is known to be the last: a client

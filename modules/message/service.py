@@ -61,19 +61,36 @@ class MessageService:
         self.repository = repository
         self.clock = clock
 
-    def send_to_dispatch(self, driver_id: str, command: MessageCreate, *,
-                         idempotency_key: str | None = None,
-                         accepted_at: datetime | None = None) -> MessagePublic:
+    def send_to_dispatch(
+        self,
+        driver_id: str,
+        command: MessageCreate,
+        *,
+        idempotency_key: str | None = None,
+        accepted_at: datetime | None = None,
+    ) -> MessagePublic:
         """A driver writes to dispatch; the message lands in the driver's own inbox."""
-        message = self._store(driver_id, Direction.TO_DISPATCH, command, sender=driver_id,
-                              idempotency_key=idempotency_key, accepted_at=accepted_at)
-        self._notify(message, NotificationKind.MESSAGE_TO_DISPATCH,
-                     title=f"Message from driver {driver_id}")
+        message = self._store(
+            driver_id,
+            Direction.TO_DISPATCH,
+            command,
+            sender=driver_id,
+            idempotency_key=idempotency_key,
+            accepted_at=accepted_at,
+        )
+        self._notify(
+            message, NotificationKind.MESSAGE_TO_DISPATCH, title=f"Message from driver {driver_id}"
+        )
         return message
 
-    def send_to_driver(self, command: DispatchMessageCreate, *, sender: str | None = None,
-                       idempotency_key: str | None = None,
-                       accepted_at: datetime | None = None) -> MessagePublic:
+    def send_to_driver(
+        self,
+        command: DispatchMessageCreate,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        accepted_at: datetime | None = None,
+    ) -> MessagePublic:
         """Dispatch writes to a driver; the message lands in that driver's inbox.
 
         ``sender`` (the dispatcher's identity) scopes ``idempotency_key``; it is required
@@ -81,15 +98,23 @@ class MessageService:
         """
         if idempotency_key is not None and not sender:
             raise ValueError("a keyed dispatch message needs its sender")
-        message = self._store(command.driver_id, Direction.TO_DRIVER, command,
-                              sender=sender or "", idempotency_key=idempotency_key,
-                              accepted_at=accepted_at)
+        message = self._store(
+            command.driver_id,
+            Direction.TO_DRIVER,
+            command,
+            sender=sender or "",
+            idempotency_key=idempotency_key,
+            accepted_at=accepted_at,
+        )
         self._notify(message, NotificationKind.MESSAGE_TO_DRIVER, title="Message from dispatch")
         return message
 
-    def inbox(self, driver_id: str, limit: int = DEFAULT_PAGE_SIZE,
-              cursor: str | None = None) -> MessagePage:
-        """One page of ``driver_id``'s inbox, newest first. A cursor only resumes its owner's inbox."""
+    def inbox(
+        self, driver_id: str, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> MessagePage:
+        """One page of ``driver_id``'s inbox, newest first.
+
+        A cursor only resumes its owner's inbox."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValidationFailedError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         start_after = decode_cursor(cursor, driver_id) if cursor is not None else None
@@ -97,34 +122,56 @@ class MessageService:
         next_cursor = encode_cursor(page.last_key) if page.last_key else None
         return MessagePage(items=page.messages, next_cursor=next_cursor)
 
-    def _store(self, driver_id: str, direction: Direction, command: MessageCreate, *,
-               sender: str, idempotency_key: str | None,
-               accepted_at: datetime | None) -> MessagePublic:
+    def _store(
+        self,
+        driver_id: str,
+        direction: Direction,
+        command: MessageCreate,
+        *,
+        sender: str,
+        idempotency_key: str | None,
+        accepted_at: datetime | None,
+    ) -> MessagePublic:
         sent_at = accepted_time(accepted_at, self.clock().astimezone(UTC))  # UTC either way
         if idempotency_key is None:
             message_id = uuid.uuid4().hex
         else:
             message_id = message_id_for(sender, direction, idempotency_key)
         message = MessagePublic(
-            message_id=message_id, driver_id=driver_id, direction=direction,
-            body=command.body, load_id=command.load_id, sent_at=sent_at,
+            message_id=message_id,
+            driver_id=driver_id,
+            direction=direction,
+            body=command.body,
+            load_id=command.load_id,
+            sent_at=sent_at,
         )
         if idempotency_key is None:
             return self.repository.add(message)
         stored = self.repository.add(message, once=True)
         if (stored.driver_id, stored.direction, stored.body, stored.load_id) != (
-                message.driver_id, message.direction, message.body, message.load_id):
+            message.driver_id,
+            message.direction,
+            message.body,
+            message.load_id,
+        ):
             raise IdempotencyKeyReusedError(
                 "this Idempotency-Key was already used with a different message; "
-                "use a new key for a new request")
+                "use a new key for a new request"
+            )
         return stored
 
     def _notify(self, message: MessagePublic, kind: NotificationKind, *, title: str) -> None:
         data = {"message_id": message.message_id}
         if message.load_id:
             data["load_id"] = message.load_id
-        self.repository.enqueue_notification(Notification(
-            # One push per message: subscribers de-duplicate on notification_id.
-            notification_id=message.message_id, kind=kind, driver_id=message.driver_id,
-            title=title, body=preview(message.body), data=data,
-        ))
+        self.repository.enqueue_notification(
+            Notification(
+                # One push per message: subscribers de-duplicate on notification_id.
+                notification_id=message.message_id,
+                kind=kind,
+                driver_id=message.driver_id,
+                title=title,
+                body=preview(message.body),
+                data=data,
+            )
+        )

@@ -50,8 +50,10 @@ def haversine_km(origin: Point, destination: Point) -> float:
     """Great-circle distance between two (lat, lon) points, in kilometres."""
     lat1, lon1 = map(math.radians, origin)
     lat2, lon2 = map(math.radians, destination)
-    a = (math.sin((lat2 - lat1) / 2) ** 2
-         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
+    a = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
@@ -60,8 +62,9 @@ class StraightLineEngine:
 
     name = "straight-line"
 
-    def __init__(self, road_factor: float = DEFAULT_ROAD_FACTOR,
-                 speed_kmh: float = DEFAULT_TRUCK_SPEED_KMH) -> None:
+    def __init__(
+        self, road_factor: float = DEFAULT_ROAD_FACTOR, speed_kmh: float = DEFAULT_TRUCK_SPEED_KMH
+    ) -> None:
         if road_factor < 1:
             raise ValueError("road_factor must be >= 1: no road beats the straight line")
         if speed_kmh <= 0:
@@ -72,5 +75,9 @@ class StraightLineEngine:
     def estimate(self, origin: Point, destination: Point) -> RouteEstimate:
         straight = haversine_km(origin, destination)
         route = straight * self.road_factor
-        return RouteEstimate(straight_line_km=straight, route_km=route,
-                             duration_minutes=route / self.speed_kmh * 60, engine=self.name)
+        return RouteEstimate(
+            straight_line_km=straight,
+            route_km=route,
+            duration_minutes=route / self.speed_kmh * 60,
+            engine=self.name,
+        )

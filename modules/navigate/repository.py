@@ -54,11 +54,13 @@ class FacilitiesRepository(_Table):
 
     def put(self, destination: Destination, cell: str) -> None:
         """Create or replace a facility. ``cell`` is the deployment cell it belongs to."""
-        self.dynamodb.Table(self.settings.facilities_table).put_item(Item={
-            "facility_id": destination.facility_id,
-            "cell": cell,
-            "doc": destination.model_dump_json(),
-        })
+        self.dynamodb.Table(self.settings.facilities_table).put_item(
+            Item={
+                "facility_id": destination.facility_id,
+                "cell": cell,
+                "doc": destination.model_dump_json(),
+            }
+        )
 
     def get(self, facility_id: str) -> Destination | None:
         item = self._get_item(self.settings.facilities_table, {"facility_id": facility_id})
@@ -82,7 +84,8 @@ class LoadsReader(_Table):
         try:
             items = self.dynamodb.Table(table).query(
                 KeyConditionExpression=Key("load_id").eq(load_id),
-                FilterExpression=Attr("driver_id").eq(driver_id))["Items"]
+                FilterExpression=Attr("driver_id").eq(driver_id),
+            )["Items"]
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailableError(f"{table}: {exc}") from exc
         item = items[0] if items else None

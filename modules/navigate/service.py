@@ -34,18 +34,27 @@ def utcnow() -> datetime:
 def next_stop(load: LoadPublic) -> Stop:
     """The stop the driver is driving to (or waiting at): the one whose seq is current_stop."""
     if load.status is LoadStatus.DELIVERED:
-        raise ConflictError(f"load {load.load_id} is delivered: there is nothing to navigate to",
-                            code="load-delivered")
+        raise ConflictError(
+            f"load {load.load_id} is delivered: there is nothing to navigate to",
+            code="load-delivered",
+        )
     for stop in load.stops:
         if stop.seq == load.current_stop:
             return stop
-    raise ConflictError(f"load {load.load_id} has no stop {load.current_stop}",
-                        code="no-current-stop")
+    raise ConflictError(
+        f"load {load.load_id} has no stop {load.current_stop}", code="no-current-stop"
+    )
 
 
 class NavigateService:
-    def __init__(self, facilities: FacilitiesRepository, loads: LoadsReader, *,
-                 engine: RoutingEngine | None = None, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        facilities: FacilitiesRepository,
+        loads: LoadsReader,
+        *,
+        engine: RoutingEngine | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
         self.facilities = facilities
         self.loads = loads
         self.fallback_engine = StraightLineEngine()
@@ -61,11 +70,17 @@ class NavigateService:
         eta_minutes = math.ceil(route.duration_minutes)
         eta = now + timedelta(minutes=eta_minutes)
         return Directions(
-            load_id=load.load_id, stop_seq=stop.seq, destination=destination,
-            straight_line_km=round(route.straight_line_km, 1), route_km=round(route.route_km, 1),
-            eta_minutes=eta_minutes, eta=eta,
-            window_start=stop.window_start, window_end=stop.window_end,
-            on_time=eta <= stop.window_end, engine=route.engine,
+            load_id=load.load_id,
+            stop_seq=stop.seq,
+            destination=destination,
+            straight_line_km=round(route.straight_line_km, 1),
+            route_km=round(route.route_km, 1),
+            eta_minutes=eta_minutes,
+            eta=eta,
+            window_start=stop.window_start,
+            window_end=stop.window_end,
+            on_time=eta <= stop.window_end,
+            engine=route.engine,
         )
 
     def _load(self, driver_id: str, load_id: str) -> LoadPublic:
@@ -86,11 +101,15 @@ class NavigateService:
         try:
             found = self.facilities.get(facility.facility_id)
         except (StorageUnavailableError, ValidationError):
-            log.exception("facility %s unreadable; using the stop's own data",
-                          facility.facility_id)
+            log.exception("facility %s unreadable; using the stop's own data", facility.facility_id)
             found = None
-        return found or Destination(facility_id=facility.facility_id, name=facility.name,
-                                    address=facility.address, lat=facility.lat, lon=facility.lon)
+        return found or Destination(
+            facility_id=facility.facility_id,
+            name=facility.name,
+            address=facility.address,
+            lat=facility.lat,
+            lon=facility.lon,
+        )
 
     def _estimate(self, origin: Point, destination: Point) -> RouteEstimate:
         try:

@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
@@ -30,7 +31,7 @@ from .publisher import PushPublisher
 
 log = logging.getLogger("relay.notifications")
 
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+Handler = Callable[[dict[str, Any], Any], PartialItemFailureResponse]
 
 
 class InvalidNotificationError(Exception):
@@ -63,26 +64,36 @@ def make_handler(publisher: PushPublisher | None = None) -> Handler:
         try:
             notification = Notification.model_validate_json(record.body)
         except ValidationError as exc:
-            log.warning("notification %s (SQS message %s) rejected, not a valid Notification: %s",
-                        _claimed_id(record.body), record.message_id,
-                        "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                                  for e in exc.errors()))
+            log.warning(
+                "notification %s (SQS message %s) rejected, not a valid Notification: %s",
+                _claimed_id(record.body),
+                record.message_id,
+                "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+                ),
+            )
             raise InvalidNotificationError(record.message_id) from None
         try:
             message_id = get_publisher().publish(notification)
         except Exception as exc:  # any failure: the record is retried, then dead-lettered
-            log.warning("notification %s not published (receive %s), will retry: %s: %s",
-                        notification.notification_id, attempt, type(exc).__name__, exc)
+            log.warning(
+                "notification %s not published (receive %s), will retry: %s: %s",
+                notification.notification_id,
+                attempt,
+                type(exc).__name__,
+                exc,
+            )
             raise
         log.info("notification %s published as %s", notification.notification_id, message_id)
         return message_id
 
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         # Misconfiguration (missing PUSH_TOPIC_ARN) raises here, failing the invocation
         # loudly instead of dead-lettering every notification one by one.
         get_publisher()
         return process_partial_response(
-            event=event, record_handler=deliver, processor=processor, context=context)
+            event=event, record_handler=deliver, processor=processor, context=context
+        )
 
     return handler
 

@@ -29,7 +29,7 @@ class PushPublisher:
         return self._sns
 
     def publish(self, n: Notification) -> str:
-        """Publish ``n`` and return the SNS MessageId. boto3 errors propagate: the caller retries."""
+        """Publish ``n``; return the SNS MessageId. boto3 errors propagate: the caller retries."""
         response = self.sns.publish(
             TopicArn=self.settings.push_topic_arn,
             Message=n.model_dump_json(),

@@ -14,13 +14,14 @@ from typing import Any
 
 log = logging.getLogger("relay.notifications.replay")
 
-SQS_BATCH = 10          # SQS batch calls take at most 10 entries
-HIDE_SECONDS = 60       # visibility timeout while a message is being moved
+SQS_BATCH = 10  # SQS batch calls take at most 10 entries
+HIDE_SECONDS = 60  # visibility timeout while a message is being moved
 
 
-def replay_dead_letters(sqs: Any, dead_letter_queue_url: str, queue_url: str, *,
-                        limit: int | None = None) -> int:
-    """Move up to ``limit`` (default: all) messages from the DLQ to ``queue_url``; return how many."""
+def replay_dead_letters(
+    sqs: Any, dead_letter_queue_url: str, queue_url: str, *, limit: int | None = None
+) -> int:
+    """Move up to ``limit`` (default all) messages from the DLQ to ``queue_url``; say how many."""
     if dead_letter_queue_url == queue_url:
         raise ValueError("the dead-letter queue and the target queue must differ")
     if limit is not None and limit < 0:
@@ -29,26 +30,38 @@ def replay_dead_letters(sqs: Any, dead_letter_queue_url: str, queue_url: str, *,
     while limit is None or moved < limit:
         want = SQS_BATCH if limit is None else min(SQS_BATCH, limit - moved)
         messages = sqs.receive_message(
-            QueueUrl=dead_letter_queue_url, MaxNumberOfMessages=want, WaitTimeSeconds=0,
-            VisibilityTimeout=HIDE_SECONDS, MessageAttributeNames=["All"],
+            QueueUrl=dead_letter_queue_url,
+            MaxNumberOfMessages=want,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=HIDE_SECONDS,
+            MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not messages:
             break
-        sent = sqs.send_message_batch(QueueUrl=queue_url, Entries=[
-            _resend_entry(str(i), m) for i, m in enumerate(messages)
-        ])
+        sent = sqs.send_message_batch(
+            QueueUrl=queue_url, Entries=[_resend_entry(str(i), m) for i, m in enumerate(messages)]
+        )
         for failure in sent.get("Failed", []):
             # Left in the dead-letter queue: visible again after HIDE_SECONDS.
-            log.error("could not replay %s: %s",
-                      messages[int(failure["Id"])]["MessageId"], failure.get("Message"))
+            log.error(
+                "could not replay %s: %s",
+                messages[int(failure["Id"])]["MessageId"],
+                failure.get("Message"),
+            )
         done = [messages[int(ok["Id"])] for ok in sent.get("Successful", [])]
         if done:
-            deleted = sqs.delete_message_batch(QueueUrl=dead_letter_queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
-            ])
+            deleted = sqs.delete_message_batch(
+                QueueUrl=dead_letter_queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
+                ],
+            )
             for failure in deleted.get("Failed", []):
-                log.error("replayed %s but could not delete it from the dead-letter queue: %s",
-                          done[int(failure["Id"])]["MessageId"], failure.get("Message"))
+                log.error(
+                    "replayed %s but could not delete it from the dead-letter queue: %s",
+                    done[int(failure["Id"])]["MessageId"],
+                    failure.get("Message"),
+                )
         moved += len(done)
     log.info("replayed %d dead-lettered notification(s) to %s", moved, queue_url)
     return moved

@@ -45,37 +45,54 @@ class Api:
         return {"authorization": f"Bearer {token}"}
 
     def aws(self, service: str):
-        return boto3.client(service, endpoint_url=self.stack.emulator_url, region_name="us-east-1",
-                            aws_access_key_id="local", aws_secret_access_key="local")
+        return boto3.client(
+            service,
+            endpoint_url=self.stack.emulator_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
 
     def aws_resource(self, service: str):
-        return boto3.resource(service, endpoint_url=self.stack.emulator_url,
-                              region_name="us-east-1", aws_access_key_id="local",
-                              aws_secret_access_key="local")
+        return boto3.resource(
+            service,
+            endpoint_url=self.stack.emulator_url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
 
     def subscribe_to_pushes(self) -> str:
         """An SQS queue subscribed to the push topic, standing in for the push provider."""
         sqs, sns = self.aws("sqs"), self.aws("sns")
         url = sqs.create_queue(QueueName=f"push-capture-{free_port()}")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=self.stack.output("NotificationsApp", "PushTopicArn"),
-                      Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        sns.subscribe(
+            TopicArn=self.stack.output("NotificationsApp", "PushTopicArn"),
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
         return url
 
     def queue_depth(self, url: str) -> int:
         attrs = self.aws("sqs").get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                          "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(
-            attrs["ApproximateNumberOfMessagesNotVisible"])
+            attrs["ApproximateNumberOfMessagesNotVisible"]
+        )
 
     def pushes(self, queue_url: str, *, until: int, max_polls: int = 15) -> list[dict]:
         """Long-poll the capture queue (bounded) until ``until`` pushes have arrived."""
         sqs, seen = self.aws("sqs"), []
         for _ in range(max_polls):
-            batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                        WaitTimeSeconds=1).get("Messages", [])
+            batch = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
             for m in batch:
                 seen.append(json.loads(m["Body"]))
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
@@ -87,8 +104,11 @@ class Api:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One stack per test file: files that kill or break parts of it do not share it."""
-    with LocalStack(gateway_port=free_port(), state_dir=tmp_path_factory.mktemp("relay"),
-                    event_source_backoff=(1, 2)) as s:
+    with LocalStack(
+        gateway_port=free_port(),
+        state_dir=tmp_path_factory.mktemp("relay"),
+        event_source_backoff=(1, 2),
+    ) as s:
         yield s
 
 

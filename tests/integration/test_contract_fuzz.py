@@ -31,16 +31,24 @@ from tests.integration.conftest import Api
 
 EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "12"))
 schema = schemathesis.openapi.from_path(ROOT / "gateway" / "openapi.json")
-ROUTES = sorted(tomllib.loads((ROOT / "gateway" / "routes.toml").read_text())["routes"],
-                key=lambda r: len(r["prefix"]), reverse=True)
+ROUTES = sorted(
+    tomllib.loads((ROOT / "gateway" / "routes.toml").read_text())["routes"],
+    key=lambda r: len(r["prefix"]),
+    reverse=True,
+)
 
 
 @pytest.fixture(scope="module")
 def fuzz_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    overrides = {f"RELAY_RATE_LIMIT_{r.upper()}": "10000/10000"
-                 for r in ("driver", "gate", "dispatch", "ops", "anonymous")}
-    with LocalStack(gateway_port=free_port(), state_dir=tmp_path_factory.mktemp("fuzz"),
-                    gateway_overrides=overrides) as stack:
+    overrides = {
+        f"RELAY_RATE_LIMIT_{r.upper()}": "10000/10000"
+        for r in ("driver", "gate", "dispatch", "ops", "anonymous")
+    }
+    with LocalStack(
+        gateway_port=free_port(),
+        state_dir=tmp_path_factory.mktemp("fuzz"),
+        gateway_overrides=overrides,
+    ) as stack:
         api = Api(stack)
         yield api
         api.http.close()
@@ -54,8 +62,13 @@ def fuzz_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 #   know each module's methods.
 # - ignored_auth, missing_required_header: their probes cannot take out a token set per
 #   case; authentication is proven case by case in tests/unit/gateway/test_security_matrix.py.
-EXCLUDED = [positive_data_acceptance, unsupported_method, allow_header_conformance,
-            ignored_auth, missing_required_header]
+EXCLUDED = [
+    positive_data_acceptance,
+    unsupported_method,
+    allow_header_conformance,
+    ignored_auth,
+    missing_required_header,
+]
 
 
 # Routes the gateway answers itself (not in the route table), and who may call them.
@@ -63,19 +76,23 @@ GATEWAY_ROUTES = [{"prefix": "/deferred", "roles": ["driver"]}]
 
 
 def role_for(path: str) -> Role | None:
-    route = next(r for r in ROUTES + GATEWAY_ROUTES
-                 if path == r["prefix"] or path.startswith(r["prefix"] + "/"))
+    route = next(
+        r
+        for r in ROUTES + GATEWAY_ROUTES
+        if path == r["prefix"] or path.startswith(r["prefix"] + "/")
+    )
     if route.get("auth") == "none":
         return None
     return Role(route["roles"][0])
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 def test_every_operation_conforms_and_never_fails(case, fuzz_api):
     role = role_for(case.path)
-    if role is not None:   # in the case itself, so schemathesis' auth probes can remove it
+    if role is not None:  # in the case itself, so schemathesis' auth probes can remove it
         token = fuzz_api.auth(role, "D-1001" if role is Role.DRIVER else None)["authorization"]
         case.headers = {**(case.headers or {}), "Authorization": token}
     case.call_and_validate(base_url=fuzz_api.stack.gateway_url, excluded_checks=EXCLUDED)

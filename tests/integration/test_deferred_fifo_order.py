@@ -19,7 +19,7 @@ from shared_contracts.identity import Role
 from tests.integration.conftest import wait_until
 
 TRIP = [("arrived", 1), ("departed", 1), ("arrived", 2)]
-FAILED_DELIVERIES = 3   # the replay runner must have failed the group at least this often
+FAILED_DELIVERIES = 3  # the replay runner must have failed the group at least this often
 
 
 def failed_batches(log_text: str) -> int:
@@ -38,26 +38,37 @@ def test_a_drivers_deferred_events_apply_in_order_after_repeated_failures(api, s
     stack.stop_process("loads")
     try:
         for i, (kind, stop) in enumerate(TRIP):
-            r = api.http.post("/loads/L-5002/events", json={"kind": kind, "stop_seq": stop},
-                              headers={**driver, "idempotency-key": f"fifo-L-5002-{i}"})
+            r = api.http.post(
+                "/loads/L-5002/events",
+                json={"kind": kind, "stop_seq": stop},
+                headers={**driver, "idempotency-key": f"fifo-L-5002-{i}"},
+            )
             assert r.status_code == 202, r.text
         assert api.queue_depth(queue_url) == len(TRIP)
 
         # WHEN the runner delivers them while loads is still down, failing several times
         log_start = len(replay_log.read_text()) if replay_log.exists() else 0
         stack.start_process("replay")
-        assert wait_until(lambda: failed_batches(replay_log.read_text()[log_start:])
-                          >= FAILED_DELIVERIES, timeout=30)
+        assert wait_until(
+            lambda: failed_batches(replay_log.read_text()[log_start:]) >= FAILED_DELIVERIES,
+            timeout=30,
+        )
     finally:
         # AND loads comes back
         stack.start_process("loads")
 
     # THEN the queue drains, and the events were applied exactly once, in the driver's order
     assert wait_until(lambda: api.queue_depth(queue_url) == 0, timeout=30)
-    ddb = boto3.resource("dynamodb", endpoint_url=stack.emulator_url, region_name="us-east-1",
-                         aws_access_key_id="local", aws_secret_access_key="local")
+    ddb = boto3.resource(
+        "dynamodb",
+        endpoint_url=stack.emulator_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
     events = ddb.Table(stack.function_env("LoadsFunction")["LOAD_EVENTS_TABLE"]).query(
-        KeyConditionExpression=Key("load_id").eq("L-5002"))["Items"]
+        KeyConditionExpression=Key("load_id").eq("L-5002")
+    )["Items"]
     docs = [json.loads(e["doc"]) for e in sorted(events, key=lambda e: e["seq"])]
     assert [(d["kind"], d["stop_seq"]) for d in docs] == TRIP
     assert "refused by loads for good" not in replay_log.read_text()[log_start:]
@@ -65,7 +76,7 @@ def test_a_drivers_deferred_events_apply_in_order_after_repeated_failures(api, s
     def live_state() -> tuple[str, int] | None:
         r = api.http.get("/loads/L-5002", headers=driver)
         if r.status_code != 200 or "relay-degraded" in r.headers:
-            return None   # the gateway's breaker may still be finding out loads is back
+            return None  # the gateway's breaker may still be finding out loads is back
         return r.json()["status"], r.json()["current_stop"]
 
     assert wait_until(lambda: live_state() is not None, timeout=20)

@@ -28,7 +28,7 @@ def test_loads_stay_readable_and_events_apply_once_in_order_after_restart(api, s
             assert r.status_code == 200
             marker = DegradedMarker.parse(r.headers["relay-degraded"])
             assert (marker.module, marker.fallback) == ("loads", FallbackKind.LAST_KNOWN_GOOD)
-            assert [l["load_id"] for l in r.json()["items"]] == ["L-5001", "L-5002"]
+            assert [ld["load_id"] for ld in r.json()["items"]] == ["L-5001", "L-5002"]
         detail = api.http.get("/loads/L-5002", headers=driver)
         assert detail.status_code == 200 and "relay-degraded" in detail.headers
         # a driver with no copy gets a clear 503, never someone else's loads
@@ -38,8 +38,11 @@ def test_loads_stay_readable_and_events_apply_once_in_order_after_restart(api, s
         # AND load events are accepted durably
         tracking = []
         for i, (kind, stop) in enumerate(TRIP):
-            r = api.http.post("/loads/L-5002/events", json={"kind": kind, "stop_seq": stop},
-                              headers={**driver, "idempotency-key": f"trip-L-5002-{i}"})
+            r = api.http.post(
+                "/loads/L-5002/events",
+                json={"kind": kind, "stop_seq": stop},
+                headers={**driver, "idempotency-key": f"trip-L-5002-{i}"},
+            )
             assert r.status_code == 202, r.text
             tracking.append(r.json()["tracking_id"])
         assert tracking == [f"trip-L-5002-{i}" for i in range(len(TRIP))]
@@ -53,10 +56,16 @@ def test_loads_stay_readable_and_events_apply_once_in_order_after_restart(api, s
         return "relay-degraded" not in r.headers and r.json().get("version") == 1 + len(TRIP)
 
     assert wait_until(applied, timeout=60)
-    ddb = boto3.resource("dynamodb", endpoint_url=stack.emulator_url, region_name="us-east-1",
-                         aws_access_key_id="local", aws_secret_access_key="local")
+    ddb = boto3.resource(
+        "dynamodb",
+        endpoint_url=stack.emulator_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
     events = ddb.Table(stack.function_env("LoadsFunction")["LOAD_EVENTS_TABLE"]).query(
-        KeyConditionExpression=Key("load_id").eq("L-5002"))["Items"]
+        KeyConditionExpression=Key("load_id").eq("L-5002")
+    )["Items"]
     docs = [json.loads(e["doc"]) for e in sorted(events, key=lambda e: e["seq"])]
     assert [(d["kind"], d["stop_seq"]) for d in docs] == TRIP
     load = api.http.get("/loads/L-5002", headers=driver).json()

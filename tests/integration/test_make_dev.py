@@ -24,10 +24,12 @@ START_TIMEOUT_SECONDS = 60
 def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path, tls: bool):
     port = free_port()
     env = {**os.environ, "RELAY_STATE_DIR": str(tmp_path)}
-    argv = [sys.executable, "-m", "relay.cli", "dev", "--port", str(port)] + (["--tls"] if tls else [])
-    proc = subprocess.Popen(argv,
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    argv = [sys.executable, "-m", "relay.cli", "dev", "--port", str(port)] + (
+        ["--tls"] if tls else []
+    )
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         lines: list[str] = []
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -45,7 +47,7 @@ def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path, tls: 
 
         r = httpx.get(url, headers=dict([header.split(": ", 1)]), timeout=10, verify=verify)
         assert r.status_code == 200
-        assert {l["driver_id"] for l in r.json()["items"]} == {"D-1001"}
+        assert {ld["driver_id"] for ld in r.json()["items"]} == {"D-1001"}
         ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", "".join(lines))]
     finally:
         proc.send_signal(signal.SIGINT)
@@ -53,7 +55,7 @@ def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path, tls: 
 
     for p in set(ports):  # every process it started is gone
         try:
-            httpx.get(f"http://127.0.0.1:{p}/", timeout=1, verify=False)
+            httpx.get(f"http://127.0.0.1:{p}/", timeout=1, verify=False)  # noqa: S501 - any server
             raise AssertionError(f"something still listens on {p}")
         except httpx.TransportError:
             pass

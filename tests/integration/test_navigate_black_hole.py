@@ -20,8 +20,11 @@ def test_navigate_black_hole_is_isolated_and_answered_statically(api, stack):
     assert live.status_code == 200 and "relay-degraded" not in live.headers
 
     # WHEN navigate is black-holed for this game day (self-expiring)
-    r = api.http.put("/ops/faults/navigate", json={"kind": "blackhole", "ttl_seconds": 120,
-                                                  "reason": "integration game day"}, headers=ops)
+    r = api.http.put(
+        "/ops/faults/navigate",
+        json={"kind": "blackhole", "ttl_seconds": 120, "reason": "integration game day"},
+        headers=ops,
+    )
     assert r.status_code == 200
 
     def navigate() -> httpx.Response:

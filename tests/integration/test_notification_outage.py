@@ -29,8 +29,11 @@ def test_sns_outage_loses_no_load_and_no_notification(api, stack):
     now = datetime.now(UTC)
     for load_id, driver in NEW_LOADS:
         command = demo.assignment(load_id, driver, ["F-CHI", "F-IND"], now)
-        r = api.http.post("/dispatch/assignments", json=command.model_dump(mode="json"),
-                          headers=api.auth(Role.DISPATCH, None))
+        r = api.http.post(
+            "/dispatch/assignments",
+            json=command.model_dump(mode="json"),
+            headers=api.auth(Role.DISPATCH, None),
+        )
         statuses.append(r.status_code)
         for d in demo.DRIVERS:
             statuses.append(api.http.get("/loads", headers=api.auth(Role.DRIVER, d)).status_code)
@@ -42,8 +45,9 @@ def test_sns_outage_loses_no_load_and_no_notification(api, stack):
         assert r.status_code == 200 and "relay-degraded" not in r.headers
 
     # AND the notifications are retried and end in the dead-letter queue
-    assert wait_until(lambda: api.queue_depth(dlq) == len(NEW_LOADS)
-                      and api.queue_depth(queue) == 0, timeout=60)
+    assert wait_until(
+        lambda: api.queue_depth(dlq) == len(NEW_LOADS) and api.queue_depth(queue) == 0, timeout=60
+    )
 
     # WHEN SNS recovers and an operator replays the dead letters
     sns.create_topic(Name=topic_arn.rsplit(":", 1)[1])

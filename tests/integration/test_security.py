@@ -11,12 +11,14 @@ from shared_contracts.identity import IdentityContext, IdentitySigner, Role, gen
 def test_a_driver_never_reaches_another_drivers_load_pass_or_message(api):
     me, other = api.auth(Role.DRIVER, "D-1001"), api.auth(Role.DRIVER, "D-1002")
     # GIVEN another driver's pass and message exist
-    their_pass = api.http.post("/gatepass", json={"load_id": "L-6001", "facility_id": "F-DET"},
-                               headers=other)
+    their_pass = api.http.post(
+        "/gatepass", json={"load_id": "L-6001", "facility_id": "F-DET"}, headers=other
+    )
     assert their_pass.status_code == 201
     pass_id = their_pass.json()["pass_id"]
-    their_message = api.http.post("/message", json={"body": "private note to dispatch"},
-                                  headers=other)
+    their_message = api.http.post(
+        "/message", json={"body": "private note to dispatch"}, headers=other
+    )
     assert their_message.status_code == 201
 
     # WHEN I ask for them by id: 404, exactly as for ids that do not exist
@@ -35,7 +37,8 @@ def test_a_driver_never_reaches_another_drivers_load_pass_or_message(api):
     assert their_message.json()["message_id"] not in {m["message_id"] for m in inbox}
     assert {m["driver_id"] for m in inbox} <= {"D-1001"}
     assert {p["driver_id"] for p in api.http.get("/gatepass", headers=me).json()["items"]} <= {
-        "D-1001"}
+        "D-1001"
+    }
 
 
 @pytest.mark.parametrize("how", ["none", "forged key", "for another module", "garbage"])
@@ -59,20 +62,26 @@ def _gateway_signed(stack, ctx: IdentityContext, audience: str) -> str:
 
 
 def test_client_identity_headers_are_ignored_by_the_gateway(api, stack):
-    forged = _gateway_signed(stack, IdentityContext(sub="D-1002", role=Role.DRIVER,
-                                                    driver_id="D-1002"), "loads")
-    r = api.http.get("/loads", headers={**api.auth(Role.DRIVER, "D-1001"),
-                                        "x-relay-identity": forged})
+    forged = _gateway_signed(
+        stack, IdentityContext(sub="D-1002", role=Role.DRIVER, driver_id="D-1002"), "loads"
+    )
+    r = api.http.get(
+        "/loads", headers={**api.auth(Role.DRIVER, "D-1001"), "x-relay-identity": forged}
+    )
     assert r.status_code == 200
-    assert {l["driver_id"] for l in r.json()["items"]} == {"D-1001"}
+    assert {ld["driver_id"] for ld in r.json()["items"]} == {"D-1001"}
 
 
 def test_oversized_and_malformed_bodies_are_refused_at_the_edge(api):
     me = api.auth(Role.DRIVER, "D-1001")
-    big = api.http.post("/message", content=b'{"body": "' + b"x" * 100_000 + b'"}',
-                        headers={**me, "content-type": "application/json"})
+    big = api.http.post(
+        "/message",
+        content=b'{"body": "' + b"x" * 100_000 + b'"}',
+        headers={**me, "content-type": "application/json"},
+    )
     assert big.status_code == 413
-    bad = api.http.post("/message", content=b'{"body": ', headers={**me,
-                                                                  "content-type": "application/json"})
+    bad = api.http.post(
+        "/message", content=b'{"body": ', headers={**me, "content-type": "application/json"}
+    )
     assert bad.status_code == 400
     assert bad.headers["content-type"] == "application/problem+json"

@@ -62,8 +62,8 @@ class FreezingProxy(ThreadingHTTPServer):
             return
         request = json.loads(body)
         tables = {request.get("TableName")} | {
-            op.get("TableName")
-            for item in request.get("TransactItems", []) for op in item.values()}
+            op.get("TableName") for item in request.get("TransactItems", []) for op in item.values()
+        }
         with self._lock:
             if self.table in tables and not self.frozen.is_set():
                 os.kill(self.emulator_pid, signal.SIGSTOP)
@@ -78,10 +78,10 @@ class _Forward(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FreezingProxy
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self._forward()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._forward()
 
     def _forward(self) -> None:
@@ -89,8 +89,12 @@ class _Forward(BaseHTTPRequestHandler):
         self.server.before_forward(self.headers.get("X-Amz-Target"), body)
         upstream = http.client.HTTPConnection(*self.server.emulator, timeout=120)
         try:
-            upstream.request(self.command, self.path, body,
-                             {k: v for k, v in self.headers.items() if k.lower() != "connection"})
+            upstream.request(
+                self.command,
+                self.path,
+                body,
+                {k: v for k, v in self.headers.items() if k.lower() != "connection"},
+            )
             answer = upstream.getresponse()
             data = answer.read()
         finally:
@@ -112,11 +116,28 @@ class _Forward(BaseHTTPRequestHandler):
 
 def _message_module(stack, proxy: FreezingProxy) -> Process:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "modules.message.app:create_app", "--factory",
-            "--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "modules.message.app:create_app",
+        "--factory",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     env = {**stack.processes["message"].env, "AWS_ENDPOINT_URL": proxy.url}
-    return Process("message-behind-freezing-proxy", argv, env,
-                   stack.state_dir / "logs" / "message-freeze.log", port=port)
+    return Process(
+        "message-behind-freezing-proxy",
+        argv,
+        env,
+        stack.state_dir / "logs" / "message-freeze.log",
+        port=port,
+    )
 
 
 def _identity(stack) -> dict[str, str]:
@@ -128,31 +149,42 @@ def _identity(stack) -> dict[str, str]:
 
 def test_a_message_written_while_storage_froze_past_the_lease_is_stored_once(stack):
     messages_table = stack.function_env("MessageFunction")["MESSAGES_TABLE"]
-    ddb = boto3.resource("dynamodb", endpoint_url=stack.emulator_url, region_name="us-east-1",
-                         aws_access_key_id="local", aws_secret_access_key="local")
+    ddb = boto3.resource(
+        "dynamodb",
+        endpoint_url=stack.emulator_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
     text = f"Frozen at the gate {time.time_ns()}"
 
     def stored() -> list[dict]:
         items = ddb.Table(messages_table).query(
-            KeyConditionExpression=Key("driver_id").eq("D-1001"), ConsistentRead=True)["Items"]
+            KeyConditionExpression=Key("driver_id").eq("D-1001"), ConsistentRead=True
+        )["Items"]
         return [d for d in (json.loads(i["doc"]) for i in items) if d["body"] == text]
 
-    proxy = FreezingProxy(stack.emulator_url, stack.processes["emulator"].proc.pid,
-                          messages_table)
+    proxy = FreezingProxy(stack.emulator_url, stack.processes["emulator"].proc.pid, messages_table)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     module = _message_module(stack, proxy)
     module.start()
     accepted_at = datetime.now(UTC).replace(microsecond=0)
-    delivery = {headers.IDEMPOTENCY_KEY: "freeze-msg-0001",
-                headers.ACCEPTED_AT: accepted_at.isoformat().replace("+00:00", "Z")}
+    delivery = {
+        headers.IDEMPOTENCY_KEY: "freeze-msg-0001",
+        headers.ACCEPTED_AT: accepted_at.isoformat().replace("+00:00", "Z"),
+    }
     try:
         module.wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
         # GIVEN a keyed message in flight to the module when storage freezes during its write
         first: dict = {}
 
         def deliver_first() -> None:
-            first["answer"] = httpx.post(module.url + "/message", json={"body": text},
-                                         headers={**_identity(stack), **delivery}, timeout=60)
+            first["answer"] = httpx.post(
+                module.url + "/message",
+                json={"body": text},
+                headers={**_identity(stack), **delivery},
+                timeout=60,
+            )
             first["ended"] = time.monotonic()
 
         sender = threading.Thread(target=deliver_first)
@@ -165,8 +197,14 @@ def test_a_message_written_while_storage_froze_past_the_lease_is_stored_once(sta
         assert first["ended"] - proxy.frozen_at < LOCAL_IN_PROGRESS_TIMEOUT.total_seconds()
         # WHEN the freeze outlasts the lease the first delivery took just before freezing
         # (real processes keep real time: nothing to inject, so this waits it out) ...
-        time.sleep(max(0.0, proxy.frozen_at + (LOCAL_IN_PROGRESS_TIMEOUT + MARGIN)
-                       .total_seconds() - time.monotonic()))
+        time.sleep(
+            max(
+                0.0,
+                proxy.frozen_at
+                + (LOCAL_IN_PROGRESS_TIMEOUT + MARGIN).total_seconds()
+                - time.monotonic(),
+            )
+        )
     finally:
         # ... and storage resumes
         if proxy.frozen.is_set():
@@ -178,8 +216,12 @@ def test_a_message_written_while_storage_froze_past_the_lease_is_stored_once(sta
         again: dict = {}
 
         def delivered() -> bool:
-            again["answer"] = httpx.post(module.url + "/message", json={"body": text},
-                                         headers={**_identity(stack), **delivery}, timeout=10)
+            again["answer"] = httpx.post(
+                module.url + "/message",
+                json={"body": text},
+                headers={**_identity(stack), **delivery},
+                timeout=10,
+            )
             return again["answer"].status_code == 201
 
         assert wait_until(delivered, timeout=30, interval=1.0), again["answer"].text

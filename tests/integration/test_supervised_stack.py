@@ -30,8 +30,13 @@ CLI_TIMEOUT_SECONDS = 60
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Overrides conftest's stack: this one is supervised, as relay dev's is."""
-    with LocalStack(gateway_port=free_port(), state_dir=tmp_path_factory.mktemp("relay"),
-                    event_source_backoff=(1, 2), supervise=True, restart_policy=POLICY) as s:
+    with LocalStack(
+        gateway_port=free_port(),
+        state_dir=tmp_path_factory.mktemp("relay"),
+        event_source_backoff=(1, 2),
+        supervise=True,
+        restart_policy=POLICY,
+    ) as s:
         yield s
 
 
@@ -44,9 +49,14 @@ def healthy(stack: LocalStack, name: str) -> bool:
 
 def relay(stack: LocalStack, *args: str) -> subprocess.CompletedProcess:
     """The `relay` CLI as a developer runs it, against this stack's state dir."""
-    return subprocess.run([sys.executable, "-m", "relay.cli", *args], cwd=ROOT,
-                          env={**os.environ, "RELAY_STATE_DIR": str(stack.state_dir)},
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "RELAY_STATE_DIR": str(stack.state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+    )
 
 
 def supervisor_log(stack: LocalStack) -> str:
@@ -82,25 +92,38 @@ class Console:
 def test_relay_dev_restarts_a_killed_module_and_says_so(tmp_path):
     # GIVEN `relay dev` (what `make dev` runs), up and printing its curl
     env = {**os.environ, "RELAY_STATE_DIR": str(tmp_path)}
-    dev = subprocess.Popen([sys.executable, "-m", "relay.cli", "dev", "--port", str(free_port())],
-                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "dev", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     console = Console(dev)
     try:
         curl = shlex.split(console.wait_for(lambda line: line.startswith("curl "), timeout=60))
         headers = dict([curl[curl.index("-H") + 1].split(": ", 1)])
         url = curl[-1]
-        ps = subprocess.run([sys.executable, "-m", "relay.cli", "ps"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
-        loads_pid = int(next(line.split()[2] for line in ps.stdout.splitlines()
-                             if line.startswith("loads ")))
+        ps = subprocess.run(
+            [sys.executable, "-m", "relay.cli", "ps"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+        )
+        loads_pid = int(
+            next(line.split()[2] for line in ps.stdout.splitlines() if line.startswith("loads "))
+        )
 
         # WHEN the loads process is SIGKILLed
         os.kill(loads_pid, signal.SIGKILL)
 
         # THEN relay dev says so, restarts it after 1 s, and keeps serving
-        console.wait_for(lambda line: "loads exited with code -9; restarting in 1 s" in line,
-                         timeout=10)
+        console.wait_for(
+            lambda line: "loads exited with code -9; restarting in 1 s" in line, timeout=10
+        )
         console.wait_for(lambda line: "loads restarted (pid" in line, timeout=10)
 
         def live() -> bool:
@@ -180,7 +203,8 @@ def test_a_killed_emulator_comes_back_with_the_templates_resources(api, stack):
     assert wait_until(lambda: live_loads() == ["L-5001", "L-5002"], timeout=30)
     assert wait_until(lambda: "restarting gatepass" in supervisor_log(stack), timeout=30)
     assert wait_until(lambda: healthy(stack, "gatepass"), timeout=30)
-    gate_pass = api.http.post("/gatepass", json={"load_id": "L-5001", "facility_id": "F-CHI"},
-                              headers=driver)
+    gate_pass = api.http.post(
+        "/gatepass", json={"load_id": "L-5001", "facility_id": "F-CHI"}, headers=driver
+    )
     assert gate_pass.status_code == 201, gate_pass.text
     assert "relay-degraded" not in gate_pass.headers

@@ -63,7 +63,9 @@ def test_every_modules_aws_clients_have_explicit_deadlines(deployed, monkeypatch
     for name, client in _clients(deployed, monkeypatch).items():
         config = client.meta.config
         assert (config.connect_timeout, config.read_timeout) == (
-            AWS_CONNECT_TIMEOUT_SECONDS, AWS_READ_TIMEOUT_SECONDS), name
+            AWS_CONNECT_TIMEOUT_SECONDS,
+            AWS_READ_TIMEOUT_SECONDS,
+        ), name
         assert config.retries == {"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS}, name
 
 

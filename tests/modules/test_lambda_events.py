@@ -20,8 +20,12 @@ from relay.seed import seed_demo_data
 from shared_contracts.identity import IdentityContext
 from tests.conftest import TEST_IDENTITY_SIGNER
 
-FUNCTIONS = {"loads": "LoadsFunction", "gatepass": "GatepassFunction",
-             "navigate": "NavigateFunction", "message": "MessageFunction"}
+FUNCTIONS = {
+    "loads": "LoadsFunction",
+    "gatepass": "GatepassFunction",
+    "navigate": "NavigateFunction",
+    "message": "MessageFunction",
+}
 EVENTS = sorted(p for m in FUNCTIONS for p in (ROOT / "events" / m).glob("*.json"))
 
 

@@ -1,4 +1,4 @@
-""""Not yours" and "does not exist" do the same work, so their timing cannot tell them apart.
+""" "Not yours" and "does not exist" do the same work, so their timing cannot tell them apart.
 
 A review measured another driver's load answering ~1 ms slower than a missing id: the
 other driver's item was read and parsed into a pydantic model before the ownership check.
@@ -72,12 +72,27 @@ def put_load(env: dict[str, str], clock, load_id="L-1", driver="D-1001") -> Load
     """A load in the loads table, laid out as the loads module writes it."""
     plan = demo.assignment(load_id, driver, ["F-CHI", "F-IND"], clock.now)
     stops = [Stop(seq=i, **p.model_dump()) for i, p in enumerate(plan.stops, 1)]
-    load = LoadPublic(load_id=load_id, driver_id=driver, status=LoadStatus.ASSIGNED,
-                      shipper=stops[0].facility, consignee=stops[-1].facility, stops=stops,
-                      current_stop=1, version=1, assigned_at=clock.now, updated_at=clock.now)
-    boto3.resource("dynamodb").Table(env["LOADS_TABLE"]).put_item(Item={
-        "load_id": load.load_id, "driver_id": load.driver_id, "status": load.status.value,
-        "version": load.version, "doc": load.model_dump_json()})
+    load = LoadPublic(
+        load_id=load_id,
+        driver_id=driver,
+        status=LoadStatus.ASSIGNED,
+        shipper=stops[0].facility,
+        consignee=stops[-1].facility,
+        stops=stops,
+        current_stop=1,
+        version=1,
+        assigned_at=clock.now,
+        updated_at=clock.now,
+    )
+    boto3.resource("dynamodb").Table(env["LOADS_TABLE"]).put_item(
+        Item={
+            "load_id": load.load_id,
+            "driver_id": load.driver_id,
+            "status": load.status.value,
+            "version": load.version,
+            "doc": load.model_dump_json(),
+        }
+    )
     return load
 
 
@@ -85,10 +100,14 @@ def same_problem(a, b) -> bool:
     """Two answers alike but for their request ids."""
     strip = lambda r: {k: v for k, v in r.json().items() if k != "request_id"}  # noqa: E731
     return (a.status_code, a.headers["content-type"], strip(a)) == (
-        b.status_code, b.headers["content-type"], strip(b))
+        b.status_code,
+        b.headers["content-type"],
+        strip(b),
+    )
 
 
 # --- loads ------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def loads(deployed, monkeypatch, clock):
@@ -106,10 +125,16 @@ def test_loads_never_parses_another_drivers_load(loads, clock, monkeypatch):
     n_missing, missing = parses.during(lambda: client.get("/loads/L-1", headers=theirs))
     # WHEN it exists as D-1001's and D-1002 asks again
     put_load(env, clock)
-    got_other, (n_other, other) = received.during(lambda: parses.during(
-        lambda: client.get("/loads/L-1", headers=theirs)))
-    got_event, (n_event, event) = received.during(lambda: parses.during(lambda: client.post(
-        "/loads/L-1/events", json={"kind": "arrived", "stop_seq": 1}, headers=theirs)))
+    got_other, (n_other, other) = received.during(
+        lambda: parses.during(lambda: client.get("/loads/L-1", headers=theirs))
+    )
+    got_event, (n_event, event) = received.during(
+        lambda: parses.during(
+            lambda: client.post(
+                "/loads/L-1/events", json={"kind": "arrived", "stop_seq": 1}, headers=theirs
+            )
+        )
+    )
     # THEN both are the same 404: the other driver's load never reached the module,
     # so nothing was decoded or parsed
     assert missing.status_code == other.status_code == event.status_code == 404
@@ -117,21 +142,23 @@ def test_loads_never_parses_another_drivers_load(loads, clock, monkeypatch):
     assert got_other == got_event == 0
     assert n_missing == n_other == n_event == 0
     # AND its owner's read does receive and parse it (the counters see it when it happens)
-    got_own, (n_own, own) = received.during(lambda: parses.during(
-        lambda: client.get("/loads/L-1", headers=mine)))
+    got_own, (n_own, own) = received.during(
+        lambda: parses.during(lambda: client.get("/loads/L-1", headers=mine))
+    )
     assert own.status_code == 200 and (got_own, n_own) == (1, 1)
 
 
 # --- gatepass ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def gatepass(deployed, monkeypatch, clock):
     env = deployed.use_env(monkeypatch, "GatepassFunction")
     settings = GatepassSettings()
-    service = GatepassService(GatepassRepository(settings),
-                              KmsSigner(settings.gatepass_signing_key_id), clock=clock)
-    return (env, TestClient(gatepass_app(service=service)),
-            service.repository.dynamodb.meta.client)
+    service = GatepassService(
+        GatepassRepository(settings), KmsSigner(settings.gatepass_signing_key_id), clock=clock
+    )
+    return (env, TestClient(gatepass_app(service=service)), service.repository.dynamodb.meta.client)
 
 
 def test_gatepass_never_parses_another_drivers_load_or_pass(gatepass, clock, monkeypatch):
@@ -143,11 +170,13 @@ def test_gatepass_never_parses_another_drivers_load_or_pass(gatepass, clock, mon
     pass_parses = ParseCounter(monkeypatch, GatePassPublic)
     received = StoredItems(dynamodb)
     # GIVEN a pass requested for a load that does not exist, then for another driver's
-    n_missing, missing = load_parses.during(lambda: client.post("/gatepass", json=body,
-                                                                headers=theirs))
+    n_missing, missing = load_parses.during(
+        lambda: client.post("/gatepass", json=body, headers=theirs)
+    )
     put_load(env, clock)
-    got_other, (n_other, other) = received.during(lambda: load_parses.during(
-        lambda: client.post("/gatepass", json=body, headers=theirs)))
+    got_other, (n_other, other) = received.during(
+        lambda: load_parses.during(lambda: client.post("/gatepass", json=body, headers=theirs))
+    )
     # THEN both are the same 404; the load never reached the module, nor was it parsed
     assert missing.status_code == other.status_code == 404
     assert same_problem(missing, other)
@@ -159,8 +188,9 @@ def test_gatepass_never_parses_another_drivers_load_or_pass(gatepass, clock, mon
     assert n_own == 1
     pass_id = issued.json()["pass_id"]
     # WHEN D-1002 asks for D-1001's pass, and for one that does not exist
-    got_theirs, (n_theirs, not_theirs) = received.during(lambda: pass_parses.during(
-        lambda: client.get(f"/gatepass/{pass_id}", headers=theirs)))
+    got_theirs, (n_theirs, not_theirs) = received.during(
+        lambda: pass_parses.during(lambda: client.get(f"/gatepass/{pass_id}", headers=theirs))
+    )
     n_none, none = pass_parses.during(lambda: client.get("/gatepass/GP-nope", headers=theirs))
     # THEN both are 404 and neither received nor parsed a pass; the owner's read does
     assert not_theirs.status_code == none.status_code == 404
@@ -171,6 +201,7 @@ def test_gatepass_never_parses_another_drivers_load_or_pass(gatepass, clock, mon
 
 
 # --- navigate ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def navigate(deployed, monkeypatch, clock):
@@ -186,11 +217,13 @@ def test_navigate_never_parses_another_drivers_load(navigate, clock, monkeypatch
     mine, theirs = header(Role.DRIVER, "D-1001"), header(Role.DRIVER, "D-1002")
     params = {"load_id": "L-1", "lat": 41.8, "lon": -87.7}
     parses, received = ParseCounter(monkeypatch, LoadPublic), StoredItems(dynamodb)
-    n_missing, missing = parses.during(lambda: client.get("/navigate", params=params,
-                                                          headers=theirs))
+    n_missing, missing = parses.during(
+        lambda: client.get("/navigate", params=params, headers=theirs)
+    )
     put_load(env, clock)
-    got_other, (n_other, other) = received.during(lambda: parses.during(
-        lambda: client.get("/navigate", params=params, headers=theirs)))
+    got_other, (n_other, other) = received.during(
+        lambda: parses.during(lambda: client.get("/navigate", params=params, headers=theirs))
+    )
     assert missing.status_code == other.status_code == 404
     assert same_problem(missing, other)
     assert got_other == 0

@@ -40,8 +40,9 @@ def _region(monkeypatch):
 
 def test_cfn_lint_passes_on_every_template():
     cfn_lint = Path(sys.executable).with_name("cfn-lint")
-    result = subprocess.run([str(cfn_lint), *map(str, TEMPLATES)],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [str(cfn_lint), *map(str, TEMPLATES)], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -67,12 +68,14 @@ def test_each_http_module_deploys_as_a_canary_behind_an_iam_function_url(module:
 def test_notifications_worker_reports_partial_batch_failures_and_dead_letters():
     path = ROOT / "modules" / "notifications" / "template.yaml"
     cfn = transform(_packaged(yaml_parse(path.read_text())), {}, _NoManagedPolicies())
-    mapping = next(r for r in cfn["Resources"].values()
-                   if r["Type"] == "AWS::Lambda::EventSourceMapping")
+    mapping = next(
+        r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    )
     assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     queue = cfn["Resources"]["NotificationsQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
-        "Fn::GetAtt": ["NotificationsDeadLetterQueue", "Arn"]}
+        "Fn::GetAtt": ["NotificationsDeadLetterQueue", "Arn"]
+    }
 
 
 def test_root_template_wires_every_module_url_into_the_gateway():

@@ -31,7 +31,7 @@ Transfer/sec:     11.03MB
 def test_wrk_report_is_read_with_units_and_every_kind_of_error():
     r = parse_wrk(WRK_OUTPUT)
     assert (r.rps, r.p50_ms, r.p99_ms, r.requests) == (9870.12, 3.12, 4.82, 98712)
-    assert r.errors == 10   # 2 read errors + 1 timeout + 7 non-2xx
+    assert r.errors == 10  # 2 read errors + 1 timeout + 7 non-2xx
     assert r.success_rate == pytest.approx(1 - 10 / 98712)
 
 
@@ -42,9 +42,11 @@ def test_wrk_latencies_in_microseconds_and_seconds():
 
 
 def test_profile_shares_by_innermost_python_file():
-    raw = ("main (runpy:1);forward (/x/gateway/proxy.py:10);write (/x/gateway/transport.py:96) 6\n"
-           "main (runpy:1);get (/v/site-packages/httpx/_models.py:248) 2\n"
-           "main (runpy:1); 2\n")
+    raw = (
+        "main (runpy:1);forward (/x/gateway/proxy.py:10);write (/x/gateway/transport.py:96) 6\n"
+        "main (runpy:1);get (/v/site-packages/httpx/_models.py:248) 2\n"
+        "main (runpy:1); 2\n"
+    )
     shares = self_time_by_file(raw)
     assert shares["/x/gateway/transport.py"] == 0.6
     assert shares["httpx/_models.py"] == 0.2
@@ -53,12 +55,18 @@ def test_profile_shares_by_innermost_python_file():
 
 def test_every_deployed_handler_gets_its_template_environment():
     functions = lambda_functions()
-    assert set(functions) == {"gateway.handler", "gateway.replay", "modules.loads.handler",
-                              "modules.gatepass.handler", "modules.navigate.handler",
-                              "modules.message.handler", "modules.notifications.handler"}
+    assert set(functions) == {
+        "gateway.handler",
+        "gateway.replay",
+        "modules.loads.handler",
+        "modules.gatepass.handler",
+        "modules.navigate.handler",
+        "modules.message.handler",
+        "modules.notifications.handler",
+    }
     gateway = functions["gateway.handler"]
     assert gateway["RELAY_STAGE"] == "prod"
-    assert gateway["RELAY_JWKS_URL"].startswith("https://127.0.0.1/")   # never a real host
+    assert gateway["RELAY_JWKS_URL"].startswith("https://127.0.0.1/")  # never a real host
     assert "BEGIN PUBLIC KEY" in functions["modules.loads.handler"]["RELAY_IDENTITY_PUBLIC_KEY"]
 
 

@@ -22,8 +22,9 @@ def fifo(aws):
     sqs = boto3.client("sqs", region_name="us-east-1")
     url = sqs.create_queue(QueueName="writes.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     for body in BODIES:
-        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="A",
-                         MessageDeduplicationId=body)
+        sqs.send_message(
+            QueueUrl=url, MessageBody=body, MessageGroupId="A", MessageDeduplicationId=body
+        )
     return sqs, url
 
 
@@ -70,8 +71,12 @@ def test_a_fresh_runner_after_a_killed_one_applies_the_group_in_order(fifo, patc
     applied: list[str] = []
     arn = "arn:aws:sqs:us-east-1:123456789012:writes.fifo"
     runner = SqsEventSourceRunner(
-        url, arn, lambda event, context: applied.extend(r["body"] for r in event["Records"]),
-        sqs=sqs, wait_seconds=0)
+        url,
+        arn,
+        lambda event, context: applied.extend(r["body"] for r in event["Records"]),
+        sqs=sqs,
+        wait_seconds=0,
+    )
     # WHEN a new one works the queue
     for _ in range(2 * len(BODIES)):
         runner.run_once()

@@ -14,7 +14,7 @@ import pytest
 
 from relay.eventsource import SqsEventSourceRunner
 
-MAX_RECEIVES = 20   # bound on every loop below
+MAX_RECEIVES = 20  # bound on every loop below
 
 
 @dataclass
@@ -24,22 +24,27 @@ class Fifo:
     arn: str
 
     def send(self, group: str, body: str) -> None:
-        self.sqs.send_message(QueueUrl=self.url, MessageBody=body, MessageGroupId=group,
-                              MessageDeduplicationId=body)
+        self.sqs.send_message(
+            QueueUrl=self.url, MessageBody=body, MessageGroupId=group, MessageDeduplicationId=body
+        )
 
     def depth(self) -> int:
-        attrs = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
         return sum(int(v) for v in attrs.values())
 
 
 @pytest.fixture
 def fifo(aws) -> Fifo:
     sqs = boto3.client("sqs", region_name="us-east-1")
-    url = sqs.create_queue(QueueName="writes.fifo", Attributes={
-        "FifoQueue": "true", "VisibilityTimeout": "60"})["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
+    url = sqs.create_queue(
+        QueueName="writes.fifo", Attributes={"FifoQueue": "true", "VisibilityTimeout": "60"}
+    )["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     return Fifo(sqs, url, arn)
 
 
@@ -85,7 +90,7 @@ class Emulator:
     def __init__(self, sqs: Any):
         self._sqs = sqs
         self.head_backoffs: list[int] = []
-        self.released: list[tuple[str, int]] = []   # (body, visibility) of the others
+        self.released: list[tuple[str, int]] = []  # (body, visibility) of the others
         self.skip: set[str] = set()
         self.gone: set[str] = set()
 
@@ -98,11 +103,12 @@ class Emulator:
 
     def change_message_visibility_batch(self, **kw: Any) -> Any:
         bodies = {m["ReceiptHandle"]: m["Body"] for m in self._last}
-        self.released += [(bodies[e["ReceiptHandle"]], e["VisibilityTimeout"])
-                          for e in kw["Entries"]]
+        self.released += [
+            (bodies[e["ReceiptHandle"]], e["VisibilityTimeout"]) for e in kw["Entries"]
+        ]
         return self._sqs.change_message_visibility_batch(
-            QueueUrl=kw["QueueUrl"], Entries=[{**e, "VisibilityTimeout": 0}
-                                              for e in kw["Entries"]])
+            QueueUrl=kw["QueueUrl"], Entries=[{**e, "VisibilityTimeout": 0} for e in kw["Entries"]]
+        )
 
     def receive_message(self, **kw: Any) -> Any:
         response = self._sqs.receive_message(**kw)
@@ -111,9 +117,9 @@ class Emulator:
             if m["Body"] in self.gone:
                 self._sqs.delete_message(QueueUrl=kw["QueueUrl"], ReceiptHandle=m["ReceiptHandle"])
             elif m["Body"] in self.skip:
-                self._sqs.change_message_visibility(QueueUrl=kw["QueueUrl"],
-                                                    ReceiptHandle=m["ReceiptHandle"],
-                                                    VisibilityTimeout=0)
+                self._sqs.change_message_visibility(
+                    QueueUrl=kw["QueueUrl"], ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                )
             else:
                 kept.append(m)
         self.skip = set()
@@ -145,8 +151,11 @@ def drain(runner: SqsEventSourceRunner, fifo: Fifo) -> int:
 
 def firsts_of(group: str, batches: list[list[str]]) -> list[str]:
     """For each batch with messages of ``group``: the first of them."""
-    return [next(b for b in batch if b.startswith(group))
-            for batch in batches if any(b.startswith(group) for b in batch)]
+    return [
+        next(b for b in batch if b.startswith(group))
+        for batch in batches
+        if any(b.startswith(group) for b in batch)
+    ]
 
 
 def test_a_failed_head_holds_its_group_in_order_and_other_groups_go_on(fifo):
@@ -188,8 +197,14 @@ def test_the_head_backs_off_by_its_receive_count_and_the_rest_waits_behind_it(fi
     for body in ("A1", "A2", "A3"):
         fifo.send("A", body)
     emulator = Emulator(fifo.sqs)
-    runner = runner_for(fifo, GroupHandler({"A1": 3}), emulator, backoff_base_seconds=2,
-                        backoff_max_seconds=5, clock=Clock())
+    runner = runner_for(
+        fifo,
+        GroupHandler({"A1": 3}),
+        emulator,
+        backoff_base_seconds=2,
+        backoff_max_seconds=5,
+        clock=Clock(),
+    )
     # WHEN it works the queue empty
     drain(runner, fifo)
     # THEN only the head was put out of sight, for 2, 4, then 5 s (capped)
@@ -243,7 +258,7 @@ def test_a_group_goes_on_once_its_head_is_gone_for_good(fifo):
     receives = drain(runner, fifo)
     # THEN it held A2 back twice (the head might still come), then let the group go on
     assert receives == 3
-    assert emulator.released == [("A2", 0)] * 3   # once behind the failed head, twice held
+    assert emulator.released == [("A2", 0)] * 3  # once behind the failed head, twice held
     assert handler.batches == [["A1", "A2"], ["A2"]]
     assert handler.applied == ["A2"] and runner.holds == {}
 
@@ -252,19 +267,24 @@ def test_standard_queues_keep_per_message_backoff(aws):
     # GIVEN a standard queue: no groups, so no holding
     sqs = boto3.client("sqs", region_name="us-east-1")
     url = sqs.create_queue(QueueName="pushes")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     for body in ("n1", "n2"):
         sqs.send_message(QueueUrl=url, MessageBody=body)
     seen: list[str] = []
 
     def handler(event: dict, context: Any) -> dict:
         seen.extend(r["body"] for r in event["Records"])
-        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]}
-                                      for r in event["Records"] if r["body"] == "n1"]}
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": r["messageId"]} for r in event["Records"] if r["body"] == "n1"
+            ]
+        }
 
-    runner = SqsEventSourceRunner(url, arn, handler, sqs=sqs, wait_seconds=0,
-                                  backoff_base_seconds=0)
+    runner = SqsEventSourceRunner(
+        url, arn, handler, sqs=sqs, wait_seconds=0, backoff_base_seconds=0
+    )
     # WHEN n1 fails and n2 succeeds
     # THEN n2 is deleted at once although n1 failed before it
     assert not runner.fifo

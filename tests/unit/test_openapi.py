@@ -39,8 +39,11 @@ def operations(document: dict):
 
 
 def header_params(op: dict, name: str) -> list[dict]:
-    return [p for p in op.get("parameters", [])
-            if p["in"] == "header" and p["name"].lower() == name.lower()]
+    return [
+        p
+        for p in op.get("parameters", [])
+        if p["in"] == "header" and p["name"].lower() == name.lower()
+    ]
 
 
 def test_checked_in_document_is_current(built, published):
@@ -48,9 +51,11 @@ def test_checked_in_document_is_current(built, published):
     # THEN the checked-in copy is that document, byte for byte
     stale = openapi.changes(published, built)
     assert published == built, (
-        "run `make openapi` and commit gateway/openapi.json; changed: " + ", ".join(stale))
-    assert DOCUMENT_FILE.read_text(encoding="utf-8") == openapi.render(built), \
+        "run `make openapi` and commit gateway/openapi.json; changed: " + ", ".join(stale)
+    )
+    assert DOCUMENT_FILE.read_text(encoding="utf-8") == openapi.render(built), (
         "run `make openapi` and commit gateway/openapi.json (formatting differs)"
+    )
 
 
 def test_every_route_of_the_table_has_operations(published):
@@ -77,7 +82,8 @@ def test_every_operation_documents_the_gateways_throttling_and_outage_answers(pu
         for status in ("429", "503"):
             answer = op["responses"][status]
             assert answer["content"]["application/problem+json"]["schema"] == {
-                "$ref": "#/components/schemas/Problem"}, f"{status} of {method} {path}"
+                "$ref": "#/components/schemas/Problem"
+            }, f"{status} of {method} {path}"
             assert "Retry-After" in answer["headers"]
 
 
@@ -98,7 +104,8 @@ def test_fallbacks_are_documented_where_the_route_table_names_them(published):
     # POST with a deferred fallback: 202 DeferredAccepted
     accepted = paths["/message"]["post"]["responses"]["202"]
     assert accepted["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/DeferredAccepted"}
+        "$ref": "#/components/schemas/DeferredAccepted"
+    }
     assert "DeferredAccepted" in published["components"]["schemas"]
     # no fallback: neither
     dispatch = paths["/dispatch/messages"]["post"]["responses"]
@@ -167,6 +174,8 @@ def test_install_openapi_reads_the_file_once_at_start_up(tmp_path):
 
 def test_gateway_serves_the_document_without_the_modules_code():
     # The gateway's artifact holds gateway/ and shared_contracts/ only.
-    probe = ("import sys; from gateway.openapi import install_openapi; "
-             "assert not [m for m in sys.modules if m.split('.')[0] in ('modules', 'relay')]")
+    probe = (
+        "import sys; from gateway.openapi import install_openapi; "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('modules', 'relay')]"
+    )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=Path(__file__).parents[2])

@@ -67,8 +67,9 @@ class FakeChild:
 @pytest.fixture
 def world():
     clock, child, events, restarted = Clock(), FakeChild(), [], []
-    supervisor = Supervisor({"loads": child}, clock=clock, report=events.append,
-                            on_restart=restarted.append)
+    supervisor = Supervisor(
+        {"loads": child}, clock=clock, report=events.append, on_restart=restarted.append
+    )
     return clock, child, supervisor, events, restarted
 
 
@@ -101,8 +102,13 @@ def test_an_exited_process_is_reported_and_restarted_after_its_backoff(world):
     assert events[-1] == "loads restarted (pid 4001)"
     supervisor.tick()
     assert child.starts == 1
-    assert supervisor.status()["loads"] == {"state": "running", "pid": 4001, "restarts": 1,
-                                            "last_exit": -9, "restart_in": None}
+    assert supervisor.status()["loads"] == {
+        "state": "running",
+        "pid": 4001,
+        "restarts": 1,
+        "last_exit": -9,
+        "restart_in": None,
+    }
 
 
 def crash_and_restart(clock: Clock, child: FakeChild, supervisor: Supervisor) -> float:
@@ -119,7 +125,14 @@ def crash_and_restart(clock: Clock, child: FakeChild, supervisor: Supervisor) ->
 def test_a_crash_loop_backs_off_exponentially_up_to_the_cap(world):
     clock, child, supervisor, _, _ = world
     assert [crash_and_restart(clock, child, supervisor) for _ in range(7)] == [
-        1, 2, 4, 8, 16, 30, 30]
+        1,
+        2,
+        4,
+        8,
+        16,
+        30,
+        30,
+    ]
 
 
 def test_the_backoff_resets_only_after_the_process_stayed_up_long_enough(world):
@@ -197,7 +210,9 @@ def test_control_socket_answers_one_json_line_per_request(tmp_path):
     try:
         assert stat.S_IMODE(os.stat(server.path).st_mode) == 0o600
         assert control_request(server.path, {"command": "ps"}) == {
-            "ok": True, "echo": {"command": "ps"}}
+            "ok": True,
+            "echo": {"command": "ps"},
+        }
         answer = control_request(server.path, {"command": "boom"})
         assert answer["ok"] is False and "bad" in answer["error"]
     finally:
@@ -218,21 +233,28 @@ def test_a_long_state_dir_gets_a_short_socket_path(tmp_path):
 
 
 def sleeper(tmp_path: Path, name: str) -> Process:
-    return Process(name, [sys.executable, "-c", "import time; time.sleep(60)"],
-                   dict(os.environ), tmp_path / "logs" / f"{name}.log")
+    return Process(
+        name,
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        dict(os.environ),
+        tmp_path / "logs" / f"{name}.log",
+    )
 
 
 @pytest.fixture
 def tiny_stack(tmp_path):
     events: list[str] = []
-    stack = LocalStack(state_dir=tmp_path, supervise=True, on_event=events.append,
-                       restart_policy=RestartPolicy(initial_seconds=0.1, max_seconds=0.2))
+    stack = LocalStack(
+        state_dir=tmp_path,
+        supervise=True,
+        on_event=events.append,
+        restart_policy=RestartPolicy(initial_seconds=0.1, max_seconds=0.2),
+    )
     stack.processes = {"loads": sleeper(tmp_path, "loads"), "replay": sleeper(tmp_path, "replay")}
     for proc in stack.processes.values():
         proc.start()
     # supervised, but ticked by hand (no supervision thread)
-    stack.supervisor = Supervisor(stack.processes, policy=stack.restart_policy,
-                                  report=stack.report)
+    stack.supervisor = Supervisor(stack.processes, policy=stack.restart_policy, report=stack.report)
     stack._control = ControlServer(stack.control_socket, stack.control)
     stack._control.start()
     (tmp_path / "stack.json").write_text(json.dumps({"control_socket": str(stack.control_socket)}))
@@ -246,7 +268,7 @@ def test_stop_process_holds_it_and_start_process_brings_it_back(tiny_stack):
     # WHEN a test stops a process of a supervised stack
     stack.stop_process("loads")
     for _ in range(3):
-        sup.clock = lambda: 10_000.0   # long after any backoff
+        sup.clock = lambda: 10_000.0  # long after any backoff
         sup.tick()
     # THEN the supervisor leaves it down
     assert not stack.processes["loads"].running()

@@ -63,8 +63,11 @@ def kms(env):
 @pytest.fixture
 def service(env, kms, clock):
     settings = GatepassSettings()
-    return GatepassService(GatepassRepository(settings),
-                           KmsSigner(settings.gatepass_signing_key_id, kms=kms), clock=clock)
+    return GatepassService(
+        GatepassRepository(settings),
+        KmsSigner(settings.gatepass_signing_key_id, kms=kms),
+        clock=clock,
+    )
 
 
 @pytest.fixture
@@ -72,29 +75,46 @@ def client(service):
     return TestClient(create_app(service=service))
 
 
-def put_load(env, clock, load_id="L-1", driver="D-1001", route=("F-CHI", "F-IND"),
-             status=LoadStatus.ASSIGNED) -> LoadPublic:
+def put_load(
+    env, clock, load_id="L-1", driver="D-1001", route=("F-CHI", "F-IND"), status=LoadStatus.ASSIGNED
+) -> LoadPublic:
     """Write a load into the loads table as the loads module would have."""
     plan = demo.assignment(load_id, driver, list(route), clock.now)
     stops = [Stop(seq=i, **p.model_dump()) for i, p in enumerate(plan.stops, 1)]
-    load = LoadPublic(load_id=load_id, driver_id=driver, status=status, shipper=stops[0].facility,
-                      consignee=stops[-1].facility, stops=stops, current_stop=1, version=1,
-                      assigned_at=clock.now, updated_at=clock.now)
-    boto3.resource("dynamodb").Table(env["LOADS_TABLE"]).put_item(Item={
-        "load_id": load.load_id, "driver_id": load.driver_id, "status": load.status.value,
-        "version": load.version, "doc": load.model_dump_json(),
-    })
+    load = LoadPublic(
+        load_id=load_id,
+        driver_id=driver,
+        status=status,
+        shipper=stops[0].facility,
+        consignee=stops[-1].facility,
+        stops=stops,
+        current_stop=1,
+        version=1,
+        assigned_at=clock.now,
+        updated_at=clock.now,
+    )
+    boto3.resource("dynamodb").Table(env["LOADS_TABLE"]).put_item(
+        Item={
+            "load_id": load.load_id,
+            "driver_id": load.driver_id,
+            "status": load.status.value,
+            "version": load.version,
+            "doc": load.model_dump_json(),
+        }
+    )
     return load
 
 
 def issue(client, load_id="L-1", facility_id="F-CHI", headers=DRIVER):
-    return client.post("/gatepass", json={"load_id": load_id, "facility_id": facility_id},
-                       headers=headers)
+    return client.post(
+        "/gatepass", json={"load_id": load_id, "facility_id": facility_id}, headers=headers
+    )
 
 
 def verify(client, token, facility_id="F-CHI", headers=GATE):
-    return client.post("/gatepass/verify", json={"token": token, "facility_id": facility_id},
-                       headers=headers)
+    return client.post(
+        "/gatepass/verify", json={"token": token, "facility_id": facility_id}, headers=headers
+    )
 
 
 def b64url(data: bytes) -> str:
@@ -106,6 +126,7 @@ def b64url_json(part: str) -> dict:
 
 
 # --- issuing and verifying --------------------------------------------------------------
+
 
 def test_issued_pass_verifies_at_its_facility(client, env, clock):
     # GIVEN D-1001's load with a 09:00-11:00 window at F-CHI
@@ -121,9 +142,16 @@ def test_issued_pass_verifies_at_its_facility(client, env, clock):
     assert (gate_pass["driver_id"], gate_pass["revoked"]) == ("D-1001", False)
     # AND the gate at F-CHI accepts it, learning whose pass it is
     verdict = verify(client, gate_pass["token"]).json()
-    assert verdict == {"valid": True, "reason": "valid", "pass_id": gate_pass["pass_id"],
-                       "driver_id": "D-1001", "load_id": "L-1", "facility_id": "F-CHI",
-                       "valid_until": "2026-11-22T13:00:00Z", "revocation_checked": True}
+    assert verdict == {
+        "valid": True,
+        "reason": "valid",
+        "pass_id": gate_pass["pass_id"],
+        "driver_id": "D-1001",
+        "load_id": "L-1",
+        "facility_id": "F-CHI",
+        "valid_until": "2026-11-22T13:00:00Z",
+        "revocation_checked": True,
+    }
     # AND ops may verify too
     assert verify(client, gate_pass["token"], headers=OPS).json()["valid"] is True
 
@@ -136,17 +164,23 @@ def test_pass_verifies_offline_with_only_the_jwks_and_pyjwt(client, env, clock):
     # WHEN a gate verifies it with nothing but PyJWT and the JWKS (no call to the module)
     header = jwt.get_unverified_header(token)
     key = jwt.PyJWKSet.from_dict(jwks)[header["kid"]]
-    claims = jwt.decode(token, key.key, algorithms=["ES256"], issuer="relay-gatepass",
-                        # times are checked below against the test clock, not the wall clock
-                        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False})
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=["ES256"],
+        issuer="relay-gatepass",
+        # times are checked below against the test clock, not the wall clock
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
     # THEN the signature holds and the claims say who, what, where and when
     assert header == {"alg": "ES256", "typ": "JWT", "kid": header["kid"]}
     assert (claims["sub"], claims["load_id"], claims["facility_id"]) == ("D-1001", "L-1", "F-CHI")
     assert claims["nbf"] <= clock.now.timestamp() < claims["exp"]
     # AND the kid is the RFC 7638 thumbprint of the published key
     jwk = jwks["keys"][0]
-    canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x", "y")},
-                           separators=(",", ":"), sort_keys=True).encode()
+    canonical = json.dumps(
+        {k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True
+    ).encode()
     assert header["kid"] == jwk["kid"] == b64url(hashlib.sha256(canonical).digest())
     assert (jwk["kty"], jwk["crv"], jwk["alg"], jwk["use"]) == ("EC", "P-256", "ES256", "sig")
 
@@ -186,15 +220,18 @@ def _with_header(token: str, **changes: object) -> str:
     return ".".join([b64url(json.dumps(new).encode()), payload, signature])
 
 
-@pytest.mark.parametrize("forge, reason", [
-    (_tamper_payload, "bad_signature"),
-    (_tamper_signature, "bad_signature"),
-    (lambda t: _with_header(t, alg="none"), "bad_signature"),
-    (lambda t: _with_header(t, kid="someone-elses-key"), "unknown_key"),
-    (lambda t: _with_header(t, kid=["not", "a", "string"]), "malformed"),
-    (lambda t: "this-is-not-a-pass-token-at-all", "malformed"),
-    (lambda t: t.rsplit(".", 1)[0], "malformed"),
-])
+@pytest.mark.parametrize(
+    ("forge", "reason"),
+    [
+        (_tamper_payload, "bad_signature"),
+        (_tamper_signature, "bad_signature"),
+        (lambda t: _with_header(t, alg="none"), "bad_signature"),
+        (lambda t: _with_header(t, kid="someone-elses-key"), "unknown_key"),
+        (lambda t: _with_header(t, kid=["not", "a", "string"]), "malformed"),
+        (lambda t: "this-is-not-a-pass-token-at-all", "malformed"),
+        (lambda t: t.rsplit(".", 1)[0], "malformed"),
+    ],
+)
 def test_forged_or_garbled_tokens_are_refused_with_a_reason(client, env, clock, forge, reason):
     # GIVEN a genuine pass
     put_load(env, clock)
@@ -236,8 +273,11 @@ def test_pass_replayed_at_another_facility_is_refused(client, env, clock):
     # WHEN it is shown at F-IND
     verdict = verify(client, token, facility_id="F-IND").json()
     # THEN F-IND refuses it
-    assert (verdict["valid"], verdict["reason"], verdict["facility_id"]) == \
-        (False, "wrong_facility", "F-CHI")
+    assert (verdict["valid"], verdict["reason"], verdict["facility_id"]) == (
+        False,
+        "wrong_facility",
+        "F-CHI",
+    )
 
 
 def test_revoked_pass_is_refused(client, env, clock):
@@ -263,15 +303,23 @@ def test_revoking_needs_dispatch_or_ops_and_a_known_pass(client, env, clock):
 
 def test_validly_signed_pass_with_no_record_is_refused(client, service, clock):
     # GIVEN a token signed with our key for a pass that was never stored
-    token = service.signer.sign(PassClaims(
-        sub="D-1001", jti="GP-ghost", load_id="L-1", facility_id="F-CHI",
-        iat=int(clock.now.timestamp()), nbf=int(clock.now.timestamp()),
-        exp=int(clock.now.timestamp()) + 3600))
+    token = service.signer.sign(
+        PassClaims(
+            sub="D-1001",
+            jti="GP-ghost",
+            load_id="L-1",
+            facility_id="F-CHI",
+            iat=int(clock.now.timestamp()),
+            nbf=int(clock.now.timestamp()),
+            exp=int(clock.now.timestamp()) + 3600,
+        )
+    )
     # THEN the gate refuses it
     assert verify(client, token).json()["reason"] == "unknown_pass"
 
 
 # --- issuing rules ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("load_id", ["L-6", "L-404"])
 def test_pass_for_another_drivers_or_unknown_load_is_not_found(client, env, clock, load_id):
@@ -320,6 +368,7 @@ def test_signing_outage_is_a_503_problem(env, clock):
 
 # --- reading ----------------------------------------------------------------------------
 
+
 def test_drivers_list_and_read_their_own_passes_only(client, env, clock):
     put_load(env, clock)
     first = issue(client).json()
@@ -336,6 +385,7 @@ def test_drivers_list_and_read_their_own_passes_only(client, env, clock):
 
 # --- access and input -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("headers", [DRIVER, DISPATCH])
 def test_only_gates_and_ops_verify(client, headers):
     r = verify(client, "x" * 40, headers=headers)
@@ -347,12 +397,15 @@ def test_module_refuses_calls_without_the_gateway_identity(client):
     assert verify(client, "x" * 40, headers={}).status_code == 401
 
 
-@pytest.mark.parametrize("path, body, headers, status", [
-    ("/gatepass", b"{not json", DRIVER, 400),
-    ("/gatepass", b'{"load_id": "L-1", "facility_id": "F-CHI", "extra": 1}', DRIVER, 422),
-    ("/gatepass", b'{"load_id": "../etc", "facility_id": "F-CHI"}', DRIVER, 422),
-    ("/gatepass/verify", b'{"token": "short", "facility_id": "F-CHI"}', GATE, 422),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status"),
+    [
+        ("/gatepass", b"{not json", DRIVER, 400),
+        ("/gatepass", b'{"load_id": "L-1", "facility_id": "F-CHI", "extra": 1}', DRIVER, 422),
+        ("/gatepass", b'{"load_id": "../etc", "facility_id": "F-CHI"}', DRIVER, 422),
+        ("/gatepass/verify", b'{"token": "short", "facility_id": "F-CHI"}', GATE, 422),
+    ],
+)
 def test_bad_input_gets_a_problem_envelope(client, path, body, headers, status):
     r = client.post(path, content=body, headers={**headers, "content-type": "application/json"})
     assert r.status_code == status

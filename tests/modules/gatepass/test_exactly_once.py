@@ -52,21 +52,27 @@ def repository(env):
 @pytest.fixture
 def client(env, repository, clock):
     signer = KmsSigner(GatepassSettings().gatepass_signing_key_id)
-    return TestClient(create_app(service=GatepassService(repository, signer, clock=clock)),
-                      raise_server_exceptions=False)
+    return TestClient(
+        create_app(service=GatepassService(repository, signer, clock=clock)),
+        raise_server_exceptions=False,
+    )
 
 
 def issue(client, key, facility_id="F-CHI"):
-    return client.post("/gatepass", json={"load_id": "L-1", "facility_id": facility_id},
-                       headers={**DRIVER, "idempotency-key": key})
+    return client.post(
+        "/gatepass",
+        json={"load_id": "L-1", "facility_id": facility_id},
+        headers={**DRIVER, "idempotency-key": key},
+    )
 
 
 def stored_passes(env) -> list[dict]:
     return boto3.resource("dynamodb").Table(env["GATEPASS_TABLE"]).scan()["Items"]
 
 
-def test_a_pass_stored_after_the_delivery_gave_up_is_not_issued_again(client, clock, env,
-                                                                      repository):
+def test_a_pass_stored_after_the_delivery_gave_up_is_not_issued_again(
+    client, clock, env, repository
+):
     # GIVEN a pass was stored, but the answer timed out: a 5xx, and Powertools forgot the key
     put_load(env, clock)
     repository.lose_next_answer = True

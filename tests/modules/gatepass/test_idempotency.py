@@ -18,9 +18,9 @@ from modules.gatepass.service import GatepassService
 from modules.gatepass.signing import KmsSigner, SigningUnavailableError
 from shared_contracts.identity import Role
 from tests.conftest import identity_header_for
+from tests.modules.gatepass.test_api import put_load
 
 identity_header = identity_header_for("gatepass")
-from tests.modules.gatepass.test_api import put_load
 
 DRIVER = identity_header(Role.DRIVER, "D-1001")
 OTHER = identity_header(Role.DRIVER, "D-1002")
@@ -65,13 +65,15 @@ def client(env, signer, clock):
 
 
 def issue(client, key, load_id="L-1", facility_id="F-CHI", headers=DRIVER):
-    return client.post("/gatepass", json={"load_id": load_id, "facility_id": facility_id},
-                       headers={**headers, "idempotency-key": key})
+    return client.post(
+        "/gatepass",
+        json={"load_id": load_id, "facility_id": facility_id},
+        headers={**headers, "idempotency-key": key},
+    )
 
 
 def revoke(client, pass_id, key):
-    return client.post(f"/gatepass/{pass_id}/revoke",
-                       headers={**DISPATCH, "idempotency-key": key})
+    return client.post(f"/gatepass/{pass_id}/revoke", headers={**DISPATCH, "idempotency-key": key})
 
 
 def passes(client, headers=DRIVER) -> list[dict]:
@@ -196,6 +198,9 @@ def test_verify_ignores_the_key_the_gateway_puts_on_every_post(client, env, cloc
     # The gateway adds a key to every write; verify changes nothing and is not idempotent-wrapped.
     put_load(env, clock)
     token = issue(client, "pass-req-0007").json()["token"]
-    r = client.post("/gatepass/verify", json={"token": token, "facility_id": "F-CHI"},
-                    headers={**identity_header(Role.GATE, None), "idempotency-key": "bad"})
+    r = client.post(
+        "/gatepass/verify",
+        json={"token": token, "facility_id": "F-CHI"},
+        headers={**identity_header(Role.GATE, None), "idempotency-key": "bad"},
+    )
     assert r.status_code == 200 and r.json()["valid"] is True

@@ -47,7 +47,9 @@ def key_a(env) -> str:
 def key_b(env) -> str:
     """A second P-256 signing key, referred to by ARN as RetiredSigningKeyIds allows."""
     meta = boto3.client("kms").create_key(
-        KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY", Description="gate passes, 2nd key",
+        KeySpec="ECC_NIST_P256",
+        KeyUsage="SIGN_VERIFY",
+        Description="gate passes, 2nd key",
     )["KeyMetadata"]
     return meta["Arn"]
 
@@ -65,8 +67,9 @@ def deploy(monkeypatch, clock, kms):
         monkeypatch.setenv("GATEPASS_SIGNING_KEY_ID", current)
         monkeypatch.setenv("GATEPASS_RETIRED_KEY_IDS", retired)
         settings = GatepassSettings()
-        signer = KmsSigner(settings.gatepass_signing_key_id,
-                           retired_key_ids=settings.retired_key_ids, kms=kms)
+        signer = KmsSigner(
+            settings.gatepass_signing_key_id, retired_key_ids=settings.retired_key_ids, kms=kms
+        )
         service = GatepassService(GatepassRepository(settings), signer, clock=clock)
         return TestClient(create_app(service=service))
 
@@ -77,9 +80,12 @@ def thumbprint(key_id: str) -> str:
     """The RFC 7638 kid of a KMS key, computed independently of the module."""
     der = boto3.client("kms").get_public_key(KeyId=key_id)["PublicKey"]
     numbers = load_der_public_key(der).public_numbers()
-    members = {"crv": "P-256", "kty": "EC",
-               "x": b64url(numbers.x.to_bytes(32, "big")),
-               "y": b64url(numbers.y.to_bytes(32, "big"))}
+    members = {
+        "crv": "P-256",
+        "kty": "EC",
+        "x": b64url(numbers.x.to_bytes(32, "big")),
+        "y": b64url(numbers.y.to_bytes(32, "big")),
+    }
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
     return b64url(hashlib.sha256(canonical).digest())
 
@@ -87,9 +93,14 @@ def thumbprint(key_id: str) -> str:
 def verify_offline(token: str, jwks: dict, clock) -> dict:
     """What a gate does with nothing but the published JWKS and PyJWT."""
     key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
-    claims = jwt.decode(token, key.key, algorithms=["ES256"], issuer="relay-gatepass",
-                        # times are checked below against the test clock, not the wall clock
-                        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False})
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=["ES256"],
+        issuer="relay-gatepass",
+        # times are checked below against the test clock, not the wall clock
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
     assert claims["nbf"] <= clock.now.timestamp() < claims["exp"]
     return claims
 
@@ -109,8 +120,10 @@ def old_pass(env, clock, deploy, key_a) -> dict:
 
 # --- during the rotation ----------------------------------------------------------------
 
-def test_pass_signed_before_the_rotation_still_verifies_after_it(old_pass, deploy, key_a,
-                                                                 key_b, clock):
+
+def test_pass_signed_before_the_rotation_still_verifies_after_it(
+    old_pass, deploy, key_a, key_b, clock
+):
     # GIVEN a pass signed by key A
     assert old_pass["kid"] == kid_of(old_pass["token"]) == thumbprint(key_a)
     # WHEN the module is redeployed signing with B and with A retired
@@ -118,15 +131,19 @@ def test_pass_signed_before_the_rotation_still_verifies_after_it(old_pass, deplo
     clock.advance(minutes=30)
     # THEN the gate still accepts the pass online
     verdict = verify(client, old_pass["token"]).json()
-    assert (verdict["valid"], verdict["reason"], verdict["pass_id"]) == \
-        (True, "valid", old_pass["pass_id"])
+    assert (verdict["valid"], verdict["reason"], verdict["pass_id"]) == (
+        True,
+        "valid",
+        old_pass["pass_id"],
+    )
     # AND offline, with only the published keys and PyJWT
     claims = verify_offline(old_pass["token"], client.get("/gatepass/keys").json(), clock)
     assert (claims["jti"], claims["facility_id"]) == (old_pass["pass_id"], "F-CHI")
 
 
-def test_after_the_rotation_new_passes_are_signed_by_the_new_key(old_pass, deploy, key_a,
-                                                                  key_b, clock):
+def test_after_the_rotation_new_passes_are_signed_by_the_new_key(
+    old_pass, deploy, key_a, key_b, clock
+):
     # GIVEN the module rotated to B
     client = deploy(current=key_b, retired=key_a)
     # WHEN the driver gets another pass
@@ -152,13 +169,13 @@ def test_jwks_lists_the_current_key_first_then_the_retired_one(env, key_a, key_b
     # THEN both keys are published, B (which signs) first, each kid its RFC 7638 thumbprint
     assert r.status_code == 200, r.text
     assert [k["kid"] for k in r.json()["keys"]] == [thumbprint(key_b), thumbprint(key_a)]
-    assert {(k["kty"], k["crv"], k["alg"], k["use"]) for k in r.json()["keys"]} == \
-        {("EC", "P-256", "ES256", "sig")}
+    assert {(k["kty"], k["crv"], k["alg"], k["use"]) for k in r.json()["keys"]} == {
+        ("EC", "P-256", "ES256", "sig")
+    }
     assert r.headers["cache-control"].startswith("public")
 
 
-def test_retired_key_does_not_stretch_a_pass_past_its_expiry(old_pass, deploy, key_a, key_b,
-                                                             clock):
+def test_retired_key_does_not_stretch_a_pass_past_its_expiry(old_pass, deploy, key_a, key_b, clock):
     # GIVEN the rotation happened while A's pass (valid until 13:00) was out
     client = deploy(current=key_b, retired=key_a)
     # THEN it is accepted up to its expiry and refused from then on, like any pass
@@ -170,8 +187,8 @@ def test_retired_key_does_not_stretch_a_pass_past_its_expiry(old_pass, deploy, k
 
 # --- after the rotation -----------------------------------------------------------------
 
-def test_dropping_the_retired_key_refuses_its_passes_only(old_pass, deploy, key_a, key_b,
-                                                          clock):
+
+def test_dropping_the_retired_key_refuses_its_passes_only(old_pass, deploy, key_a, key_b, clock):
     # GIVEN a pass signed by B after the rotation
     new_pass = issue(deploy(current=key_b, retired=key_a), facility_id="F-IND").json()
     # WHEN the operator redeploys without A in the retired keys, at 11:00, while A's pass
@@ -180,16 +197,14 @@ def test_dropping_the_retired_key_refuses_its_passes_only(old_pass, deploy, key_
     clock.advance(hours=3)
     # THEN A's pass is refused as signed by an unknown key, revealing nothing of its claims
     verdict = verify(client, old_pass["token"]).json()
-    assert (verdict["valid"], verdict["reason"], verdict["pass_id"]) == \
-        (False, "unknown_key", None)
+    assert (verdict["valid"], verdict["reason"], verdict["pass_id"]) == (False, "unknown_key", None)
     # AND B's pass is still accepted
     assert verify(client, new_pass["token"], facility_id="F-IND").json()["reason"] == "valid"
     # AND only B is published any more
     assert [k["kid"] for k in client.get("/gatepass/keys").json()["keys"]] == [thumbprint(key_b)]
 
 
-def test_each_public_key_is_fetched_from_kms_once_per_process(old_pass, deploy, key_a, key_b,
-                                                              kms):
+def test_each_public_key_is_fetched_from_kms_once_per_process(old_pass, deploy, key_a, key_b, kms):
     # GIVEN a freshly rotated process
     client = deploy(current=key_b, retired=key_a)
     kms.public_key_calls = 0
@@ -203,8 +218,7 @@ def test_each_public_key_is_fetched_from_kms_once_per_process(old_pass, deploy, 
     assert kms.public_key_calls == 2
 
 
-def test_retired_key_kms_refuses_is_left_out_not_fatal(old_pass, deploy, key_a, key_b, kms,
-                                                       caplog):
+def test_retired_key_kms_refuses_is_left_out_not_fatal(old_pass, deploy, key_a, key_b, kms, caplog):
     # GIVEN a retired list with a key that no longer exists, A twice (id and ARN) and B itself
     gone = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
     a_arn = boto3.client("kms").describe_key(KeyId=key_a)["KeyMetadata"]["Arn"]
@@ -223,6 +237,7 @@ def test_retired_key_kms_refuses_is_left_out_not_fatal(old_pass, deploy, key_a, 
 
 # --- configuration ----------------------------------------------------------------------
 
+
 def test_retired_key_ids_setting_is_a_comma_separated_list(env, monkeypatch):
     monkeypatch.setenv("GATEPASS_RETIRED_KEY_IDS", " key-1 ,, arn:aws:kms:r:1:key/k-2 ,")
     assert GatepassSettings().retired_key_ids == ("key-1", "arn:aws:kms:r:1:key/k-2")
@@ -236,8 +251,9 @@ def test_template_parameter_reaches_the_function_as_retired_key_ids(aws):
     template = ROOT / "modules" / "gatepass" / "template.yaml"
     plain = cloud.deploy(template, {"LoadsTableName": "loads"}, name="plain")
     cloud2 = LocalCloud(prefix="rotated")
-    rotated = cloud2.deploy(template, {"LoadsTableName": "loads",
-                                       "RetiredSigningKeyIds": "key-a,key-b"}, name="rotated")
+    rotated = cloud2.deploy(
+        template, {"LoadsTableName": "loads", "RetiredSigningKeyIds": "key-a,key-b"}, name="rotated"
+    )
     # THEN RetiredSigningKeyIds defaults to none and is handed over as given
     assert cloud.function_env(plain, "GatepassFunction")["GATEPASS_RETIRED_KEY_IDS"] == ""
     env = cloud2.function_env(rotated, "GatepassFunction")

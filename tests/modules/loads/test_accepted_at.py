@@ -34,8 +34,9 @@ def env(deployed, monkeypatch):
 
 @pytest.fixture
 def client(env, clock):
-    client = TestClient(create_app(service=LoadsService(LoadsRepository(LoadsSettings()),
-                                                        clock=clock)))
+    client = TestClient(
+        create_app(service=LoadsService(LoadsRepository(LoadsSettings()), clock=clock))
+    )
     body = demo.assignment("L-1", "D-1001", ["F-CHI", "F-IND"], clock.now).model_dump(mode="json")
     assert client.post("/dispatch/assignments", json=body, headers=DISPATCH).status_code == 201
     return client
@@ -47,8 +48,9 @@ def iso(at) -> str:
 
 def report(client, body=ARRIVED, accepted_at: str | None = None, key="evt-accepted-01"):
     extra = {headers.ACCEPTED_AT: accepted_at} if accepted_at is not None else {}
-    return client.post("/loads/L-1/events", json=body,
-                       headers={**DRIVER, "idempotency-key": key, **extra})
+    return client.post(
+        "/loads/L-1/events", json=body, headers={**DRIVER, "idempotency-key": key, **extra}
+    )
 
 
 def test_a_replayed_event_keeps_the_time_it_was_accepted(client, clock):
@@ -66,8 +68,12 @@ def test_a_replayed_event_keeps_the_time_it_was_accepted(client, clock):
     assert event["load"]["updated_at"] == iso(accepted)
     # AND an occurred_at the driver sent still wins over the acceptance time
     reported = clock.now - timedelta(seconds=10)
-    r = report(client, {"kind": "departed", "stop_seq": 1, "occurred_at": iso(reported)},
-               accepted_at=iso(accepted + timedelta(seconds=20)), key="evt-accepted-02")
+    r = report(
+        client,
+        {"kind": "departed", "stop_seq": 1, "occurred_at": iso(reported)},
+        accepted_at=iso(accepted + timedelta(seconds=20)),
+        key="evt-accepted-02",
+    )
     assert r.status_code == 201, r.text
     assert r.json()["occurred_at"] == iso(reported)
 
@@ -77,27 +83,36 @@ def test_a_future_occurred_at_is_judged_against_when_it_was_reported(client, clo
     accepted = clock.now
     # WHEN they are replayed at 08:10, when neither claim is in the future any more
     clock.advance(minutes=10)
-    within = report(client, {**ARRIVED, "occurred_at": iso(accepted + timedelta(minutes=4))},
-                    accepted_at=iso(accepted))
-    beyond = report(client, {"kind": "departed", "stop_seq": 1,
-                             "occurred_at": iso(accepted + timedelta(minutes=6))},
-                    accepted_at=iso(accepted), key="evt-accepted-02")
+    within = report(
+        client,
+        {**ARRIVED, "occurred_at": iso(accepted + timedelta(minutes=4))},
+        accepted_at=iso(accepted),
+    )
+    beyond = report(
+        client,
+        {"kind": "departed", "stop_seq": 1, "occurred_at": iso(accepted + timedelta(minutes=6))},
+        accepted_at=iso(accepted),
+        key="evt-accepted-02",
+    )
     # THEN each gets the verdict it would have had at 08:00: within the 5 min skew, or not
     assert within.status_code == 201, within.text
     assert beyond.status_code == 422, beyond.text
     assert beyond.json()["detail"] == "occurred_at is in the future"
 
 
-@pytest.mark.parametrize("stamp", [
-    "garbage",
-    "2026-11-22T07:59:28",                # no time zone
-    "2026-11-22",                         # a date
-    "2026-13-22T07:59:28Z",               # no such month
-    "2026-11-22T08:06:00Z",               # 6 min ahead of the module's clock
-    "2026-11-22T08:02:00Z",               # 2 min ahead: within the skew, clamped to now
-    "2026-11-08T07:59:00Z",               # older than the deferred queue's 14 days
-    "2026-11-22T07:59:28Z" + " " * 40,    # too long
-])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "garbage",
+        "2026-11-22T07:59:28",  # no time zone
+        "2026-11-22",  # a date
+        "2026-13-22T07:59:28Z",  # no such month
+        "2026-11-22T08:06:00Z",  # 6 min ahead of the module's clock
+        "2026-11-22T08:02:00Z",  # 2 min ahead: within the skew, clamped to now
+        "2026-11-08T07:59:00Z",  # older than the deferred queue's 14 days
+        "2026-11-22T07:59:28Z" + " " * 40,  # too long
+    ],
+)
 def test_only_a_plausible_acceptance_time_is_used(client, clock, stamp):
     # WHEN "arrived" comes with an unusable stamp
     r = report(client, accepted_at=stamp)
@@ -107,8 +122,9 @@ def test_only_a_plausible_acceptance_time_is_used(client, clock, stamp):
     # AND the next event, with a plausible stamp, gets the stamp
     clock.advance(minutes=1)
     good = clock.now - timedelta(seconds=20)
-    r = report(client, {"kind": "departed", "stop_seq": 1}, accepted_at=iso(good),
-               key="evt-accepted-02")
+    r = report(
+        client, {"kind": "departed", "stop_seq": 1}, accepted_at=iso(good), key="evt-accepted-02"
+    )
     assert r.status_code == 201, r.text
     assert r.json()["occurred_at"] == iso(good)
 

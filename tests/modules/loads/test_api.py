@@ -46,15 +46,16 @@ def test_assigned_load_is_listed_for_its_driver_only(client, clock):
     mine = client.get("/loads", headers=DRIVER).json()["items"]
     theirs = client.get("/loads", headers=OTHER).json()["items"]
     # THEN only D-1001 sees it
-    assert [l["load_id"] for l in mine] == ["L-1"]
+    assert [ld["load_id"] for ld in mine] == ["L-1"]
     assert theirs == []
 
 
 def test_assignment_queues_a_notification(client, clock, env):
     assign(client, clock)
     sqs = boto3.client("sqs")
-    msgs = sqs.receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"],
-                               MaxNumberOfMessages=10)["Messages"]
+    msgs = sqs.receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"], MaxNumberOfMessages=10)[
+        "Messages"
+    ]
     body = json.loads(msgs[0]["Body"])
     assert body["kind"] == "load_assigned" and body["driver_id"] == "D-1001"
     assert body["data"] == {"load_id": "L-1"}
@@ -79,9 +80,14 @@ def test_another_drivers_load_is_not_found(client, clock):
 
 def test_full_trip_follows_the_state_machine(client, clock):
     assign(client, clock, route=("F-CHI", "F-IND", "F-CMH"))
-    steps = [("arrived", 1, "at_stop", 1), ("departed", 1, "in_transit", 2),
-             ("arrived", 2, "at_stop", 2), ("departed", 2, "in_transit", 3),
-             ("arrived", 3, "at_stop", 3), ("delivered", 3, "delivered", 3)]
+    steps = [
+        ("arrived", 1, "at_stop", 1),
+        ("departed", 1, "in_transit", 2),
+        ("arrived", 2, "at_stop", 2),
+        ("departed", 2, "in_transit", 3),
+        ("arrived", 3, "at_stop", 3),
+        ("delivered", 3, "delivered", 3),
+    ]
     for seq, (kind, stop, status, current) in enumerate(steps, 1):
         clock.advance(minutes=30)
         r = client.post("/loads/L-1/events", json={"kind": kind, "stop_seq": stop}, headers=DRIVER)
@@ -93,20 +99,30 @@ def test_full_trip_follows_the_state_machine(client, clock):
     assert load["stops"][0]["arrived_at"] is not None
 
 
-@pytest.mark.parametrize("events, bad, code", [
-    ([], {"kind": "departed", "stop_seq": 1}, 409),                       # not arrived yet
-    ([], {"kind": "arrived", "stop_seq": 2}, 409),                        # skipping a stop
-    ([("arrived", 1)], {"kind": "arrived", "stop_seq": 1}, 409),          # arrived twice
-    ([("arrived", 1)], {"kind": "delivered", "stop_seq": 1}, 409),        # delivered at pickup
-    ([("arrived", 1), ("departed", 1), ("arrived", 2), ("delivered", 2)],
-     {"kind": "arrived", "stop_seq": 2}, 409),                            # after delivery
-    ([], {"kind": "arrived", "stop_seq": 9}, 422),                        # no such stop
-])
+@pytest.mark.parametrize(
+    ("events", "bad", "code"),
+    [
+        ([], {"kind": "departed", "stop_seq": 1}, 409),  # not arrived yet
+        ([], {"kind": "arrived", "stop_seq": 2}, 409),  # skipping a stop
+        ([("arrived", 1)], {"kind": "arrived", "stop_seq": 1}, 409),  # arrived twice
+        ([("arrived", 1)], {"kind": "delivered", "stop_seq": 1}, 409),  # delivered at pickup
+        (
+            [("arrived", 1), ("departed", 1), ("arrived", 2), ("delivered", 2)],
+            {"kind": "arrived", "stop_seq": 2},
+            409,
+        ),  # after delivery
+        ([], {"kind": "arrived", "stop_seq": 9}, 422),  # no such stop
+    ],
+)
 def test_invalid_transitions_are_refused_clearly(client, clock, events, bad, code):
     assign(client, clock)
     for kind, stop in events:
-        assert client.post("/loads/L-1/events", json={"kind": kind, "stop_seq": stop},
-                           headers=DRIVER).status_code == 201
+        assert (
+            client.post(
+                "/loads/L-1/events", json={"kind": kind, "stop_seq": stop}, headers=DRIVER
+            ).status_code
+            == 201
+        )
     r = client.post("/loads/L-1/events", json=bad, headers=DRIVER)
     assert r.status_code == code
     assert r.headers["content-type"] == "application/problem+json"
@@ -116,23 +132,33 @@ def test_invalid_transitions_are_refused_clearly(client, clock, events, bad, cod
 def test_event_in_the_future_is_refused(client, clock):
     assign(client, clock)
     future = (clock.now.replace(year=2027)).isoformat()
-    r = client.post("/loads/L-1/events", json={"kind": "arrived", "stop_seq": 1,
-                                               "occurred_at": future}, headers=DRIVER)
+    r = client.post(
+        "/loads/L-1/events",
+        json={"kind": "arrived", "stop_seq": 1, "occurred_at": future},
+        headers=DRIVER,
+    )
     assert r.status_code == 422
 
 
-@pytest.mark.parametrize("body, content_type, status", [
-    (b"{not json", "application/json", 400),
-    (b'{"kind": "arrived", "stop_seq": 1, "extra": 1}', "application/json", 422),
-    (b'{"kind": "teleported", "stop_seq": 1}', "application/json", 422),
-    (b'{"kind": "arrived", "stop_seq": 1}', "text/plain", 415),
-    (b'{"kind": "arrived", "stop_seq": 1, "note": "' + b"x" * 70000 + b'"}',
-     "application/json", 413),
-])
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b'{"kind": "arrived", "stop_seq": 1, "extra": 1}', "application/json", 422),
+        (b'{"kind": "teleported", "stop_seq": 1}', "application/json", 422),
+        (b'{"kind": "arrived", "stop_seq": 1}', "text/plain", 415),
+        (
+            b'{"kind": "arrived", "stop_seq": 1, "note": "' + b"x" * 70000 + b'"}',
+            "application/json",
+            413,
+        ),
+    ],
+)
 def test_bad_input_gets_a_problem_envelope(client, clock, body, content_type, status):
     assign(client, clock)
-    r = client.post("/loads/L-1/events", content=body,
-                    headers={**DRIVER, "content-type": content_type})
+    r = client.post(
+        "/loads/L-1/events", content=body, headers={**DRIVER, "content-type": content_type}
+    )
     assert r.status_code == status
     problem = r.json()
     assert problem["status"] == status and problem["type"].startswith("urn:relay:problem:")

@@ -70,8 +70,9 @@ def repository(env):
 
 @pytest.fixture
 def client(repository, clock):
-    return TestClient(create_app(service=LoadsService(repository, clock=clock)),
-                      raise_server_exceptions=False)
+    return TestClient(
+        create_app(service=LoadsService(repository, clock=clock)), raise_server_exceptions=False
+    )
 
 
 @pytest.fixture
@@ -82,8 +83,9 @@ def load(client, clock):
 
 
 def report(client, body, key, load_id="L-1"):
-    return client.post(f"/loads/{load_id}/events", json=body,
-                       headers={**DRIVER, "idempotency-key": key})
+    return client.post(
+        f"/loads/{load_id}/events", json=body, headers={**DRIVER, "idempotency-key": key}
+    )
 
 
 def events_of(env, load_id="L-1") -> list[dict]:
@@ -102,20 +104,24 @@ def expire_leases(env) -> int:
     expired = 0
     for record in table.scan()["Items"]:
         if record["status"] == "INPROGRESS":
-            table.update_item(Key={"id": record["id"]},
-                              UpdateExpression="SET in_progress_expiration = :past",
-                              ExpressionAttributeValues={":past": 0})
+            table.update_item(
+                Key={"id": record["id"]},
+                UpdateExpression="SET in_progress_expiration = :past",
+                ExpressionAttributeValues={":past": 0},
+            )
             expired += 1
     return expired
 
 
 def test_a_delivery_that_outlives_its_lease_and_the_replay_apply_the_event_once(
-        client, clock, env, repository, load):
+    client, clock, env, repository, load
+):
     # GIVEN a first delivery of "arrived" that read the load and is stuck before writing
     repository.hold_next = True
     answers: list = []
     first = threading.Thread(
-        target=lambda: answers.append(report(client, ARRIVED, "evt-lease-0001")))
+        target=lambda: answers.append(report(client, ARRIVED, "evt-lease-0001"))
+    )
     first.start()
     assert repository.inside.wait(timeout=10)
     # AND its idempotency lease runs out meanwhile
@@ -138,7 +144,8 @@ def test_a_delivery_that_outlives_its_lease_and_the_replay_apply_the_event_once(
 
 
 def test_a_write_that_landed_after_the_delivery_gave_up_is_not_applied_again(
-        client, clock, env, repository, load):
+    client, clock, env, repository, load
+):
     # GIVEN "arrived" was written, but the answer timed out: the delivery failed with a 5xx
     # and Powertools forgot the key
     repository.lose_next_answer = True
@@ -160,8 +167,9 @@ def test_a_write_that_landed_after_the_delivery_gave_up_is_not_applied_again(
     assert client.get("/loads/L-1", headers=DRIVER).json()["version"] == 2
 
 
-def test_the_recorded_event_is_answered_with_the_load_as_it_is_now(client, clock, env,
-                                                                  repository, load):
+def test_the_recorded_event_is_answered_with_the_load_as_it_is_now(
+    client, clock, env, repository, load
+):
     # GIVEN "arrived" landed after its delivery gave up, and the driver has departed since
     repository.lose_next_answer = True
     assert report(client, ARRIVED, "evt-late-0001").status_code == 500
@@ -175,7 +183,8 @@ def test_the_recorded_event_is_answered_with_the_load_as_it_is_now(client, clock
 
 
 def test_a_key_reused_for_another_event_is_refused_even_once_powertools_forgot_it(
-        client, env, load):
+    client, env, load
+):
     # GIVEN "arrived" recorded with a key, and the idempotency record gone (expired, deleted)
     assert report(client, ARRIVED, "evt-reuse-0001").status_code == 201
     table = boto3.resource("dynamodb").Table(env["IDEMPOTENCY_TABLE"])
@@ -205,4 +214,6 @@ def test_applied_keys_stay_off_the_public_load_and_out_of_unkeyed_events(client,
     public = client.get("/loads/L-1", headers=DRIVER).json()
     assert "event_keys" not in public and "event_keys" not in item["doc"]
     assert [e.get("event_key") for e in sorted(events_of(env), key=lambda e: e["seq"])] == [
-        None, next(iter(item["event_keys"]))]
+        None,
+        next(iter(item["event_keys"])),
+    ]

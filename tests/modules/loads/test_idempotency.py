@@ -66,13 +66,17 @@ def client(repository, clock):
 
 def assign(client, clock, load_id="L-1", driver="D-1001", key=None):
     body = demo.assignment(load_id, driver, ["F-CHI", "F-IND"], clock.now).model_dump(mode="json")
-    return client.post("/dispatch/assignments", json=body,
-                       headers={**DISPATCH, **({"idempotency-key": key} if key else {})})
+    return client.post(
+        "/dispatch/assignments",
+        json=body,
+        headers={**DISPATCH, **({"idempotency-key": key} if key else {})},
+    )
 
 
 def report(client, body, key, load_id="L-1", headers=DRIVER):
-    return client.post(f"/loads/{load_id}/events", json=body,
-                       headers={**headers, "idempotency-key": key})
+    return client.post(
+        f"/loads/{load_id}/events", json=body, headers={**headers, "idempotency-key": key}
+    )
 
 
 def events_of(env, load_id="L-1") -> list[dict]:
@@ -110,8 +114,9 @@ def test_retried_assignment_creates_one_load_and_one_notification(client, clock,
     assert again.json() == first.json()
     # AND only one push was queued
     sqs = boto3.client("sqs")
-    queued = sqs.receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"],
-                                 MaxNumberOfMessages=10).get("Messages", [])
+    queued = sqs.receive_message(
+        QueueUrl=env["NOTIFICATIONS_QUEUE_URL"], MaxNumberOfMessages=10
+    ).get("Messages", [])
     assert len(queued) == 1
 
 
@@ -178,7 +183,9 @@ def test_concurrent_duplicate_is_told_to_retry_and_then_replayed(client, clock, 
     assign(client, clock)
     repository.release.clear()
     answers: list = []
-    first = threading.Thread(target=lambda: answers.append(report(client, ARRIVED, "evt-0007-abcd")))
+    first = threading.Thread(
+        target=lambda: answers.append(report(client, ARRIVED, "evt-0007-abcd"))
+    )
     first.start()
     assert repository.inside.wait(timeout=10)
     # WHEN the duplicate arrives while the first is still running
@@ -196,8 +203,9 @@ def test_concurrent_duplicate_is_told_to_retry_and_then_replayed(client, clock, 
     assert len(events_of(env)) == 1
 
 
-@pytest.mark.parametrize("key", ["short", "x" * 65, "has space-1234", "slash/key-1234",
-                                 "colon:key-1234", ""])
+@pytest.mark.parametrize(
+    "key", ["short", "x" * 65, "has space-1234", "slash/key-1234", "colon:key-1234", ""]
+)
 def test_malformed_key_is_a_400_and_writes_nothing(client, clock, env, key):
     assign(client, clock)
     r = report(client, ARRIVED, key)
@@ -225,14 +233,28 @@ def test_record_is_scoped_hashed_and_kept_for_24_hours(client, clock, env):
 
 
 LAMBDA_EVENT = {
-    "version": "2.0", "routeKey": "$default", "rawPath": "/loads/L-1/events",
+    "version": "2.0",
+    "routeKey": "$default",
+    "rawPath": "/loads/L-1/events",
     "rawQueryString": "",
-    "headers": {"content-type": "application/json", "idempotency-key": "lambda-key-0001",
-                "x-relay-identity": DRIVER["x-relay-identity"]},
-    "requestContext": {"http": {"method": "POST", "path": "/loads/L-1/events",
-                                "protocol": "HTTP/1.1", "sourceIp": "10.0.0.1"},
-                       "requestId": "r-1", "routeKey": "$default", "stage": "$default"},
-    "isBase64Encoded": False, "body": json.dumps(ARRIVED),
+    "headers": {
+        "content-type": "application/json",
+        "idempotency-key": "lambda-key-0001",
+        "x-relay-identity": DRIVER["x-relay-identity"],
+    },
+    "requestContext": {
+        "http": {
+            "method": "POST",
+            "path": "/loads/L-1/events",
+            "protocol": "HTTP/1.1",
+            "sourceIp": "10.0.0.1",
+        },
+        "requestId": "r-1",
+        "routeKey": "$default",
+        "stage": "$default",
+    },
+    "isBase64Encoded": False,
+    "body": json.dumps(ARRIVED),
 }
 
 
@@ -245,12 +267,16 @@ class LambdaContext:
         return 3_000
 
 
-def test_under_lambda_the_invocation_deadline_bounds_the_in_progress_lock(client, clock, env,
-                                                                          repository):
+def test_under_lambda_the_invocation_deadline_bounds_the_in_progress_lock(
+    client, clock, env, repository
+):
     # GIVEN the app behind Mangum, as the Lambda handler runs it
     assign(client, clock)
-    handler = Mangum(create_app(service=LoadsService(repository, clock=clock)),
-                     lifespan="off", text_mime_types=LAMBDA_TEXT_MIME_TYPES)
+    handler = Mangum(
+        create_app(service=LoadsService(repository, clock=clock)),
+        lifespan="off",
+        text_mime_types=LAMBDA_TEXT_MIME_TYPES,
+    )
     # WHEN the same event is invoked twice
     first = handler(LAMBDA_EVENT, LambdaContext())
     again = handler(LAMBDA_EVENT, LambdaContext())

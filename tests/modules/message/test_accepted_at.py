@@ -29,8 +29,9 @@ def env(deployed, monkeypatch):
 
 @pytest.fixture
 def client(env, clock):
-    return TestClient(create_app(service=MessageService(MessageRepository(MessageSettings()),
-                                                        clock=clock)))
+    return TestClient(
+        create_app(service=MessageService(MessageRepository(MessageSettings()), clock=clock))
+    )
 
 
 def iso(at) -> str:
@@ -49,12 +50,19 @@ def test_a_deferred_message_keeps_its_place_in_the_inbox(client, clock):
     deferred_at = clock.now
     # AND at 08:00:10 dispatch's message goes through live
     clock.advance(seconds=10)
-    live = post(client, "/dispatch/messages", {"driver_id": "D-1001", "body": "Dock 4 is free"},
-                "msg-live-0001", accepted_at=iso(clock.now), headers_=DISPATCH)
+    live = post(
+        client,
+        "/dispatch/messages",
+        {"driver_id": "D-1001", "body": "Dock 4 is free"},
+        "msg-live-0001",
+        accepted_at=iso(clock.now),
+        headers_=DISPATCH,
+    )
     # WHEN the deferred message is replayed at 08:00:30
     clock.advance(seconds=20)
-    deferred = post(client, "/message", {"body": "Running late"}, "msg-defer-0001",
-                    accepted_at=iso(deferred_at))
+    deferred = post(
+        client, "/message", {"body": "Running late"}, "msg-defer-0001", accepted_at=iso(deferred_at)
+    )
     # THEN it was sent when it was accepted, before dispatch's
     assert deferred["sent_at"] == iso(deferred_at)
     assert live["sent_at"] == iso(deferred_at + timedelta(seconds=10))
@@ -62,13 +70,16 @@ def test_a_deferred_message_keeps_its_place_in_the_inbox(client, clock):
     assert [m["message_id"] for m in inbox] == [live["message_id"], deferred["message_id"]]
 
 
-@pytest.mark.parametrize("stamp", [
-    "not-a-time",
-    "2026-11-22T07:59:30",           # no time zone
-    "2026-11-22T08:06:00Z",          # beyond the skew, ahead of the module's clock
-    "2026-11-22T08:01:00Z",          # ahead within the skew: clamped to now
-    "2026-11-07T08:00:00Z",          # older than the deferred queue's 14 days
-])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "not-a-time",
+        "2026-11-22T07:59:30",  # no time zone
+        "2026-11-22T08:06:00Z",  # beyond the skew, ahead of the module's clock
+        "2026-11-22T08:01:00Z",  # ahead within the skew: clamped to now
+        "2026-11-07T08:00:00Z",  # older than the deferred queue's 14 days
+    ],
+)
 def test_only_a_plausible_acceptance_time_is_used(client, clock, stamp):
     # WHEN a message comes with an unusable stamp, it is sent "now", as before the header
     unusable = post(client, "/message", {"body": "one"}, "msg-stamp-0001", accepted_at=stamp)

@@ -37,8 +37,9 @@ def client(env, clock):
 
 def queued(env) -> list[dict]:
     sqs = boto3.client("sqs")
-    msgs = sqs.receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"],
-                               MaxNumberOfMessages=10).get("Messages", [])
+    msgs = sqs.receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"], MaxNumberOfMessages=10).get(
+        "Messages", []
+    )
     return [json.loads(m["Body"]) for m in msgs]
 
 
@@ -51,8 +52,9 @@ def send(client, clock, body, headers=DRIVER, **extra):
 
 def dispatch(client, clock, body, driver_id="D-1001", headers=DISPATCH):
     clock.advance(minutes=1)
-    r = client.post("/dispatch/messages", json={"driver_id": driver_id, "body": body},
-                    headers=headers)
+    r = client.post(
+        "/dispatch/messages", json={"driver_id": driver_id, "body": body}, headers=headers
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -66,7 +68,10 @@ def test_inbox_lists_both_directions_newest_first(client, clock):
     page = client.get("/message", headers=DRIVER).json()
     # THEN all three are there, newest first, with their direction and send time
     assert [m["message_id"] for m in page["items"]] == [
-        last["message_id"], reply["message_id"], first["message_id"]]
+        last["message_id"],
+        reply["message_id"],
+        first["message_id"],
+    ]
     assert [m["direction"] for m in page["items"]] == ["to_dispatch", "to_driver", "to_dispatch"]
     assert page["items"][2]["load_id"] == "L-5001"
     assert page["items"][0]["sent_at"] == clock.now.isoformat().replace("+00:00", "Z")
@@ -122,8 +127,13 @@ def test_a_driver_never_sees_another_drivers_messages(client, clock):
 def garbage_cursors() -> list[str]:
     def b64(value) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
     return [
-        "not-a-cursor!", "", "x" * 600, b64([1, 2]), b64("text"),
+        "not-a-cursor!",
+        "",
+        "x" * 600,
+        b64([1, 2]),
+        b64("text"),
         b64({"driver_id": "D-1001"}),
         b64({"driver_id": "D-1001", "sort_key": "anything"}),
         b64({"driver_id": "D-1001", "sort_key": 5}),
@@ -155,14 +165,17 @@ def test_another_drivers_cursor_is_refused(client, clock):
     assert "secret" not in r.text and "D-1002" not in r.text
 
 
-@pytest.mark.parametrize("payload", [
-    {"body": ""},
-    {"body": "   "},
-    {"body": "x" * 2001},
-    {"body": "hi", "urgent": True},
-    {"body": "hi", "load_id": "not a load id"},
-    {},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"body": ""},
+        {"body": "   "},
+        {"body": "x" * 2001},
+        {"body": "hi", "urgent": True},
+        {"body": "hi", "load_id": "not a load id"},
+        {},
+    ],
+)
 def test_invalid_message_is_refused(client, payload):
     r = client.post("/message", json=payload, headers=DRIVER)
     assert r.status_code == 422
@@ -177,8 +190,9 @@ def test_out_of_range_limit_is_refused(client, params):
 
 
 def test_malformed_json_is_a_bad_request(client):
-    r = client.post("/message", content=b"{nope",
-                    headers={**DRIVER, "content-type": "application/json"})
+    r = client.post(
+        "/message", content=b"{nope", headers={**DRIVER, "content-type": "application/json"}
+    )
     assert r.status_code == 400
 
 
@@ -208,8 +222,9 @@ def test_ops_may_message_drivers(client, clock):
 
 
 def test_drivers_cannot_use_the_dispatch_route(client):
-    r = client.post("/dispatch/messages", json={"driver_id": "D-1002", "body": "fake"},
-                    headers=DRIVER)
+    r = client.post(
+        "/dispatch/messages", json={"driver_id": "D-1002", "body": "fake"}, headers=DRIVER
+    )
     assert r.status_code == 403
     assert client.get("/message", headers=OTHER).json()["items"] == []
 
@@ -225,8 +240,9 @@ def test_module_refuses_calls_without_the_gateway_identity(client):
 
 def test_queue_failure_does_not_fail_the_message(env, clock, monkeypatch, caplog):
     # GIVEN the notifications queue URL points at a queue that does not exist
-    monkeypatch.setenv("NOTIFICATIONS_QUEUE_URL",
-                       "https://sqs.us-east-1.amazonaws.com/123456789012/no-such-queue")
+    monkeypatch.setenv(
+        "NOTIFICATIONS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/no-such-queue"
+    )
     service = MessageService(MessageRepository(MessageSettings()), clock=clock)
     client = TestClient(create_app(service=service))
     # WHEN a driver sends a message

@@ -68,13 +68,13 @@ def repository(env):
 
 @pytest.fixture
 def client(repository, clock):
-    return TestClient(create_app(service=MessageService(repository, clock=clock)),
-                      raise_server_exceptions=False)
+    return TestClient(
+        create_app(service=MessageService(repository, clock=clock)), raise_server_exceptions=False
+    )
 
 
 def send(client, body, key, headers=DRIVER):
-    return client.post("/message", json={"body": body},
-                       headers={**headers, "idempotency-key": key})
+    return client.post("/message", json={"body": body}, headers={**headers, "idempotency-key": key})
 
 
 def stored_messages(env, driver_id="D-1001") -> list[dict]:
@@ -85,8 +85,11 @@ def stored_messages(env, driver_id="D-1001") -> list[dict]:
 
 
 def queued(env) -> list[dict]:
-    msgs = boto3.client("sqs").receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"],
-                                               MaxNumberOfMessages=10).get("Messages", [])
+    msgs = (
+        boto3.client("sqs")
+        .receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"], MaxNumberOfMessages=10)
+        .get("Messages", [])
+    )
     return [json.loads(m["Body"]) for m in msgs]
 
 
@@ -96,9 +99,11 @@ def expire_leases(env) -> int:
     expired = 0
     for record in table.scan()["Items"]:
         if record["status"] == "INPROGRESS":
-            table.update_item(Key={"id": record["id"]},
-                              UpdateExpression="SET in_progress_expiration = :past",
-                              ExpressionAttributeValues={":past": 0})
+            table.update_item(
+                Key={"id": record["id"]},
+                UpdateExpression="SET in_progress_expiration = :past",
+                ExpressionAttributeValues={":past": 0},
+            )
             expired += 1
     return expired
 
@@ -110,12 +115,12 @@ def forget_keys(env) -> None:
 
 
 def test_a_delivery_that_outlives_its_lease_and_the_replay_store_one_message(
-        client, clock, env, repository):
+    client, clock, env, repository
+):
     # GIVEN a first delivery stuck just before its write
     repository.hold_next = True
     answers: list = []
-    first = threading.Thread(
-        target=lambda: answers.append(send(client, "Late", "msg-lease-0001")))
+    first = threading.Thread(target=lambda: answers.append(send(client, "Late", "msg-lease-0001")))
     first.start()
     assert repository.inside.wait(timeout=10)
     # AND its idempotency lease runs out meanwhile
@@ -137,7 +142,8 @@ def test_a_delivery_that_outlives_its_lease_and_the_replay_store_one_message(
 
 
 def test_a_write_that_landed_after_the_delivery_gave_up_is_not_stored_again(
-        client, clock, env, repository):
+    client, clock, env, repository
+):
     # GIVEN the message was written, but the answer timed out: a 5xx, Powertools forgot the key
     repository.lose_next_answer = True
     first_sent_at = clock.now.isoformat().replace("+00:00", "Z")
@@ -190,8 +196,12 @@ def test_dispatch_messages_are_stored_once_per_dispatcher_and_key(client, env, c
 def test_id_items_stay_out_of_every_inbox(client, env):
     # GIVEN keyed messages of two drivers
     assert send(client, "mine", "msg-inbox-0001").status_code == 201
-    assert send(client, "theirs", "msg-inbox-0001",
-                headers=identity_header(Role.DRIVER, "D-1002")).status_code == 201
+    assert (
+        send(
+            client, "theirs", "msg-inbox-0001", headers=identity_header(Role.DRIVER, "D-1002")
+        ).status_code
+        == 201
+    )
     # THEN each inbox holds its own message only, and no id item shows in any partition
     # a driver id can name
     inbox = client.get("/message", headers=DRIVER).json()["items"]

@@ -44,8 +44,15 @@ class FlakyRepository(MessageRepository):
         assert self.release.wait(timeout=10), "the test never released the first request"
         if self.fail_next:
             self.fail_next = False
-            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
-                                         "Message": "slow down"}}, "PutItem")
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "ProvisionedThroughputExceededException",
+                        "Message": "slow down",
+                    }
+                },
+                "PutItem",
+            )
         return super().add(message, **kw)
 
 
@@ -65,8 +72,7 @@ def client(repository, clock):
 
 
 def send(client, body, key, headers=DRIVER):
-    return client.post("/message", json={"body": body},
-                       headers={**headers, "idempotency-key": key})
+    return client.post("/message", json={"body": body}, headers={**headers, "idempotency-key": key})
 
 
 def inbox(client, headers=DRIVER) -> list[dict]:
@@ -74,8 +80,11 @@ def inbox(client, headers=DRIVER) -> list[dict]:
 
 
 def queued(env) -> list[dict]:
-    msgs = boto3.client("sqs").receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"],
-                                               MaxNumberOfMessages=10).get("Messages", [])
+    msgs = (
+        boto3.client("sqs")
+        .receive_message(QueueUrl=env["NOTIFICATIONS_QUEUE_URL"], MaxNumberOfMessages=10)
+        .get("Messages", [])
+    )
     return [json.loads(m["Body"]) for m in msgs]
 
 
@@ -102,9 +111,13 @@ def test_gateway_replay_of_a_deferred_write_that_had_landed_is_not_written_twice
     # so the gateway deferred it under its own key
     key = "gw-" + "0123456789abcdef" * 2
     body = {"driver_id": "D-1001", "body": "Dock 4 is free"}
-    first = client.post("/dispatch/messages", json=body, headers={**DISPATCH, "idempotency-key": key})
+    first = client.post(
+        "/dispatch/messages", json=body, headers={**DISPATCH, "idempotency-key": key}
+    )
     # WHEN the gateway replays it later with the same key
-    replay = client.post("/dispatch/messages", json=body, headers={**DISPATCH, "idempotency-key": key})
+    replay = client.post(
+        "/dispatch/messages", json=body, headers={**DISPATCH, "idempotency-key": key}
+    )
     # THEN the driver has it once
     assert (first.status_code, replay.status_code) == (201, 201), replay.text
     assert replay.json() == first.json()
@@ -131,8 +144,9 @@ def test_two_drivers_using_the_same_key_each_send_their_message(client):
 def test_a_failed_send_is_not_remembered_and_can_be_retried(client, env, repository):
     # GIVEN the first attempt fails inside the write (answered as a problem, as in production)
     repository.fail_next = True
-    failed = send(TestClient(client.app, raise_server_exceptions=False), "Arrived at gate",
-                  "msg-0003-abcd")
+    failed = send(
+        TestClient(client.app, raise_server_exceptions=False), "Arrived at gate", "msg-0003-abcd"
+    )
     assert failed.status_code == 500 and failed.json()["type"] == "urn:relay:problem:internal"
     assert idempotency_records(env) == []
     # WHEN the phone retries with the same key and text
@@ -185,8 +199,10 @@ def test_without_a_key_every_send_is_a_new_message(client, env):
 
 def test_unreachable_idempotency_table_fails_safe_without_writing(repository, clock, env):
     # GIVEN the idempotency table cannot be used
-    app = create_app(service=MessageService(repository, clock=clock),
-                     idempotency=IdempotencyStore("relay-missing-table", prefix="message"))
+    app = create_app(
+        service=MessageService(repository, clock=clock),
+        idempotency=IdempotencyStore("relay-missing-table", prefix="message"),
+    )
     client = TestClient(app)
     # WHEN a keyed send arrives
     r = send(client, "Arrived at gate", "msg-0005-abcd")

@@ -47,19 +47,39 @@ def client(facilities, clock):
     return TestClient(create_app(service=service))
 
 
-def write_load(clock, load_id="L-1", driver="D-1001", route=("F-CHI", "F-IND"), *,
-               current_stop=1, status=LoadStatus.ASSIGNED) -> LoadPublic:
+def write_load(
+    clock,
+    load_id="L-1",
+    driver="D-1001",
+    route=("F-CHI", "F-IND"),
+    *,
+    current_stop=1,
+    status=LoadStatus.ASSIGNED,
+) -> LoadPublic:
     """Put a load in the loads table exactly as the loads module stores it."""
     cmd = demo.assignment(load_id, driver, list(route), clock.now)
     stops = [Stop(seq=i, **plan.model_dump()) for i, plan in enumerate(cmd.stops, 1)]
-    load = LoadPublic(load_id=load_id, driver_id=driver, status=status, stops=stops,
-                      shipper=stops[0].facility, consignee=stops[-1].facility,
-                      current_stop=current_stop, version=1,
-                      assigned_at=clock.now, updated_at=clock.now)
-    boto3.resource("dynamodb").Table(NavigateSettings().loads_table).put_item(Item={
-        "load_id": load.load_id, "driver_id": load.driver_id, "status": load.status.value,
-        "version": load.version, "doc": load.model_dump_json(),
-    })
+    load = LoadPublic(
+        load_id=load_id,
+        driver_id=driver,
+        status=status,
+        stops=stops,
+        shipper=stops[0].facility,
+        consignee=stops[-1].facility,
+        current_stop=current_stop,
+        version=1,
+        assigned_at=clock.now,
+        updated_at=clock.now,
+    )
+    boto3.resource("dynamodb").Table(NavigateSettings().loads_table).put_item(
+        Item={
+            "load_id": load.load_id,
+            "driver_id": load.driver_id,
+            "status": load.status.value,
+            "version": load.version,
+            "doc": load.model_dump_json(),
+        }
+    )
     return load
 
 
@@ -68,8 +88,11 @@ def parse_time(iso: str) -> datetime:
 
 
 def navigate(client, load_id="L-1", origin=CHICAGO_YARD, headers=DRIVER):
-    return client.get("/navigate", params={"load_id": load_id, "lat": origin[0], "lon": origin[1]},
-                      headers=headers)
+    return client.get(
+        "/navigate",
+        params={"load_id": load_id, "lat": origin[0], "lon": origin[1]},
+        headers=headers,
+    )
 
 
 def test_directions_lead_to_the_first_stop_with_its_facility_details(client, clock):
@@ -83,8 +106,11 @@ def test_directions_lead_to_the_first_stop_with_its_facility_details(client, clo
     d = r.json()
     assert d["stop_seq"] == 1 and d["destination"]["facility_id"] == "F-CHI"
     assert d["destination"]["entry_instructions"].startswith("Enter from Pulaski gate 3")
-    assert d["destination"]["dock_hours"] == {"opens": "05:00", "closes": "22:00",
-                                              "days": "Mon-Sat"}
+    assert d["destination"]["dock_hours"] == {
+        "opens": "05:00",
+        "closes": "22:00",
+        "days": "Mon-Sat",
+    }
     # AND the distances are the straight-line estimate, rounded to 0.1 km
     straight = haversine_km(origin, CHICAGO_YARD)
     assert d["straight_line_km"] == round(straight, 1) == 111.2
@@ -131,9 +157,15 @@ def test_facility_without_record_falls_back_to_the_stops_own_data(client, clock)
     # THEN the stop's own name, address and coordinates are used, without instructions
     assert r.status_code == 200, r.text
     dest = r.json()["destination"]
-    assert dest == {"facility_id": "F-CMH", "name": "Columbus Warehouse",
-                    "address": "1800 Westbelt Dr, Columbus, OH", "lat": 39.9961, "lon": -83.119,
-                    "entry_instructions": None, "dock_hours": None}
+    assert dest == {
+        "facility_id": "F-CMH",
+        "name": "Columbus Warehouse",
+        "address": "1800 Westbelt Dr, Columbus, OH",
+        "lat": 39.9961,
+        "lon": -83.119,
+        "entry_instructions": None,
+        "dock_hours": None,
+    }
 
 
 def test_unreadable_facilities_table_degrades_instead_of_failing(env, clock):
@@ -170,8 +202,9 @@ class FixedEngine:
     def estimate(self, origin, destination):
         if self.fail:
             raise RoutingUnavailableError("quota exceeded")
-        return RouteEstimate(straight_line_km=10.04, route_km=12.06, duration_minutes=14.2,
-                             engine=self.name)
+        return RouteEstimate(
+            straight_line_km=10.04, route_km=12.06, duration_minutes=14.2, engine=self.name
+        )
 
 
 def test_a_plugged_in_engine_answers(facilities, clock):
@@ -182,12 +215,17 @@ def test_a_plugged_in_engine_answers(facilities, clock):
     d = navigate(client).json()
     # THEN that engine's estimate is used, rounded, with the ETA rounded up to a whole minute
     assert (d["engine"], d["straight_line_km"], d["route_km"], d["eta_minutes"]) == (
-        "road-network", 10.0, 12.1, 15)
+        "road-network",
+        10.0,
+        12.1,
+        15,
+    )
 
 
 def test_a_failing_engine_falls_back_to_the_straight_line(facilities, clock):
-    service = NavigateService(facilities, LoadsReader(NavigateSettings()),
-                              engine=FixedEngine(fail=True), clock=clock)
+    service = NavigateService(
+        facilities, LoadsReader(NavigateSettings()), engine=FixedEngine(fail=True), clock=clock
+    )
     write_load(clock)
     d = navigate(TestClient(create_app(service=service))).json()
     assert d["engine"] == "straight-line"
@@ -212,18 +250,21 @@ def test_delivered_load_has_nothing_to_navigate_to(client, clock):
     assert r.json()["type"] == "urn:relay:problem:load-delivered"
 
 
-@pytest.mark.parametrize("query", [
-    "load_id=L-1&lat=91&lon=-87.7",
-    "load_id=L-1&lat=41.8&lon=-180.5",
-    "load_id=L-1&lat=41.8&lon=abc",
-    "load_id=L-1&lat=nan&lon=-87.7",
-    "load_id=L-1&lat=41.8&lon=inf",
-    "load_id=L-1&lon=-87.7",
-    "load_id=L-1&lat=41.8",
-    "lat=41.8&lon=-87.7",
-    "load_id=..%2Fetc&lat=41.8&lon=-87.7",
-    "load_id=" + "L" * 65 + "&lat=41.8&lon=-87.7",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "load_id=L-1&lat=91&lon=-87.7",
+        "load_id=L-1&lat=41.8&lon=-180.5",
+        "load_id=L-1&lat=41.8&lon=abc",
+        "load_id=L-1&lat=nan&lon=-87.7",
+        "load_id=L-1&lat=41.8&lon=inf",
+        "load_id=L-1&lon=-87.7",
+        "load_id=L-1&lat=41.8",
+        "lat=41.8&lon=-87.7",
+        "load_id=..%2Fetc&lat=41.8&lon=-87.7",
+        "load_id=" + "L" * 65 + "&lat=41.8&lon=-87.7",
+    ],
+)
 def test_bad_query_is_a_422_problem(client, clock, query):
     write_load(clock)
     r = client.get(f"/navigate?{query}", headers=DRIVER)

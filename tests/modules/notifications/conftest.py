@@ -26,8 +26,10 @@ class Queues:
 
     def depth(self, url: str | None = None) -> int:
         """Messages in a queue, visible or in flight."""
-        attrs = self.sqs.get_queue_attributes(QueueUrl=url or self.url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=url or self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
         return sum(int(v) for v in attrs.values())
 
 
@@ -35,8 +37,13 @@ class Queues:
 def queues(deployed, monkeypatch) -> Queues:
     deployed.use_env(monkeypatch, "NotificationsFunction")
     out = lambda name: deployed.output("NotificationsApp", name)  # noqa: E731
-    return Queues(boto3.client("sqs"), out("NotificationsQueueUrl"), out("NotificationsQueueArn"),
-                  out("NotificationsDeadLetterQueueUrl"), out("PushTopicArn"))
+    return Queues(
+        boto3.client("sqs"),
+        out("NotificationsQueueUrl"),
+        out("NotificationsQueueArn"),
+        out("NotificationsDeadLetterQueueUrl"),
+        out("PushTopicArn"),
+    )
 
 
 class Subscriber:
@@ -46,16 +53,19 @@ class Subscriber:
         self.sqs = sqs
         self.url = sqs.create_queue(QueueName=name)["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
+            "Attributes"
+        ]["QueueArn"]
         attributes = {"FilterPolicy": json.dumps(filter_policy)} if filter_policy else {}
-        boto3.client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn,
-                                      Attributes=attributes)
+        boto3.client("sns").subscribe(
+            TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes
+        )
 
     def drain(self) -> list[dict[str, Any]]:
         """Every SNS envelope delivered so far (removed from the queue)."""
         out: list[dict[str, Any]] = []
-        while msgs := self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
-                                               WaitTimeSeconds=0).get("Messages", []):
+        while msgs := self.sqs.receive_message(
+            QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", []):
             for m in msgs:
                 out.append(json.loads(m["Body"]))
                 self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
@@ -70,19 +80,34 @@ def subscriber(queues) -> Subscriber:
     return Subscriber(queues.sqs, queues.topic_arn, "push-platform")
 
 
-def notification(i: int = 1, driver_id: str = "D-1001",
-                 kind: NotificationKind = NotificationKind.LOAD_ASSIGNED) -> Notification:
-    return Notification(notification_id=f"N-test-{i:04d}", kind=kind, driver_id=driver_id,
-                        title=f"New load L-{i}", body="Pick up at F-CHI.",
-                        data={"load_id": f"L-{i}"})
+def notification(
+    i: int = 1, driver_id: str = "D-1001", kind: NotificationKind = NotificationKind.LOAD_ASSIGNED
+) -> Notification:
+    return Notification(
+        notification_id=f"N-test-{i:04d}",
+        kind=kind,
+        driver_id=driver_id,
+        title=f"New load L-{i}",
+        body="Pick up at F-CHI.",
+        data={"load_id": f"L-{i}"},
+    )
 
 
 def sqs_event(*bodies: str, receive_count: int = 1) -> dict[str, Any]:
     """A Lambda SQS event with one record per body (message ids m-0, m-1, ...)."""
-    return {"Records": [{
-        "messageId": f"m-{i}", "receiptHandle": f"rh-{i}", "body": body,
-        "attributes": {"ApproximateReceiveCount": str(receive_count)},
-        "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode()).hexdigest(),
-        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
-        "awsRegion": "us-east-1",
-    } for i, body in enumerate(bodies)]}
+    return {
+        "Records": [
+            {
+                "messageId": f"m-{i}",
+                "receiptHandle": f"rh-{i}",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": str(receive_count)},
+                "messageAttributes": {},
+                "md5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's own checksum
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+                "awsRegion": "us-east-1",
+            }
+            for i, body in enumerate(bodies)
+        ]
+    }

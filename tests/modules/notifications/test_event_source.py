@@ -9,11 +9,11 @@ from collections import Counter
 
 import pytest
 
-from relay import eventsource as runner_module
 from modules.notifications.config import NotificationsSettings
 from modules.notifications.handler import make_handler
 from modules.notifications.publisher import PushPublisher
 from modules.notifications.replay import replay_dead_letters
+from relay import eventsource as runner_module
 from relay.eventsource import SqsEventSourceRunner, backoff_seconds
 from tests.modules.notifications.conftest import notification
 
@@ -49,7 +49,8 @@ class Recording:
         self.events.append(event)
         for r in event["Records"]:
             self.receives.setdefault(r["messageId"], []).append(
-                int(r["attributes"]["ApproximateReceiveCount"]))
+                int(r["attributes"]["ApproximateReceiveCount"])
+            )
         return self.handler(event, context)
 
 
@@ -69,7 +70,8 @@ def test_handler_receives_a_lambda_shaped_sqs_event(queues):
     # GIVEN a message with a message attribute on the queue
     body = notification().model_dump_json()
     message_id = queues.sqs.send_message(
-        QueueUrl=queues.url, MessageBody=body,
+        QueueUrl=queues.url,
+        MessageBody=body,
         MessageAttributes={"source": {"DataType": "String", "StringValue": "loads"}},
     )["MessageId"]
     recording = Recording(lambda event, context: {"batchItemFailures": []})
@@ -78,26 +80,33 @@ def test_handler_receives_a_lambda_shaped_sqs_event(queues):
     # THEN the handler got the record as Lambda's event source mapping would shape it
     [record] = recording.events[0]["Records"]
     assert record["messageId"] == message_id and record["body"] == body
-    assert record["md5OfBody"] == hashlib.md5(body.encode()).hexdigest()
+    assert record["md5OfBody"] == hashlib.md5(body.encode()).hexdigest()  # noqa: S324 - SQS
     assert record["attributes"]["ApproximateReceiveCount"] == "1"
     assert record["messageAttributes"]["source"]["stringValue"] == "loads"
     assert record["messageAttributes"]["source"]["dataType"] == "String"
     assert (record["eventSource"], record["eventSourceARN"], record["awsRegion"]) == (
-        "aws:sqs", queues.arn, "us-east-1")
+        "aws:sqs",
+        queues.arn,
+        "us-east-1",
+    )
     assert record["receiptHandle"]
 
 
-@pytest.mark.parametrize("answer", [
-    pytest.param(RuntimeError("boom"), id="handler-raises"),
-    pytest.param({"batchItemFailures": [{"itemIdentifier": "not-in-batch"}]}, id="unknown-id"),
-    pytest.param({"batchItemFailures": [{"itemIdentifier": ""}]}, id="empty-id"),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(RuntimeError("boom"), id="handler-raises"),
+        pytest.param({"batchItemFailures": [{"itemIdentifier": "not-in-batch"}]}, id="unknown-id"),
+        pytest.param({"batchItemFailures": [{"itemIdentifier": ""}]}, id="empty-id"),
+    ],
+)
 def test_whole_batch_fails_like_lambda_would(queues, answer):
     # GIVEN a handler that raises or answers with an identifier Lambda would reject
     def handler(event, context):
         if isinstance(answer, Exception):
             raise answer
         return answer
+
     queues.send(notification(1).model_dump_json())
     queues.send(notification(2).model_dump_json())
     runner = make_runner(queues, handler)
@@ -109,20 +118,23 @@ def test_whole_batch_fails_like_lambda_would(queues, answer):
 
 
 def test_failing_notifications_dead_letter_then_replay_delivers_each_exactly_once(
-        queues, subscriber):
+    queues, subscriber
+):
     # GIVEN notifications queued while SNS refuses to publish
     sent = {f"N-test-{i:04d}" for i in range(12)}
     for i in range(12):
         queues.send(notification(i).model_dump_json())
-    broken = PushPublisher(NotificationsSettings(
-        push_topic_arn="arn:aws:sns:us-east-1:123456789012:no-such-topic"))
+    broken = PushPublisher(
+        NotificationsSettings(push_topic_arn="arn:aws:sns:us-east-1:123456789012:no-such-topic")
+    )
     recording = Recording(make_handler(broken))
     # WHEN the runner keeps retrying until the queue is empty
     ok, failed = drain(make_runner(queues, recording))
     # THEN each was tried MaxReceiveCount times, then moved to the dead-letter queue
     assert (ok, failed) == (0, 12 * MAX_RECEIVE_COUNT)
-    assert all(counts == list(range(1, MAX_RECEIVE_COUNT + 1))
-               for counts in recording.receives.values())
+    assert all(
+        counts == list(range(1, MAX_RECEIVE_COUNT + 1)) for counts in recording.receives.values()
+    )
     assert len(recording.receives) == 12
     assert queues.depth() == 0 and queues.depth(queues.dead_letter_url) == 12
     assert subscriber.drain() == []
@@ -140,8 +152,8 @@ def test_failing_notifications_dead_letter_then_replay_delivers_each_exactly_onc
 def test_backoff_doubles_per_receive_up_to_the_cap():
     assert [backoff_seconds(n, 1, 60) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
     assert [backoff_seconds(n, 5, 30) for n in (1, 2, 3)] == [5, 10, 20]
-    assert backoff_seconds(3, 0, 60) == 0                    # tests retry at once
-    assert backoff_seconds(1000, 60, 10**9) == 43_200        # SQS's 12 h visibility limit
+    assert backoff_seconds(3, 0, 60) == 0  # tests retry at once
+    assert backoff_seconds(1000, 60, 10**9) == 43_200  # SQS's 12 h visibility limit
 
 
 class VisibilitySpy:
@@ -164,9 +176,16 @@ def test_runner_backs_off_failed_messages_by_their_receive_count(queues):
     queues.send(notification().model_dump_json())
     spy = VisibilitySpy(queues.sqs)
     runner = SqsEventSourceRunner(
-        queues.url, queues.arn, lambda e, c: {"batchItemFailures": [
-            {"itemIdentifier": r["messageId"]} for r in e["Records"]]},
-        sqs=spy, wait_seconds=0, backoff_base_seconds=2, backoff_max_seconds=10)
+        queues.url,
+        queues.arn,
+        lambda e, c: {
+            "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in e["Records"]]
+        },
+        sqs=spy,
+        wait_seconds=0,
+        backoff_base_seconds=2,
+        backoff_max_seconds=10,
+    )
     # WHEN it fails on each of its receives
     drain(runner)
     # THEN each failure hid it for twice as long as the previous, capped, until it dead-lettered

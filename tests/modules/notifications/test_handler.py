@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -21,8 +22,9 @@ EVENTS = Path(__file__).resolve().parents[3] / "events" / "notifications"
 
 
 def broken_publisher() -> PushPublisher:
-    return PushPublisher(NotificationsSettings(
-        push_topic_arn="arn:aws:sns:us-east-1:123456789012:no-such-topic"))
+    return PushPublisher(
+        NotificationsSettings(push_topic_arn="arn:aws:sns:us-east-1:123456789012:no-such-topic")
+    )
 
 
 def test_only_the_invalid_record_is_reported_as_failed(queues, subscriber):
@@ -57,8 +59,11 @@ def test_every_record_fails_when_sns_is_down_without_raising(queues):
 
 def test_each_failure_is_logged_with_the_notification_id(queues, caplog):
     # GIVEN one malformed notification and one SNS cannot take
-    event = sqs_event(json.dumps({"notification_id": "N-test-malformed"}),
-                      notification(5).model_dump_json(), receive_count=3)
+    event = sqs_event(
+        json.dumps({"notification_id": "N-test-malformed"}),
+        notification(5).model_dump_json(),
+        receive_count=3,
+    )
     # WHEN they fail
     with caplog.at_level(logging.WARNING, logger="relay.notifications"):
         make_handler(broken_publisher())(event, None)
@@ -86,10 +91,8 @@ def test_sample_events(path, queues, subscriber):
     records = event["Records"]
     valid = {}
     for r in records:
-        try:
+        with contextlib.suppress(ValueError):
             valid[r["messageId"]] = Notification.model_validate_json(r["body"]).notification_id
-        except ValueError:
-            pass
     # WHEN the function's handler processes it
     result = make_handler()(event, None)
     # THEN exactly the records that are not Notifications fail, and the others are published

@@ -13,8 +13,7 @@ from shared_contracts.notifications import NotificationKind
 from tests.modules.notifications.conftest import Subscriber, notification
 
 
-def test_published_notification_reaches_subscribers_with_filterable_attributes(
-        queues, subscriber):
+def test_published_notification_reaches_subscribers_with_filterable_attributes(queues, subscriber):
     # GIVEN a publisher configured from the function's environment
     publisher = PushPublisher(NotificationsSettings())
     n = notification(7, driver_id="D-1002", kind=NotificationKind.MESSAGE_TO_DRIVER)
@@ -32,8 +31,9 @@ def test_published_notification_reaches_subscribers_with_filterable_attributes(
 
 def test_subscriber_filter_policy_sees_only_its_drivers_notifications(queues):
     # GIVEN a subscriber that only wants D-1002's notifications
-    only_d2 = Subscriber(queues.sqs, queues.topic_arn, "d2-only",
-                         filter_policy={"driver_id": ["D-1002"]})
+    only_d2 = Subscriber(
+        queues.sqs, queues.topic_arn, "d2-only", filter_policy={"driver_id": ["D-1002"]}
+    )
     publisher = PushPublisher(NotificationsSettings())
     # WHEN notifications for two drivers are published
     publisher.publish(notification(1, driver_id="D-1001"))
@@ -44,8 +44,9 @@ def test_subscriber_filter_policy_sees_only_its_drivers_notifications(queues):
 
 def test_publish_to_a_missing_topic_raises_for_the_caller_to_retry(queues):
     # GIVEN a publisher pointing at a topic that does not exist
-    publisher = PushPublisher(NotificationsSettings(
-        push_topic_arn="arn:aws:sns:us-east-1:123456789012:no-such-topic"))
+    publisher = PushPublisher(
+        NotificationsSettings(push_topic_arn="arn:aws:sns:us-east-1:123456789012:no-such-topic")
+    )
     # WHEN / THEN publishing raises the boto error (the batch handler turns it into a retry)
     with pytest.raises(ClientError):
         publisher.publish(notification())

@@ -17,7 +17,7 @@ UPSTREAMS = {
     "RELAY_UPSTREAM_NAVIGATE": "http://navigate.test",
     "RELAY_UPSTREAM_MESSAGE": "http://message.test",
 }
-ISSUER = DevIssuer.generate()   # one RSA key for the session: generating one costs ~50 ms
+ISSUER = DevIssuer.generate()  # one RSA key for the session: generating one costs ~50 ms
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +27,18 @@ def jwks_file(tmp_path_factory) -> str:
 
 @pytest.fixture
 def settings(jwks_file) -> GatewaySettings:
-    return GatewaySettings(stage="test", token_issuer=ISSUER.issuer, jwks_url=jwks_file,
-                           token_client_ids=ISSUER.client_id,
-                           identity_signing_key=TEST_IDENTITY_PRIVATE_KEY,
-                           upstream_transport="httpcore",   # the pool respx mocks
-                           rate_limit_driver="1000/1000", rate_limit_ops="1000/1000",
-                           rate_limit_gate="1000/1000", rate_limit_anonymous="1000/1000")
+    return GatewaySettings(
+        stage="test",
+        token_issuer=ISSUER.issuer,
+        jwks_url=jwks_file,
+        token_client_ids=ISSUER.client_id,
+        identity_signing_key=TEST_IDENTITY_PRIVATE_KEY,
+        upstream_transport="httpcore",  # the pool respx mocks
+        rate_limit_driver="1000/1000",
+        rate_limit_ops="1000/1000",
+        rate_limit_gate="1000/1000",
+        rate_limit_anonymous="1000/1000",
+    )
 
 
 @pytest.fixture
@@ -45,13 +51,15 @@ def bearer(tokens):
     def make(role: Role = Role.DRIVER, driver_id: str | None = "D-1001") -> dict[str, str]:
         sub = driver_id or f"{role.value}-1"
         return {"authorization": "Bearer " + tokens.mint(sub, role, driver_id)}
+
     return make
 
 
 def identity_of(request, module: str):
     """The identity context a module would verify from a forwarded request."""
     return IdentityVerifier(TEST_IDENTITY_PUBLIC_KEY, module).verify(
-        request.headers["x-relay-identity"])
+        request.headers["x-relay-identity"]
+    )
 
 
 @pytest.fixture

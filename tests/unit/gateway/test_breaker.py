@@ -41,8 +41,9 @@ def mono() -> MonotonicClock:
 
 def breaker(mono, **kw) -> CircuitBreaker:
     config = BreakerConfig(**{"fail_max": 3, "reset_timeout_seconds": 10, **kw})
-    return CircuitBreaker("loads", config, clock=mono,
-                          is_failure=lambda exc: not isinstance(exc, Business))
+    return CircuitBreaker(
+        "loads", config, clock=mono, is_failure=lambda exc: not isinstance(exc, Business)
+    )
 
 
 async def call(cb: CircuitBreaker, outcome: BaseException | None = None) -> str:
@@ -156,10 +157,10 @@ def test_invalid_settings_are_refused_at_start_up():
 
 async def test_state_changes_are_reported(mono):
     seen = []
-    cb = CircuitBreaker("nav", BreakerConfig(fail_max=1), clock=mono,
-                        on_transition=lambda *t: seen.append(t))
+    cb = CircuitBreaker(
+        "nav", BreakerConfig(fail_max=1), clock=mono, on_transition=lambda *t: seen.append(t)
+    )
     with pytest.raises(Sick):
         await call(cb, Sick())
     assert seen == [("nav", "closed", "open")]
     assert cb.snapshot().state == "open"
-

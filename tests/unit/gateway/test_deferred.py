@@ -22,8 +22,8 @@ from gateway.routes import RouteTable
 from shared_contracts.degraded import DeferredRefusal, DeferredState
 from shared_contracts.identity import IdentityContext, Role
 from tests.unit.gateway.conftest import UPSTREAMS
-from tests.unit.gateway.test_resilience import NOW, Harness, Wall
 from tests.unit.gateway.test_breaker import MonotonicClock
+from tests.unit.gateway.test_resilience import NOW, Harness, Wall
 
 pytestmark = pytest.mark.anyio
 EVENTS = "http://loads.test/loads/L-1/events"
@@ -42,11 +42,16 @@ def gateway_env(deployed) -> dict[str, str]:
 @pytest.fixture
 def make(settings, gateway_env, upstream):
     def build(**overrides) -> Harness:
-        s = settings.model_copy(update={
-            "deferred_queue_url": gateway_env["RELAY_DEFERRED_QUEUE_URL"],
-            "deferred_ledger_table": gateway_env["RELAY_DEFERRED_LEDGER_TABLE"],
-            "control_table": gateway_env["RELAY_CONTROL_TABLE"], **overrides})
+        s = settings.model_copy(
+            update={
+                "deferred_queue_url": gateway_env["RELAY_DEFERRED_QUEUE_URL"],
+                "deferred_ledger_table": gateway_env["RELAY_DEFERRED_LEDGER_TABLE"],
+                "control_table": gateway_env["RELAY_CONTROL_TABLE"],
+                **overrides,
+            }
+        )
         return Harness(MonotonicClock(), Wall(), s)
+
     return build
 
 
@@ -55,20 +60,28 @@ def ledger_of(h: Harness) -> DeferredLedger:
 
 
 async def post_event(h: Harness, key: str, kind: str = "arrived") -> httpx.Response:
-    return await h.client.post("/loads/L-1/events", json={"kind": kind, "stop_seq": 1},
-                               headers={**h.auth(), "idempotency-key": key})
+    return await h.client.post(
+        "/loads/L-1/events",
+        json={"kind": kind, "stop_seq": 1},
+        headers={**h.auth(), "idempotency-key": key},
+    )
 
 
 def queued(env: dict[str, str]) -> list[dict]:
-    msgs = boto3.client("sqs").receive_message(QueueUrl=env["RELAY_DEFERRED_QUEUE_URL"],
-                                               MaxNumberOfMessages=10).get("Messages", [])
+    msgs = (
+        boto3.client("sqs")
+        .receive_message(QueueUrl=env["RELAY_DEFERRED_QUEUE_URL"], MaxNumberOfMessages=10)
+        .get("Messages", [])
+    )
     return [json.loads(m["Body"]) for m in msgs]
 
 
 # --- acknowledged means durable, visible, in order --------------------------------------
 
-async def test_a_deferred_write_is_tracked_and_later_writes_queue_behind_it(make, upstream,
-                                                                           gateway_env):
+
+async def test_a_deferred_write_is_tracked_and_later_writes_queue_behind_it(
+    make, upstream, gateway_env
+):
     h = make()
     events = upstream.post(EVENTS).mock(side_effect=httpx.ConnectError("down"))
     # GIVEN a write deferred while loads is down
@@ -118,14 +131,15 @@ async def test_when_the_ledger_cannot_say_the_write_is_queued_not_sent_live(make
     def broken(caller: str) -> bool:
         raise LedgerError("unreachable")
 
-    ledger_of(h).has_pending = broken   # type: ignore[method-assign]
+    ledger_of(h).has_pending = broken  # type: ignore[method-assign]
     r = await post_event(h, "key-unsure-1")
     # order is never bet on a guess; and since the write is durable it is acknowledged
     assert r.status_code == 202 and events.call_count == 0
 
 
 async def test_a_queue_that_stalls_gets_503_at_its_deadline_and_nothing_acknowledged(
-        make, upstream):
+    make, upstream
+):
     release = threading.Event()
 
     class StalledSqs:
@@ -150,7 +164,7 @@ async def test_queued_but_not_recorded_is_not_acknowledged(make, upstream):
     def broken(write: DeferredWrite) -> bool:
         raise LedgerError("unreachable")
 
-    ledger_of(h).accept = broken   # type: ignore[method-assign]
+    ledger_of(h).accept = broken  # type: ignore[method-assign]
     upstream.post(EVENTS).mock(side_effect=httpx.ConnectError("down"))
     r = await post_event(h, "key-unrecorded-1")
     assert r.status_code == 503 and r.headers["retry-after"]
@@ -159,8 +173,9 @@ async def test_queued_but_not_recorded_is_not_acknowledged(make, upstream):
 async def test_every_forwarded_write_carries_the_time_the_gateway_accepted_it(make, upstream):
     h = make()
     events = upstream.post(EVENTS).mock(return_value=httpx.Response(201, json={}))
-    loads = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
-        200, json={"items": []}))
+    loads = upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": []})
+    )
     await post_event(h, "key-stamped-1")
     await h.client.get("/loads", headers=h.auth())
     assert events.calls.last.request.headers["x-relay-accepted-at"] == NOW.isoformat()
@@ -173,10 +188,14 @@ async def test_operators_see_pending_and_refused_writes(make, upstream, gateway_
     for key in ("key-ops-0001", "key-ops-0002"):
         await post_event(h, key)
     refused = DeferredWrite.model_validate(queued(gateway_env)[0])
-    ledger_of(h).decide(refused, DeferredState.REFUSED, DeferredRefusal(
-        status=409, code="invalid-transition", detail="not at stop 1"))
+    ledger_of(h).decide(
+        refused,
+        DeferredState.REFUSED,
+        DeferredRefusal(status=409, code="invalid-transition", detail="not at stop 1"),
+    )
     deferred = (await h.client.get("/ops/status", headers=h.auth(Role.OPS, None))).json()[
-        "deferred"]
+        "deferred"
+    ]
     assert deferred["pending"]["count"] == 1
     assert deferred["refused"]["count"] == 1
     assert deferred["refused"]["newest"][0]["refusal"]["code"] == "invalid-transition"
@@ -189,37 +208,57 @@ DRIVER = IdentityContext(sub="D-1", role=Role.DRIVER, driver_id="D-1")
 
 
 def a_write(key: str = "key-replay-1") -> DeferredWrite:
-    return DeferredWrite(tracking_id=key, module="loads", method="POST",
-                         path="/loads/L-1/events", body=json.dumps({"kind": "arrived"}),
-                         identity=DRIVER, caller="D-1", request_id="r-1",
-                         accepted_at=datetime(2026, 11, 22, 7, 59, 30, tzinfo=UTC),
-                         headers={"content-type": "application/json"})
+    return DeferredWrite(
+        tracking_id=key,
+        module="loads",
+        method="POST",
+        path="/loads/L-1/events",
+        body=json.dumps({"kind": "arrived"}),
+        identity=DRIVER,
+        caller="D-1",
+        request_id="r-1",
+        accepted_at=datetime(2026, 11, 22, 7, 59, 30, tzinfo=UTC),
+        headers={"content-type": "application/json"},
+    )
 
 
 @pytest.fixture
 def replay(settings, gateway_env):
     ledger = DeferredLedger(gateway_env["RELAY_DEFERRED_LEDGER_TABLE"])
-    faults = FaultInjector(store=ControlTableFaults(gateway_env["RELAY_CONTROL_TABLE"]),
-                           clock=Wall())
+    faults = FaultInjector(
+        store=ControlTableFaults(gateway_env["RELAY_CONTROL_TABLE"]), clock=Wall()
+    )
     slept: list[float] = []
-    replayer = Replayer(RouteTable.load(settings.routes_file, env=UPSTREAMS), httpx.Client(),
-                        SignerProvider(settings), ledger=ledger, faults=faults,
-                        sleep=slept.append)
+    replayer = Replayer(
+        RouteTable.load(settings.routes_file, env=UPSTREAMS),
+        httpx.Client(),
+        SignerProvider(settings),
+        ledger=ledger,
+        faults=faults,
+        sleep=slept.append,
+    )
     ledger.accept(a_write())
     return replayer, ledger, faults, slept
 
 
 def test_a_refusal_is_recorded_with_the_modules_reason_and_releases_the_queue(replay, upstream):
     replayer, ledger, _, _ = replay
-    upstream.post(EVENTS).mock(return_value=httpx.Response(409, json={
-        "type": "urn:relay:problem:invalid-transition", "status": 409,
-        "detail": "arrived at stop 1, but the current stop is 2"}))
+    upstream.post(EVENTS).mock(
+        return_value=httpx.Response(
+            409,
+            json={
+                "type": "urn:relay:problem:invalid-transition",
+                "status": 409,
+                "detail": "arrived at stop 1, but the current stop is 2",
+            },
+        )
+    )
     assert replayer.apply(a_write()) == 409
     status = ledger.status("D-1", "key-replay-1")
     assert status is not None and status.state is DeferredState.REFUSED
     assert status.refusal == DeferredRefusal(
-        status=409, code="invalid-transition",
-        detail="arrived at stop 1, but the current stop is 2")
+        status=409, code="invalid-transition", detail="arrived at stop 1, but the current stop is 2"
+    )
     assert ledger.has_pending("D-1") is False
 
 
@@ -227,8 +266,7 @@ def test_a_replay_carries_the_accepted_time_and_is_recorded_applied(replay, upst
     replayer, ledger, _, _ = replay
     route = upstream.post(EVENTS).mock(return_value=httpx.Response(201, json={}))
     replayer.apply(a_write())
-    assert route.calls.last.request.headers["x-relay-accepted-at"] == \
-        "2026-11-22T07:59:30+00:00"
+    assert route.calls.last.request.headers["x-relay-accepted-at"] == "2026-11-22T07:59:30+00:00"
     assert ledger.status("D-1", "key-replay-1").state is DeferredState.APPLIED
     assert ledger.has_pending("D-1") is False
 
@@ -240,7 +278,7 @@ def test_an_outcome_the_ledger_cannot_record_keeps_the_write_queued(replay, upst
     def broken(*args: object) -> None:
         raise LedgerError("unreachable")
 
-    ledger.decide = broken   # type: ignore[method-assign]
+    ledger.decide = broken  # type: ignore[method-assign]
     with pytest.raises(ReplayFailed):
         replayer.apply(a_write())
 
@@ -249,8 +287,9 @@ def test_a_fault_another_instance_set_holds_for_the_replayer(replay, upstream, g
     replayer, ledger, faults, slept = replay
     route = upstream.post(EVENTS).mock(return_value=httpx.Response(201, json={}))
     # GIVEN an operator set faults through another instance (the gateway), sharing the table
-    gateway_faults = FaultInjector(store=ControlTableFaults(gateway_env["RELAY_CONTROL_TABLE"]),
-                                   clock=faults.clock)
+    gateway_faults = FaultInjector(
+        store=ControlTableFaults(gateway_env["RELAY_CONTROL_TABLE"]), clock=faults.clock
+    )
     gateway_faults.set("loads", FaultSpec(kind="blackhole", ttl_seconds=60), "ops-1")
     # THEN the replayer does not call the module
     with pytest.raises(ReplayFailed, match="blackhole"):
@@ -258,7 +297,7 @@ def test_a_fault_another_instance_set_holds_for_the_replayer(replay, upstream, g
     assert route.call_count == 0 and ledger.has_pending("D-1")
     # AND a latency fault is waited out before the call
     gateway_faults.set("loads", FaultSpec(kind="latency", latency_ms=1500), "ops-1")
-    faults.clock.now += 2   # past the replayer's refresh period
+    faults.clock.now += 2  # past the replayer's refresh period
     assert replayer.apply(a_write()) == 201
     assert slept == [1.5]
     # AND a fault that expired (on the shared wall clock) holds no more

@@ -25,8 +25,9 @@ from gateway.server import (
 )
 
 HEADER_TIMEOUT, BODY_TIMEOUT = 10.0, 5.0
-SETTINGS = GatewaySettings(header_read_timeout_seconds=HEADER_TIMEOUT,
-                           body_read_timeout_seconds=BODY_TIMEOUT)
+SETTINGS = GatewaySettings(
+    header_read_timeout_seconds=HEADER_TIMEOUT, body_read_timeout_seconds=BODY_TIMEOUT
+)
 GET = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
 
 
@@ -95,7 +96,8 @@ class FakeTransport:
 
     def get_extra_info(self, name: str, default=None):
         return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
-            name, default)
+            name, default
+        )
 
     def pause_reading(self) -> None: ...
 
@@ -120,8 +122,13 @@ class App:
             if not message.get("more_body"):
                 break
         self.calls.append((scope["path"], body))
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(body) + 2).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body) + 2).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok" + body})
 
 
@@ -129,17 +136,19 @@ class Conn:
     def __init__(self, settings: GatewaySettings = SETTINGS) -> None:
         self.app = App()
         self.loop = FakeLoop(asyncio.get_running_loop())
-        config = Config(app=self.app, http=protocol_class(settings), lifespan="off",
-                        access_log=False)
+        config = Config(
+            app=self.app, http=protocol_class(settings), lifespan="off", access_log=False
+        )
         config.load()
         self.transport = FakeTransport()
-        self.proto = config.http_protocol_class(config=config, server_state=ServerState(),
-                                                app_state={}, _loop=self.loop)
+        self.proto = config.http_protocol_class(
+            config=config, server_state=ServerState(), app_state={}, _loop=self.loop
+        )
         self.proto.connection_made(self.transport)
 
     async def send(self, data: bytes) -> None:
         self.proto.data_received(data)
-        for _ in range(10):   # let the app's task run
+        for _ in range(10):  # let the app's task run
             await asyncio.sleep(0)
 
     def statuses(self) -> list[int]:
@@ -149,15 +158,16 @@ class Conn:
         out = bytes(self.transport.out)
         assert b"content-type: application/problem+json" in out
         assert b"x-request-id: " in out and b"connection: close" in out
-        return json.loads(out[out.rindex(b"\r\n\r\n") + 4:])
+        return json.loads(out[out.rindex(b"\r\n\r\n") + 4 :])
 
     def assert_lingers_then_closes(self) -> None:
-        assert self.transport.eof and not self.transport.closed   # answer sent, reading on
+        assert self.transport.eof and not self.transport.closed  # answer sent, reading on
         self.loop.advance(LINGER_SECONDS)
         assert self.transport.closed
 
 
 # --- header limits -----------------------------------------------------------------------
+
 
 def _head(*headers: tuple[str, str]) -> bytes:
     lines = "".join(f"{n}: {v}\r\n" for n, v in headers)
@@ -165,18 +175,21 @@ def _head(*headers: tuple[str, str]) -> bytes:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("case, head", [
-    ("101 headers", _head(*[(f"x-h-{i}", "v") for i in range(100)])),
-    ("one header of 8 KiB + 1", _head(("x-big", "a" * (8 * 1024 - 4)))),
-    ("16 KiB + 1 over three headers", _head(*[(f"x-h-{i}", "a" * 5500) for i in range(3)])),
-])
+@pytest.mark.parametrize(
+    ("case", "head"),
+    [
+        ("101 headers", _head(*[(f"x-h-{i}", "v") for i in range(100)])),
+        ("one header of 8 KiB + 1", _head(("x-big", "a" * (8 * 1024 - 4)))),
+        ("16 KiB + 1 over three headers", _head(*[(f"x-h-{i}", "a" * 5500) for i in range(3)])),
+    ],
+)
 async def test_a_head_over_a_limit_is_answered_431_and_never_reaches_the_app(case, head):
     conn = Conn()
-    await conn.send(head + GET)   # a pipelined request behind it is not served either
+    await conn.send(head + GET)  # a pipelined request behind it is not served either
     assert conn.statuses() == [431], case
     assert conn.problem()["type"] == "urn:relay:problem:request-header-fields-too-large"
     assert conn.app.calls == []
-    await conn.send(GET)          # whatever follows is dropped
+    await conn.send(GET)  # whatever follows is dropped
     assert conn.statuses() == [431] and conn.app.calls == []
     conn.assert_lingers_then_closes()
 
@@ -191,7 +204,7 @@ async def test_a_huge_header_is_refused_while_it_arrives_not_once_it_is_buffered
         sent += 4096
         assert sent < 64 * 1024, "read on past the head budget"
     assert conn.statuses() == [431] and conn.app.calls == []
-    assert sent <= 28 * 1024   # 16 KiB of headers + request line and framing budget
+    assert sent <= 28 * 1024  # 16 KiB of headers + request line and framing budget
 
 
 @pytest.mark.anyio
@@ -199,13 +212,14 @@ async def test_heads_inside_the_limits_are_served_on_a_kept_alive_connection():
     conn = Conn()
     inside = _head(*[(f"x-h-{i}", "v" * 50) for i in range(98)], ("x-big", "a" * 7000))
     await conn.send(inside)
-    await conn.send(inside[:100])   # the next request arrives in pieces
+    await conn.send(inside[:100])  # the next request arrives in pieces
     await conn.send(inside[100:])
     assert conn.statuses() == [200, 200] and len(conn.app.calls) == 2
     assert not conn.transport.closed
 
 
 # --- read timeouts -----------------------------------------------------------------------
+
 
 @pytest.mark.anyio
 async def test_a_connection_that_sends_nothing_gets_408_after_the_header_timeout():
@@ -222,10 +236,10 @@ async def test_a_connection_that_sends_nothing_gets_408_after_the_header_timeout
 async def test_a_stalled_head_on_a_kept_alive_connection_gets_408_counted_from_its_first_byte():
     conn = Conn()
     await conn.send(GET)
-    conn.loop.advance(4)                    # idle, inside uvicorn's keep-alive timeout (5 s)
+    conn.loop.advance(4)  # idle, inside uvicorn's keep-alive timeout (5 s)
     await conn.send(b"GET /healthz HTTP/1.1\r\nHo")
     conn.loop.advance(HEADER_TIMEOUT - 0.01)
-    await conn.send(b"st: gw\r\n")          # still trickling in: the deadline holds
+    await conn.send(b"st: gw\r\n")  # still trickling in: the deadline holds
     assert conn.statuses() == [200]
     conn.loop.advance(0.01)
     assert conn.statuses() == [200, 408] and len(conn.app.calls) == 1
@@ -237,7 +251,7 @@ async def test_whole_requests_arm_no_timer_on_the_hot_path():
     await conn.send(GET)
     await conn.send(_post(2) + b"ab")
     ours = [t for t in conn.loop.timers if t.target == conn.proto._expired]
-    assert len(ours) == 1 and ours[0].cancelled   # the connection's, until its first head
+    assert len(ours) == 1 and ours[0].cancelled  # the connection's, until its first head
     for _ in range(20):
         await conn.send(GET)
         await conn.send(_post(2) + b"ab")
@@ -246,8 +260,10 @@ async def test_whole_requests_arm_no_timer_on_the_hot_path():
 
 
 def _post(length: int) -> bytes:
-    return (f"POST /message HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()
+    return (
+        f"POST /message HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 @pytest.mark.anyio
@@ -255,7 +271,7 @@ async def test_a_body_that_stops_arriving_gets_408_and_the_app_sees_a_disconnect
     conn = Conn()
     await conn.send(_post(10) + b"12345")
     conn.loop.advance(BODY_TIMEOUT - 1)
-    await conn.send(b"67")                   # progress: the wait starts again
+    await conn.send(b"67")  # progress: the wait starts again
     conn.loop.advance(BODY_TIMEOUT - 0.01)
     assert conn.statuses() == []
     conn.loop.advance(0.01)
@@ -279,6 +295,7 @@ async def test_a_body_sent_in_time_is_served_and_no_timeout_follows():
 
 # --- TLS and the server configuration ---------------------------------------------------
 
+
 def test_tls_context_offers_tls_1_2_aead_suites_and_tls_1_3_only():
     ctx = harden_tls(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
@@ -293,8 +310,9 @@ def test_the_server_runs_without_proxy_headers_and_with_the_edge_protocol(tmp_pa
     from relay.tls import self_signed_certificate
 
     cert, key = self_signed_certificate(tmp_path)
-    config = server_config(SETTINGS, port=0, ssl_certfile=str(cert), ssl_keyfile=str(key),
-                           app_factory=lambda: App())
+    config = server_config(
+        SETTINGS, port=0, ssl_certfile=str(cert), ssl_keyfile=str(key), app_factory=lambda: App()
+    )
     config.load()
     assert config.proxy_headers is False
     assert config.http_protocol_class.header_timeout == HEADER_TIMEOUT

@@ -13,7 +13,8 @@ from tests.unit.gateway.conftest import identity_of
 def test_forwards_path_query_and_identity(gateway, upstream, bearer):
     # GIVEN the loads module answers
     route = upstream.get("http://loads.test/loads/L-1", params={"x": "1"}).mock(
-        return_value=httpx.Response(200, json={"load_id": "L-1"}))
+        return_value=httpx.Response(200, json={"load_id": "L-1"})
+    )
     # WHEN a driver asks through the gateway
     r = gateway.get("/loads/L-1?x=1", headers=bearer(Role.DRIVER, "D-1001"))
     # THEN the module got the driver's identity context and the answer comes back unchanged
@@ -28,9 +29,17 @@ def test_forwards_path_query_and_identity(gateway, upstream, bearer):
 def test_client_supplied_identity_headers_are_never_forwarded(gateway, upstream, bearer):
     route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(200, json={}))
     forged = TEST_IDENTITY_SIGNER.sign(
-        IdentityContext(sub="D-1002", role=Role.DRIVER, driver_id="D-1002"), audience="loads")
-    gateway.get("/loads", headers={**bearer(Role.DRIVER, "D-1001"), "x-relay-identity": forged,
-                                   "x-relay-internal": "1", "cookie": "a=b"})
+        IdentityContext(sub="D-1002", role=Role.DRIVER, driver_id="D-1002"), audience="loads"
+    )
+    gateway.get(
+        "/loads",
+        headers={
+            **bearer(Role.DRIVER, "D-1001"),
+            "x-relay-identity": forged,
+            "x-relay-internal": "1",
+            "cookie": "a=b",
+        },
+    )
     sent = route.calls.last.request
     assert identity_of(sent, "loads").driver_id == "D-1001"
     assert "x-relay-internal" not in sent.headers and "cookie" not in sent.headers
@@ -38,9 +47,13 @@ def test_client_supplied_identity_headers_are_never_forwarded(gateway, upstream,
 
 def test_post_body_and_idempotency_key_are_forwarded(gateway, upstream, bearer):
     route = upstream.post("http://message.test/message").mock(
-        return_value=httpx.Response(201, json={"message_id": "m1"}))
-    r = gateway.post("/message", json={"body": "running late"},
-                     headers={**bearer(), "idempotency-key": "k-123456"})
+        return_value=httpx.Response(201, json={"message_id": "m1"})
+    )
+    r = gateway.post(
+        "/message",
+        json={"body": "running late"},
+        headers={**bearer(), "idempotency-key": "k-123456"},
+    )
     assert r.status_code == 201
     sent = route.calls.last.request
     assert sent.content == b'{"body":"running late"}' or b"running late" in sent.content
@@ -49,18 +62,24 @@ def test_post_body_and_idempotency_key_are_forwarded(gateway, upstream, bearer):
 
 def test_module_errors_pass_through_unchanged(gateway, upstream, bearer):
     problem = {"type": "urn:relay:problem:not-found", "title": "Not found", "status": 404}
-    upstream.get("http://loads.test/loads/L-9").mock(return_value=httpx.Response(
-        404, json=problem, headers={"content-type": "application/problem+json"}))
+    upstream.get("http://loads.test/loads/L-9").mock(
+        return_value=httpx.Response(
+            404, json=problem, headers={"content-type": "application/problem+json"}
+        )
+    )
     r = gateway.get("/loads/L-9", headers=bearer())
     assert r.status_code == 404 and r.json() == problem
     assert r.headers["content-type"] == "application/problem+json"
 
 
-@pytest.mark.parametrize("path, module_url", [
-    ("/gatepass/P-1", "http://gatepass.test/gatepass/P-1"),
-    ("/navigate", "http://navigate.test/navigate"),
-    ("/message", "http://message.test/message"),
-])
+@pytest.mark.parametrize(
+    ("path", "module_url"),
+    [
+        ("/gatepass/P-1", "http://gatepass.test/gatepass/P-1"),
+        ("/navigate", "http://navigate.test/navigate"),
+        ("/message", "http://message.test/message"),
+    ],
+)
 def test_each_prefix_reaches_its_module(gateway, upstream, bearer, path, module_url):
     route = upstream.get(module_url).mock(return_value=httpx.Response(200, json={}))
     assert gateway.get(path, headers=bearer()).status_code == 200

@@ -19,33 +19,49 @@ DRIVER = IdentityContext(sub="D-1", role=Role.DRIVER, driver_id="D-1")
 
 
 def write(i: int, driver: str = "D-1") -> DeferredWrite:
-    return DeferredWrite(tracking_id=f"key-{i}", module="loads", method="POST",
-                         path="/loads/L-1/events", body=json.dumps({"kind": "arrived", "n": i}),
-                         identity=DRIVER, caller=driver, request_id=f"r-{i}",
-                         accepted_at=datetime(2026, 11, 22, tzinfo=UTC),
-                         headers={"content-type": "application/json"})
+    return DeferredWrite(
+        tracking_id=f"key-{i}",
+        module="loads",
+        method="POST",
+        path="/loads/L-1/events",
+        body=json.dumps({"kind": "arrived", "n": i}),
+        identity=DRIVER,
+        caller=driver,
+        request_id=f"r-{i}",
+        accepted_at=datetime(2026, 11, 22, tzinfo=UTC),
+        headers={"content-type": "application/json"},
+    )
 
 
 @pytest.fixture
 def replayer(settings):
-    return Replayer(RouteTable.load(settings.routes_file, env=UPSTREAMS), httpx.Client(),
-                    SignerProvider(settings))
+    return Replayer(
+        RouteTable.load(settings.routes_file, env=UPSTREAMS),
+        httpx.Client(),
+        SignerProvider(settings),
+    )
 
 
 def test_replay_sends_the_original_key_identity_and_body(replayer, upstream):
     route = upstream.post("http://loads.test/loads/L-1/events").mock(
-        return_value=httpx.Response(201, json={}))
+        return_value=httpx.Response(201, json={})
+    )
     assert replayer.apply(write(1)) == 201
     sent = route.calls.last.request
     assert sent.headers["idempotency-key"] == "key-1"
-    assert identity_of(sent, "loads") == DRIVER   # signed afresh at replay time
+    assert identity_of(sent, "loads") == DRIVER  # signed afresh at replay time
     assert json.loads(sent.content)["n"] == 1
 
 
-@pytest.mark.parametrize("answer", [
-    httpx.Response(503), httpx.Response(500), httpx.Response(429),
-    httpx.Response(409, json={"type": "urn:relay:problem:idempotency-in-progress"}),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(503),
+        httpx.Response(500),
+        httpx.Response(429),
+        httpx.Response(409, json={"type": "urn:relay:problem:idempotency-in-progress"}),
+    ],
+)
 def test_module_still_unwell_keeps_the_write_queued(replayer, upstream, answer):
     upstream.post("http://loads.test/loads/L-1/events").mock(return_value=answer)
     with pytest.raises(ReplayFailed):
@@ -59,34 +75,57 @@ def test_unreachable_module_keeps_the_write_queued(replayer, upstream):
 
 
 def test_a_write_the_module_refuses_for_good_is_not_retried_forever(replayer, upstream):
-    upstream.post("http://loads.test/loads/L-1/events").mock(return_value=httpx.Response(
-        409, json={"type": "urn:relay:problem:invalid-transition"}))
+    upstream.post("http://loads.test/loads/L-1/events").mock(
+        return_value=httpx.Response(409, json={"type": "urn:relay:problem:invalid-transition"})
+    )
     assert replayer.apply(write(1)) == 409
 
 
 def test_after_a_failure_the_rest_of_that_drivers_batch_waits(replayer, upstream):
-    upstream.post("http://loads.test/loads/L-1/events").mock(side_effect=[
-        httpx.Response(201, json={}), httpx.Response(503)])
-    records = [{"messageId": f"m{i}", "receiptHandle": "h", "body": write(i).model_dump_json(),
-                "attributes": {"MessageGroupId": "D-1", "ApproximateReceiveCount": "1"},
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q.fifo",
-                "awsRegion": "us-east-1"} for i in range(4)]
+    upstream.post("http://loads.test/loads/L-1/events").mock(
+        side_effect=[httpx.Response(201, json={}), httpx.Response(503)]
+    )
+    records = [
+        {
+            "messageId": f"m{i}",
+            "receiptHandle": "h",
+            "body": write(i).model_dump_json(),
+            "attributes": {"MessageGroupId": "D-1", "ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q.fifo",
+            "awsRegion": "us-east-1",
+        }
+        for i in range(4)
+    ]
     result = make_handler(replayer)({"Records": records}, None)
     # m0 applied; m1 failed; m2, m3 must not overtake it
     assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == ["m1", "m2", "m3"]
 
 
 def test_one_drivers_failing_write_does_not_hold_up_another_drivers(replayer, upstream):
-    upstream.post("http://loads.test/loads/L-1/events").mock(side_effect=[
-        httpx.Response(503), httpx.Response(201, json={}), httpx.Response(201, json={})])
-    records = [{"messageId": f"m{i}", "receiptHandle": "h",
-                "body": write(i, driver).model_dump_json(),
-                "attributes": {"MessageGroupId": driver, "ApproximateReceiveCount": "1"},
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q.fifo",
-                "awsRegion": "us-east-1"}
-               for i, driver in enumerate(["D-1", "D-2", "D-1", "D-2"])]
+    upstream.post("http://loads.test/loads/L-1/events").mock(
+        side_effect=[
+            httpx.Response(503),
+            httpx.Response(201, json={}),
+            httpx.Response(201, json={}),
+        ]
+    )
+    records = [
+        {
+            "messageId": f"m{i}",
+            "receiptHandle": "h",
+            "body": write(i, driver).model_dump_json(),
+            "attributes": {"MessageGroupId": driver, "ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q.fifo",
+            "awsRegion": "us-east-1",
+        }
+        for i, driver in enumerate(["D-1", "D-2", "D-1", "D-2"])
+    ]
     result = make_handler(replayer)({"Records": records}, None)
     # D-1's first write failed: its second waits; D-2's writes are applied
     assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == ["m0", "m2"]

@@ -38,25 +38,41 @@ class Wall:
 
 
 class Harness:
-    def __init__(self, mono: MonotonicClock, wall: Wall, settings: GatewaySettings,
-                 overrides: dict | None = None) -> None:
+    def __init__(
+        self,
+        mono: MonotonicClock,
+        wall: Wall,
+        settings: GatewaySettings,
+        overrides: dict | None = None,
+    ) -> None:
         self.mono, self.wall, self.slept = mono, wall, []
         table = RouteTable.load(settings.routes_file, env=UPSTREAMS)
         if overrides:
-            data = {"modules": {n: {**m.model_dump(exclude={"name"}), **overrides.get(n, {})}
-                                for n, m in table.modules.items()},
-                    "routes": [r.model_dump() for r in table.routes]}
+            data = {
+                "modules": {
+                    n: {**m.model_dump(exclude={"name"}), **overrides.get(n, {})}
+                    for n, m in table.modules.items()
+                },
+                "routes": [r.model_dump() for r in table.routes],
+            }
             table = RouteTable.from_dict(json.loads(json.dumps(data, default=list)), env={})
 
         async def sleep(seconds: float) -> None:
             self.slept.append(seconds)
             mono.now += seconds
 
-        self.app = create_app(settings, routes=table, clock=mono, wall_clock=wall, sleep=sleep,
-                              fallbacks=build_fallbacks(settings, wall_clock=wall))
+        self.app = create_app(
+            settings,
+            routes=table,
+            clock=mono,
+            wall_clock=wall,
+            sleep=sleep,
+            fallbacks=build_fallbacks(settings, wall_clock=wall),
+        )
         self.tokens = ISSUER
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                        base_url="http://gateway")
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://gateway"
+        )
 
     def auth(self, role: Role = Role.DRIVER, driver: str | None = "D-1001") -> dict[str, str]:
         return {"authorization": "Bearer " + self.tokens.mint(driver or "ops-1", role, driver)}
@@ -71,6 +87,7 @@ def harness(settings, upstream):
     def make(overrides: dict | None = None, **settings_kw) -> Harness:
         s = settings.model_copy(update=settings_kw) if settings_kw else settings
         return Harness(MonotonicClock(), Wall(), s, overrides)
+
     return make
 
 
@@ -78,6 +95,7 @@ LOAD = {"load_id": "L-1", "status": "assigned"}
 
 
 # --- retries and the budget ----------------------------------------------------------
+
 
 def test_only_safe_requests_are_retried():
     assert is_retry_safe("GET", False) and is_retry_safe("POST", True)
@@ -98,7 +116,7 @@ def test_retry_budget_caps_retries_at_a_share_of_requests():
     for _ in range(10):
         budget.record_request()
     assert [budget.try_spend() for _ in range(3)] == [True, True, False]
-    mono.now += 11   # the window slides: old requests no longer pay for retries
+    mono.now += 11  # the window slides: old requests no longer pay for retries
     assert budget.try_spend() is False
 
 
@@ -123,8 +141,9 @@ async def test_retries_stop_when_the_budget_is_spent(harness, upstream):
 
 async def test_writes_without_a_key_are_made_safe_with_one(harness, upstream):
     h = harness({"message": {"retry": {"max_attempts": 2}}})
-    route = upstream.post("http://message.test/message").mock(side_effect=[
-        httpx.Response(503), httpx.Response(201, json={"message_id": "m1"})])
+    route = upstream.post("http://message.test/message").mock(
+        side_effect=[httpx.Response(503), httpx.Response(201, json={"message_id": "m1"})]
+    )
     r = await h.client.post("/message", json={"body": "hi"}, headers=h.auth())
     assert r.status_code == 201 and route.call_count == 2
     keys = {c.request.headers["idempotency-key"] for c in route.calls}
@@ -133,27 +152,39 @@ async def test_writes_without_a_key_are_made_safe_with_one(harness, upstream):
 
 # --- breaker through the gateway -----------------------------------------------------
 
+
 async def test_open_breaker_short_circuits_to_the_cached_copy(harness, upstream):
     h = harness({"loads": {"retry": {"max_attempts": 1}}})
-    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
-        200, json={"items": [LOAD]}))
+    route = upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [LOAD]})
+    )
     assert (await h.client.get("/loads", headers=h.auth())).status_code == 200
     route.mock(side_effect=httpx.ConnectError("down"))
-    for _ in range(5):   # fail_max = 5 for loads in routes.toml
+    for _ in range(5):  # fail_max = 5 for loads in routes.toml
         await h.client.get("/loads", headers=h.auth())
     assert h.upstreams["loads"].breaker.state == "open"
     calls = route.call_count
     r = await h.client.get("/loads", headers=h.auth())
-    assert r.status_code == 200 and route.call_count == calls   # not attempted
-    assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.LAST_KNOWN_GOOD
+    assert r.status_code == 200 and route.call_count == calls  # not attempted
+    assert (
+        DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.LAST_KNOWN_GOOD
+    )
 
 
 async def test_half_open_probe_does_not_hold_its_caller_when_a_copy_exists(harness, upstream):
     # GIVEN a cached copy, then a black-holed loads module whose breaker has opened
-    h = harness({"loads": {"retry": {"max_attempts": 1}, "timeout_seconds": 0.5,
-                           "breaker": {"probe_patience_seconds": 0.01}}})
-    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
-        200, json={"items": [LOAD]}))
+    h = harness(
+        {
+            "loads": {
+                "retry": {"max_attempts": 1},
+                "timeout_seconds": 0.5,
+                "breaker": {"probe_patience_seconds": 0.01},
+            }
+        }
+    )
+    route = upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [LOAD]})
+    )
     assert (await h.client.get("/loads", headers=h.auth())).status_code == 200
     route.mock(side_effect=httpx.ConnectError("down"))
     for _ in range(5):
@@ -167,7 +198,7 @@ async def test_half_open_probe_does_not_hold_its_caller_when_a_copy_exists(harne
         return httpx.Response(200, json={"items": [LOAD]})
 
     route.mock(side_effect=black_hole)
-    h.mono.now += 11   # past the 10 s reset timeout: the next call is the trial
+    h.mono.now += 11  # past the 10 s reset timeout: the next call is the trial
     assert breaker.would_probe()
     # WHEN the trial's caller asks
     r = await asyncio.wait_for(h.client.get("/loads", headers=h.auth()), timeout=0.4)
@@ -195,11 +226,13 @@ async def test_module_4xx_does_not_trip_the_breaker(harness, upstream):
 
 # --- bulkheads -----------------------------------------------------------------------
 
+
 async def test_bulkhead_overflow_goes_to_the_fallback_at_once(harness, upstream):
     h = harness({"loads": {"bulkhead": {"max_concurrent": 1}}})
-    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
-        200, json={"items": [LOAD]}))
-    await h.client.get("/loads", headers=h.auth())   # a live copy to fall back on
+    route = upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [LOAD]})
+    )
+    await h.client.get("/loads", headers=h.auth())  # a live copy to fall back on
     release = asyncio.Event()
 
     async def slow(request):
@@ -218,10 +251,14 @@ async def test_bulkhead_overflow_goes_to_the_fallback_at_once(harness, upstream)
 
 # --- fallbacks -----------------------------------------------------------------------
 
+
 async def test_loads_cache_serves_list_and_details_with_their_age(harness, upstream):
     h = harness()
-    route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
-        200, json={"items": [LOAD, {"load_id": "L-2", "status": "assigned"}]}))
+    route = upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(
+            200, json={"items": [LOAD, {"load_id": "L-2", "status": "assigned"}]}
+        )
+    )
     await h.client.get("/loads", headers=h.auth())
     route.mock(side_effect=httpx.ConnectError("down"))
     upstream.get("http://loads.test/loads/L-2").mock(side_effect=httpx.ConnectError("down"))
@@ -239,6 +276,7 @@ async def test_loads_cache_serves_list_and_details_with_their_age(harness, upstr
 
 async def test_loads_cache_is_bounded():
     from gateway.fallbacks import Call, LastKnownGood
+
     cache = LastKnownGood(max_entries=100)
     for i in range(1000):
         cache.remember(Call("loads", "GET", f"/loads/{i}", "", b"", None), 200, b"{}", "x")
@@ -248,32 +286,60 @@ async def test_loads_cache_is_bounded():
 async def test_gate_pass_copy_is_served_only_while_valid(harness, upstream):
     h = harness()
     valid_until = (NOW + timedelta(hours=2)).isoformat()
-    gate_pass = {"pass_id": "P-1", "load_id": "L-1", "facility_id": "F-1", "revoked": False,
-                 "valid_until": valid_until, "token": "t"}
+    gate_pass = {
+        "pass_id": "P-1",
+        "load_id": "L-1",
+        "facility_id": "F-1",
+        "revoked": False,
+        "valid_until": valid_until,
+        "token": "t",
+    }
     issue = upstream.post("http://gatepass.test/gatepass").mock(
-        return_value=httpx.Response(201, json=gate_pass))
-    await h.client.post("/gatepass", json={"load_id": "L-1", "facility_id": "F-1"},
-                        headers=h.auth())
+        return_value=httpx.Response(201, json=gate_pass)
+    )
+    await h.client.post(
+        "/gatepass", json={"load_id": "L-1", "facility_id": "F-1"}, headers=h.auth()
+    )
     issue.mock(side_effect=httpx.ConnectError("down"))
     upstream.get("http://gatepass.test/gatepass/P-1").mock(side_effect=httpx.ConnectError("x"))
-    again = await h.client.post("/gatepass", json={"load_id": "L-1", "facility_id": "F-1"},
-                                headers=h.auth())
+    again = await h.client.post(
+        "/gatepass", json={"load_id": "L-1", "facility_id": "F-1"}, headers=h.auth()
+    )
     assert again.status_code == 200 and again.json()["pass_id"] == "P-1"
     assert (await h.client.get("/gatepass/P-1", headers=h.auth())).status_code == 200
-    h.wall.now += 3 * 3600   # expired: an old pass is never handed out
+    h.wall.now += 3 * 3600  # expired: an old pass is never handed out
     assert (await h.client.get("/gatepass/P-1", headers=h.auth())).status_code == 503
 
 
 async def test_navigate_falls_back_to_static_directions(harness, upstream):
     h = harness()
-    load = {"load_id": "L-1", "status": "assigned", "current_stop": 1, "stops": [{
-        "seq": 1, "window_start": NOW.isoformat(), "window_end": (NOW + timedelta(hours=3)).isoformat(),
-        "facility": {"facility_id": "F-IND", "name": "Indianapolis DC", "address": "Holt Rd",
-                     "lat": 39.7322, "lon": -86.2236}}]}
-    upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
-        200, json={"items": [load]}))
-    nav = upstream.get("http://navigate.test/navigate").mock(return_value=httpx.Response(
-        200, json={"destination": {"facility_id": "F-IND", "entry_instructions": "Gate 3"}}))
+    load = {
+        "load_id": "L-1",
+        "status": "assigned",
+        "current_stop": 1,
+        "stops": [
+            {
+                "seq": 1,
+                "window_start": NOW.isoformat(),
+                "window_end": (NOW + timedelta(hours=3)).isoformat(),
+                "facility": {
+                    "facility_id": "F-IND",
+                    "name": "Indianapolis DC",
+                    "address": "Holt Rd",
+                    "lat": 39.7322,
+                    "lon": -86.2236,
+                },
+            }
+        ],
+    }
+    upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [load]})
+    )
+    nav = upstream.get("http://navigate.test/navigate").mock(
+        return_value=httpx.Response(
+            200, json={"destination": {"facility_id": "F-IND", "entry_instructions": "Gate 3"}}
+        )
+    )
     await h.client.get("/loads", headers=h.auth())
     await h.client.get("/navigate?load_id=L-1&lat=41.8&lon=-87.7", headers=h.auth())
     nav.mock(side_effect=httpx.ReadTimeout("black hole"))
@@ -282,15 +348,16 @@ async def test_navigate_falls_back_to_static_directions(harness, upstream):
     body = r.json()
     assert body["engine"] == "gateway-static"
     assert body["destination"]["entry_instructions"] == "Gate 3"
-    assert 255 < body["straight_line_km"] < 275   # Chicago - Indianapolis
+    assert 255 < body["straight_line_km"] < 275  # Chicago - Indianapolis
     assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.STATIC
 
 
 async def test_a_failing_fallback_is_a_clear_503_not_a_500(harness, upstream):
     # GIVEN a cached listing of a shape the static-directions fallback cannot read
     h = harness()
-    upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
-        200, json={"items": [{"load_id": "L-1", "current_stop": 1}]}))   # no "stops"
+    upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [{"load_id": "L-1", "current_stop": 1}]})
+    )  # no "stops"
     upstream.get("http://navigate.test/navigate").mock(side_effect=httpx.ConnectError("down"))
     await h.client.get("/loads", headers=h.auth())
     # WHEN navigate is down and the fallback raises
@@ -306,17 +373,22 @@ async def test_writes_are_deferred_durably_in_order_per_driver(aws, harness, ups
     url = sqs.create_queue(QueueName="deferred.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     h = harness(deferred_queue_url=url)
     upstream.post(url__regex=r"http://loads.test/loads/L-1/events").mock(
-        side_effect=httpx.ConnectError("down"))
+        side_effect=httpx.ConnectError("down")
+    )
     ids = []
     for kind in ("arrived", "departed"):
-        r = await h.client.post("/loads/L-1/events", json={"kind": kind, "stop_seq": 1},
-                                headers={**h.auth(), "idempotency-key": f"key-{kind}-1"})
+        r = await h.client.post(
+            "/loads/L-1/events",
+            json={"kind": kind, "stop_seq": 1},
+            headers={**h.auth(), "idempotency-key": f"key-{kind}-1"},
+        )
         assert r.status_code == 202
         assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.DEFERRED
         ids.append(r.json()["tracking_id"])
     assert ids == ["key-arrived-1", "key-departed-1"]
-    msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                               AttributeNames=["MessageGroupId"])["Messages"]
+    msgs = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["MessageGroupId"]
+    )["Messages"]
     bodies = [json.loads(m["Body"]) for m in msgs]
     assert [json.loads(b["body"])["kind"] for b in bodies] == ["arrived", "departed"]
     assert {m["Attributes"]["MessageGroupId"] for m in msgs} == {"D-1001"}
@@ -325,19 +397,27 @@ async def test_writes_are_deferred_durably_in_order_per_driver(aws, harness, ups
 async def test_without_any_fallback_answer_it_is_503_with_retry_after(harness, upstream):
     h = harness()
     upstream.post("http://gatepass.test/gatepass/verify").mock(side_effect=httpx.ConnectError("x"))
-    r = await h.client.post("/gatepass/verify", json={"token": "t" * 30, "facility_id": "F-1"},
-                            headers=h.auth(Role.GATE, None))
+    r = await h.client.post(
+        "/gatepass/verify",
+        json={"token": "t" * 30, "facility_id": "F-1"},
+        headers=h.auth(Role.GATE, None),
+    )
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.headers["content-type"] == "application/problem+json"
 
 
 # --- faults --------------------------------------------------------------------------
 
+
 async def test_faults_are_ops_only_run_through_the_breaker_and_expire(harness, upstream):
     h = harness({"navigate": {"retry": {"max_attempts": 1}}})
-    nav = upstream.get("http://navigate.test/navigate").mock(return_value=httpx.Response(200, json={}))
+    nav = upstream.get("http://navigate.test/navigate").mock(
+        return_value=httpx.Response(200, json={})
+    )
     spec = {"kind": "error", "error_rate": 1.0, "ttl_seconds": 60, "reason": "test"}
-    assert (await h.client.put("/ops/faults/navigate", json=spec, headers=h.auth())).status_code == 403
+    assert (
+        await h.client.put("/ops/faults/navigate", json=spec, headers=h.auth())
+    ).status_code == 403
     r = await h.client.put("/ops/faults/navigate", json=spec, headers=h.auth(Role.OPS, None))
     assert r.status_code == 200 and r.json()["set_by"] == "ops-1"
     for _ in range(5):
@@ -356,18 +436,20 @@ async def test_faults_are_ops_only_run_through_the_breaker_and_expire(harness, u
 async def test_black_hole_fault_ends_at_the_deadline(harness, upstream):
     h = harness({"navigate": {"timeout_seconds": 0.05, "retry": {"max_attempts": 1}}})
     upstream.get("http://navigate.test/navigate").mock(return_value=httpx.Response(200, json={}))
-    await h.client.put("/ops/faults/navigate", json={"kind": "blackhole"},
-                       headers=h.auth(Role.OPS, None))
+    await h.client.put(
+        "/ops/faults/navigate", json={"kind": "blackhole"}, headers=h.auth(Role.OPS, None)
+    )
     r = await h.client.get("/navigate", headers=h.auth())
     assert r.status_code == 503 and "timeout" in r.json()["detail"]
 
 
 def test_fault_specs_are_validated():
     from gateway.faults import FaultSpec
+
     with pytest.raises(ValueError):
-        FaultSpec(kind="latency")            # needs latency_ms
+        FaultSpec(kind="latency")  # needs latency_ms
     with pytest.raises(ValueError):
-        FaultSpec(kind="error", ttl_seconds=86400)   # never longer than an hour
+        FaultSpec(kind="error", ttl_seconds=86400)  # never longer than an hour
 
 
 async def test_gates_verify_passes_through_the_gateway_while_gatepass_is_down(harness, upstream):
@@ -378,21 +460,34 @@ async def test_gates_verify_passes_through_the_gateway_while_gatepass_is_down(ha
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
     jwk.update(kid="k1", alg="ES256", use="sig")
     exp = int((NOW + timedelta(hours=2)).timestamp())
-    token = jwt.encode({"iss": "relay-gatepass", "sub": "D-1001", "jti": "P-1", "load_id": "L-1",
-                        "facility_id": "F-CHI", "iat": int(NOW.timestamp()),
-                        "nbf": int(NOW.timestamp()), "exp": exp},
-                       key, algorithm="ES256", headers={"kid": "k1"})
+    token = jwt.encode(
+        {
+            "iss": "relay-gatepass",
+            "sub": "D-1001",
+            "jti": "P-1",
+            "load_id": "L-1",
+            "facility_id": "F-CHI",
+            "iat": int(NOW.timestamp()),
+            "nbf": int(NOW.timestamp()),
+            "exp": exp,
+        },
+        key,
+        algorithm="ES256",
+        headers={"kid": "k1"},
+    )
     h = harness()
     keys = upstream.get("http://gatepass.test/gatepass/keys").mock(
-        return_value=httpx.Response(200, json={"keys": [jwk]}))
-    await h.client.get("/gatepass/keys")          # a live answer: the gateway keeps the keys
+        return_value=httpx.Response(200, json={"keys": [jwk]})
+    )
+    await h.client.get("/gatepass/keys")  # a live answer: the gateway keeps the keys
     keys.mock(side_effect=httpx.ConnectError("down"))
     upstream.post("http://gatepass.test/gatepass/verify").mock(side_effect=httpx.ConnectError("x"))
     gate = h.auth(Role.GATE, None)
 
     async def verify(facility: str) -> dict:
-        r = await h.client.post("/gatepass/verify", json={"token": token, "facility_id": facility},
-                                headers=gate)
+        r = await h.client.post(
+            "/gatepass/verify", json={"token": token, "facility_id": facility}, headers=gate
+        )
         assert r.status_code == 200 and "relay-degraded" in r.headers
         return r.json()
 

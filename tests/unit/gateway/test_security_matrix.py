@@ -36,7 +36,8 @@ def _hs256_with(issuer: DevIssuer, claims: dict) -> str:
     from cryptography.hazmat.primitives import serialization
 
     secret = issuer.key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     signing_input = _b64({"alg": "HS256", "typ": "JWT", "kid": issuer.kid}) + "." + _b64(claims)
     mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
@@ -46,16 +47,19 @@ def bad_tokens(issuer: DevIssuer) -> dict[str, str]:
     good = issuer.mint("D-1001", Role.DRIVER, "D-1001")
     claims = jwt.decode(good, options={"verify_signature": False})
     return {
-        "alg none": ".".join([_b64({"alg": "none", "typ": "JWT", "kid": issuer.kid}),
-                              _b64(claims), ""]),
+        "alg none": ".".join(
+            [_b64({"alg": "none", "typ": "JWT", "kid": issuer.kid}), _b64(claims), ""]
+        ),
         "HS256 signed with the public key": _hs256_with(issuer, claims),
-        "expired": issuer.mint("D-1001", Role.DRIVER, "D-1001",
-                               now=(datetime.now(UTC) - timedelta(days=1)).timestamp()),
+        "expired": issuer.mint(
+            "D-1001", Role.DRIVER, "D-1001", now=(datetime.now(UTC) - timedelta(days=1)).timestamp()
+        ),
         "wrong issuer": issuer.mint("D-1001", Role.DRIVER, "D-1001", iss="https://evil.example"),
         "wrong audience": issuer.mint("D-1001", Role.DRIVER, "D-1001", aud="another-app"),
         "wrong token_use": issuer.mint("D-1001", Role.DRIVER, "D-1001", token_use="refresh"),
-        "wrong key, our kid": jwt.encode(claims, OTHER_ISSUER.key, algorithm="RS256",
-                                         headers={"kid": issuer.kid}),
+        "wrong key, our kid": jwt.encode(
+            claims, OTHER_ISSUER.key, algorithm="RS256", headers={"kid": issuer.kid}
+        ),
         "unknown kid": OTHER_ISSUER.mint("D-1001", Role.DRIVER, "D-1001"),
         "tampered driver id": _tamper(good, **{"custom:driver_id": "D-1002"}),
         "tampered groups": _tamper(good, **{"cognito:groups": ["ops"]}),
@@ -65,8 +69,9 @@ def bad_tokens(issuer: DevIssuer) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", list(bad_tokens(DevIssuer.generate())))
 def test_bad_tokens_are_refused_and_nothing_is_forwarded(gateway, upstream, tokens, case):
-    upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(
-        200, json={"items": [{"load_id": "L-SECRET"}]}))
+    upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [{"load_id": "L-SECRET"}]})
+    )
     token = bad_tokens(tokens)[case]
     r = gateway.get("/loads", headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 401, case
@@ -80,18 +85,23 @@ def test_access_tokens_with_our_client_id_are_accepted(gateway, upstream, tokens
     assert gateway.get("/loads", headers={"authorization": f"Bearer {token}"}).status_code == 200
 
 
-@pytest.mark.parametrize("claims, status", [
-    ({"cognito:groups": []}, 403),                          # signed in, but no Relay role
-    ({"custom:driver_id": None, "cognito:groups": ["driver"]}, 403),
-])
-def test_accounts_without_a_role_or_driver_id_are_refused(gateway, upstream, tokens, claims,
-                                                          status):
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [
+        ({"cognito:groups": []}, 403),  # signed in, but no Relay role
+        ({"custom:driver_id": None, "cognito:groups": ["driver"]}, 403),
+    ],
+)
+def test_accounts_without_a_role_or_driver_id_are_refused(
+    gateway, upstream, tokens, claims, status
+):
     token = tokens.mint("D-1001", Role.DRIVER, "D-1001", **claims)
     r = gateway.get("/loads", headers={"authorization": f"Bearer {token}"})
     assert r.status_code == status and not upstream.calls
 
 
 # --- key rotation at the issuer --------------------------------------------------------
+
 
 class Clock:
     def __init__(self) -> None:
@@ -113,22 +123,24 @@ async def test_jwks_is_cached_and_refetched_for_a_new_key_at_most_every_30_s(any
         return httpx.Response(200, json=published)
 
     clock = Clock()
-    source = JwksKeySource("https://issuer.test/jwks.json", clock=clock,
-                           transport=httpx.MockTransport(serve))
+    source = JwksKeySource(
+        "https://issuer.test/jwks.json", clock=clock, transport=httpx.MockTransport(serve)
+    )
     await source.key(old.kid)
     await source.key(old.kid)
-    assert len(fetches) == 1                     # cached
-    published["keys"].append(new.jwk)            # the issuer rotates
+    assert len(fetches) == 1  # cached
+    published["keys"].append(new.jwk)  # the issuer rotates
     clock.now += 31
     assert await source.key(new.kid) is not None
-    assert len(fetches) == 2                     # an unseen kid: fetched again
-    for _ in range(5):                           # forged kids cannot make us hammer it
+    assert len(fetches) == 2  # an unseen kid: fetched again
+    for _ in range(5):  # forged kids cannot make us hammer it
         with pytest.raises(Exception, match="unknown key"):
             await source.key("forged")
     assert len(fetches) == 2
 
 
 # --- rate limits -----------------------------------------------------------------------
+
 
 def test_rate_limit_answers_429_with_retry_after(settings, upstream, bearer):
     from fastapi.testclient import TestClient
@@ -139,8 +151,7 @@ def test_rate_limit_answers_429_with_retry_after(settings, upstream, bearer):
 
     strict = settings.model_copy(update={"rate_limit_driver": "1/3", "rate_limit_ops": "1/1"})
     clock = Clock()
-    app = create_app(strict, routes=RouteTable.load(strict.routes_file, env=UPSTREAMS),
-                     clock=clock)
+    app = create_app(strict, routes=RouteTable.load(strict.routes_file, env=UPSTREAMS), clock=clock)
     upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(200, json={}))
     with TestClient(app) as client:
         codes = [client.get("/loads", headers=bearer()).status_code for _ in range(4)]

@@ -19,14 +19,14 @@ MALFORMED_CLAIMS: dict[str, Callable[[Role], dict]] = {
     "aud a list holding our client": lambda role: {"aud": [CLIENT]},
     "aud a list of two": lambda role: {"aud": [CLIENT, "another-app"]},
     "aud a number": lambda role: {"aud": 5},
-    "access token, client_id a list": lambda role: {"token_use": "access",
-                                                    "client_id": [CLIENT]},
+    "access token, client_id a list": lambda role: {"token_use": "access", "client_id": [CLIENT]},
     "groups a string": lambda role: {"cognito:groups": role.value},
     "groups a number": lambda role: {"cognito:groups": 5},
     "groups an object": lambda role: {"cognito:groups": {role.value: True}},
     "groups holding a number": lambda role: {"cognito:groups": [role.value, 7]},
     "groups a list too long": lambda role: {
-        "cognito:groups": [role.value] + [f"g{i}" for i in range(200)]},
+        "cognito:groups": [role.value] + [f"g{i}" for i in range(200)]
+    },
     "sub a number": lambda role: {"sub": 1001},
     "sub a list": lambda role: {"sub": ["D-1001"]},
     "sub empty": lambda role: {"sub": ""},
@@ -44,8 +44,9 @@ MALFORMED_DRIVER_IDS: dict[str, object] = {
     "driver id too long": "D-" + "1" * 300,
     "driver id not an id": "D 1001; drop",
 }
-CASES = [(case, Role.DRIVER, "/loads") for case in [*MALFORMED_CLAIMS, *MALFORMED_DRIVER_IDS]] \
-    + [(case, Role.OPS, "/ops/status") for case in MALFORMED_CLAIMS]
+CASES = [(case, Role.DRIVER, "/loads") for case in [*MALFORMED_CLAIMS, *MALFORMED_DRIVER_IDS]] + [
+    (case, Role.OPS, "/ops/status") for case in MALFORMED_CLAIMS
+]
 
 
 def _token(tokens, role: Role, claims: dict) -> str:
@@ -56,13 +57,18 @@ def _token(tokens, role: Role, claims: dict) -> str:
     return tokens.mint(sub, role, driver, **claims)
 
 
-@pytest.mark.parametrize("case, role, path", CASES)
-def test_malformed_claims_are_401_in_the_problem_envelope(gateway, upstream, tokens, case, role,
-                                                         path):
+@pytest.mark.parametrize(("case", "role", "path"), CASES)
+def test_malformed_claims_are_401_in_the_problem_envelope(
+    gateway, upstream, tokens, case, role, path
+):
     route = upstream.get("http://loads.test/loads").mock(
-        return_value=httpx.Response(200, json={"items": [{"load_id": "L-SECRET"}]}))
-    claims = MALFORMED_CLAIMS[case](role) if case in MALFORMED_CLAIMS else {
-        "custom:driver_id": MALFORMED_DRIVER_IDS[case]}
+        return_value=httpx.Response(200, json={"items": [{"load_id": "L-SECRET"}]})
+    )
+    claims = (
+        MALFORMED_CLAIMS[case](role)
+        if case in MALFORMED_CLAIMS
+        else {"custom:driver_id": MALFORMED_DRIVER_IDS[case]}
+    )
     r = gateway.get(path, headers={"authorization": f"Bearer {_token(tokens, role, claims)}"})
     assert r.status_code == 401, (case, r.text)
     assert r.headers["content-type"] == "application/problem+json"
@@ -70,14 +76,18 @@ def test_malformed_claims_are_401_in_the_problem_envelope(gateway, upstream, tok
     assert not route.called
 
 
-@pytest.mark.parametrize("claims", [
-    {},                                        # as the dev issuer mints them
-    {"exp": 9_999_999_999.5},                  # a NumericDate may be fractional
-    {"cognito:groups": ["driver", "beta-testers"]},
-    {"aud": CLIENT, "extra": {"nested": [1, 2]}},   # unknown claims are ignored
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {},  # as the dev issuer mints them
+        {"exp": 9_999_999_999.5},  # a NumericDate may be fractional
+        {"cognito:groups": ["driver", "beta-testers"]},
+        {"aud": CLIENT, "extra": {"nested": [1, 2]}},  # unknown claims are ignored
+    ],
+)
 def test_well_formed_claims_still_pass(gateway, upstream, tokens, claims):
     upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(200, json={}))
-    r = gateway.get("/loads", headers={
-        "authorization": f"Bearer {_token(tokens, Role.DRIVER, claims)}"})
+    r = gateway.get(
+        "/loads", headers={"authorization": f"Bearer {_token(tokens, Role.DRIVER, claims)}"}
+    )
     assert r.status_code == 200, r.text

@@ -15,8 +15,8 @@ from relay.tls import self_signed_certificate
 
 pytestmark = pytest.mark.anyio
 
-OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"
-Answer = Callable[[bytes, bytes], Awaitable[bytes | None]]   # (head, body) -> raw response
+OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}'
+Answer = Callable[[bytes, bytes], Awaitable[bytes | None]]  # (head, body) -> raw response
 
 
 class ScriptedServer:
@@ -30,7 +30,7 @@ class ScriptedServer:
         self.requests: list[tuple[bytes, bytes]] = []
         self.server: asyncio.base_events.Server | None = None
 
-    async def __aenter__(self) -> "ScriptedServer":
+    async def __aenter__(self) -> ScriptedServer:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 
@@ -70,11 +70,21 @@ async def ok(head: bytes, body: bytes) -> bytes:
     return OK
 
 
-def request(url: str, method: str = "GET", *, content: bytes | None = None,
-            read: float = 2.0, pool: float = 2.0) -> httpx.Request:
-    return httpx.Request(method, url, content=content, headers={"accept": "application/json"},
-                         extensions={"timeout": {"connect": 1.0, "read": read, "write": 1.0,
-                                                 "pool": pool}})
+def request(
+    url: str,
+    method: str = "GET",
+    *,
+    content: bytes | None = None,
+    read: float = 2.0,
+    pool: float = 2.0,
+) -> httpx.Request:
+    return httpx.Request(
+        method,
+        url,
+        content=content,
+        headers={"accept": "application/json"},
+        extensions={"timeout": {"connect": 1.0, "read": read, "write": 1.0, "pool": pool}},
+    )
 
 
 async def send(transport: KeepAliveTransport, req: httpx.Request) -> httpx.Response:
@@ -110,8 +120,10 @@ async def test_request_body_is_sent_with_its_length():
 
 async def test_works_under_the_httpx_client_api_with_chunked_answers():
     async def chunked(head: bytes, body: bytes) -> bytes:
-        return (b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n"
-                b"4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n")
+        return (
+            b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n"
+            b'4\r\n{"a"\r\n3\r\n:1}\r\n0\r\n\r\n'
+        )
 
     async with ScriptedServer(chunked) as server:
         async with httpx.AsyncClient(transport=KeepAliveTransport()) as client:
@@ -133,7 +145,7 @@ async def test_connection_close_is_honoured_and_a_fresh_connection_used_next():
 
 async def test_answer_to_head_ends_at_its_headers():
     async def head_answer(head: bytes, body: bytes) -> bytes:
-        return b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n"   # no body follows a HEAD
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n"  # no body follows a HEAD
 
     async with ScriptedServer(head_answer) as server:
         transport = KeepAliveTransport()
@@ -144,7 +156,7 @@ async def test_answer_to_head_ends_at_its_headers():
 
 async def test_silent_upstream_is_a_read_timeout_and_its_connection_is_not_reused():
     async def silent(head: bytes, body: bytes) -> bytes:
-        await asyncio.sleep(3600)   # a black hole; the test's own timeout ends it
+        await asyncio.sleep(3600)  # a black hole; the test's own timeout ends it
         return OK
 
     async with ScriptedServer(silent) as server:
@@ -213,13 +225,14 @@ async def test_connection_cap_queues_callers_and_times_them_out():
 async def test_idle_connections_expire_on_the_injected_clock():
     now = [0.0]
     async with ScriptedServer(ok) as server:
-        transport = KeepAliveTransport(limits=httpx.Limits(keepalive_expiry=4.0),
-                                       clock=lambda: now[0])
+        transport = KeepAliveTransport(
+            limits=httpx.Limits(keepalive_expiry=4.0), clock=lambda: now[0]
+        )
         await send(transport, request(server.url))
         now[0] += 3.9
         await send(transport, request(server.url))
         assert server.connections == 1
-        now[0] += 4.0   # idle past the expiry: the upstream may be closing it
+        now[0] += 4.0  # idle past the expiry: the upstream may be closing it
         await send(transport, request(server.url))
         assert server.connections == 2
         await transport.aclose()
@@ -235,9 +248,9 @@ async def test_a_cancelled_exchange_never_leaves_its_connection_for_reuse():
     async with ScriptedServer(late) as server:
         transport = KeepAliveTransport()
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):   # the gateway's deadline, as in ModuleUpstream
+            async with asyncio.timeout(0.05):  # the gateway's deadline, as in ModuleUpstream
                 await send(transport, request(server.url))
-        answered.set()   # the late answer must not be read as the next request's
+        answered.set()  # the late answer must not be read as the next request's
         pool = next(iter(transport._pools.values()))
         assert pool.total == 0 and not pool.idle
         await transport.aclose()
