@@ -153,7 +153,7 @@ def test_frozen_loads_and_a_flaky_client_every_acknowledged_event_applied_once_i
         assert c.unexpected == [], c.unexpected
         assert [a.key for a in c.acked] == [f"{c.load_id}-event-{i:02d}" for i in range(10)]
     statuses = [a.status for c in clients for a in c.acked]
-    assert statuses.count(201) >= 1 and statuses.count(202) >= 5   # live, then deferred
+    assert statuses.count(201) >= 1 and statuses.count(202) >= 5  # live, then deferred
 
     # AND once the queue drains, each trip is applied exactly once, in order
     def applied() -> bool:
