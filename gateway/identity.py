@@ -7,6 +7,7 @@ from typing import Any
 from shared_contracts.errors import UnavailableError
 from shared_contracts.identity import IdentitySigner
 
+from . import aws
 from .config import GatewaySettings
 
 
@@ -25,10 +26,8 @@ class SignerProvider:
         if self.settings.identity_signing_key:
             return self.settings.identity_signing_key
         if self.settings.identity_signing_key_secret_arn:
-            if self._secrets is None:
-                import boto3
-
-                self._secrets = boto3.client("secretsmanager")
+            if self._secrets is None:  # read once per instance, with a deadline
+                self._secrets = aws.client("secretsmanager")
             return self._secrets.get_secret_value(
                 SecretId=self.settings.identity_signing_key_secret_arn
             )["SecretString"]
