@@ -1,25 +1,37 @@
-"""Circuit breakers on pybreaker, correct under asyncio.
+"""Circuit breakers: an explicit state model on pybreaker's public API, correct under asyncio.
 
-pybreaker counts failures, runs the closed/open/half-open state machine, excludes
-business errors and notifies listeners. Its own async support is Tornado-only, and
-``breaker.call(async_fn)`` would count an un-awaited coroutine as a success, so calls go
-through ``breaker.calling()`` around the ``await`` instead. Two things are added here:
+pybreaker is the engine: it counts failures, runs the closed/open/half-open state machine,
+excludes business errors and notifies listeners (``state_change``, ``failure``,
+``success``, ``before_call``), which is how this module hears of every transition. Its own
+async support is Tornado-only, and ``breaker.call(async_fn)`` would count an un-awaited
+coroutine as a success, so a call holds pybreaker's sync ``calling()`` context open around
+the ``await`` instead (:class:`BreakerCall`). On top of the engine, in the resilience4j
+shape (``tryAcquirePermission`` / ``onSuccess`` / ``onError``):
 
-- the open -> half-open timeout runs on an injected clock (tests move time by hand);
+- :class:`BreakerState`, the three states; :class:`BreakerEvent`, one recorded
+  transition (from, to, when, why), kept by :class:`BreakerEvents` for ``/ops/status``
+  and logged;
+- the open -> half-open timeout on an injected clock (tests move time by hand), moved
+  through pybreaker's public ``half_open()``;
 - half-open admits at most ``half_open_max_calls`` concurrent probes; everything else keeps
   failing fast, so recovery of a black-holed upstream does not stall every request for a
-  full timeout.
+  full timeout;
+- the slow-call threshold: a success slower than ``slow_call_seconds`` counts as a failure;
+- probe patience (:meth:`CircuitBreaker.patiently`): the caller of a half-open trial waits
+  at most ``probe_patience_seconds``; the trial runs on and decides the state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
 
 import pybreaker
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +45,9 @@ DEFAULT_RESET_TIMEOUT_SECONDS = 10.0
 DEFAULT_HALF_OPEN_MAX_CALLS = 1
 DEFAULT_SLOW_CALL_SECONDS: float | None = None
 DEFAULT_PROBE_PATIENCE_SECONDS = 0.1
+DEFAULT_EVENTS_KEPT = 20  # the newest transitions shown in /ops/status
+
+T = TypeVar("T")
 
 
 class BreakerConfig(BaseModel):
@@ -49,6 +64,17 @@ class BreakerConfig(BaseModel):
     probe_patience_seconds: float = Field(default=DEFAULT_PROBE_PATIENCE_SECONDS, gt=0, le=30)
 
 
+class BreakerState(StrEnum):
+    """The breaker's states; the values are pybreaker's own state names."""
+
+    CLOSED = pybreaker.STATE_CLOSED
+    OPEN = pybreaker.STATE_OPEN
+    HALF_OPEN = pybreaker.STATE_HALF_OPEN
+
+
+_STATES = {state.value: state for state in BreakerState}
+
+
 class BreakerOpenError(Exception):
     """The call was not attempted: the breaker is open, or half-open with its probes busy."""
 
@@ -62,25 +88,89 @@ class SlowCallError(Exception):
     """A call that succeeded but took longer than the slow-call threshold (counted as failure)."""
 
 
-class _Transitions(pybreaker.CircuitBreakerListener):
+class ProbeStillRunningError(Exception):
+    """The half-open trial outlasted its caller's patience; ``trial`` runs on to its end
+    (and decides the breaker's state). Await :meth:`outcome` to wait for it after all."""
+
+    def __init__(self, name: str, trial: asyncio.Future[Any]) -> None:
+        super().__init__(f"circuit breaker {name}: the half-open probe is still running")
+        self.name = name
+        self.trial = trial
+
+    async def outcome(self) -> Any:
+        return await self.trial
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """One state transition, as logged and shown in ``/ops/status``. ``at`` is on the
+    breaker's (monotonic) clock."""
+
+    breaker: str
+    from_state: BreakerState | None
+    to_state: BreakerState
+    at: float
+    reason: str
+
+    @property
+    def transition(self) -> str:
+        return f"{self.from_state}->{self.to_state}"
+
+
+class BreakerEvents:
+    """A breaker's recorded transitions: a count per transition and the newest few events."""
+
+    def __init__(self, keep: int = DEFAULT_EVENTS_KEPT) -> None:
+        self.counts: Counter[str] = Counter()
+        self.recent: deque[BreakerEvent] = deque(maxlen=keep)
+
+    def record(self, event: BreakerEvent) -> None:
+        self.counts[event.transition] += 1
+        self.recent.append(event)
+
+    @property
+    def last(self) -> BreakerEvent | None:
+        return self.recent[-1] if self.recent else None
+
+
+class _EngineListener(pybreaker.CircuitBreakerListener):
+    """pybreaker's listener interface: the only way the engine's news reaches the model."""
+
     def __init__(self, owner: CircuitBreaker) -> None:
         self.owner = owner
 
+    def before_call(self, cb: pybreaker.CircuitBreaker, func: Any, *args: Any, **kw: Any) -> None:
+        self.owner.calls += 1
+
+    def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
+        self.owner.failures += 1
+        self.owner.last_failure = exc
+
+    def success(self, cb: pybreaker.CircuitBreaker) -> None:
+        self.owner.successes += 1
+
     def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
-        self.owner._on_transition(old.name if old else None, new.name)
+        self.owner._transitioned(_STATES[old.name] if old else None, _STATES[new.name])
 
 
 @dataclass
 class BreakerSnapshot:
     name: str
-    state: str
+    state: BreakerState
     fail_counter: int
     probes_in_flight: int
     opened_for_seconds: float | None
     transitions: dict[str, int]
+    calls: int
+    failures: int
+    # the newest transitions, newest last: from, to, reason, seconds ago
+    events: list[dict[str, Any]]
 
 
 class CircuitBreaker:
+    """One module's breaker. A call: :meth:`try_acquire_permission`, the awaited work,
+    then :meth:`on_success` or :meth:`on_error`; :meth:`calling` does all three."""
+
     def __init__(
         self,
         name: str,
@@ -93,111 +183,194 @@ class CircuitBreaker:
         self.name = name
         self.config = config or BreakerConfig()
         self.clock = clock
+        self.events = BreakerEvents()
+        self.calls = self.failures = self.successes = 0
+        self.last_failure: BaseException | None = None
+        self.probes_in_flight = 0
         self._on_change = on_transition
         self._opened_at: float | None = None
-        self._probes = 0
-        self.transitions: Counter[str] = Counter()
-        self._breaker = pybreaker.CircuitBreaker(
+        self._trials: set[asyncio.Future[Any]] = set()  # probes that outlasted their caller
+        self._engine = pybreaker.CircuitBreaker(
             fail_max=self.config.fail_max,
             reset_timeout=self.config.reset_timeout_seconds,
             exclude=[lambda exc: not isinstance(exc, SlowCallError) and not is_failure(exc)],
-            listeners=[_Transitions(self)],
+            listeners=[_EngineListener(self)],
             name=name,
             throw_new_error_on_trip=False,
         )
 
-    @property
-    def state(self) -> str:
-        return self._breaker.current_state
+    # --- the state model ---------------------------------------------------------------
 
-    def _on_transition(self, old: str | None, new: str) -> None:
-        if new == pybreaker.STATE_OPEN:
-            self._opened_at = self.clock()
-        self.transitions[f"{old}->{new}"] += 1
-        log.warning("breaker %s: %s -> %s", self.name, old, new)
+    @property
+    def state(self) -> BreakerState:
+        return _STATES[self._engine.current_state]
+
+    @property
+    def transitions(self) -> Counter[str]:
+        return self.events.counts
+
+    def _transitioned(self, old: BreakerState | None, new: BreakerState) -> None:
+        now = self.clock()
+        if new is BreakerState.OPEN:
+            self._opened_at = now
+        event = BreakerEvent(self.name, old, new, now, self._reason(old, new))
+        self.events.record(event)
+        log.warning("breaker %s: %s -> %s (%s)", self.name, old, new, event.reason)
         if self._on_change:
             self._on_change(self.name, old or "", new)
 
-    def allows(self) -> bool:
-        """Would a call be attempted now? (Without attempting one.)"""
-        if self.state == pybreaker.STATE_OPEN:
-            return self._open_timeout_elapsed() and self._probes < self.config.half_open_max_calls
-        if self.state == pybreaker.STATE_HALF_OPEN:
-            return self._probes < self.config.half_open_max_calls
-        return True
+    def _reason(self, old: BreakerState | None, new: BreakerState) -> str:
+        failure = type(self.last_failure).__name__ if self.last_failure else "none"
+        if new is BreakerState.OPEN and old is BreakerState.HALF_OPEN:
+            return f"the probe failed ({failure})"
+        if new is BreakerState.OPEN:
+            return f"{self.config.fail_max} failures in a row (last: {failure})"
+        if new is BreakerState.HALF_OPEN:
+            return f"open for {self.config.reset_timeout_seconds}s: probing"
+        return "the probe succeeded" if old is BreakerState.HALF_OPEN else "closed"
 
-    def would_probe(self) -> bool:
-        """Would a call made now be a half-open trial (rather than a normal or refused one)?"""
-        return self.state != pybreaker.STATE_CLOSED and self.allows()
-
-    def _open_timeout_elapsed(self) -> bool:
+    def _reset_timeout_elapsed(self) -> bool:
         return (
             self._opened_at is None
             or self.clock() - self._opened_at >= self.config.reset_timeout_seconds
         )
 
-    def calling(self) -> _Guarded:
+    def allows(self) -> bool:
+        """Would a call be attempted now? (Without attempting one.)"""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        probes_free = self.probes_in_flight < self.config.half_open_max_calls
+        if state is BreakerState.OPEN:
+            return probes_free and self._reset_timeout_elapsed()
+        return probes_free
+
+    def would_probe(self) -> bool:
+        """Would a call made now be a half-open trial (rather than a normal or refused one)?"""
+        return self.state is not BreakerState.CLOSED and self.allows()
+
+    # --- one call: permission, then success or error -----------------------------------
+
+    def try_acquire_permission(self, call: BreakerCall) -> None:
+        """Admit ``call`` or raise :class:`BreakerOpenError` without attempting it. Open past
+        its reset timeout moves to half-open, where at most ``half_open_max_calls`` probes
+        are admitted at once."""
+        state = self.state
+        if state is BreakerState.OPEN:
+            if not self._reset_timeout_elapsed():
+                raise BreakerOpenError(self.name, BreakerState.OPEN)
+            self._engine.half_open()
+            state = BreakerState.HALF_OPEN
+        call.probe = state is BreakerState.HALF_OPEN
+        if call.probe:
+            if self.probes_in_flight >= self.config.half_open_max_calls:
+                raise BreakerOpenError(self.name, BreakerState.HALF_OPEN)
+            self.probes_in_flight += 1
+        call.started = self.clock()
+        call.engine_call = self._engine.calling()
+        call.engine_call.__enter__()
+
+    def on_success(self, call: BreakerCall) -> None:
+        """The call answered. Slower than ``slow_call_seconds``, it counts as a failure
+        (the caller keeps its good answer)."""
+        try:
+            slow = self.config.slow_call_seconds
+            if slow is not None and self.clock() - call.started > slow:
+                with contextlib.suppress(SlowCallError):
+                    call.engine_call.__exit__(
+                        SlowCallError,
+                        SlowCallError(f"{self.name} call took longer than {slow}s"),
+                        None,
+                    )
+            else:
+                call.engine_call.__exit__(None, None, None)
+        finally:
+            self._release(call)
+
+    def on_error(self, call: BreakerCall, exc: BaseException) -> None:
+        """The call raised ``exc``: the engine counts it, unless ``is_failure`` excludes it."""
+        try:
+            call.engine_call.__exit__(type(exc), exc, exc.__traceback__)
+        finally:
+            self._release(call)
+
+    def _release(self, call: BreakerCall) -> None:
+        if call.probe:
+            self.probes_in_flight -= 1
+
+    def calling(self) -> BreakerCall:
         """Guard one awaited call (``async with breaker.calling(): ...``). Raises
         :class:`BreakerOpenError` on entry, without attempting the call, while open."""
-        return _Guarded(self)
+        return BreakerCall(self)
+
+    # --- probe patience ----------------------------------------------------------------
+
+    async def patiently(self, attempt: Awaitable[T]) -> T:
+        """Await ``attempt``, the half-open trial: at most ``probe_patience_seconds``, then
+        raise :class:`ProbeStillRunningError` while the trial runs on (kept here) and decides the
+        state. A recovered module answers well within the patience."""
+        trial = asyncio.ensure_future(attempt)
+        done, _ = await asyncio.wait({trial}, timeout=self.config.probe_patience_seconds)
+        if done:
+            return trial.result()
+        self._trials.add(trial)
+        trial.add_done_callback(self._trial_finished)
+        raise ProbeStillRunningError(self.name, trial)
+
+    def _trial_finished(self, trial: asyncio.Future[Any]) -> None:
+        self._trials.discard(trial)
+        if not trial.cancelled():
+            trial.exception()  # counted by the breaker; the caller may have gone
+
+    # --- views -------------------------------------------------------------------------
 
     def snapshot(self) -> BreakerSnapshot:
+        now = self.clock()
+        state = self.state
         opened = None
-        if self.state == pybreaker.STATE_OPEN and self._opened_at is not None:
-            opened = round(self.clock() - self._opened_at, 3)
+        if state is BreakerState.OPEN and self._opened_at is not None:
+            opened = round(now - self._opened_at, 3)
         return BreakerSnapshot(
             self.name,
-            self.state,
-            self._breaker.fail_counter,
-            self._probes,
+            state,
+            self._engine.fail_counter,
+            self.probes_in_flight,
             opened,
-            dict(self.transitions),
+            dict(self.events.counts),
+            self.calls,
+            self.failures,
+            [
+                {
+                    "from": e.from_state,
+                    "to": e.to_state,
+                    "reason": e.reason,
+                    "seconds_ago": round(now - e.at, 3),
+                }
+                for e in self.events.recent
+            ],
         )
 
 
-class _Guarded:
-    """One call through a :class:`CircuitBreaker`: pybreaker's own ``calling()`` around the
-    awaited body, plus the half-open probe count and the slow-call check. A class rather
-    than ``@asynccontextmanager``: it runs on every forward, and costs a third as much."""
+class BreakerCall:
+    """One call through a :class:`CircuitBreaker`, as an async context manager around the
+    awaited work. A class rather than ``@asynccontextmanager``: it runs on every forward,
+    and costs a third as much."""
 
-    __slots__ = ("cb", "inner", "probe", "started")
+    __slots__ = ("breaker", "engine_call", "probe", "started")
+    engine_call: Any  # pybreaker's ``calling()`` context, entered while the call runs
+    started: float
 
-    def __init__(self, cb: CircuitBreaker) -> None:
-        self.cb = cb
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self.probe = False
 
-    async def __aenter__(self) -> None:
-        cb = self.cb
-        state = cb.state
-        if state == pybreaker.STATE_OPEN:
-            if not cb._open_timeout_elapsed():
-                raise BreakerOpenError(cb.name, "open")
-            cb._breaker.half_open()
-            state = pybreaker.STATE_HALF_OPEN
-        self.probe = state == pybreaker.STATE_HALF_OPEN
-        if self.probe:
-            if cb._probes >= cb.config.half_open_max_calls:
-                raise BreakerOpenError(cb.name, "half-open")
-            cb._probes += 1
-        self.started = cb.clock()
-        self.inner = cb._breaker.calling()
-        self.inner.__enter__()
+    async def __aenter__(self) -> BreakerCall:
+        self.breaker.try_acquire_permission(self)
+        return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
-        cb = self.cb
-        try:
-            if exc is None:
-                slow = cb.config.slow_call_seconds
-                if slow is not None and cb.clock() - self.started > slow:
-                    # counted as a failure by pybreaker; the caller keeps its good answer
-                    with contextlib.suppress(SlowCallError):
-                        self.inner.__exit__(
-                            SlowCallError,
-                            SlowCallError(f"{cb.name} call took longer than {slow}s"),
-                            None,
-                        )
-                    return False
-            self.inner.__exit__(exc_type, exc, tb)  # counts it, and re-raises it
-            return False
-        finally:
-            if self.probe:
-                cb._probes -= 1
+        if exc is None:
+            self.breaker.on_success(self)
+        else:
+            self.breaker.on_error(self, exc)
+        return False

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.responses import Response
@@ -26,7 +24,7 @@ from .fallbacks import Call, Fallback
 from .identity import SignerProvider
 from .retry import is_retry_safe
 from .routes import Route
-from .upstream import ModuleAnswer, ModuleUpstream, QueuedBehind, UpstreamUnavailable
+from .upstream import ModuleUpstream, ProbeRunning, QueuedBehind, UpstreamUnavailable
 
 log = logging.getLogger("relay.gateway")
 
@@ -112,7 +110,6 @@ class Forwarder:
         self.served: Counter[str] = Counter()  # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
         self.fallback_errors: Counter[str] = Counter()
-        self._background: set[asyncio.Future] = set()  # half-open probes nobody waits for
 
     async def forward(
         self,
@@ -186,20 +183,25 @@ class Forwarder:
                 fallback,
                 QueuedBehind(route.module, "earlier writes of this caller are still queued"),
             )
-        sending = upstream.send(
-            method,
-            raw_path + (f"?{query}" if query else ""),
-            out,
-            body or None,
-            retry_safe=is_retry_safe(method, bool(key)),
-        )
         try:
-            if fallback is not None and method == "GET" and upstream.breaker.would_probe():
-                answer = await self._probe(sending, call, fallback, upstream)
-                if isinstance(answer, Response):
-                    return answer
-            else:
-                answer = await sending
+            answer = await upstream.send(
+                method,
+                raw_path + (f"?{query}" if query else ""),
+                out,
+                body or None,
+                retry_safe=is_retry_safe(method, bool(key)),
+                impatient=fallback is not None and method == "GET",
+            )
+        except ProbeRunning as exc:
+            # The half-open trial runs on without this caller: the fallback answers, or,
+            # with no answer there, the caller waits for the trial's outcome after all.
+            served = await self._fallback_answer(call, fallback, exc)
+            if served is not None:
+                return served
+            try:
+                answer = await exc.outcome()
+            except UpstreamUnavailable as failed:
+                return await self._degrade(call, fallback, failed)
         except UpstreamUnavailable as exc:
             return await self._degrade(call, fallback, exc)
         content = answer.content
@@ -218,42 +220,6 @@ class Forwarder:
             fallback.remember(call, answer.status_code, content, content_type.decode("latin-1"))
         return ForwardedResponse(answer.status_code, content, picked)
 
-    async def _probe(
-        self,
-        sending: Coroutine[Any, Any, ModuleAnswer],
-        call: Call,
-        fallback: Fallback,
-        upstream: ModuleUpstream,
-    ) -> ModuleAnswer | Response:
-        """This request is the breaker's half-open trial. The module may still be dead, and
-        the trial may take the whole deadline to say so: wait only the probe patience, then
-        answer from the fallback if it has an answer; the trial runs on and decides the
-        breaker's state. A live module answers well within the patience."""
-        probe = asyncio.ensure_future(sending)
-        done, _ = await asyncio.wait(
-            {probe}, timeout=upstream.breaker.config.probe_patience_seconds
-        )
-        if not done:
-            served = await self._serve_fallback(fallback, call)
-            if served is not None:
-                self.served[f"{call.module}:{fallback.kind.value}"] += 1
-                log.info(
-                    "%s %s served by %s fallback while the half-open probe runs (request %s)",
-                    call.method,
-                    call.path,
-                    fallback.kind.value,
-                    call.request_id,
-                )
-                self._background.add(probe)
-                probe.add_done_callback(self._probe_finished)
-                return served
-        return await probe
-
-    def _probe_finished(self, probe: asyncio.Future) -> None:
-        self._background.discard(probe)
-        if not probe.cancelled():
-            probe.exception()  # the breaker has counted it; nobody waits for the answer
-
     async def _serve_fallback(self, fallback: Fallback, call: Call) -> Response | None:
         """A fallback that fails is a fallback with no answer: never a 500 instead of a 503."""
         try:
@@ -270,22 +236,30 @@ class Forwarder:
             )
             return None
 
+    async def _fallback_answer(
+        self, call: Call, fallback: Fallback | None, exc: UpstreamUnavailable
+    ) -> Response | None:
+        if fallback is None:
+            return None
+        served = await self._serve_fallback(fallback, call)
+        if served is not None:
+            self.served[f"{call.module}:{fallback.kind.value}"] += 1
+            log.info(
+                "%s %s served by %s fallback (%s; request %s)",
+                call.method,
+                call.path,
+                fallback.kind.value,
+                exc.reason,
+                call.request_id,
+            )
+        return served
+
     async def _degrade(
         self, call: Call, fallback: Fallback | None, exc: UpstreamUnavailable
     ) -> Response:
-        if fallback is not None:
-            served = await self._serve_fallback(fallback, call)
-            if served is not None:
-                self.served[f"{call.module}:{fallback.kind.value}"] += 1
-                log.info(
-                    "%s %s served by %s fallback (%s; request %s)",
-                    call.method,
-                    call.path,
-                    fallback.kind.value,
-                    exc.reason,
-                    call.request_id,
-                )
-                return served
+        served = await self._fallback_answer(call, fallback, exc)
+        if served is not None:
+            return served
         self.unavailable[call.module] += 1
         log.warning(
             "%s %s: %s %s, no fallback answer (request %s)",

@@ -1,8 +1,15 @@
-"""One module's upstream: fault injection, bulkhead, breaker, deadline, retries, in that order.
+"""One module's upstream: the forward's inner steps, in this order (``ModuleUpstream.send``):
 
-``ModuleUpstream.send()`` either returns the module's answer (any 2xx-4xx: a 4xx is the
-module speaking, not failing) or raises one :class:`UpstreamUnavailable` subclass, which the
-gateway turns into a fallback or a problem answer.
+    bulkhead -> retry (budgeted, backoff) -> deadline -> breaker -> fault -> transport
+
+The deadline covers the whole call, retries included; each attempt checks what is left of
+it and runs the fault and the transport under ``asyncio.timeout`` inside the breaker's
+guard, so the breaker counts a timed-out attempt. ``send()`` either returns the module's
+answer (any 2xx-4xx: a 4xx is the module speaking, not failing) or raises one
+:class:`UpstreamUnavailable` subclass, which the forwarder turns into a fallback or a
+problem answer. A caller with a fallback answer to give sends ``impatient=True``: if its
+call is the breaker's half-open trial, it waits only the breaker's probe patience
+(:class:`ProbeRunning`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from .breaker import BreakerOpenError, CircuitBreaker
+from .breaker import BreakerOpenError, CircuitBreaker, ProbeStillRunningError
 from .bulkhead import Bulkhead, BulkheadFullError
 from .faults import FaultInjector, InjectedError
 from .retry import RETRYABLE_STATUSES, RetryBudget, RetryConfig, backoff_delay
@@ -60,6 +67,22 @@ class UpstreamTimedOut(UpstreamUnavailable):
 
 class UpstreamFailed(UpstreamUnavailable):
     reason = "failed"
+
+
+class ProbeRunning(UpstreamUnavailable):
+    """The call is the breaker's half-open trial and outlasted its caller's patience: it
+    runs on and decides the breaker's state. :meth:`outcome` waits for it after all (a
+    caller with no fallback answer does)."""
+
+    reason = "half-open-probe-running"
+
+    def __init__(self, module: str, detail: str, running: ProbeStillRunningError) -> None:
+        super().__init__(module, detail)
+        self.running = running
+
+    async def outcome(self) -> ModuleAnswer:
+        answer: ModuleAnswer = await self.running.outcome()
+        return answer
 
 
 class QueuedBehind(UpstreamUnavailable):
@@ -126,6 +149,25 @@ class ModuleUpstream:
         request_headers: list[tuple[bytes, bytes]],
         body: bytes | None,
         *,
+        retry_safe: bool,
+        impatient: bool = False,
+    ) -> ModuleAnswer:
+        """``impatient``: the caller has a fallback answer, so as the half-open trial it
+        waits only the probe patience (then :class:`ProbeRunning`)."""
+        sending = self._send_bulkheaded(method, target, request_headers, body, retry_safe)
+        if not (impatient and self.breaker.would_probe()):
+            return await sending
+        try:
+            return await self.breaker.patiently(sending)
+        except ProbeStillRunningError as exc:
+            raise ProbeRunning(self.module.name, str(exc), exc) from None
+
+    async def _send_bulkheaded(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
         retry_safe: bool,
     ) -> ModuleAnswer:
         self.budget.record_request()

@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 
-from gateway.breaker import BreakerConfig, BreakerOpenError, CircuitBreaker
+from gateway.breaker import (
+    DEFAULT_EVENTS_KEPT,
+    BreakerCall,
+    BreakerConfig,
+    BreakerOpenError,
+    BreakerState,
+    CircuitBreaker,
+    ProbeStillRunningError,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -164,3 +172,110 @@ async def test_state_changes_are_reported(mono):
         await call(cb, Sick())
     assert seen == [("nav", "closed", "open")]
     assert cb.snapshot().state == "open"
+
+
+# --- the state model: states, permissions, recorded events ---------------------------
+
+
+async def test_state_is_an_enum_that_reads_as_pybreakers_names(mono):
+    cb = breaker(mono)
+    assert cb.state is BreakerState.CLOSED and cb.state == "closed"
+    for _ in range(3):
+        with pytest.raises(Sick):
+            await call(cb, Sick())
+    assert cb.state is BreakerState.OPEN
+
+
+def test_permission_success_and_error_as_explicit_steps(mono):
+    # GIVEN a breaker driven without the context manager, one step at a time
+    cb = breaker(mono, half_open_max_calls=1)
+    for _ in range(3):
+        attempt = BreakerCall(cb)
+        cb.try_acquire_permission(attempt)
+        assert attempt.probe is False
+        cb.on_error(attempt, Sick())
+    # THEN it is open, and refuses permission until its reset timeout on the clock
+    assert cb.state is BreakerState.OPEN
+    with pytest.raises(BreakerOpenError, match="is open"):
+        cb.try_acquire_permission(BreakerCall(cb))
+    mono.now += 10
+    probe = BreakerCall(cb)
+    cb.try_acquire_permission(probe)
+    assert probe.probe is True and cb.state is BreakerState.HALF_OPEN
+    assert cb.probes_in_flight == 1
+    with pytest.raises(BreakerOpenError, match="is half-open"):
+        cb.try_acquire_permission(BreakerCall(cb))
+    # WHEN the probe succeeds THEN it closes and frees the probe slot
+    cb.on_success(probe)
+    assert cb.state is BreakerState.CLOSED and cb.probes_in_flight == 0
+
+
+async def test_transitions_are_recorded_as_events_with_time_and_reason(mono, caplog):
+    cb = breaker(mono)
+    for _ in range(3):
+        with pytest.raises(Sick):
+            await call(cb, Sick())
+    opened_at = mono.now
+    mono.now += 10
+    with pytest.raises(Sick):
+        await call(cb, Sick())  # the probe fails: open again
+    mono.now += 10
+    assert await call(cb) == "ok"
+    events = list(cb.events.recent)
+    assert [(e.from_state, e.to_state) for e in events] == [
+        (BreakerState.CLOSED, BreakerState.OPEN),
+        (BreakerState.OPEN, BreakerState.HALF_OPEN),
+        (BreakerState.HALF_OPEN, BreakerState.OPEN),
+        (BreakerState.OPEN, BreakerState.HALF_OPEN),
+        (BreakerState.HALF_OPEN, BreakerState.CLOSED),
+    ]
+    assert [e.at for e in events] == [opened_at, opened_at + 10, opened_at + 10] + [
+        opened_at + 20
+    ] * 2
+    assert events[0].reason == "3 failures in a row (last: Sick)"
+    assert events[2].reason == "the probe failed (Sick)"
+    assert events[4].reason == "the probe succeeded"
+    assert cb.transitions == {
+        "closed->open": 1,
+        "open->half-open": 2,
+        "half-open->open": 1,
+        "half-open->closed": 1,
+    }
+    assert "breaker loads: closed -> open (3 failures in a row (last: Sick))" in caplog.text
+    # AND the operator's view lists them with their age on the breaker's clock
+    mono.now += 5
+    snap = cb.snapshot()
+    assert snap.events[-1] == {
+        "from": "half-open",
+        "to": "closed",
+        "reason": "the probe succeeded",
+        "seconds_ago": 5.0,
+    }
+    assert (snap.calls, snap.failures) == (5, 4)
+
+
+async def test_only_the_newest_events_are_kept_but_every_transition_is_counted(mono):
+    cb = breaker(mono, fail_max=1)
+    for _ in range(DEFAULT_EVENTS_KEPT):  # each round: open, half-open, open
+        with pytest.raises(Sick):
+            await call(cb, Sick())
+        mono.now += 10
+    assert len(cb.events.recent) == DEFAULT_EVENTS_KEPT
+    assert sum(cb.transitions.values()) == 2 * DEFAULT_EVENTS_KEPT - 1
+
+
+async def test_patience_answers_a_fast_trial_and_lets_a_slow_one_run_on(mono):
+    cb = breaker(mono, probe_patience_seconds=0.01)
+    assert await cb.patiently(asyncio.sleep(0, result="live")) == "live"
+    release = asyncio.Event()
+
+    async def slow_trial() -> str:
+        await release.wait()
+        return "late"
+
+    with pytest.raises(ProbeStillRunningError) as caught:
+        await cb.patiently(slow_trial())
+    # the trial was not cancelled: it runs on, and its outcome can still be awaited
+    assert not caught.value.trial.done()
+    release.set()
+    assert await caught.value.outcome() == "late"
