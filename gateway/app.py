@@ -148,7 +148,7 @@ def create_app(
             pool,
             breaker=CircuitBreaker(name, module.breaker, is_failure=counts_as_failure, clock=clock),
             bulkhead=Bulkhead(name, module.bulkhead),
-            budget=RetryBudget(clock=clock),
+            budget=RetryBudget(module.retry_budget, clock=clock),
             retry=module.retry,
             faults=faults,
             auth=sigv4,

@@ -105,7 +105,7 @@ class Replayer:
         }
         if write.identity:
             out[headers.IDENTITY] = self.signer.get().sign(write.identity, audience=write.module)
-        url = module.upstreams[0] + write.path + (f"?{write.query}" if write.query else "")
+        url = module.upstream + write.path + (f"?{write.query}" if write.query else "")
         try:
             response = self.client.request(
                 write.method, url, content=write.body.encode(), headers=out

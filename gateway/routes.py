@@ -10,26 +10,52 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared_contracts.identity import Role
 
 from .breaker import BreakerConfig
 from .bulkhead import BulkheadConfig
-from .retry import RetryConfig
+from .retry import BudgetConfig, RetryConfig
 
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+DEFAULT_TIMEOUT_SECONDS = 2.0
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 0.5
+READ_METHODS = frozenset({"GET"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DEFERRED = "deferred"  # the fallback that queues a write (gateway.deferred)
 
 
 class RouteTableError(ValueError):
     """The route table is invalid; raised at start-up, never per request."""
 
 
+def _explain(exc: ValidationError) -> str:
+    """One line per problem, named by its setting: ``retry_budget.ratio: Input should be...``."""
+    return "; ".join(
+        ".".join(str(p) for p in e["loc"])
+        + ": " * bool(e["loc"])
+        + e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )
+
+
 class Tier(StrEnum):
-    CRITICAL = "critical"
-    DEGRADABLE = "degradable"
-    DEFERRABLE = "deferrable"
-    OPTIONAL = "optional"
+    """What drivers keep when the module fails, checked at start-up on every route a
+    driver may call (``roles`` includes ``driver``); see :meth:`RouteTable.tier_problems`."""
+
+    CRITICAL = "critical"  # reads answer from a fallback, and so do writes
+    DEGRADABLE = "degradable"  # reads answer from a fallback (e.g. static directions)
+    DEFERRABLE = "deferrable"  # writes are deferred (202, applied later)
+    OPTIONAL = "optional"  # nothing: the driver may get 503
 
 
 class _Strict(BaseModel):
@@ -39,22 +65,40 @@ class _Strict(BaseModel):
 class ModuleConfig(_Strict):
     name: str
     tier: Tier
-    upstreams: list[str] = Field(min_length=1)
+    upstream: str = Field(description="The module's base URL (one; regions come later)")
     timeout_seconds: float = Field(
-        default=2.0, gt=0, le=30, description="Deadline for the whole call, retries included"
+        default=DEFAULT_TIMEOUT_SECONDS,
+        gt=0,
+        le=30,
+        description="Deadline for the whole call, retries included",
     )
-    connect_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    connect_timeout_seconds: float = Field(default=DEFAULT_CONNECT_TIMEOUT_SECONDS, gt=0, le=10)
     breaker: BreakerConfig = BreakerConfig()
     retry: RetryConfig = RetryConfig()
+    retry_budget: BudgetConfig = BudgetConfig()
     bulkhead: BulkheadConfig = BulkheadConfig()
 
-    @field_validator("upstreams")
+    @field_validator("upstream")
     @classmethod
-    def _urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"upstream {url!r} is not an http(s) URL")
-        return [u.rstrip("/") for u in urls]
+    def _url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"upstream {url!r} is not an http(s) URL")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _connect_within_deadline(self) -> ModuleConfig:
+        if self.connect_timeout_seconds > self.timeout_seconds:
+            raise ValueError(
+                f"connect_timeout_seconds ({self.connect_timeout_seconds}) "
+                f"exceeds timeout_seconds ({self.timeout_seconds})"
+            )
+        slow = self.breaker.slow_call_seconds
+        if slow is not None and slow >= self.timeout_seconds:
+            raise ValueError(
+                f"breaker.slow_call_seconds ({slow}) must be below "
+                f"timeout_seconds ({self.timeout_seconds}), or no call could ever be slow"
+            )
+        return self
 
 
 class Route(_Strict):
@@ -62,7 +106,8 @@ class Route(_Strict):
     module: str
     roles: frozenset[Role] = frozenset()
     auth: Literal["required", "none"] = "required"
-    # Fallback per HTTP method, by name (see gateway.app.FALLBACKS), e.g. {GET = "loads-cache"}.
+    # Fallback per HTTP method, by name (see gateway.app.build_fallbacks), e.g.
+    # {GET = "loads-last-known-good"}; names are checked against it by create_app.
     fallback: dict[str, str] = {}
 
     def fallback_for(self, method: str) -> str | None:
@@ -71,7 +116,21 @@ class Route(_Strict):
     @model_validator(mode="after")
     def _roles_when_authenticated(self) -> Route:
         if self.auth == "required" and not self.roles:
-            raise ValueError(f'route {self.prefix} needs roles (or auth = "none")')
+            raise ValueError('needs roles (or auth = "none")')
+        if self.auth == "none" and self.roles:
+            raise ValueError('roles mean nothing with auth = "none"')
+        return self
+
+    @model_validator(mode="after")
+    def _fallback_methods(self) -> Route:
+        for method, name in self.fallback.items():
+            if method not in READ_METHODS | WRITE_METHODS:
+                raise ValueError(
+                    f"fallback method {method!r} is not one of "
+                    f"{sorted(READ_METHODS | WRITE_METHODS)} (upper case)"
+                )
+            if name == DEFERRED and method not in WRITE_METHODS:
+                raise ValueError(f"only writes can be deferred, not {method}")
         return self
 
     def matches(self, path: str) -> bool:
@@ -85,9 +144,45 @@ class RouteTable:
                 raise RouteTableError(f"route {route.prefix} names unknown module {route.module}")
             if route.auth == "none" and route.fallback.get("POST"):
                 raise RouteTableError(f"route {route.prefix}: anonymous writes cannot be deferred")
+        used = {route.module for route in routes}
+        for name in modules:
+            if name not in used:
+                raise RouteTableError(f"module {name} has no routes: remove it or route to it")
         self.modules = modules
+        if problems := self.tier_problems(modules, routes):
+            raise RouteTableError("; ".join(problems))
         # Longest prefix first, so /gatepass/verify wins over /gatepass.
         self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+
+    @staticmethod
+    def tier_problems(modules: Mapping[str, ModuleConfig], routes: list[Route]) -> list[str]:
+        """Every route a driver may call keeps what its module's tier promises."""
+        problems = []
+        for route in routes:
+            if Role.DRIVER not in route.roles:
+                continue
+            tier = modules[route.module].tier
+            reads = any(m in READ_METHODS for m in route.fallback)
+            writes = any(m in WRITE_METHODS for m in route.fallback)
+            deferred = any(
+                route.fallback.get(m) == DEFERRED for m in WRITE_METHODS & route.fallback.keys()
+            )
+            if tier in (Tier.CRITICAL, Tier.DEGRADABLE) and not reads:
+                problems.append(
+                    f"route {route.prefix}: module {route.module} is {tier}, "
+                    "so its reads need a fallback (fallback = {GET = ...})"
+                )
+            if tier is Tier.CRITICAL and not writes:
+                problems.append(
+                    f"route {route.prefix}: module {route.module} is critical, "
+                    "so its writes need a fallback (e.g. fallback = {POST = ...})"
+                )
+            if tier is Tier.DEFERRABLE and not deferred:
+                problems.append(
+                    f"route {route.prefix}: module {route.module} is deferrable, "
+                    'so its writes must be deferred (fallback = {POST = "deferred"})'
+                )
+        return problems
 
     def match(self, path: str) -> Route | None:
         for route in self.routes:
@@ -107,17 +202,30 @@ class RouteTable:
 
             return _VAR.sub(sub, value)
 
-        try:
-            modules = {
-                name: ModuleConfig(
-                    name=name,
-                    **{**spec, "upstreams": [expand(u) for u in spec.get("upstreams", [])]},
+        modules = {}
+        for name, spec in data.get("modules", {}).items():
+            if "upstreams" in spec:
+                raise RouteTableError(
+                    f'module {name}: "upstreams" is gone; name one URL as upstream = "..."'
                 )
-                for name, spec in data.get("modules", {}).items()
-            }
-            routes = [Route(**r) for r in data.get("routes", [])]
-        except ValueError as exc:
-            raise RouteTableError(str(exc)) from exc
+            upstream = spec.get("upstream")
+            try:
+                modules[name] = ModuleConfig(
+                    name=name,
+                    **{
+                        **spec,
+                        **({"upstream": expand(upstream)} if isinstance(upstream, str) else {}),
+                    },
+                )
+            except ValidationError as exc:
+                raise RouteTableError(f"module {name}: {_explain(exc)}") from exc
+        routes = []
+        for i, spec in enumerate(data.get("routes", [])):
+            try:
+                routes.append(Route(**spec))
+            except ValidationError as exc:
+                where = spec.get("prefix", f"#{i + 1}") if isinstance(spec, dict) else f"#{i + 1}"
+                raise RouteTableError(f"route {where}: {_explain(exc)}") from exc
         return cls(modules, routes)
 
     @classmethod

@@ -139,7 +139,7 @@ class ModuleUpstream:
         self.auth = auth
         self.clock = clock
         self.sleep = sleep
-        self.base_url = module.upstreams[0]
+        self.base_url = module.upstream
         self._urls: dict[str, httpx.URL] = {}
 
     async def send(

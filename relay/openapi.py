@@ -92,8 +92,7 @@ def load_routes(path: Path = ROUTES_FILE) -> RouteTable:
     names = {
         name
         for spec in data.get("modules", {}).values()
-        for url in spec.get("upstreams", [])
-        for name in re.findall(r"\$\{(\w+)\}", url)
+        for name in re.findall(r"\$\{(\w+)\}", str(spec.get("upstream", "")))
     }
     return RouteTable.from_dict(data, env=dict.fromkeys(names, "http://placeholder"))
 

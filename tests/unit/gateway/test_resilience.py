@@ -129,9 +129,16 @@ async def test_a_failing_read_is_retried_then_fails_over(harness, upstream):
 
 
 async def test_retries_stop_when_the_budget_is_spent(harness, upstream):
-    h = harness({"loads": {"retry": {"max_attempts": 3}, "breaker": {"fail_max": 1000}}})
-    for up in h.upstreams.values():
-        up.budget = RetryBudget(BudgetConfig(ratio=0.1, min_per_second=0), clock=h.mono)
+    # the budget as the route table sets it ([modules.loads.retry_budget])
+    h = harness(
+        {
+            "loads": {
+                "retry": {"max_attempts": 3},
+                "breaker": {"fail_max": 1000},
+                "retry_budget": {"ratio": 0.1, "min_per_second": 0},
+            }
+        }
+    )
     route = upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(503))
     for _ in range(20):
         await h.client.get("/loads", headers=h.auth())
@@ -434,7 +441,17 @@ async def test_faults_are_ops_only_run_through_the_breaker_and_expire(harness, u
 
 
 async def test_black_hole_fault_ends_at_the_deadline(harness, upstream):
-    h = harness({"navigate": {"timeout_seconds": 0.05, "retry": {"max_attempts": 1}}})
+    # (connect bound and slow-call threshold kept inside the short deadline, as validated)
+    h = harness(
+        {
+            "navigate": {
+                "timeout_seconds": 0.05,
+                "connect_timeout_seconds": 0.05,
+                "breaker": {"slow_call_seconds": 0.04},
+                "retry": {"max_attempts": 1},
+            }
+        }
+    )
     upstream.get("http://navigate.test/navigate").mock(return_value=httpx.Response(200, json={}))
     await h.client.put(
         "/ops/faults/navigate", json={"kind": "blackhole"}, headers=h.auth(Role.OPS, None)
