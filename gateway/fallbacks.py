@@ -10,6 +10,13 @@ serve one (``serve``); ``None`` means it has nothing, and the gateway answers 50
   straight-line distance, entry instructions seen in earlier answers).
 - ``deferred``: a write accepted (202) into a durable FIFO queue, replayed in order per
   driver with its idempotency key (see :mod:`gateway.deferred`).
+
+Copies are kept as the bytes the module sent (gate pass answers are also indexed per pass
+and checked for revocations, navigate answers for entry instructions, as plain JSON). They
+are read with the contracts (``LoadList``, ``LoadPublic``, ``GatePassList``,
+``GatePassPublic``) only when served, on the failure path; a copy that does not fit raises
+:class:`CopyDoesNotFitError`, which the gateway logs, counts (``fallback_errors``) and
+answers with 503. Static directions are built as the navigate contract (``Directions``).
 """
 
 from __future__ import annotations
@@ -21,19 +28,50 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol, TypeVar
 from urllib.parse import parse_qs
 
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from shared_contracts.degraded import HEADER as DEGRADED_HEADER
 from shared_contracts.degraded import DegradedMarker, FallbackKind
+from shared_contracts.gatepass import GatePassList, GatePassPublic
 from shared_contracts.identity import IdentityContext
+from shared_contracts.loads import LoadList, LoadPublic, LoadStatus
+from shared_contracts.navigate import Destination, Directions
 
 WallClock = Callable[[], float]
 DEFAULT_CACHE_ENTRIES = 20_000
 TRUCK_SPEED_KMH = 75.0
 ROAD_FACTOR = 1.3
+STATIC_ENGINE = "gateway-static"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class CopyDoesNotFitError(ValueError):
+    """A cached copy that does not fit its contract: never served, the driver gets 503."""
+
+
+def parse_copy(model: type[M], body: bytes | str, what: str) -> M:
+    """``body`` read as ``model``, on the failure path only; a short reason if it does not fit."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise CopyDoesNotFitError(
+            f"cached {what} does not fit {model.__name__} "
+            f"({exc.error_count()} problem(s); {where}: {first['msg']})"
+        ) from None
+
+
+class CachedLoad(NamedTuple):
+    load: LoadPublic
+    body: bytes  # as served: the module's own bytes, or the load re-serialised from a list
+    content_type: str
+    stored_at: float
 
 
 @dataclass
@@ -124,31 +162,43 @@ class LastKnownGood:
 
 class LoadsLastKnownGood(LastKnownGood):
     """A load's detail is also served from the caller's list, when that copy is newer, so a
-    load opened for the first time during an outage still shows. The list is only parsed
-    then, on the failure path, never on the live one."""
+    load opened for the first time during an outage still shows. Copies are read as
+    ``LoadList`` / ``LoadPublic`` only then, on the failure path, never on the live one."""
 
-    def load(self, caller: str, load_id: str) -> tuple[bytes, str, float] | None:
+    def load(self, caller: str, load_id: str) -> CachedLoad | None:
         detail = self.get((caller, f"/loads/{load_id}"))
         listing = self.get((caller, "/loads"))
         if listing is not None and (detail is None or listing[2] > detail[2]):
-            for item in json.loads(listing[0]).get("items", []):
-                if item.get("load_id") == load_id:
-                    return json.dumps(item).encode(), listing[1], listing[2]
-        return detail
+            for item in parse_copy(LoadList, listing[0], "/loads").items:
+                if item.load_id == load_id:
+                    return CachedLoad(item, item.model_dump_json().encode(), *listing[1:])
+        if detail is None:
+            return None
+        return CachedLoad(parse_copy(LoadPublic, detail[0], f"/loads/{load_id}"), *detail)
+
+    def usable(self, call: Call, body: bytes) -> bytes | None:
+        parts = call.path.split("/")
+        if call.path == "/loads":
+            parse_copy(LoadList, body, call.path)
+        elif len(parts) == 3:  # a detail asked with a query string
+            parse_copy(LoadPublic, body, call.path)
+        return body
 
     async def serve(self, call: Call) -> Response | None:
         parts = call.path.split("/")
         if call.method == "GET" and len(parts) == 3 and parts[1] == "loads" and not call.query:
-            entry = self.load(call.caller, parts[2])
-            if entry is None:
+            cached = self.load(call.caller, parts[2])
+            if cached is None:
                 return None
             return degraded_response(
-                entry[0],
+                cached.body,
                 200,
                 DegradedMarker(
-                    module=call.module, fallback=self.kind, age=max(int(self.clock() - entry[2]), 0)
+                    module=call.module,
+                    fallback=self.kind,
+                    age=max(int(self.clock() - cached.stored_at), 0),
                 ),
-                entry[1],
+                cached.content_type,
             )
         return await super().serve(call)
 
@@ -204,13 +254,11 @@ class GatePassLastKnownGood(LastKnownGood):
         super().__init__(max_entries, clock=clock)
         self.revoked = revoked if revoked is not None else RevokedPasses(max_entries, clock=clock)
 
-    def _valid(self, doc: dict) -> bool:
-        until = doc.get("valid_until")
+    def _valid(self, gate_pass: GatePassPublic) -> bool:
         return (
-            bool(until)
-            and not doc.get("revoked")
-            and doc.get("pass_id") not in self.revoked
-            and datetime.fromisoformat(str(until)).timestamp() > self.clock()
+            not gate_pass.revoked
+            and gate_pass.pass_id not in self.revoked
+            and gate_pass.valid_until.timestamp() > self.clock()
         )
 
     def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
@@ -230,11 +278,14 @@ class GatePassLastKnownGood(LastKnownGood):
                 )
 
     def usable(self, call: Call, body: bytes) -> bytes | None:
-        doc = json.loads(body)
-        if "items" in doc:
-            doc["items"] = [d for d in doc["items"] if self._valid(d)]
-            return json.dumps(doc).encode()
-        return body if self._valid(doc) else None
+        if call.path == "/gatepass":
+            passes = parse_copy(GatePassList, body, call.path)
+            return (
+                GatePassList(items=[p for p in passes.items if self._valid(p)])
+                .model_dump_json()
+                .encode()
+            )
+        return body if self._valid(parse_copy(GatePassPublic, body, call.path)) else None
 
     async def serve(self, call: Call) -> Response | None:
         if call.method == "POST" and call.path == "/gatepass":
@@ -244,7 +295,9 @@ class GatePassLastKnownGood(LastKnownGood):
             except (ValueError, KeyError, TypeError):
                 return None
             entry = self.get(key)
-            if entry is None or not self._valid(json.loads(entry[0])):
+            if entry is None or not self._valid(
+                parse_copy(GatePassPublic, entry[0], f"pass for {key[1]}")
+            ):
                 return None
             return degraded_response(
                 entry[0],
@@ -296,39 +349,44 @@ class StaticDirections:
             load_id, lat, lon = q["load_id"], float(q["lat"]), float(q["lon"])
         except (KeyError, ValueError):
             return None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            return None
         cached = self.loads.load(call.caller, load_id)
-        if cached is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        if cached is None or cached.load.status is LoadStatus.DELIVERED:
             return None
-        load = json.loads(cached[0])
-        if load.get("status") == "delivered":
-            return None
-        stop = next((s for s in load["stops"] if s["seq"] == load["current_stop"]), None)
+        load = cached.load
+        stop = next((s for s in load.stops if s.seq == load.current_stop), None)
         if stop is None:
             return None
-        facility = stop["facility"]
-        known = self._destinations.get(facility["facility_id"], {})
-        straight = haversine_km(lat, lon, facility["lat"], facility["lon"])
+        facility = stop.facility
+        known = self._destinations.get(facility.facility_id, {})
+        straight = haversine_km(lat, lon, facility.lat, facility.lon)
         minutes = math.ceil(straight * ROAD_FACTOR / TRUCK_SPEED_KMH * 60)
         eta = datetime.fromtimestamp(self.clock(), UTC) + timedelta(minutes=minutes)
-        answer = {
-            "load_id": load_id,
-            "stop_seq": stop["seq"],
-            "destination": {
-                **facility,
-                "entry_instructions": known.get("entry_instructions"),
-                "dock_hours": known.get("dock_hours"),
-            },
-            "straight_line_km": round(straight, 1),
-            "route_km": round(straight * ROAD_FACTOR, 1),
-            "eta_minutes": minutes,
-            "eta": eta.isoformat(),
-            "window_start": stop["window_start"],
-            "window_end": stop["window_end"],
-            "on_time": eta <= datetime.fromisoformat(stop["window_end"]),
-            "engine": "gateway-static",
-        }
+        try:
+            answer = Directions(
+                load_id=load_id,
+                stop_seq=stop.seq,
+                destination=Destination(
+                    **facility.model_dump(),
+                    entry_instructions=known.get("entry_instructions"),
+                    dock_hours=known.get("dock_hours"),
+                ),
+                straight_line_km=round(straight, 1),
+                route_km=round(straight * ROAD_FACTOR, 1),
+                eta_minutes=minutes,
+                eta=eta,
+                window_start=stop.window_start,
+                window_end=stop.window_end,
+                on_time=eta <= stop.window_end,
+                engine=STATIC_ENGINE,
+            )
+        except ValidationError as exc:  # e.g. dock hours of an unexpected shape
+            raise CopyDoesNotFitError(
+                f"static directions for {load_id} do not fit Directions: {exc.errors()[0]['msg']}"
+            ) from None
         return degraded_response(
-            json.dumps(answer), 200, DegradedMarker(module=call.module, fallback=self.kind)
+            answer.model_dump_json(), 200, DegradedMarker(module=call.module, fallback=self.kind)
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,10 @@ from gateway.config import GatewaySettings
 from gateway.retry import BudgetConfig, RetryBudget, RetryConfig, backoff_delay, is_retry_safe
 from gateway.routes import RouteTable
 from shared_contracts.degraded import DegradedMarker, FallbackKind
+from shared_contracts.gatepass import GatePassList, GatePassPublic
 from shared_contracts.identity import Role
+from shared_contracts.loads import LoadPublic
+from shared_contracts.navigate import Directions
 from tests.unit.gateway.conftest import ISSUER, UPSTREAMS
 from tests.unit.gateway.test_breaker import MonotonicClock
 
@@ -91,7 +95,71 @@ def harness(settings, upstream):
     return make
 
 
-LOAD = {"load_id": "L-1", "status": "assigned"}
+def facility(facility_id: str = "F-IND", lat: float = 39.7322, lon: float = -86.2236) -> dict:
+    return {
+        "facility_id": facility_id,
+        "name": f"{facility_id} DC",
+        "address": "Holt Rd",
+        "lat": lat,
+        "lon": lon,
+    }
+
+
+def a_load(load_id: str = "L-1", *, status: str = "assigned", current_stop: int = 1) -> dict:
+    """A load as the loads module answers it (fits ``LoadPublic``)."""
+    pickup, delivery = facility("F-IND"), facility("F-DET", 42.3314, -83.0458)
+    stops = [
+        {
+            "seq": 1,
+            "kind": "pickup",
+            "facility": pickup,
+            "window_start": NOW.isoformat(),
+            "window_end": (NOW + timedelta(hours=3)).isoformat(),
+        },
+        {
+            "seq": 2,
+            "kind": "delivery",
+            "facility": delivery,
+            "window_start": (NOW + timedelta(hours=6)).isoformat(),
+            "window_end": (NOW + timedelta(hours=9)).isoformat(),
+        },
+    ]
+    load = {
+        "load_id": load_id,
+        "driver_id": "D-1001",
+        "status": status,
+        "shipper": pickup,
+        "consignee": delivery,
+        "stops": stops,
+        "current_stop": current_stop,
+        "version": 1,
+        "assigned_at": NOW.isoformat(),
+        "updated_at": NOW.isoformat(),
+    }
+    LoadPublic.model_validate(load)
+    return load
+
+
+def a_gate_pass(pass_id: str, *, valid_for: timedelta = timedelta(hours=2)) -> dict:
+    """A pass as the gatepass module answers it (fits ``GatePassPublic``)."""
+    gate_pass = {
+        "pass_id": pass_id,
+        "driver_id": "D-1001",
+        "load_id": "L-1",
+        "facility_id": "F-1",
+        "valid_from": NOW.isoformat(),
+        "valid_until": (NOW + valid_for).isoformat(),
+        "issued_at": NOW.isoformat(),
+        "kid": "k1",
+        "token": "t" * 40,
+        "qr_payload": "relay:t",
+        "revoked": False,
+    }
+    GatePassPublic.model_validate(gate_pass)
+    return gate_pass
+
+
+LOAD = a_load()
 
 
 # --- retries and the budget ----------------------------------------------------------
@@ -262,9 +330,7 @@ async def test_bulkhead_overflow_goes_to_the_fallback_at_once(harness, upstream)
 async def test_loads_cache_serves_list_and_details_with_their_age(harness, upstream):
     h = harness()
     route = upstream.get("http://loads.test/loads").mock(
-        return_value=httpx.Response(
-            200, json={"items": [LOAD, {"load_id": "L-2", "status": "assigned"}]}
-        )
+        return_value=httpx.Response(200, json={"items": [LOAD, a_load("L-2")]})
     )
     await h.client.get("/loads", headers=h.auth())
     route.mock(side_effect=httpx.ConnectError("down"))
@@ -292,15 +358,7 @@ async def test_loads_cache_is_bounded():
 
 async def test_gate_pass_copy_is_served_only_while_valid(harness, upstream):
     h = harness()
-    valid_until = (NOW + timedelta(hours=2)).isoformat()
-    gate_pass = {
-        "pass_id": "P-1",
-        "load_id": "L-1",
-        "facility_id": "F-1",
-        "revoked": False,
-        "valid_until": valid_until,
-        "token": "t",
-    }
+    gate_pass = a_gate_pass("P-1")
     issue = upstream.post("http://gatepass.test/gatepass").mock(
         return_value=httpx.Response(201, json=gate_pass)
     )
@@ -318,45 +376,75 @@ async def test_gate_pass_copy_is_served_only_while_valid(harness, upstream):
     assert (await h.client.get("/gatepass/P-1", headers=h.auth())).status_code == 503
 
 
+def directions(entry_instructions: str = "Gate 3", dock_hours: object = None) -> dict:
+    """A live navigate answer (fits ``Directions``) to the load's first stop."""
+    answer = {
+        "load_id": "L-1",
+        "stop_seq": 1,
+        "destination": {
+            **facility("F-IND"),
+            "entry_instructions": entry_instructions,
+            "dock_hours": dock_hours or {"opens": "06:00", "closes": "22:00", "days": "Mon-Sat"},
+        },
+        "straight_line_km": 260.0,
+        "route_km": 300.0,
+        "eta_minutes": 240,
+        "eta": (NOW + timedelta(hours=4)).isoformat(),
+        "window_start": NOW.isoformat(),
+        "window_end": (NOW + timedelta(hours=3)).isoformat(),
+        "on_time": False,
+        "engine": "osrm",
+    }
+    Directions.model_validate(answer)
+    return answer
+
+
 async def test_navigate_falls_back_to_static_directions(harness, upstream):
     h = harness()
-    load = {
-        "load_id": "L-1",
-        "status": "assigned",
-        "current_stop": 1,
-        "stops": [
-            {
-                "seq": 1,
-                "window_start": NOW.isoformat(),
-                "window_end": (NOW + timedelta(hours=3)).isoformat(),
-                "facility": {
-                    "facility_id": "F-IND",
-                    "name": "Indianapolis DC",
-                    "address": "Holt Rd",
-                    "lat": 39.7322,
-                    "lon": -86.2236,
-                },
-            }
-        ],
-    }
     upstream.get("http://loads.test/loads").mock(
-        return_value=httpx.Response(200, json={"items": [load]})
+        return_value=httpx.Response(200, json={"items": [LOAD]})
     )
     nav = upstream.get("http://navigate.test/navigate").mock(
-        return_value=httpx.Response(
-            200, json={"destination": {"facility_id": "F-IND", "entry_instructions": "Gate 3"}}
-        )
+        return_value=httpx.Response(200, json=directions())
     )
     await h.client.get("/loads", headers=h.auth())
     await h.client.get("/navigate?load_id=L-1&lat=41.8&lon=-87.7", headers=h.auth())
     nav.mock(side_effect=httpx.ReadTimeout("black hole"))
     r = await h.client.get("/navigate?load_id=L-1&lat=41.8781&lon=-87.6298", headers=h.auth())
     assert r.status_code == 200
-    body = r.json()
-    assert body["engine"] == "gateway-static"
-    assert body["destination"]["entry_instructions"] == "Gate 3"
-    assert 255 < body["straight_line_km"] < 275  # Chicago - Indianapolis
+    body = Directions.model_validate(r.json())  # the navigate contract, as a live answer
+    assert body.engine == "gateway-static"
+    assert body.destination.entry_instructions == "Gate 3"
+    assert body.destination.dock_hours is not None and body.destination.dock_hours.opens == "06:00"
+    assert 255 < body.straight_line_km < 275  # Chicago - Indianapolis
+    assert body.eta == NOW + timedelta(minutes=body.eta_minutes)
+    # about 4.5 h at truck speed: late for the stop's window, which ends 3 h from now
+    assert body.window_end == NOW + timedelta(hours=3) and body.on_time is False
     assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.STATIC
+
+
+async def test_static_directions_with_remembered_dock_hours_that_do_not_fit_are_a_503(
+    harness, upstream, caplog
+):
+    # GIVEN a live navigate answer whose dock hours the contract refuses
+    h = harness()
+    upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [LOAD]})
+    )
+    odd = {**directions(), "destination": {**directions()["destination"], "dock_hours": "6-22"}}
+    nav = upstream.get("http://navigate.test/navigate").mock(
+        return_value=httpx.Response(200, json=odd)
+    )
+    await h.client.get("/loads", headers=h.auth())
+    await h.client.get("/navigate?load_id=L-1&lat=41.8&lon=-87.7", headers=h.auth())
+    # WHEN navigate is down
+    nav.mock(side_effect=httpx.ConnectError("down"))
+    with caplog.at_level(logging.ERROR):
+        r = await h.client.get("/navigate?load_id=L-1&lat=41.8&lon=-87.7", headers=h.auth())
+    # THEN no answer is built from it: a logged, counted 503
+    assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+    assert h.app.state.forwarder.fallback_errors == {"navigate:static": 1}
+    assert "do not fit Directions" in caplog.text
 
 
 async def test_a_failing_fallback_is_a_clear_503_not_a_500(harness, upstream):
@@ -373,6 +461,76 @@ async def test_a_failing_fallback_is_a_clear_503_not_a_500(harness, upstream):
     assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
     assert r.headers["retry-after"]
     assert h.app.state.forwarder.fallback_errors == {"navigate:static": 1}
+
+
+async def test_a_cached_load_list_that_does_not_fit_the_contract_is_a_logged_503(
+    harness, upstream, caplog
+):
+    # GIVEN a driver's last live list, of a shape LoadList refuses (no stops, no driver...)
+    h = harness()
+    listing = upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [{"load_id": "L-1", "status": "x"}]})
+    )
+    assert (await h.client.get("/loads", headers=h.auth())).status_code == 200  # live: as is
+    # WHEN loads is down
+    listing.mock(side_effect=httpx.ConnectError("down"))
+    upstream.get("http://loads.test/loads/L-1").mock(side_effect=httpx.ConnectError("down"))
+    with caplog.at_level(logging.ERROR):
+        as_list = await h.client.get("/loads", headers=h.auth())
+        as_detail = await h.client.get("/loads/L-1", headers=h.auth())
+    # THEN neither the list nor a load from it is served: 503s, logged and counted
+    assert [as_list.status_code, as_detail.status_code] == [503, 503]
+    assert as_detail.headers["content-type"] == "application/problem+json"
+    assert h.app.state.forwarder.fallback_errors == {"loads:last-known-good": 2}
+    assert "does not fit LoadList" in caplog.text
+
+
+async def test_a_cached_load_detail_that_does_not_fit_the_contract_is_a_503(harness, upstream):
+    h = harness()
+    detail = upstream.get("http://loads.test/loads/L-1").mock(
+        return_value=httpx.Response(200, json={**LOAD, "current_stop": 0})
+    )
+    await h.client.get("/loads/L-1", headers=h.auth())
+    detail.mock(side_effect=httpx.ConnectError("down"))
+    r = await h.client.get("/loads/L-1", headers=h.auth())
+    assert r.status_code == 503
+    assert h.app.state.forwarder.fallback_errors == {"loads:last-known-good": 1}
+
+
+async def test_a_cached_gate_pass_that_does_not_fit_the_contract_is_a_503(
+    harness, upstream, caplog
+):
+    # GIVEN a pass, still valid, but without the token a gate scans
+    h = harness()
+    partial = {k: v for k, v in a_gate_pass("P-1").items() if k != "token"}
+    live = upstream.get("http://gatepass.test/gatepass/P-1").mock(
+        return_value=httpx.Response(200, json=partial)
+    )
+    await h.client.get("/gatepass/P-1", headers=h.auth())
+    live.mock(side_effect=httpx.ConnectError("down"))
+    issue = {"load_id": "L-1", "facility_id": "F-1"}
+    upstream.post("http://gatepass.test/gatepass").mock(side_effect=httpx.ConnectError("down"))
+    with caplog.at_level(logging.ERROR):
+        read = await h.client.get("/gatepass/P-1", headers=h.auth())
+        again = await h.client.post("/gatepass", json=issue, headers=h.auth())
+    # THEN it is never handed out, read or re-issued
+    assert [read.status_code, again.status_code] == [503, 503]
+    assert h.app.state.forwarder.fallback_errors == {"gatepass:last-known-good": 2}
+    assert "does not fit GatePassPublic" in caplog.text
+
+
+async def test_a_cached_gate_pass_list_serves_only_passes_still_valid(harness, upstream):
+    h = harness()
+    passes = [a_gate_pass("P-1"), a_gate_pass("P-2", valid_for=timedelta(minutes=30))]
+    listing = upstream.get("http://gatepass.test/gatepass").mock(
+        return_value=httpx.Response(200, json={"items": passes})
+    )
+    await h.client.get("/gatepass", headers=h.auth())
+    listing.mock(side_effect=httpx.ConnectError("down"))
+    h.wall.now += 3600  # P-2 has expired, P-1 has an hour left
+    r = await h.client.get("/gatepass", headers=h.auth())
+    assert r.status_code == 200
+    assert [p.pass_id for p in GatePassList.model_validate(r.json()).items] == ["P-1"]
 
 
 async def test_writes_are_deferred_durably_in_order_per_driver(aws, harness, upstream):
