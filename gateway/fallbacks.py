@@ -14,9 +14,10 @@ serve one (``serve``); ``None`` means it has nothing, and the gateway answers 50
 Copies are kept as the bytes the module sent (gate pass answers are also indexed per pass
 and checked for revocations, navigate answers for entry instructions, as plain JSON). They
 are read with the contracts (``LoadList``, ``LoadPublic``, ``GatePassList``,
-``GatePassPublic``) only when served, on the failure path; a copy that does not fit raises
+``GatePassPublic``, ``Jwks``) only when served, on the failure path; a copy that does not fit raises
 :class:`CopyDoesNotFitError`, which the gateway logs, counts (``fallback_errors``) and
-answers with 503. Static directions are built as the navigate contract (``Directions``).
+answers with 503. Static directions are built as the navigate contract (``Directions``),
+offline verdicts as ``GatePassVerdict``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from starlette.responses import Response
 
 from shared_contracts.degraded import HEADER as DEGRADED_HEADER
 from shared_contracts.degraded import DegradedMarker, FallbackKind
-from shared_contracts.gatepass import GatePassList, GatePassPublic
+from shared_contracts.gatepass import GatePassList, GatePassPublic, GatePassVerdict, Jwks
 from shared_contracts.identity import IdentityContext
 from shared_contracts.loads import LoadList, LoadPublic, LoadStatus
 from shared_contracts.navigate import Destination, Directions
@@ -418,10 +419,9 @@ class OfflinePassVerifier:
             if isinstance(verdict, dict) and verdict.get("reason") == "revoked":
                 self.revoked.add(verdict.get("pass_id"), verdict.get("valid_until"))
 
-    def _verdict(self, token: str, facility_id: str) -> dict:
+    def _verdict(self, keys: dict[str, dict], token: str, facility_id: str) -> dict:
         import jwt  # PyJWT: the same verification a gate does offline
 
-        keys = {k["kid"]: k for k in json.loads(self._jwks or b"{}").get("keys", [])}
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             if kid not in keys:
@@ -455,6 +455,7 @@ class OfflinePassVerifier:
     async def serve(self, call: Call) -> Response | None:
         if self._jwks is None:
             return None
+        jwks = parse_copy(Jwks, self._jwks, "/gatepass/keys")
         if call.method == "GET" and call.path == "/gatepass/keys":
             return degraded_response(
                 self._jwks,
@@ -467,10 +468,11 @@ class OfflinePassVerifier:
             )
         try:
             wanted = json.loads(call.body)
-            verdict = self._verdict(str(wanted["token"]), str(wanted["facility_id"]))
+            keys = {k.kid: k.model_dump() for k in jwks.keys}
+            verdict = self._verdict(keys, str(wanted["token"]), str(wanted["facility_id"]))
         except (ValueError, KeyError, TypeError):
             return None
-        verdict["revocation_checked"] = False
+        answer = GatePassVerdict.model_validate({**verdict, "revocation_checked": False})
         return degraded_response(
-            json.dumps(verdict), 200, DegradedMarker(module=call.module, fallback=self.kind)
+            answer.model_dump_json(), 200, DegradedMarker(module=call.module, fallback=self.kind)
         )

@@ -17,7 +17,7 @@ from gateway.config import GatewaySettings
 from gateway.retry import BudgetConfig, RetryBudget, RetryConfig, backoff_delay, is_retry_safe
 from gateway.routes import RouteTable
 from shared_contracts.degraded import DegradedMarker, FallbackKind
-from shared_contracts.gatepass import GatePassList, GatePassPublic
+from shared_contracts.gatepass import GatePassList, GatePassPublic, GatePassVerdict
 from shared_contracts.identity import Role
 from shared_contracts.loads import LoadPublic
 from shared_contracts.navigate import Directions
@@ -664,6 +664,7 @@ async def test_gates_verify_passes_through_the_gateway_while_gatepass_is_down(ha
             "/gatepass/verify", json={"token": token, "facility_id": facility}, headers=gate
         )
         assert r.status_code == 200 and "relay-degraded" in r.headers
+        assert GatePassVerdict.model_validate(r.json()).revocation_checked is False
         return r.json()
 
     assert (await verify("F-CHI"))["valid"] is True
@@ -671,3 +672,25 @@ async def test_gates_verify_passes_through_the_gateway_while_gatepass_is_down(ha
     assert (await h.client.get("/gatepass/keys")).json()["keys"][0]["kid"] == "k1"
     h.wall.now = exp + 1
     assert (await verify("F-CHI"))["reason"] == "expired"
+
+
+async def test_cached_gate_keys_that_do_not_fit_the_contract_are_a_503(harness, upstream, caplog):
+    # GIVEN keys published live in a shape Jwks refuses (no curve, no coordinates)
+    h = harness()
+    keys = upstream.get("http://gatepass.test/gatepass/keys").mock(
+        return_value=httpx.Response(200, json={"keys": [{"kid": "k1", "kty": "EC"}]})
+    )
+    assert (await h.client.get("/gatepass/keys")).status_code == 200  # live: passed through
+    keys.mock(side_effect=httpx.ConnectError("down"))
+    upstream.post("http://gatepass.test/gatepass/verify").mock(side_effect=httpx.ConnectError("x"))
+    # WHEN gatepass is down, THEN neither the keys nor a verdict on them is served
+    with caplog.at_level(logging.ERROR):
+        served_keys = await h.client.get("/gatepass/keys")
+        verdict = await h.client.post(
+            "/gatepass/verify",
+            json={"token": "t" * 40, "facility_id": "F-CHI"},
+            headers=h.auth(Role.GATE, None),
+        )
+    assert [served_keys.status_code, verdict.status_code] == [503, 503]
+    assert h.app.state.forwarder.fallback_errors == {"gatepass:static": 2}
+    assert "does not fit Jwks" in caplog.text
