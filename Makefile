@@ -66,10 +66,11 @@ clean:
 	rm -rf $(VENV) .relay .pytest_cache
 
 # --- sam build (BuildMethod: makefile): one artifact per function ----------------------
-# Each function gets shared_contracts and its own package only, plus runtime requirements.
+# Each function gets shared_contracts (the contracts), module_kit (the runtime modules are
+# built on) and its own package only, plus runtime requirements.
 define lambda_artifact
 	mkdir -p $(ARTIFACTS_DIR)/modules
-	cp -r shared_contracts $(ARTIFACTS_DIR)/
+	cp -r shared_contracts module_kit $(ARTIFACTS_DIR)/
 	$(1)
 	pip install -q -t $(ARTIFACTS_DIR) -r requirements-lambda.txt
 endef

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import httpx
 
+from module_kit.identity import generate_key_pair
 from relay.cloud import ROOT
 from relay.devissuer import DevIssuer
 from relay.stack import HOST, Process, free_port
-from shared_contracts.identity import Role, generate_key_pair
+from shared_contracts.identity import Role
 from shared_contracts.loads import LoadList
 
 BENCH = Path(__file__).resolve().parent

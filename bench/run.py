@@ -34,8 +34,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from module_kit.identity import generate_key_pair
 from relay.cloud import load_template
-from shared_contracts.identity import generate_key_pair
 
 from .harness import (
     LOAD_BODY,

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from shared_contracts import http
+from module_kit import http
 from shared_contracts.errors import BadRequestError, ForbiddenError, NotFoundError
 from shared_contracts.identity import Role
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from module_kit.identity import IdentitySigner
 from shared_contracts.errors import UnavailableError
-from shared_contracts.identity import IdentitySigner
 
 from . import aws
 from .config import GatewaySettings

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from module_kit.http import problem_response
 from shared_contracts import headers
 from shared_contracts.errors import BadRequestError, ProblemError, UnavailableError
-from shared_contracts.http import problem_response
 from shared_contracts.identity import IdentityContext
 
 from .deferred import DeferredWrites

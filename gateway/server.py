@@ -35,13 +35,13 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from module_kit.http import HeaderLimits, new_request_id
 from shared_contracts import headers
 from shared_contracts.errors import (
     ProblemError,
     RequestHeaderFieldsTooLargeError,
     RequestTimeoutError,
 )
-from shared_contracts.http import HeaderLimits, new_request_id
 
 from .config import (
     DEFAULT_BODY_READ_TIMEOUT_SECONDS,

@@ -34,7 +34,6 @@ from gateway.routes import Route, RouteTable
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredAccepted
 from shared_contracts.errors import Problem
-from shared_contracts.idempotency import KEY_PATTERN
 from shared_contracts.identity import Role
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,7 +258,7 @@ def _with_idempotency_key(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "description": description
             or "A retry with the same key and request gets the "
             "first answer, and the write happens once.",
-            "schema": {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$"},
+            "schema": {"type": "string", "pattern": f"^{headers.IDEMPOTENCY_KEY_PATTERN}$"},
         }
     ]
 

@@ -30,7 +30,7 @@ from typing import Any
 import boto3
 import httpx
 
-from shared_contracts.identity import generate_key_pair
+from module_kit.identity import generate_key_pair
 
 from .cloud import ROOT, LocalCloud, StackResult
 from .devissuer import DevIssuer

@@ -1,7 +1,7 @@
 """The one error envelope: RFC 9457 problem details, everywhere.
 
 Modules and the gateway raise :class:`ProblemError` (or a subclass); the FastAPI glue in
-:mod:`shared_contracts.http` turns it into an ``application/problem+json`` response.
+:mod:`module_kit.http` turns it into an ``application/problem+json`` response.
 """
 
 from __future__ import annotations
@@ -127,3 +127,22 @@ class UnavailableError(ProblemError):
 
 class UpstreamTimeoutError(ProblemError):
     status, code, title = 504, "upstream-timeout", "Upstream did not answer in time"
+
+
+# Idempotent writes (``Idempotency-Key``; the runtime is :mod:`module_kit.idempotency`).
+
+
+class InvalidIdempotencyKeyError(BadRequestError):
+    code, title = "invalid-idempotency-key", "Invalid idempotency key"
+
+
+class IdempotencyKeyReusedError(ProblemError):
+    status, code, title = 422, "idempotency-key-reused", "Idempotency key reused"
+
+
+class IdempotencyInProgressError(ConflictError):
+    code, title = "idempotency-in-progress", "Request already in progress"
+
+    def __init__(self, detail: str | None = None, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(detail, **kw)

@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from moto import mock_aws
 
+from module_kit.identity import IdentitySigner, generate_key_pair
 from relay.cloud import LocalCloud, StackResult
-from shared_contracts.identity import IdentityContext, IdentitySigner, Role, generate_key_pair
+from shared_contracts.identity import IdentityContext, Role
 
 # The gateway's identity key pair, for tests: modules get the public half from the template
 # parameter, exactly as deployed; tests sign contexts the way the gateway does.

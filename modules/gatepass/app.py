@@ -6,7 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request, Response
 
-from shared_contracts import ID_PATTERN, http
+from module_kit import http
+from module_kit.http import DispatchIdentity, DriverIdentity
+from module_kit.idempotency import IdempotencyStore, Idempotent
+from shared_contracts import ID_PATTERN
 from shared_contracts.gatepass import (
     GatePassCreate,
     GatePassList,
@@ -15,8 +18,6 @@ from shared_contracts.gatepass import (
     GatePassVerify,
     Jwks,
 )
-from shared_contracts.http import DispatchIdentity, DriverIdentity
-from shared_contracts.idempotency import IdempotencyStore, Idempotent
 from shared_contracts.identity import IdentityContext, Role
 
 from .config import GatepassSettings
@@ -54,7 +55,7 @@ def create_app(
             service = GatepassService(GatepassRepository(settings), signer)
         idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="gatepass")
     app.state.service = service
-    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
+    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see module_kit)
     http.install(app, audience="gatepass")
     errors = http.json_error_responses(400, 401, 403, 404, 409, 422, 503)
 

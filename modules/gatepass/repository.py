@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
+from module_kit import aws
+from module_kit.pager import query_items
 from shared_contracts.gatepass import GatePassPublic
-from shared_contracts.idempotency import aws_client_config
 from shared_contracts.loads import LoadPublic
 
 from .config import GatepassSettings
@@ -32,7 +32,7 @@ class GatepassRepository:
     @property
     def dynamodb(self) -> Any:
         if self._dynamodb is None:
-            self._dynamodb = boto3.resource("dynamodb", config=aws_client_config())
+            self._dynamodb = aws.resource("dynamodb")
         return self._dynamodb
 
     @property
@@ -57,18 +57,11 @@ class GatepassRepository:
         return GatePassPublic.model_validate_json(item["doc"]) if item else None
 
     def list_for_driver(self, driver_id: str) -> list[GatePassPublic]:
-        kwargs: dict[str, Any] = {
-            "IndexName": "by_driver",
-            "KeyConditionExpression": "driver_id = :d",
-            "ExpressionAttributeValues": {":d": driver_id},
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self._passes.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_items(
+            self._passes,
+            IndexName="by_driver",
+            KeyConditionExpression=Key("driver_id").eq(driver_id),
+        )
         return [GatePassPublic.model_validate_json(i["doc"]) for i in items]
 
     def create(self, gate_pass: GatePassPublic) -> GatePassPublic:

@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from module_kit.idempotency import derived_id
 from shared_contracts.errors import (
     ConflictError,
+    IdempotencyKeyReusedError,
     NotFoundError,
     UnavailableError,
     ValidationFailedError,
@@ -25,7 +27,6 @@ from shared_contracts.gatepass import (
     GatePassVerify,
     Jwks,
 )
-from shared_contracts.idempotency import IdempotencyKeyReusedError, derived_id
 from shared_contracts.loads import LoadPublic, LoadStatus, Stop
 
 from .repository import GatepassRepository

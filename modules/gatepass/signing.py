@@ -47,7 +47,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-import boto3
 import jwt
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -55,9 +54,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from module_kit import aws
 from shared_contracts import DriverId, FacilityId, LoadId, PassId
 from shared_contracts.gatepass import Jwk, Jwks
-from shared_contracts.idempotency import aws_client_config
 
 ISSUER = "relay-gatepass"
 ALGORITHM = "ES256"
@@ -164,7 +163,7 @@ class KmsSigner:
     @property
     def kms(self) -> Any:
         if self._kms is None:
-            self._kms = boto3.client("kms", config=aws_client_config())
+            self._kms = aws.client("kms")
         return self._kms
 
     def public_jwk(self) -> Jwk:

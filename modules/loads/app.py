@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request
 
-from shared_contracts import ID_PATTERN, http
-from shared_contracts.http import DispatchIdentity, DriverIdentity
-from shared_contracts.idempotency import IdempotencyStore, Idempotent
+from module_kit import http
+from module_kit.http import DispatchIdentity, DriverIdentity
+from module_kit.idempotency import IdempotencyStore, Idempotent
+from shared_contracts import ID_PATTERN
 from shared_contracts.loads import (
     LoadAssign,
     LoadEventCreate,
@@ -43,7 +44,7 @@ def create_app(
         service = service or LoadsService(LoadsRepository(settings))
         idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="loads")
     app.state.service = service
-    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
+    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see module_kit)
     http.install(app, audience="loads")
     errors = http.json_error_responses(400, 401, 404, 409, 422)
 

@@ -20,11 +20,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared_contracts.idempotency import aws_client_config
+from module_kit import aws
+from module_kit.pager import query_items
 from shared_contracts.loads import LoadEventPublic, LoadPublic
 from shared_contracts.notifications import Notification
 
@@ -60,13 +60,13 @@ class LoadsRepository:
     @property
     def dynamodb(self) -> Any:
         if self._dynamodb is None:
-            self._dynamodb = boto3.resource("dynamodb", config=aws_client_config())
+            self._dynamodb = aws.resource("dynamodb")
         return self._dynamodb
 
     @property
     def sqs(self) -> Any:
         if self._sqs is None:
-            self._sqs = boto3.client("sqs", config=aws_client_config())
+            self._sqs = aws.client("sqs")
         return self._sqs
 
     @property
@@ -114,18 +114,11 @@ class LoadsRepository:
         return LoadEventPublic.model_validate({**json.loads(item["doc"]), "load": stored.load})
 
     def list_for_driver(self, driver_id: str) -> list[LoadPublic]:
-        kwargs: dict[str, Any] = {
-            "IndexName": "by_driver",
-            "KeyConditionExpression": "driver_id = :d",
-            "ExpressionAttributeValues": {":d": driver_id},
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self._loads.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_items(
+            self._loads,
+            IndexName="by_driver",
+            KeyConditionExpression=Key("driver_id").eq(driver_id),
+        )
         return [LoadPublic.model_validate_json(i["doc"]) for i in items]
 
     def create(self, load: LoadPublic) -> None:

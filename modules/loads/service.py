@@ -23,8 +23,13 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from shared_contracts.errors import ConflictError, NotFoundError, ValidationFailedError
-from shared_contracts.idempotency import IdempotencyKeyReusedError, accepted_time, derived_id
+from module_kit.idempotency import accepted_time, derived_id
+from shared_contracts.errors import (
+    ConflictError,
+    IdempotencyKeyReusedError,
+    NotFoundError,
+    ValidationFailedError,
+)
 from shared_contracts.loads import (
     LoadAssign,
     LoadEventCreate,

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
 
-from shared_contracts import http
-from shared_contracts.http import DispatchIdentity, DriverIdentity
-from shared_contracts.idempotency import IdempotencyStore, Idempotent
+from module_kit import http
+from module_kit.http import DispatchIdentity, DriverIdentity
+from module_kit.idempotency import IdempotencyStore, Idempotent
 from shared_contracts.message import (
     DispatchMessageCreate,
     MessageCreate,
@@ -43,7 +43,7 @@ def create_app(
         service = service or MessageService(MessageRepository(settings))
         idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="message")
     app.state.service = service
-    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see shared_contracts)
+    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see module_kit)
     http.install(app, audience="message")
     errors = http.json_error_responses(400, 401, 403, 409, 422)
 

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared_contracts.idempotency import aws_client_config
+from module_kit import aws
 from shared_contracts.message import MessagePublic
 from shared_contracts.notifications import Notification
 
@@ -63,13 +62,13 @@ class MessageRepository:
     @property
     def dynamodb(self) -> Any:
         if self._dynamodb is None:
-            self._dynamodb = boto3.resource("dynamodb", config=aws_client_config())
+            self._dynamodb = aws.resource("dynamodb")
         return self._dynamodb
 
     @property
     def sqs(self) -> Any:
         if self._sqs is None:
-            self._sqs = boto3.client("sqs", config=aws_client_config())
+            self._sqs = aws.client("sqs")
         return self._sqs
 
     @property

@@ -22,8 +22,8 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from shared_contracts.errors import ValidationFailedError
-from shared_contracts.idempotency import IdempotencyKeyReusedError, accepted_time, derived_id
+from module_kit.idempotency import accepted_time, derived_id
+from shared_contracts.errors import IdempotencyKeyReusedError, ValidationFailedError
 from shared_contracts.message import (
     Direction,
     DispatchMessageCreate,

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
 
-from shared_contracts import ID_PATTERN, http
-from shared_contracts.http import DriverIdentity
+from module_kit import http
+from module_kit.http import DriverIdentity
+from shared_contracts import ID_PATTERN
 from shared_contracts.navigate import Directions
 
 from .config import NavigateSettings

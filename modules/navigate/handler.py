@@ -2,7 +2,7 @@
 
 from mangum import Mangum
 
-from shared_contracts.http import LAMBDA_TEXT_MIME_TYPES
+from module_kit.http import LAMBDA_TEXT_MIME_TYPES
 
 from .app import create_app
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared_contracts.idempotency import aws_client_config
+from module_kit import aws
 from shared_contracts.loads import LoadPublic
 from shared_contracts.navigate import Destination
 
@@ -36,7 +35,7 @@ class _Table:
     @property
     def dynamodb(self) -> Any:
         if self._dynamodb is None:
-            self._dynamodb = boto3.resource("dynamodb", config=aws_client_config())
+            self._dynamodb = aws.resource("dynamodb")
         return self._dynamodb
 
     def _get_item(self, table: str, key: dict[str, str]) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared_contracts.identity import IdentityContext, IdentitySigner, Role, generate_key_pair
+from module_kit.identity import IdentitySigner, generate_key_pair
+from shared_contracts.identity import IdentityContext, Role
 
 
 def test_a_driver_never_reaches_another_drivers_load_pass_or_message(api):

@@ -28,10 +28,11 @@ import boto3
 import httpx
 from boto3.dynamodb.conditions import Key
 
+from module_kit.idempotency import LOCAL_IN_PROGRESS_TIMEOUT
+from module_kit.identity import IdentitySigner
 from relay.stack import HOST, START_TIMEOUT_SECONDS, Process, free_port
 from shared_contracts import headers
-from shared_contracts.idempotency import LOCAL_IN_PROGRESS_TIMEOUT
-from shared_contracts.identity import IdentityContext, IdentitySigner, Role
+from shared_contracts.identity import IdentityContext, Role
 from tests.integration.conftest import wait_until
 
 DYNAMODB_WRITES = {"DynamoDB_20120810.PutItem", "DynamoDB_20120810.TransactWriteItems"}

@@ -2,7 +2,7 @@
 
 The lease is Powertools' INPROGRESS record: 10 s locally (LOCAL_IN_PROGRESS_TIMEOUT), the
 invocation's remaining time under Lambda (the functions' Timeout). boto3's defaults (60 s
-reads, several attempts) let one frozen call outlive it; see shared_contracts/idempotency.py.
+reads, several attempts) let one frozen call outlive it; see module_kit/aws.py.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from module_kit import aws
+from module_kit.idempotency import ACCEPTED_AT_MAX_AGE, LOCAL_IN_PROGRESS_TIMEOUT, IdempotencyStore
 from modules.gatepass.config import GatepassSettings
 from modules.gatepass.repository import GatepassRepository
 from modules.gatepass.signing import KmsSigner
@@ -20,15 +22,6 @@ from modules.message.repository import MessageRepository
 from modules.navigate.config import NavigateSettings
 from modules.navigate.repository import FacilitiesRepository, LoadsReader
 from relay.cloud import ROOT, ROOT_TEMPLATE, load_template
-from shared_contracts.idempotency import (
-    ACCEPTED_AT_MAX_AGE,
-    AWS_CONNECT_TIMEOUT_SECONDS,
-    AWS_MAX_ATTEMPTS,
-    AWS_READ_TIMEOUT_SECONDS,
-    LOCAL_IN_PROGRESS_TIMEOUT,
-    IdempotencyStore,
-    aws_call_worst_case,
-)
 
 # A delivery whose storage stalls makes at most two calls that stall: the write it was
 # doing, then Powertools deleting the record of the failed work.
@@ -63,10 +56,10 @@ def test_every_modules_aws_clients_have_explicit_deadlines(deployed, monkeypatch
     for name, client in _clients(deployed, monkeypatch).items():
         config = client.meta.config
         assert (config.connect_timeout, config.read_timeout) == (
-            AWS_CONNECT_TIMEOUT_SECONDS,
-            AWS_READ_TIMEOUT_SECONDS,
+            aws.CONNECT_TIMEOUT_SECONDS,
+            aws.READ_TIMEOUT_SECONDS,
         ), name
-        assert config.retries == {"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS}, name
+        assert config.retries == {"mode": "standard", "total_max_attempts": aws.MAX_ATTEMPTS}, name
 
 
 def _function_timeouts() -> dict[str, int]:
@@ -79,7 +72,7 @@ def _function_timeouts() -> dict[str, int]:
 
 
 def test_a_stalled_delivery_ends_inside_its_lease():
-    worst = aws_call_worst_case() * STALLED_CALLS_PER_DELIVERY
+    worst = aws.call_worst_case() * STALLED_CALLS_PER_DELIVERY
     assert worst < LOCAL_IN_PROGRESS_TIMEOUT
     timeouts = _function_timeouts()
     assert set(timeouts) == {"loads", "gatepass", "navigate", "message"}

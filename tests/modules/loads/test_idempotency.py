@@ -16,12 +16,12 @@ from boto3.dynamodb.conditions import Key
 from fastapi.testclient import TestClient
 from mangum import Mangum
 
+from module_kit.http import LAMBDA_TEXT_MIME_TYPES
 from modules.loads.app import create_app
 from modules.loads.config import LoadsSettings
 from modules.loads.repository import LoadsRepository
 from modules.loads.service import LoadsService
 from relay import demo
-from shared_contracts.http import LAMBDA_TEXT_MIME_TYPES
 from shared_contracts.identity import Role
 from tests.conftest import identity_header_for
 

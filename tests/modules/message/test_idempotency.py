@@ -14,11 +14,11 @@ import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
+from module_kit.idempotency import IdempotencyStore
 from modules.message.app import create_app
 from modules.message.config import MessageSettings
 from modules.message.repository import MessageRepository
 from modules.message.service import MessageService
-from shared_contracts.idempotency import IdempotencyStore
 from shared_contracts.identity import Role
 from tests.conftest import identity_header_for
 

@@ -19,7 +19,7 @@ from gateway.clientaddr import ClientAddress
 from gateway.config import GatewaySettings
 from gateway.fallbacks import RevokedPasses
 from gateway.routes import RouteTable
-from shared_contracts import http
+from module_kit import http
 from shared_contracts.identity import Role
 from tests.unit.gateway.conftest import ISSUER, UPSTREAMS
 

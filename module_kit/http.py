@@ -22,19 +22,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import headers
-from .errors import (
+from shared_contracts import headers
+from shared_contracts.errors import (
     BadRequestError,
     FieldError,
     ForbiddenError,
     PayloadTooLargeError,
+    Problem,
     ProblemError,
     RequestHeaderFieldsTooLargeError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
-from .identity import IdentityContext, IdentityVerifier, InvalidIdentityError, Role
+from shared_contracts.identity import IdentityContext, InvalidIdentityError, Role
+
+from .identity import IdentityVerifier
 
 log = logging.getLogger("relay.http")
 
@@ -310,6 +313,4 @@ DispatchIdentity = Annotated[IdentityContext, Depends(require_role(Role.DISPATCH
 
 def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting problem answers."""
-    from .errors import Problem
-
     return {s: {"model": Problem, "content": {headers.PROBLEM_MEDIA_TYPE: {}}} for s in statuses}

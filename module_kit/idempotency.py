@@ -38,16 +38,10 @@ item and checked in the same transaction; gatepass: pass id from driver and key,
 
 Deadlines on AWS calls
 ----------------------
-Still, a delivery should normally end well within its lease, so the boto3 clients of every
-module that serves requests get :func:`aws_client_config` (the notifications worker holds
-no lease and keeps boto3's defaults): connect within :data:`AWS_CONNECT_TIMEOUT_SECONDS`,
-an answer within :data:`AWS_READ_TIMEOUT_SECONDS`, :data:`AWS_MAX_ATTEMPTS` attempts in
-all (botocore's standard retry mode: its first backoff is under 1 s). boto3's defaults
-(60 s reads, up to 5 attempts) let one stalled call hold a delivery for minutes. A stalled
-call now gives up within :func:`aws_call_worst_case` (4 s); a delivery whose storage
-stalls makes at most two such calls before it ends (the stalled write, then Powertools
-deleting its record), 8 s, inside the 10 s lease. DynamoDB answers in milliseconds; the
-gateway waits 2 s for a whole module call, so a slower answer is of no use to anyone.
+Still, a delivery should normally end well within its lease, so the idempotency table's
+client, like every module's, is made with :func:`module_kit.aws.client_config`: a stalled
+call gives up within 4 s, and a delivery whose storage stalls ends within 8 s, inside the
+10 s lease (see :mod:`module_kit.aws`).
 
 When the write was accepted
 ---------------------------
@@ -90,13 +84,19 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
-from botocore.config import Config
 from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from . import headers
-from .errors import BadRequestError, ConflictError, ProblemError, UnavailableError
+from shared_contracts import headers
+from shared_contracts.errors import (
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+    InvalidIdempotencyKeyError,
+    UnavailableError,
+)
+
+from .aws import client_config
 from .http import Identity
 
 log = logging.getLogger("relay.idempotency")
@@ -108,14 +108,6 @@ LOCAL_IN_PROGRESS_TIMEOUT = timedelta(seconds=10)
 REPLAYED_HEADER = "Idempotent-Replayed"
 KEY_PATTERN = re.compile(headers.IDEMPOTENCY_KEY_PATTERN)
 
-# Deadlines of every module's AWS calls (see "Deadlines on AWS calls" above).
-AWS_CONNECT_TIMEOUT_SECONDS = 0.5
-AWS_READ_TIMEOUT_SECONDS = 1.0
-AWS_MAX_ATTEMPTS = 2  # the first attempt and one retry
-# botocore's standard mode waits random() * scale * 2**(attempt - 1) s before a retry, the
-# scale 1 s for throttling and 25-50 ms otherwise: the first wait is under 1 s.
-_STANDARD_MODE_MAX_FIRST_BACKOFF_SECONDS = 1.0
-
 # The accepted-at stamp (see "When the write was accepted" above). The age limit is the
 # deferred queue's retention (MessageRetentionPeriod of DeferredWritesQueue, 14 days).
 ACCEPTED_AT_MAX_SKEW = timedelta(minutes=5)
@@ -126,44 +118,6 @@ _RFC3339 = re.compile(
 )
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class InvalidIdempotencyKeyError(BadRequestError):
-    code, title = "invalid-idempotency-key", "Invalid idempotency key"
-
-
-class IdempotencyKeyReusedError(ProblemError):
-    status, code, title = 422, "idempotency-key-reused", "Idempotency key reused"
-
-
-class IdempotencyInProgressError(ConflictError):
-    code, title = "idempotency-in-progress", "Request already in progress"
-
-    def __init__(self, detail: str | None = None, **kw: Any) -> None:
-        kw.setdefault("headers", {"Retry-After": "1"})
-        super().__init__(detail, **kw)
-
-
-def aws_client_config(**overrides: Any) -> Config:
-    """The botocore ``Config`` every module's boto3 clients and resources are made with."""
-    settings: dict[str, Any] = {
-        "connect_timeout": AWS_CONNECT_TIMEOUT_SECONDS,
-        "read_timeout": AWS_READ_TIMEOUT_SECONDS,
-        "retries": {"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
-    }
-    settings.update(overrides)
-    return Config(**settings)
-
-
-def aws_call_worst_case() -> timedelta:
-    """The longest one AWS call made with :func:`aws_client_config` takes to give up.
-
-    Every attempt may spend its whole connect and read timeouts; between attempts botocore's
-    standard mode waits less than 1 s the first time. 2 x (0.5 s + 1 s) + 1 s = 4 s.
-    """
-    attempts = AWS_MAX_ATTEMPTS * (AWS_CONNECT_TIMEOUT_SECONDS + AWS_READ_TIMEOUT_SECONDS)
-    backoff = _STANDARD_MODE_MAX_FIRST_BACKOFF_SECONDS * (AWS_MAX_ATTEMPTS - 1)
-    return timedelta(seconds=attempts + backoff)
 
 
 def derived_id(*parts: str, length: int = 32) -> str:
@@ -263,7 +217,7 @@ class IdempotencyStore:
                     table_name=self.table_name,
                     key_attr="id",
                     expiry_attr="expiration",
-                    boto_config=aws_client_config(),
+                    boto_config=client_config(),
                     boto3_client=self._client,
                 )
             return self._layer
