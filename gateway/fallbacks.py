@@ -43,6 +43,16 @@ from shared_contracts.loads import LoadList, LoadPublic, LoadStatus
 from shared_contracts.navigate import Destination, Directions
 
 WallClock = Callable[[], float]
+
+
+def _json(body: bytes) -> object:
+    """A live answer's JSON, or None: remembering never fails the answer it remembers."""
+    try:
+        return json.loads(body)
+    except ValueError:  # not JSON (or not UTF-8): nothing to learn from it
+        return None
+
+
 DEFAULT_CACHE_ENTRIES = 20_000
 TRUCK_SPEED_KMH = 75.0
 ROAD_FACTOR = 1.3
@@ -264,14 +274,16 @@ class GatePassLastKnownGood(LastKnownGood):
 
     def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
         super().remember(call, status, body, content_type)
-        docs: list[dict] = []
+        docs: object = []
         if status in (200, 201) and call.path.startswith("/gatepass"):
-            doc = json.loads(body)
+            doc = _json(body)
             docs = doc.get("items", [doc]) if isinstance(doc, dict) else []
-        for d in docs:
+        for d in docs if isinstance(docs, list) else []:
+            if not isinstance(d, dict):
+                continue
             if d.get("revoked") is True:
                 self.revoked.add(d.get("pass_id"), d.get("valid_until"))
-            if "pass_id" in d and "load_id" in d:
+            if isinstance(d.get("pass_id"), str) and "load_id" in d and "facility_id" in d:
                 raw = json.dumps(d).encode()
                 self.put((call.caller, f"/gatepass/{d['pass_id']}"), raw, content_type)
                 self.put(
@@ -337,8 +349,9 @@ class StaticDirections:
 
     def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
         if status == 200 and call.method == "GET":
-            dest = json.loads(body).get("destination")
-            if dest and "facility_id" in dest:
+            doc = _json(body)
+            dest = doc.get("destination") if isinstance(doc, dict) else None
+            if isinstance(dest, dict) and isinstance(dest.get("facility_id"), str):
                 self._destinations[dest["facility_id"]] = dest
                 self._destinations.move_to_end(dest["facility_id"])
                 while len(self._destinations) > self.max_facilities:
@@ -415,7 +428,7 @@ class OfflinePassVerifier:
         if call.method == "GET" and call.path == "/gatepass/keys":
             self._jwks, self._jwks_at = body, self.clock()
         elif call.method == "POST" and call.path == "/gatepass/verify" and b"revoked" in body:
-            verdict = json.loads(body)
+            verdict = _json(body)
             if isinstance(verdict, dict) and verdict.get("reason") == "revoked":
                 self.revoked.add(verdict.get("pass_id"), verdict.get("valid_until"))
 

@@ -694,3 +694,40 @@ async def test_cached_gate_keys_that_do_not_fit_the_contract_are_a_503(harness, 
     assert [served_keys.status_code, verdict.status_code] == [503, 503]
     assert h.app.state.forwarder.fallback_errors == {"gatepass:static": 2}
     assert "does not fit Jwks" in caplog.text
+
+
+async def test_a_live_answer_the_fallbacks_cannot_read_is_passed_through_not_a_500(
+    harness, upstream
+):
+    # GIVEN live 200s of shapes no fallback can learn from
+    h = harness()
+    nav = upstream.get("http://navigate.test/navigate").mock(
+        return_value=httpx.Response(200, json=["not", "directions"])
+    )
+    passes = upstream.get("http://gatepass.test/gatepass").mock(
+        return_value=httpx.Response(200, text="not json", headers={"content-type": "text/plain"})
+    )
+    verdict = upstream.post("http://gatepass.test/gatepass/verify").mock(
+        return_value=httpx.Response(200, text="revoked?")
+    )
+    gate = h.auth(Role.GATE, None)
+    scan = {"token": "t" * 40, "facility_id": "F-CHI"}
+    live = [
+        await h.client.get("/navigate?load_id=L-1&lat=1&lon=1", headers=h.auth()),
+        await h.client.get("/gatepass", headers=h.auth()),
+        await h.client.post("/gatepass/verify", json=scan, headers=gate),
+    ]
+    # THEN each is passed through as the module sent it
+    assert [r.status_code for r in live] == [200, 200, 200]
+    assert [live[0].json(), live[1].text, live[2].text] == [
+        ["not", "directions"],
+        "not json",
+        "revoked?",
+    ]
+    # and with the modules down none is served: the pass list's copy (kept as bytes) does
+    # not fit the contract, a counted 503; verify learnt no keys from its answer
+    for route in (nav, passes, verdict):
+        route.mock(side_effect=httpx.ConnectError("down"))
+    assert (await h.client.get("/gatepass", headers=h.auth())).status_code == 503
+    assert (await h.client.post("/gatepass/verify", json=scan, headers=gate)).status_code == 503
+    assert h.app.state.forwarder.fallback_errors == {"gatepass:last-known-good": 1}
