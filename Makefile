@@ -67,12 +67,14 @@ clean:
 
 # --- sam build (BuildMethod: makefile): one artifact per function ----------------------
 # Each function gets shared_contracts (the contracts), module_kit (the runtime modules are
-# built on) and its own package only, plus runtime requirements.
+# built on) and its own package only, plus runtime requirements. LAMBDA_PIP=true skips the
+# requirements (tests/template/test_artifacts.py builds the artifacts without a network).
+LAMBDA_PIP ?= pip
 define lambda_artifact
 	mkdir -p $(ARTIFACTS_DIR)/modules
 	cp -r shared_contracts module_kit $(ARTIFACTS_DIR)/
 	$(1)
-	pip install -q -t $(ARTIFACTS_DIR) -r requirements-lambda.txt
+	$(LAMBDA_PIP) install -q -t $(ARTIFACTS_DIR) -r requirements-lambda.txt
 endef
 
 build-LoadsFunction:
@@ -86,4 +88,6 @@ build-MessageFunction:
 build-NotificationsFunction:
 	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/notifications $(ARTIFACTS_DIR)/modules/)
 build-GatewayFunction:
+	$(call lambda_artifact,cp -r gateway $(ARTIFACTS_DIR)/)
+build-DeferredReplayFunction:
 	$(call lambda_artifact,cp -r gateway $(ARTIFACTS_DIR)/)
