@@ -142,8 +142,11 @@ class RouteTable:
         for route in routes:
             if route.module not in modules:
                 raise RouteTableError(f"route {route.prefix} names unknown module {route.module}")
-            if route.auth == "none" and route.fallback.get("POST"):
-                raise RouteTableError(f"route {route.prefix}: anonymous writes cannot be deferred")
+            if route.auth == "none" and WRITE_METHODS & route.fallback.keys():
+                raise RouteTableError(
+                    f"route {route.prefix}: anonymous writes cannot have a fallback "
+                    "(a deferred or cached write needs a caller)"
+                )
         used = {route.module for route in routes}
         for name in modules:
             if name not in used:

@@ -152,6 +152,10 @@ def _driver_route(**fallback: str) -> dict:
             _table(None, {"prefix": "/m", "module": "m", "auth": "none", "roles": ["driver"]}),
             "roles mean nothing",
         ),
+        (
+            _table(None, {"prefix": "/m", "module": "m", "auth": "none", "fallback": {"PUT": "x"}}),
+            "anonymous writes cannot have a fallback",
+        ),
         # tiers: what a driver keeps when the module fails
         (_table(None, _driver_route(POST="deferred"), tier="critical"), "its reads need"),
         (_table(None, _driver_route(GET="last-known-good"), tier="critical"), "its writes need"),
