@@ -1,4 +1,4 @@
-"""The gateway app: authenticate, match the route table, forward through the resilience layer.
+"""The gateway app: builds every part and composes the request pipeline (``pipeline.py``).
 
 ``create_app(settings=None, *, transport=None, ...)``: tests pass an ``httpx`` transport
 (``MockTransport``, ``ASGITransport``, or respx's mock) and clocks, so no network and no
@@ -15,11 +15,9 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from module_kit import http
-from shared_contracts.errors import BadRequestError, ForbiddenError, NotFoundError
 from shared_contracts.identity import Role
 
 from . import ops, writes
@@ -42,7 +40,8 @@ from .faults import ControlTableFaults, FaultInjector
 from .identity import SignerProvider
 from .ledger import DeferredLedger
 from .openapi import install_openapi
-from .proxy import Forwarder, ProxyFastPath
+from .pipeline import Forward, Step, build_pipeline, gateway_steps
+from .proxy import Forwarder
 from .ratelimit import Limit, RateLimiter
 from .retry import RetryBudget
 from .routes import RouteTable, RouteTableError
@@ -104,13 +103,6 @@ def build_fallbacks(
             queue, ledger, store_timeout_seconds=settings.store_timeout_seconds
         ),
     }
-
-
-def _has_dot_segment(path: str) -> bool:
-    lowered = path.lower()
-    return (
-        "%2e" in lowered or "%2f" in lowered or any(seg in (".", "..") for seg in path.split("/"))
-    )
 
 
 def create_app(
@@ -204,68 +196,36 @@ def create_app(
 
     app.include_router(ops.router)
     app.include_router(writes.router)
-    install_openapi(app)  # the mobile API's contract; before the catch-all proxy route
+    install_openapi(app)  # the mobile API's contract, GET /openapi.json
 
-    async def proxy(scope: Scope, receive: Receive) -> Response:
-        path = scope["path"]  # not request.url: that builds a URL object per request
-        raw_path = (scope.get("raw_path") or b"").decode("latin-1")
-        if _has_dot_segment(raw_path or path):
-            raise BadRequestError("path segments '.' and '..' and encoded slashes are not allowed")
-        if path[-1:] == "/" and path != "/":
-            # /loads/ is /loads: modules never see the slash (they would answer with a
-            # redirect to their own address).
-            path = scope["path"] = path.rstrip("/") or "/"
-            scope["raw_path"] = raw_path.rstrip("/").encode("latin-1") or None
-        route = table.match(path)
-        if route is None:
-            raise NotFoundError("no such route", code="no-route")
-        hdrs = dict(scope["headers"])
-        identity = None
-        if route.auth == "required":
-            authorization = hdrs.get(b"authorization")
-            identity = await auth.authenticate(
-                None if authorization is None else authorization.decode("latin-1")
-            )
-            if identity.role not in route.roles:
-                raise ForbiddenError(f"role {identity.role.value} may not call {route.prefix}")
-            limiter.check(identity.sub, route.prefix, limits[identity.role.value])
-        else:
-            limiter.check("ip:" + client_address(scope), route.prefix, limits["anonymous"])
-        request_id = scope.get("state", {}).get("request_id") or ""
-        return await forwarder.forward(scope, receive, hdrs, route, identity, request_id)
-
-    http.install(app, guard=False)
-    return GatewayApp(
-        app, proxy, max_body_bytes=settings.max_body_bytes, header_limits=settings.header_limits
+    http.install(app, guard=False)  # the problem answers; the guard is the pipeline's first step
+    steps = gateway_steps(
+        api=app,
+        table=table,
+        authenticator=auth,
+        limiter=limiter,
+        limits=limits,
+        client_address=client_address,
+        max_body_bytes=settings.max_body_bytes,
+        header_limits=settings.header_limits,
     )
+    return GatewayApp(app, steps, Forward(forwarder))
 
 
 class GatewayApp:
-    """The gateway's ASGI entry point: request guard, then forwards straight to ``proxy``;
-    only the gateway's own routes (health, ops, OpenAPI) go through FastAPI. Forwarding
-    skips FastAPI's router, dependency and middleware machinery, a large share of a
-    forward's CPU. Attributes (``state``, ``routes``...) are the FastAPI app's."""
+    """The gateway's ASGI entry point: the request pipeline (``gateway/pipeline.py``). Its
+    steps send the gateway's own routes (health, ops, OpenAPI, deferred status) to ``api``,
+    the FastAPI app, and forward everything else without FastAPI's router, dependency and
+    middleware machinery, a large share of a forward's CPU. ``state`` is ``api.state``."""
 
-    def __init__(
-        self,
-        api: FastAPI,
-        proxy: Callable[[Scope, Receive], Awaitable[Response]],
-        *,
-        max_body_bytes: int,
-        header_limits: http.HeaderLimits = http.DEFAULT_HEADER_LIMITS,
-    ) -> None:
+    def __init__(self, api: FastAPI, steps: list[Step], forward: Forward) -> None:
         self.api = api
-        self._asgi = http.RequestGuard(
-            ProxyFastPath(api, handler=proxy),
-            max_body_bytes=max_body_bytes,
-            header_limits=header_limits,
-        )
+        self.state = api.state
+        self.steps = steps
+        self.asgi = build_pipeline(steps, forward)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._asgi(scope, receive, send)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.api, name)
+        await self.asgi(scope, receive, send)
 
 
 def upstream_transport(settings: GatewaySettings) -> httpx.AsyncBaseTransport:

@@ -285,18 +285,16 @@ class CircuitBreaker:
             else:
                 call.engine_call.__exit__(None, None, None)
         finally:
-            self._release(call)
+            if call.probe:
+                self.probes_in_flight -= 1
 
     def on_error(self, call: BreakerCall, exc: BaseException) -> None:
         """The call raised ``exc``: the engine counts it, unless ``is_failure`` excludes it."""
         try:
             call.engine_call.__exit__(type(exc), exc, exc.__traceback__)
         finally:
-            self._release(call)
-
-    def _release(self, call: BreakerCall) -> None:
-        if call.probe:
-            self.probes_in_flight -= 1
+            if call.probe:
+                self.probes_in_flight -= 1
 
     def calling(self) -> BreakerCall:
         """Guard one awaited call (``async with breaker.calling(): ...``). Raises

@@ -21,8 +21,8 @@ CACHE_CONTROL = "public, max-age=300"
 
 
 def install_openapi(app: FastAPI, path: Path = DOCUMENT_FILE) -> None:
-    """Serve ``path`` at ``GET /openapi.json``. Call it before the catch-all proxy route,
-    which would otherwise answer that path."""
+    """Serve ``path`` at ``GET /openapi.json``: a route of the gateway's own, which the
+    pipeline's ``LocalRoutes`` step reads from the app's routes and never forwards."""
     body = path.read_bytes()
     json.loads(body)  # fail at start-up, not per request, if the file is not JSON
 

@@ -1,4 +1,5 @@
-"""Forwarding one request to its module, with the module's fallback when it cannot answer."""
+"""The pipeline's last step's work: one request to its module, with the route's fallback
+when the module gives no answer (``Forwarder.forward``)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,15 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope
 
-from module_kit.http import problem_response
 from shared_contracts import headers
-from shared_contracts.errors import BadRequestError, ProblemError, UnavailableError
+from shared_contracts.errors import BadRequestError, UnavailableError
 from shared_contracts.identity import IdentityContext
 
 from .deferred import DeferredWrites
@@ -273,36 +273,3 @@ class Forwarder:
             f"the {call.module} service is unavailable ({exc.reason})",
             retry_after=DEFAULT_RETRY_AFTER_SECONDS,
         )
-
-
-# Served by the FastAPI app itself; every other path is a forward (or a "no-route" 404).
-LOCAL_PATHS = frozenset({"/healthz", "/openapi.json"})
-LOCAL_PREFIXES = ("/ops/", "/deferred/")
-
-
-class ProxyFastPath:
-    """Pure ASGI middleware: forwarded requests go straight to ``handler``, errors answered
-    in the problem envelope; the gateway's own routes go on to FastAPI."""
-
-    def __init__(
-        self, app: ASGIApp, handler: Callable[[Scope, Receive], Awaitable[Response]]
-    ) -> None:
-        self.app = app
-        self.handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path in LOCAL_PATHS or path.startswith(LOCAL_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        try:
-            response = await self.handler(scope, receive)
-        except ProblemError as exc:
-            response = problem_response(exc, scope.get("state", {}).get("request_id"))
-        except Exception:
-            log.exception("unhandled error forwarding %s", path)
-            response = problem_response(
-                ProblemError("unexpected error; it has been logged"),
-                scope.get("state", {}).get("request_id"),
-            )
-        await response(scope, receive, send)

@@ -154,22 +154,13 @@ class ModuleUpstream:
     ) -> ModuleAnswer:
         """``impatient``: the caller has a fallback answer, so as the half-open trial it
         waits only the probe patience (then :class:`ProbeRunning`)."""
-        sending = self._send_bulkheaded(method, target, request_headers, body, retry_safe)
-        if not (impatient and self.breaker.would_probe()):
-            return await sending
-        try:
-            return await self.breaker.patiently(sending)
-        except ProbeStillRunningError as exc:
-            raise ProbeRunning(self.module.name, str(exc), exc) from None
-
-    async def _send_bulkheaded(
-        self,
-        method: str,
-        target: str,
-        request_headers: list[tuple[bytes, bytes]],
-        body: bytes | None,
-        retry_safe: bool,
-    ) -> ModuleAnswer:
+        if impatient and self.breaker.would_probe():
+            try:
+                return await self.breaker.patiently(
+                    self.send(method, target, request_headers, body, retry_safe=retry_safe)
+                )
+            except ProbeStillRunningError as exc:
+                raise ProbeRunning(self.module.name, str(exc), exc) from None
         self.budget.record_request()
         deadline = self.clock() + self.module.timeout_seconds
         try:
