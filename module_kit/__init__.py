@@ -3,6 +3,7 @@
 One file per capability (the contracts they speak are in :mod:`shared_contracts`, which
 stays cheap to import):
 
+- :mod:`module_kit.app`: the part of ``create_app`` every module shares.
 - :mod:`module_kit.http`: the problem+json error handlers, the request guard middleware
   (request ids, header and body limits), the identity dependencies of routes.
 - :mod:`module_kit.identity`: signing (gateway) and verifying (modules) identity contexts.
@@ -22,6 +23,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .app import app_service, module_app
     from .aws import client, client_config, resource
     from .http import (
         LAMBDA_TEXT_MIME_TYPES,
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from .pager import query_items
 
 _EXPORTS = {
+    "app_service": "app",
+    "module_app": "app",
     "client": "aws",
     "client_config": "aws",
     "resource": "aws",
@@ -75,12 +79,14 @@ __all__ = [
     "IdentityVerifier",
     "RequestGuard",
     "accepted_time",
+    "app_service",
     "client",
     "client_config",
     "derived_id",
     "generate_key_pair",
     "install",
     "json_error_responses",
+    "module_app",
     "problem_response",
     "query_items",
     "require_role",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi import Depends, FastAPI, Path, Response
 
 from module_kit import http
+from module_kit.app import app_service, module_app
 from module_kit.http import DispatchIdentity, DriverIdentity
 from module_kit.idempotency import IdempotencyStore, Idempotent
 from shared_contracts import ID_PATTERN
@@ -32,11 +33,7 @@ GateIdentity = Annotated[IdentityContext, Depends(http.require_role(Role.GATE, R
 KEYS_MAX_AGE = 300
 
 
-def _service(request: Request) -> GatepassService:
-    return request.app.state.service
-
-
-Service = Annotated[GatepassService, Depends(_service)]
+Service = Annotated[GatepassService, Depends(app_service)]
 
 
 def create_app(
@@ -45,7 +42,6 @@ def create_app(
     service: GatepassService | None = None,
     idempotency: IdempotencyStore | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="Relay gate passes", version="1", docs_url=None, redoc_url=None)
     if service is None or idempotency is None:
         settings = settings or GatepassSettings()
         if service is None:
@@ -54,14 +50,11 @@ def create_app(
             )
             service = GatepassService(GatepassRepository(settings), signer)
         idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="gatepass")
-    app.state.service = service
-    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see module_kit)
-    http.install(app, audience="gatepass")
+    # POSTs accept an Idempotency-Key (module_kit.idempotency)
+    app = module_app(
+        "gatepass", title="Relay gate passes", service=service, idempotency=idempotency
+    )
     errors = http.json_error_responses(400, 401, 403, 404, 409, 422, 503)
-
-    @app.get("/healthz", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     # Declared before /gatepass/{pass_id}, which would otherwise capture "keys".
     @app.get("/gatepass/keys", response_model=Jwks, responses=http.json_error_responses(503))

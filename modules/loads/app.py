@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path
 
 from module_kit import http
+from module_kit.app import app_service, module_app
 from module_kit.http import DispatchIdentity, DriverIdentity
 from module_kit.idempotency import IdempotencyStore, Idempotent
 from shared_contracts import ID_PATTERN
@@ -25,11 +26,7 @@ from .service import LoadsService
 LoadIdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-def _service(request: Request) -> LoadsService:
-    return request.app.state.service
-
-
-Service = Annotated[LoadsService, Depends(_service)]
+Service = Annotated[LoadsService, Depends(app_service)]
 
 
 def create_app(
@@ -38,19 +35,13 @@ def create_app(
     service: LoadsService | None = None,
     idempotency: IdempotencyStore | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="Relay loads", version="1", docs_url=None, redoc_url=None)
     if service is None or idempotency is None:
         settings = settings or LoadsSettings()
         service = service or LoadsService(LoadsRepository(settings))
         idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="loads")
-    app.state.service = service
-    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see module_kit)
-    http.install(app, audience="loads")
+    # POSTs accept an Idempotency-Key (module_kit.idempotency)
+    app = module_app("loads", title="Relay loads", service=service, idempotency=idempotency)
     errors = http.json_error_responses(400, 401, 404, 409, 422)
-
-    @app.get("/healthz", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/loads", response_model=LoadList, responses=errors)
     def list_loads(identity: DriverIdentity, svc: Service) -> LoadList:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query
 
 from module_kit import http
+from module_kit.app import app_service, module_app
 from module_kit.http import DispatchIdentity, DriverIdentity
 from module_kit.idempotency import IdempotencyStore, Idempotent
 from shared_contracts.message import (
@@ -20,12 +21,7 @@ from .config import MessageSettings
 from .repository import MessageRepository
 from .service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MessageService
 
-
-def _service(request: Request) -> MessageService:
-    return request.app.state.service
-
-
-Service = Annotated[MessageService, Depends(_service)]
+Service = Annotated[MessageService, Depends(app_service)]
 # Bounds on the cursor are checked by the service so that any bad cursor is a 400.
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
@@ -37,19 +33,13 @@ def create_app(
     service: MessageService | None = None,
     idempotency: IdempotencyStore | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="Relay message", version="1", docs_url=None, redoc_url=None)
     if service is None or idempotency is None:
         settings = settings or MessageSettings()
         service = service or MessageService(MessageRepository(settings))
         idempotency = idempotency or IdempotencyStore(settings.idempotency_table, prefix="message")
-    app.state.service = service
-    app.state.idempotency = idempotency  # POSTs accept an Idempotency-Key (see module_kit)
-    http.install(app, audience="message")
+    # POSTs accept an Idempotency-Key (module_kit.idempotency)
+    app = module_app("message", title="Relay message", service=service, idempotency=idempotency)
     errors = http.json_error_responses(400, 401, 403, 409, 422)
-
-    @app.get("/healthz", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/message", response_model=MessagePage, responses=errors)
     def list_messages(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query
 
 from module_kit import http
+from module_kit.app import app_service, module_app
 from module_kit.http import DriverIdentity
 from shared_contracts import ID_PATTERN
 from shared_contracts.navigate import Directions
@@ -25,11 +26,7 @@ LonQuery = Annotated[
 ]
 
 
-def _service(request: Request) -> NavigateService:
-    return request.app.state.service
-
-
-Service = Annotated[NavigateService, Depends(_service)]
+Service = Annotated[NavigateService, Depends(app_service)]
 
 
 def create_app(
@@ -39,19 +36,13 @@ def create_app(
     engine: RoutingEngine | None = None,
 ) -> FastAPI:
     """``engine`` plugs in a real routing engine; the default is the straight-line estimate."""
-    app = FastAPI(title="Relay navigate", version="1", docs_url=None, redoc_url=None)
     if service is None:
         settings = settings or NavigateSettings()
         service = NavigateService(
             FacilitiesRepository(settings), LoadsReader(settings), engine=engine
         )
-    app.state.service = service
-    http.install(app, audience="navigate")
+    app = module_app("navigate", title="Relay navigate", service=service)
     errors = http.json_error_responses(401, 404, 409, 422, 503)
-
-    @app.get("/healthz", include_in_schema=False)
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/navigate", response_model=Directions, responses=errors)
     def navigate(
