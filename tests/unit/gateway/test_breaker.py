@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from gateway.breaker import (
@@ -15,6 +16,7 @@ from gateway.breaker import (
     CircuitBreaker,
     ProbeStillRunningError,
 )
+from shared_contracts.identity import Role
 
 pytestmark = pytest.mark.anyio
 
@@ -279,3 +281,19 @@ async def test_patience_answers_a_fast_trial_and_lets_a_slow_one_run_on(mono):
     assert not caught.value.trial.done()
     release.set()
     assert await caught.value.outcome() == "late"
+
+
+def test_ops_status_shows_the_breakers_events(gateway, upstream, bearer):
+    # GIVEN loads is unreachable until its breaker opens
+    upstream.get("http://loads.test/loads").mock(side_effect=httpx.ConnectError("refused"))
+    for _ in range(5):
+        gateway.get("/loads", headers=bearer())
+    # WHEN an operator looks
+    status = gateway.get("/ops/status", headers=bearer(Role.OPS, None)).json()
+    # THEN the breaker's state, counts and the transition with its reason are there
+    loads = status["modules"]["loads"]["breaker"]
+    assert loads["state"] == "open" and loads["transitions"] == {"closed->open": 1}
+    (event,) = loads["events"]
+    assert (event["from"], event["to"]) == ("closed", "open")
+    assert event["reason"] == "5 failures in a row (last: ConnectError)"
+    assert loads["failures"] == 5 and event["seconds_ago"] >= 0
