@@ -297,3 +297,41 @@ def test_ops_status_shows_the_breakers_events(gateway, upstream, bearer):
     assert (event["from"], event["to"]) == ("closed", "open")
     assert event["reason"] == "5 failures in a row (last: ConnectError)"
     assert loads["failures"] == 5 and event["seconds_ago"] >= 0
+
+
+async def test_a_trial_caller_with_no_fallback_answer_waits_for_the_trials_outcome(
+    settings, upstream
+):
+    # test_resilience imports this module's MonotonicClock: imported here, not at the top
+    from tests.unit.gateway.test_resilience import Harness, Wall
+
+    # GIVEN a driver with no cached copy, and loads' breaker opened by a refusing module
+    h = Harness(
+        MonotonicClock(),
+        Wall(),
+        settings,
+        {
+            "loads": {
+                "retry": {"max_attempts": 1},
+                "timeout_seconds": 0.5,
+                "breaker": {"probe_patience_seconds": 0.01},
+            }
+        },
+    )
+    route = upstream.get("http://loads.test/loads").mock(side_effect=httpx.ConnectError("down"))
+    for _ in range(5):
+        assert (await h.client.get("/loads", headers=h.auth())).status_code == 503
+    breaker = h.upstreams["loads"].breaker
+    assert breaker.state is BreakerState.OPEN
+
+    async def recovered_but_slower_than_the_patience(request):
+        await asyncio.sleep(0.05)  # the module's own latency: 5x the probe patience
+        return httpx.Response(200, json={"items": []})
+
+    route.mock(side_effect=recovered_but_slower_than_the_patience)
+    h.mono.now += 11  # past the reset timeout: the next call is the half-open trial
+    # WHEN the trial's caller asks: its fallback has no copy to answer from
+    r = await h.client.get("/loads", headers=h.auth())
+    # THEN it waited for the trial (not a 503 at the patience): the live answer, and closed
+    assert r.status_code == 200 and "relay-degraded" not in r.headers
+    assert breaker.state is BreakerState.CLOSED and route.call_count == 6
