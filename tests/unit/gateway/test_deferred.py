@@ -27,6 +27,7 @@ from tests.unit.gateway.test_resilience import NOW, Harness, Wall
 
 pytestmark = pytest.mark.anyio
 EVENTS = "http://loads.test/loads/L-1/events"
+TEST_DEADLINE_SECONDS = 10.0
 
 
 @pytest.fixture
@@ -47,6 +48,10 @@ def make(settings, gateway_env, upstream):
                 "deferred_queue_url": gateway_env["RELAY_DEFERRED_QUEUE_URL"],
                 "deferred_ledger_table": gateway_env["RELAY_DEFERRED_LEDGER_TABLE"],
                 "control_table": gateway_env["RELAY_CONTROL_TABLE"],
+                # The emulator runs in-process on a busy test machine: deadlines that only
+                # a stalled dependency misses (the deadline tests set their own).
+                "queue_timeout_seconds": TEST_DEADLINE_SECONDS,
+                "store_timeout_seconds": TEST_DEADLINE_SECONDS,
                 **overrides,
             }
         )
