@@ -1,12 +1,14 @@
 """An in-process micro-benchmark of one forward: the gateway's ASGI app called directly,
 its module answered by a stub transport (no sockets, no server), timed per request.
 
-``python -m bench.inprocess [--requests N] [--rounds R]`` prints the median of R rounds
-of N authenticated ``GET /loads`` forwards, in microseconds of this process's CPU time
-per request (CPU time, not wall time: other work on the machine inflates the wall
-clock, not the CPU the gateway spends). It measures the
-gateway's own Python work (guard, route, auth, rate limit, the forward pipeline); the
-server and the sockets are what ``make bench`` adds on top.
+``python -m bench.inprocess [--requests N] [--rounds R] [--access-log]`` prints the
+median of R rounds of N authenticated ``GET /loads`` forwards, in microseconds of this
+process's CPU time per request (CPU time, not wall time: other work on the machine
+inflates the wall clock, not the CPU the gateway spends). It measures the gateway's own
+Python work (guard, route, auth, rate limit, the forward pipeline); the
+server and the sockets are what ``make bench`` adds on top. ``--access-log`` turns on
+the gateway's per-request JSON ``request`` line (``RELAY_ACCESS_LOG``), written to a file
+as the local processes' logs are.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from starlette.types import Message
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from gateway.routes import RouteTable
+from module_kit import logs
 from module_kit.identity import generate_key_pair
 from relay.devissuer import DevIssuer
 from shared_contracts.identity import Role
@@ -47,7 +50,7 @@ class StubTransport(httpx.AsyncBaseTransport):
         return httpx.Response(200, content=BODY, headers=[(b"content-type", b"application/json")])
 
 
-async def _run(requests: int, rounds: int) -> list[float]:
+async def _run(requests: int, rounds: int, access_log: bool = False) -> list[float]:
     issuer = DevIssuer.generate()
     private_key, _ = generate_key_pair()
     directory = Path(tempfile.mkdtemp(prefix="relay-bench-"))
@@ -58,9 +61,12 @@ async def _run(requests: int, rounds: int) -> list[float]:
         token_client_ids=issuer.client_id,
         identity_signing_key=private_key,
         rate_limit_driver="10000/100000",
+        access_log=access_log,
     )
     routes = RouteTable.load(settings.routes_file, env=UPSTREAMS)
     app = create_app(settings, routes=routes, transport=StubTransport())
+    log_file = (directory / "gateway.log").open("a")  # the log file, as `relay dev` has it
+    logs.setup_logging("gateway", stream=log_file, level="INFO" if access_log else "WARNING")
     token = issuer.mint("D-1001", Role.DRIVER, "D-1001")
     headers = [
         (b"host", b"gateway"),
@@ -112,10 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=DEFAULT_REQUESTS)
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--access-log", action="store_true", help="one JSON line per request")
     args = parser.parse_args()
-    rounds = asyncio.run(_run(args.requests, args.rounds))
+    rounds = asyncio.run(_run(args.requests, args.rounds, args.access_log))
     print(
-        f"{args.rounds} rounds of {args.requests} GET /loads: "
+        f"{args.rounds} rounds of {args.requests} GET /loads"
+        f"{' (access log on)' if args.access_log else ''}: "
         f"median {statistics.median(rounds):.1f} us CPU/request "
         f"(rounds: {', '.join(f'{r:.1f}' for r in rounds)})"
     )

@@ -17,7 +17,7 @@ import httpx
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from module_kit import http
+from module_kit import http, logs
 from shared_contracts.identity import Role
 
 from . import ops, writes
@@ -118,6 +118,10 @@ def create_app(
     fallbacks: dict[str, Fallback] | None = None,
 ) -> GatewayApp:
     settings = settings or GatewaySettings()
+    # JSON lines (POWERTOOLS_SERVICE_NAME names the service). WARNING unless the access line
+    # is on or LOG_LEVEL says otherwise: the INFO lines (a fallback served) come at the
+    # forwarding rate when a module is down, and each costs more than a forward.
+    logs.setup_logging("gateway", level="INFO" if settings.access_log else "WARNING")
     table = routes or RouteTable.load(settings.routes_file)
     auth = authenticator or default_authenticator(settings)
     fallbacks = (
@@ -209,7 +213,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         header_limits=settings.header_limits,
     )
-    return GatewayApp(app, steps, Forward(forwarder))
+    return GatewayApp(app, steps, Forward(forwarder, access_log=settings.access_log))
 
 
 class GatewayApp:

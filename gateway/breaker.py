@@ -36,6 +36,8 @@ from typing import Any, Literal, TypeVar
 import pybreaker
 from pydantic import BaseModel, ConfigDict, Field
 
+from module_kit import logs
+
 log = logging.getLogger("relay.gateway.breaker")
 
 Clock = Callable[[], float]
@@ -215,7 +217,14 @@ class CircuitBreaker:
             self._opened_at = now
         event = BreakerEvent(self.name, old, new, now, self._reason(old, new))
         self.events.record(event)
-        log.warning("breaker %s: %s -> %s (%s)", self.name, old, new, event.reason)
+        log.warning(
+            "breaker %s: %s -> %s (%s)",
+            self.name,
+            old,
+            new,
+            event.reason,
+            extra={**logs.fields(module=self.name), "breaker": new.value},
+        )
         if self._on_change:
             self._on_change(self.name, old or "", new)
 

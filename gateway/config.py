@@ -52,6 +52,9 @@ class GatewaySettings(BaseSettings):
     sign_upstreams: bool = False
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    # One INFO "request" log line per forwarded request (RELAY_ACCESS_LOG=true); off by
+    # default: the outcome fields are on the fallback and 503 lines (docs/operations.md).
+    access_log: bool = False
     # Request headers (431 over any of these), and the read timeouts of gateway.server (408).
     max_header_count: int = Field(default=DEFAULT_MAX_HEADER_COUNT, gt=0, le=10_000)
     max_header_field_bytes: int = Field(

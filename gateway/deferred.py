@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
+from module_kit import logs
 from shared_contracts.degraded import DeferredAccepted, DegradedMarker, FallbackKind
 from shared_contracts.identity import IdentityContext
 
@@ -123,10 +124,11 @@ class DeferredWrites:
         except (aws.DependencyTimeout, LedgerError) as exc:
             log.warning(
                 "cannot tell whether %s has writes queued (%s): queueing %s %s",
-                call.caller,
+                logs.caller_hash(call.caller),
                 exc,
                 call.method,
                 call.path,
+                extra=logs.fields(request_id=call.request_id, module=call.module),
             )
             return True
 
@@ -171,7 +173,19 @@ class DeferredWrites:
                 )
                 return None
         self.accepted += 1
-        log.warning("deferred write %s to %s for %s", write.tracking_id, call.module, call.caller)
+        log.warning(
+            "deferred write %s to %s for %s",
+            write.tracking_id,
+            call.module,
+            logs.caller_hash(call.caller),
+            extra=logs.fields(
+                request_id=call.request_id,
+                module=call.module,
+                outcome=FallbackKind.DEFERRED.value,
+                status=202,
+                caller=call.caller,
+            ),
+        )
         body = DeferredAccepted(
             tracking_id=write.tracking_id,
             module=call.module,

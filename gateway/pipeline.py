@@ -39,13 +39,13 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from module_kit import http
+from module_kit import http, logs
 from shared_contracts.errors import BadRequestError, ForbiddenError, NotFoundError, ProblemError
 from shared_contracts.identity import IdentityContext
 
 from .auth import Authenticator
 from .clientaddr import ClientAddress
-from .proxy import Forwarder, log
+from .proxy import OUTCOME_LIVE, Forwarder, log
 from .ratelimit import Limit, RateLimiter
 from .routes import Route, RouteTable
 
@@ -243,22 +243,41 @@ class RateLimit:
 
 
 class Forward:
-    """The last step: the module's answer (or its fallback's), sent back as raw ASGI."""
+    """The last step: the module's answer (or its fallback's), sent back as raw ASGI.
 
-    def __init__(self, forwarder: Forwarder) -> None:
+    Every line logged while forwarding carries the request's fields (request id, module,
+    route prefix, caller hash: ``logs.bind_request``); the forward's outcome is set on
+    them where it is decided. With ``access_log``, one INFO ``request`` line per forward
+    (off by default: docs/performance.md has its cost)."""
+
+    def __init__(self, forwarder: Forwarder, *, access_log: bool = False) -> None:
         self.forwarder = forwarder
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["state"]
-        response = await self.forwarder.forward(
-            scope,
-            receive,
-            state["headers"],
-            state["route"],
-            state["identity"],
-            state.get("request_id") or "",
+        route: Route = state["route"]
+        identity: IdentityContext | None = state["identity"]
+        request_id = state.get("request_id") or ""
+        ctx = logs.RequestContext(
+            request_id, route.module, route.prefix, identity.sub if identity else None
         )
-        await response(scope, receive, send)
+        token = logs.bind_request(ctx)
+        try:
+            response = await self.forwarder.forward(
+                scope, receive, state["headers"], route, identity, request_id
+            )
+            if ctx.outcome is None:
+                ctx.outcome, ctx.status = OUTCOME_LIVE, response.status_code
+            await response(scope, receive, send)
+        except ProblemError as exc:
+            if ctx.status is None:
+                ctx.status = exc.status
+            raise
+        finally:
+            if self.access_log:
+                log.info("request %s %s", scope["method"], scope["path"])
+            logs.unbind_request(token)
 
 
 def gateway_steps(

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from module_kit import logs
 from shared_contracts import headers
 from shared_contracts.errors import BadRequestError, UnavailableError
 from shared_contracts.identity import IdentityContext
@@ -69,6 +70,28 @@ def module_location(value: bytes) -> bytes | None:
     if not (parts.scheme or parts.netloc) or path[:1] != "/" or path[1:2] in ("/", "\\"):
         return None
     return (path + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
+
+
+OUTCOME_LIVE = "live"  # the module's own answer
+OUTCOME_UNAVAILABLE = "unavailable"  # no answer and no fallback's: 503
+
+
+def _outcome(outcome: str, status: int) -> str:
+    """Record the request's outcome on its log context (the access line reads it)."""
+    ctx = logs.current_request()
+    if ctx is not None:
+        ctx.outcome, ctx.status = outcome, status
+    return outcome
+
+
+def _fields(call: Call, outcome: str | None = None, status: int | None = None) -> dict[str, object]:
+    return logs.fields(
+        request_id=call.request_id,
+        module=call.module,
+        outcome=outcome,
+        status=status,
+        caller=call.identity.sub if call.identity else None,
+    )
 
 
 class ForwardedResponse(Response):
@@ -233,6 +256,7 @@ class Forwarder:
                 call.path,
                 exc,
                 call.request_id,
+                extra=_fields(call),
             )
             return None
 
@@ -244,6 +268,7 @@ class Forwarder:
         served = await self._serve_fallback(fallback, call)
         if served is not None:
             self.served[f"{call.module}:{fallback.kind.value}"] += 1
+            outcome = _outcome(fallback.kind.value, served.status_code)
             log.info(
                 "%s %s served by %s fallback (%s; request %s)",
                 call.method,
@@ -251,6 +276,7 @@ class Forwarder:
                 fallback.kind.value,
                 exc.reason,
                 call.request_id,
+                extra=_fields(call, outcome, served.status_code),
             )
         return served
 
@@ -261,6 +287,7 @@ class Forwarder:
         if served is not None:
             return served
         self.unavailable[call.module] += 1
+        outcome = _outcome(OUTCOME_UNAVAILABLE, UnavailableError.status)
         log.warning(
             "%s %s: %s %s, no fallback answer (request %s)",
             call.method,
@@ -268,6 +295,7 @@ class Forwarder:
             call.module,
             exc.reason,
             call.request_id,
+            extra=_fields(call, outcome, UnavailableError.status),
         )
         raise UnavailableError(
             f"the {call.module} service is unavailable ({exc.reason})",

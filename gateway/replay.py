@@ -36,6 +36,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from module_kit import logs
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredRefusal, DeferredState
 
@@ -95,6 +96,22 @@ class Replayer:
         self.sleep = sleep
 
     def apply(self, write: DeferredWrite) -> int:
+        """Replay one write; its log lines carry the original request's fields."""
+        route = self.table.match(write.path)
+        token = logs.bind_request(
+            logs.RequestContext(
+                write.request_id,
+                write.module,
+                route.prefix if route else "",
+                write.identity.sub if write.identity else None,
+            )
+        )
+        try:
+            return self._apply(write)
+        finally:
+            logs.unbind_request(token)
+
+    def _apply(self, write: DeferredWrite) -> int:
         module = self.table.modules[write.module]
         self._game_day_fault(write.module)
         out = {
@@ -128,11 +145,16 @@ class Replayer:
                 write.module,
                 status,
                 refusal.code or "",
+                extra=logs.fields(outcome=DeferredState.REFUSED.value, status=status),
             )
         else:
             self._record(write, DeferredState.APPLIED)
             log.info(
-                "deferred write %s applied by %s (%s)", write.tracking_id, write.module, status
+                "deferred write %s applied by %s (%s)",
+                write.tracking_id,
+                write.module,
+                status,
+                extra=logs.fields(outcome=DeferredState.APPLIED.value, status=status),
             )
         return status
 
@@ -163,6 +185,8 @@ class Replayer:
 def make_handler(replayer: Replayer | None = None) -> LambdaHandler:
     """The Lambda handler; the route table and HTTP client are built on first use."""
     state: dict[str, Replayer] = {}
+    if replayer is None:  # the deployed worker (tests bring their own replayer)
+        logs.setup_logging("gateway-replay")
 
     def get() -> Replayer:
         if replayer is not None:

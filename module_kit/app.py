@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 
-from .http import install
+from . import logs
+from .http import RequestLog, install
 
 if TYPE_CHECKING:
     from .idempotency import IdempotencyStore
@@ -38,10 +39,14 @@ def module_app(
     outside the published contract. With ``idempotency``, write routes taking
     :data:`module_kit.idempotency.Idempotent` accept an ``Idempotency-Key``.
     """
+    logs.setup_logging(name)  # JSON lines; POWERTOOLS_SERVICE_NAME names the service
     app = FastAPI(title=title, version=API_VERSION, docs_url=None, redoc_url=None)
     app.state.service = service
     if idempotency is not None:
         app.state.idempotency = idempotency
+    # Added first, so inside the request guard (which sets the request id) and around the
+    # routes (which set the route): one ``request`` log line per request.
+    app.add_middleware(RequestLog, module=name, quiet_paths=frozenset({"/healthz"}))
     install(app, audience=name)
 
     @app.get("/healthz", include_in_schema=False)

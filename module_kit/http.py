@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from shared_contracts.errors import (
 )
 from shared_contracts.identity import IdentityContext, InvalidIdentityError, Role
 
+from . import logs
 from .identity import IdentityVerifier
 
 log = logging.getLogger("relay.http")
@@ -187,6 +189,50 @@ class RequestGuard:
         return capped
 
 
+class RequestLog:
+    """Pure ASGI middleware, inside :class:`RequestGuard`: a module's requests each log one
+    INFO ``request`` line with the route template, status and outcome, and every line
+    logged while one is handled carries its request id, module and caller hash
+    (:mod:`module_kit.logs`). Health checks are not logged."""
+
+    def __init__(self, app: ASGIApp, module: str, quiet_paths: frozenset[str]) -> None:
+        self.app = app
+        self.module = module
+        self.quiet_paths = quiet_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.quiet_paths:
+            await self.app(scope, receive, send)
+            return
+        ctx = logs.RequestContext(scope.get("state", {}).get("request_id", ""), self.module)
+        token = logs.bind_request(ctx)
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctx.status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception:
+            ctx.status = 500
+            raise
+        finally:
+            route = scope.get("route")
+            ctx.route = getattr(route, "path", "") or ""
+            status = ctx.status or 500
+            ctx.outcome = "ok" if status < 400 else "client-error" if status < 500 else "error"
+            log.log(
+                logging.ERROR if status >= 500 else logging.INFO,
+                "request %s %s",
+                scope["method"],
+                ctx.route or scope["path"],
+                extra={"duration_ms": round((time.perf_counter() - started) * 1000, 1)},
+            )
+            logs.unbind_request(token)
+
+
 def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     out = []
     for err in exc.errors():
@@ -283,9 +329,13 @@ def current_identity(request: Request) -> IdentityContext:
     if not raw:
         raise UnauthorizedError("missing identity context: call this service through the gateway")
     try:
-        return _verifier(request).verify(raw)
+        identity = _verifier(request).verify(raw)
     except InvalidIdentityError:
         raise UnauthorizedError("invalid identity context") from None
+    ctx = logs.current_request()
+    if ctx is not None:  # the same object in the dependency's (copied) context
+        ctx.caller = identity.sub
+    return identity
 
 
 Identity = Annotated[IdentityContext, Depends(current_identity)]

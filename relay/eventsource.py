@@ -53,6 +53,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from module_kit import logs
+
 log = logging.getLogger("relay.eventsource")
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -424,10 +426,8 @@ def load_handler(dotted: str) -> Handler:
 def main(argv: list[str] | None = None) -> int:
     """``python -m relay.eventsource HANDLER``: run until SIGTERM/SIGINT."""
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    # JSON lines, as the function's own logs are (module_kit.logs; LOG_LEVEL applies).
+    logs.setup_logging(os.environ.get("POWERTOOLS_SERVICE_NAME") or "eventsource")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     missing = [v for v in (QUEUE_URL_VARIABLE, QUEUE_ARN_VARIABLE) if not os.environ.get(v)]
     if len(argv) != 1 or missing:

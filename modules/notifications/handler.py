@@ -24,12 +24,14 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
+from module_kit import logs
 from shared_contracts.notifications import Notification
 
 from .config import NotificationsSettings
 from .publisher import PushPublisher
 
 log = logging.getLogger("relay.notifications")
+MODULE = "notifications"
 
 Handler = Callable[[dict[str, Any], Any], PartialItemFailureResponse]
 
@@ -52,6 +54,8 @@ def make_handler(publisher: PushPublisher | None = None) -> Handler:
     on the first invocation, so importing this module needs neither AWS nor env vars."""
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     current = publisher
+    if publisher is None:  # the deployed worker (tests bring their own publisher)
+        logs.setup_logging(MODULE)
 
     def get_publisher() -> PushPublisher:
         nonlocal current
@@ -71,6 +75,7 @@ def make_handler(publisher: PushPublisher | None = None) -> Handler:
                 "; ".join(
                     f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
                 ),
+                extra=logs.fields(module=MODULE, outcome="rejected"),
             )
             raise InvalidNotificationError(record.message_id) from None
         try:
@@ -82,9 +87,15 @@ def make_handler(publisher: PushPublisher | None = None) -> Handler:
                 attempt,
                 type(exc).__name__,
                 exc,
+                extra=logs.fields(module=MODULE, outcome="retry"),
             )
             raise
-        log.info("notification %s published as %s", notification.notification_id, message_id)
+        log.info(
+            "notification %s published as %s",
+            notification.notification_id,
+            message_id,
+            extra=logs.fields(module=MODULE, outcome="published"),
+        )
         return message_id
 
     def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
