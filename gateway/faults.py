@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from module_kit import logs
+
 from . import aws
 
 log = logging.getLogger("relay.gateway.faults")
@@ -156,10 +158,11 @@ class FaultInjector:
         log.warning(
             "fault set on %s by %s: %s (expires in %ss; %s)",
             module,
-            set_by,
+            logs.caller_hash(set_by),  # an operator's sub, as logs show every caller
             spec.kind.value,
             spec.ttl_seconds,
             spec.reason,
+            extra=logs.fields(module=module, caller=set_by),
         )
         return self._view(record)
 
@@ -168,7 +171,12 @@ class FaultInjector:
             self.store.delete(module)
         if self._faults.pop(module, None) is None:
             return False
-        log.warning("fault on %s cleared by %s", module, cleared_by)
+        log.warning(
+            "fault on %s cleared by %s",
+            module,
+            logs.caller_hash(cleared_by),
+            extra=logs.fields(module=module, caller=cleared_by),
+        )
         return True
 
     def active(self, module: str) -> FaultSpec | None:
