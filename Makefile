@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-modules test-integration bench check format lint openapi clean
+.PHONY: dev test test-unit test-functional test-template test-modules test-integration bench check format lint openapi clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -20,17 +20,24 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/relay dev
 
-test: $(STAMP)
-	$(BIN)/pytest
+# Every tier, each in its own pytest run, fastest first: the unit tier's own check (it
+# imports neither moto nor the SAM translator) holds only in a run of that tier alone.
+test: test-unit test-functional test-template test-modules test-integration
 
 test-unit: $(STAMP)
-	$(BIN)/pytest tests/unit tests/template
+	$(BIN)/pytest tests/unit
+
+test-functional: $(STAMP)
+	$(BIN)/pytest tests/functional
+
+test-template: $(STAMP)
+	$(BIN)/pytest tests/template
 
 test-modules: $(STAMP)
 	$(BIN)/pytest tests/modules
 
 test-integration: $(STAMP)
-	$(BIN)/pytest -m integration
+	$(BIN)/pytest tests/integration
 
 # The benchmark (docs/benchmarks.md): a few minutes, loopback only; not part of `make test`.
 # nginx and wrk come from Debian's packages, installed here if missing.

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from samtranslator.yaml_helper import yaml_parse
 
 ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"
@@ -33,6 +32,10 @@ class TemplateError(Exception):
 
 
 def load_template(path: Path) -> dict[str, Any]:
+    # Imported here: the SAM translator (its YAML tags) is needed only to read a template,
+    # not by everything that imports relay.stack (the unit tier must not load it).
+    from samtranslator.yaml_helper import yaml_parse
+
     return yaml_parse(path.read_text())
 
 

@@ -26,14 +26,7 @@ from relay.supervisor import (
     control_request,
     control_socket_path,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import MonotonicClock
 
 
 class FakeChild:
@@ -66,7 +59,7 @@ class FakeChild:
 
 @pytest.fixture
 def world():
-    clock, child, events, restarted = Clock(), FakeChild(), [], []
+    clock, child, events, restarted = MonotonicClock(start=500.0), FakeChild(), [], []
     supervisor = Supervisor(
         {"loads": child}, clock=clock, report=events.append, on_restart=restarted.append
     )
@@ -111,7 +104,7 @@ def test_an_exited_process_is_reported_and_restarted_after_its_backoff(world):
     }
 
 
-def crash_and_restart(clock: Clock, child: FakeChild, supervisor: Supervisor) -> float:
+def crash_and_restart(clock: MonotonicClock, child: FakeChild, supervisor: Supervisor) -> float:
     """Crash the child, run the supervisor until it restarts it; the wait it took."""
     child.crash()
     supervisor.tick()

@@ -17,6 +17,7 @@ from gateway.breaker import (
     ProbeStillRunningError,
 )
 from shared_contracts.identity import Role
+from tests.fakes import MonotonicClock, WallClock
 
 pytestmark = pytest.mark.anyio
 
@@ -32,16 +33,6 @@ class Business(Exception):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-class MonotonicClock:
-    """An injected monotonic clock: tests move ``now`` by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -302,13 +293,12 @@ def test_ops_status_shows_the_breakers_events(gateway, upstream, bearer):
 async def test_a_trial_caller_with_no_fallback_answer_waits_for_the_trials_outcome(
     settings, upstream
 ):
-    # test_resilience imports this module's MonotonicClock: imported here, not at the top
-    from tests.unit.gateway.test_resilience import Harness, Wall
+    from tests.unit.gateway.test_resilience import Harness
 
     # GIVEN a driver with no cached copy, and loads' breaker opened by a refusing module
     h = Harness(
         MonotonicClock(),
-        Wall(),
+        WallClock(),
         settings,
         {
             "loads": {

@@ -5,7 +5,7 @@ revocations remembered for offline gate pass verification."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -21,6 +21,7 @@ from gateway.fallbacks import RevokedPasses
 from gateway.routes import RouteTable
 from module_kit import http
 from shared_contracts.identity import Role
+from tests.fakes import NOW, WallClock
 from tests.unit.gateway.conftest import ISSUER, UPSTREAMS
 
 PROBLEM = "application/problem+json"
@@ -206,16 +207,6 @@ def test_under_lambda_the_client_is_api_gateways_source_ip(settings, upstream):
 
 # --- revocations remembered for offline verification -----------------------------------
 
-NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
-
-
-class Wall:
-    def __init__(self) -> None:
-        self.now = NOW.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
 
 class Passes:
     """An ES256 key as gatepass would publish it, and passes signed with it."""
@@ -270,7 +261,7 @@ def _auth(role: Role, driver: str | None = None) -> dict[str, str]:
 
 @pytest.fixture
 def offline(settings, upstream):
-    wall = Wall()
+    wall = WallClock()
     app = create_app(
         settings,
         routes=RouteTable.load(settings.routes_file, env=UPSTREAMS),
@@ -364,7 +355,7 @@ async def test_a_drivers_cached_pass_is_not_served_once_seen_revoked(offline, up
 
 
 def test_remembered_revocations_are_bounded_expired_ones_first():
-    wall = Wall()
+    wall = WallClock()
     revoked = RevokedPasses(3, clock=wall)
     later, earlier = NOW + timedelta(hours=5), NOW - timedelta(minutes=1)
     revoked.add("P-old-but-valid", later.isoformat())

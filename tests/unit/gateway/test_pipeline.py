@@ -34,7 +34,7 @@ from shared_contracts.errors import (
     UnauthorizedError,
 )
 from shared_contracts.identity import IdentityContext, Role
-from tests.unit.gateway.test_breaker import MonotonicClock
+from tests.fakes import MonotonicClock
 
 pytestmark = pytest.mark.anyio
 

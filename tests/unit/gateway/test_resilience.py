@@ -6,9 +6,8 @@ import asyncio
 import json
 import logging
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import boto3
 import httpx
 import pytest
 
@@ -21,11 +20,10 @@ from shared_contracts.gatepass import GatePassList, GatePassPublic, GatePassVerd
 from shared_contracts.identity import Role
 from shared_contracts.loads import LoadPublic
 from shared_contracts.navigate import Directions
+from tests.fakes import NOW, FakeSleep, MonotonicClock, WallClock
 from tests.unit.gateway.conftest import ISSUER, UPSTREAMS
-from tests.unit.gateway.test_breaker import MonotonicClock
 
 pytestmark = pytest.mark.anyio
-NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -33,23 +31,16 @@ def anyio_backend():
     return "asyncio"
 
 
-class Wall:
-    def __init__(self) -> None:
-        self.now = NOW.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Harness:
     def __init__(
         self,
         mono: MonotonicClock,
-        wall: Wall,
+        wall: WallClock,
         settings: GatewaySettings,
         overrides: dict | None = None,
     ) -> None:
-        self.mono, self.wall, self.slept = mono, wall, []
+        self.mono, self.wall, self.sleep = mono, wall, FakeSleep(mono)
+        self.slept = self.sleep.slept
         table = RouteTable.load(settings.routes_file, env=UPSTREAMS)
         if overrides:
             data = {
@@ -61,16 +52,12 @@ class Harness:
             }
             table = RouteTable.from_dict(json.loads(json.dumps(data, default=list)), env={})
 
-        async def sleep(seconds: float) -> None:
-            self.slept.append(seconds)
-            mono.now += seconds
-
         self.app = create_app(
             settings,
             routes=table,
             clock=mono,
             wall_clock=wall,
-            sleep=sleep,
+            sleep=self.sleep,
             fallbacks=build_fallbacks(settings, wall_clock=wall),
         )
         self.tokens = ISSUER
@@ -90,7 +77,7 @@ class Harness:
 def harness(settings, upstream):
     def make(overrides: dict | None = None, **settings_kw) -> Harness:
         s = settings.model_copy(update=settings_kw) if settings_kw else settings
-        return Harness(MonotonicClock(), Wall(), s, overrides)
+        return Harness(MonotonicClock(), WallClock(), s, overrides)
 
     return make
 
@@ -531,32 +518,6 @@ async def test_a_cached_gate_pass_list_serves_only_passes_still_valid(harness, u
     r = await h.client.get("/gatepass", headers=h.auth())
     assert r.status_code == 200
     assert [p.pass_id for p in GatePassList.model_validate(r.json()).items] == ["P-1"]
-
-
-async def test_writes_are_deferred_durably_in_order_per_driver(aws, harness, upstream):
-    sqs = boto3.client("sqs")
-    url = sqs.create_queue(QueueName="deferred.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    h = harness(deferred_queue_url=url)
-    upstream.post(url__regex=r"http://loads.test/loads/L-1/events").mock(
-        side_effect=httpx.ConnectError("down")
-    )
-    ids = []
-    for kind in ("arrived", "departed"):
-        r = await h.client.post(
-            "/loads/L-1/events",
-            json={"kind": kind, "stop_seq": 1},
-            headers={**h.auth(), "idempotency-key": f"key-{kind}-1"},
-        )
-        assert r.status_code == 202
-        assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.DEFERRED
-        ids.append(r.json()["tracking_id"])
-    assert ids == ["key-arrived-1", "key-departed-1"]
-    msgs = sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["MessageGroupId"]
-    )["Messages"]
-    bodies = [json.loads(m["Body"]) for m in msgs]
-    assert [json.loads(b["body"])["kind"] for b in bodies] == ["arrived", "departed"]
-    assert {m["Attributes"]["MessageGroupId"] for m in msgs} == {"D-1001"}
 
 
 async def test_without_any_fallback_answer_it_is_503_with_retry_after(harness, upstream):

@@ -15,6 +15,7 @@ import pytest
 from gateway.auth import JwksKeySource
 from relay.devissuer import DevIssuer
 from shared_contracts.identity import Role
+from tests.fakes import MonotonicClock
 
 
 def _b64(data: dict) -> str:
@@ -103,14 +104,6 @@ def test_accounts_without_a_role_or_driver_id_are_refused(
 # --- key rotation at the issuer --------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_jwks_is_cached_and_refetched_for_a_new_key_at_most_every_30_s(anyio_backend):
@@ -122,7 +115,7 @@ async def test_jwks_is_cached_and_refetched_for_a_new_key_at_most_every_30_s(any
         fetches.append(request.url)
         return httpx.Response(200, json=published)
 
-    clock = Clock()
+    clock = MonotonicClock(start=0.0)
     source = JwksKeySource(
         "https://issuer.test/jwks.json", clock=clock, transport=httpx.MockTransport(serve)
     )
@@ -150,7 +143,7 @@ def test_rate_limit_answers_429_with_retry_after(settings, upstream, bearer):
     from tests.unit.gateway.conftest import UPSTREAMS
 
     strict = settings.model_copy(update={"rate_limit_driver": "1/3", "rate_limit_ops": "1/1"})
-    clock = Clock()
+    clock = MonotonicClock(start=0.0)
     app = create_app(strict, routes=RouteTable.load(strict.routes_file, env=UPSTREAMS), clock=clock)
     upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(200, json={}))
     with TestClient(app) as client:

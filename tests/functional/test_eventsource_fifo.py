@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from relay.eventsource import SqsEventSourceRunner
+from tests.fakes import MonotonicClock
 
 MAX_RECEIVES = 20  # bound on every loop below
 
@@ -127,14 +128,6 @@ class Emulator:
         return {**response, "Messages": kept}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def runner_for(fifo: Fifo, handler: Any, sqs: Any = None, **kw: Any) -> SqsEventSourceRunner:
     kw = {"wait_seconds": 0, "backoff_base_seconds": 0, **kw}
     return SqsEventSourceRunner(fifo.url, fifo.arn, handler, sqs=sqs or fifo.sqs, **kw)
@@ -203,7 +196,7 @@ def test_the_head_backs_off_by_its_receive_count_and_the_rest_waits_behind_it(fi
         emulator,
         backoff_base_seconds=2,
         backoff_max_seconds=5,
-        clock=Clock(),
+        clock=MonotonicClock(),
     )
     # WHEN it works the queue empty
     drain(runner, fifo)
@@ -217,7 +210,7 @@ def test_later_messages_handed_out_before_the_pending_head_go_back_to_the_queue(
     # GIVEN A1 failed once (retry in 5 s) with A2 and A3 behind it
     for body in ("A1", "A2", "A3"):
         fifo.send("A", body)
-    clock = Clock()
+    clock = MonotonicClock()
     emulator = Emulator(fifo.sqs)
     handler = GroupHandler({"A1": 1})
     runner = runner_for(fifo, handler, emulator, backoff_base_seconds=5, clock=clock)
@@ -251,7 +244,7 @@ def test_a_group_goes_on_once_its_head_is_gone_for_good(fifo):
     fifo.send("A", "A2")
     emulator = Emulator(fifo.sqs)
     handler = GroupHandler({"A1": 99})
-    runner = runner_for(fifo, handler, emulator, fifo_head_misses=2, clock=Clock())
+    runner = runner_for(fifo, handler, emulator, fifo_head_misses=2, clock=MonotonicClock())
     assert runner.run_once() == (0, 2)
     emulator.gone = {"A1"}
     # WHEN the runner keeps receiving A2 without its head

@@ -19,11 +19,11 @@ from gateway.identity import SignerProvider
 from gateway.ledger import DeferredLedger, LedgerError
 from gateway.replay import Replayer, ReplayFailed
 from gateway.routes import RouteTable
-from shared_contracts.degraded import DeferredRefusal, DeferredState
+from shared_contracts.degraded import DeferredRefusal, DeferredState, DegradedMarker, FallbackKind
 from shared_contracts.identity import IdentityContext, Role
+from tests.fakes import NOW, MonotonicClock, WallClock
 from tests.unit.gateway.conftest import UPSTREAMS
-from tests.unit.gateway.test_breaker import MonotonicClock
-from tests.unit.gateway.test_resilience import NOW, Harness, Wall
+from tests.unit.gateway.test_resilience import Harness
 
 pytestmark = pytest.mark.anyio
 EVENTS = "http://loads.test/loads/L-1/events"
@@ -55,9 +55,37 @@ def make(settings, gateway_env, upstream):
                 **overrides,
             }
         )
-        return Harness(MonotonicClock(), Wall(), s)
+        return Harness(MonotonicClock(), WallClock(), s)
 
     return build
+
+
+async def test_writes_are_deferred_durably_in_order_per_driver(aws, settings, upstream):
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="deferred.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    h = Harness(
+        MonotonicClock(), WallClock(), settings.model_copy(update={"deferred_queue_url": url})
+    )
+    upstream.post(url__regex=r"http://loads.test/loads/L-1/events").mock(
+        side_effect=httpx.ConnectError("down")
+    )
+    ids = []
+    for kind in ("arrived", "departed"):
+        r = await h.client.post(
+            "/loads/L-1/events",
+            json={"kind": kind, "stop_seq": 1},
+            headers={**h.auth(), "idempotency-key": f"key-{kind}-1"},
+        )
+        assert r.status_code == 202
+        assert DegradedMarker.parse(r.headers["relay-degraded"]).fallback is FallbackKind.DEFERRED
+        ids.append(r.json()["tracking_id"])
+    assert ids == ["key-arrived-1", "key-departed-1"]
+    msgs = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["MessageGroupId"]
+    )["Messages"]
+    bodies = [json.loads(m["Body"]) for m in msgs]
+    assert [json.loads(b["body"])["kind"] for b in bodies] == ["arrived", "departed"]
+    assert {m["Attributes"]["MessageGroupId"] for m in msgs} == {"D-1001"}
 
 
 def ledger_of(h: Harness) -> DeferredLedger:
@@ -231,7 +259,7 @@ def a_write(key: str = "key-replay-1") -> DeferredWrite:
 def replay(settings, gateway_env):
     ledger = DeferredLedger(gateway_env["RELAY_DEFERRED_LEDGER_TABLE"])
     faults = FaultInjector(
-        store=ControlTableFaults(gateway_env["RELAY_CONTROL_TABLE"]), clock=Wall()
+        store=ControlTableFaults(gateway_env["RELAY_CONTROL_TABLE"]), clock=WallClock()
     )
     slept: list[float] = []
     replayer = Replayer(

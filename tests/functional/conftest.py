@@ -1,0 +1,57 @@
+"""The functional tier: our code over emulators, in-process, no processes.
+
+``aws`` runs moto in-process (no network); ``deployed`` creates every table, queue, topic
+and key of ``template.yaml`` in it, exactly as the local stack does against moto server.
+The module tier (tests/modules) uses the same fixtures. The unit tier imports neither moto
+nor the SAM translator (tests/unit/conftest.py checks), so these live here, not in
+tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from moto import mock_aws
+
+from relay.cloud import LocalCloud, StackResult
+from tests.conftest import TEST_IDENTITY_PUBLIC_KEY
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield
+
+
+@dataclass
+class Deployed:
+    cloud: LocalCloud
+    stack: StackResult
+
+    def env(self, function: str) -> dict[str, str]:
+        return self.cloud.function_env(self.stack, function)
+
+    def output(self, app: str, name: str) -> str:
+        return self.stack.children[app].outputs[name]
+
+    def use_env(self, monkeypatch: pytest.MonkeyPatch, function: str) -> dict[str, str]:
+        env = self.env(function)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return env
+
+
+@pytest.fixture
+def deployed(aws) -> Deployed:
+    cloud = LocalCloud()
+    return Deployed(cloud, cloud.deploy(parameters={"IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}))
