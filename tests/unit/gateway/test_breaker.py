@@ -291,7 +291,7 @@ def test_ops_status_shows_the_breakers_events(gateway, upstream, bearer):
 
 
 async def test_a_trial_caller_with_no_fallback_answer_waits_for_the_trials_outcome(
-    settings, upstream
+    settings, upstream, monkeypatch
 ):
     from tests.unit.gateway.test_resilience import Harness
 
@@ -314,14 +314,33 @@ async def test_a_trial_caller_with_no_fallback_answer_waits_for_the_trials_outco
     breaker = h.upstreams["loads"].breaker
     assert breaker.state is BreakerState.OPEN
 
+    # The module answers only once the caller's probe patience is over, if it waits with
+    # one (it must not: it has no fallback answer); else as soon as the trial reaches it.
+    reached, answer, patient = asyncio.Event(), asyncio.Event(), []
+    patiently = breaker.patiently
+
+    async def watched(attempt):
+        patient.append(attempt)
+        try:
+            return await patiently(attempt)
+        finally:
+            answer.set()
+
+    monkeypatch.setattr(breaker, "patiently", watched)
+
     async def recovered_but_slower_than_the_patience(request):
-        await asyncio.sleep(0.05)  # the module's own latency: 5x the probe patience
+        reached.set()
+        await answer.wait()
         return httpx.Response(200, json={"items": []})
 
     route.mock(side_effect=recovered_but_slower_than_the_patience)
     h.mono.now += 11  # past the reset timeout: the next call is the half-open trial
     # WHEN the trial's caller asks: its fallback has no copy to answer from
-    r = await h.client.get("/loads", headers=h.auth())
+    asking = asyncio.create_task(h.client.get("/loads", headers=h.auth()))
+    await reached.wait()
+    if not patient:
+        answer.set()
+    r = await asking
     # THEN it waited for the trial (not a 503 at the patience): the live answer, and closed
     assert r.status_code == 200 and "relay-degraded" not in r.headers
     assert breaker.state is BreakerState.CLOSED and route.call_count == 6

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from gateway.app import build_fallbacks, create_app
+from gateway.breaker import ProbeStillRunningError
 from gateway.config import GatewaySettings
 from gateway.retry import BudgetConfig, RetryBudget, RetryConfig, backoff_delay, is_retry_safe
 from gateway.routes import RouteTable
@@ -233,7 +234,9 @@ async def test_open_breaker_short_circuits_to_the_cached_copy(harness, upstream)
     )
 
 
-async def test_half_open_probe_does_not_hold_its_caller_when_a_copy_exists(harness, upstream):
+async def test_half_open_probe_does_not_hold_its_caller_when_a_copy_exists(
+    harness, upstream, monkeypatch
+):
     # GIVEN a cached copy, then a black-holed loads module whose breaker has opened
     h = harness(
         {
@@ -253,7 +256,17 @@ async def test_half_open_probe_does_not_hold_its_caller_when_a_copy_exists(harne
         await h.client.get("/loads", headers=h.auth())
     breaker = h.upstreams["loads"].breaker
     assert breaker.state == "open"
-    released = asyncio.Event()
+    released, trials = asyncio.Event(), []
+    patiently = breaker.patiently
+
+    async def keeping_the_trial(attempt):
+        try:
+            return await patiently(attempt)
+        except ProbeStillRunningError as running:
+            trials.append(running.trial)  # what runs on after its caller got the copy
+            raise
+
+    monkeypatch.setattr(breaker, "patiently", keeping_the_trial)
 
     async def black_hole(request):
         await released.wait()
@@ -269,10 +282,7 @@ async def test_half_open_probe_does_not_hold_its_caller_when_a_copy_exists(harne
     assert breaker.state == "half-open"
     # AND the trial runs on: when the module answers, the breaker closes
     released.set()
-    for _ in range(100):
-        if breaker.state == "closed":
-            break
-        await asyncio.sleep(0)
+    await trials.pop()  # the trial ends when the module answers
     assert breaker.state == "closed" and route.call_count == 7
     r = await h.client.get("/loads", headers=h.auth())
     assert r.status_code == 200 and "relay-degraded" not in r.headers
@@ -295,15 +305,16 @@ async def test_bulkhead_overflow_goes_to_the_fallback_at_once(harness, upstream)
         return_value=httpx.Response(200, json={"items": [LOAD]})
     )
     await h.client.get("/loads", headers=h.auth())  # a live copy to fall back on
-    release = asyncio.Event()
+    inside, release = asyncio.Event(), asyncio.Event()
 
     async def slow(request):
+        inside.set()
         await release.wait()
         return httpx.Response(200, json={"items": [LOAD]})
 
     route.mock(side_effect=slow)
     first = asyncio.create_task(h.client.get("/loads", headers=h.auth()))
-    await asyncio.sleep(0.05)
+    await inside.wait()  # the first call holds the only bulkhead slot
     second = await h.client.get("/loads", headers=h.auth())
     assert second.status_code == 200 and "relay-degraded" in second.headers
     assert h.upstreams["loads"].bulkhead.rejected == 1

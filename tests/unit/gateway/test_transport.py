@@ -156,7 +156,7 @@ async def test_answer_to_head_ends_at_its_headers():
 
 async def test_silent_upstream_is_a_read_timeout_and_its_connection_is_not_reused():
     async def silent(head: bytes, body: bytes) -> bytes:
-        await asyncio.sleep(3600)  # a black hole; the test's own timeout ends it
+        await asyncio.Event().wait()  # a black hole: never answers; the read timeout ends it
         return OK
 
     async with ScriptedServer(silent) as server:
@@ -200,9 +200,10 @@ async def test_nothing_listening_is_a_connect_error():
 
 
 async def test_connection_cap_queues_callers_and_times_them_out():
-    release = asyncio.Event()
+    holding, release = asyncio.Event(), asyncio.Event()
 
     async def slow(head: bytes, body: bytes) -> bytes:
+        holding.set()
         await release.wait()
         return OK
 
@@ -210,7 +211,7 @@ async def test_connection_cap_queues_callers_and_times_them_out():
         transport = KeepAliveTransport(limits=httpx.Limits(max_connections=1))
         # GIVEN one request holds the only connection
         first = asyncio.create_task(send(transport, request(server.url)))
-        await asyncio.sleep(0)
+        await holding.wait()  # the upstream has it: its connection is taken
         # THEN a second caller gets PoolTimeout when no connection frees up in time
         with pytest.raises(httpx.PoolTimeout):
             await send(transport, request(server.url, pool=0.05))
