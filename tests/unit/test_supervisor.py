@@ -260,8 +260,8 @@ def test_stop_process_holds_it_and_start_process_brings_it_back(tiny_stack):
     sup = stack.supervisor
     # WHEN a test stops a process of a supervised stack
     stack.stop_process("loads")
+    sup.clock = MonotonicClock(start=10_000.0)  # long after any backoff
     for _ in range(3):
-        sup.clock = lambda: 10_000.0  # long after any backoff
         sup.tick()
     # THEN the supervisor leaves it down
     assert not stack.processes["loads"].running()

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.transport import KeepAliveTransport
 from relay.tls import self_signed_certificate
+from tests.fakes import MonotonicClock
 
 pytestmark = pytest.mark.anyio
 
@@ -224,16 +225,14 @@ async def test_connection_cap_queues_callers_and_times_them_out():
 
 
 async def test_idle_connections_expire_on_the_injected_clock():
-    now = [0.0]
+    clock = MonotonicClock()
     async with ScriptedServer(ok) as server:
-        transport = KeepAliveTransport(
-            limits=httpx.Limits(keepalive_expiry=4.0), clock=lambda: now[0]
-        )
+        transport = KeepAliveTransport(limits=httpx.Limits(keepalive_expiry=4.0), clock=clock)
         await send(transport, request(server.url))
-        now[0] += 3.9
+        clock.advance(3.9)
         await send(transport, request(server.url))
         assert server.connections == 1
-        now[0] += 4.0  # idle past the expiry: the upstream may be closing it
+        clock.advance(4.0)  # idle past the expiry: the upstream may be closing it
         await send(transport, request(server.url))
         assert server.connections == 2
         await transport.aclose()
