@@ -3,8 +3,8 @@
 boto3 is synchronous: calls run on a small thread pool of their own, so a stalled AWS
 endpoint can neither block the event loop nor take the threads other work needs, and the
 caller stops waiting at its deadline whatever the thread is doing. The clients carry
-socket timeouts and a bounded number of attempts as well, so a stalled thread frees
-itself soon after.
+socket timeouts and a bounded number of attempts as well (the same as the modules':
+:mod:`module_kit.aws`), so a stalled thread frees itself soon after.
 
 A call that outlives its deadline may still land (the request may have reached AWS before
 it stalled): callers only acknowledge what they saw succeed, and every write the gateway
@@ -20,9 +20,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-DEFAULT_CONNECT_TIMEOUT_SECONDS = 0.5
-DEFAULT_READ_TIMEOUT_SECONDS = 1.0
-DEFAULT_MAX_ATTEMPTS = 2
+from module_kit import aws as kit_aws
+
 AWS_CALL_WORKERS = 16
 
 T = TypeVar("T")
@@ -36,31 +35,14 @@ class DependencyTimeout(Exception):
         self.what = what
 
 
-def _config(connect_timeout: float, read_timeout: float, max_attempts: int) -> Any:
-    from botocore.config import Config
-
-    return Config(
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
-    )
-
-
-def client(
-    service: str,
-    *,
-    read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-) -> Any:
-    """A boto3 client whose every call ends within about ``max_attempts`` times the timeouts."""
-    import boto3
-
-    return boto3.client(service, config=_config(connect_timeout, read_timeout, max_attempts))
+def client(service: str, *, read_timeout: float = kit_aws.READ_TIMEOUT_SECONDS) -> Any:
+    """A boto3 client with the kit's deadlines (:mod:`module_kit.aws`): every call ends
+    within about two attempts of the connect and read timeouts."""
+    return kit_aws.client(service, read_timeout=read_timeout)
 
 
 class DynamoTable:
-    """A DynamoDB table by name. The boto3 resource (with the deadlines above) is made on
+    """A DynamoDB table by name. The boto3 resource (with the kit's deadlines) is made on
     first use, never at import; tests pass their own."""
 
     def __init__(self, table_name: str, *, dynamodb: Any = None) -> None:
@@ -70,16 +52,7 @@ class DynamoTable:
     @property
     def table(self) -> Any:
         if self._dynamodb is None:
-            import boto3
-
-            self._dynamodb = boto3.resource(
-                "dynamodb",
-                config=_config(
-                    DEFAULT_CONNECT_TIMEOUT_SECONDS,
-                    DEFAULT_READ_TIMEOUT_SECONDS,
-                    DEFAULT_MAX_ATTEMPTS,
-                ),
-            )
+            self._dynamodb = kit_aws.resource("dynamodb")
         return self._dynamodb.Table(self.table_name)
 
 
