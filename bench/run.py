@@ -36,6 +36,7 @@ from typing import Any
 
 from module_kit.identity import generate_key_pair
 from relay.cloud import load_template
+from relay.paths import shown
 
 from .harness import (
     LOAD_BODY,
@@ -675,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     chart(report, args.out.with_suffix(".png"))
     print(
         f"\n{len(report.targets)} targets, {sum(t['met'] for t in report.targets)} met; "
-        f"wrote {args.out} in {time.monotonic() - started:.0f} s"
+        f"wrote {shown(args.out)} in {time.monotonic() - started:.0f} s"
     )
     for t in report.targets:
         print(

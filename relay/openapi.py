@@ -31,6 +31,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from gateway.routes import Route, RouteTable
+from relay.paths import shown
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredAccepted
 from shared_contracts.errors import Problem
@@ -416,19 +417,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the document file (default: gateway/openapi.json)",
     )
     args = parser.parse_args(argv)
+    name = shown(args.path)
     if args.check:
         stale = check(args.path)
         if stale:
-            print(f"{args.path} is stale; run `make openapi` and commit it:", file=sys.stderr)
+            print(f"{name} is stale; run `make openapi` and commit it:", file=sys.stderr)
             print("\n".join(f"  {line}" for line in stale), file=sys.stderr)
             return 1
-        print(f"{args.path} is up to date")
+        print(f"{name} is up to date")
         return 0
     changed = write(args.path)
     if not changed:
-        print(f"{args.path} unchanged")
+        print(f"{name} unchanged")
     else:
-        print(f"wrote {args.path}:")
+        print(f"wrote {name}:")
         print("\n".join(f"  {line}" for line in changed))
     return 0
 
