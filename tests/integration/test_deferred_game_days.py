@@ -125,7 +125,7 @@ def test_frozen_loads_and_a_flaky_client_every_acknowledged_event_applied_once_i
     drivers = [f"D-20{i:02d}" for i in range(1, 6)]
     for n, driver in enumerate(drivers):
         assign(api, f"L-80{n:02d}", driver, FIVE_STOPS)
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 240  # about 40 s normally; slow hosts take longer
     clients = [
         FlakyDriver(api, d, f"L-80{n:02d}", pace_seconds=2.5, deadline=deadline)
         for n, d in enumerate(drivers)
@@ -148,18 +148,30 @@ def test_frozen_loads_and_a_flaky_client_every_acknowledged_event_applied_once_i
     for t in threads:
         t.join(timeout=max(deadline - time.monotonic(), 1))
 
-    # THEN every event was acknowledged, some of them deferred
+    # THEN every event was acknowledged
     for c in clients:
         assert c.unexpected == [], c.unexpected
         assert [a.key for a in c.acked] == [f"{c.load_id}-event-{i:02d}" for i in range(10)]
-    statuses = [a.status for c in clients for a in c.acked]
-    assert statuses.count(201) >= 1 and statuses.count(202) >= 5  # live, then deferred
+    # AND the freeze was felt: each driver had writes the gateway deferred (whether the app
+    # saw that 202, or timed out and later got the applied write's 201 on a retry)
+    deferred = {
+        c.driver_id: [
+            a.key
+            for a in c.acked
+            if api.http.get(
+                f"/deferred/{a.key}", headers=api.auth(Role.DRIVER, c.driver_id)
+            ).status_code
+            == 200
+        ]
+        for c in clients
+    }
+    assert all(deferred.values()), deferred
 
     # AND once the queue drains, each trip is applied exactly once, in order
     def applied() -> bool:
         return all(len(events_of(api, stack, c.load_id)) >= len(TRIP) for c in clients)
 
-    assert wait_until(applied, timeout=90, interval=0.5)
+    assert wait_until(applied, timeout=150, interval=0.5)
     for c in clients:
         events = events_of(api, stack, c.load_id)
         assert [(e["kind"], e["stop_seq"]) for e in events] == TRIP, c.load_id
@@ -172,15 +184,14 @@ def test_frozen_loads_and_a_flaky_client_every_acknowledged_event_applied_once_i
         # AND the driver sees every deferred one applied once the replayer has recorded it
         # (a stale live attempt may have applied it first: the replay then only confirms)
         driver = api.auth(Role.DRIVER, c.driver_id)
-        for ack in c.acked:
-            if ack.status == 202:
-                path = f"/deferred/{ack.key}"
-                assert wait_until(
-                    lambda path=path, driver=driver: (
-                        api.http.get(path, headers=driver).json()["state"] == "applied"
-                    ),
-                    timeout=60,
-                ), ack
+        for key in deferred[c.driver_id]:
+            path = f"/deferred/{key}"
+            assert wait_until(
+                lambda path=path, driver=driver: (
+                    api.http.get(path, headers=driver).json()["state"] == "applied"
+                ),
+                timeout=60,
+            ), key
     assert wait_until(lambda: ops_status(api)["deferred"]["pending"]["count"] == 0, timeout=10)
 
 
