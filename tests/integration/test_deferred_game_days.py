@@ -186,12 +186,14 @@ def test_frozen_loads_and_a_flaky_client_every_acknowledged_event_applied_once_i
         driver = api.auth(Role.DRIVER, c.driver_id)
         for key in deferred[c.driver_id]:
             path = f"/deferred/{key}"
-            assert wait_until(
+            wait_until(
                 lambda path=path, driver=driver: (
-                    api.http.get(path, headers=driver).json()["state"] == "applied"
+                    api.http.get(path, headers=driver).json().get("state") == "applied"
                 ),
-                timeout=60,
-            ), key
+                timeout=120,
+            )
+            state = api.http.get(path, headers=driver).json()
+            assert state.get("state") == "applied", state
     assert wait_until(lambda: ops_status(api)["deferred"]["pending"]["count"] == 0, timeout=10)
 
 
