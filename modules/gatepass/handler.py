@@ -1,9 +1,7 @@
-"""Lambda entry point: API Gateway / function URL events through Mangum."""
+"""Lambda entry point: function URL, HTTP API (any stage) and REST API events."""
 
-from mangum import Mangum
-
-from module_kit.http import LAMBDA_TEXT_MIME_TYPES
+from module_kit.lambda_entry import lambda_handler
 
 from .app import create_app
 
-handler = Mangum(create_app(), lifespan="off", text_mime_types=LAMBDA_TEXT_MIME_TYPES)
+handler = lambda_handler(create_app())
