@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from module_kit.identity import generate_key_pair
+from module_kit.signed_context import generate_key_pair
 from relay.cloud import ROOT
 from relay.devissuer import DevIssuer
 from relay.stack import HOST, Process, free_port
@@ -25,7 +25,6 @@ from shared_contracts.identity import Role
 from shared_contracts.loads import LoadList
 
 BENCH = Path(__file__).resolve().parent
-ROUTES = ROOT / "gateway" / "routes.toml"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # /usr/sbin is not on every PATH
 # One load assignment as the loads module answers GET /loads (valid against LoadList):
 # about 1 KB, so the fallbacks (last-known-good, static directions) work on it as on real data.
@@ -258,8 +257,9 @@ class BlackHole:
 class Gateway:
     """The real gateway (route table, breakers, deadlines, auth on) in front of ``upstreams``.
 
-    ``routes`` is merged into gateway/routes.toml (e.g. a shorter breaker reset timeout);
-    ``cpus`` pins the process ("0,1" for a multi-worker run that may use both cores).
+    Runs ``python -m gateway.server`` of the tree at ``root`` (this one, or a baseline
+    worktree). ``routes`` is merged into that tree's gateway/routes.toml (e.g. a shorter
+    breaker reset timeout); ``cpus`` pins the process.
     """
 
     def __init__(
@@ -267,16 +267,19 @@ class Gateway:
         state: Path,
         upstreams: dict[str, str],
         *,
-        server: str = "granian",
-        workers: int = 1,
+        root: Path = ROOT,
         cpus: str = SERVER_CPU,
         routes: dict | None = None,
     ) -> None:
         self.issuer = DevIssuer.load_or_create(state)
         private, _ = generate_key_pair()
         self.port = free_port()
+        self.root = root
         env = {
             **os.environ,
+            # ``root`` is the tree whose gateway runs (a baseline worktree for --baseline):
+            # python -P leaves the working directory off sys.path, so PYTHONPATH decides.
+            "PYTHONPATH": str(root),
             "RELAY_STAGE": "local",
             "RELAY_JWKS_URL": "file://" + str(self.issuer.write_jwks(state)),
             "RELAY_TOKEN_ISSUER": self.issuer.issuer,
@@ -287,54 +290,28 @@ class Gateway:
             "RELAY_RATE_LIMIT_OPS": "100/100",
             **{f"RELAY_UPSTREAM_{m.upper()}": u for m, u in upstreams.items()},
         }
+        env.pop("RELAY_ROUTES_FILE", None)
         if routes:
             import tomli_w  # a bench-only dependency
 
             path = state / f"routes-{self.port}.toml"
-            path.write_text(tomli_w.dumps(_merged(tomllib.loads(ROUTES.read_text()), routes)))
+            base = tomllib.loads((root / "gateway" / "routing" / "routes.toml").read_text())
+            path.write_text(tomli_w.dumps(_merged(base, routes)))
             env["RELAY_ROUTES_FILE"] = str(path)
-        if server == "granian":
-            argv = [
-                sys.executable,
-                "-m",
-                "granian",
-                "--interface",
-                "asgi",
-                "--factory",
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-ws",
-                "--loop",
-                "uvloop",
-                "--workers",
-                str(workers),
-                "gateway.app:create_app",
-            ]
-        else:
-            argv = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "gateway.app:create_app",
-                "--factory",
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--workers",
-                str(workers),
-            ]
+        # The product's own server entry, as relay/stack.py starts it: uvicorn with the
+        # httptools EdgeProtocol (header limits, read timeouts), uvloop, one process.
+        argv = [
+            sys.executable,
+            "-P",
+            "-m",
+            "gateway.edge.server",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
         self.argv = pinned(cpus, argv)
         self.proc = Process(
             "gateway", self.argv, env, state / f"gateway-{self.port}.log", port=self.port
@@ -376,6 +353,15 @@ class Gateway:
         return status["modules"][module]["breaker"]["state"]
 
 
+def in_tree(root: Path, name: str) -> Path:
+    """The gateway's file ``name`` in the tree at ``root``, wherever the tree keeps it
+    (gateway/server.py in older trees, a subpackage in newer ones)."""
+    found = sorted(p for p in (root / "gateway").rglob(name) if "__pycache__" not in p.parts)
+    if len(found) != 1:
+        raise RuntimeError(f"{len(found)} gateway files named {name} under {root}: {found}")
+    return found[0]
+
+
 def _merged(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -395,7 +381,8 @@ def _wait_port(port: int, timeout: float = 10) -> None:
 
 
 def command_line(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
+    """The command as the report prints it: paths inside the repository relative to it."""
+    return " ".join(shlex.quote(a) for a in argv).replace(str(ROOT) + "/", "")
 
 
 __all__ = [
@@ -404,6 +391,7 @@ __all__ = [
     "Nginx",
     "WrkResult",
     "command_line",
+    "in_tree",
     "parse_wrk",
     "wrk",
     "wrk_argv",
