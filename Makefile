@@ -41,6 +41,8 @@ test-integration: $(STAMP)
 
 # The benchmark (docs/benchmarks.md): a few minutes, loopback only; not part of `make test`.
 # nginx and wrk come from Debian's packages, installed here if missing.
+# BENCH_ARGS: --quick (a smoke check), --rounds N, --seconds S, --baseline REF (this tree
+# against git REF in the same run: make bench BENCH_ARGS="--baseline d29e99e").
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	rm -f $(VENV)/.bench-*
