@@ -1,9 +1,12 @@
 """Create a template's tables, queues, topics and keys in an AWS endpoint (moto locally).
 
-The local stack is deployed from the same ``template.yaml`` files that SAM deploys to AWS:
-this module reads them, resolves the intrinsic functions it needs (``Ref``, ``GetAtt``,
-``Sub``, ``Join``, ``Select``, ``Split``), follows nested ``AWS::Serverless::Application``
-locations, and creates each stateful resource through boto3. It also resolves every
+The local stack is deployed from the same ``template.yaml`` files that SAM deploys to AWS,
+as the same stacks in the same order (:data:`SYSTEM_STACKS`, docs/deploy.md): this module
+reads them, resolves the intrinsic functions it needs (``Ref``, ``GetAtt``, ``Sub``,
+``Join``, ``Select``, ``Split``), SSM dynamic references (``{{resolve:ssm:NAME}}``) and
+``AWS::SSM::Parameter::Value<String>`` parameters, follows nested
+``AWS::Serverless::Application`` locations, and creates each stateful resource through
+boto3 - the SSM parameters stacks publish for each other included. It also resolves every
 function's environment variables, so a module process gets exactly the variables Lambda
 would give it, pointing at the local resources.
 
@@ -14,6 +17,7 @@ function runs as its own process (see :mod:`relay.stack`).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,25 @@ DEFAULT_REGION = "us-east-1"
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_TEMPLATE = ROOT / "template.yaml"
+
+# The stacks of a stage, in deploy order (docs/deploy.md): each reads what it needs from the
+# SSM parameters the earlier ones published (/relay/<stage>/...). The keys are the names the
+# local stack knows them by (StackResult.children of the gateway stack, deployed last).
+SYSTEM_STACKS: tuple[tuple[str, Path], ...] = (
+    ("PlatformStack", ROOT / "platform" / "template.yaml"),
+    ("NotificationsApp", ROOT / "modules" / "notifications" / "template.yaml"),
+    ("LoadsApp", ROOT / "modules" / "loads" / "template.yaml"),
+    ("GatepassApp", ROOT / "modules" / "gatepass" / "template.yaml"),
+    ("NavigateApp", ROOT / "modules" / "navigate" / "template.yaml"),
+    ("MessageApp", ROOT / "modules" / "message" / "template.yaml"),
+)
+# A placeholder for the gateway stack's required secret ARN: locally the gateway gets its
+# identity key from the environment (relay.stack.local_gateway_env), never from a secret.
+LOCAL_IDENTITY_SECRET_ARN = (
+    f"arn:aws:secretsmanager:{DEFAULT_REGION}:{ACCOUNT_ID}:secret:relay-local-identity"
+)
+SSM_VALUE_TYPE = re.compile(r"^AWS::SSM::Parameter::Value<(String|List<String>)>$")
+DYNAMIC_REFERENCE = re.compile(r"\{\{resolve:([a-z-]+):([^}]*)\}\}")
 
 
 class TemplateError(Exception):
@@ -54,6 +77,8 @@ class StackResult:
     resources: dict[str, Resource]
     outputs: dict[str, Any]
     children: dict[str, StackResult]
+    # What deploy_system was given (the stage's parameters), to deploy it all again.
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def find_function(self, logical_id: str) -> tuple[StackResult, dict[str, Any]]:
         res = self.template.get("Resources", {}).get(logical_id)
@@ -118,12 +143,31 @@ class LocalCloud:
 
     # --- deploy -----------------------------------------------------------------------
 
+    def deploy_system(self, parameters: dict[str, Any] | None = None) -> StackResult:
+        """Every stack of a stage in order (:data:`SYSTEM_STACKS`, then template.yaml).
+
+        Each stack gets those of ``parameters`` it declares (``Stage`` for all of them,
+        ``IdentityPublicKey`` for the platform stack...); the gateway stack's secret ARN
+        defaults to a local placeholder. Returns the gateway stack, whose ``children`` are
+        the others by their :data:`SYSTEM_STACKS` names.
+        """
+        given = dict(parameters or {})
+        given.setdefault("IdentitySigningKeySecretArn", LOCAL_IDENTITY_SECRET_ARN)
+        children = {}
+        for name, path in SYSTEM_STACKS:
+            children[name] = self.deploy(path, given, name=name)
+        root = self.deploy(ROOT_TEMPLATE, given, name="root")
+        root.children = {**children, **root.children}
+        root.inputs = given
+        return root
+
     def deploy(
         self,
         path: Path = ROOT_TEMPLATE,
         parameters: dict[str, Any] | None = None,
         name: str = "root",
     ) -> StackResult:
+        """One template as one stack (its nested applications included)."""
         path = Path(path).resolve()
         template = load_template(path)
         params = {}
@@ -134,6 +178,9 @@ class LocalCloud:
                 params[pname] = spec["Default"]
             else:
                 raise TemplateError(f"{path.name}: parameter {pname} has no value and no default")
+            if SSM_VALUE_TYPE.match(str(spec.get("Type", ""))):
+                # CloudFormation reads such a parameter's value from SSM by its name.
+                params[pname] = self._ssm_value(path.name, str(params[pname]))
         stack = StackResult(name, path, template, params, {}, {}, {})
         resources = template.get("Resources", {})
         for logical_id in _dependency_order(resources):
@@ -192,6 +239,17 @@ class LocalCloud:
                 Description=str(self.resolve(stack, props.get("Description", logical_id))),
             )["KeyMetadata"]
             return Resource(ref=meta["KeyId"], attrs={"Arn": meta["Arn"], "KeyId": meta["KeyId"]})
+        if kind == "AWS::SSM::Parameter":
+            name = self._physical_name(logical_id, props.get("Name"), stack)
+            value = str(self.resolve(stack, props["Value"]))
+            # Overwrite=False: two stacks publishing one name is an error, as in AWS.
+            self.client("ssm").put_parameter(
+                Name=name,
+                Value=value,
+                Type=str(props.get("Type", "String")),
+                Description=str(self.resolve(stack, props.get("Description", ""))),
+            )
+            return Resource(ref=name, attrs={"Type": props.get("Type", "String"), "Value": value})
         if kind == "AWS::KMS::Alias":
             name = str(self.resolve(stack, props["AliasName"]))
             self.client("kms").create_alias(
@@ -250,6 +308,8 @@ class LocalCloud:
     # --- intrinsics -------------------------------------------------------------------
 
     def resolve(self, stack: StackResult, value: Any) -> Any:
+        if isinstance(value, str) and "{{resolve:" in value:
+            return self._dynamic_references(stack, value)
         if isinstance(value, list):
             return [self.resolve(stack, v) for v in value]
         if not isinstance(value, dict):
@@ -262,7 +322,7 @@ class LocalCloud:
                 lid, attr = arg if isinstance(arg, list) else arg.split(".", 1)
                 return self._getatt(stack, lid, attr)
             if fn == "Fn::Sub":
-                return self._sub(stack, arg)
+                return self.resolve(stack, self._sub(stack, arg))
             if fn == "Fn::Join":
                 sep, items = arg
                 return sep.join(str(x) for x in self.resolve(stack, items))
@@ -275,6 +335,27 @@ class LocalCloud:
             if fn.startswith("Fn::"):
                 raise TemplateError(f"{stack.path.name}: {fn} is not supported locally")
         return {k: self.resolve(stack, v) for k, v in value.items()}
+
+    def _dynamic_references(self, stack: StackResult, text: str) -> str:
+        """``{{resolve:ssm:NAME}}`` (or ``NAME:VERSION``) replaced by the parameter's value."""
+
+        def value(match: re.Match[str]) -> str:
+            service, reference = match.groups()
+            if service != "ssm":
+                raise TemplateError(f"{stack.path.name}: resolve:{service} is not supported")
+            name, _, version = reference.partition(":")
+            return self._ssm_value(stack.path.name, f"{name}:{version}" if version else name)
+
+        return DYNAMIC_REFERENCE.sub(value, text)
+
+    def _ssm_value(self, template: str, name: str) -> str:
+        try:
+            return str(self.client("ssm").get_parameter(Name=name)["Parameter"]["Value"])
+        except self.client("ssm").exceptions.ParameterNotFound:
+            raise TemplateError(
+                f"{template}: SSM parameter {name} does not exist; the stack that publishes it "
+                "deploys first (docs/deploy.md)"
+            ) from None
 
     def _ref(self, stack: StackResult, name: str) -> Any:
         pseudo = {

@@ -236,9 +236,10 @@ class LocalStack:
             endpoint_url=self.emulator_url,
             session=session,
         )
-        # A fresh identity key pair per run: modules get the public half from the template.
+        # A fresh identity key pair per run: the platform stack publishes the public half
+        # (SSM) for the modules; every stack of the stage, in order (docs/deploy.md).
         identity_private, identity_public = generate_key_pair()
-        self.deployed = self.cloud.deploy(
+        self.deployed = self.cloud.deploy_system(
             parameters={"Stage": "local", "IdentityPublicKey": identity_public}
         )
         gateway_local = local_gateway_env(self.state_dir, identity_private)
@@ -461,7 +462,7 @@ class LocalStack:
                 endpoint_url=self.emulator_url,
                 session=session,
             )
-            self.cloud, self.deployed = cloud, cloud.deploy(parameters=self.deployed.parameters)
+            self.cloud, self.deployed = cloud, cloud.deploy_system(self.deployed.inputs)
             if self.seed:
                 from .seed import seed_demo_data
 

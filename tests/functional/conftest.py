@@ -1,7 +1,8 @@
 """The functional tier: our code over emulators, in-process, no processes.
 
-``aws`` runs moto in-process (no network); ``deployed`` creates every table, queue, topic
-and key of ``template.yaml`` in it, exactly as the local stack does against moto server.
+``aws`` runs moto in-process (no network); ``deployed`` deploys every stack of a stage in
+it (the platform, each module, then ``template.yaml``: tables, queues, topics, keys and the
+SSM parameters they publish), exactly as the local stack does against moto server.
 The module tier (tests/modules) uses the same fixtures. The unit tier imports neither moto
 nor the SAM translator (tests/unit/conftest.py checks), so these live here, not in
 tests/conftest.py.
@@ -54,4 +55,6 @@ class Deployed:
 @pytest.fixture
 def deployed(aws) -> Deployed:
     cloud = LocalCloud()
-    return Deployed(cloud, cloud.deploy(parameters={"IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}))
+    return Deployed(
+        cloud, cloud.deploy_system(parameters={"IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY})
+    )

@@ -1,19 +1,40 @@
-"""template.yaml and every module template lint clean and transform with SAM, offline."""
+"""Every template lints clean, transforms with SAM offline, and keeps the stage's contract.
+
+The contract (docs/deploy.md): each module is its own stack, deployed alone into a running
+stage; stacks publish what others need as SSM parameters named
+``/relay/<stage>/<owner>/<name>`` and read what they need from others the same way, in the
+deploy order of :data:`relay.cloud.SYSTEM_STACKS` then ``template.yaml``; stateful resources
+are retained and deletion-protected; every dead-letter queue has an alarm.
+"""
 
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
-from relay.cloud import ROOT
+from relay.cloud import ROOT, ROOT_TEMPLATE, SYSTEM_STACKS
 
-TEMPLATES = [ROOT / "template.yaml", *sorted((ROOT / "modules").glob("*/template.yaml"))]
+# Deploy order: the platform, the modules, the gateway stack (template.yaml) last.
+ORDERED = [path for _, path in SYSTEM_STACKS] + [ROOT_TEMPLATE]
+TEMPLATES = [
+    ROOT_TEMPLATE,
+    ROOT / "platform" / "template.yaml",
+    *sorted((ROOT / "modules").glob("*/template.yaml")),
+]
+MODULES = sorted(p.parent.name for p in (ROOT / "modules").glob("*/template.yaml"))
+HTTP_MODULES = ["gatepass", "loads", "message", "navigate"]
+SSM_NAME = re.compile(r"^/relay/\$\{Stage\}/([a-z]+)/([a-z][a-z0-9-]*)$")
+SSM_REFERENCE = re.compile(r"\{\{resolve:ssm:([^}]*)\}\}")
+TABLE_TYPES = ("AWS::DynamoDB::Table", "AWS::Cognito::UserPool", "AWS::SQS::Queue")
 
 
 class _NoManagedPolicies:
@@ -21,16 +42,82 @@ class _NoManagedPolicies:
         return {}
 
 
+def _owner(path: Path) -> str:
+    """The SSM segment a template publishes under: its module, platform or gateway."""
+    if path == ROOT_TEMPLATE:
+        return "gateway"
+    return path.parent.name
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return yaml_parse(path.read_text())
+
+
 def _packaged(template: dict) -> dict:
-    """What `sam package` would upload: code in S3, nested templates at URLs."""
+    """What `sam package` would upload: code in S3."""
     out = copy.deepcopy(template)
     for lid, res in out.get("Resources", {}).items():
-        props = res.get("Properties", {})
         if res["Type"] == "AWS::Serverless::Function":
-            props["CodeUri"] = f"s3://relay-artifacts/{lid}.zip"
-        if res["Type"] == "AWS::Serverless::Application":
-            props["Location"] = f"https://relay-artifacts.s3.amazonaws.com/{lid}.yaml"
+            res["Properties"]["CodeUri"] = f"s3://relay-artifacts/{lid}.zip"
     return out
+
+
+def _transformed(path: Path) -> dict:
+    template = _packaged(_load(path))
+    if "Transform" not in template:
+        return template
+    return transform(template, {}, _NoManagedPolicies())
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+
+
+def _published(path: Path) -> dict[str, str]:
+    """SSM name (with ${Stage}) -> logical id, of every parameter ``path`` publishes."""
+    out = {}
+    for lid, res in _load(path)["Resources"].items():
+        if res["Type"] == "AWS::SSM::Parameter":
+            name = res["Properties"]["Name"]
+            out[name["Fn::Sub"] if isinstance(name, dict) else name] = lid
+    return out
+
+
+def _read(path: Path) -> set[str]:
+    """SSM names (with ${Stage}) ``path`` reads by dynamic reference or SSM-typed parameter."""
+    template = _load(path)
+    names = {m for s in _strings(template["Resources"]) for m in SSM_REFERENCE.findall(s)}
+    names |= {m for s in _strings(template.get("Globals", {})) for m in SSM_REFERENCE.findall(s)}
+    for spec in template.get("Parameters", {}).values():
+        if spec["Type"].startswith("AWS::SSM::Parameter::Value"):
+            names.add(spec["Default"])
+    return names
+
+
+def _functions(template: dict) -> dict[str, dict]:
+    return {
+        lid: res
+        for lid, res in template["Resources"].items()
+        if res["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def _statements(function: dict) -> Iterator[dict]:
+    for policy in function["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "Statement" in policy:
+            yield from policy["Statement"]
+
+
+def _timeout(template: dict, function: dict) -> int:
+    default = template.get("Globals", {}).get("Function", {}).get("Timeout", 3)
+    return int(function["Properties"].get("Timeout", default))
 
 
 @pytest.fixture(autouse=True)
@@ -46,19 +133,27 @@ def test_cfn_lint_passes_on_every_template():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_deploy_order_covers_every_template_once():
+    assert sorted(map(str, ORDERED)) == sorted(map(str, TEMPLATES))
+    assert ORDERED[0] == ROOT / "platform" / "template.yaml"
+    assert ORDERED[-1] == ROOT_TEMPLATE
+
+
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_sam_transform_succeeds(path: Path):
-    cfn = transform(_packaged(yaml_parse(path.read_text())), {}, _NoManagedPolicies())
+def test_sam_transform_succeeds_and_no_stack_nests_another(path: Path):
+    cfn = _transformed(path)
     types = {r["Type"] for r in cfn["Resources"].values()}
-    # Every template deploys functions; only the root one nests the modules as stacks.
-    assert "AWS::Lambda::Function" in types
-    assert ("AWS::CloudFormation::Stack" in types) is (path == ROOT / "template.yaml")
+    # Every stack is top-level: modules are wired through SSM, never nested or imported.
+    assert "AWS::CloudFormation::Stack" not in types
+    assert "AWS::Serverless::Application" not in types
+    assert "Fn::ImportValue" not in path.read_text()
+    if path.parent.name != "platform":
+        assert "AWS::Lambda::Function" in types
 
 
-@pytest.mark.parametrize("module", ["loads", "gatepass", "navigate", "message"])
+@pytest.mark.parametrize("module", HTTP_MODULES)
 def test_each_http_module_deploys_as_a_canary_behind_an_iam_function_url(module: str):
-    path = ROOT / "modules" / module / "template.yaml"
-    cfn = transform(_packaged(yaml_parse(path.read_text())), {}, _NoManagedPolicies())
+    cfn = _transformed(ROOT / "modules" / module / "template.yaml")
     by_type: dict[str, list[dict]] = {}
     for res in cfn["Resources"].values():
         by_type.setdefault(res["Type"], []).append(res)
@@ -68,8 +163,7 @@ def test_each_http_module_deploys_as_a_canary_behind_an_iam_function_url(module:
 
 
 def test_notifications_worker_reports_partial_batch_failures_and_dead_letters():
-    path = ROOT / "modules" / "notifications" / "template.yaml"
-    cfn = transform(_packaged(yaml_parse(path.read_text())), {}, _NoManagedPolicies())
+    cfn = _transformed(ROOT / "modules" / "notifications" / "template.yaml")
     mapping = next(
         r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
     )
@@ -80,10 +174,236 @@ def test_notifications_worker_reports_partial_batch_failures_and_dead_letters():
     }
 
 
-def test_root_template_wires_every_module_url_into_the_gateway():
-    root = yaml_parse((ROOT / "template.yaml").read_text())
-    env = root["Resources"]["GatewayFunction"]["Properties"]["Environment"]["Variables"]
-    routes = (ROOT / "gateway" / "routes.toml").read_text()
-    for module in ("LOADS", "GATEPASS", "NAVIGATE", "MESSAGE"):
-        assert f"RELAY_UPSTREAM_{module}" in env
-        assert "${RELAY_UPSTREAM_" + module + "}" in routes
+# --- SSM: the stage's contract between stacks -----------------------------------------
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_ssm_parameter_is_named_by_the_scheme_under_its_own_stack(path: Path):
+    published = _published(path)
+    assert published, "every stack publishes what others need"
+    for name, lid in published.items():
+        match = SSM_NAME.match(name)
+        assert match, f"{lid}: {name} is not /relay/${{Stage}}/<owner>/<name>"
+        assert match.group(1) == _owner(path), f"{lid}: {name} is another stack's name"
+        assert _load(path)["Resources"][lid]["Properties"]["Type"] == "String"
+
+
+def test_every_http_module_publishes_its_url_function_and_table():
+    for module in HTTP_MODULES:
+        published = _published(ROOT / "modules" / module / "template.yaml")
+        for name in ("url", "function-arn", "table-name", "table-arn"):
+            assert f"/relay/${{Stage}}/{module}/{name}" in published, (module, name)
+    notifications = _published(ROOT / "modules" / "notifications" / "template.yaml")
+    for name in ("queue-url", "queue-name", "queue-arn", "dead-letter-queue-url", "topic-arn"):
+        assert f"/relay/${{Stage}}/notifications/{name}" in notifications
+
+
+def test_every_ssm_name_read_is_published_by_a_stack_deployed_before():
+    published_so_far: set[str] = set()
+    for path in ORDERED:
+        for name in _read(path):
+            assert SSM_NAME.match(name), f"{path}: reads {name}, not the scheme"
+            assert name in published_so_far, (
+                f"{path.relative_to(ROOT)} reads {name} before any stack publishes it"
+            )
+        published_so_far |= set(_published(path))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_each_module_deploys_alone_into_a_running_stage(module: str):
+    path = ROOT / "modules" / module / "template.yaml"
+    template = _load(path)
+    # Every parameter has a default: `sam deploy -t modules/<m>/template.yaml` needs Stage only.
+    for name, spec in template["Parameters"].items():
+        assert "Default" in spec, f"{module}: parameter {name} has no default"
+    assert template["Parameters"]["Stage"]["Type"] == "String"
+    # Nothing of another stack by reference: what it reads from others comes from SSM.
+    text = path.read_text()
+    assert ".Outputs." not in text
+    assert not re.search(r"\b(Notifications|Loads|Gatepass|Navigate|Message)App\b", text)
+    resources = set(template["Resources"])
+    for lid, res in template["Resources"].items():
+        for ref in _refs(res):
+            assert (
+                ref in resources
+                or ref in template["Parameters"]
+                or ref.startswith("AWS::")
+                or (ref.endswith("Url") and ref[:-3] in resources)
+            ), f"{module}: {lid} refers to {ref}, not its own"
+    # It reads other stacks' values only by their SSM names, and publishes its own.
+    for name in _read(path):
+        assert SSM_NAME.match(name).group(1) != module  # type: ignore[union-attr]
+
+
+def _refs(value: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(value, list):
+        for v in value:
+            found |= _refs(v)
+    elif isinstance(value, dict):
+        for key, v in value.items():
+            if key == "Ref" and isinstance(v, str):
+                found.add(v)
+            elif key == "Fn::GetAtt":
+                found.add((v if isinstance(v, list) else v.split("."))[0])
+            elif key == "Fn::Sub":
+                text = v if isinstance(v, str) else v[0]
+                for part in re.findall(r"\$\{([^}!]+)\}", text):
+                    found.add(part.split(".")[0])
+            else:
+                found |= _refs(v)
+    return found
+
+
+# --- the gateway: discovery through SSM ------------------------------------------------
+
+
+def test_the_gateway_reads_module_urls_from_ssm_and_may_read_the_stage_path():
+    root = _load(ROOT_TEMPLATE)
+    routes = next((ROOT / "gateway").rglob("routes.toml")).read_text()
+    for lid in ("GatewayFunction", "DeferredReplayFunction"):
+        function = root["Resources"][lid]
+        env = function["Properties"]["Environment"]["Variables"]
+        for module in HTTP_MODULES:
+            var = f"RELAY_UPSTREAM_{module.upper()}"
+            assert env[f"{var}_PARAMETER"] == {"Fn::Sub": f"/relay/${{Stage}}/{module}/url"}
+            assert env[var] == {"Fn::Sub": f"{{{{resolve:ssm:/relay/${{Stage}}/{module}/url}}}}"}
+            assert "${" + var + "}" in routes
+        assert env["RELAY_SSM_PATH"] == {"Fn::Sub": "/relay/${Stage}/"}
+        ssm = [s for s in _statements(function) if "ssm:GetParametersByPath" in s["Action"]]
+        assert ssm, f"{lid} may read /relay/<stage>/"
+        assert set(ssm[0]["Action"]) == {
+            "ssm:GetParameter",
+            "ssm:GetParameters",
+            "ssm:GetParametersByPath",
+        }
+        assert all(":parameter/relay/${Stage}" in r["Fn::Sub"] for r in ssm[0]["Resource"])
+
+
+def test_every_function_url_caller_may_invoke_the_url_and_the_function():
+    callers = set()
+    for path in TEMPLATES:
+        for lid, function in _functions(_load(path)).items():
+            for statement in _statements(function):
+                actions = statement["Action"]
+                actions = [actions] if isinstance(actions, str) else actions
+                if {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"} & set(actions):
+                    callers.add(lid)
+                    assert {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"} <= set(actions), (
+                        lid
+                    )
+                    resources = [r["Fn::Sub"] for r in statement["Resource"]]
+                    for module in HTTP_MODULES:
+                        arn = f"{{{{resolve:ssm:/relay/${{Stage}}/{module}/function-arn}}}}"
+                        assert arn in resources and arn + ":*" in resources, (lid, module)
+    assert callers == {"GatewayFunction", "DeferredReplayFunction"}
+
+
+def test_the_identity_secret_is_read_by_its_arn_parameter():
+    root = _load(ROOT_TEMPLATE)
+    assert "Default" not in root["Parameters"]["IdentitySigningKeySecretArn"]
+    for lid in ("GatewayFunction", "DeferredReplayFunction"):
+        (statement,) = [
+            s
+            for s in _statements(root["Resources"][lid])
+            if s["Action"] == "secretsmanager:GetSecretValue"
+        ]
+        assert statement["Resource"] == {"Ref": "IdentitySigningKeySecretArn"}
+
+
+# --- posture ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_arn_hard_codes_the_aws_partition(path: Path):
+    text = path.read_text()
+    assert "arn:aws:" not in text
+    assert "arn:aws-" not in text
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_table_user_pool_and_queue_is_retained_and_deletion_protected(path: Path):
+    for lid, res in _load(path)["Resources"].items():
+        if res["Type"] not in TABLE_TYPES:
+            continue
+        assert res.get("DeletionPolicy") == "Retain", lid
+        assert res.get("UpdateReplacePolicy") == "Retain", lid
+        props = res["Properties"]
+        if res["Type"] == "AWS::DynamoDB::Table":
+            assert props.get("DeletionProtectionEnabled") is True, lid
+            assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], lid
+        if res["Type"] == "AWS::Cognito::UserPool":
+            assert props.get("DeletionProtection") == "ACTIVE", lid
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_dead_letter_queue_has_a_depth_alarm(path: Path):
+    resources = _load(path)["Resources"]
+    dead_letter = {
+        res["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for res in resources.values()
+        if res["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in res["Properties"]
+    }
+    alarmed = {
+        d["Value"]["Fn::GetAtt"][0]
+        for res in resources.values()
+        if res["Type"] == "AWS::CloudWatch::Alarm"
+        and res["Properties"].get("Namespace") == "AWS/SQS"
+        and res["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        for d in res["Properties"]["Dimensions"]
+        if d["Name"] == "QueueName"
+    }
+    assert dead_letter <= alarmed, dead_letter - alarmed
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_queue_visibility_is_at_least_six_times_its_consumers_timeout(path: Path):
+    template = _load(path)
+    for lid, function in _functions(template).items():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] != "SQS":
+                continue
+            queue_id = event["Properties"]["Queue"]["Fn::GetAtt"][0]
+            queue = template["Resources"][queue_id]["Properties"]
+            assert int(queue["VisibilityTimeout"]) >= 6 * _timeout(template, function), (
+                queue_id,
+                lid,
+            )
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_function_has_reserved_concurrency_from_a_parameter(path: Path):
+    template = _load(path)
+    for lid, function in _functions(template).items():
+        ref = function["Properties"]["ReservedConcurrentExecutions"]["Ref"]
+        spec = template["Parameters"][ref]
+        assert spec["Type"] == "Number" and int(spec["Default"]) >= 1, lid
+
+
+def test_the_http_api_writes_access_logs():
+    root = _load(ROOT_TEMPLATE)
+    settings = root["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    group = settings["DestinationArn"]["Fn::GetAtt"][0]
+    assert root["Resources"][group]["Type"] == "AWS::Logs::LogGroup"
+    assert "$context.requestId" in settings["Format"]
+
+
+def test_every_checkov_suppression_gives_its_reason():
+    for path in TEMPLATES:
+        for lid, res in _load(path)["Resources"].items():
+            for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", []):
+                assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), (path, lid)
+                assert len(skip.get("comment", "")) > 40, (path, lid, skip["id"])
+
+
+def test_docs_deploy_lists_the_stacks_in_order_and_every_ssm_name():
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    assert "## Stacks and parameters" in doc
+    positions = [doc.index(f"`{path.relative_to(ROOT)}`") for path in ORDERED]
+    assert positions == sorted(positions), "docs/deploy.md lists the stacks in deploy order"
+    for path in TEMPLATES:
+        for name in _published(path):
+            documented = name.replace("${Stage}", "<stage>")
+            assert documented in doc, f"docs/deploy.md does not list {documented}"
+        for pname in _load(path).get("Parameters", {}):
+            assert f"`{pname}`" in doc, f"docs/deploy.md does not describe {pname}"
