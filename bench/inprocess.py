@@ -26,9 +26,9 @@ from starlette.types import Message
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from gateway.routes import RouteTable
+from gateway.routing.routes import RouteTable
 from module_kit import logs
-from module_kit.identity import generate_key_pair
+from module_kit.signed_context import generate_key_pair
 from relay.devissuer import DevIssuer
 from shared_contracts.identity import Role
 

@@ -17,17 +17,19 @@ import httpx
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from module_kit import http, logs
-from shared_contracts.identity import Role
-
-from . import ops, writes
-from .auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
-from .breaker import CircuitBreaker
-from .bulkhead import Bulkhead
-from .clientaddr import ClientAddress
-from .config import GatewaySettings
-from .deferred import DeferredQueue, DeferredWrites
-from .fallbacks import (
+from gateway.config import GatewaySettings
+from gateway.deferred import tracking
+from gateway.deferred.ledger import DeferredLedger
+from gateway.deferred.queue import DeferredQueue, DeferredWrites
+from gateway.edge.clientaddr import ClientAddress
+from gateway.forwarding.forwarder import Forwarder
+from gateway.forwarding.upstream import ModuleUpstream, counts_as_failure
+from gateway.ops import operators
+from gateway.ops.apidoc import install_openapi
+from gateway.pipeline import Forward, Step, build_pipeline, gateway_steps
+from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.bulkhead import Bulkhead
+from gateway.resilience.fallbacks import (
     Fallback,
     GatePassLastKnownGood,
     LastKnownGood,
@@ -36,17 +38,15 @@ from .fallbacks import (
     RevokedPasses,
     StaticDirections,
 )
-from .faults import ControlTableFaults, FaultInjector
-from .identity import SignerProvider
-from .ledger import DeferredLedger
-from .openapi import install_openapi
-from .pipeline import Forward, Step, build_pipeline, gateway_steps
-from .proxy import Forwarder
-from .ratelimit import Limit, RateLimiter
-from .retry import RetryBudget
-from .routes import RouteTable, RouteTableError
-from .sigv4 import SigV4Auth
-from .upstream import ModuleUpstream, counts_as_failure
+from gateway.resilience.faults import ControlTableFaults, FaultInjector
+from gateway.resilience.retry import RetryBudget
+from gateway.routing.routes import RouteTable, RouteTableError
+from gateway.security.auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
+from gateway.security.ratelimit import Limit, RateLimiter
+from gateway.security.signer import SignerProvider
+from gateway.security.sigv4 import SigV4Auth
+from module_kit import http, logs
+from shared_contracts.identity import Role
 
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -198,8 +198,8 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(ops.router)
-    app.include_router(writes.router)
+    app.include_router(operators.router)
+    app.include_router(tracking.router)
     install_openapi(app)  # the mobile API's contract, GET /openapi.json
 
     http.install(app, guard=False)  # the problem answers; the guard is the pipeline's first step
@@ -242,7 +242,7 @@ def upstream_transport(settings: GatewaySettings) -> httpx.AsyncBaseTransport:
         keepalive_expiry=settings.keepalive_expiry_seconds,
     )
     if settings.upstream_transport == "keepalive":
-        from .transport import KeepAliveTransport
+        from gateway.forwarding.transport import KeepAliveTransport
 
         return KeepAliveTransport(limits=limits)
     return httpx.AsyncHTTPTransport(limits=limits)

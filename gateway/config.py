@@ -16,7 +16,7 @@ from module_kit.http import (
     HeaderLimits,
 )
 
-DEFAULT_ROUTES_FILE = Path(__file__).with_name("routes.toml")
+DEFAULT_ROUTES_FILE = Path(__file__).parent / "routing" / "routes.toml"
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_MAX_KEEPALIVE = 100
 DEFAULT_KEEPALIVE_EXPIRY_SECONDS = 4.0
@@ -55,7 +55,7 @@ class GatewaySettings(BaseSettings):
     # One INFO "request" log line per forwarded request (RELAY_ACCESS_LOG=true); off by
     # default: the outcome fields are on the fallback and 503 lines (docs/operations.md).
     access_log: bool = False
-    # Request headers (431 over any of these), and the read timeouts of gateway.server (408).
+    # Request headers (431 over any of these), and the read timeouts of gateway.edge.server (408).
     max_header_count: int = Field(default=DEFAULT_MAX_HEADER_COUNT, gt=0, le=10_000)
     max_header_field_bytes: int = Field(
         default=DEFAULT_MAX_HEADER_FIELD_BYTES, gt=0, le=1024 * 1024
@@ -71,7 +71,7 @@ class GatewaySettings(BaseSettings):
     # the client address is the peer's (Lambda: API Gateway's sourceIp).
     trusted_proxies: str = ""
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, gt=0)
-    # "keepalive": gateway.transport under httpx's API (fast); "httpcore": httpx's own.
+    # "keepalive": gateway.forwarding.transport under httpx's API (fast); "httpcore": httpx's own.
     upstream_transport: Literal["keepalive", "httpcore"] = "keepalive"
     # Durable FIFO queue for writes accepted while their module is down (202), and the
     # ledger table that tracks each of them (pending, applied, refused) and keeps a
@@ -93,7 +93,7 @@ class GatewaySettings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from .clientaddr import parse_networks
+        from gateway.edge.clientaddr import parse_networks
 
         parse_networks(value)  # a typo is a start-up error, not a per-request surprise
         return value

@@ -2,8 +2,7 @@
 
 from mangum import Mangum
 
+from gateway.app import create_app
 from module_kit.http import LAMBDA_TEXT_MIME_TYPES
-
-from .app import create_app
 
 handler = Mangum(create_app(), lifespan="off", text_mime_types=LAMBDA_TEXT_MIME_TYPES)

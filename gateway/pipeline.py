@@ -19,7 +19,7 @@ the hot path). :func:`gateway_steps` lists them, :func:`build_pipeline` composes
 - ``RateLimit``: per caller (or per client address on public routes) and route;
 - ``Forward``: the module's answer, or its fallback's (``Forwarder.forward``).
 
-Inside ``Forward`` (``gateway/proxy.py`` and ``gateway/upstream.py``), in order:
+Inside ``Forward`` (``gateway/forwarding/``), in order:
 
     choose upstream -> bulkhead -> retry -> deadline -> breaker -> fault -> transport
         -> fallback (when the module gave no answer)
@@ -39,15 +39,14 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.edge.clientaddr import ClientAddress
+from gateway.forwarding.forwarder import OUTCOME_LIVE, Forwarder, log
+from gateway.routing.routes import Route, RouteTable
+from gateway.security.auth import Authenticator
+from gateway.security.ratelimit import Limit, RateLimiter
 from module_kit import http, logs
 from shared_contracts.errors import BadRequestError, ForbiddenError, NotFoundError, ProblemError
 from shared_contracts.identity import IdentityContext
-
-from .auth import Authenticator
-from .clientaddr import ClientAddress
-from .proxy import OUTCOME_LIVE, Forwarder, log
-from .ratelimit import Limit, RateLimiter
-from .routes import Route, RouteTable
 
 Step = Callable[[ASGIApp], ASGIApp]  # a step, given the next one
 

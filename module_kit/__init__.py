@@ -6,7 +6,7 @@ stays cheap to import):
 - :mod:`module_kit.app`: the part of ``create_app`` every module shares.
 - :mod:`module_kit.http`: the problem+json error handlers, the request guard middleware
   (request ids, header and body limits), the identity dependencies of routes.
-- :mod:`module_kit.identity`: signing (gateway) and verifying (modules) identity contexts.
+- :mod:`module_kit.signed_context`: signing (gateway) and verifying (modules) identity contexts.
 - :mod:`module_kit.idempotency`: ``Idempotency-Key`` writes on Powertools and DynamoDB,
   and the gateway's accepted-at stamp.
 - :mod:`module_kit.aws`: boto3 clients and resources with deadlines.
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
         require_role,
     )
     from .idempotency import IdempotencyStore, Idempotent, accepted_time, derived_id
-    from .identity import IdentitySigner, IdentityVerifier, generate_key_pair
     from .pager import query_items
+    from .signed_context import IdentitySigner, IdentityVerifier, generate_key_pair
 
 _EXPORTS = {
     "app_service": "app",
@@ -61,9 +61,9 @@ _EXPORTS = {
     "Idempotent": "idempotency",
     "accepted_time": "idempotency",
     "derived_id": "idempotency",
-    "IdentitySigner": "identity",
-    "IdentityVerifier": "identity",
-    "generate_key_pair": "identity",
+    "IdentitySigner": "signed_context",
+    "IdentityVerifier": "signed_context",
+    "generate_key_pair": "signed_context",
     "query_items": "pager",
 }
 

@@ -39,7 +39,7 @@ from shared_contracts.errors import (
 from shared_contracts.identity import IdentityContext, InvalidIdentityError, Role
 
 from . import logs
-from .identity import IdentityVerifier
+from .signed_context import IdentityVerifier
 
 log = logging.getLogger("relay.http")
 
@@ -128,7 +128,7 @@ DEFAULT_HEADER_LIMITS = HeaderLimits()
 class RequestGuard:
     """Pure ASGI middleware: request id in and out, header limits, body size cap, JSON-only
     bodies. The header limits hold behind any server (uvicorn, Mangum on Lambda); the
-    gateway's own server also enforces them while reading (``gateway.server``)."""
+    gateway's own server also enforces them while reading (``gateway.edge.server``)."""
 
     def __init__(
         self,

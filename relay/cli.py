@@ -177,9 +177,9 @@ def assign_load(
 
 @app.command("openapi")
 def openapi_doc(
-    check: Annotated[bool, typer.Option(help="Fail if gateway/openapi.json is stale")] = False,
+    check: Annotated[bool, typer.Option(help="Fail if gateway/ops/openapi.json is stale")] = False,
 ) -> None:
-    """Regenerate gateway/openapi.json from the modules' contracts."""
+    """Regenerate gateway/ops/openapi.json from the modules' contracts."""
     from . import openapi
 
     raise typer.Exit(openapi.main(["--check"] if check else []))

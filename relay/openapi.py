@@ -1,15 +1,15 @@
 """The mobile API's OpenAPI document, built from the modules' contracts and the route table.
 
 The gateway is a catch-all proxy, so FastAPI cannot describe it. This module builds the
-document it publishes instead: for every route of ``gateway/routes.toml`` it takes the
+document it publishes instead: for every route of ``gateway/routing/routes.toml`` it takes the
 operations of that route's module app (``create_app(...).openapi()``) and adds what only
 the gateway knows: bearer authentication, the roles, the gateway's own problem answers
 (401, 403, 429, 503), the fallbacks (``Relay-Degraded``, deferred 202) and
-``Idempotency-Key`` on writes. The result is checked in as ``gateway/openapi.json`` and
-served by the gateway (see :mod:`gateway.openapi`); ``tests/unit/test_openapi.py`` fails
+``Idempotency-Key`` on writes. The result is checked in as ``gateway/ops/openapi.json`` and
+served by the gateway (see :mod:`gateway.ops.apidoc`); ``tests/unit/test_openapi.py`` fails
 when it is stale, so every contract change shows up in review as a diff of that file.
 
-    python -m relay.openapi           # (re)write gateway/openapi.json, print what changed
+    python -m relay.openapi           # (re)write gateway/ops/openapi.json, print what changed
     python -m relay.openapi --check   # exit 1 with a summary if the checked-in file is stale
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from gateway.routes import Route, RouteTable
+from gateway.routing.routes import Route, RouteTable
 from relay.paths import shown
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredAccepted
@@ -38,8 +38,8 @@ from shared_contracts.errors import Problem
 from shared_contracts.identity import Role
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUTES_FILE = ROOT / "gateway" / "routes.toml"
-DOCUMENT_FILE = ROOT / "gateway" / "openapi.json"
+ROUTES_FILE = ROOT / "gateway" / "routing" / "routes.toml"
+DOCUMENT_FILE = ROOT / "gateway" / "ops" / "openapi.json"
 PYPROJECT = ROOT / "pyproject.toml"
 
 TITLE = "Relay mobile API"
@@ -150,10 +150,10 @@ def build_document(routes: RouteTable | None = None) -> dict[str, Any]:
 
 def _add_gateway_routes(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
     """The mobile routes the gateway answers itself (the state of a deferred write)."""
-    from gateway import writes
+    from gateway.deferred import tracking
 
     app = FastAPI()
-    app.include_router(writes.router)
+    app.include_router(tracking.router)
     doc = app.openapi()
     route = Route(prefix="/deferred", module="gateway", roles=frozenset(Role))
     for path, item in doc.get("paths", {}).items():
@@ -403,7 +403,7 @@ def write(path: Path = DOCUMENT_FILE) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m relay.openapi",
-        description="Write gateway/openapi.json from the modules' contracts.",
+        description="Write gateway/ops/openapi.json from the modules' contracts.",
     )
     parser.add_argument(
         "--check",
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "--path",
         type=Path,
         default=DOCUMENT_FILE,
-        help="the document file (default: gateway/openapi.json)",
+        help="the document file (default: gateway/ops/openapi.json)",
     )
     args = parser.parse_args(argv)
     name = shown(args.path)

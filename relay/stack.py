@@ -30,7 +30,7 @@ from typing import Any
 import boto3
 import httpx
 
-from module_kit.identity import generate_key_pair
+from module_kit.signed_context import generate_key_pair
 
 from .cloud import ROOT, LocalCloud, StackResult
 from .devissuer import DevIssuer
@@ -290,7 +290,7 @@ class LocalStack:
         argv = [
             sys.executable,
             "-m",
-            "gateway.server",
+            "gateway.edge.server",
             "--host",
             HOST,
             "--port",

@@ -2,7 +2,7 @@
 
 The gateway forwards it in the ``x-relay-identity`` header as a short-lived JWT it signs
 for the one module it calls; signing and verification are runtime, in
-:mod:`module_kit.identity`. This is only the model, and the error a missing or bad
+:mod:`module_kit.signed_context`. This is only the model, and the error a missing or bad
 context raises.
 """
 

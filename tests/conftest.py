@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from module_kit.identity import IdentitySigner, generate_key_pair
+from module_kit.signed_context import IdentitySigner, generate_key_pair
 from shared_contracts.identity import IdentityContext, Role
 from tests.fakes import DatetimeClock
 

@@ -57,7 +57,7 @@ def test_every_deployed_handler_gets_its_template_environment():
     functions = lambda_functions()
     assert set(functions) == {
         "gateway.handler",
-        "gateway.replay",
+        "gateway.deferred.replayer",
         "modules.loads.handler",
         "modules.gatepass.handler",
         "modules.navigate.handler",

@@ -30,9 +30,9 @@ from shared_contracts.identity import Role
 from tests.integration.conftest import Api
 
 EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "12"))
-schema = schemathesis.openapi.from_path(ROOT / "gateway" / "openapi.json")
+schema = schemathesis.openapi.from_path(ROOT / "gateway" / "ops" / "openapi.json")
 ROUTES = sorted(
-    tomllib.loads((ROOT / "gateway" / "routes.toml").read_text())["routes"],
+    tomllib.loads((ROOT / "gateway" / "routing" / "routes.toml").read_text())["routes"],
     key=lambda r: len(r["prefix"]),
     reverse=True,
 )

@@ -29,7 +29,7 @@ import httpx
 from boto3.dynamodb.conditions import Key
 
 from module_kit.idempotency import LOCAL_IN_PROGRESS_TIMEOUT
-from module_kit.identity import IdentitySigner
+from module_kit.signed_context import IdentitySigner
 from relay.stack import HOST, START_TIMEOUT_SECONDS, Process, free_port
 from shared_contracts import headers
 from shared_contracts.identity import IdentityContext, Role

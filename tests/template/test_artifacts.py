@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from module_kit.identity import generate_key_pair
+from module_kit.signed_context import generate_key_pair
 from relay.cloud import ROOT, ROOT_TEMPLATE, load_template
 
 PROJECT_PACKAGES = ("gateway", "modules", "module_kit", "shared_contracts", "relay", "bench")

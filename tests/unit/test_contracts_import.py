@@ -84,7 +84,7 @@ def test_module_kit_loads_each_capability_only_when_used():
     assert not _loaded_after("import module_kit") & (RUNTIME - {"module_kit"})
     # WHEN the gateway's parts (HTTP glue, identity signing) are imported, THEN neither
     # Powertools nor boto3 comes with them: the gateway's cold start does not pay for them
-    loaded = _loaded_after("import module_kit.http, module_kit.identity")
+    loaded = _loaded_after("import module_kit.http, module_kit.signed_context")
     assert not loaded & {"aws_lambda_powertools", "boto3", "botocore"}
     # and a name from the curated __all__ resolves to its capability's object
     probe = (

@@ -2,7 +2,7 @@
 
 The first test is the drift check: a contract change that is not followed by
 ``make openapi`` fails here, so every API change reaches review as a diff of
-gateway/openapi.json.
+gateway/ops/openapi.json.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gateway.openapi import DOCUMENT_FILE, install_openapi
+from gateway.ops.apidoc import DOCUMENT_FILE, install_openapi
 from relay import openapi
 
 PUBLIC_OPERATIONS = {("get", "/gatepass/keys")}
@@ -51,10 +51,10 @@ def test_checked_in_document_is_current(built, published):
     # THEN the checked-in copy is that document, byte for byte
     stale = openapi.changes(published, built)
     assert published == built, (
-        "run `make openapi` and commit gateway/openapi.json; changed: " + ", ".join(stale)
+        "run `make openapi` and commit gateway/ops/openapi.json; changed: " + ", ".join(stale)
     )
     assert DOCUMENT_FILE.read_text(encoding="utf-8") == openapi.render(built), (
-        "run `make openapi` and commit gateway/openapi.json (formatting differs)"
+        "run `make openapi` and commit gateway/ops/openapi.json (formatting differs)"
     )
 
 
@@ -175,7 +175,7 @@ def test_install_openapi_reads_the_file_once_at_start_up(tmp_path):
 def test_gateway_serves_the_document_without_the_modules_code():
     # The gateway's artifact holds gateway/ and shared_contracts/ only.
     probe = (
-        "import sys; from gateway.openapi import install_openapi; "
+        "import sys; from gateway.ops.apidoc import install_openapi; "
         "assert not [m for m in sys.modules if m.split('.')[0] in ('modules', 'relay')]"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=Path(__file__).parents[2])

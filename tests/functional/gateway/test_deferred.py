@@ -13,12 +13,12 @@ import boto3
 import httpx
 import pytest
 
-from gateway.deferred import DeferredWrite
-from gateway.faults import ControlTableFaults, FaultInjector, FaultSpec
-from gateway.identity import SignerProvider
-from gateway.ledger import DeferredLedger, LedgerError
-from gateway.replay import Replayer, ReplayFailed
-from gateway.routes import RouteTable
+from gateway.deferred.ledger import DeferredLedger, LedgerError
+from gateway.deferred.queue import DeferredWrite
+from gateway.deferred.replayer import Replayer, ReplayFailed
+from gateway.resilience.faults import ControlTableFaults, FaultInjector, FaultSpec
+from gateway.routing.routes import RouteTable
+from gateway.security.signer import SignerProvider
 from shared_contracts.degraded import DeferredRefusal, DeferredState, DegradedMarker, FallbackKind
 from shared_contracts.identity import IdentityContext, Role
 from tests.fakes import NOW, MonotonicClock, WallClock

@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from gateway.routes import RouteTable
-from module_kit.identity import IdentityVerifier
+from gateway.routing.routes import RouteTable
+from module_kit.signed_context import IdentityVerifier
 from relay.devissuer import DevIssuer
 from shared_contracts.identity import Role
 from tests.conftest import TEST_IDENTITY_PRIVATE_KEY, TEST_IDENTITY_PUBLIC_KEY

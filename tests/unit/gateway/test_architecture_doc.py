@@ -72,11 +72,11 @@ def test_every_backticked_dotted_name_on_the_page_exists():
                 "gateway.pipeline",
                 "gateway.pipeline.http",
                 "gateway.app",
-                "gateway.proxy",
-                "gateway.upstream",
-                "gateway.breaker",
-                "gateway.faults",
-                "gateway.bulkhead",
+                "gateway.forwarding.forwarder",
+                "gateway.forwarding.upstream",
+                "gateway.resilience.breaker",
+                "gateway.resilience.faults",
+                "gateway.resilience.bulkhead",
                 "shared_contracts.errors",
             )
         ), name

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from gateway.breaker import (
+from gateway.resilience.breaker import (
     DEFAULT_EVENTS_KEPT,
     BreakerCall,
     BreakerConfig,

@@ -7,19 +7,19 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import GatewaySettings
-from gateway.retry import (
+from gateway.resilience.retry import (
     DEFAULT_BUDGET_MIN_PER_SECOND,
     DEFAULT_BUDGET_RATIO,
     DEFAULT_BUDGET_WINDOW_SECONDS,
     BudgetConfig,
 )
-from gateway.routes import (
+from gateway.routing.routes import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
     DEFAULT_TIMEOUT_SECONDS,
     RouteTable,
     RouteTableError,
 )
-from gateway.sigv4 import SigV4Auth
+from gateway.security.sigv4 import SigV4Auth
 from shared_contracts.identity import Role
 from tests.unit.gateway.conftest import UPSTREAMS
 

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from gateway.app import build_fallbacks, create_app
-from gateway.clientaddr import ClientAddress
 from gateway.config import GatewaySettings
-from gateway.fallbacks import RevokedPasses
-from gateway.routes import RouteTable
+from gateway.edge.clientaddr import ClientAddress
+from gateway.resilience.fallbacks import RevokedPasses
+from gateway.routing.routes import RouteTable
 from module_kit import http
 from shared_contracts.identity import Role
 from tests.fakes import NOW, WallClock

@@ -1,4 +1,4 @@
-"""gateway.server: header limits and read timeouts in the HTTP protocol, the TLS policy.
+"""gateway.edge.server: header limits and read timeouts in the HTTP protocol, the TLS policy.
 
 The protocol runs on a fake transport, with its timers on a clock the test moves (the ASGI
 app still runs on the real event loop): no sockets, no sleeping.
@@ -16,7 +16,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from gateway.config import GatewaySettings
-from gateway.server import (
+from gateway.edge.server import (
     LINGER_SECONDS,
     TLS_CIPHERS,
     harden_tls,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.routing import Mount
 from starlette.routing import Route as StarletteRoute
 
-from gateway.clientaddr import ClientAddress
+from gateway.edge.clientaddr import ClientAddress
 from gateway.pipeline import (
     Authenticate,
     Authorize,
@@ -25,8 +25,8 @@ from gateway.pipeline import (
     route_paths,
     step_names,
 )
-from gateway.ratelimit import Limit, RateLimitedError, RateLimiter
-from gateway.routes import Route
+from gateway.routing.routes import Route
+from gateway.security.ratelimit import Limit, RateLimitedError, RateLimiter
 from shared_contracts.errors import (
     BadRequestError,
     ForbiddenError,

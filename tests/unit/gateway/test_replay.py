@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from gateway.deferred import DeferredWrite
-from gateway.identity import SignerProvider
-from gateway.replay import Replayer, ReplayFailed, make_handler
-from gateway.routes import RouteTable
+from gateway.deferred.queue import DeferredWrite
+from gateway.deferred.replayer import Replayer, ReplayFailed, make_handler
+from gateway.routing.routes import RouteTable
+from gateway.security.signer import SignerProvider
 from shared_contracts.identity import IdentityContext, Role
 from tests.unit.gateway.conftest import UPSTREAMS, identity_of
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import httpx
 
-from gateway.deferred import DeferredWrite
-from gateway.faults import FaultInjector, FaultKind, FaultSpec
-from gateway.identity import SignerProvider
-from gateway.replay import Replayer
-from gateway.routes import RouteTable
+from gateway.deferred.queue import DeferredWrite
+from gateway.deferred.replayer import Replayer
+from gateway.resilience.faults import FaultInjector, FaultKind, FaultSpec
+from gateway.routing.routes import RouteTable
+from gateway.security.signer import SignerProvider
 from module_kit import logs
 from shared_contracts.identity import IdentityContext, Role
 from tests.unit.gateway.conftest import UPSTREAMS

@@ -12,10 +12,16 @@ import httpx
 import pytest
 
 from gateway.app import build_fallbacks, create_app
-from gateway.breaker import ProbeStillRunningError
 from gateway.config import GatewaySettings
-from gateway.retry import BudgetConfig, RetryBudget, RetryConfig, backoff_delay, is_retry_safe
-from gateway.routes import RouteTable
+from gateway.resilience.breaker import ProbeStillRunningError
+from gateway.resilience.retry import (
+    BudgetConfig,
+    RetryBudget,
+    RetryConfig,
+    backoff_delay,
+    is_retry_safe,
+)
+from gateway.routing.routes import RouteTable
 from shared_contracts.degraded import DegradedMarker, FallbackKind
 from shared_contracts.gatepass import GatePassList, GatePassPublic, GatePassVerdict
 from shared_contracts.identity import Role
@@ -346,7 +352,7 @@ async def test_loads_cache_serves_list_and_details_with_their_age(harness, upstr
 
 
 async def test_loads_cache_is_bounded():
-    from gateway.fallbacks import Call, LastKnownGood
+    from gateway.resilience.fallbacks import Call, LastKnownGood
 
     cache = LastKnownGood(max_entries=100)
     for i in range(1000):
@@ -591,7 +597,7 @@ async def test_black_hole_fault_ends_at_the_deadline(harness, upstream):
 
 
 def test_fault_specs_are_validated():
-    from gateway.faults import FaultSpec
+    from gateway.resilience.faults import FaultSpec
 
     with pytest.raises(ValueError):
         FaultSpec(kind="latency")  # needs latency_ms

@@ -12,7 +12,7 @@ import httpx
 import jwt
 import pytest
 
-from gateway.auth import JwksKeySource
+from gateway.security.auth import JwksKeySource
 from relay.devissuer import DevIssuer
 from shared_contracts.identity import Role
 from tests.fakes import MonotonicClock
@@ -139,7 +139,7 @@ def test_rate_limit_answers_429_with_retry_after(settings, upstream, bearer):
     from fastapi.testclient import TestClient
 
     from gateway.app import create_app
-    from gateway.routes import RouteTable
+    from gateway.routing.routes import RouteTable
     from tests.unit.gateway.conftest import UPSTREAMS
 
     strict = settings.model_copy(update={"rate_limit_driver": "1/3", "rate_limit_ops": "1/1"})

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import build_fallbacks, create_app
-from gateway.routes import RouteTable
+from gateway.routing.routes import RouteTable
 from module_kit import logs
 from shared_contracts.identity import Role
 

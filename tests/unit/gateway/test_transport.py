@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from gateway.transport import KeepAliveTransport
+from gateway.forwarding.transport import KeepAliveTransport
 from relay.tls import self_signed_certificate
 from tests.fakes import MonotonicClock
 

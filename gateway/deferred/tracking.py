@@ -1,6 +1,6 @@
 """``GET /deferred/{tracking_id}``: a caller asks what became of a write accepted with 202.
 
-The answer comes from the deferred-writes ledger (:mod:`gateway.ledger`), shared by every
+The answer comes from the deferred-writes ledger (:mod:`gateway.deferred.ledger`), shared by every
 gateway instance and the replayer: pending, applied, or refused with the module's reason.
 A caller only ever sees their own writes; another caller's tracking id is a 404, the same
 as one that does not exist.
@@ -12,13 +12,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from gateway import aws_calls
+from gateway.deferred.ledger import LedgerError
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredWriteStatus
 from shared_contracts.errors import NotFoundError, UnavailableError
 from shared_contracts.identity import IdentityContext
-
-from . import aws
-from .ledger import LedgerError
 
 STATUS_RETRY_AFTER_SECONDS = 2
 
@@ -46,14 +45,14 @@ async def deferred_status(
     if ledger is None:
         raise NotFoundError(f"no deferred write {tracking_id}")
     try:
-        found = await aws.call(
+        found = await aws_calls.call(
             ledger.status,
             caller.sub,
             tracking_id,
             timeout=request.app.state.settings.store_timeout_seconds,
             what="deferred ledger",
         )
-    except (aws.DependencyTimeout, LedgerError):
+    except (aws_calls.DependencyTimeout, LedgerError):
         raise UnavailableError(
             "the state of deferred writes cannot be read right now",
             retry_after=STATUS_RETRY_AFTER_SECONDS,

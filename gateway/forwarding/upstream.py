@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import httpx
 
-from .breaker import BreakerOpenError, CircuitBreaker, ProbeStillRunningError
-from .bulkhead import Bulkhead, BulkheadFullError
-from .faults import FaultInjector, InjectedError
-from .retry import RETRYABLE_STATUSES, RetryBudget, RetryConfig, backoff_delay
-from .routes import ModuleConfig
+from gateway.resilience.breaker import BreakerOpenError, CircuitBreaker, ProbeStillRunningError
+from gateway.resilience.bulkhead import Bulkhead, BulkheadFullError
+from gateway.resilience.faults import FaultInjector, InjectedError
+from gateway.resilience.retry import RETRYABLE_STATUSES, RetryBudget, RetryConfig, backoff_delay
+from gateway.routing.routes import ModuleConfig
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

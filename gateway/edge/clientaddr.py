@@ -6,7 +6,7 @@ actually saw. So the header counts only when the peer is one of ``trusted_proxie
 then its right-most address that is not itself a trusted proxy is the client (everything
 left of that was written by the client or by proxies we do not know). With no trusted
 proxies (the default) the client is the peer: ``scope["client"]``, which the server fills
-from the socket (``gateway.server`` runs uvicorn with ``proxy_headers=False``) and Mangum
+from the socket (``gateway.edge.server`` runs uvicorn with ``proxy_headers=False``) and Mangum
 from API Gateway's ``requestContext...sourceIp`` on Lambda.
 """
 

@@ -20,9 +20,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway import aws_calls
 from module_kit import logs
-
-from . import aws
 
 log = logging.getLogger("relay.gateway.faults")
 
@@ -85,7 +84,7 @@ class FaultStore(Protocol):
     def delete(self, module: str) -> None: ...
 
 
-class ControlTableFaults(aws.DynamoTable):
+class ControlTableFaults(aws_calls.DynamoTable):
     """Faults in the control table (``ControlTable`` in template.yaml): ``kind = "fault"``,
     ``name`` = module; DynamoDB's TTL removes them some time after they expire (they are
     ignored from the moment they do)."""
@@ -232,7 +231,7 @@ class FaultInjector:
                 log.error("could not load faults (%r); keeping the last copy", future.exception())
 
         self._refreshing = asyncio.ensure_future(
-            aws.call(self.refresh, timeout=self.store_timeout_seconds, what="control table")
+            aws_calls.call(self.refresh, timeout=self.store_timeout_seconds, what="control table")
         )
         self._refreshing.add_done_callback(done)
 

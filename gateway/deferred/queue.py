@@ -2,14 +2,14 @@
 
 The queue is SQS FIFO with one message group per caller (driver), so one driver's writes
 are replayed in the order they were accepted, and deduplicated by idempotency key. The
-replayer (:mod:`gateway.replay`) sends each write to the module with the same
+replayer (:mod:`gateway.deferred.replayer`) sends each write to the module with the same
 ``Idempotency-Key`` and the time the gateway accepted it, so a write is applied exactly
 once, stamped with that time, even if an earlier attempt had reached the module.
 
 A 202 is a promise, so a write is acknowledged only once it is durable *and* visible:
 
 1. queued in SQS (deadline ``queue_timeout_seconds``);
-2. recorded in the ledger (:mod:`gateway.ledger`) as pending, with a per-caller marker
+2. recorded in the ledger (:mod:`gateway.deferred.ledger`) as pending, with a per-caller marker
    (deadline ``store_timeout_seconds``).
 
 If either step fails or runs out of time the driver gets 503 + Retry-After and retries
@@ -32,14 +32,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
+from gateway import aws_calls
+from gateway.config import DEFAULT_QUEUE_TIMEOUT_SECONDS, DEFAULT_STORE_TIMEOUT_SECONDS
+from gateway.deferred.ledger import DeferredLedger, LedgerError
+from gateway.resilience.fallbacks import Call, degraded_response
 from module_kit import logs
 from shared_contracts.degraded import DeferredAccepted, DegradedMarker, FallbackKind
 from shared_contracts.identity import IdentityContext
-
-from . import aws
-from .config import DEFAULT_QUEUE_TIMEOUT_SECONDS, DEFAULT_STORE_TIMEOUT_SECONDS
-from .fallbacks import Call, degraded_response
-from .ledger import DeferredLedger, LedgerError
 
 log = logging.getLogger("relay.gateway.deferred")
 
@@ -79,7 +78,7 @@ class DeferredQueue:
     @property
     def sqs(self) -> Any:
         if self._sqs is None:
-            self._sqs = aws.client("sqs", read_timeout=self.timeout_seconds)
+            self._sqs = aws_calls.client("sqs", read_timeout=self.timeout_seconds)
         return self._sqs
 
     def enqueue(self, write: DeferredWrite) -> None:
@@ -115,13 +114,13 @@ class DeferredWrites:
         if self.queue is None or self.ledger is None or call.identity is None:
             return False
         try:
-            return await aws.call(
+            return await aws_calls.call(
                 self.ledger.has_pending,
                 call.caller,
                 timeout=self.store_timeout_seconds,
                 what="deferred ledger",
             )
-        except (aws.DependencyTimeout, LedgerError) as exc:
+        except (aws_calls.DependencyTimeout, LedgerError) as exc:
             log.warning(
                 "cannot tell whether %s has writes queued (%s): queueing %s %s",
                 logs.caller_hash(call.caller),
@@ -149,7 +148,7 @@ class DeferredWrites:
             headers=call.forwarded_headers,
         )
         try:
-            await aws.call(
+            await aws_calls.call(
                 self.queue.enqueue, write, timeout=self.queue.timeout_seconds, what="deferred queue"
             )
         except Exception as exc:  # botocore errors, the deadline: not acknowledged
@@ -157,13 +156,13 @@ class DeferredWrites:
             return None
         if self.ledger is not None:
             try:
-                await aws.call(
+                await aws_calls.call(
                     self.ledger.accept,
                     write,
                     timeout=self.store_timeout_seconds,
                     what="deferred ledger",
                 )
-            except (aws.DependencyTimeout, LedgerError) as exc:
+            except (aws_calls.DependencyTimeout, LedgerError) as exc:
                 # Queued, so it will be applied once; not visible, so not acknowledged.
                 log.error(
                     "write %s to %s queued but not recorded (%s): answering 503",

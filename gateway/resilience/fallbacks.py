@@ -9,7 +9,7 @@ serve one (``serve``); ``None`` means it has nothing, and the gateway answers 50
 - ``static``: navigation from what the gateway already knows (the cached load's next stop,
   straight-line distance, entry instructions seen in earlier answers).
 - ``deferred``: a write accepted (202) into a durable FIFO queue, replayed in order per
-  driver with its idempotency key (see :mod:`gateway.deferred`).
+  driver with its idempotency key (see :mod:`gateway.deferred.queue`).
 
 Copies are kept as the bytes the module sent (gate pass answers are also indexed per pass
 and checked for revocations, navigate answers for entry instructions, as plain JSON). They

@@ -1,6 +1,6 @@
 """The gateway as a long-running process, with the edge limits uvicorn does not have.
 
-    python -m gateway.server --host 127.0.0.1 --port 8000 [--ssl-certfile C --ssl-keyfile K]
+    python -m gateway.edge.server --host 127.0.0.1 --port 8000 [--ssl-certfile C --ssl-keyfile K]
 
 uvicorn (httptools parser, uvloop) runs the app programmatically with:
 
@@ -15,7 +15,7 @@ uvicorn (httptools parser, uvloop) runs the app programmatically with:
   between two pieces of its body, is answered 408 and disconnected. Idle kept-alive
   connections are still closed by uvicorn's keep-alive timeout.
 - **no client-supplied addresses**: ``proxy_headers=False``; the gateway decides which
-  X-Forwarded-For to believe itself (``trusted_proxies``, see :mod:`gateway.clientaddr`).
+  X-Forwarded-For to believe itself (``trusted_proxies``, see :mod:`gateway.edge.clientaddr`).
 - **TLS**: TLS 1.2 with ECDHE and AEAD suites only (AES-GCM, ChaCha20-Poly1305), or TLS 1.3.
 
 Cost on the hot path: a few attribute updates per request (~0.6 us measured against
@@ -35,18 +35,17 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from gateway.config import (
+    DEFAULT_BODY_READ_TIMEOUT_SECONDS,
+    DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
+    GatewaySettings,
+)
 from module_kit.http import HeaderLimits, new_request_id
 from shared_contracts import headers
 from shared_contracts.errors import (
     ProblemError,
     RequestHeaderFieldsTooLargeError,
     RequestTimeoutError,
-)
-
-from .config import (
-    DEFAULT_BODY_READ_TIMEOUT_SECONDS,
-    DEFAULT_HEADER_READ_TIMEOUT_SECONDS,
-    GatewaySettings,
 )
 
 # TLS 1.2: ECDHE key exchange (forward secrecy) with an AEAD cipher, nothing else (no CBC,
@@ -294,7 +293,7 @@ def server_config(
     """The uvicorn configuration the gateway runs with (``app_factory``: tests pass their own
     app; by default :func:`gateway.app.create_app` with ``settings``)."""
     if app_factory is None:
-        from .app import create_app
+        from gateway.app import create_app
 
         def app_factory() -> Any:
             return create_app(settings)
@@ -322,7 +321,8 @@ def server_config(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.server", description="Serve the Relay gateway (settings: RELAY_*)."
+        prog="python -m gateway.edge.server",
+        description="Serve the Relay gateway (settings: RELAY_*).",
     )
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)

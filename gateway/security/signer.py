@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from module_kit.identity import IdentitySigner
+from gateway import aws_calls
+from gateway.config import GatewaySettings
+from module_kit.signed_context import IdentitySigner
 from shared_contracts.errors import UnavailableError
-
-from . import aws
-from .config import GatewaySettings
 
 
 class SignerProvider:
@@ -27,7 +26,7 @@ class SignerProvider:
             return self.settings.identity_signing_key
         if self.settings.identity_signing_key_secret_arn:
             if self._secrets is None:  # read once per instance, with a deadline
-                self._secrets = aws.client("secretsmanager")
+                self._secrets = aws_calls.client("secretsmanager")
             return self._secrets.get_secret_value(
                 SecretId=self.settings.identity_signing_key_secret_arn
             )["SecretString"]

@@ -19,11 +19,10 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.resilience.breaker import BreakerConfig
+from gateway.resilience.bulkhead import BulkheadConfig
+from gateway.resilience.retry import BudgetConfig, RetryConfig
 from shared_contracts.identity import Role
-
-from .breaker import BreakerConfig
-from .bulkhead import BulkheadConfig
-from .retry import BudgetConfig, RetryConfig
 
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
@@ -31,7 +30,7 @@ DEFAULT_TIMEOUT_SECONDS = 2.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 0.5
 READ_METHODS = frozenset({"GET"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-DEFERRED = "deferred"  # the fallback that queues a write (gateway.deferred)
+DEFERRED = "deferred"  # the fallback that queues a write (gateway.deferred.queue)
 
 
 class RouteTableError(ValueError):

@@ -15,17 +15,21 @@ from urllib.parse import urlsplit
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from gateway.deferred.queue import DeferredWrites
+from gateway.forwarding.upstream import (
+    ModuleUpstream,
+    ProbeRunning,
+    QueuedBehind,
+    UpstreamUnavailable,
+)
+from gateway.resilience.fallbacks import Call, Fallback
+from gateway.resilience.retry import is_retry_safe
+from gateway.routing.routes import Route
+from gateway.security.signer import SignerProvider
 from module_kit import logs
 from shared_contracts import headers
 from shared_contracts.errors import BadRequestError, UnavailableError
 from shared_contracts.identity import IdentityContext
-
-from .deferred import DeferredWrites
-from .fallbacks import Call, Fallback
-from .identity import SignerProvider
-from .retry import is_retry_safe
-from .routes import Route
-from .upstream import ModuleUpstream, ProbeRunning, QueuedBehind, UpstreamUnavailable
 
 log = logging.getLogger("relay.gateway")
 

@@ -24,7 +24,11 @@ from collections.abc import Callable
 import httptools
 import httpx
 
-from .config import DEFAULT_KEEPALIVE_EXPIRY_SECONDS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_KEEPALIVE
+from gateway.config import (
+    DEFAULT_KEEPALIVE_EXPIRY_SECONDS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_KEEPALIVE,
+)
 
 DEFAULT_LIMITS = httpx.Limits(
     max_connections=DEFAULT_MAX_CONNECTIONS,

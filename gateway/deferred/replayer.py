@@ -36,17 +36,16 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from gateway.config import GatewaySettings
+from gateway.deferred.ledger import DeferredLedger, LedgerError
+from gateway.deferred.queue import DeferredWrite
+from gateway.resilience.faults import ControlTableFaults, FaultInjector, FaultKind
+from gateway.routing.routes import RouteTable
+from gateway.security.signer import SignerProvider
+from gateway.security.sigv4 import SigV4Auth
 from module_kit import logs
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredRefusal, DeferredState
-
-from .config import GatewaySettings
-from .deferred import DeferredWrite
-from .faults import ControlTableFaults, FaultInjector, FaultKind
-from .identity import SignerProvider
-from .ledger import DeferredLedger, LedgerError
-from .routes import RouteTable
-from .sigv4 import SigV4Auth
 
 log = logging.getLogger("relay.gateway.replay")
 LambdaHandler = Callable[[dict[str, Any], Any], PartialItemFailureResponse]

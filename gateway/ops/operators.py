@@ -8,13 +8,12 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
+from gateway import aws_calls
+from gateway.deferred.ledger import LedgerError
+from gateway.resilience.faults import ActiveFault, FaultSpec
 from shared_contracts.degraded import DeferredState
 from shared_contracts.errors import ForbiddenError, NotFoundError, UnavailableError
 from shared_contracts.identity import IdentityContext, Role
-
-from . import aws
-from .faults import ActiveFault, FaultSpec
-from .ledger import LedgerError
 
 
 async def _operator(request: Request) -> IdentityContext:
@@ -41,13 +40,13 @@ async def _deferred(request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for state in (DeferredState.PENDING, DeferredState.REFUSED):
         try:
-            count, complete, newest = await aws.call(
+            count, complete, newest = await aws_calls.call(
                 ledger.open_writes,
                 state,
                 timeout=request.app.state.settings.store_timeout_seconds * 4,
                 what="deferred ledger",
             )
-        except (aws.DependencyTimeout, LedgerError) as exc:
+        except (aws_calls.DependencyTimeout, LedgerError) as exc:
             out[state.value] = {"error": str(exc)}
             continue
         out[state.value] = {
@@ -107,11 +106,11 @@ async def _controlled(request: Request, fn: Callable[..., T], *args: Any) -> T:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return await aws.call(
+        return await aws_calls.call(
             fn,
             *args,
             what="control table",
             timeout=request.app.state.settings.store_timeout_seconds * 4,
         )
-    except (aws.DependencyTimeout, BotoCoreError, ClientError) as exc:
+    except (aws_calls.DependencyTimeout, BotoCoreError, ClientError) as exc:
         raise UnavailableError(f"the change was not made: {exc}", retry_after=2) from None

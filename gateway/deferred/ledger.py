@@ -12,7 +12,7 @@ One DynamoDB table (``DeferredWritesLedgerTable`` in template.yaml), partitioned
   path can never overtake a write still in the queue, whichever gateway instance took it.
 
 Every method is synchronous boto3 with socket timeouts; async callers run them through
-:func:`gateway.aws.call` with a deadline.
+:func:`gateway.aws_calls.call` with a deadline.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway import aws_calls
 from shared_contracts.degraded import DeferredRefusal, DeferredState, DeferredWriteStatus
 
-from . import aws
-
 if TYPE_CHECKING:
-    from .deferred import DeferredWrite
+    from gateway.deferred.queue import DeferredWrite
 
 KEEP_APPLIED_SECONDS = 30 * 24 * 3600  # the driver can look a write up for 30 days
 KEEP_REFUSED_SECONDS = 90 * 24 * 3600  # operators have 90 days to deal with a refusal
@@ -50,7 +49,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-class DeferredLedger(aws.DynamoTable):
+class DeferredLedger(aws_calls.DynamoTable):
     def __init__(
         self, table_name: str, *, dynamodb: Any = None, wall_clock: Callable[[], float] = time.time
     ) -> None:
