@@ -186,6 +186,11 @@ class LocalCloud:
         for logical_id in _dependency_order(resources):
             spec = resources[logical_id]
             stack.resources[logical_id] = self._create(stack, logical_id, spec)
+        for spec in resources.values():
+            if spec["Type"] == "AWS::Serverless::Function":
+                # Not created locally, but CloudFormation resolves a function's properties
+                # (its SSM references included) when it creates it: a missing one fails here.
+                self.resolve(stack, spec.get("Properties", {}))
         stack.outputs = {
             k: self.resolve(stack, v["Value"]) for k, v in template.get("Outputs", {}).items()
         }
@@ -242,13 +247,19 @@ class LocalCloud:
         if kind == "AWS::SSM::Parameter":
             name = self._physical_name(logical_id, props.get("Name"), stack)
             value = str(self.resolve(stack, props["Value"]))
-            # Overwrite=False: two stacks publishing one name is an error, as in AWS.
-            self.client("ssm").put_parameter(
-                Name=name,
-                Value=value,
-                Type=str(props.get("Type", "String")),
-                Description=str(self.resolve(stack, props.get("Description", ""))),
-            )
+            ssm = self.client("ssm")
+            try:
+                ssm.put_parameter(
+                    Name=name,
+                    Value=value,
+                    Type=str(props.get("Type", "String")),
+                    Description=str(self.resolve(stack, props.get("Description", ""))),
+                )
+            except ssm.exceptions.ParameterAlreadyExists:
+                # As in AWS: a name belongs to one stack (docs/deploy.md, SSM naming scheme).
+                raise TemplateError(
+                    f"{stack.path.name}: {logical_id}: SSM parameter {name} already exists"
+                ) from None
             return Resource(ref=name, attrs={"Type": props.get("Type", "String"), "Value": value})
         if kind == "AWS::KMS::Alias":
             name = str(self.resolve(stack, props["AliasName"]))
