@@ -4,16 +4,20 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The venv is re-installed when pyproject.toml or the dev lock changes.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-functional test-template test-modules test-integration bench check format lint openapi clean
+.PHONY: dev test test-unit test-functional test-template test-modules test-integration test-build build lock bench check format lint openapi clean
 
-$(STAMP): pyproject.toml
+# The exact versions of requirements/dev.lock (hash-checked; its runtime packages are the
+# versions every Lambda artifact ships, requirements/lambda.lock), then the project itself.
+$(STAMP): pyproject.toml requirements/dev.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -r requirements/dev.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -85,29 +89,82 @@ openapi: $(STAMP)
 clean:
 	rm -rf $(VENV) .relay .pytest_cache
 
-# --- sam build (BuildMethod: makefile): one artifact per function ----------------------
-# Each function gets shared_contracts (the contracts), module_kit (the runtime modules are
-# built on) and its own package only, plus runtime requirements. LAMBDA_PIP=true skips the
-# requirements (tests/template/test_artifacts.py builds the artifacts without a network).
-LAMBDA_PIP ?= pip
-define lambda_artifact
-	mkdir -p $(ARTIFACTS_DIR)/modules
-	cp -r shared_contracts module_kit $(ARTIFACTS_DIR)/
-	$(1)
-	$(LAMBDA_PIP) install -q -t $(ARTIFACTS_DIR) -r requirements-lambda.txt
-endef
+# --- Lambda artifacts: `make build`, and `sam build` (BuildMethod: makefile) ------------------
+# One artifact per function (tools/lambda_artifact.py): the project packages it imports
+# plus the wheels of its requirement set, requirements/lambda-<set>.lock (the versions of
+# requirements/lambda.lock, with hashes), for the architecture and runtime its template
+# declares: arm64 functions get aarch64 wheels on any build host. Byte-identical across
+# builds of one commit. The build's own tools (pip, uv, PyYAML: requirements/tools.lock)
+# live in .relay/tools/build, made with Python 3.11, the functions' runtime. `sam build`
+# runs the build-<LogicalId> targets in the source tree (samconfig.toml: build_in_source).
+# LAMBDA_PIP=true skips the wheels: tests/template builds the artifacts offline that way,
+# with BUILD_PYTHON=<the test venv's python> and BUILD_TOOLS= (no tools venv).
+LAMBDA_PYTHON ?= python3.11
+TOOLS         := .relay/tools/build
+BUILD_TOOLS   ?= $(TOOLS)/.installed-$(shell cksum requirements/tools.lock | cut -d' ' -f1)
+BUILD_PYTHON  ?= $(TOOLS)/bin/python
+LAMBDA_PIP    ?= $(BUILD_PYTHON) -m pip
+BUILD_DIR     ?= .relay/build
+LAMBDA_FUNCTIONS := GatewayFunction DeferredReplayFunction LoadsFunction GatepassFunction \
+	NavigateFunction MessageFunction NotificationsFunction
 
-build-LoadsFunction:
-	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/loads $(ARTIFACTS_DIR)/modules/)
-build-GatepassFunction:
-	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/gatepass $(ARTIFACTS_DIR)/modules/)
-build-NavigateFunction:
-	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/navigate $(ARTIFACTS_DIR)/modules/)
-build-MessageFunction:
-	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/message $(ARTIFACTS_DIR)/modules/)
-build-NotificationsFunction:
-	$(call lambda_artifact,cp modules/__init__.py $(ARTIFACTS_DIR)/modules/ && cp -r modules/notifications $(ARTIFACTS_DIR)/modules/)
-build-GatewayFunction:
-	$(call lambda_artifact,cp -r gateway $(ARTIFACTS_DIR)/)
-build-DeferredReplayFunction:
-	$(call lambda_artifact,cp -r gateway $(ARTIFACTS_DIR)/)
+$(TOOLS)/.installed-%: requirements/tools.lock
+	test -x $(TOOLS)/bin/python || $(LAMBDA_PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --require-hashes -r requirements/tools.lock
+	rm -f $(TOOLS)/.installed-*
+	touch $@
+
+# $(1): the requirement set (requirements/lambda-$(1).lock); $(2): the project paths the
+# function imports (shared_contracts and module_kit always).
+lambda_artifact = $(BUILD_PYTHON) tools/lambda_artifact.py $(@:build-%=%) \
+	shared_contracts module_kit $(2) --requirements requirements/lambda-$(1).lock \
+	--out "$(ARTIFACTS_DIR)" --pip "$(LAMBDA_PIP)"
+
+build-GatewayFunction: $(BUILD_TOOLS)
+	$(call lambda_artifact,gateway,gateway)
+build-DeferredReplayFunction: $(BUILD_TOOLS)
+	$(call lambda_artifact,gateway,gateway)
+build-LoadsFunction: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/loads)
+build-GatepassFunction: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/gatepass)
+build-NavigateFunction: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/navigate)
+build-MessageFunction: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/message)
+build-NotificationsFunction: $(BUILD_TOOLS)
+	$(call lambda_artifact,notifications,modules/__init__.py modules/notifications)
+
+# Every function's artifact into $(BUILD_DIR)/<LogicalId> (network to PyPI, or pip's cache).
+build: $(BUILD_TOOLS)
+	@for f in $(LAMBDA_FUNCTIONS); do \
+		$(MAKE) --no-print-directory build-$$f ARTIFACTS_DIR=$(BUILD_DIR)/$$f || exit 1; done
+
+# The locks, from pyproject.toml's ranges (uv, universal: one lock for every platform, so
+# x86_64 test hosts and arm64 Lambda read the same pins). The dev lock is resolved first,
+# the runtime lock within it: the artifacts ship exactly the versions the tests run.
+# Existing pins are kept; `make lock LOCK_ARGS=--upgrade` (or
+# `LOCK_ARGS='--upgrade-package pydantic'`) moves them.
+UV         := $(TOOLS)/bin/uv
+LOCK_FLAGS := --quiet --universal --python-version 3.11 --generate-hashes $(LOCK_ARGS)
+lock: $(BUILD_TOOLS)
+	$(UV) pip compile $(LOCK_FLAGS) requirements/tools.in -o requirements/tools.lock
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml --extra dev -o requirements/dev.lock
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml -c requirements/dev.lock \
+		-o requirements/lambda.lock
+	for set in gateway module notifications; do \
+		$(UV) pip compile $(LOCK_FLAGS) requirements/lambda-$$set.in \
+			-c requirements/lambda.lock -o requirements/lambda-$$set.lock || exit 1; done
+
+# Real builds, network to PyPI (CI runs it after `make test`): `sam build` of template.yaml
+# and of each module's template, `make build`, each artifact checked for its architecture,
+# its handler's imports and byte-identity across the builds (tests/template/test_build.py).
+# The SAM CLI lives in its own venv: its dependencies conflict with ours.
+SAM_VERSION := 1.170.0
+SAM := .relay/tools/sam/bin/sam
+$(SAM):
+	test -x .relay/tools/sam/bin/python || $(LAMBDA_PYTHON) -m venv .relay/tools/sam
+	.relay/tools/sam/bin/python -m pip install -q aws-sam-cli==$(SAM_VERSION)
+
+test-build: $(STAMP) $(BUILD_TOOLS) $(SAM)
+	RELAY_TEST_BUILD=1 RELAY_SAM=$(SAM) $(BIN)/pytest tests/template/test_build.py
