@@ -79,6 +79,8 @@ class StackResult:
     children: dict[str, StackResult]
     # What deploy_system was given (the stage's parameters), to deploy it all again.
     inputs: dict[str, Any] = field(default_factory=dict)
+    # Each function's environment, resolved when the stack deployed (as Lambda's is).
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def find_function(self, logical_id: str) -> tuple[StackResult, dict[str, Any]]:
         res = self.template.get("Resources", {}).get(logical_id)
@@ -186,11 +188,12 @@ class LocalCloud:
         for logical_id in _dependency_order(resources):
             spec = resources[logical_id]
             stack.resources[logical_id] = self._create(stack, logical_id, spec)
-        for spec in resources.values():
+        for logical_id, spec in resources.items():
             if spec["Type"] == "AWS::Serverless::Function":
                 # Not created locally, but CloudFormation resolves a function's properties
                 # (its SSM references included) when it creates it: a missing one fails here.
                 self.resolve(stack, spec.get("Properties", {}))
+                stack.environments[logical_id] = self._environment(stack, spec)
         stack.outputs = {
             k: self.resolve(stack, v["Value"]) for k, v in template.get("Outputs", {}).items()
         }
@@ -199,10 +202,15 @@ class LocalCloud:
     def function_env(self, stack: StackResult, logical_id: str) -> dict[str, str]:
         """Environment variables Lambda would give ``logical_id``, resolved locally."""
         owner, spec = stack.find_function(logical_id)
-        glob = owner.template.get("Globals", {}).get("Function", {})
+        if logical_id in owner.environments:
+            return dict(owner.environments[logical_id])
+        return self._environment(owner, spec)
+
+    def _environment(self, stack: StackResult, spec: dict[str, Any]) -> dict[str, str]:
+        glob = stack.template.get("Globals", {}).get("Function", {})
         env = dict(glob.get("Environment", {}).get("Variables", {}))
         env.update(spec["Properties"].get("Environment", {}).get("Variables", {}))
-        return {k: str(self.resolve(owner, v)) for k, v in env.items()}
+        return {k: str(self.resolve(stack, v)) for k, v in env.items()}
 
     def _physical_name(self, logical_id: str, explicit: Any, stack: StackResult) -> str:
         name = str(self.resolve(stack, explicit)) if explicit else f"{self.prefix}-{logical_id}"
