@@ -101,6 +101,7 @@ def test_each_stage_bakes_before_the_next_and_production_longest():
     bake_script = steps[names.index("Bake")]["run"]
     assert "BAKE_MINUTES * 60" in bake_script
     assert "--state-value ALARM" in bake_script and "exit 1" in bake_script
+    assert "contains(AlarmName, 'Canary')" in bake_script, "the canary alarms judge the bake"
     assert STAGE["jobs"]["deploy"]["env"]["BAKE_MINUTES"] == "${{ inputs.bake-minutes }}"
 
 
