@@ -295,7 +295,8 @@ class Gateway:
             import tomli_w  # a bench-only dependency
 
             path = state / f"routes-{self.port}.toml"
-            base = tomllib.loads((root / "gateway" / "routing" / "routes.toml").read_text())
+            # Found, not spelled out: a --baseline tree may keep it elsewhere.
+            base = tomllib.loads(in_tree(root, "routes.toml").read_text())
             path.write_text(tomli_w.dumps(_merged(base, routes)))
             env["RELAY_ROUTES_FILE"] = str(path)
         # The product's own server entry, as relay/stack.py starts it: uvicorn with the
@@ -304,7 +305,8 @@ class Gateway:
             sys.executable,
             "-P",
             "-m",
-            "gateway.edge.server",
+            # Found, not spelled out: a --baseline tree may keep it elsewhere.
+            ".".join(in_tree(root, "server.py").relative_to(root).with_suffix("").parts),
             "--host",
             HOST,
             "--port",
