@@ -20,13 +20,15 @@ Either hook reports ``Succeeded`` or ``Failed`` to CodeDeploy
 hook cannot do (a secret it cannot read, an invoke that fails) fails the deployment: a
 release nobody could check is not promoted.
 
-The hook functions' environment (set in the templates):
+Which version to judge comes from the CodeDeploy event: its deployment's target
+(``ListDeploymentTargets``, ``GetDeploymentTarget``) names the function, its alias and the
+target version. The hook functions' environment (set in the templates):
 
 - ``RELAY_HOOK_SMOKE``: the smoke list's module, e.g. ``modules.loads.smoke``;
-- ``RELAY_HOOK_TARGET_VERSION``: the new version's ARN (``!Ref <Function>.Version``);
-- ``RELAY_HOOK_ALIAS``: the alias callers use (``live``), for the post-traffic hook;
-- ``RELAY_IDENTITY_SIGNING_KEY_SECRET_ARN``: the gateway's identity private key, to sign
-  the smoke requests that carry an identity.
+- ``RELAY_HOOK_IDENTITY_SECRET``: the secret (ARN or name) holding the gateway's identity
+  private key, to sign the smoke requests that carry an identity;
+- ``RELAY_HOOK_TARGET_VERSION`` (optional): a version ARN to judge instead of the
+  deployment's target (running a hook by hand).
 
 The AWS clients are a seam (:class:`Clients`): tests pass fakes; deployed, they are made
 on first use. Nothing here talks to AWS at import time.
@@ -62,8 +64,8 @@ log = logging.getLogger("relay.deploy_hooks")
 
 SMOKE_VARIABLE = "RELAY_HOOK_SMOKE"
 TARGET_VARIABLE = "RELAY_HOOK_TARGET_VERSION"
-ALIAS_VARIABLE = "RELAY_HOOK_ALIAS"
-SECRET_VARIABLE = "RELAY_IDENTITY_SIGNING_KEY_SECRET_ARN"  # noqa: S105 - a variable name
+SECRET_VARIABLE = "RELAY_HOOK_IDENTITY_SECRET"  # noqa: S105 - a variable's name
+ALIAS = "live"
 _SMOKE_MODULE = re.compile(r"^(modules\.[a-z_]+|gateway)\.smoke$")
 _VERSION_ARN = re.compile(r"^arn:[a-z-]+:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+:\d+$")
 
@@ -142,21 +144,35 @@ class Smoke:
 
 @dataclass(frozen=True)
 class Target:
-    """The new version: its function and version number, from its version ARN."""
+    """The version being deployed: its function (name or ARN), number and alias."""
 
-    function_arn: str
+    function: str
     version: str
+    alias: str = ALIAS
 
     @classmethod
     def from_version_arn(cls, arn: str) -> Target:
         if not _VERSION_ARN.match(arn):
             raise ValueError(f"{TARGET_VARIABLE}={arn!r} is not a function version's ARN")
-        function_arn, version = arn.rsplit(":", 1)
-        return cls(function_arn, version)
+        function, version = arn.rsplit(":", 1)
+        return cls(function, version)
+
+    @classmethod
+    def from_deployment(cls, codedeploy: Any, deployment_id: str) -> Target:
+        """The target of a Lambda deployment: one function alias moving to a version."""
+        ids = codedeploy.list_deployment_targets(deploymentId=deployment_id)["targetIds"]
+        if len(ids) != 1:
+            raise ValueError(f"deployment {deployment_id} has {len(ids)} targets, not one")
+        found = codedeploy.get_deployment_target(deploymentId=deployment_id, targetId=ids[0])
+        info = found["deploymentTarget"]["lambdaTarget"]["lambdaFunctionInfo"]
+        version = str(info["targetVersion"])
+        if not version.isdigit():
+            raise ValueError(f"deployment {deployment_id} targets {version!r}, not a version")
+        return cls(info["functionName"], version, info.get("functionAlias") or ALIAS)
 
     @property
     def function_name(self) -> str:
-        return self.function_arn.rsplit(":", 1)[1]
+        return self.function.rsplit(":function:", 1)[-1].split(":", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -223,13 +239,13 @@ def url_event(probe: Probe, identity_header: str | None) -> dict[str, Any]:
 
 
 def invoke(
-    lambda_client: Any, function_arn: str, qualifier: str, probe: Probe, identity_header: str | None
+    lambda_client: Any, function: str, qualifier: str, probe: Probe, identity_header: str | None
 ) -> ProbeResult:
-    """Send ``probe`` to ``function_arn:qualifier`` and read the status it answered."""
+    """Send ``probe`` to ``function:qualifier`` and read the status it answered."""
     payload = json.dumps(url_event(probe, identity_header)).encode()
     try:
         response = lambda_client.invoke(
-            FunctionName=function_arn,
+            FunctionName=function,
             Qualifier=qualifier,
             InvocationType="RequestResponse",
             Payload=payload,
@@ -252,11 +268,11 @@ def invoke(
 def run_smoke(
     smoke: Smoke,
     lambda_client: Any,
-    function_arn: str,
+    function: str,
     qualifier: str,
     sign: Callable[[IdentityContext, str], str] | None,
 ) -> list[ProbeResult]:
-    """Every probe of ``smoke`` against ``function_arn:qualifier``, in order."""
+    """Every probe of ``smoke`` against ``function:qualifier``, in order."""
     results = []
     for probe in smoke.probes:
         header = None
@@ -267,7 +283,7 @@ def run_smoke(
                 )
                 continue
             header = sign(probe.identity, smoke.service)
-        results.append(invoke(lambda_client, function_arn, qualifier, probe, header))
+        results.append(invoke(lambda_client, function, qualifier, probe, header))
     return results
 
 
@@ -284,7 +300,7 @@ class Totals:
 
 
 def window_totals(
-    cloudwatch: Any, smoke: Smoke, target: Target, alias: str, start: datetime, end: datetime
+    cloudwatch: Any, smoke: Smoke, target: Target, start: datetime, end: datetime
 ) -> Totals:
     """The new version's answers and invocations from ``start`` to ``end``, summed."""
     answers_dims = [
@@ -293,7 +309,7 @@ def window_totals(
     ]
     lambda_dims = [
         {"Name": "FunctionName", "Value": target.function_name},
-        {"Name": "Resource", "Value": f"{target.function_name}:{alias}"},
+        {"Name": "Resource", "Value": f"{target.function_name}:{target.alias}"},
         {"Name": "ExecutedVersion", "Value": target.version},
     ]
     series = {
@@ -369,12 +385,12 @@ def _signer(
     clients: Clients, environ: Mapping[str, str]
 ) -> Callable[[IdentityContext, str], str] | None:
     """Signs like the gateway, with its private key read from the secret (None: no secret)."""
-    secret_arn = environ.get(SECRET_VARIABLE, "")
-    if not secret_arn:
+    secret = environ.get(SECRET_VARIABLE, "")
+    if not secret:
         return None
     from .signed_context import IdentitySigner
 
-    pem = clients.get("secrets").get_secret_value(SecretId=secret_arn)["SecretString"]
+    pem = clients.get("secrets").get_secret_value(SecretId=secret)["SecretString"]
     signer = IdentitySigner(pem)
     return lambda identity, audience: signer.sign(identity, audience=audience)
 
@@ -410,15 +426,21 @@ def _conclude(
     return _report(clients, event, outcome)
 
 
+def _target(event: Mapping[str, Any], clients: Clients, environ: Mapping[str, str]) -> Target:
+    if environ.get(TARGET_VARIABLE):
+        return Target.from_version_arn(environ[TARGET_VARIABLE])
+    return Target.from_deployment(clients.get("codedeploy"), event["DeploymentId"])
+
+
 def run_pre_traffic(
     event: Mapping[str, Any], clients: Clients, environ: Mapping[str, str]
 ) -> dict[str, str]:
     """Smoke the new version before it takes traffic; report the outcome to CodeDeploy."""
     try:
         smoke = Smoke.load(environ.get(SMOKE_VARIABLE, ""))
-        target = Target.from_version_arn(environ.get(TARGET_VARIABLE, ""))
+        target = _target(event, clients, environ)
         sign = _signer(clients, environ)
-        results = run_smoke(smoke, clients.get("lambda"), target.function_arn, target.version, sign)
+        results = run_smoke(smoke, clients.get("lambda"), target.function, target.version, sign)
         failures = [r.describe() for r in results if not r.ok]
         for result in results:
             outcome = "ok" if result.ok else "failed"
@@ -437,10 +459,10 @@ def run_post_traffic(
     """Smoke the alias (now the new version) and judge the new version's canary window."""
     try:
         smoke = Smoke.load(environ.get(SMOKE_VARIABLE, ""))
-        target = Target.from_version_arn(environ.get(TARGET_VARIABLE, ""))
-        alias = environ.get(ALIAS_VARIABLE) or "live"
+        target = _target(event, clients, environ)
+        alias = target.alias
         sign = _signer(clients, environ)
-        results = run_smoke(smoke, clients.get("lambda"), target.function_arn, alias, sign)
+        results = run_smoke(smoke, clients.get("lambda"), target.function, alias, sign)
         failures = [r.describe() for r in results if not r.ok]
         failures += [
             f"{r.probe.name}: alias {alias} ran version {r.executed_version}, not {target.version}"
@@ -454,7 +476,6 @@ def run_post_traffic(
             clients.get("cloudwatch"),
             smoke,
             target,
-            alias,
             start,
             max(end, start + timedelta(minutes=1)),
         )

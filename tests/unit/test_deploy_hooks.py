@@ -32,9 +32,10 @@ EVENT = {"DeploymentId": "d-ABC123", "LifecycleEventHookExecutionId": "hook-exec
 ENVIRON = {
     "RELAY_HOOK_SMOKE": "modules.loads.smoke",
     "RELAY_HOOK_TARGET_VERSION": VERSION_ARN,
-    "RELAY_HOOK_ALIAS": "live",
-    "RELAY_IDENTITY_SIGNING_KEY_SECRET_ARN": SECRET_ARN,
+    "RELAY_HOOK_IDENTITY_SECRET": SECRET_ARN,
 }
+# As deployed: the version to judge is the deployment's target, asked of CodeDeploy.
+DEPLOYED = {k: v for k, v in ENVIRON.items() if k != "RELAY_HOOK_TARGET_VERSION"}
 CANARY_START = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
 
 
@@ -113,8 +114,26 @@ def answering(status: int):
 
 
 class FakeCodeDeploy:
-    def __init__(self) -> None:
+    """The deployment of EVENT moves relay-prod-loads:live from version 6 to 7."""
+
+    def __init__(self, target_version: str = "7") -> None:
         self.reports: list[dict[str, str]] = []
+        self.target_version = target_version
+
+    def list_deployment_targets(self, deploymentId: str) -> dict[str, Any]:
+        assert deploymentId == EVENT["DeploymentId"]
+        return {"targetIds": ["relay-prod-loads:live"]}
+
+    def get_deployment_target(self, deploymentId: str, targetId: str) -> dict[str, Any]:
+        assert (deploymentId, targetId) == (EVENT["DeploymentId"], "relay-prod-loads:live")
+        info = {
+            "functionName": "relay-prod-loads",
+            "functionAlias": "live",
+            "currentVersion": "6",
+            "targetVersion": self.target_version,
+            "targetVersionWeight": 0.0,
+        }
+        return {"deploymentTarget": {"lambdaTarget": {"lambdaFunctionInfo": info}}}
 
     def put_lifecycle_event_hook_execution_status(self, **kwargs: str) -> dict[str, str]:
         self.reports.append(kwargs)
@@ -186,6 +205,23 @@ def test_a_working_release_passes_the_pre_traffic_smoke(monkeypatch):
     assert given.secrets.read == [SECRET_ARN]
 
 
+def test_as_deployed_the_hook_judges_the_version_its_deployment_targets(monkeypatch):
+    # GIVEN no version in the environment: CodeDeploy's deployment names its target
+    fake = FakeLambda(loads_release(monkeypatch))
+    given = clients(fake)
+    hooks.run_pre_traffic(EVENT, given, DEPLOYED)
+    assert given.codedeploy.outcome == "Succeeded"
+    assert {(c["FunctionName"], c["Qualifier"]) for c in fake.calls} == {("relay-prod-loads", "7")}
+
+
+def test_a_deployment_whose_target_is_not_a_version_fails(monkeypatch):
+    given = clients(FakeLambda(loads_release(monkeypatch)))
+    given.codedeploy.target_version = "$LATEST"
+    hooks.run_pre_traffic(EVENT, given, DEPLOYED)
+    assert given.codedeploy.outcome == "Failed"
+    assert given.lambda_.calls == [], "nothing is invoked when the target is unknown"
+
+
 def test_smoke_requests_are_function_url_events_signed_for_the_module(monkeypatch):
     fake = FakeLambda(loads_release(monkeypatch))
     hooks.run_pre_traffic(EVENT, clients(fake), ENVIRON)
@@ -245,7 +281,7 @@ def test_an_invoke_that_fails_fails_the_deployment_but_is_still_reported(monkeyp
 @pytest.mark.parametrize(
     "environ",
     [
-        {**ENVIRON, "RELAY_IDENTITY_SIGNING_KEY_SECRET_ARN": ""},  # the signed probe can't run
+        {**ENVIRON, "RELAY_HOOK_IDENTITY_SECRET": ""},  # the signed probe can't run
         {**ENVIRON, "RELAY_HOOK_TARGET_VERSION": FUNCTION_ARN},  # not a version
         {**ENVIRON, "RELAY_HOOK_TARGET_VERSION": f"{FUNCTION_ARN}:live"},  # an alias
         {**ENVIRON, "RELAY_HOOK_SMOKE": "os"},  # not a smoke list
@@ -265,6 +301,17 @@ def test_the_hook_calls_match_the_aws_api_models(monkeypatch):
     lam = boto3.client("lambda", region_name="us-east-1")
     deploy = boto3.client("codedeploy", region_name="us-east-1")
     with Stubber(lam) as lambda_stub, Stubber(deploy) as deploy_stub:
+        deploy_stub.add_response(
+            "list_deployment_targets",
+            {"targetIds": ["relay-prod-loads:live"]},
+            {"deploymentId": "d-ABC123"},
+        )
+        info = {"functionName": "relay-prod-loads", "functionAlias": "live", "targetVersion": "7"}
+        deploy_stub.add_response(
+            "get_deployment_target",
+            {"deploymentTarget": {"lambdaTarget": {"lambdaFunctionInfo": info}}},
+            {"deploymentId": "d-ABC123", "targetId": "relay-prod-loads:live"},
+        )
         for _ in range(3):  # a release answering 401 to every call
             body = json.dumps({"statusCode": 401}).encode()
             lambda_stub.add_response(
@@ -275,7 +322,7 @@ def test_the_hook_calls_match_the_aws_api_models(monkeypatch):
                     "Payload": StreamingBody(io.BytesIO(body), len(body)),
                 },
                 {
-                    "FunctionName": FUNCTION_ARN,
+                    "FunctionName": "relay-prod-loads",
                     "Qualifier": "7",
                     "InvocationType": "RequestResponse",
                     "Payload": ANY,
@@ -291,7 +338,7 @@ def test_the_hook_calls_match_the_aws_api_models(monkeypatch):
             },
         )
         given = hooks.Clients(lambda_=lam, codedeploy=deploy, secrets=FakeSecrets())
-        assert hooks.run_pre_traffic(EVENT, given, ENVIRON) == {"status": "Failed"}
+        assert hooks.run_pre_traffic(EVENT, given, DEPLOYED) == {"status": "Failed"}
         lambda_stub.assert_no_pending_responses()
         deploy_stub.assert_no_pending_responses()
 
@@ -340,6 +387,20 @@ def test_post_traffic_judges_the_new_versions_whole_canary_window(monkeypatch, s
     given = clients(FakeLambda(loads_release(monkeypatch)), FakeCloudWatch(**sums))
     hooks.run_post_traffic(EVENT, given, ENVIRON, now=later)
     assert given.codedeploy.outcome == outcome
+
+
+def test_post_traffic_as_deployed_reads_the_targets_metrics(monkeypatch):
+    cloudwatch = FakeCloudWatch(answers=50, invocations=50)
+    given = clients(FakeLambda(loads_release(monkeypatch)), cloudwatch)
+    hooks.run_post_traffic(EVENT, given, DEPLOYED, now=later)
+    assert given.codedeploy.outcome == "Succeeded"
+    queries = cloudwatch.requests[0]["MetricDataQueries"]
+    (errors,) = [q for q in queries if q["Id"] == "errors"]
+    assert {d["Name"]: d["Value"] for d in errors["MetricStat"]["Metric"]["Dimensions"]} == {
+        "FunctionName": "relay-prod-loads",
+        "Resource": "relay-prod-loads:live",
+        "ExecutedVersion": "7",
+    }
 
 
 def test_post_traffic_fails_when_the_alias_still_runs_another_version(monkeypatch):
