@@ -71,6 +71,7 @@ check: $(STAMP)
 # remaining finding is suppressed in the resource's Metadata with its reason (docs/deploy.md).
 CHECKOV := .tools/checkov/bin/checkov
 $(CHECKOV):
+	mkdir -p .tools && echo '*' > .tools/.gitignore  # not ours: git, ruff and mypy skip it
 	$(PYTHON) -m venv .tools/checkov
 	.tools/checkov/bin/python -m pip install -q checkov
 checkov: $(CHECKOV)
