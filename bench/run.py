@@ -873,6 +873,7 @@ def chart(report: Report, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     def bars(ax: Any, phase: str, names: list[str], attr: str, color: str) -> None:
         spreads = [spread(report.figure(phase, n, attr)) for n in names]
@@ -880,19 +881,20 @@ def chart(report: Report, path: Path) -> None:
         errors = [[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]]
         ax.barh(names, medians, xerr=errors, color=color, capsize=3)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         for i, s in enumerate(spreads):
-            ax.text(s.high, i, f"  {s.median:,.1f}", va="center", fontsize=8)
+            ax.text(s.high, i, f"  {s.median:,.0f}", va="center", fontsize=8)
         ax.invert_yaxis()
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(14, 4.8))
     bars(a, "hop", ["direct to the nginx upstream (once)", PROXY, GATEWAY], "rps", "#4a7bb7")
-    a.set_xlabel("requests per second (log scale), median and range of the rounds")
+    a.set_xlabel("requests per second (log scale): median, range of the rounds")
     a.set_title(f"Forwarding the same {len(LOAD_BODY):,}-byte load assignment")
     bars(b, "fast-fail", [HEALTHY, OPEN, HALF_OPEN], "p99_ms", "#c8553d")
-    b.set_xlabel("p99 latency, ms (log scale), median and range of the rounds")
-    b.set_title(f"Upstream black-holed, {UPSTREAM_TIMEOUT:g} s deadline, vs healthy")
+    b.set_xlabel("p99 latency, ms (log scale): median, range of the rounds")
+    b.set_title(f"Upstream black-holed ({UPSTREAM_TIMEOUT:g} s deadline) vs healthy")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -961,7 +963,9 @@ def markdown(report: Report | None, baseline: dict[str, Any] | None) -> str:
         "",
         '`make bench BENCH_ARGS="--quick"` is a smoke check '
         f"({QUICK_ROUNDS} rounds of {QUICK_SECONDS} s measurements, no profile); its "
-        "verdicts mean little.",
+        "verdicts mean little. Each run writes its figures to bench/results/ (latest.json, "
+        "baseline.json; kept on the machine, not committed) and rewrites this file from "
+        "them; `--render` rewrites it without measuring.",
         "",
     ]
     if report is not None:
@@ -1008,6 +1012,10 @@ def report_markdown(r: Report) -> list[str]:
         host_text(r.load_average, r.note),
         "",
         "### Targets",
+        "",
+        "Verdicts: "
+        + ", ".join(f"{sum(t['verdict'] == v for t in r.targets)} {v}" for v in verdicts.VERDICTS)
+        + ".",
         "",
         "| what | target | measured (median, range) | reference (median, range) "
         "| reference spread / threshold | verdict |",
@@ -1187,21 +1195,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.md")
     parser.add_argument("--note", default="", help="a sentence on the host, for the report")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite the report from bench/results/*.json",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
     seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
     warmup = QUICK_WARMUP if args.quick else DEFAULT_WARMUP
     if rounds < 2:
         parser.error("--rounds: at least 2, or there is no spread to judge noise by")
-    missing = [tool for tool in (NGINX, "wrk", "taskset", "git") if not shutil.which(tool)]
-    if missing:
-        print(f"bench needs {', '.join(missing)} (make bench installs them)", file=sys.stderr)
-        return 2
     started = time.monotonic()
     RESULTS.mkdir(parents=True, exist_ok=True)
     latest = load_json(RESULTS / "latest.json")
     previous = Report.from_dict(latest) if latest and "rounds" in latest else None
 
+    if args.render:
+        args.out.write_text(markdown(previous, load_json(RESULTS / "baseline.json")))
+        if previous and {"hop", "fast-fail"} <= {m.phase for m in previous.measurements}:
+            chart(previous, args.out.with_suffix(".png"))
+        print(f"wrote {shown(args.out)} from {shown(RESULTS)}")
+        return 0
+    missing = [tool for tool in (NGINX, "wrk", "taskset", "git") if not shutil.which(tool)]
+    if missing:
+        print(f"bench needs {', '.join(missing)} (make bench installs them)", file=sys.stderr)
+        return 2
     if args.baseline:
         baseline = run_baseline(args.baseline, rounds, seconds, warmup, args.note)
         (RESULTS / "baseline.json").write_text(json.dumps(baseline, indent=2))
