@@ -19,10 +19,11 @@ the hot path). :func:`gateway_steps` lists them, :func:`build_pipeline` composes
 - ``RateLimit``: per caller (or per client address on public routes) and route;
 - ``Forward``: the module's answer, or its fallback's (``Forwarder.forward``).
 
-Inside ``Forward`` (``gateway/forwarding/``), in order:
+Inside ``Forward``, in order (each one small unit; the list is
+``gateway.forwarding.FORWARD_STEPS``):
 
-    choose upstream -> bulkhead -> retry -> deadline -> breaker -> fault -> transport
-        -> fallback (when the module gave no answer)
+    choose upstream -> bulkhead -> retry -> deadline -> breaker -> timeout -> fault
+        -> transport -> fallback (when the module gave no answer)
 
 Steps pass what they learn to later ones in ``scope["state"]`` (``route``, ``headers``,
 ``identity``).

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope
 
 from gateway.deferred.queue import DeferredWrites
 from gateway.forwarding.upstream import (
+    ModuleAnswer,
     ModuleUpstream,
     ProbeRunning,
     QueuedBehind,
@@ -58,6 +59,7 @@ _REQUEST_ID = headers.REQUEST_ID.encode()
 _ACCEPTED_AT = headers.ACCEPTED_AT.encode()
 _JSON = b"application/json"
 _LOCATION = b"location"
+_QUEUED = "earlier writes of this caller are still queued"
 
 
 def module_location(value: bytes) -> bytes | None:
@@ -121,6 +123,71 @@ async def read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+def idempotency_key(raw: bytes | None, write: bool) -> str | None:
+    """The request's idempotency key. Every write carries one, so that retries and deferred
+    replays are applied once: the client's own key wins (checked: 400 if malformed), the
+    gateway makes one otherwise. A read keeps the client's, if any."""
+    if raw is not None:
+        key = raw.decode("latin-1")
+        if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+            raise BadRequestError(
+                "Idempotency-Key must be 8-64 characters of A-Z a-z 0-9 _ -",
+                code="invalid-idempotency-key",
+            )
+        return key
+    return "gw-" + uuid.uuid4().hex if write else None
+
+
+def module_headers(
+    hdrs: dict[bytes, bytes],
+    request_id: str,
+    signed_identity: bytes | None,
+    key: str | None,
+    accepted_at: float | None,
+) -> list[tuple[bytes, bytes]]:
+    """The headers a module gets: the client's few that pass (never its ``x-relay-*``,
+    cookies or hop-by-hop headers), the request id, the signed identity, the idempotency
+    key and, on a write, the time the gateway accepted it (``accepted_at``)."""
+    out = [
+        (name, value) for name in FORWARDED_REQUEST_HEADERS if (value := hdrs.get(name)) is not None
+    ]
+    out.append((_REQUEST_ID, request_id.encode()))
+    if signed_identity is not None:
+        out.append((_IDENTITY, signed_identity))
+    if key is not None:
+        out.append((_IDEMPOTENCY_KEY, key.encode()))
+    if accepted_at is not None:  # modules stamp a write with the time it was accepted
+        out.append((_ACCEPTED_AT, datetime.fromtimestamp(accepted_at, UTC).isoformat().encode()))
+    return out
+
+
+def fallback_call(
+    scope: Scope,
+    module: str,
+    body: bytes,
+    identity: IdentityContext | None,
+    key: str | None,
+    request_id: str,
+    out: list[tuple[bytes, bytes]],
+    accepted_at: float,
+) -> Call:
+    """The request as a fallback (and a deferred replay) knows it."""
+    return Call(
+        module=module,
+        method=scope["method"],
+        path=scope["path"],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        body=body,
+        identity=identity,
+        idempotency_key=key,
+        request_id=request_id,
+        forwarded_headers={
+            name.decode(): value.decode("latin-1") for name, value in out if name in _CALL_HEADERS
+        },
+        accepted_at=accepted_at,
+    )
+
+
 class Forwarder:
     def __init__(
         self,
@@ -147,90 +214,65 @@ class Forwarder:
         identity: IdentityContext | None,
         request_id: str,
     ) -> Response:
-        """``hdrs``: the request's headers (ASGI names are lower case), read once."""
+        """Choose upstream: the route's module and fallback, and the request as the module
+        gets it; then the module's answer through the upstream's steps, or the fallback's.
+        ``hdrs``: the request's headers (ASGI names are lower case), read once."""
         method = scope["method"]
-        upstream = self.upstreams[route.module]
-        out = [
-            (name, value)
-            for name in FORWARDED_REQUEST_HEADERS
-            if (value := hdrs.get(name)) is not None
-        ]
-        out.append((_REQUEST_ID, request_id.encode()))
-        if identity is not None:
-            signed = self.signer.get().sign(identity, audience=route.module)
-            out.append((_IDENTITY, signed.encode()))
-        # Every write carries an idempotency key, so that retries and deferred replays are
-        # applied once. The client's own key wins; the gateway makes one otherwise.
-        raw_key = hdrs.get(_IDEMPOTENCY_KEY)
-        key = None if raw_key is None else raw_key.decode("latin-1")
-        if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
-            raise BadRequestError(
-                "Idempotency-Key must be 8-64 characters of A-Z a-z 0-9 _ -",
-                code="invalid-idempotency-key",
-            )
-        if key is None and method in WRITE_METHODS:
-            key = "gw-" + uuid.uuid4().hex
-        if key is not None:
-            out.append((_IDEMPOTENCY_KEY, key.encode()))
+        write = method in WRITE_METHODS
+        signed = None if identity is None else self.sign(identity, route.module)
+        key = idempotency_key(hdrs.get(_IDEMPOTENCY_KEY), write)
         accepted_at = self.wall_clock()
-        if method in WRITE_METHODS:  # modules stamp a write with the time it was accepted
-            out.append(
-                (_ACCEPTED_AT, datetime.fromtimestamp(accepted_at, UTC).isoformat().encode())
-            )
-
-        path = scope["path"]
-        raw_path = (scope.get("raw_path") or path.encode()).decode("latin-1")
-        query = scope.get("query_string", b"").decode("latin-1")
-        body = await read_body(receive) if method in WRITE_METHODS else b""
+        out = module_headers(hdrs, request_id, signed, key, accepted_at if write else None)
+        body = await read_body(receive) if write else b""
+        call = fallback_call(scope, route.module, body, identity, key, request_id, out, accepted_at)
         fallback = self.fallbacks.get(route.fallback_for(method) or "")
-        call = Call(
-            module=route.module,
-            method=method,
-            path=path,
-            query=query,
-            body=body,
-            identity=identity,
-            idempotency_key=key,
-            request_id=request_id,
-            forwarded_headers={
-                name.decode(): value.decode("latin-1")
-                for name, value in out
-                if name in _CALL_HEADERS
-            },
-            accepted_at=accepted_at,
-        )
-        if (
-            isinstance(fallback, DeferredWrites)
-            and method in WRITE_METHODS
-            and await fallback.must_queue(call)
-        ):
+        if write and isinstance(fallback, DeferredWrites) and await fallback.must_queue(call):
             # Earlier writes of this caller are still queued: this one goes behind them.
-            return await self._degrade(
-                call,
-                fallback,
-                QueuedBehind(route.module, "earlier writes of this caller are still queued"),
-            )
+            return await self._degrade(call, fallback, QueuedBehind(call.module, _QUEUED))
         try:
-            answer = await upstream.send(
+            answer = await self.ask(self.upstreams[route.module], scope, call, out, fallback)
+        except UpstreamUnavailable as exc:
+            return await self._degrade(call, fallback, exc)
+        if not isinstance(answer, ModuleAnswer):
+            return answer  # the half-open trial outlasted the caller: the fallback answered
+        return self.respond(call, fallback, answer)
+
+    def sign(self, identity: IdentityContext, module: str) -> bytes:
+        """The identity context for ``module`` (``x-relay-identity``), signed."""
+        return self.signer.get().sign(identity, audience=module).encode()
+
+    async def ask(
+        self,
+        upstream: ModuleUpstream,
+        scope: Scope,
+        call: Call,
+        out: list[tuple[bytes, bytes]],
+        fallback: Fallback | None,
+    ) -> ModuleAnswer | Response:
+        """The module's answer (:meth:`ModuleUpstream.send`: bulkhead, retries, deadline,
+        breaker, fault, transport). A caller with a fallback does not wait on the breaker's
+        half-open trial past its patience: the fallback's answer is returned instead, or,
+        with none there, the caller waits for the trial's outcome after all."""
+        method, query = call.method, call.query
+        raw_path = (scope.get("raw_path") or call.path.encode()).decode("latin-1")
+        try:
+            return await upstream.send(
                 method,
                 raw_path + (f"?{query}" if query else ""),
                 out,
-                body or None,
-                retry_safe=is_retry_safe(method, bool(key)),
+                call.body or None,
+                retry_safe=is_retry_safe(method, bool(call.idempotency_key)),
                 impatient=fallback is not None and method == "GET",
             )
         except ProbeRunning as exc:
-            # The half-open trial runs on without this caller: the fallback answers, or,
-            # with no answer there, the caller waits for the trial's outcome after all.
             served = await self._fallback_answer(call, fallback, exc)
             if served is not None:
                 return served
-            try:
-                answer = await exc.outcome()
-            except UpstreamUnavailable as failed:
-                return await self._degrade(call, fallback, failed)
-        except UpstreamUnavailable as exc:
-            return await self._degrade(call, fallback, exc)
+            return await exc.outcome()
+
+    def respond(self, call: Call, fallback: Fallback | None, answer: ModuleAnswer) -> Response:
+        """The module's answer for the client: its headers picked (``Location`` followed
+        through the gateway), a content type and length; kept by the fallback."""
         content = answer.content
         picked = [
             (lower, v)

@@ -1,10 +1,13 @@
-"""One module's upstream: the forward's inner steps, in this order (``ModuleUpstream.send``):
+"""One module's upstream: the forward's inner steps, one method each, in this order
+(``ModuleUpstream.send``; the list: :data:`gateway.forwarding.FORWARD_STEPS`):
 
-    bulkhead -> retry (budgeted, backoff) -> deadline -> breaker -> fault -> transport
+    through_bulkhead -> with_retries -> within_deadline -> through_breaker
+        -> within_timeout -> after_fault -> on_transport
 
-The deadline covers the whole call, retries included; each attempt checks what is left of
-it and runs the fault and the transport under ``asyncio.timeout`` inside the breaker's
-guard, so the breaker counts a timed-out attempt. ``send()`` either returns the module's
+Each step does one thing and calls the next (plain method calls: nothing is built per
+request to chain them). The deadline covers the whole call, retries included; each attempt
+checks what is left of it before the breaker and is cut off at it inside the breaker, so
+the breaker counts a timed-out attempt. ``send()`` either returns the module's
 answer (any 2xx-4xx: a 4xx is the module speaking, not failing) or raises one
 :class:`UpstreamUnavailable` subclass, which the forwarder turns into a fallback or a
 problem answer. A caller with a fallback answer to give sends ``impatient=True``: if its
@@ -152,7 +155,9 @@ class ModuleUpstream:
         retry_safe: bool,
         impatient: bool = False,
     ) -> ModuleAnswer:
-        """``impatient``: the caller has a fallback answer, so as the half-open trial it
+        """The module's answer, through every step below; the deadline starts here.
+
+        ``impatient``: the caller has a fallback answer, so as the half-open trial it
         waits only the probe patience (then :class:`ProbeRunning`)."""
         if impatient and self.breaker.would_probe():
             try:
@@ -163,15 +168,13 @@ class ModuleUpstream:
                 raise ProbeRunning(self.module.name, str(exc), exc) from None
         self.budget.record_request()
         deadline = self.clock() + self.module.timeout_seconds
-        try:
-            with self.bulkhead:
-                return await self._with_retries(
-                    method, target, request_headers, body, deadline, retry_safe
-                )
-        except BulkheadFullError as exc:
-            raise BulkheadRejected(self.module.name, str(exc)) from None
+        return await self.through_bulkhead(
+            method, target, request_headers, body, deadline, retry_safe
+        )
 
-    async def _with_retries(
+    # --- the steps, in order: each does one thing and calls the next ----------------------
+
+    async def through_bulkhead(
         self,
         method: str,
         target: str,
@@ -180,10 +183,33 @@ class ModuleUpstream:
         deadline: float,
         retry_safe: bool,
     ) -> ModuleAnswer:
+        """Bulkhead: the call holds one of the module's slots, every retry included; with
+        none free, :class:`BulkheadRejected` at once."""
+        try:
+            with self.bulkhead:
+                return await self.with_retries(
+                    method, target, request_headers, body, deadline, retry_safe
+                )
+        except BulkheadFullError as exc:
+            raise BulkheadRejected(self.module.name, str(exc)) from None
+
+    async def with_retries(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        deadline: float,
+        retry_safe: bool,
+    ) -> ModuleAnswer:
+        """Retry: a failed attempt is made again when the request is safe to repeat, the
+        failure says the module did not answer, attempts and the budget allow and the
+        backoff fits before the deadline; otherwise the failure as an
+        :class:`UpstreamUnavailable`. An open breaker is never retried."""
         attempt = 1
         while True:
             try:
-                return await self._attempt(method, target, request_headers, body, deadline)
+                return await self.within_deadline(method, target, request_headers, body, deadline)
             except BreakerOpenError as exc:
                 raise ShortCircuited(self.module.name, str(exc)) from None
             except (_ServerError, httpx.TransportError, TimeoutError, InjectedError) as exc:
@@ -199,7 +225,7 @@ class ModuleUpstream:
                 await self.sleep(delay)
                 attempt += 1
 
-    async def _attempt(
+    async def within_deadline(
         self,
         method: str,
         target: str,
@@ -207,19 +233,57 @@ class ModuleUpstream:
         body: bytes | None,
         deadline: float,
     ) -> ModuleAnswer:
-        remaining = deadline - self.clock()
-        if remaining <= 0:
+        """Deadline: an attempt with no time left is not made (``TimeoutError``, before the
+        breaker: the deadline running out is not the module failing)."""
+        if deadline - self.clock() <= 0:
             raise TimeoutError("deadline passed")
-        async with self.breaker.calling():
-            async with asyncio.timeout(remaining):
-                await self.faults.before_call(self.module.name)
-                remaining = max(deadline - self.clock(), 0.001)
-                response = await self._send(method, target, request_headers, body, remaining)
-            if response.status_code >= 500:
-                raise _ServerError(response)
-            return response
+        return await self.through_breaker(method, target, request_headers, body, deadline)
 
-    async def _send(
+    async def through_breaker(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        deadline: float,
+    ) -> ModuleAnswer:
+        """Breaker: the attempt is admitted by the module's breaker (or
+        :class:`BreakerOpenError`, not attempted) and counted: a 5xx answer, a timeout, an
+        unreachable module or an injected error is a failure, any other answer a success."""
+        async with self.breaker.calling():
+            answer = await self.within_timeout(method, target, request_headers, body, deadline)
+            if answer.status_code >= 500:
+                raise _ServerError(answer)
+            return answer
+
+    async def within_timeout(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        deadline: float,
+    ) -> ModuleAnswer:
+        """Timeout: the attempt is cut off (``TimeoutError``) when the deadline passes, inside
+        the breaker, so that the breaker counts it."""
+        async with asyncio.timeout(deadline - self.clock()):
+            return await self.after_fault(method, target, request_headers, body, deadline)
+
+    async def after_fault(
+        self,
+        method: str,
+        target: str,
+        request_headers: list[tuple[bytes, bytes]],
+        body: bytes | None,
+        deadline: float,
+    ) -> ModuleAnswer:
+        """Fault: a game day's fault for the module (latency, an error, a black hole) is
+        applied before the transport, which gets what is left of the deadline."""
+        await self.faults.before_call(self.module.name)
+        remaining = max(deadline - self.clock(), 0.001)
+        return await self.on_transport(method, target, request_headers, body, remaining)
+
+    async def on_transport(
         self,
         method: str,
         target: str,
@@ -227,7 +291,8 @@ class ModuleUpstream:
         body: bytes | None,
         remaining: float,
     ) -> ModuleAnswer:
-        """One request on the transport itself: httpx's request and response types, without
+        """Transport: one request on the transport itself, carrying the deadline
+        (``x-relay-deadline-ms``), read whole. httpx's request and response types, without
         the client's per-request cookie jar, redirect and event-hook work."""
         connect = min(self.module.connect_timeout_seconds, remaining)
         request = httpx.Request(

@@ -80,3 +80,9 @@ def test_every_backticked_dotted_name_on_the_page_exists():
                 "shared_contracts.errors",
             )
         ), name
+
+
+def test_the_forward_table_is_the_forwarding_packages_list():
+    from gateway.forwarding import FORWARD_STEPS
+
+    assert [(step, f"gateway.forwarding.{code}") for step, code in FORWARD_STEPS] == FORWARD
