@@ -963,9 +963,10 @@ def markdown(report: Report | None, baseline: dict[str, Any] | None) -> str:
         "",
         '`make bench BENCH_ARGS="--quick"` is a smoke check '
         f"({QUICK_ROUNDS} rounds of {QUICK_SECONDS} s measurements, no profile); its "
-        "verdicts mean little. Each run writes its figures to bench/results/ (latest.json, "
-        "baseline.json; kept on the machine, not committed) and rewrites this file from "
-        "them; `--render` rewrites it without measuring.",
+        "verdicts mean little, and it writes bench/results/quick.json and quick.md, never "
+        "this file. A full run writes its figures to bench/results/latest.json, `--baseline` "
+        "to baseline.json (kept on the machine, not committed), and each rewrites this file "
+        "from both; `--render` rewrites it without measuring.",
         "",
     ]
     if report is not None:
@@ -1193,7 +1194,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", metavar="REF", help="compare this tree with git REF (hop, fast-fail)"
     )
-    parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the report (docs/benchmarks.md; with --quick, bench/results/quick.md)",
+    )
     parser.add_argument("--note", default="", help="a sentence on the host, for the report")
     parser.add_argument(
         "--render",
@@ -1206,6 +1211,10 @@ def main(argv: list[str] | None = None) -> int:
     warmup = QUICK_WARMUP if args.quick else DEFAULT_WARMUP
     if rounds < 2:
         parser.error("--rounds: at least 2, or there is no spread to judge noise by")
+    # A smoke check never replaces the recorded run: its figures and report stay apart.
+    recorded = "quick.json" if args.quick else "latest.json"
+    if args.out is None:
+        args.out = RESULTS / "quick.md" if args.quick else DOCS / "benchmarks.md"
     started = time.monotonic()
     RESULTS.mkdir(parents=True, exist_ok=True)
     latest = load_json(RESULTS / "latest.json")
@@ -1270,7 +1279,7 @@ def main(argv: list[str] | None = None) -> int:
         phase_cold_start(report)
     report.elapsed_seconds = time.monotonic() - started
     report.load_average["end"] = load_average()
-    (RESULTS / "latest.json").write_text(json.dumps(asdict(report), indent=2))
+    (RESULTS / recorded).write_text(json.dumps(asdict(report), indent=2))
     args.out.write_text(markdown(report, load_json(RESULTS / "baseline.json")))
     if "hop" in phases and "fast-fail" in phases:
         chart(report, args.out.with_suffix(".png"))
