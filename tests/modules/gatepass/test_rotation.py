@@ -25,7 +25,7 @@ from modules.gatepass.service import GatepassService
 from modules.gatepass.signing import KmsSigner
 from relay.cloud import ROOT, LocalCloud
 from shared_contracts.identity import Role
-from tests.conftest import identity_header_for
+from tests.conftest import TEST_IDENTITY_PUBLIC_KEY, identity_header_for
 from tests.modules.gatepass.test_api import CountingKms, b64url, issue, put_load, verify
 
 identity_header = identity_header_for("gatepass")
@@ -246,13 +246,22 @@ def test_retired_key_ids_setting_is_a_comma_separated_list(env, monkeypatch):
 
 
 def test_template_parameter_reaches_the_function_as_retired_key_ids(aws):
-    # GIVEN the gatepass stack deployed alone, once with its defaults and once rotated
+    # GIVEN what the gatepass stack reads from SSM (the platform and loads stacks publish it)
+    ssm = boto3.client("ssm")
+    for stage in ("plain", "rotated"):
+        for name, value in {
+            "platform/identity-public-key": TEST_IDENTITY_PUBLIC_KEY,
+            "loads/table-name": "loads",
+            "loads/table-arn": "arn:aws:dynamodb:us-east-1:123456789012:table/loads",
+        }.items():
+            ssm.put_parameter(Name=f"/relay/{stage}/{name}", Value=value, Type="String")
+    # AND the gatepass stack deployed alone, once with its defaults and once rotated
     cloud = LocalCloud(prefix="rotation")
     template = ROOT / "modules" / "gatepass" / "template.yaml"
-    plain = cloud.deploy(template, {"LoadsTableName": "loads"}, name="plain")
+    plain = cloud.deploy(template, {"Stage": "plain"}, name="plain")
     cloud2 = LocalCloud(prefix="rotated")
     rotated = cloud2.deploy(
-        template, {"LoadsTableName": "loads", "RetiredSigningKeyIds": "key-a,key-b"}, name="rotated"
+        template, {"Stage": "rotated", "RetiredSigningKeyIds": "key-a,key-b"}, name="rotated"
     )
     # THEN RetiredSigningKeyIds defaults to none and is handed over as given
     assert cloud.function_env(plain, "GatepassFunction")["GATEPASS_RETIRED_KEY_IDS"] == ""
