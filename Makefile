@@ -106,8 +106,11 @@ BUILD_TOOLS   ?= $(TOOLS)/.installed-$(shell cksum requirements/tools.lock | cut
 BUILD_PYTHON  ?= $(TOOLS)/bin/python
 LAMBDA_PIP    ?= $(BUILD_PYTHON) -m pip
 BUILD_DIR     ?= .relay/build
+# CodeDeploy's pre/post-traffic hooks (module_kit/deploy_hooks.py): each is built like the
+# function it smokes, whose smoke list (modules/<name>/smoke.py, gateway/smoke.py) it reads.
+DEPLOY_HOOKS := $(foreach f,Gateway Loads Gatepass Navigate Message,$(f)PreTrafficHook $(f)PostTrafficHook)
 LAMBDA_FUNCTIONS := GatewayFunction DeferredReplayFunction LoadsFunction GatepassFunction \
-	NavigateFunction MessageFunction NotificationsFunction
+	NavigateFunction MessageFunction NotificationsFunction $(DEPLOY_HOOKS)
 
 $(TOOLS)/.installed-%: requirements/tools.lock
 	test -x $(TOOLS)/bin/python || $(LAMBDA_PYTHON) -m venv $(TOOLS)
@@ -135,6 +138,26 @@ build-MessageFunction: $(BUILD_TOOLS)
 	$(call lambda_artifact,module,modules/__init__.py modules/message)
 build-NotificationsFunction: $(BUILD_TOOLS)
 	$(call lambda_artifact,notifications,modules/__init__.py modules/notifications)
+build-GatewayPreTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,gateway,gateway)
+build-GatewayPostTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,gateway,gateway)
+build-LoadsPreTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/loads)
+build-LoadsPostTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/loads)
+build-GatepassPreTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/gatepass)
+build-GatepassPostTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/gatepass)
+build-NavigatePreTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/navigate)
+build-NavigatePostTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/navigate)
+build-MessagePreTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/message)
+build-MessagePostTrafficHook: $(BUILD_TOOLS)
+	$(call lambda_artifact,module,modules/__init__.py modules/message)
 
 # Every function's artifact into $(BUILD_DIR)/<LogicalId> (network to PyPI, or pip's cache).
 build: $(BUILD_TOOLS)
