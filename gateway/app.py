@@ -40,6 +40,7 @@ from gateway.resilience.fallbacks import (
 )
 from gateway.resilience.faults import ControlTableFaults, FaultInjector
 from gateway.resilience.retry import RetryBudget
+from gateway.routing.directory import ModuleDirectory
 from gateway.routing.routes import RouteTable, RouteTableError
 from gateway.security.auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
 from gateway.security.ratelimit import Limit, RateLimiter
@@ -154,7 +155,18 @@ def create_app(
         for name, module in table.modules.items()
     }
     signer = SignerProvider(settings)
-    forwarder = Forwarder(upstreams, fallbacks, signer, wall_clock=wall_clock)
+    directory = (
+        ModuleDirectory(
+            settings.ssm_path,
+            upstreams,
+            clock=clock,
+            refresh_seconds=settings.upstream_refresh_seconds,
+            timeout_seconds=settings.store_timeout_seconds,
+        )
+        if settings.ssm_path
+        else None
+    )
+    forwarder = Forwarder(upstreams, fallbacks, signer, wall_clock=wall_clock, directory=directory)
     limiter = RateLimiter(clock=clock)
     limits = rate_limits(settings)
     client_address = ClientAddress(settings.trusted_proxies)

@@ -80,6 +80,10 @@ class GatewaySettings(BaseSettings):
     deferred_ledger_table: str | None = None
     # Operator controls shared by every gateway instance and the replayer (faults).
     control_table: str | None = None
+    # Module URLs published by the modules' stacks (/relay/<stage>/<module>/url), read
+    # again every upstream_refresh_seconds; unset (local runs): routes.toml's URLs only.
+    ssm_path: str | None = None
+    upstream_refresh_seconds: float = Field(default=60.0, gt=0, le=3600)
     # Deadlines of the gateway's own AWS calls (each inside the request's answer time).
     queue_timeout_seconds: float = Field(default=DEFAULT_QUEUE_TIMEOUT_SECONDS, gt=0, le=10)
     store_timeout_seconds: float = Field(default=DEFAULT_STORE_TIMEOUT_SECONDS, gt=0, le=10)

@@ -1,8 +1,6 @@
-"""Lambda entry point for the gateway (API Gateway HTTP API, ``$default`` stage)."""
-
-from mangum import Mangum
+"""Lambda entry point for the gateway: HTTP API events on any stage (and function URLs)."""
 
 from gateway.app import create_app
-from module_kit.http import LAMBDA_TEXT_MIME_TYPES
+from module_kit.lambda_entry import lambda_handler
 
-handler = Mangum(create_app(), lifespan="off", text_mime_types=LAMBDA_TEXT_MIME_TYPES)
+handler = lambda_handler(create_app())

@@ -25,6 +25,7 @@ from gateway.forwarding.upstream import (
 )
 from gateway.resilience.fallbacks import Call, Fallback
 from gateway.resilience.retry import is_retry_safe
+from gateway.routing.directory import ModuleDirectory
 from gateway.routing.routes import Route
 from gateway.security.signer import SignerProvider
 from module_kit import logs
@@ -196,11 +197,13 @@ class Forwarder:
         signer: SignerProvider,
         *,
         wall_clock: Callable[[], float] = time.time,
+        directory: ModuleDirectory | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.fallbacks = fallbacks
         self.signer = signer
         self.wall_clock = wall_clock
+        self.directory = directory  # keeps the upstreams' URLs equal to the published ones
         self.served: Counter[str] = Counter()  # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
         self.fallback_errors: Counter[str] = Counter()
@@ -217,6 +220,8 @@ class Forwarder:
         """Choose upstream: the route's module and fallback, and the request as the module
         gets it; then the module's answer through the upstream's steps, or the fallback's.
         ``hdrs``: the request's headers (ASGI names are lower case), read once."""
+        if self.directory is not None:
+            self.directory.keep_current()
         method = scope["method"]
         write = method in WRITE_METHODS
         signed = None if identity is None else self.sign(identity, route.module)

@@ -314,6 +314,11 @@ class ModuleUpstream:
         response = await self.transport.handle_async_request(request)
         return ModuleAnswer(response.status_code, response.headers.raw, await _read(response))
 
+    def rebase(self, url: str) -> None:
+        """Reach the module at ``url`` from now on (its stack published a new one)."""
+        self.base_url = url
+        self._urls = {}
+
     def _url(self, target: str) -> httpx.URL:
         """Parsed URLs by target: parsing one costs more than the rest of building a request."""
         url = self._urls.get(target)

@@ -50,7 +50,7 @@ def test_profile_shares_by_innermost_python_file():
     shares = self_time_by_file(raw)
     assert shares["/x/gateway/transport.py"] == 0.6
     assert shares["httpx/_models.py"] == 0.2
-    assert shares["native code and idle (Rust, uvloop, system calls)"] == 0.2
+    assert shares["native code and idle (uvloop, httptools, system calls)"] == 0.2
 
 
 def test_every_deployed_handler_gets_its_template_environment():

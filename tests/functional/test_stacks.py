@@ -50,9 +50,8 @@ def test_the_whole_stage_publishes_every_stacks_parameters_and_wires_the_gateway
     # The gateway gets each module's URL as published, and where to re-read it.
     env = cloud.function_env(root, "GatewayFunction")
     assert env["RELAY_UPSTREAM_LOADS"] == "http://127.0.0.1:9001/"
-    assert env["RELAY_UPSTREAM_LOADS_PARAMETER"] == "/relay/qa/loads/url"
-    assert published[env["RELAY_UPSTREAM_GATEPASS_PARAMETER"]] == env["RELAY_UPSTREAM_GATEPASS"]
     assert env["RELAY_SSM_PATH"] == "/relay/qa/"
+    assert published["/relay/qa/gatepass/url"] == env["RELAY_UPSTREAM_GATEPASS"]
     # Modules get what they read from others through SSM.
     loads = cloud.function_env(root, "LoadsFunction")
     assert loads["NOTIFICATIONS_QUEUE_URL"] == published["/relay/qa/notifications/queue-url"]
