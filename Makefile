@@ -100,7 +100,7 @@ clean:
 # runs the build-<LogicalId> targets in the source tree (samconfig.toml: build_in_source).
 # LAMBDA_PIP=true skips the wheels: tests/template builds the artifacts offline that way,
 # with BUILD_PYTHON=<the test venv's python> and BUILD_TOOLS= (no tools venv).
-LAMBDA_PYTHON ?= python3.11
+LAMBDA_PYTHON ?= $(shell command -v python3.11 || echo python3)
 TOOLS         := .relay/tools/build
 BUILD_TOOLS   ?= $(TOOLS)/.installed-$(shell cksum requirements/tools.lock | cut -d' ' -f1)
 BUILD_PYTHON  ?= $(TOOLS)/bin/python

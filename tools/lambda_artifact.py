@@ -13,9 +13,9 @@ Byte-identical across builds of one commit: every ``.py`` is compiled to an
 unchecked-hash ``.pyc`` (no timestamp in it; the interpreter loads it without looking at
 the source, which on Lambda's read-only ``/var/task`` is the only bytecode that helps a
 cold start), with a fixed hash seed and ``/var/task`` as the recorded path; pip's
-per-install files (``RECORD``, ``INSTALLER``, ``REQUESTED``, ``direct_url.json``) and
-console scripts are dropped; files are written in sorted order with modes 0644 (0755 for
-directories) and one fixed mtime.
+per-install files (``RECORD``, ``INSTALLER``, ``REQUESTED``, ``direct_url.json``),
+console scripts, type stubs and botocore's documentation examples are dropped; files
+are written in sorted order with modes 0644 (0755 for directories) and one fixed mtime.
 """
 
 from __future__ import annotations
@@ -144,8 +144,11 @@ def _prune(stage: Path) -> None:
     for path in sorted(stage.rglob("*"), reverse=True):
         if path.is_dir() and path.name == "__pycache__":
             shutil.rmtree(path)
-        elif path.suffix == ".pyi" or (  # type stubs are for type checkers
-            path.parent.name.endswith(".dist-info") and path.name in DROPPED_DIST_INFO
+        elif (
+            path.suffix == ".pyi"  # type stubs are for type checkers
+            or (path.parent.name.endswith(".dist-info") and path.name in DROPPED_DIST_INFO)
+            # botocore's request examples, read only to write its documentation
+            or (path.name == "examples-1.json" and path.parts[-4:-3] == ("data",))
         ):
             path.unlink()
 
