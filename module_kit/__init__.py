@@ -11,6 +11,10 @@ stays cheap to import):
   and the gateway's accepted-at stamp.
 - :mod:`module_kit.aws`: boto3 clients and resources with deadlines.
 - :mod:`module_kit.pager`: every page of a DynamoDB query.
+- :mod:`module_kit.lambda_entry`: the Lambda handler of every HTTP function (Mangum, a
+  named stage's prefix removed, each answer counted per function version as EMF).
+- :mod:`module_kit.deploy_hooks`: the CodeDeploy pre/post-traffic hooks that smoke a new
+  version with its function's smoke list (``modules/<name>/smoke.py``).
 
 The names below are importable from the package itself; each is loaded with its own file
 on first use, so ``import module_kit`` costs nothing and the gateway, which needs only
