@@ -17,7 +17,9 @@ the hot path). :func:`gateway_steps` lists them, :func:`build_pipeline` composes
 - ``Authenticate``: the bearer token's identity, where the route needs one;
 - ``Authorize``: the identity's role is one the route allows;
 - ``RateLimit``: per caller (or per client address on public routes) and route;
-- ``Forward``: the module's answer, or its fallback's (``Forwarder.forward``).
+- ``Forward``: the module's answer, or its fallback's (``Forwarder.forward``); on a route
+  with ``etag = true``, a GET's 200 is tagged and ``If-None-Match`` answered with 304
+  (``conditional_get``).
 
 Inside ``Forward``, in order (each one small unit; the list is
 ``gateway.forwarding.FORWARD_STEPS``):
@@ -41,6 +43,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.edge.clientaddr import ClientAddress
+from gateway.forwarding.conditional import conditional_get
 from gateway.forwarding.forwarder import OUTCOME_LIVE, Forwarder, log
 from gateway.routing.routes import Route, RouteTable
 from gateway.security.auth import Authenticator
@@ -243,7 +246,9 @@ class RateLimit:
 
 
 class Forward:
-    """The last step: the module's answer (or its fallback's), sent back as raw ASGI.
+    """The last step: the module's answer (or its fallback's), sent back as raw ASGI. On a
+    route with ``etag = true``, that answer goes through :func:`conditional_get` first
+    (one flag read on every other route).
 
     Every line logged while forwarding carries the request's fields (request id, module,
     route prefix, caller hash: ``logs.bind_request``); the forward's outcome is set on
@@ -267,6 +272,9 @@ class Forward:
             response = await self.forwarder.forward(
                 scope, receive, state["headers"], route, identity, request_id
             )
+            if route.etag:
+                response = conditional_get(scope["method"], scope["headers"], response)
+                ctx.status = response.status_code
             if ctx.outcome is None:
                 ctx.outcome, ctx.status = OUTCOME_LIVE, response.status_code
             await response(scope, receive, send)

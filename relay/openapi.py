@@ -48,6 +48,7 @@ PROBLEM = headers.PROBLEM_MEDIA_TYPE
 REF = "#/components/schemas/{model}"
 DEGRADED_HEADER = "Relay-Degraded"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+IF_NONE_MATCH_HEADER = "If-None-Match"
 DESCRIPTION = """\
 The API the Relay app calls. Every request goes through the gateway, which authenticates
 the bearer token, checks the caller's role, and forwards the call to the module serving
@@ -56,7 +57,11 @@ the path. Errors are `application/problem+json` (RFC 9457) with a stable `type`.
 When a module is unavailable the gateway may answer from a fallback: such answers carry
 the `Relay-Degraded` header (`module=...; fallback=...; age=...`). Writes accept an
 `Idempotency-Key`; a retry with the same key gets the first answer, and some writes are
-accepted for later (202) while their module is down."""
+accepted for later (202) while their module is down.
+
+The lists the app polls (and their items) answer with a strong `ETag`: send it back as
+`If-None-Match` and an unchanged answer is a 304 without a body, live or degraded alike
+(a degraded answer has its own tag, and its 304 carries `Relay-Degraded`)."""
 
 
 def _header(description: str, schema_type: str = "string") -> dict[str, Any]:
@@ -65,6 +70,21 @@ def _header(description: str, schema_type: str = "string") -> dict[str, Any]:
 
 RETRY_AFTER = _header("Seconds to wait before retrying.", "integer")
 DEGRADED = _header("present when a fallback served this answer: module=...; fallback=...; age=...")
+ETAG = _header(
+    "A strong entity tag of this answer (its body, and whether a fallback served it); send "
+    "it as If-None-Match on the next poll."
+)
+CACHE_CONTROL = _header("`private, no-cache`: the device may keep the answer but revalidates it.")
+VARY = _header("`Authorization`: the answer is the caller's own.")
+AGE = _header("Seconds since a fallback's copy was live (with Relay-Degraded).", "integer")
+IF_NONE_MATCH = {
+    "name": IF_NONE_MATCH_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The ETag(s) of the answer the app holds (a list, or `*`; `W/` tags "
+    "compare weakly): when the answer would be the same, 304 without a body.",
+    "schema": {"type": "string"},
+}
 
 
 class OpenAPIBuildError(ValueError):
@@ -192,6 +212,13 @@ def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str
     ]
     if method == "post":
         params = _with_idempotency_key(params)
+    conditional = route.etag and method == "get"
+    if conditional:
+        params = [
+            p
+            for p in params
+            if not (p.get("in") == "header" and p.get("name", "").lower() == "if-none-match")
+        ] + [copy.deepcopy(IF_NONE_MATCH)]
     if params:
         op["parameters"] = params
     else:
@@ -242,8 +269,32 @@ def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str
         )
         success = responses.setdefault("200", _fallback_success(responses))
         success.setdefault("headers", {})[DEGRADED_HEADER] = copy.deepcopy(DEGRADED)
+    if conditional:
+        notes.append(_conditional(responses, degraded=fallback is not None))
     op["description"] = "\n\n".join(notes)
     return op
+
+
+def _conditional(responses: dict[str, Any], *, degraded: bool) -> str:
+    """The ETag on the 200 and the 304 of a route with ``etag = true``; the note saying so."""
+    validators = {"ETag": ETAG, "Cache-Control": CACHE_CONTROL, "Vary": VARY}
+    marker = {DEGRADED_HEADER: DEGRADED, "Age": AGE} if degraded else {}
+    success = responses.setdefault("200", {"description": "Successful Response"})
+    success.setdefault("headers", {}).update(copy.deepcopy({**validators, **marker}))
+    responses["304"] = {
+        "description": "Not modified: the answer is the one whose ETag was sent in "
+        "If-None-Match. No body; the headers say where it came from.",
+        "headers": copy.deepcopy({**validators, **marker}),
+    }
+    return (
+        "Conditional: the 200 carries a strong `ETag`; a request whose `If-None-Match` "
+        "names it is answered 304 without a body"
+        + (
+            f" (live or degraded alike; a degraded 304 carries `{DEGRADED_HEADER}`)."
+            if degraded
+            else "."
+        )
+    )
 
 
 def _with_idempotency_key(params: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -108,6 +109,9 @@ class Route(_Strict):
     # Fallback per HTTP method, by name (see gateway.app.build_fallbacks), e.g.
     # {GET = "loads-last-known-good"}; names are checked against it by create_app.
     fallback: dict[str, str] = {}
+    # A strong ETag on GET 200 answers, live or degraded, and If-None-Match answered with
+    # 304 (gateway.forwarding.conditional); per caller, so only on authenticated routes.
+    etag: StrictBool = False
 
     def fallback_for(self, method: str) -> str | None:
         return self.fallback.get(method.upper())
@@ -118,6 +122,11 @@ class Route(_Strict):
             raise ValueError('needs roles (or auth = "none")')
         if self.auth == "none" and self.roles:
             raise ValueError('roles mean nothing with auth = "none"')
+        if self.auth == "none" and self.etag:
+            raise ValueError(
+                "etag answers are per caller (Cache-Control: private, Vary: Authorization), "
+                'not for auth = "none"'
+            )
         return self
 
     @model_validator(mode="after")

@@ -1,0 +1,245 @@
+"""Conditional GETs on routes with ``etag = true`` (``gateway.forwarding.conditional``):
+strong ETags on GET 200 answers, live and degraded, and If-None-Match answered with 304."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.forwarding.conditional import entity_tag, if_none_match_tags
+from gateway.routing.routes import RouteTable, RouteTableError
+from shared_contracts.degraded import DegradedMarker, FallbackKind
+from shared_contracts.identity import Role
+from tests.unit.gateway.test_resilience import LOAD, a_gate_pass, a_load
+
+STRONG = re.compile(r'^"[0-9a-f]{32}"$')
+LOADS = "http://loads.test/loads"
+DOCUMENT = Path(__file__).resolve().parents[3] / "gateway" / "ops" / "openapi.json"
+
+
+def listing(*loads: dict) -> httpx.Response:
+    return httpx.Response(200, json={"items": list(loads or [LOAD])})
+
+
+def test_a_live_list_has_a_strong_etag_and_revalidation_headers(gateway, upstream, bearer):
+    upstream.get(LOADS).mock(return_value=listing())
+    r = gateway.get("/loads", headers=bearer())
+    assert r.status_code == 200
+    assert STRONG.match(r.headers["etag"])
+    assert r.headers["etag"] == entity_tag(r.content, b"application/json").decode()
+    assert r.headers["cache-control"] == "private, no-cache"
+    assert r.headers["vary"] == "Authorization"
+
+
+def test_the_same_tag_is_a_304_without_a_body_that_keeps_the_headers(gateway, upstream, bearer):
+    route = upstream.get(LOADS).mock(return_value=listing())
+    first = gateway.get("/loads", headers=bearer())
+    tag = first.headers["etag"]
+    again = gateway.get("/loads", headers={**bearer(), "if-none-match": tag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == tag
+    assert again.headers["cache-control"] == "private, no-cache"
+    assert again.headers["vary"] == "Authorization"
+    assert "content-type" not in again.headers and "relay-degraded" not in again.headers
+    assert route.call_count == 2  # the module is still asked: the tag is of its answer
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        '"0123", {tag}',
+        "W/{tag}",  # weak comparison
+        '"0123" , W/"4567",{tag}',
+        "*",
+    ],
+)
+def test_if_none_match_lists_weak_tags_and_star(gateway, upstream, bearer, field):
+    upstream.get(LOADS).mock(return_value=listing())
+    tag = gateway.get("/loads", headers=bearer()).headers["etag"]
+    r = gateway.get("/loads", headers={**bearer(), "if-none-match": field.format(tag=tag)})
+    assert r.status_code == 304 and r.content == b""
+
+
+def test_another_tag_or_a_changed_body_is_a_200_with_a_new_tag(gateway, upstream, bearer):
+    route = upstream.get(LOADS).mock(return_value=listing())
+    tag = gateway.get("/loads", headers=bearer()).headers["etag"]
+    other = gateway.get("/loads", headers={**bearer(), "if-none-match": '"not-it"'})
+    assert other.status_code == 200 and other.headers["etag"] == tag and other.json()["items"]
+    route.mock(return_value=listing(LOAD, a_load("L-2")))
+    changed = gateway.get("/loads", headers={**bearer(), "if-none-match": tag})
+    assert changed.status_code == 200
+    assert len(changed.json()["items"]) == 2
+    assert STRONG.match(changed.headers["etag"]) and changed.headers["etag"] != tag
+
+
+def test_a_load_and_a_gate_pass_detail_are_tagged_too(gateway, upstream, bearer):
+    upstream.get(f"{LOADS}/L-1").mock(return_value=httpx.Response(200, json=LOAD))
+    upstream.get("http://gatepass.test/gatepass/P-1").mock(
+        return_value=httpx.Response(200, json=a_gate_pass("P-1"))
+    )
+    for path in ("/loads/L-1", "/gatepass/P-1"):
+        tag = gateway.get(path, headers=bearer()).headers["etag"]
+        assert STRONG.match(tag)
+        assert gateway.get(path, headers={**bearer(), "if-none-match": tag}).status_code == 304
+
+
+def test_the_modules_own_etag_is_replaced_by_the_gateways(gateway, upstream, bearer):
+    upstream.get(LOADS).mock(
+        return_value=httpx.Response(200, json={"items": [LOAD]}, headers={"etag": '"module"'})
+    )
+    r = gateway.get("/loads", headers=bearer())
+    assert r.headers["etag"] != '"module"' and STRONG.match(r.headers["etag"])
+    assert r.headers.get_list("etag") == [r.headers["etag"]]
+
+
+def test_a_degraded_list_has_its_own_tag_and_a_304_keeps_the_marker(gateway, upstream, bearer):
+    route = upstream.get(LOADS).mock(return_value=listing())
+    live = gateway.get("/loads", headers=bearer())
+    route.mock(side_effect=httpx.ConnectError("down"))
+    degraded = gateway.get("/loads", headers={**bearer(), "if-none-match": live.headers["etag"]})
+    # same bytes as the live answer, another source: a full answer with its own tag
+    assert degraded.status_code == 200 and degraded.content == live.content
+    marker = DegradedMarker.parse(degraded.headers["relay-degraded"])
+    assert (marker.module, marker.fallback) == ("loads", FallbackKind.LAST_KNOWN_GOOD)
+    tag = degraded.headers["etag"]
+    assert STRONG.match(tag) and tag != live.headers["etag"]
+    assert degraded.headers["cache-control"] == "private, no-cache"
+    again = gateway.get("/loads", headers={**bearer(), "if-none-match": tag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == tag
+    assert DegradedMarker.parse(again.headers["relay-degraded"]).module == "loads"
+    assert again.headers["age"] == degraded.headers["age"]
+    assert again.headers["vary"] == "Authorization"
+    # the module is back: the live answer's tag again, without the marker
+    route.mock(return_value=listing())
+    back = gateway.get("/loads", headers={**bearer(), "if-none-match": tag})
+    assert back.status_code == 200 and "relay-degraded" not in back.headers
+    assert back.headers["etag"] == live.headers["etag"]
+
+
+def test_a_degraded_gate_pass_list_is_tagged_and_revalidated(gateway, upstream, bearer):
+    url = "http://gatepass.test/gatepass"
+    route = upstream.get(url).mock(
+        return_value=httpx.Response(200, json={"items": [a_gate_pass("P-1")]})
+    )
+    live = gateway.get("/gatepass", headers=bearer())
+    route.mock(side_effect=httpx.ConnectError("down"))
+    degraded = gateway.get("/gatepass", headers=bearer())
+    assert degraded.status_code == 200 and "relay-degraded" in degraded.headers
+    assert degraded.headers["etag"] != live.headers["etag"]
+    assert (
+        degraded.headers["etag"]
+        == entity_tag(degraded.content, b"application/json", b"gatepass;last-known-good").decode()
+    )
+    again = gateway.get(
+        "/gatepass", headers={**bearer(), "if-none-match": degraded.headers["etag"]}
+    )
+    assert again.status_code == 304 and "relay-degraded" in again.headers
+
+
+def test_writes_never_get_a_tag_nor_a_304(gateway, upstream, bearer):
+    upstream.post(f"{LOADS}/L-1/events").mock(
+        return_value=httpx.Response(201, json={"event": "arrived"})
+    )
+    r = gateway.post(
+        "/loads/L-1/events",
+        json={"kind": "arrived"},
+        headers={**bearer(), "if-none-match": "*"},
+    )
+    assert r.status_code == 201
+    assert "etag" not in r.headers and "vary" not in r.headers
+    assert "cache-control" not in r.headers
+
+
+def test_errors_never_get_a_tag_nor_a_304(gateway, upstream, bearer):
+    upstream.get(f"{LOADS}/L-9").mock(
+        return_value=httpx.Response(404, json={"title": "no such load"})
+    )
+    missing = gateway.get("/loads/L-9", headers={**bearer(), "if-none-match": "*"})
+    assert missing.status_code == 404 and "etag" not in missing.headers
+    assert "cache-control" not in missing.headers
+    upstream.get(LOADS).mock(side_effect=httpx.ConnectError("down"))
+    down = gateway.get("/loads", headers={**bearer(), "if-none-match": "*"})
+    assert down.status_code == 503 and "etag" not in down.headers  # no copy: 503
+
+
+def test_a_route_without_etag_is_untouched(gateway, upstream, bearer):
+    upstream.get("http://message.test/message").mock(
+        return_value=httpx.Response(200, json={"items": []}, headers={"etag": '"module"'})
+    )
+    r = gateway.get("/message", headers={**bearer(), "if-none-match": '"module", *'})
+    assert r.status_code == 200 and r.json() == {"items": []}
+    assert r.headers["etag"] == '"module"'  # the module's, passed through as before
+    assert "vary" not in r.headers and "cache-control" not in r.headers
+
+
+def test_if_none_match_parsing():
+    assert if_none_match_tags([]) == set()
+    assert if_none_match_tags([b'"a", W/"b"', b' "c"']) == {b'"a"', b'"b"', b'"c"'}
+    assert if_none_match_tags([b'"a"', b" * "]) is None
+    assert if_none_match_tags([b"a, b"]) == set()  # unquoted: not entity tags
+
+
+def test_tags_depend_on_body_type_and_source_only():
+    body = b'{"items": []}'
+    tag = entity_tag(body, b"application/json")
+    assert tag == entity_tag(body, b"application/json")
+    assert tag != entity_tag(body + b" ", b"application/json")
+    assert tag != entity_tag(body, b"text/plain")
+    assert tag != entity_tag(body, b"application/json", b"loads;last-known-good")
+
+
+def _route(**extra: object) -> dict:
+    return {
+        "modules": {"m": {"tier": "optional", "upstream": "http://m"}},
+        "routes": [{"prefix": "/m", "module": "m", **extra}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"roles": ["driver"], "etag": "true"}, "etag"),
+        ({"roles": ["driver"], "etag": 1}, "etag"),
+        ({"auth": "none", "etag": True}, "etag answers are per caller"),
+    ],
+)
+def test_the_etag_setting_is_validated(extra, message):
+    with pytest.raises(RouteTableError, match=message):
+        RouteTable.from_dict(_route(**extra), env={})
+
+
+def test_the_etag_setting_defaults_to_off_and_is_on_for_the_polled_lists(settings):
+    from tests.unit.gateway.conftest import UPSTREAMS
+
+    assert RouteTable.from_dict(_route(roles=["driver"]), env={}).match("/m").etag is False
+    table = RouteTable.load(settings.routes_file, env=UPSTREAMS)
+    assert {r.prefix for r in table.routes if r.etag} == {"/loads", "/gatepass"}
+
+
+def test_the_published_document_describes_the_conditional_gets():
+    paths = json.loads(DOCUMENT.read_text())["paths"]
+    for path in ("/loads", "/loads/{load_id}", "/gatepass", "/gatepass/{pass_id}"):
+        op = paths[path]["get"]
+        assert "If-None-Match" in {p["name"] for p in op["parameters"]}, path
+        assert {"ETag", "Cache-Control", "Vary"} <= op["responses"]["200"]["headers"].keys()
+        not_modified = op["responses"]["304"]
+        assert "content" not in not_modified
+        assert {"ETag", "Relay-Degraded"} <= not_modified["headers"].keys()
+    for path, method in (("/gatepass", "post"), ("/message", "get"), ("/gatepass/keys", "get")):
+        op = paths[path][method]
+        assert "304" not in op["responses"], (method, path)
+        assert "If-None-Match" not in {p["name"] for p in op.get("parameters", [])}
+
+
+def test_roles_other_than_the_driver_get_tags_too(gateway, upstream, bearer):
+    upstream.get("http://gatepass.test/gatepass").mock(
+        return_value=httpx.Response(200, json={"items": []})
+    )
+    r = gateway.get("/gatepass", headers=bearer(Role.DISPATCH, None))
+    assert r.status_code == 200 and STRONG.match(r.headers["etag"])
