@@ -42,8 +42,9 @@ VARY_AUTHORIZATION = b"Authorization"
 NOT_MODIFIED_HEADERS = frozenset(
     {ETAG, CACHE_CONTROL, VARY, DEGRADED, AGE, b"content-location", b"date", b"expires"}
 )
-# One entity tag of a list: optional W/, then a quoted opaque tag (etagc, RFC 9110 8.8.3).
-_ENTITY_TAG = re.compile(rb'(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")')
+# The quoted opaque part of each entity tag of a list (etagc, RFC 9110 8.8.3): a ``W/``
+# before it is left out, which is the weak comparison If-None-Match uses.
+_OPAQUE_TAG = re.compile(rb'"[\x21\x23-\x7e\x80-\xff]*"')
 
 
 class NotModified(Response):
@@ -75,7 +76,7 @@ def if_none_match_tags(values: list[bytes]) -> set[bytes] | None:
     for value in values:
         if value.strip() == b"*":
             return None
-        tags.update(_ENTITY_TAG.findall(value))
+        tags.update(_OPAQUE_TAG.findall(value))
     return tags
 
 

@@ -143,15 +143,18 @@ def test_a_degraded_gate_pass_list_is_tagged_and_revalidated(gateway, upstream, 
 
 
 def test_writes_never_get_a_tag_nor_a_304(gateway, upstream, bearer):
+    upstream.get(f"{LOADS}/L-1").mock(return_value=httpx.Response(200, json=LOAD))
     upstream.post(f"{LOADS}/L-1/events").mock(
         return_value=httpx.Response(201, json={"event": "arrived"})
     )
+    read = gateway.get("/loads/L-1", headers={**bearer(), "if-none-match": '"other"'})
+    assert STRONG.match(read.headers["etag"])  # the route is tagged: its reads are
     r = gateway.post(
         "/loads/L-1/events",
         json={"kind": "arrived"},
         headers={**bearer(), "if-none-match": "*"},
     )
-    assert r.status_code == 201
+    assert r.status_code == 201 and r.json() == {"event": "arrived"}
     assert "etag" not in r.headers and "vary" not in r.headers
     assert "cache-control" not in r.headers
 
@@ -160,6 +163,9 @@ def test_errors_never_get_a_tag_nor_a_304(gateway, upstream, bearer):
     upstream.get(f"{LOADS}/L-9").mock(
         return_value=httpx.Response(404, json={"title": "no such load"})
     )
+    upstream.get(f"{LOADS}/L-1").mock(return_value=httpx.Response(200, json=LOAD))
+    found = gateway.get("/loads/L-1", headers={**bearer(), "if-none-match": "*"})
+    assert found.status_code == 304  # the same request on an answer that exists
     missing = gateway.get("/loads/L-9", headers={**bearer(), "if-none-match": "*"})
     assert missing.status_code == 404 and "etag" not in missing.headers
     assert "cache-control" not in missing.headers
@@ -169,10 +175,15 @@ def test_errors_never_get_a_tag_nor_a_304(gateway, upstream, bearer):
 
 
 def test_a_route_without_etag_is_untouched(gateway, upstream, bearer):
+    upstream.get(LOADS).mock(
+        return_value=httpx.Response(200, json={"items": []}, headers={"etag": '"module"'})
+    )
     upstream.get("http://message.test/message").mock(
         return_value=httpx.Response(200, json={"items": []}, headers={"etag": '"module"'})
     )
-    r = gateway.get("/message", headers={**bearer(), "if-none-match": '"module", *'})
+    conditions = {**bearer(), "if-none-match": "*"}
+    assert gateway.get("/loads", headers=conditions).status_code == 304  # opted in
+    r = gateway.get("/message", headers=conditions)
     assert r.status_code == 200 and r.json() == {"items": []}
     assert r.headers["etag"] == '"module"'  # the module's, passed through as before
     assert "vary" not in r.headers and "cache-control" not in r.headers
