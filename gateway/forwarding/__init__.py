@@ -12,7 +12,9 @@ and the order the steps run in, together:
   builds the request as the module gets it; ``Forwarder._degrade`` is the fallback;
 - ``upstream.py``: ``ModuleUpstream.send`` starts the deadline and runs the steps from the
   bulkhead to the transport, one method each;
-- ``transport.py``: the keep-alive HTTP/1.1 transport under httpx's API.
+- ``transport.py``: the keep-alive HTTP/1.1 transport under httpx's API;
+- ``conditional.py``: on routes with ``etag = true``, the final answer's ``ETag`` and the
+  304 for a matching ``If-None-Match`` (applied by ``Forward``, after the steps above).
 """
 
 FORWARD_STEPS: tuple[tuple[str, str], ...] = (
