@@ -254,3 +254,33 @@ def test_roles_other_than_the_driver_get_tags_too(gateway, upstream, bearer):
     )
     r = gateway.get("/gatepass", headers=bearer(Role.DISPATCH, None))
     assert r.status_code == 200 and STRONG.match(r.headers["etag"])
+
+
+def test_under_lambda_a_304_has_no_body_and_keeps_the_headers(settings, upstream, bearer):
+    from mangum import Mangum
+
+    from gateway.app import create_app
+    from module_kit import http
+    from tests.unit.gateway.conftest import UPSTREAMS
+
+    upstream.get(LOADS).mock(return_value=listing())
+    handler = Mangum(
+        create_app(settings, routes=RouteTable.load(settings.routes_file, env=UPSTREAMS)),
+        lifespan="off",
+        text_mime_types=http.LAMBDA_TEXT_MIME_TYPES,
+    )
+    events = Path(__file__).resolve().parents[3] / "events"
+    template = json.loads((events / "gatepass" / "get-keys-without-identity.200.json").read_text())
+
+    def call(**extra_headers: str) -> dict:
+        event = json.loads(json.dumps(template))
+        event["rawPath"] = event["requestContext"]["http"]["path"] = "/loads"
+        event["headers"].update({**bearer(), **extra_headers})
+        return handler(event, None)
+
+    first = call()
+    assert first["statusCode"] == 200 and STRONG.match(first["headers"]["etag"])
+    again = call(**{"if-none-match": first["headers"]["etag"]})
+    assert again["statusCode"] == 304 and again["body"] == ""
+    assert again["headers"]["etag"] == first["headers"]["etag"]
+    assert again["headers"]["cache-control"] == "private, no-cache"
