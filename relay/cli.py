@@ -45,18 +45,30 @@ def dev(
     port: Annotated[int, typer.Option(help="Gateway port on 127.0.0.1")] = 8000,
     seed: Annotated[bool, typer.Option(help="Seed demo data")] = True,
     tls: Annotated[bool, typer.Option(help="Serve the gateway over HTTPS")] = False,
+    gateways: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=32,
+            help="Gateway processes; more than 1 run behind nginx (round-robin) on --port",
+        ),
+    ] = 1,
 ) -> None:
     """Run the whole system locally until Ctrl-C."""
     stop = threading.Event()
     # Both stop it, also when started in the background, where SIGINT starts out ignored.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    typer.echo("Starting the emulator, the modules and the gateway ...")
+    typer.echo(
+        "Starting the emulator, the modules and "
+        + (f"{gateways} gateways behind nginx ..." if gateways > 1 else "the gateway ...")
+    )
     # A process that exits is restarted with backoff; its exit and restart are printed.
     with LocalStack(
         gateway_port=port,
         seed=seed,
         tls=tls,
+        gateways=gateways,
         supervise=True,
         on_event=lambda message: typer.echo(message, err=True),
     ) as stack:
@@ -67,7 +79,7 @@ def dev(
                 f"  {name:<14} {proc.url if proc.port else '(worker)'}   log: {proc.log_path}"
             )
         typer.echo(f"\nDev token for driver {demo.DRIVERS[0]} (12 h):\n{token}\n")
-        ca = stack.processes["gateway"].ca_file
+        ca = stack.processes[stack.gateway_names[0]].ca_file
         cacert = f"--cacert {ca} " if ca else ""
         typer.echo(
             f"Try:\ncurl -s {cacert}-H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n"
@@ -86,7 +98,8 @@ def dev(
 ProcessName = Annotated[
     str,
     typer.Argument(
-        help="emulator, loads, gatepass, navigate, message, notifications, replay or gateway"
+        help="emulator, loads, gatepass, navigate, message, notifications, replay or gateway "
+        "(with --gateways N: gateway-1 .. gateway-N and balancer)"
     ),
 ]
 

@@ -32,6 +32,8 @@ import httpx
 
 from module_kit.signed_context import generate_key_pair
 
+from . import balancer
+from .balancer import BALANCER_NAME
 from .cloud import ROOT, LocalCloud, StackResult
 from .devissuer import DevIssuer
 from .supervisor import ControlServer, RestartPolicy, Supervisor, control_socket_path
@@ -162,6 +164,10 @@ class LocalStack:
     event_source_backoff: tuple[int, int] = (1, 60)
     # Serve the gateway over HTTPS with a self-signed certificate (relay dev --tls).
     tls: bool = False
+    # Gateway processes (relay dev --gateways N): with N > 1, gateway-1..gateway-N on ports
+    # of their own, each its own memory, behind nginx (``balancer``, relay.balancer) on
+    # gateway_port; with 1, the one ``gateway`` process on gateway_port and no nginx.
+    gateways: int = 1
     # Extra gateway settings (RELAY_*), e.g. looser rate limits for a fuzzing run.
     gateway_overrides: dict[str, str] = field(default_factory=dict)
     # Restart processes that exit, with backoff, and serve `relay ps|stop|start|restart`
@@ -192,7 +198,16 @@ class LocalStack:
 
     @property
     def gateway_url(self) -> str:
-        return self.processes["gateway"].url
+        """Where clients connect: the balancer in front of a fleet, else the gateway."""
+        front = BALANCER_NAME if self.gateways > 1 else "gateway"
+        return self.processes[front].url
+
+    @property
+    def gateway_names(self) -> list[str]:
+        """The gateway processes: ``gateway``, or ``gateway-1`` .. ``gateway-N``."""
+        if self.gateways == 1:
+            return ["gateway"]
+        return [f"gateway-{k}" for k in range(1, self.gateways + 1)]
 
     def module_url(self, name: str) -> str:
         return self.processes[name].url
@@ -207,6 +222,15 @@ class LocalStack:
             raise
 
     def _start(self) -> None:
+        if self.gateways < 1:
+            raise ValueError("a stack needs at least one gateway process")
+        nginx = None
+        if self.gateways > 1:
+            if self.tls:
+                raise ValueError("--tls serves one gateway process; use it without --gateways")
+            nginx = balancer.nginx_binary()
+            if nginx is None:
+                raise RuntimeError(balancer.NOT_INSTALLED)
         logs = self.state_dir / "logs"
         base_env = {**os.environ, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1"}
         base_env.pop("AWS_PROFILE", None)
@@ -284,27 +308,44 @@ class LocalStack:
             **aws_env,
             **self.function_env(GATEWAY_FUNCTION),
             **gateway_local,
+            # Behind the balancer, X-Forwarded-For from it (loopback) names the client.
+            **({"RELAY_TRUSTED_PROXIES": HOST} if nginx else {}),
             **self.gateway_overrides,
         }
-        # The gateway's own server entry: header limits, read timeouts, no proxy headers.
-        argv = [
-            sys.executable,
-            "-m",
-            "gateway.edge.server",
-            "--host",
-            HOST,
-            "--port",
-            str(self.gateway_port),
-        ]
-        cert = None
+        cert = key = None
         if self.tls:
             from .tls import self_signed_certificate
 
             cert, key = self_signed_certificate(self.state_dir)
-            argv += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
-        self.processes["gateway"] = Process(
-            "gateway", argv, gateway_env, logs / "gateway.log", port=self.gateway_port, ca_file=cert
+        gateway_ports = (
+            [self.gateway_port] if nginx is None else [free_port() for _ in range(self.gateways)]
         )
+        for name, port in zip(self.gateway_names, gateway_ports, strict=True):
+            # The gateway's own server entry: header limits, read timeouts, no proxy headers.
+            argv = [
+                sys.executable,
+                "-m",
+                "gateway.edge.server",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+            ]
+            if cert is not None and key is not None:
+                argv += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+            self.processes[name] = Process(
+                name, argv, dict(gateway_env), logs / f"{name}.log", port=port, ca_file=cert
+            )
+        if nginx is not None:
+            prefix = self.state_dir / BALANCER_NAME
+            conf = balancer.write_config(prefix, self.gateway_port, gateway_ports)
+            self.processes[BALANCER_NAME] = Process(
+                BALANCER_NAME,
+                balancer.argv(nginx, prefix, conf),
+                {**os.environ},
+                logs / f"{BALANCER_NAME}.log",
+                port=self.gateway_port,
+            )
         for name, proc in self.processes.items():
             if name != "emulator":
                 proc.start()
@@ -449,7 +490,10 @@ class LocalStack:
             functions = {
                 name: lid
                 for lid in self.deployed.functions()
-                if (name := _process_name(lid)) in self.processes
+                for name in (
+                    self.gateway_names if lid == GATEWAY_FUNCTION else [_process_name(lid)]
+                )
+                if name in self.processes
             }
             before = {name: self.function_env(lid) for name, lid in functions.items()}
             session = boto3.session.Session(
