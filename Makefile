@@ -21,8 +21,18 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# nginx from Debian's packages, installed if missing: the balancer of `make dev GATEWAYS=N`
+# (N > 1), the fleet game days of the integration tier, and the benchmark.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+NGINX_INSTALLED := { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null
+install-nginx = $(NGINX_INSTALLED) || { $(SUDO) apt-get update -q && \
+	$(SUDO) apt-get install -y -q nginx-light $(1); }
+
+# GATEWAYS=N: N gateway processes behind nginx on :8000 (relay dev --gateways N).
+GATEWAYS ?= 1
 dev: $(STAMP)
-	$(BIN)/relay dev
+	@$(if $(filter-out 1,$(GATEWAYS)),$(call install-nginx))
+	$(BIN)/relay dev --gateways $(GATEWAYS)
 
 # Every tier, each in its own pytest run, fastest first: the unit tier's own check (it
 # imports neither moto nor the SAM translator) holds only in a run of that tier alone.
@@ -41,6 +51,7 @@ test-modules: $(STAMP)
 	$(BIN)/pytest tests/modules
 
 test-integration: $(STAMP)
+	@$(call install-nginx)
 	$(BIN)/pytest tests/integration
 
 # The benchmark (docs/benchmarks.md): a few minutes, loopback only; not part of `make test`.
@@ -109,8 +120,9 @@ BUILD_DIR     ?= .relay/build
 # CodeDeploy's pre/post-traffic hooks (module_kit/deploy_hooks.py): each is built like the
 # function it smokes, whose smoke list (modules/<name>/smoke.py, gateway/smoke.py) it reads.
 DEPLOY_HOOKS := $(foreach f,Gateway Loads Gatepass Navigate Message,$(f)PreTrafficHook $(f)PostTrafficHook)
-LAMBDA_FUNCTIONS := GatewayFunction DeferredReplayFunction LoadsFunction GatepassFunction \
-	NavigateFunction MessageFunction NotificationsFunction $(DEPLOY_HOOKS)
+LAMBDA_FUNCTIONS := GatewayFunction DeferredReplayFunction FallbackProjectorFunction \
+	LoadsFunction GatepassFunction NavigateFunction MessageFunction NotificationsFunction \
+	$(DEPLOY_HOOKS)
 
 $(TOOLS)/.installed-%: requirements/tools.lock
 	test -x $(TOOLS)/bin/python || $(LAMBDA_PYTHON) -m venv $(TOOLS)
@@ -127,6 +139,8 @@ lambda_artifact = $(BUILD_PYTHON) tools/lambda_artifact.py $(@:build-%=%) \
 build-GatewayFunction: $(BUILD_TOOLS)
 	$(call lambda_artifact,gateway,gateway)
 build-DeferredReplayFunction: $(BUILD_TOOLS)
+	$(call lambda_artifact,gateway,gateway)
+build-FallbackProjectorFunction: $(BUILD_TOOLS)
 	$(call lambda_artifact,gateway,gateway)
 build-LoadsFunction: $(BUILD_TOOLS)
 	$(call lambda_artifact,module,modules/__init__.py modules/loads)
