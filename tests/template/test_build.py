@@ -90,17 +90,25 @@ def builds() -> dict[str, dict[str, Path]]:
 
 @pytest.fixture(scope="module")
 def host_twins(builds) -> dict[str, Path]:
-    """Each artifact built for this host's architecture (itself where they already agree)."""
-    twins = {}
+    """Each artifact built for this host's architecture (itself where they already agree).
+
+    Functions whose artifacts are identical (a deploy hook and the function it smokes)
+    share one twin.
+    """
+    twins: dict[str, Path] = {}
+    by_content: dict[str, Path] = {}
     for name, _, _ in FUNCTIONS:
         if DECLARED[name]["architecture"] == HOST_ARCH:
             twins[name] = builds[name]["make build"]
             continue
-        twins[name] = OUT / "host" / name
-        _run(
-            ["make", "-s", f"build-{name}", f"ARTIFACTS_DIR={twins[name]}"],
-            LAMBDA_ARCHITECTURE_OVERRIDE=HOST_ARCH,
-        )
+        content = tree_hash(builds[name]["make build"])
+        if content not in by_content:
+            by_content[content] = OUT / "host" / name
+            _run(
+                ["make", "-s", f"build-{name}", f"ARTIFACTS_DIR={by_content[content]}"],
+                LAMBDA_ARCHITECTURE_OVERRIDE=HOST_ARCH,
+            )
+        twins[name] = by_content[content]
     return twins
 
 
