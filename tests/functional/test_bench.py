@@ -55,7 +55,8 @@ def test_profile_shares_by_innermost_python_file():
 
 def test_every_deployed_handler_gets_its_template_environment():
     functions = lambda_functions()
-    assert set(functions) == {
+    # Every function that serves a request or a queue (deploy hooks and projectors may join)
+    assert set(functions) >= {
         "gateway.handler",
         "gateway.deferred.replayer",
         "modules.loads.handler",
