@@ -39,6 +39,7 @@ from gateway.resilience.fallbacks import (
     StaticDirections,
 )
 from gateway.resilience.faults import ControlTableFaults, FaultInjector
+from gateway.resilience.fleet import ControlTableBreakers, FleetBreakers
 from gateway.resilience.retry import RetryBudget
 from gateway.routing.directory import ModuleDirectory
 from gateway.routing.routes import RouteTable, RouteTableError
@@ -117,6 +118,7 @@ def create_app(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     faults: FaultInjector | None = None,
     fallbacks: dict[str, Fallback] | None = None,
+    fleet: FleetBreakers | None = None,
 ) -> GatewayApp:
     settings = settings or GatewaySettings()
     # JSON lines (POWERTOOLS_SERVICE_NAME names the service). WARNING unless the access line
@@ -137,13 +139,23 @@ def create_app(
         clock=wall_clock,
         store_timeout_seconds=settings.store_timeout_seconds,
     )
+    if fleet is None and settings.control_table and settings.breaker_fleet:
+        fleet = FleetBreakers(
+            ControlTableBreakers(settings.control_table),
+            clock=wall_clock,
+            refresh_seconds=settings.breaker_refresh_seconds,
+            stale_seconds=settings.breaker_stale_seconds,
+            store_timeout_seconds=settings.breaker_store_timeout_seconds,
+        )
     pool = transport or upstream_transport(settings)
     sigv4 = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
     upstreams = {
         name: ModuleUpstream(
             module,
             pool,
-            breaker=CircuitBreaker(name, module.breaker, is_failure=counts_as_failure, clock=clock),
+            breaker=CircuitBreaker(
+                name, module.breaker, is_failure=counts_as_failure, clock=clock, fleet=fleet
+            ),
             bulkhead=Bulkhead(name, module.bulkhead),
             budget=RetryBudget(module.retry_budget, clock=clock),
             retry=module.retry,
@@ -181,6 +193,8 @@ def create_app(
         # generation every GC_YOUNG_THRESHOLD allocations rather than every 700.
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         yield
+        if fleet is not None:
+            fleet.close_loop()
         await pool.aclose()
 
     # redirect_slashes off: Starlette would answer /ops/status/ with a redirect to the
@@ -200,6 +214,7 @@ def create_app(
     app.state.upstreams = upstreams
     app.state.forwarder = forwarder
     app.state.faults = faults
+    app.state.fleet = fleet  # the breakers' shared state, or None (each decides alone)
     app.state.limiter = limiter
     app.state.limits = limits
     app.state.ledger = next(

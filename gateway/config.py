@@ -23,6 +23,12 @@ DEFAULT_KEEPALIVE_EXPIRY_SECONDS = 4.0
 DEFAULT_CACHE_ENTRIES = 20_000
 DEFAULT_QUEUE_TIMEOUT_SECONDS = 1.0
 DEFAULT_STORE_TIMEOUT_SECONDS = 0.5
+# Breakers shared across the fleet (gateway.resilience.fleet, docs/resilience.md): how often
+# an instance reads the fleet's breaker items (at most), how old its copy may grow (the
+# store unreachable) before it is no longer followed for probing, and each call's deadline.
+DEFAULT_BREAKER_REFRESH_SECONDS = 0.5
+DEFAULT_BREAKER_STALE_SECONDS = 3.0
+DEFAULT_BREAKER_STORE_TIMEOUT_SECONDS = 0.5
 # How long a client may take to send its request headers (from the connection or from the
 # first byte of the request), and to send the next piece of its body; then 408 and close.
 DEFAULT_HEADER_READ_TIMEOUT_SECONDS = 10.0
@@ -78,8 +84,15 @@ class GatewaySettings(BaseSettings):
     # caller's later writes queued behind earlier ones.
     deferred_queue_url: str | None = None
     deferred_ledger_table: str | None = None
-    # Operator controls shared by every gateway instance and the replayer (faults).
+    # Operator controls shared by every gateway instance and the replayer (faults), and
+    # the breakers' shared state (off with RELAY_BREAKER_FLEET=false: each decides alone).
     control_table: str | None = None
+    breaker_fleet: bool = True
+    breaker_refresh_seconds: float = Field(default=DEFAULT_BREAKER_REFRESH_SECONDS, gt=0, le=60)
+    breaker_stale_seconds: float = Field(default=DEFAULT_BREAKER_STALE_SECONDS, gt=0, le=600)
+    breaker_store_timeout_seconds: float = Field(
+        default=DEFAULT_BREAKER_STORE_TIMEOUT_SECONDS, gt=0, le=10
+    )
     # Module URLs published by the modules' stacks (/relay/<stage>/<module>/url), read
     # again every upstream_refresh_seconds; unset (local runs): routes.toml's URLs only.
     ssm_path: str | None = None

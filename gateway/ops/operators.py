@@ -59,11 +59,14 @@ async def _deferred(request: Request) -> dict[str, Any]:
 @router.get("/status")
 async def status(request: Request, _: Operator) -> dict[str, Any]:
     state = request.app.state
+    fleet = state.fleet
     return {
         "modules": {
             name: {
                 "tier": up.module.tier.value,
                 "breaker": asdict(up.breaker.snapshot()),
+                # the fleet's state of the breaker, as this instance last read it
+                **({"fleet": fleet.status(name)} if fleet is not None else {}),
                 "bulkhead": {
                     "in_flight": up.bulkhead.in_flight,
                     "max_concurrent": up.bulkhead.config.max_concurrent,
@@ -76,6 +79,7 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
         "unavailable": dict(state.forwarder.unavailable),
         "fallback_errors": dict(state.forwarder.fallback_errors),
         "faults": [f.model_dump() for f in state.faults.list()],
+        **({"breaker_fleet": fleet.summary()} if fleet is not None else {}),
         "deferred": await _deferred(request),
     }
 

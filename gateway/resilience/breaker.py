@@ -31,12 +31,15 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pybreaker
 from pydantic import BaseModel, ConfigDict, Field
 
 from module_kit import logs
+
+if TYPE_CHECKING:
+    from gateway.resilience.fleet import FleetBreakers
 
 log = logging.getLogger("relay.gateway.breaker")
 
@@ -145,11 +148,20 @@ class _EngineListener(pybreaker.CircuitBreakerListener):
         self.owner.calls += 1
 
     def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
-        self.owner.failures += 1
-        self.owner.last_failure = exc
+        owner = self.owner
+        owner.failures += 1
+        owner.last_failure = exc
+        if owner.fleet is not None and cb.current_state == pybreaker.STATE_CLOSED:
+            owner.failed_since_success = True
+            owner.fleet.failed(owner)
 
     def success(self, cb: pybreaker.CircuitBreaker) -> None:
-        self.owner.successes += 1
+        owner = self.owner
+        owner.successes += 1
+        fleet = owner.fleet  # with one: a success after failures (here, or in its copy)
+        if fleet is not None and (owner.failed_since_success or owner.name in fleet.failing):
+            owner.failed_since_success = False
+            fleet.recovered(owner)
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
         self.owner._transitioned(_STATES[old.name] if old else None, _STATES[new.name])
@@ -181,7 +193,10 @@ class CircuitBreaker:
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         clock: Clock = time.monotonic,
         on_transition: Callable[[str, str, str], None] | None = None,
+        fleet: FleetBreakers | None = None,
     ) -> None:
+        """``fleet``: the state shared with the other gateway instances
+        (:mod:`gateway.resilience.fleet`); ``None``, this breaker decides alone."""
         self.name = name
         self.config = config or BreakerConfig()
         self.clock = clock
@@ -192,6 +207,10 @@ class CircuitBreaker:
         self._on_change = on_transition
         self._opened_at: float | None = None
         self._trials: set[asyncio.Future[Any]] = set()  # probes that outlasted their caller
+        self.fleet = fleet
+        self.failed_since_success = False
+        self._following_fleet = False  # a transition made to follow the fleet's state
+        self._reason_given: str | None = None
         self._engine = pybreaker.CircuitBreaker(
             fail_max=self.config.fail_max,
             reset_timeout=self.config.reset_timeout_seconds,
@@ -200,6 +219,8 @@ class CircuitBreaker:
             name=name,
             throw_new_error_on_trip=False,
         )
+        if fleet is not None:
+            fleet.attach(self)
 
     # --- the state model ---------------------------------------------------------------
 
@@ -215,7 +236,8 @@ class CircuitBreaker:
         now = self.clock()
         if new is BreakerState.OPEN:
             self._opened_at = now
-        event = BreakerEvent(self.name, old, new, now, self._reason(old, new))
+        reason, self._reason_given = self._reason_given or self._reason(old, new), None
+        event = BreakerEvent(self.name, old, new, now, reason)
         self.events.record(event)
         log.warning(
             "breaker %s: %s -> %s (%s)",
@@ -227,6 +249,37 @@ class CircuitBreaker:
         )
         if self._on_change:
             self._on_change(self.name, old or "", new)
+        if self.fleet is not None and not self._following_fleet:
+            if new is BreakerState.OPEN:
+                self.fleet.opened(self, reason)
+            elif new is BreakerState.CLOSED and old is BreakerState.HALF_OPEN:
+                self.fleet.closed(self)
+
+    # --- the fleet's state (gateway.resilience.fleet), through pybreaker's public API ----
+
+    def follow_open(self, reason: str, *, opened_seconds_ago: float = 0.0) -> None:
+        """Open because another instance opened the module's breaker ``opened_seconds_ago``:
+        the reset timeout runs from then."""
+        self._following_fleet, self._reason_given = True, reason
+        try:
+            self._engine.open()
+        finally:
+            self._following_fleet = False
+        if self._opened_at is not None:
+            self._opened_at -= opened_seconds_ago
+
+    def follow_close(self, reason: str) -> None:
+        """Close because the opening this breaker followed ended fleet-wide."""
+        self._following_fleet, self._reason_given = True, reason
+        try:
+            self._engine.close()
+        finally:
+            self._following_fleet = False
+
+    def open_for_fleet(self, reason: str) -> None:
+        """Open on the fleet's failure count (published like an opening of its own)."""
+        self._reason_given = reason
+        self._engine.open()
 
     def _reason(self, old: BreakerState | None, new: BreakerState) -> str:
         failure = type(self.last_failure).__name__ if self.last_failure else "none"
@@ -251,7 +304,11 @@ class CircuitBreaker:
             return True
         probes_free = self.probes_in_flight < self.config.half_open_max_calls
         if state is BreakerState.OPEN:
-            return probes_free and self._reset_timeout_elapsed()
+            return (
+                probes_free
+                and self._reset_timeout_elapsed()
+                and (self.fleet is None or self.fleet.may_probe(self))
+            )
         return probes_free
 
     def would_probe(self) -> bool:
@@ -263,10 +320,16 @@ class CircuitBreaker:
     def try_acquire_permission(self, call: BreakerCall) -> None:
         """Admit ``call`` or raise :class:`BreakerOpenError` without attempting it. Open past
         its reset timeout moves to half-open, where at most ``half_open_max_calls`` probes
-        are admitted at once."""
+        are admitted at once. With a fleet, its copy is refreshed in the background when
+        due, and only the instance holding the fleet's probe lease probes."""
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.tick()
         state = self.state
         if state is BreakerState.OPEN:
             if not self._reset_timeout_elapsed():
+                raise BreakerOpenError(self.name, BreakerState.OPEN)
+            if fleet is not None and not fleet.may_probe(self):
                 raise BreakerOpenError(self.name, BreakerState.OPEN)
             self._engine.half_open()
             state = BreakerState.HALF_OPEN
