@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -129,6 +130,17 @@ class ControlTableBreakers(aws_calls.DynamoTable):
     ``expires_at`` a day ahead, so DynamoDB's TTL removes items nobody writes any more."""
 
     KIND = "breaker"
+
+    def __init__(self, table_name: str, *, dynamodb: Any = None) -> None:
+        super().__init__(table_name, dynamodb=dynamodb)
+        self._made = threading.Lock()
+
+    @property
+    def table(self) -> Any:
+        # The first calls run on several pool threads at once: boto3's default session
+        # must not make the resource from two of them together.
+        with self._made:
+            return super().table
 
     def _key(self, module: str) -> dict[str, str]:
         return {"kind": self.KIND, "name": module}
