@@ -355,6 +355,37 @@ class Gateway:
         return status["modules"][module]["breaker"]["state"]
 
 
+class Balancer:
+    """nginx in front of gateway processes, with the configuration `relay dev --gateways N`
+    runs (relay/balancer.py: round-robin, keep-alive, X-Forwarded-For)."""
+
+    def __init__(self, state: Path, gateway_ports: list[int]) -> None:
+        from relay import balancer  # the product's own configuration
+
+        self.port = free_port()
+        prefix = state / f"balancer-{self.port}"
+        conf = balancer.write_config(prefix, self.port, gateway_ports)
+        self.proc = Process(
+            "balancer",
+            pinned(SERVER_CPU, balancer.argv(NGINX, prefix, conf)),
+            dict(os.environ),
+            prefix / "stdout.log",
+            port=self.port,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> Balancer:
+        self.proc.start()
+        _wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
 def in_tree(root: Path, name: str) -> Path:
     """The gateway's file ``name`` in the tree at ``root``, wherever the tree keeps it
     (gateway/server.py in older trees, a subpackage in newer ones)."""
@@ -388,6 +419,7 @@ def command_line(argv: list[str]) -> str:
 
 
 __all__ = [
+    "Balancer",
     "BlackHole",
     "Gateway",
     "Nginx",

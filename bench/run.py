@@ -11,7 +11,14 @@ reference, gateway, ...), so that a verdict does not flip with the host's speed:
    gateway forwarding to a healthy upstream;
 3. isolation: a critical route while a non-critical route is black-holed, against the same
    two routes with nothing failing;
-4. cold start: import time of every Lambda handler module against a bare ``import fastapi``.
+4. cold start: import time of every Lambda handler module against a bare ``import fastapi``;
+5. fleet: 8 gateway processes behind nginx (relay/balancer.py's configuration), loads
+   black-holed: requests that waited the full deadline, the time until every instance
+   fails fast, and a fallback's p99, against the same fleet forwarding to a healthy
+   upstream in the same rounds;
+6. Lambda mode: CPU per forward through the gateway's Mangum handler (HTTP API v2 events)
+   beside the same app called directly (bench/inprocess.py), in alternating fresh
+   interpreters.
 
 Every figure is the median of its rounds with their range; a target whose reference moved
 more than its noise threshold across the rounds gets "too noisy for a verdict"
@@ -34,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -41,6 +49,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from module_kit.signed_context import generate_key_pair
 from relay.cloud import load_template
@@ -50,6 +60,7 @@ from . import verdicts
 from .harness import (
     LOAD_BODY,
     NGINX,
+    Balancer,
     BlackHole,
     Gateway,
     Nginx,
@@ -116,6 +127,13 @@ class Report:
     load_average: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
     rate: int = PACED_RATE  # RPS offered by each paced run (calibrated)
+    # The fleet phase, per round: requests, full_waits, first_open_s, fleet_fast_s, spread_s.
+    fleet: list[dict] = field(default_factory=list)
+    # The Lambda-mode phase: CPU us per forward per round, one process and Lambda.
+    lambda_cpu: dict[str, list[float]] = field(default_factory=dict)
+    lambda_requests: int = 0
+    fleet_rate: int = 0  # RPS offered by the fleet's paced runs
+    quick: bool = False
     capacity_rps: float = 0.0  # the calibration: one gateway process at full speed
 
     @classmethod
@@ -456,6 +474,228 @@ def phase_fast_fail(report: Report, state: Path, nginx: Nginx) -> None:
                 also=success == 1.0,
             ),
         )
+
+
+# --- the fleet: N gateway processes behind nginx ------------------------------------------
+
+FLEET_SIZE = 8  # gateway processes behind nginx
+FLEET_DRIVERS = 16  # concurrent driver requests while the fleet learns of the outage
+FAIL_MAX = 5  # [modules.loads.breaker] fail_max in the route table
+FULL_WAIT_SECONDS = 0.9 * UPSTREAM_TIMEOUT  # an answer this slow waited the deadline
+FLEET_HEALTHY = f"fleet of {FLEET_SIZE} behind nginx, loads healthy, paced (reference)"
+FLEET_FALLBACK = f"fleet of {FLEET_SIZE}, loads black-holed, every breaker open, paced"
+FALLBACK_P99_TARGET_MS = 10.0  # a fallback answer's p99 through the balancer, on loopback
+SHARED_WAITS_TARGET = 2 * FAIL_MAX  # full-deadline waits fleet-wide (a shared breaker)
+FLEET_FAST_TARGET_SECONDS = 2.0  # every instance fast after the first breaker opened
+FLEET_SETTLE_SECONDS = 60.0
+
+
+def fault(gw: Gateway, method: str) -> None:
+    """Black-hole (PUT) or restore (DELETE) loads on one instance through its ops API."""
+    r = httpx.request(
+        method,
+        gw.url + "/ops/faults/loads",
+        headers={"authorization": "Bearer " + gw.ops_token},
+        json={"kind": "blackhole", "ttl_seconds": 600, "reason": "bench"}
+        if method == "PUT"
+        else None,
+        timeout=5,
+    )
+    assert r.status_code in (200, 204), r.text
+
+
+def outage(fleet: list[Gateway], url: str, token: str) -> dict[str, float]:
+    """Black-hole loads on every instance and drive requests until every breaker is open:
+    how many waited the full deadline, and when the breakers opened."""
+    for gw in fleet:  # no control table here: each instance is told through its own API
+        fault(gw, "PUT")
+    start = time.monotonic()
+    stop, lock = threading.Event(), threading.Lock()
+    elapsed: list[float] = []
+
+    def drive() -> None:
+        with httpx.Client(timeout=UPSTREAM_TIMEOUT + 10) as client:
+            while not stop.is_set():
+                sent = time.monotonic()
+                client.get(url + "/loads", headers={"authorization": "Bearer " + token})
+                with lock:
+                    elapsed.append(time.monotonic() - sent)
+
+    opened: dict[int, float] = {}
+    with concurrent.futures.ThreadPoolExecutor(FLEET_DRIVERS) as pool:
+        drivers = [pool.submit(drive) for _ in range(FLEET_DRIVERS)]
+        try:
+            deadline = start + FLEET_SETTLE_SECONDS
+            while len(opened) < len(fleet) and time.monotonic() < deadline:
+                for gw in fleet:
+                    if gw.port not in opened and gw.breaker_state("loads") == "open":
+                        opened[gw.port] = time.monotonic()
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for f in drivers:
+                f.result(timeout=UPSTREAM_TIMEOUT + 15)
+    if len(opened) < len(fleet):
+        raise RuntimeError(f"{len(opened)} of {len(fleet)} breakers open after the outage")
+    return {
+        "requests": len(elapsed),
+        "full_waits": sum(e >= FULL_WAIT_SECONDS for e in elapsed),
+        "first_open_s": min(opened.values()) - start,
+        "fleet_fast_s": max(opened.values()) - start,
+        "spread_s": max(opened.values()) - min(opened.values()),
+    }
+
+
+def recover(fleet: list[Gateway], url: str, token: str) -> None:
+    """Restore loads everywhere and poll until every breaker has closed again."""
+    for gw in fleet:
+        fault(gw, "DELETE")
+    deadline = time.monotonic() + FLEET_SETTLE_SECONDS
+    with httpx.Client(timeout=UPSTREAM_TIMEOUT + 5) as client:
+        while time.monotonic() < deadline:
+            if all(gw.breaker_state("loads") == "closed" for gw in fleet):
+                return
+            for _ in range(len(fleet)):  # the half-open probes need requests
+                client.get(url + "/loads", headers={"authorization": "Bearer " + token})
+            time.sleep(0.2)
+    raise RuntimeError("the fleet's breakers did not close after the outage")
+
+
+def phase_fleet(report: Report, state: Path, nginx: Nginx) -> None:
+    print(
+        f"fleet: {FLEET_SIZE} gateway processes behind nginx, loads black-holed "
+        f"({UPSTREAM_TIMEOUT:g} s deadline, fail_max {FAIL_MAX})",
+        flush=True,
+    )
+    fleet = [Gateway(state, upstreams(nginx)) for _ in range(FLEET_SIZE)]
+    front = Balancer(state, [gw.port for gw in fleet])
+    token = fleet[0].token  # one issuer (the state dir's) for the whole fleet
+    try:
+        with running(*fleet):
+            front.start()
+            # The paced runs' rate, as the hop's: a share of what the fleet answers at full
+            # speed here (its servers share core 0), so that a fallback's p99 is latency at
+            # a rate the fleet carries, not a queue.
+            capacity, _ = wrk(front.url + "/loads", seconds=max(2, report.warmup), token=token)
+            rate = max(50, min(PACED_RATE, int(PACED_SHARE * capacity.rps)))
+            report.fleet_rate = rate
+
+            def paced() -> tuple[WrkResult, list[str]]:
+                return wrk(
+                    front.url + "/loads",
+                    seconds=report.seconds,
+                    token=token,
+                    rate=rate,
+                    connections=PACED_CONNECTIONS,
+                )
+
+            for r in range(1, report.rounds + 1):
+                result, argv = paced()
+                report.add("fleet", FLEET_HEALTHY, r, result, argv)
+                o = outage(fleet, front.url, token)
+                report.fleet.append({"round": r, **o})
+                result, argv = paced()
+                report.add(
+                    "fleet",
+                    FLEET_FALLBACK,
+                    r,
+                    result,
+                    argv,
+                    f"{o['full_waits']} of {o['requests']} requests waited the full deadline; "
+                    f"every instance fast {o['fleet_fast_s']:.1f} s after the fault",
+                )
+                recover(fleet, front.url, token)
+    finally:
+        front.stop()
+    first_target = len(report.targets)
+
+    ref = spread(report.figure("fleet", FLEET_HEALTHY, "p99_ms"))
+    threshold = NOISE_THRESHOLDS["p99"]
+    p99 = spread(report.figure("fleet", FLEET_FALLBACK, "p99_ms"))
+    success = min(report.figure("fleet", FLEET_FALLBACK, "success"))
+    report.target(
+        f"fallback p99 through nginx, {FLEET_SIZE} gateways, every breaker open (the "
+        "last-known-good copy in each process)",
+        f"<= {FALLBACK_P99_TARGET_MS:g} ms and 100% success",
+        p99,
+        f"{ms_text(p99)}, lowest success {100 * success:.2f}%",
+        "p99 of the same fleet forwarding to the healthy upstream",
+        ref,
+        ms_text(ref),
+        threshold,
+        verdicts.verdict(
+            p99.median,
+            FALLBACK_P99_TARGET_MS,
+            at_most=True,
+            reference=ref,
+            threshold=threshold,
+            also=success == 1.0,
+        ),
+    )
+    waits = spread([float(o["full_waits"]) for o in report.fleet])
+    report.target(
+        f"requests that waited the full {UPSTREAM_TIMEOUT:g} s deadline fleet-wide before "
+        f"every instance failed fast ({FLEET_DRIVERS} concurrent drivers; each instance "
+        f"opening on its own allows {FLEET_SIZE} x {FAIL_MAX} + {FLEET_DRIVERS})",
+        f"<= 2 x fail_max = {SHARED_WAITS_TARGET}",
+        waits,
+        waits.show("{:.0f}"),
+        "p99 of the same fleet forwarding to the healthy upstream",
+        ref,
+        ms_text(ref),
+        threshold,
+        verdicts.verdict(
+            waits.median, SHARED_WAITS_TARGET, at_most=True, reference=ref, threshold=threshold
+        ),
+    )
+    fast = spread([o["spread_s"] for o in report.fleet])
+    report.target(
+        "every instance fails fast after the first breaker opened anywhere",
+        f"<= {FLEET_FAST_TARGET_SECONDS:g} s",
+        fast,
+        f"{fast.show('{:.1f}', ' s')}; every instance fast "
+        f"{spread([o['fleet_fast_s'] for o in report.fleet]).show('{:.1f}', ' s')} after "
+        "the fault",
+        "p99 of the same fleet forwarding to the healthy upstream",
+        ref,
+        ms_text(ref),
+        threshold,
+        verdicts.verdict(
+            fast.median, FLEET_FAST_TARGET_SECONDS, at_most=True, reference=ref, threshold=threshold
+        ),
+    )
+    for t in report.targets[first_target:]:
+        t["phase"] = "fleet"
+
+
+# --- Lambda mode: CPU per forward through Mangum ------------------------------------------
+
+LAMBDA_REQUESTS, LAMBDA_QUICK_REQUESTS = 3000, 1000
+ONE_PROCESS, LAMBDA_MODE = "one process (ASGI app called directly)", "Lambda (Mangum handler)"
+
+
+def inprocess_round(requests: int, *extra: str) -> float:
+    """One round of bench.inprocess in a fresh interpreter: CPU us per forward."""
+    argv = [sys.executable, "-m", "bench.inprocess", "--requests", str(requests)]
+    out = subprocess.run(
+        [*argv, "--rounds", "1", "--json", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])[0])
+
+
+def phase_lambda(report: Report, requests: int) -> None:
+    print(f"lambda: CPU per forward, {requests} GET /loads per round", flush=True)
+    for r in range(1, report.rounds + 1):
+        for name, extra in ((ONE_PROCESS, ()), (LAMBDA_MODE, ("--lambda",))):
+            us = inprocess_round(requests, *extra)
+            report.lambda_cpu.setdefault(name, []).append(us)
+            print(f"  r{r} {name:<44} {us:8.1f} us CPU/forward", flush=True)
+    report.lambda_requests = requests
 
 
 # --- phase 3: isolation -----------------------------------------------------------------
@@ -898,7 +1138,9 @@ def chart(report: Report, path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(report: Report | None, baseline: dict[str, Any] | None) -> str:
+def markdown(
+    report: Report | None, baseline: dict[str, Any] | None, fleet: dict[str, Any] | None = None
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -960,6 +1202,15 @@ def markdown(report: Report | None, baseline: dict[str, Any] | None) -> str:
         f"{IMPORT_RATIO_TARGET:g}x a bare `import fastapi` (the framework every module needs "
         "anyway). The earlier absolute target was 0.5 s; 2.5x is a first choice to check "
         "against runs on an idle host.",
+        f"- *Fleet*: {FLEET_SIZE} gateway processes behind nginx (the configuration of "
+        f"`relay dev --gateways {FLEET_SIZE}`), loads black-holed: a fallback's p99 at most "
+        f"{FALLBACK_P99_TARGET_MS:g} ms on loopback with 100% success; at most "
+        f"2 x fail_max = {SHARED_WAITS_TARGET} requests fleet-wide wait the full deadline, "
+        f"and every instance fails fast within {FLEET_FAST_TARGET_SECONDS:g} s of the first "
+        "breaker opening (what a breaker state shared by the fleet promises; instances that "
+        f"each open on their own allow up to {FLEET_SIZE} x fail_max plus the requests in "
+        "flight). These three are absolute; the noise rule still applies, with the same "
+        "fleet's p99 forwarding to the healthy upstream, in the same rounds, as the reference.",
         "",
         '`make bench BENCH_ARGS="--quick"` is a smoke check '
         f"({QUICK_ROUNDS} rounds of {QUICK_SECONDS} s measurements, no profile); its "
@@ -971,8 +1222,136 @@ def markdown(report: Report | None, baseline: dict[str, Any] | None) -> str:
     ]
     if report is not None:
         lines += report_markdown(report)
+    lines += fleet_markdown(Report.from_dict(fleet) if fleet else None)
     lines += baseline_markdown(baseline)
     return "\n".join(lines)
+
+
+def fleet_markdown(f: Report | None) -> list[str]:
+    """The fleet and Lambda-mode phases, from bench/results/fleet.json (any run that had them,
+    a --quick one included: it says so)."""
+    if f is None or not (f.fleet or f.lambda_cpu):
+        return []
+    mode = (
+        f"`--quick`: {f.rounds} rounds of {f.seconds} s, a smoke check"
+        if f.quick
+        else f"{f.rounds} rounds of {f.seconds} s"
+    )
+    lines = [
+        f"## Fleet and Lambda mode (run of {f.started}; {mode})",
+        "",
+        host_text(f.load_average, f.note),
+        "",
+    ]
+    if f.fleet:
+        rows = [
+            "| round | driver requests | waited the full deadline | first breaker open "
+            "| every instance fast | spread |",
+            "|---:|---:|---:|---:|---:|---:|",
+            *[
+                f"| {o['round']} | {o['requests']:,} | {o['full_waits']} | "
+                f"{o['first_open_s']:.1f} s | {o['fleet_fast_s']:.1f} s | {o['spread_s']:.1f} s |"
+                for o in f.fleet
+            ],
+        ]
+        lines += [
+            f"### 6. A fleet of {FLEET_SIZE} gateway processes behind nginx, loads black-holed",
+            "",
+            f"{FLEET_SIZE} gateway processes (each its own memory: breakers, last-known-good "
+            "copies, rate limits) behind nginx with relay/balancer.py's configuration "
+            f"(round-robin, keep-alive), all on core 0. In each round: the fleet forwarding to "
+            f"the healthy upstream, paced at ~{f.fleet_rate:,} RPS over {PACED_CONNECTIONS} "
+            "connections (a quarter of what the fleet answered at full speed at the start of "
+            "the phase: the reference); then loads black-holed on every instance through its "
+            "ops API (here there is no control table to carry it from one to the others) "
+            f"while {FLEET_DRIVERS} concurrent drivers call `/loads` through nginx until "
+            "every instance's breaker is open (polled on each instance's `/ops/status`); "
+            "then the same paced run, answered from each process's last-known-good copy; "
+            "then the fault is lifted and the breakers close again. A request that took at "
+            f"least {FULL_WAIT_SECONDS:.1f} s waited the full {UPSTREAM_TIMEOUT:g} s deadline; "
+            "times are from the fault.",
+            "",
+            *rows,
+            "",
+            *fleet_caveats(f),
+            *[
+                f"- [{t['verdict']}] {t['what']}: {t['measured']} (target {t['target']}; "
+                f"reference {t['reference_figure']})"
+                for t in f.targets
+                if t.get("phase") == "fleet"
+            ],
+            "",
+            *table_rows(f, "fleet"),
+            "",
+        ]
+    if f.lambda_cpu:
+        one = spread(f.lambda_cpu.get(ONE_PROCESS, [0.0]))
+        lam = spread(f.lambda_cpu.get(LAMBDA_MODE, [0.0]))
+        ratio = spread(ratios(f.lambda_cpu.get(LAMBDA_MODE, []), f.lambda_cpu.get(ONE_PROCESS, [])))
+        lines += [
+            "### 7. Lambda mode: CPU per forward through the gateway's Mangum handler",
+            "",
+            "`python -m bench.inprocess --lambda`: the gateway's app behind "
+            "`module_kit.lambda_entry.lambda_handler` (as gateway/handler.py builds it: "
+            "Mangum, the stage prefix removed, the answer metrics written as EMF to stdout, "
+            "here a file), invoked with HTTP API v2 events on a named stage and a Lambda "
+            "context, its module answered by a stub transport; beside it, in the same "
+            "rounds, `python -m bench.inprocess`: the same app called directly as one "
+            f"process's ASGI app. {f.lambda_requests:,} authenticated `GET /loads` per "
+            "round, each round in a fresh interpreter; CPU time (not wall time) per forward.",
+            "",
+            "| how the forward is invoked | CPU us per forward, median (range) |",
+            "|---|---:|",
+            f"| {ONE_PROCESS} | {one.show('{:.1f}')} |",
+            f"| {LAMBDA_MODE} | {lam.show('{:.1f}')} |",
+            f"| Lambda / one process, round by round | {ratio_text(ratio)} |",
+            "",
+        ]
+    return lines
+
+
+def fleet_caveats(f: Report) -> list[str]:
+    """What the fleet's figures can and cannot say, from the figures themselves."""
+    out = []
+    waits = spread([float(o["full_waits"]) for o in f.fleet])
+    own = FLEET_SIZE * FAIL_MAX
+    out.append(
+        f"Full-deadline waits: {waits.median:.0f} (median), against {own} (= {FLEET_SIZE} "
+        f"x fail_max) when each instance opens its breaker on its own after fail_max "
+        f"failures, plus up to {FLEET_DRIVERS} requests in flight when it opens; "
+        f"{SHARED_WAITS_TARGET} (2 x fail_max) is what a breaker state shared by the fleet "
+        "would allow."
+    )
+    healthy = [m.p99_ms for m in f.runs("fleet", FLEET_HEALTHY)]
+    if healthy and spread(healthy).median > FALLBACK_P99_TARGET_MS:
+        out.append(
+            f"Host noise: the healthy fleet's own p99 (the reference, "
+            f"{spread(healthy).median:.2f} ms) was above the {FALLBACK_P99_TARGET_MS:g} ms "
+            f"target in this run ({FLEET_SIZE} gateways and nginx share core 0 with "
+            "whatever else the host runs): the fallback's p99 here measures the host as "
+            "much as the fallback."
+        )
+    return [*(f"{line}\n" for line in out)]
+
+
+def table_rows(r: Report, phase: str) -> list[str]:
+    """The wrk runs of one phase (as report_markdown's tables) and their commands."""
+    names = list(dict.fromkeys(m.name for m in r.measurements if m.phase == phase))
+    rows = [
+        "| run | rounds | RPS median (range) | p50 ms median | p99 ms median (range) "
+        "| lowest success |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        runs = r.runs(phase, name)
+        rps, p50, p99 = (spread([getattr(m, a) for m in runs]) for a in ("rps", "p50_ms", "p99_ms"))
+        rows.append(
+            f"| {name} | {len(runs)} | {rps.median:,.0f} ({rps.low:,.0f}-{rps.high:,.0f}) | "
+            f"{p50.median:.2f} | {p99.median:.2f} ({p99.low:.2f}-{p99.high:.2f}) | "
+            f"{100 * min(m.success for m in runs):.2f}% |"
+        )
+    seen = dict.fromkeys(m.command for m in r.measurements if m.phase == phase)
+    return [*rows, "", "```", *seen, "```"]
 
 
 def report_markdown(r: Report) -> list[str]:
@@ -1190,7 +1569,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"smoke check: {QUICK_ROUNDS} rounds of {QUICK_SECONDS} s, no profile",
     )
-    parser.add_argument("--phases", default="hop,fast-fail,isolation,profile,cold-start")
+    parser.add_argument(
+        "--phases", default="hop,fast-fail,isolation,profile,cold-start,fleet,lambda"
+    )
     parser.add_argument(
         "--baseline", metavar="REF", help="compare this tree with git REF (hop, fast-fail)"
     )
@@ -1221,7 +1602,11 @@ def main(argv: list[str] | None = None) -> int:
     previous = Report.from_dict(latest) if latest and "rounds" in latest else None
 
     if args.render:
-        args.out.write_text(markdown(previous, load_json(RESULTS / "baseline.json")))
+        args.out.write_text(
+            markdown(
+                previous, load_json(RESULTS / "baseline.json"), load_json(RESULTS / "fleet.json")
+            )
+        )
         if previous and {"hop", "fast-fail"} <= {m.phase for m in previous.measurements}:
             chart(previous, args.out.with_suffix(".png"))
         print(f"wrote {shown(args.out)} from {shown(RESULTS)}")
@@ -1233,7 +1618,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         baseline = run_baseline(args.baseline, rounds, seconds, warmup, args.note)
         (RESULTS / "baseline.json").write_text(json.dumps(baseline, indent=2))
-        args.out.write_text(markdown(previous, baseline))
+        args.out.write_text(markdown(previous, baseline, load_json(RESULTS / "fleet.json")))
         print(f"\nwrote {shown(args.out)} in {time.monotonic() - started:.0f} s")
         for c in baseline["comparisons"]:
             change = c["after_over_before"]
@@ -1254,6 +1639,7 @@ def main(argv: list[str] | None = None) -> int:
         versions(),
         load_average={"start": load_average()},
         note=args.note,
+        quick=args.quick,
     )
     phases = args.phases.split(",")
     if args.quick:
@@ -1273,14 +1659,22 @@ def main(argv: list[str] | None = None) -> int:
                 phase_isolation(report, state, nginx)
             if "profile" in phases:
                 phase_profile(report, state, nginx)
+            if "fleet" in phases:
+                phase_fleet(report, state, nginx)
         finally:
             nginx.stop()
     if "cold-start" in phases:
         phase_cold_start(report)
+    if "lambda" in phases:
+        phase_lambda(report, LAMBDA_QUICK_REQUESTS if args.quick else LAMBDA_REQUESTS)
     report.elapsed_seconds = time.monotonic() - started
     report.load_average["end"] = load_average()
     (RESULTS / recorded).write_text(json.dumps(asdict(report), indent=2))
-    args.out.write_text(markdown(report, load_json(RESULTS / "baseline.json")))
+    if report.fleet or report.lambda_cpu:  # the fleet section's figures, from any run
+        (RESULTS / "fleet.json").write_text(json.dumps(asdict(report), indent=2))
+    args.out.write_text(
+        markdown(report, load_json(RESULTS / "baseline.json"), load_json(RESULTS / "fleet.json"))
+    )
     if "hop" in phases and "fast-fail" in phases:
         chart(report, args.out.with_suffix(".png"))
     counts = {v: sum(t["verdict"] == v for t in report.targets) for v in verdicts.VERDICTS}

@@ -1,0 +1,64 @@
+"""The benchmark's fleet and Lambda-mode phases: what the report says from their figures,
+and the Lambda-mode driver's events reaching the gateway through its Mangum entry."""
+
+from __future__ import annotations
+
+from bench import inprocess
+from bench.run import (
+    FLEET_FALLBACK,
+    FLEET_HEALTHY,
+    LAMBDA_MODE,
+    ONE_PROCESS,
+    Measurement,
+    Report,
+    fleet_markdown,
+)
+
+
+def report(healthy_p99: float) -> Report:
+    r = Report("2026-12-03 18:00 UTC", 2, 2, 1, {}, {}, quick=True)
+    for round_ in (1, 2):
+        for name, p99 in ((FLEET_HEALTHY, healthy_p99), (FLEET_FALLBACK, 4.0)):
+            r.measurements.append(
+                Measurement("fleet", name, round_, 400.0, 2.0, p99, 800, 1.0, "wrk ...")
+            )
+        r.fleet.append(
+            {
+                "round": round_,
+                "requests": 900,
+                "full_waits": 44 + round_,
+                "first_open_s": 6.5,
+                "fleet_fast_s": 8.0,
+                "spread_s": 1.5,
+            }
+        )
+    r.lambda_cpu = {ONE_PROCESS: [100.0, 120.0], LAMBDA_MODE: [300.0, 300.0]}
+    r.lambda_requests = 1000
+    return r
+
+
+def test_fleet_section_shows_each_round_and_says_it_was_a_quick_run():
+    text = "\n".join(fleet_markdown(report(healthy_p99=3.0)))
+    assert "`--quick`: 2 rounds of 2 s, a smoke check" in text
+    assert "| 1 | 900 | 45 | 6.5 s | 8.0 s | 1.5 s |" in text
+    assert "| 2 | 900 | 46 | 6.5 s | 8.0 s | 1.5 s |" in text
+    assert "Full-deadline waits: 46 (median), against 40 (= 8 x fail_max)" in text
+    assert "Host noise" not in text
+    # Lambda mode next to the one-process figure, the ratio taken round by round
+    assert "| Lambda / one process, round by round | 2.750x (2.500-3.000, 2 rounds) |" in text
+
+
+def test_fleet_section_warns_when_the_host_missed_the_target_healthy():
+    text = "\n".join(fleet_markdown(report(healthy_p99=12.5)))
+    assert "Host noise: the healthy fleet's own p99 (the reference, 12.50 ms)" in text
+
+
+def test_no_fleet_section_without_its_figures():
+    assert fleet_markdown(None) == []
+
+
+def test_lambda_mode_forwards_http_api_events_on_a_named_stage_through_mangum():
+    rounds = inprocess.run_lambda(requests=20, rounds=2)  # asserts every answer is a 200
+    assert len(rounds) == 2 and all(us > 0 for us in rounds)
+    event = inprocess.http_api_event("t", 3)
+    assert event["rawPath"] == "/prod/loads" and event["requestContext"]["stage"] == "prod"
