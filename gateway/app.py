@@ -22,6 +22,7 @@ from gateway.deferred import tracking
 from gateway.deferred.ledger import DeferredLedger
 from gateway.deferred.queue import DeferredQueue, DeferredWrites
 from gateway.edge.clientaddr import ClientAddress
+from gateway.fallbackstore.store import FallbackStore
 from gateway.forwarding.forwarder import Forwarder
 from gateway.forwarding.upstream import ModuleUpstream, counts_as_failure
 from gateway.ops import operators
@@ -78,7 +79,17 @@ def build_fallbacks(
     dynamodb: object = None,
 ) -> dict[str, Fallback]:
     """The fallbacks the route table may name."""
-    loads = LoadsLastKnownGood(settings.cache_entries, clock=wall_clock)
+    store = (
+        FallbackStore(
+            settings.fallback_store_table,
+            dynamodb=dynamodb,
+            timeout_seconds=settings.store_timeout_seconds,
+            clock=wall_clock,
+        )
+        if settings.fallback_store_table
+        else None
+    )
+    loads = LoadsLastKnownGood(settings.cache_entries, clock=wall_clock, store=store)
     # Revocations seen in live gatepass answers, checked by the offline verifier too.
     revoked = RevokedPasses(settings.cache_entries, clock=wall_clock)
     queue = (
@@ -97,10 +108,12 @@ def build_fallbacks(
         "last-known-good": LastKnownGood(settings.cache_entries, clock=wall_clock),
         "loads-last-known-good": loads,
         "gatepass-last-known-good": GatePassLastKnownGood(
-            settings.cache_entries, clock=wall_clock, revoked=revoked
+            settings.cache_entries, clock=wall_clock, revoked=revoked, store=store
         ),
         "static-directions": StaticDirections(loads, clock=wall_clock),
-        "gatepass-verify-offline": OfflinePassVerifier(clock=wall_clock, revoked=revoked),
+        "gatepass-verify-offline": OfflinePassVerifier(
+            clock=wall_clock, revoked=revoked, store=store
+        ),
         "deferred": DeferredWrites(
             queue, ledger, store_timeout_seconds=settings.store_timeout_seconds
         ),

@@ -102,6 +102,9 @@ class GatewaySettings(BaseSettings):
     store_timeout_seconds: float = Field(default=DEFAULT_STORE_TIMEOUT_SECONDS, gt=0, le=10)
     # Last-known-good copies kept per fallback (LRU across drivers).
     cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=100, le=1_000_000)
+    # The fallback store (gateway.fallbackstore): the critical fallbacks' second layer,
+    # shared by every instance, read under store_timeout_seconds; unset: this process only.
+    fallback_store_table: str | None = None
     max_keepalive_connections: int = Field(default=DEFAULT_MAX_KEEPALIVE, gt=0)
     # Below the modules' own keep-alive timeout (uvicorn: 5 s), so a reused connection is
     # never one the module is closing.

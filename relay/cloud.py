@@ -206,6 +206,16 @@ class LocalCloud:
             return dict(owner.environments[logical_id])
         return self._environment(owner, spec)
 
+    def stream_event_sources(self, stack: StackResult, logical_id: str) -> list[str]:
+        """The stream ARNs that trigger ``logical_id`` (its ``DynamoDB`` events), resolved
+        as CloudFormation would (SSM references included)."""
+        owner, spec = stack.find_function(logical_id)
+        return [
+            str(self.resolve(owner, event["Properties"]["Stream"]))
+            for event in spec["Properties"].get("Events", {}).values()
+            if event["Type"] == "DynamoDB"
+        ]
+
     def _environment(self, stack: StackResult, spec: dict[str, Any]) -> dict[str, str]:
         glob = stack.template.get("Globals", {}).get("Function", {})
         env = dict(glob.get("Environment", {}).get("Variables", {}))
@@ -302,7 +312,7 @@ class LocalCloud:
         if props.get("StreamSpecification"):
             kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
         ddb = self.client("dynamodb")
-        ddb.create_table(**kwargs)
+        created = ddb.create_table(**kwargs)["TableDescription"]
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             ddb.update_time_to_live(
@@ -310,7 +320,10 @@ class LocalCloud:
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
             )
         arn = self._arn("dynamodb", f"table/{name}")
-        return Resource(ref=name, attrs={"Arn": arn})
+        attrs = {"Arn": arn}
+        if created.get("LatestStreamArn"):
+            attrs["StreamArn"] = created["LatestStreamArn"]
+        return Resource(ref=name, attrs=attrs)
 
     def _queue(self, stack: StackResult, logical_id: str, props: dict[str, Any]) -> Resource:
         props = self.resolve(stack, props)

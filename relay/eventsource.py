@@ -29,9 +29,22 @@ dead-lettered or deleted). Other groups are never held up by the runner. This st
 in the runner's memory: it starts empty when the runner restarts (the local stack's
 emulator, :mod:`relay.emulator`, keeps a timed-out group in order by itself).
 
+DynamoDB Streams (:class:`DynamoDBStreamRunner`), as Lambda's stream event source mapping
+with ``StartingPosition: TRIM_HORIZON`` and ``ReportBatchItemFailures``: each shard is read
+in order from its oldest record (moto server serves ``describe_stream``,
+``get_shard_iterator`` and ``get_records``); a batch goes to the handler in Lambda's record
+shape; a failed record (the first ``itemIdentifier``, a sequence number, or the whole
+batch when the handler raises) is read again from there on the next poll, so nothing after
+it is skipped, until ``max_retries`` attempts, after which the runner logs it as given up
+and moves past it (in AWS: the on-failure destination). Read positions live in memory: a
+restarted runner reads every shard again from its oldest record (the projector is
+idempotent). A stream replaced under the same table (the emulator restarted and the stack
+redeployed) is found again from the table.
+
 Run it with ``python -m relay.eventsource package.module.handler`` and the function's
-environment plus ``EVENT_SOURCE_QUEUE_URL`` / ``EVENT_SOURCE_QUEUE_ARN``; SIGTERM/SIGINT
-stop it after the batch in flight.
+environment plus ``EVENT_SOURCE_QUEUE_URL`` / ``EVENT_SOURCE_QUEUE_ARN``, or
+``EVENT_SOURCE_STREAM_ARNS`` (comma-separated) for its stream events; SIGTERM/SIGINT stop
+it after the batch in flight.
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -70,6 +84,9 @@ FIFO_HEAD_GRACE_SECONDS = 1.0
 FIFO_HEAD_MISSES = 3
 QUEUE_URL_VARIABLE = "EVENT_SOURCE_QUEUE_URL"
 QUEUE_ARN_VARIABLE = "EVENT_SOURCE_QUEUE_ARN"
+STREAM_ARNS_VARIABLE = "EVENT_SOURCE_STREAM_ARNS"
+STREAM_POLL_SECONDS = 0.25  # Lambda polls each shard about 4 times a second
+STREAM_MAX_RETRIES = 10  # the projector's MaximumRetryAttempts in template.yaml
 
 
 def backoff_seconds(receive_count: int, base: int, maximum: int) -> int:
@@ -417,6 +434,192 @@ def _lambda_attribute(value: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class ShardPosition:
+    """Where the runner reads a shard: the iterator, and the last record handled."""
+
+    iterator: str | None = None
+    after: str | None = None  # sequence number of the last record handled (or given up)
+    failed_at: str | None = None  # the record that failed last, and how often in a row
+    attempts: int = 0
+
+
+class DynamoDBStreamRunner:
+    """Lambda's DynamoDB stream event source mapping, locally, for one stream."""
+
+    def __init__(
+        self,
+        stream_arn: str,
+        handler: Handler,
+        *,
+        streams: Any = None,
+        dynamodb: Any = None,
+        batch_size: int = 100,
+        max_retries: int = STREAM_MAX_RETRIES,
+        region: str | None = None,
+    ) -> None:
+        self.stream_arn = stream_arn
+        self.handler = handler
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.region = region or os.environ.get("AWS_REGION") or "us-east-1"
+        self.shards: dict[str, ShardPosition] = {}
+        self.given_up: list[str] = []  # sequence numbers of records given up on
+        self._streams = streams
+        self._dynamodb = dynamodb
+
+    @property
+    def streams(self) -> Any:
+        if self._streams is None:
+            self._streams = boto3.client("dynamodbstreams", region_name=self.region)
+        return self._streams
+
+    @property
+    def dynamodb(self) -> Any:
+        if self._dynamodb is None:
+            self._dynamodb = boto3.client("dynamodb", region_name=self.region)
+        return self._dynamodb
+
+    @property
+    def table_name(self) -> str:
+        return self.stream_arn.split(":table/", 1)[1].split("/stream/", 1)[0]
+
+    def run_once(self) -> tuple[int, int]:
+        """One batch from each shard: (records handled, records failed)."""
+        try:
+            shards = self.streams.describe_stream(StreamArn=self.stream_arn)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            self._find_stream()
+            return 0, 0
+        handled = failed = 0
+        for shard in shards["StreamDescription"]["Shards"]:
+            ok, bad = self._poll(
+                shard["ShardId"], self.shards.setdefault(shard["ShardId"], ShardPosition())
+            )
+            handled, failed = handled + ok, failed + bad
+        return handled, failed
+
+    def _find_stream(self) -> None:
+        """The table's current stream (the emulator restarted: same table, new stream)."""
+        table = self.dynamodb.describe_table(TableName=self.table_name)["Table"]
+        latest = table.get("LatestStreamArn")
+        if latest and latest != self.stream_arn:
+            log.info("stream of %s is now %s", self.table_name, latest)
+            self.stream_arn, self.shards = latest, {}
+
+    def _iterator(self, shard_id: str, position: ShardPosition) -> str:
+        if position.iterator is None:
+            kwargs: dict[str, Any] = {"ShardIteratorType": "TRIM_HORIZON"}
+            if position.after is not None:
+                kwargs = {
+                    "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+                    "SequenceNumber": position.after,
+                }
+            position.iterator = self.streams.get_shard_iterator(
+                StreamArn=self.stream_arn, ShardId=shard_id, **kwargs
+            )["ShardIterator"]
+        return position.iterator
+
+    def _poll(self, shard_id: str, position: ShardPosition) -> tuple[int, int]:
+        page = self.streams.get_records(
+            ShardIterator=self._iterator(shard_id, position), Limit=self.batch_size
+        )
+        records = page.get("Records", [])
+        position.iterator = page.get("NextShardIterator")
+        if not records:
+            return 0, 0
+        failed_at = self._invoke(records)
+        if failed_at is None:
+            position.after, position.failed_at, position.attempts = (
+                records[-1]["dynamodb"]["SequenceNumber"],
+                None,
+                0,
+            )
+            return len(records), 0
+        done = [r for r in records if _seq(r) < _seq_of(failed_at)]
+        if done:
+            position.after = done[-1]["dynamodb"]["SequenceNumber"]
+        position.attempts = position.attempts + 1 if position.failed_at == failed_at else 1
+        position.failed_at = failed_at
+        if position.attempts >= self.max_retries:
+            log.error(
+                "stream record %s of %s failed %d times: given up (in AWS: the on-failure "
+                "destination)",
+                failed_at,
+                self.table_name,
+                position.attempts,
+            )
+            self.given_up.append(failed_at)
+            position.after, position.failed_at, position.attempts = failed_at, None, 0
+        else:
+            log.warning(
+                "stream record %s of %s failed (attempt %d); read again from it",
+                failed_at,
+                self.table_name,
+                position.attempts,
+            )
+        position.iterator = None  # from the record after position.after (or the start)
+        return len(done), len(records) - len(done)
+
+    def _invoke(self, records: list[dict[str, Any]]) -> str | None:
+        """The handler's verdict on ``records``: the first failed sequence number, or None."""
+        batch = {r["dynamodb"]["SequenceNumber"] for r in records}
+        try:
+            response = self.handler(self.event(records), LocalLambdaContext())
+        except Exception:
+            log.exception("stream batch of %d failed: retried whole", len(records))
+            return str(records[0]["dynamodb"]["SequenceNumber"])
+        failed = _failed_ids(response, batch)
+        if not failed:
+            return None
+        return min(failed, key=_seq_of)
+
+    def event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The event Lambda's stream event source mapping would send for ``records``."""
+        out = []
+        for r in records:
+            change = dict(r["dynamodb"])
+            created = change.get("ApproximateCreationDateTime")
+            if isinstance(created, datetime):
+                change["ApproximateCreationDateTime"] = int(created.timestamp())
+            out.append(
+                {
+                    "eventID": r.get("eventID"),
+                    "eventName": r["eventName"],
+                    "eventVersion": r.get("eventVersion", "1.1"),
+                    "eventSource": "aws:dynamodb",
+                    "awsRegion": r.get("awsRegion", self.region),
+                    "dynamodb": change,
+                    "eventSourceARN": self.stream_arn,
+                }
+            )
+        return {"Records": out}
+
+    def run_forever(self, stop: threading.Event, poll_seconds: float = STREAM_POLL_SECONDS) -> None:
+        log.info("reading %s", self.stream_arn)
+        while not stop.is_set():
+            try:
+                handled, failed = self.run_once()
+            except (BotoCoreError, ClientError):
+                log.exception(
+                    "could not read %s; retrying in %d s", self.stream_arn, ERROR_PAUSE_SECONDS
+                )
+                stop.wait(ERROR_PAUSE_SECONDS)
+                continue
+            if not handled and not failed:
+                stop.wait(poll_seconds)
+
+
+def _seq_of(sequence_number: str) -> int:
+    return int(sequence_number)
+
+
+def _seq(record: dict[str, Any]) -> int:
+    return _seq_of(record["dynamodb"]["SequenceNumber"])
+
+
 def load_handler(dotted: str) -> Handler:
     """``package.module.attribute`` -> the handler object, as Lambda's Handler setting names it."""
     module_name, _, attribute = dotted.rpartition(".")
@@ -429,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     # JSON lines, as the function's own logs are (module_kit.logs; LOG_LEVEL applies).
     logs.setup_logging(os.environ.get("POWERTOOLS_SERVICE_NAME") or "eventsource")
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    if len(argv) == 1 and os.environ.get(STREAM_ARNS_VARIABLE):
+        return _run_streams(argv[0], os.environ[STREAM_ARNS_VARIABLE].split(","))
     missing = [v for v in (QUEUE_URL_VARIABLE, QUEUE_ARN_VARIABLE) if not os.environ.get(v)]
     if len(argv) != 1 or missing:
         log.error(
@@ -453,6 +658,41 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     runner.run_forever(stop)
+    return 0
+
+
+def _run_streams(dotted: str, arns: list[str]) -> int:
+    """One thread per stream, one handler (as one function with several stream events)."""
+    loaded = load_handler(dotted)
+    one_at_a_time = threading.Lock()  # one invocation at a time, as one Lambda environment
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        with one_at_a_time:
+            return loaded(event, context)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("%s: stopping after the batches in flight", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    threads = [
+        threading.Thread(
+            target=DynamoDBStreamRunner(arn, handler).run_forever,
+            args=(stop,),
+            name=f"stream-{k}",
+            daemon=True,
+        )
+        for k, arn in enumerate(a for a in arns if a)
+    ]
+    for t in threads:
+        t.start()
+    while not stop.is_set():
+        stop.wait(1)
+    for t in threads:
+        t.join(timeout=FUNCTION_TIMEOUT_SECONDS)
     return 0
 
 

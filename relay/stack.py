@@ -55,7 +55,11 @@ MODULES: dict[str, tuple[str, str]] = {
     "MessageFunction": ("message", "modules.message.app:create_app"),
 }
 GATEWAY_FUNCTION = "GatewayFunction"
-EVENT_SOURCES = {"NotificationsFunction": "notifications", "DeferredReplayFunction": "replay"}
+EVENT_SOURCES = {
+    "NotificationsFunction": "notifications",
+    "DeferredReplayFunction": "replay",
+    "FallbackProjectorFunction": "projector",
+}
 log = logging.getLogger("relay.stack")
 START_TIMEOUT_SECONDS = 30.0
 
@@ -300,6 +304,23 @@ class LocalStack:
                         "EVENT_SOURCE_QUEUE_ARN": queue.attrs["Arn"],
                         "EVENT_SOURCE_BACKOFF_BASE_SECONDS": str(self.event_source_backoff[0]),
                         "EVENT_SOURCE_BACKOFF_MAX_SECONDS": str(self.event_source_backoff[1]),
+                    },
+                    logs / f"{name}.log",
+                )
+
+        # One local stream runner per function with DynamoDB stream events (the projector),
+        # reading every stream of the function (relay.eventsource.DynamoDBStreamRunner).
+        for lid, owner in self.deployed.functions().items():
+            if streams := self.cloud.stream_event_sources(self.deployed, lid):
+                handler = owner.template["Resources"][lid]["Properties"]["Handler"]
+                name = EVENT_SOURCES.get(lid, lid)
+                self.processes[name] = Process(
+                    name,
+                    [sys.executable, "-m", "relay.eventsource", handler],
+                    {
+                        **aws_env,
+                        **self.function_env(lid),
+                        "EVENT_SOURCE_STREAM_ARNS": ",".join(streams),
                     },
                     logs / f"{name}.log",
                 )

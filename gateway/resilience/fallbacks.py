@@ -11,6 +11,13 @@ serve one (``serve``); ``None`` means it has nothing, and the gateway answers 50
 - ``deferred``: a write accepted (202) into a durable FIFO queue, replayed in order per
   driver with its idempotency key (see :mod:`gateway.deferred.queue`).
 
+Two layers: this process's copies first (the fastest), then the fallback store
+(:mod:`gateway.fallbackstore`), a table every gateway instance reads, kept current from the
+modules' own table streams: a driver whose request lands on an instance that never served
+them still gets their loads and passes, the gate keys and revocations. An answer from the
+store carries the marker with the age of the stored copy (since it was projected). A store
+that does not answer within its deadline is no answer (503).
+
 Copies are kept as the bytes the module sent (gate pass answers are also indexed per pass
 and checked for revocations, navigate answers for entry instructions, as plain JSON). They
 are read with the contracts (``LoadList``, ``LoadPublic``, ``GatePassList``,
@@ -23,6 +30,7 @@ offline verdicts as ``GatePassVerdict``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -35,6 +43,7 @@ from urllib.parse import parse_qs
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
+from gateway.fallbackstore.store import FallbackStore, StoredCopy, StoreUnavailable
 from shared_contracts.degraded import HEADER as DEGRADED_HEADER
 from shared_contracts.degraded import DegradedMarker, FallbackKind
 from shared_contracts.gatepass import GatePassList, GatePassPublic, GatePassVerdict, Jwks
@@ -43,6 +52,7 @@ from shared_contracts.loads import LoadList, LoadPublic, LoadStatus
 from shared_contracts.navigate import Destination, Directions
 
 WallClock = Callable[[], float]
+log = logging.getLogger("relay.gateway.fallbacks")
 
 
 def _json(body: bytes) -> object:
@@ -76,6 +86,16 @@ def parse_copy(model: type[M], body: bytes | str, what: str) -> M:
             f"cached {what} does not fit {model.__name__} "
             f"({exc.error_count()} problem(s); {where}: {first['msg']})"
         ) from None
+
+
+def stored_age(now: float, copies: list[StoredCopy]) -> int:
+    """The age of an answer made of ``copies``: that of its oldest part."""
+    return max(int(now - min(c.projected_at for c in copies)), 0)
+
+
+def load_order(load: LoadPublic) -> tuple[bool, datetime]:
+    """The loads module's list order: undelivered first, by first appointment."""
+    return (load.status is LoadStatus.DELIVERED, load.stops[0].window_start)
 
 
 class CachedLoad(NamedTuple):
@@ -174,7 +194,51 @@ class LastKnownGood:
 class LoadsLastKnownGood(LastKnownGood):
     """A load's detail is also served from the caller's list, when that copy is newer, so a
     load opened for the first time during an outage still shows. Copies are read as
-    ``LoadList`` / ``LoadPublic`` only then, on the failure path, never on the live one."""
+    ``LoadList`` / ``LoadPublic`` only then, on the failure path, never on the live one.
+    Without a copy here, the driver's loads come from the fallback store (``store``)."""
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_CACHE_ENTRIES,
+        *,
+        clock: WallClock = time.time,
+        store: FallbackStore | None = None,
+    ) -> None:
+        super().__init__(max_entries, clock=clock)
+        self.store = store
+
+    async def stored_load(self, caller: str, load_id: str) -> CachedLoad | None:
+        """``load_id`` of ``caller`` from the fallback store (the second layer)."""
+        if self.store is None or (copy := await self.store.load(caller, load_id)) is None:
+            return None
+        load = parse_copy(LoadPublic, copy.doc, f"stored load {load_id}")
+        return CachedLoad(load, copy.doc.encode(), "application/json", copy.projected_at)
+
+    async def any_load(self, caller: str, load_id: str) -> CachedLoad | None:
+        """This process's copy, else the store's."""
+        return self.load(caller, load_id) or await self.stored_load(caller, load_id)
+
+    async def _from_store(self, call: Call) -> Response | None:
+        if self.store is None or call.method != "GET" or call.query:
+            return None
+        parts = call.path.split("/")
+        if call.path == "/loads":
+            copies = await self.store.loads(call.caller)
+            if not copies:  # never projected (or no loads): nothing to tell them apart
+                return None
+            loads = [parse_copy(LoadPublic, c.doc, "stored load") for c in copies]
+            body = LoadList(items=sorted(loads, key=load_order)).model_dump_json().encode()
+            age = stored_age(self.clock(), copies)
+        elif len(parts) == 3 and parts[1] == "loads":
+            cached = await self.stored_load(call.caller, parts[2])
+            if cached is None:
+                return None
+            body, age = cached.body, max(int(self.clock() - cached.stored_at), 0)
+        else:
+            return None
+        return degraded_response(
+            body, 200, DegradedMarker(module=call.module, fallback=self.kind, age=age)
+        )
 
     def load(self, caller: str, load_id: str) -> CachedLoad | None:
         detail = self.get((caller, f"/loads/{load_id}"))
@@ -196,6 +260,10 @@ class LoadsLastKnownGood(LastKnownGood):
         return body
 
     async def serve(self, call: Call) -> Response | None:
+        answer = await self._from_memory(call)
+        return answer if answer is not None else await self._from_store(call)
+
+    async def _from_memory(self, call: Call) -> Response | None:
         parts = call.path.split("/")
         if call.method == "GET" and len(parts) == 3 and parts[1] == "loads" and not call.query:
             cached = self.load(call.caller, parts[2])
@@ -253,7 +321,8 @@ class RevokedPasses:
 class GatePassLastKnownGood(LastKnownGood):
     """Passes are served from the copy only while valid and not known revoked; a POST may
     get an existing pass. Passes seen revoked (a revoke, a pass served revoked) are told to
-    the shared :class:`RevokedPasses`."""
+    the shared :class:`RevokedPasses`. Without a copy here, the driver's passes come from
+    the fallback store (``store``), under the same rules."""
 
     def __init__(
         self,
@@ -261,9 +330,55 @@ class GatePassLastKnownGood(LastKnownGood):
         *,
         clock: WallClock = time.time,
         revoked: RevokedPasses | None = None,
+        store: FallbackStore | None = None,
     ) -> None:
         super().__init__(max_entries, clock=clock)
         self.revoked = revoked if revoked is not None else RevokedPasses(max_entries, clock=clock)
+        self.store = store
+
+    async def _from_store(self, call: Call) -> Response | None:
+        if self.store is None or call.query:
+            return None
+        parts = call.path.split("/")
+        if call.method == "POST" and call.path == "/gatepass":
+            try:
+                wanted = json.loads(call.body)
+                load_id, facility_id = wanted["load_id"], wanted["facility_id"]
+            except (ValueError, KeyError, TypeError):
+                return None
+            copies = await self.store.passes(call.caller)
+            for c in copies:
+                p = parse_copy(GatePassPublic, c.doc, "stored pass")
+                if (p.load_id, p.facility_id) == (load_id, facility_id) and self._valid(p):
+                    return self._stored_answer(call, p.model_dump_json(), [c])
+            return None
+        if call.method != "GET":
+            return None
+        if call.path == "/gatepass":
+            copies = await self.store.passes(call.caller)
+            if not copies:
+                return None
+            passes = [parse_copy(GatePassPublic, c.doc, "stored pass") for c in copies]
+            valid = sorted(
+                (p for p in passes if self._valid(p)),
+                key=lambda p: (p.issued_at, p.pass_id),
+                reverse=True,
+            )
+            return self._stored_answer(call, GatePassList(items=valid).model_dump_json(), copies)
+        if len(parts) == 3 and parts[1] == "gatepass":
+            found = await self.store.gate_pass(call.caller, parts[2])
+            if found is None:
+                return None
+            if not self._valid(parse_copy(GatePassPublic, found.doc, "stored pass")):
+                return None
+            return self._stored_answer(call, found.doc, [found])
+        return None
+
+    def _stored_answer(self, call: Call, body: str, copies: list[StoredCopy]) -> Response:
+        marker = DegradedMarker(
+            module=call.module, fallback=self.kind, age=stored_age(self.clock(), copies)
+        )
+        return degraded_response(body, 200, marker)
 
     def _valid(self, gate_pass: GatePassPublic) -> bool:
         return (
@@ -311,7 +426,7 @@ class GatePassLastKnownGood(LastKnownGood):
             if entry is None or not self._valid(
                 parse_copy(GatePassPublic, entry[0], f"pass for {key[1]}")
             ):
-                return None
+                return await self._from_store(call)
             return degraded_response(
                 entry[0],
                 200,
@@ -320,7 +435,8 @@ class GatePassLastKnownGood(LastKnownGood):
                 ),
                 entry[1],
             )
-        return await super().serve(call)
+        answer = await super().serve(call)
+        return answer if answer is not None else await self._from_store(call)
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -331,7 +447,8 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 class StaticDirections:
-    """Directions from the cached load's next stop; entry instructions from earlier answers."""
+    """Directions from the cached load's next stop (this process's copy, else the fallback
+    store's); entry instructions from earlier answers, else from the store's facility."""
 
     kind = FallbackKind.STATIC
 
@@ -357,6 +474,12 @@ class StaticDirections:
                 while len(self._destinations) > self.max_facilities:
                     self._destinations.popitem(last=False)
 
+    async def _stored_destination(self, facility_id: str) -> dict:
+        store = self.loads.store
+        stored = await store.facility(facility_id) if store is not None else None
+        doc = _json(stored.doc.encode()) if stored is not None else None
+        return doc if isinstance(doc, dict) else {}
+
     async def serve(self, call: Call) -> Response | None:
         q = {k: v[0] for k, v in parse_qs(call.query).items()}
         try:
@@ -365,7 +488,7 @@ class StaticDirections:
             return None
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             return None
-        cached = self.loads.load(call.caller, load_id)
+        cached = await self.loads.any_load(call.caller, load_id)
         if cached is None or cached.load.status is LoadStatus.DELIVERED:
             return None
         load = cached.load
@@ -373,7 +496,9 @@ class StaticDirections:
         if stop is None:
             return None
         facility = stop.facility
-        known = self._destinations.get(facility.facility_id, {})
+        known = self._destinations.get(facility.facility_id)
+        if known is None:
+            known = await self._stored_destination(facility.facility_id)
         straight = haversine_km(lat, lon, facility.lat, facility.lon)
         minutes = math.ceil(straight * ROAD_FACTOR / TRUCK_SPEED_KMH * 60)
         eta = datetime.fromtimestamp(self.clock(), UTC) + timedelta(minutes=minutes)
@@ -410,17 +535,44 @@ class OfflinePassVerifier:
     against the passes this gateway has seen revoked (:class:`RevokedPasses`: revokes and
     passes served revoked, and live verdicts ``revoked``). The module's own revocation list
     cannot be read, so every offline verdict says ``revocation_checked: false`` (and the
-    degraded marker says it is not live). Also serves those keys."""
+    degraded marker says it is not live). Also serves those keys.
+
+    With the fallback store (``store``), keys this process never saw come from the store,
+    and every pass is also checked against the store's revocations (every revocation the
+    projector has seen, whichever instance served it); a store that does not answer in time
+    leaves the verdict to this process's own list, as without one."""
 
     kind = FallbackKind.STATIC
 
     def __init__(
-        self, *, clock: WallClock = time.time, revoked: RevokedPasses | None = None
+        self,
+        *,
+        clock: WallClock = time.time,
+        revoked: RevokedPasses | None = None,
+        store: FallbackStore | None = None,
     ) -> None:
         self.clock = clock
         self.revoked = revoked if revoked is not None else RevokedPasses(clock=clock)
+        self.store = store
         self._jwks: bytes | None = None
         self._jwks_at = 0.0
+
+    async def _keys(self) -> tuple[bytes, float] | None:
+        """The keys and when they were known current: this process's, else the store's."""
+        if self._jwks is not None:
+            return self._jwks, self._jwks_at
+        if self.store is not None and (stored := await self.store.jwks()) is not None:
+            return stored.doc.encode(), stored.projected_at
+        return None
+
+    async def _revoked_in_store(self, pass_id: object) -> bool:
+        if self.store is None or not isinstance(pass_id, str):
+            return False
+        try:
+            return await self.store.is_revoked(pass_id)
+        except StoreUnavailable as exc:
+            log.warning("offline verdict without the store's revocations: %s", exc)
+            return False
 
     def remember(self, call: Call, status: int, body: bytes, content_type: str) -> None:
         if status != 200:
@@ -466,17 +618,19 @@ class OfflinePassVerifier:
         return {"valid": True, "reason": "valid", **found}
 
     async def serve(self, call: Call) -> Response | None:
-        if self._jwks is None:
+        found = await self._keys()
+        if found is None:
             return None
-        jwks = parse_copy(Jwks, self._jwks, "/gatepass/keys")
+        raw, known_at = found
+        jwks = parse_copy(Jwks, raw, "/gatepass/keys")
         if call.method == "GET" and call.path == "/gatepass/keys":
             return degraded_response(
-                self._jwks,
+                raw,
                 200,
                 DegradedMarker(
                     module=call.module,
                     fallback=FallbackKind.LAST_KNOWN_GOOD,
-                    age=int(self.clock() - self._jwks_at),
+                    age=max(int(self.clock() - known_at), 0),
                 ),
             )
         try:
@@ -485,6 +639,8 @@ class OfflinePassVerifier:
             verdict = self._verdict(keys, str(wanted["token"]), str(wanted["facility_id"]))
         except (ValueError, KeyError, TypeError):
             return None
+        if verdict["valid"] and await self._revoked_in_store(verdict.get("pass_id")):
+            verdict = {**verdict, "valid": False, "reason": "revoked"}
         answer = GatePassVerdict.model_validate({**verdict, "revocation_checked": False})
         return degraded_response(
             answer.model_dump_json(), 200, DegradedMarker(module=call.module, fallback=self.kind)

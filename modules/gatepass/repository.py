@@ -1,8 +1,12 @@
 """DynamoDB access for gate passes. boto3 is injected; nothing connects at import time.
 
 Gate pass table: ``pass_id`` (key), ``driver_id`` (GSI ``by_driver``), ``revoked``,
-``doc`` (the :class:`GatePassPublic` JSON). The loads table belongs to the loads module:
-it is only read here, through the item layout that module writes (``doc`` = LoadPublic).
+``doc`` (the :class:`GatePassPublic` JSON). One more item, ``pass_id`` = :data:`KEYS_ITEM`
+(no pass id has a ``#``, and it has no ``driver_id``, so no driver's read finds it), holds
+the published keys (``doc``: the :class:`Jwks` JSON, ``published_at`` in epoch ms): the
+table's stream carries them to the gateway's fallback store like passes and revocations.
+The loads table belongs to the loads module: it is only read here, through the item layout
+that module writes (``doc`` = LoadPublic).
 
 Reads for a driver ask DynamoDB for the item *if* its ``driver_id`` is theirs (a Query on
 the key with a filter on ``driver_id``): another driver's pass or load comes back exactly
@@ -18,10 +22,12 @@ from botocore.exceptions import ClientError
 
 from module_kit import aws
 from module_kit.pager import query_items
-from shared_contracts.gatepass import GatePassPublic
+from shared_contracts.gatepass import GatePassPublic, Jwks
 from shared_contracts.loads import LoadPublic
 
 from .config import GatepassSettings
+
+KEYS_ITEM = "keys#jwks"
 
 
 class GatepassRepository:
@@ -48,6 +54,8 @@ class GatepassRepository:
 
     def get(self, pass_id: str) -> GatePassPublic | None:
         """Any driver's pass (for gates, dispatch and ops)."""
+        if "#" in pass_id:  # the keys item, never a pass
+            return None
         item = self._passes.get_item(Key={"pass_id": pass_id}, ConsistentRead=True).get("Item")
         return GatePassPublic.model_validate_json(item["doc"]) if item else None
 
@@ -83,6 +91,22 @@ class GatepassRepository:
                 raise
             return stored
         return gate_pass
+
+    def publish_keys(self, jwks: Jwks, published_at_ms: int) -> bool:
+        """Store ``jwks`` as the published keys unless they are already stored; True if
+        written. Unchanged keys write nothing, so the stream carries only real changes."""
+        doc = jwks.model_dump_json()
+        try:
+            self._passes.put_item(
+                Item={"pass_id": KEYS_ITEM, "doc": doc, "published_at": published_at_ms},
+                ConditionExpression="attribute_not_exists(pass_id) OR doc <> :doc",
+                ExpressionAttributeValues={":doc": doc},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def mark_revoked(self, gate_pass: GatePassPublic) -> bool:
         """Store ``gate_pass`` as revoked. False if no such pass exists."""

@@ -8,6 +8,7 @@ bad pass is normal business, not a failed request.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from .repository import GatepassRepository
 from .signing import KmsSigner, PassClaims, PassRejected, Reason, SigningUnavailableError, verify
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("relay.gatepass")
 WINDOW_MARGIN = timedelta(hours=2)
 
 
@@ -78,6 +80,7 @@ class GatepassService:
         self.repository = repository
         self.signer = signer
         self.clock = clock
+        self._keys_published = False
 
     # --- drivers -----------------------------------------------------------------------
 
@@ -129,6 +132,11 @@ class GatepassService:
             qr_payload=token,
         )
         stored = self.repository.create(gate_pass)
+        if not self._keys_published:  # the keys that verify this pass, in the store too
+            try:
+                self._publish_keys(self.signer.jwks())
+            except SigningUnavailableError:
+                log.warning("gate pass keys not published yet: the signing key is unreadable")
         if (stored.driver_id, stored.load_id, stored.facility_id) != (
             driver_id,
             command.load_id,
@@ -154,9 +162,23 @@ class GatepassService:
 
     def jwks(self) -> Jwks:
         try:
-            return self.signer.jwks()
+            jwks = self.signer.jwks()
         except SigningUnavailableError:
             raise UnavailableError("the signing key cannot be read right now") from None
+        self._publish_keys(jwks)
+        return jwks
+
+    def _publish_keys(self, jwks: Jwks) -> None:
+        """Once per process: the keys into the table, whose stream keeps the gateway's
+        fallback store current (a rotation is a deployment: its new processes publish the
+        new set). Never fails the answer: the next process publishes them again."""
+        if self._keys_published:
+            return
+        try:
+            self.repository.publish_keys(jwks, int(self.clock().timestamp() * 1000))
+            self._keys_published = True
+        except Exception:
+            log.exception("could not publish the gate pass keys")
 
     def verify(self, command: GatePassVerify) -> GatePassVerdict:
         """Judge a scanned pass at ``command.facility_id``, as a gate would, plus revocation."""

@@ -28,7 +28,7 @@ SERVING = [
     ("modules/navigate/template.yaml", "NavigateFunction", "navigate"),
     ("modules/message/template.yaml", "MessageFunction", "message"),
 ]
-# Queue workers: (template, function, the dead-letter queue of the queue it consumes).
+# Queue and stream workers: (template, function, the dead-letter queue of what it consumes).
 WORKERS = [
     (
         "modules/notifications/template.yaml",
@@ -36,6 +36,7 @@ WORKERS = [
         "NotificationsDeadLetterQueue",
     ),
     ("template.yaml", "DeferredReplayFunction", "DeferredWritesDeadLetterQueue"),
+    ("template.yaml", "FallbackProjectorFunction", "FallbackProjectionDeadLetterQueue"),
 ]
 MINIMUM_CALLS = re.compile(r"^IF\((\w+) >= (\d+) AND (\w+) >= (\d+), 100 \* \3 / \1, 0\)$")
 
