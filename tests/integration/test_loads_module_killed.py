@@ -31,8 +31,12 @@ def test_loads_stay_readable_and_events_apply_once_in_order_after_restart(api, s
             assert [ld["load_id"] for ld in r.json()["items"]] == ["L-5001", "L-5002"]
         detail = api.http.get("/loads/L-5002", headers=driver)
         assert detail.status_code == 200 and "relay-degraded" in detail.headers
-        # a driver with no copy gets a clear 503, never someone else's loads
-        none = api.http.get("/loads", headers=api.auth(Role.DRIVER, "D-1002"))
+        # a driver who never polled gets their own loads from the fallback store, never
+        # someone else's; one with nothing assigned gets a clear 503
+        cold = api.http.get("/loads", headers=api.auth(Role.DRIVER, "D-1002"))
+        assert cold.status_code == 200 and "relay-degraded" in cold.headers
+        assert [ld["load_id"] for ld in cold.json()["items"]] == ["L-6001"]
+        none = api.http.get("/loads", headers=api.auth(Role.DRIVER, "D-9999"))
         assert none.status_code == 503 and none.headers["retry-after"]
 
         # AND load events are accepted durably
