@@ -285,8 +285,8 @@ class LoadsLastKnownGood(LastKnownGood):
 class RevokedPasses:
     """Gate passes this gateway has seen revoked in live answers, kept until they expire
     (an expired pass is refused anyway). Bounded: past ``max_entries`` the expired ones go
-    first, then the oldest. Only what this process saw: a fleet-wide revocation feed is
-    separate work (docs/resilience.md)."""
+    first, then the oldest. Only what this process saw: the revocations of the whole fleet
+    are in the fallback store, which :class:`OfflinePassVerifier` also checks."""
 
     def __init__(
         self, max_entries: int = DEFAULT_CACHE_ENTRIES, *, clock: WallClock = time.time
