@@ -259,7 +259,8 @@ class Gateway:
 
     Runs ``python -m gateway.server`` of the tree at ``root`` (this one, or a baseline
     worktree). ``routes`` is merged into that tree's gateway/routes.toml (e.g. a shorter
-    breaker reset timeout); ``cpus`` pins the process.
+    breaker reset timeout); ``cpus`` pins the process; ``env`` adds settings (e.g. a
+    control table the instances of a fleet share).
     """
 
     def __init__(
@@ -270,12 +271,13 @@ class Gateway:
         root: Path = ROOT,
         cpus: str = SERVER_CPU,
         routes: dict | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.issuer = DevIssuer.load_or_create(state)
         private, _ = generate_key_pair()
         self.port = free_port()
         self.root = root
-        env = {
+        environment = {
             **os.environ,
             # ``root`` is the tree whose gateway runs (a baseline worktree for --baseline):
             # python -P leaves the working directory off sys.path, so PYTHONPATH decides.
@@ -290,6 +292,8 @@ class Gateway:
             "RELAY_RATE_LIMIT_OPS": "100/100",
             **{f"RELAY_UPSTREAM_{m.upper()}": u for m, u in upstreams.items()},
         }
+        extra_env = env or {}
+        env = {**environment, **extra_env}
         env.pop("RELAY_ROUTES_FILE", None)
         if routes:
             import tomli_w  # a bench-only dependency

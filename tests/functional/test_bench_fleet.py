@@ -42,7 +42,9 @@ def test_fleet_section_shows_each_round_and_says_it_was_a_quick_run():
     assert "`--quick`: 2 rounds of 2 s, a smoke check" in text
     assert "| 1 | 900 | 45 | 6.5 s | 8.0 s | 1.5 s |" in text
     assert "| 2 | 900 | 46 | 6.5 s | 8.0 s | 1.5 s |" in text
-    assert "Full-deadline waits: 46 (median), against 40 (= 8 x fail_max)" in text
+    assert "Full-deadline waits: 46 (median). Breakers deciding alone would let at least 40" in text
+    # the in-flight floor for the phase's 2 drivers: 2 x ceil(5 / 2) + 1
+    assert "2 x ceil(fail_max / 2) + 1 = 7 would wait" in text
     assert "Host noise" not in text
     # Lambda mode next to the one-process figure, the ratio taken round by round
     assert "| Lambda / one process, round by round | 2.750x (2.500-3.000, 2 rounds) |" in text
