@@ -602,7 +602,7 @@ class DynamoDBStreamRunner:
         while not stop.is_set():
             try:
                 handled, failed = self.run_once()
-            except (BotoCoreError, ClientError):
+            except Exception:  # the emulator restarting, a stream replaced...: never fatal
                 log.exception(
                     "could not read %s; retrying in %d s", self.stream_arn, ERROR_PAUSE_SECONDS
                 )
