@@ -18,7 +18,11 @@ shape (``tryAcquirePermission`` / ``onSuccess`` / ``onError``):
   full timeout;
 - the slow-call threshold: a success slower than ``slow_call_seconds`` counts as a failure;
 - probe patience (:meth:`CircuitBreaker.patiently`): the caller of a half-open trial waits
-  at most ``probe_patience_seconds``; the trial runs on and decides the state.
+  at most ``probe_patience_seconds``; the trial runs on and decides the state;
+- with a fleet (:mod:`gateway.resilience.fleet`), the state shared with the other gateway
+  instances: the breaker reports its failures and transitions to it and follows its
+  openings and closes (:meth:`CircuitBreaker.follow_open`, :meth:`CircuitBreaker.follow_close`),
+  and only the holder of the fleet's probe lease probes.
 """
 
 from __future__ import annotations
