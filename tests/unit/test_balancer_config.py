@@ -74,3 +74,22 @@ def test_nginx_accepts_the_configuration(tmp_path):
         [*argv[:-2], "-t"], capture_output=True, text=True, timeout=30, check=False
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_a_fleet_without_nginx_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    from relay.stack import LocalStack
+
+    monkeypatch.setattr(balancer, "nginx_binary", lambda: None)
+    stack = LocalStack(gateway_port=9100, state_dir=tmp_path, gateways=2)
+    with pytest.raises(RuntimeError, match="nginx is not installed"):
+        stack._start()
+    assert stack.processes == {}  # not even the emulator
+
+
+def test_one_gateway_needs_no_balancer():
+    from relay.stack import LocalStack
+
+    stack = LocalStack(gateway_port=9100)
+    assert stack.gateway_names == ["gateway"]
+    fleet = LocalStack(gateway_port=9100, gateways=3)
+    assert fleet.gateway_names == ["gateway-1", "gateway-2", "gateway-3"]
