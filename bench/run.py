@@ -492,6 +492,7 @@ FALLBACK_P99_TARGET_MS = 10.0  # a fallback answer's p99 through the balancer, o
 SHARED_WAITS_TARGET = 2 * FAIL_MAX  # full-deadline waits fleet-wide (a shared breaker)
 FLEET_FAST_TARGET_SECONDS = 2.0  # every instance fast after the first breaker opened
 FLEET_SETTLE_SECONDS = 60.0
+FLEET_MIN_RATE = 50  # the paced runs' floor, RPS
 
 
 CONTROL_TABLE = "relay-bench-control"
@@ -635,7 +636,7 @@ def fleet_rounds(report: Report, fleet: list[Gateway], front: Balancer) -> None:
             # speed here (its servers share core 0), so that a fallback's p99 is latency at
             # a rate the fleet carries, not a queue.
             capacity, _ = wrk(front.url + "/loads", seconds=max(2, report.warmup), token=token)
-            rate = max(50, min(PACED_RATE, int(PACED_SHARE * capacity.rps)))
+            rate = max(FLEET_MIN_RATE, min(PACED_RATE, int(PACED_SHARE * capacity.rps)))
             report.fleet_rate = rate
 
             def paced() -> tuple[WrkResult, list[str]]:
@@ -1398,6 +1399,14 @@ def fleet_caveats(f: Report) -> list[str]:
             f"target in this run ({FLEET_SIZE} gateways and nginx share core 0 with "
             "whatever else the host runs): the fallback's p99 here measures the host as "
             "much as the fallback."
+            + (
+                " The fleet answered about "
+                f"{f.fleet_rate / PACED_SHARE:,.0f} RPS at full speed at the start of the "
+                "phase (the paced rate's basis), its 8 processes on core 0 and the emulator, "
+                "which serves their control-table reads, on core 1 beside wrk."
+                if FLEET_MIN_RATE < f.fleet_rate < PACED_RATE
+                else ""
+            )
         )
     return [*(f"{line}\n" for line in out)]
 
