@@ -87,6 +87,10 @@ QUEUE_ARN_VARIABLE = "EVENT_SOURCE_QUEUE_ARN"
 STREAM_ARNS_VARIABLE = "EVENT_SOURCE_STREAM_ARNS"
 STREAM_POLL_SECONDS = 0.25  # Lambda polls each shard about 4 times a second
 STREAM_MAX_RETRIES = 10  # the projector's MaximumRetryAttempts in template.yaml
+# How often the runner asks whether its table has another stream now (the emulator
+# restarted, the stack deployed the table again; moto then reuses shard ids and sequence
+# numbers, so only the stream's ARN tells).
+STREAM_CHECK_SECONDS = 2.0
 
 
 def backoff_seconds(receive_count: int, base: int, maximum: int) -> int:
@@ -457,8 +461,13 @@ class DynamoDBStreamRunner:
         batch_size: int = 100,
         max_retries: int = STREAM_MAX_RETRIES,
         region: str | None = None,
+        stream_check_seconds: float = STREAM_CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stream_arn = stream_arn
+        self.stream_check_seconds = stream_check_seconds
+        self.clock = clock
+        self._checked_at: float | None = None
         self.handler = handler
         self.batch_size = batch_size
         self.max_retries = max_retries
@@ -486,6 +495,10 @@ class DynamoDBStreamRunner:
 
     def run_once(self) -> tuple[int, int]:
         """One batch from each shard: (records handled, records failed)."""
+        now = self.clock()
+        if self._checked_at is None or now - self._checked_at >= self.stream_check_seconds:
+            self._checked_at = now
+            self._find_stream()
         try:
             shards = self.streams.describe_stream(StreamArn=self.stream_arn)
         except ClientError as exc:
@@ -597,18 +610,29 @@ class DynamoDBStreamRunner:
             )
         return {"Records": out}
 
+    def poll(self) -> tuple[int, int] | None:
+        """:meth:`run_once`, never raising: None after an error, once the runner has made
+        ready to read again (fresh iterators; the table's current stream, which is another
+        one when the emulator restarted and the stack deployed it again)."""
+        try:
+            return self.run_once()
+        except Exception:  # the emulator restarting, a stream replaced...: never fatal
+            log.exception("could not read %s", self.stream_arn)
+        for position in self.shards.values():
+            position.iterator = None  # an iterator of a stream that is gone never works
+        try:
+            self._find_stream()
+        except Exception as exc:
+            log.warning("could not find the stream of %s yet: %s", self.table_name, exc)
+        return None
+
     def run_forever(self, stop: threading.Event, poll_seconds: float = STREAM_POLL_SECONDS) -> None:
         log.info("reading %s", self.stream_arn)
         while not stop.is_set():
-            try:
-                handled, failed = self.run_once()
-            except Exception:  # the emulator restarting, a stream replaced...: never fatal
-                log.exception(
-                    "could not read %s; retrying in %d s", self.stream_arn, ERROR_PAUSE_SECONDS
-                )
+            result = self.poll()
+            if result is None:
                 stop.wait(ERROR_PAUSE_SECONDS)
-                continue
-            if not handled and not failed:
+            elif result == (0, 0):
                 stop.wait(poll_seconds)
 
 

@@ -137,3 +137,28 @@ def test_a_record_failing_past_its_retries_is_given_up_and_the_shard_moves_on(en
     drain(runner)
     assert handler.seen == ["a", "c"]
     assert len(runner.given_up) == 1
+
+
+def test_a_table_made_again_is_read_on_from_its_new_stream(endpoint, table):
+    # GIVEN a runner that has read the table's stream
+    ddb, arn = table
+    handler = Handler()
+    runner = runner_for(endpoint, arn, handler, stream_check_seconds=0)
+    put(ddb, "a")
+    drain(runner)
+    # WHEN the table is made again (the emulator restarted and the stack redeployed)
+    ddb.delete_table(TableName="things")
+    ddb.create_table(
+        TableName="things",
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+    )
+    put(ddb, "b")
+    # THEN the runner finds the new stream and reads it from its start
+    for _ in range(MAX_POLLS):
+        if runner.poll() == (0, 0) and "b" in handler.seen:
+            break
+    assert handler.seen == ["a", "b"]
+    assert runner.stream_arn != arn
