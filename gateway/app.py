@@ -17,6 +17,7 @@ import httpx
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from gateway import aws_calls
 from gateway.config import GatewaySettings
 from gateway.deferred import tracking
 from gateway.deferred.ledger import DeferredLedger
@@ -138,6 +139,13 @@ def create_app(
     # is on or LOG_LEVEL says otherwise: the INFO lines (a fallback served) come at the
     # forwarding rate when a module is down, and each costs more than a forward.
     logs.setup_logging("gateway", level="INFO" if settings.access_log else "WARNING")
+    if (
+        settings.fallback_store_table
+        or settings.control_table
+        or settings.deferred_queue_url
+        or settings.ssm_path
+    ):
+        aws_calls.warm()  # a cold instance's first AWS calls then fit their deadlines
     table = routes or RouteTable.load(settings.routes_file)
     auth = authenticator or default_authenticator(settings)
     fallbacks = (

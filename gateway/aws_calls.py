@@ -56,6 +56,19 @@ class DynamoTable:
         return self._dynamodb.Table(self.table_name)
 
 
+def warm() -> None:
+    """Load the service models the first calls need (DynamoDB, SQS, SSM) into boto3's
+    default session while the process starts, not inside a request's deadline: on a busy
+    host a cold instance's first fallback-store read spent its 0.5 s making the resource.
+    Best effort: without a region or credentials the clients are made on first use."""
+    try:
+        kit_aws.resource("dynamodb").Table("warm")
+        client("sqs")
+        client("ssm")
+    except Exception:  # botocore's NoRegionError and the like: said on first use
+        return
+
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
