@@ -205,4 +205,4 @@ $(SAM):
 	.relay/tools/sam/bin/python -m pip install -q aws-sam-cli==$(SAM_VERSION)
 
 test-build: $(STAMP) $(BUILD_TOOLS) $(SAM)
-	RELAY_TEST_BUILD=1 RELAY_SAM=$(SAM) $(BIN)/pytest tests/template/test_build.py
+	RELAY_TEST_BUILD=1 RELAY_SAM=$(SAM) $(BIN)/pytest tests/template/test_build.py tests/template/test_deploy_doc.py
