@@ -48,7 +48,7 @@ from gateway.resilience.fallbacks import LastKnownGood
 from gateway.routing.routes import RouteTable
 from module_kit.lambda_entry import lambda_handler
 from relay import demo
-from relay.cloud import LocalCloud, StackResult
+from relay.cloud import LocalCloud
 from relay.eventsource import DynamoDBStreamRunner
 from shared_contracts.degraded import (
     DeferredAccepted,
@@ -60,6 +60,7 @@ from shared_contracts.gatepass import GatePassCreate, GatePassList, Jwks
 from shared_contracts.identity import Role
 from shared_contracts.loads import LoadEventCreate, LoadEventKind, LoadList, LoadPublic
 from tests.conftest import TEST_IDENTITY_PRIVATE_KEY, TEST_IDENTITY_PUBLIC_KEY
+from tests.functional.gateway.test_fallback_stream import Stage as StreamStage
 from tests.unit.gateway.conftest import ISSUER
 
 DRIVER = "D-1001"
@@ -75,24 +76,10 @@ EMULATOR_DEADLINES = {"RELAY_STORE_TIMEOUT_SECONDS": "5", "RELAY_QUEUE_TIMEOUT_S
 
 
 @dataclass
-class Stage:
-    cloud: LocalCloud
-    stack: StackResult
-    endpoint: str
+class Stage(StreamStage):
+    """The stream test's stage, with the URL the down modules are published at."""
+
     down_url: str
-
-    def env(self, function: str) -> dict[str, str]:
-        return self.cloud.function_env(self.stack, function)
-
-    def fields(self, function: str) -> dict[str, str]:
-        return {k.lower(): v for k, v in self.env(function).items()}
-
-    def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint)
-
-    @property
-    def store_table(self) -> str:
-        return self.env("GatewayFunction")["RELAY_FALLBACK_STORE_TABLE"]
 
 
 @pytest.fixture
