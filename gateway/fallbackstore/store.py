@@ -169,13 +169,7 @@ class FallbackStore:
         if condition:
             kwargs["ConditionExpression"] = f"attribute_not_exists(pk) OR ({condition})"
             kwargs["ExpressionAttributeValues"] = values
-        try:
-            self.table.put_item(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _if_held(self.table.put_item, **kwargs)
 
     def put_load(
         self, driver_id: str, load_id: str, doc: str, version: int, changed_at: Decimal
@@ -231,14 +225,20 @@ class FallbackStore:
         return self._put_if(item, "seq < :s", {":s": seq})
 
     def delete_facility(self, facility_id: str, seq: str) -> bool:
-        try:
-            self.table.delete_item(
-                Key=facility_key(facility_id),
-                ConditionExpression="attribute_not_exists(pk) OR seq < :s",
-                ExpressionAttributeValues={":s": seq},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _if_held(
+            self.table.delete_item,
+            Key=facility_key(facility_id),
+            ConditionExpression="attribute_not_exists(pk) OR seq < :s",
+            ExpressionAttributeValues={":s": seq},
+        )
+
+
+def _if_held(write: Any, **kwargs: Any) -> bool:
+    """``write(**kwargs)``; False if its condition did not hold (nothing to do)."""
+    try:
+        write(**kwargs)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
