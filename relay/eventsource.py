@@ -673,16 +673,22 @@ def main(argv: list[str] | None = None) -> int:
         backoff_base_seconds=int(os.environ.get("EVENT_SOURCE_BACKOFF_BASE_SECONDS", 1)),
         backoff_max_seconds=int(os.environ.get("EVENT_SOURCE_BACKOFF_MAX_SECONDS", 60)),
     )
+    stop = _stop_on_signals("the batch in flight")
+    runner.run_forever(stop)
+    return 0
+
+
+def _stop_on_signals(in_flight: str) -> threading.Event:
+    """An event SIGTERM or SIGINT sets: the runner stops after ``in_flight``."""
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
-        log.info("%s: stopping after the batch in flight", signal.Signals(signum).name)
+        log.info("%s: stopping after %s", signal.Signals(signum).name, in_flight)
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    runner.run_forever(stop)
-    return 0
+    return stop
 
 
 def _run_streams(dotted: str, arns: list[str]) -> int:
@@ -694,14 +700,7 @@ def _run_streams(dotted: str, arns: list[str]) -> int:
         with one_at_a_time:
             return loaded(event, context)
 
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        log.info("%s: stopping after the batches in flight", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = _stop_on_signals("the batches in flight")
     threads = [
         threading.Thread(
             target=DynamoDBStreamRunner(arn, handler).run_forever,
