@@ -254,6 +254,21 @@ class BlackHole:
         self.sock.close()
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` (from /proc: no sampling, no overhead)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a worker that has just exited
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / CLOCK_TICKS
+
+
 class Gateway:
     """The real gateway (route table, breakers, deadlines, auth on) in front of ``upstreams``.
 
@@ -341,6 +356,10 @@ class Gateway:
         return httpx.get(
             self.url + path, headers={"authorization": "Bearer " + self.token}, timeout=timeout
         )
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process and its workers have used so far."""
+        return process_cpu_seconds(self.process_ids())
 
     def process_ids(self) -> list[int]:
         """The server process and its workers."""
