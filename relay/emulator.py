@@ -1,4 +1,5 @@
-"""The local AWS emulator: moto's server, with SQS FIFO message groups kept in order.
+"""The local AWS emulator: moto's server, with SQS FIFO message groups kept in order and
+DynamoDB transactions that cannot undo each other.
 
 moto 5.2 counts a received message as in flight until a later receive walks past it, even
 after its visibility timeout has run out. When a whole group's in-flight messages time
@@ -11,13 +12,29 @@ teaches moto the same; ``relay.stack`` runs the emulator as ``python -m relay.em
 
 The local SQS event source (:mod:`relay.eventsource`) does not rely on this alone: it keeps
 its own per-group hold, but that is lost when the runner restarts, and this is not.
+
+moto 5.2 runs ``TransactWriteItems`` by deep-copying each table it names, applying the
+items one by one, and, when a condition fails, putting the copies back. Its server answers
+requests on many threads with no lock, so every write another request makes to those
+tables between the copy and the put-back is silently undone, and others read the
+half-applied transaction meanwhile. In DynamoDB a transaction that fails changes nothing.
+Failed transactions are routine here: a retried deferred write's ``accept`` fails its
+condition by design, and can undo the replayer's concurrent ``decide`` of another write
+(recorded ``applied``, message deleted, the ledger back to ``pending`` for good); a
+module's version-conditioned event transaction fails whenever a live attempt and a replay
+race. :func:`serialize_dynamodb` runs one DynamoDB request at a time, so a failed
+transaction only ever undoes itself.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 log = logging.getLogger("relay.emulator")
 
@@ -50,9 +67,41 @@ def keep_fifo_groups_in_order() -> Callable[[], None]:
     return undo
 
 
+def serialize_dynamodb(
+    guard: AbstractContextManager[Any] | None = None,
+) -> Callable[[], None]:
+    """Patch moto's DynamoDB: one request at a time (``guard``, a lock, held around each).
+
+    Returns a function that undoes the patch (for tests).
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.__dict__.get("call_action")
+    if original is None:  # moto changed: say so, run unpatched
+        log.warning(
+            "moto's DynamoHandler has no call_action; DynamoDB requests are not "
+            "serialized (see relay/emulator.py)"
+        )
+        return lambda: None
+    lock = threading.RLock() if guard is None else guard
+
+    @functools.wraps(original)
+    def call_action(self: DynamoHandler) -> Any:
+        with lock:
+            return original(self)
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+    def undo() -> None:
+        DynamoHandler.call_action = original  # type: ignore[method-assign]
+
+    return undo
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m relay.emulator [moto.server arguments]``."""
     keep_fifo_groups_in_order()
+    serialize_dynamodb()
     from moto.server import main as moto_server
 
     moto_server(sys.argv[1:] if argv is None else argv)
