@@ -167,6 +167,8 @@ def create_app(
             refresh_seconds=settings.breaker_refresh_seconds,
             stale_seconds=settings.breaker_stale_seconds,
             store_timeout_seconds=settings.breaker_store_timeout_seconds,
+            refresh_wait_seconds=settings.breaker_refresh_wait_seconds,
+            sleep=asyncio.sleep if settings.breaker_refresh == "background" else None,
         )
     pool = transport or upstream_transport(settings)
     sigv4 = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -29,11 +30,23 @@ DEFAULT_STORE_TIMEOUT_SECONDS = 0.5
 DEFAULT_BREAKER_REFRESH_SECONDS = 0.5
 DEFAULT_BREAKER_STALE_SECONDS = 3.0
 DEFAULT_BREAKER_STORE_TIMEOUT_SECONDS = 0.5
+# Who refreshes an instance's copy of them: "background" (a process: a loop while idle, and
+# requests start refreshes without waiting for them) or "request" (Lambda: an environment
+# is frozen between invocations, so a request whose copy is due a refresh waits for it, at
+# most this long, before its breaker decides).
+BreakerRefresh = Literal["background", "request"]
+DEFAULT_BREAKER_REFRESH_WAIT_SECONDS = 0.1
 # How long a client may take to send its request headers (from the connection or from the
 # first byte of the request), and to send the next piece of its body; then 408 and close.
 DEFAULT_HEADER_READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_BODY_READ_TIMEOUT_SECONDS = 10.0
 LOCAL_STAGES = {"local", "test"}
+
+
+def default_breaker_refresh() -> BreakerRefresh:
+    """``"request"`` in Lambda (``AWS_LAMBDA_FUNCTION_NAME`` is set in every execution
+    environment), ``"background"`` anywhere else."""
+    return "request" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else "background"
 
 
 class GatewaySettings(BaseSettings):
@@ -92,6 +105,10 @@ class GatewaySettings(BaseSettings):
     breaker_stale_seconds: float = Field(default=DEFAULT_BREAKER_STALE_SECONDS, gt=0, le=600)
     breaker_store_timeout_seconds: float = Field(
         default=DEFAULT_BREAKER_STORE_TIMEOUT_SECONDS, gt=0, le=10
+    )
+    breaker_refresh: BreakerRefresh = Field(default_factory=default_breaker_refresh)
+    breaker_refresh_wait_seconds: float = Field(
+        default=DEFAULT_BREAKER_REFRESH_WAIT_SECONDS, gt=0, le=2
     )
     # Module URLs published by the modules' stacks (/relay/<stage>/<module>/url), read
     # again every upstream_refresh_seconds; unset (local runs): routes.toml's URLs only.

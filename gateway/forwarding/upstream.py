@@ -249,7 +249,9 @@ class ModuleUpstream:
     ) -> ModuleAnswer:
         """Breaker: the attempt is admitted by the module's breaker (or
         :class:`BreakerOpenError`, not attempted) and counted: a 5xx answer, a timeout, an
-        unreachable module or an injected error is a failure, any other answer a success."""
+        unreachable module or an injected error is a failure, any other answer a success.
+        Where requests alone refresh the fleet's breaker copy (Lambda), admission first
+        waits for a due refresh, briefly (:meth:`FleetBreakers.refresh_if_due`)."""
         async with self.breaker.calling():
             answer = await self.within_timeout(method, target, request_headers, body, deadline)
             if answer.status_code >= 500:

@@ -22,7 +22,9 @@ shape (``tryAcquirePermission`` / ``onSuccess`` / ``onError``):
 - with a fleet (:mod:`gateway.resilience.fleet`), the state shared with the other gateway
   instances: the breaker reports its failures and transitions to it and follows its
   openings and closes (:meth:`CircuitBreaker.follow_open`, :meth:`CircuitBreaker.follow_close`),
-  and only the holder of the fleet's probe lease probes.
+  and only the holder of the fleet's probe lease probes. Where requests alone refresh the
+  fleet's copy (Lambda), :meth:`BreakerCall.__aenter__` first awaits a due refresh,
+  within its short bound (:meth:`FleetBreakers.refresh_if_due`).
 """
 
 from __future__ import annotations
@@ -439,6 +441,9 @@ class BreakerCall:
         self.probe = False
 
     async def __aenter__(self) -> BreakerCall:
+        fleet = self.breaker.fleet
+        if fleet is not None and fleet.requests_refresh:
+            await fleet.refresh_if_due()  # Lambda: the fleet's copy current, within its bound
         self.breaker.try_acquire_permission(self)
         return self
 

@@ -19,16 +19,27 @@ table (``kind = "breaker"``, ``name`` = module, one item per module):
   only) and every instance closes; its failure publishes a new opening.
 
 Every instance reads the items through a local copy refreshed at most every
-``refresh_seconds``, in the background: from the request path (a clock read and a
-comparison per request) and, in a process, from a loop of its own. A new opening in the
-copy opens the local breaker (pybreaker's public ``open()``), its disappearance closes it
+``refresh_seconds``: from the request path (a clock read and a comparison per request)
+and, in a process, from a loop of its own, in the background. A new opening in the copy
+opens the local breaker (pybreaker's public ``open()``), its disappearance closes it
 (``close()``); both are ordinary transitions, recorded and logged as the breaker's events.
 
+In Lambda (no loop: ``sleep=None``, ``RELAY_BREAKER_REFRESH=request``) an environment is
+frozen between invocations, so a copy refreshed in the background would show an opening
+only after the request that started the refresh had gone to the dead module. There, the
+one thing a request awaits is the refresh of the copy when it is due
+(:meth:`FleetBreakers.refresh_if_due`, from the breaker step): at most one load in flight
+per instance, which the requests that come meanwhile share, and none of them waits longer
+than ``refresh_wait_seconds`` after that load started; then the breaker decides, on the
+new copy or, the load not back yet, on the old one (the load lands later in the
+background). Every other store call, and every call in a process, is never awaited by a
+request.
+
 The store is never trusted to say a module is down by failing: every store call runs on
-the AWS thread pool with a deadline (:mod:`gateway.aws_calls`), never awaited by a
-request, and its errors and timeouts are logged and counted and change nothing. A copy
-older than ``stale_seconds`` is not followed for probing: the local breaker probes on its
-own timeout, as it would with no store at all.
+the AWS thread pool with a deadline (:mod:`gateway.aws_calls`), and its errors and
+timeouts are logged and counted and change nothing. A copy older than ``stale_seconds``
+is not followed for probing: the local breaker probes on its own timeout, as it would with
+no store at all.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway import aws_calls
 from gateway.config import (
     DEFAULT_BREAKER_REFRESH_SECONDS,
+    DEFAULT_BREAKER_REFRESH_WAIT_SECONDS,
     DEFAULT_BREAKER_STALE_SECONDS,
     DEFAULT_BREAKER_STORE_TIMEOUT_SECONDS,
 )
@@ -306,7 +318,8 @@ class FleetBreakers:
     """One gateway instance's view of the fleet's breakers, and its part in them. Built
     once per app and attached to each module's breaker; the breaker tells it of its
     failures, successes after failures and transitions, and asks it whether it may probe.
-    Nothing here is awaited by a request."""
+    Nothing here is awaited by a request, but for a due refresh of the copy when requests
+    alone refresh it (:meth:`refresh_if_due`, bounded by ``refresh_wait_seconds``)."""
 
     def __init__(
         self,
@@ -317,10 +330,12 @@ class FleetBreakers:
         refresh_seconds: float = DEFAULT_BREAKER_REFRESH_SECONDS,
         stale_seconds: float = DEFAULT_BREAKER_STALE_SECONDS,
         store_timeout_seconds: float = DEFAULT_BREAKER_STORE_TIMEOUT_SECONDS,
+        refresh_wait_seconds: float = DEFAULT_BREAKER_REFRESH_WAIT_SECONDS,
         sleep: Callable[[float], Awaitable[object]] | None = asyncio.sleep,
     ) -> None:
         """``sleep``: the background loop's (refreshing every ``refresh_seconds`` while the
-        process is idle); ``None``: requests alone start refreshes (tests drive :meth:`tick`)."""
+        process is idle); ``None``: requests alone refresh the copy (Lambda), and a request
+        whose copy is due waits for the refresh, at most ``refresh_wait_seconds``."""
         self.store = store
         self.instance = instance or instance_name()
         self.clock = clock
@@ -328,12 +343,15 @@ class FleetBreakers:
         self.stale_seconds = stale_seconds
         self.store_timeout_seconds = store_timeout_seconds
         self.sleep = sleep
+        self.refresh_wait_seconds = refresh_wait_seconds
+        self.requests_refresh = sleep is None  # the breaker step awaits refresh_if_due()
         self.records: dict[str, FleetRecord] = {}
         self.loaded_at = -math.inf
         self.store_errors: Counter[str] = Counter()
         self.breakers: dict[str, CircuitBreaker] = {}
         self._next_refresh = -math.inf
-        self._loading = False
+        self._load: asyncio.Future[Any] | None = None  # the refresh in flight
+        self._wait_until = -math.inf  # requests wait for it until then (the event loop's time)
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._following: dict[str, float] = {}  # module -> the opening its breaker follows
@@ -346,19 +364,36 @@ class FleetBreakers:
     def attach(self, breaker: CircuitBreaker) -> None:
         self.breakers[breaker.name] = breaker
 
-    # --- the copy: refreshed in the background ---------------------------------------------
+    # --- the copy: refreshed in the background, or awaited by requests (Lambda) ----------
 
     def tick(self) -> None:
         """On every request through a breaker: start a refresh when the copy is due one."""
         if self.clock() >= self._next_refresh:
             self._refresh()
 
+    async def refresh_if_due(self) -> None:
+        """Requests alone refresh the copy (``sleep`` None): before the breaker decides, a
+        request starts the refresh when the copy is due one and waits for the load in
+        flight, until it lands or ``refresh_wait_seconds`` after it started. Concurrent
+        requests share the one load and its deadline; a load that fails or is late changes
+        nothing (it is counted and logged when it fails) and the request goes on."""
+        self.tick()
+        load = self._load
+        if load is None or load.done():
+            return
+        remaining = self._wait_until - asyncio.get_running_loop().time()
+        if remaining > 0:
+            # the load's own done callback (_spawn) runs before this wait's: a load that
+            # landed is in the copy when this returns
+            await asyncio.wait((load,), timeout=remaining)
+
     def _refresh(self) -> None:
-        if self._loading:
+        if self._load is not None:
             return
         self._next_refresh = self.clock() + self.refresh_seconds  # one per period, even failing
-        if self._spawn("load", self.store.load, then=self._loaded):
-            self._loading = True
+        self._load = self._spawn("load", self.store.load, then=self._loaded)
+        if self._load is not None:
+            self._wait_until = asyncio.get_running_loop().time() + self.refresh_wait_seconds
             if self.sleep is not None and self._loop_task is None:
                 self._loop_task = asyncio.ensure_future(self._loop())
 
@@ -496,15 +531,16 @@ class FleetBreakers:
         *args: Any,
         then: Callable[[Any], None] | None = None,
         once: bool = False,
-    ) -> bool:
+    ) -> asyncio.Future[Any] | None:
+        """The store call, started on the AWS thread pool (None: not started)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return False  # no event loop (a synchronous caller): nothing to run it on
+            return None  # no event loop (a synchronous caller): nothing to run it on
         key = (operation, str(args[0]) if args else "")
         if once:
             if key in self._asking:
-                return False
+                return None
             self._asking.add(key)
         task = asyncio.ensure_future(
             aws_calls.call(
@@ -520,7 +556,7 @@ class FleetBreakers:
             self._tasks.discard(future)
             self._asking.discard(key)
             if operation == "load":
-                self._loading = False
+                self._load = None
             if future.cancelled():
                 return
             exc = future.exception()
@@ -537,7 +573,7 @@ class FleetBreakers:
                 then(future.result())
 
         task.add_done_callback(done)
-        return True
+        return task
 
     async def idle(self) -> None:
         """Wait for every store call in flight, and those their answers start (tests)."""
@@ -569,5 +605,6 @@ class FleetBreakers:
         return {
             "instance": self.instance,
             "refresh_seconds": self.refresh_seconds,
+            "refresh": "request" if self.requests_refresh else "background",
             "store_errors": dict(self.store_errors),
         }

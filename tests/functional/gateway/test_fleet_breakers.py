@@ -92,6 +92,15 @@ async def test_eight_instances_on_the_control_table_open_together(settings, stor
     assert store.load()["loads"].reason == "5 failures in a row across the fleet"
 
 
+async def test_in_lambda_mode_the_fleet_opens_after_its_fail_max_too(settings, store):
+    # requests alone refresh (Lambda), waiting for a due refresh: each other instance's
+    # first request after the opening fails fast (before: fail_max + 7 waited)
+    fleet = build_fleet(settings, store, idle_refresh=False)
+    assert await black_hole_outage(fleet) == FAIL_MAX
+    assert fleet.states() == [BreakerState.OPEN] * INSTANCES
+    assert all(f.store_errors == {} for f in fleet.fleets)
+
+
 async def test_after_recovery_one_probe_closes_the_whole_fleet(settings, store):
     fleet = build_fleet(settings, store, reset_timeout=5.0)
     await black_hole_outage(fleet, requests=2 * INSTANCES)

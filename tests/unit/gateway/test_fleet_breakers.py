@@ -11,8 +11,11 @@ every 0.5 s: with the shared state switched off, every one of the 40 requests se
 the full deadline (each instance needs its own 5 failures: 8 x 5 = 40); with it on, 5 do
 (the fleet's fifth failure in a row opens it) and every instance fails fast within 0.5 s
 of the first opening. With requests alone refreshing the copies (Lambda environments are
-frozen between invocations), each other instance's first request after the opening still
-waits: 12 (5 + 7).
+frozen between invocations), a request whose copy is due a refresh waits for it (at most
+``refresh_wait_seconds``) before its breaker decides: 5 again, each other instance failing
+fast from its first request after the opening (the last one 1.75 s after it). Before
+requests waited for it, each other instance's first request after the opening still
+waited the deadline: 12 (5 + 7).
 """
 
 from __future__ import annotations
@@ -181,8 +184,8 @@ class Fleet:
     clients: list[httpx.AsyncClient]
     fleets: list[FleetBreakers]
     breakers: list[CircuitBreaker]
+    idle_refresh: bool  # False: requests alone refresh (Lambda: frozen between them)
     sent: int = 0
-    idle_refresh: bool = True  # False: requests alone refresh (Lambda: frozen between them)
 
     async def request(self) -> httpx.Response:
         """The next request, round-robin; then time passes, and each instance's background
@@ -247,14 +250,25 @@ def loads_table(settings: GatewaySettings, reset_timeout: float) -> RouteTable:
     return RouteTable.from_dict(json.loads(json.dumps(data, default=list)), env={})
 
 
+async def parked(seconds: float) -> None:
+    """The background loop's sleep in the tests: it never wakes (``Fleet.request`` moves
+    time and ticks each instance, as the loop would while the process is idle)."""
+    await asyncio.Event().wait()
+
+
 def build_fleet(
     settings: GatewaySettings,
     store: BreakerStore | None,
     *,
     reset_timeout: float = 60.0,
     store_timeout: float = 5.0,
+    idle_refresh: bool = True,
+    refresh_wait: float = 1.0,
 ) -> Fleet:
-    """``store`` None: the shared state switched off (each instance decides alone)."""
+    """``store`` None: the shared state switched off (each instance decides alone).
+    ``idle_refresh`` False: requests alone refresh the copies, and wait for a due refresh
+    at most ``refresh_wait`` real seconds (generous here: the store answers in
+    microseconds, and the machine may be busy)."""
     mono, wall, module = MonotonicClock(), WallClock(), Module()
     table = loads_table(settings, reset_timeout)
     clients, fleets, breakers = [], [], []
@@ -265,7 +279,8 @@ def build_fleet(
                 instance=f"gw-{i}",
                 clock=wall,
                 store_timeout_seconds=store_timeout,
-                sleep=None,  # the test moves time and ticks each instance (Fleet.request)
+                refresh_wait_seconds=refresh_wait,
+                sleep=parked if idle_refresh else None,
             )
             if store is not None
             else None
@@ -285,7 +300,7 @@ def build_fleet(
         breakers.append(app.state.upstreams["loads"].breaker)
         if fleet is not None:
             fleets.append(fleet)
-    return Fleet(mono, wall, module, clients, fleets, breakers)
+    return Fleet(mono, wall, module, clients, fleets, breakers, idle_refresh)
 
 
 async def black_hole_outage(fleet: Fleet, requests: int = INSTANCES * FAIL_MAX) -> int:
@@ -328,20 +343,114 @@ async def test_with_shared_state_the_fleet_opens_on_its_failures_together(settin
     assert follower is not None and follower.reason.startswith("opened fleet-wide by gw-4")
 
 
-async def test_with_requests_alone_refreshing_the_lag_is_one_request_per_instance(settings):
+async def test_with_requests_alone_refreshing_the_fleet_opens_after_its_fail_max(settings):
     # GIVEN instances that refresh only when a request comes (a Lambda environment is
     # frozen between invocations: no loop runs while it is idle)
-    fleet = build_fleet(settings, MemoryBreakerStore())
-    fleet.idle_refresh = False
+    fleet = build_fleet(settings, MemoryBreakerStore(), idle_refresh=False)
     # WHEN loads is black-holed for the same 40 requests
     waited = await black_hole_outage(fleet)
-    # THEN the fleet's count opens it after fail_max failures, and each other instance's
-    # first request after that still goes (its refresh starts with it, in the background):
-    # at most fail_max + 7 waits, not 8 x fail_max
-    assert FAIL_MAX < waited <= FAIL_MAX + INSTANCES - 1
+    # THEN the fleet's fifth failure in a row opens it, and each other instance's first
+    # request after that waits for its due refresh, sees the opening and fails fast: only
+    # fail_max requests waited the full deadline (before: fail_max + 7; alone: 8 x fail_max)
+    assert waited == FAIL_MAX
     assert fleet.states() == [BreakerState.OPEN] * INSTANCES
+    # AND each instance opened on its first request after the opening: the last one
+    # 7 requests (1.75 s) later, the time its first request came
     opened = fleet.opened_at()
-    assert max(opened) - min(opened) <= 2.0
+    assert max(opened) - min(opened) == (INSTANCES - 1) * STEP_SECONDS
+    assert all(f.store_errors == {} for f in fleet.fleets)
+
+
+class GatedStore(MemoryBreakerStore):
+    """Its loads wait until ``gate`` is set (a store that hangs), then answer, or raise
+    with ``error``."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.error = error
+
+    def load(self) -> dict[str, FleetRecord]:
+        self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return super().load()
+
+
+OPENED_ELSEWHERE = FleetRecord(
+    "loads", opened_by="gw-x", opened_at=0.0, until=9e9, reason="5 failures in a row"
+)
+
+
+async def test_concurrent_requests_share_one_refresh_and_all_see_its_opening(settings):
+    # GIVEN a Lambda-mode instance, warmed by one live request (its copy loaded once)
+    store = GatedStore()
+    store.gate.set()
+    fleet = build_fleet(settings, store, idle_refresh=False, refresh_wait=5.0)
+    fleet.module.black_hole = False
+    client = fleet.clients[0]
+    assert (await client.get("/loads", headers=DRIVER)).status_code == 200
+    # AND then loads opened elsewhere, the copy due a refresh, the store's load held
+    store.items["loads"] = replace(OPENED_ELSEWHERE, opened_at=fleet.wall())
+    fleet.wall.advance(STEP_SECONDS * 2)
+    store.gate.clear()
+    shared = fleet.fleets[0]
+    waiting = 0
+    refresh_if_due = shared.refresh_if_due
+
+    async def counted() -> None:
+        nonlocal waiting
+        waiting += 1
+        await refresh_if_due()
+
+    shared.refresh_if_due = counted  # type: ignore[method-assign]
+    # WHEN 6 requests come to it at once, and the load answers once all are waiting
+    requests = [asyncio.ensure_future(client.get("/loads", headers=DRIVER)) for _ in range(6)]
+    for _ in range(10_000):  # each request's steps up to the breaker: a few loop turns
+        if waiting == len(requests):
+            break
+        await asyncio.sleep(0)
+    assert waiting == len(requests) and not any(r.done() for r in requests)
+    store.gate.set()
+    answers = await asyncio.gather(*requests)
+    # THEN one load served all six, and every one of them failed fast on its opening
+    assert store.calls["load"] == 2  # the warm-up's, and this one
+    # (the warm-up's answer, kept by the route's fallback, answers for the module)
+    assert all("relay-degraded" in a.headers for a in answers)
+    assert fleet.module.reached == 1  # the warm-up only
+    assert fleet.breakers[0].state is BreakerState.OPEN
+
+
+@pytest.mark.parametrize("error", [None, ConnectionError("store unreachable")])
+async def test_a_hung_or_failing_store_costs_a_lambda_request_at_most_the_short_wait(
+    settings, caplog, error
+):
+    # GIVEN Lambda-mode instances whose store hangs (its calls time out after 1 s) or
+    # fails, and whose late answers would say loads is open; loads itself is healthy
+    store = GatedStore(error)
+    wait = 0.02
+    fleet = build_fleet(settings, store, idle_refresh=False, store_timeout=1.0, refresh_wait=wait)
+    store.items["loads"] = replace(OPENED_ELSEWHERE, opened_at=fleet.wall())
+    fleet.module.black_hole = False
+    if error is not None:
+        store.gate.set()
+    # WHEN each instance gets two requests (the first one's copy is due a refresh)
+    took = []
+    for client in fleet.clients * 2:
+        started = time.perf_counter()
+        response = await client.get("/loads", headers=DRIVER)
+        took.append(time.perf_counter() - started)
+        # THEN each one is answered live: no breaker opened
+        assert response.status_code == 200 and "relay-degraded" not in response.headers
+    # AND none waited for the store longer than the short wait (with margin for a busy
+    # machine), far less than the store's own 1 s deadline
+    assert max(took) < 0.5
+    await fleet.settle()  # the hung loads reach their 1 s deadline
+    store.gate.set()
+    # AND each instance's failed load was counted and logged, and changed nothing
+    assert fleet.states() == [BreakerState.CLOSED] * INSTANCES
+    assert all(f.store_errors == {"load": 1} for f in fleet.fleets)
+    assert "breaker store: load for all modules failed" in caplog.text
 
 
 async def test_one_prober_fleet_wide_and_its_success_closes_every_instance(settings):
@@ -470,6 +579,24 @@ def test_the_settings_build_a_control_table_fleet_unless_switched_off(settings):
         settings.model_copy(update={"control_table": "t", "breaker_fleet": False}), routes=table
     )
     assert off.state.fleet is None
+
+
+def test_in_lambda_requests_refresh_the_copy_unless_told_otherwise(settings, monkeypatch):
+    table = RouteTable.load(settings.routes_file, env=UPSTREAMS)
+    shared = settings.model_copy(update={"control_table": "t"})
+    process = create_app(shared, routes=table).state.fleet
+    assert process.sleep is not None and not process.requests_refresh
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "relay-gateway")
+    assert GatewaySettings().breaker_refresh == "request"
+    lambda_fleet = create_app(
+        shared.model_copy(update={"breaker_refresh": GatewaySettings().breaker_refresh}),
+        routes=table,
+    ).state.fleet
+    assert lambda_fleet.sleep is None and lambda_fleet.requests_refresh
+    assert lambda_fleet.refresh_wait_seconds == 0.1
+    assert lambda_fleet.summary()["refresh"] == "request"
+    monkeypatch.setenv("RELAY_BREAKER_REFRESH", "background")
+    assert GatewaySettings().breaker_refresh == "background"
 
 
 async def test_the_background_loop_refreshes_an_idle_instance():
