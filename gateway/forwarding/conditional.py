@@ -28,7 +28,6 @@ import re
 from starlette.responses import Response
 
 from shared_contracts import headers
-from shared_contracts.degraded import DegradedMarker
 
 ETAG = b"etag"
 IF_NONE_MATCH = b"if-none-match"
@@ -57,15 +56,10 @@ class NotModified(Response):
         self.background = None
 
 
-def entity_tag(body: bytes, content_type: bytes, source: bytes = b"") -> bytes:
+def entity_tag(body: bytes | memoryview, content_type: bytes, source: bytes = b"") -> bytes:
     """The strong tag of a representation: ``"<32 hex digits>"``. ``source`` is empty on a
     live answer, the fallback's module and kind on a degraded one."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(content_type)
-    digest.update(b"\0")
-    digest.update(source)
-    digest.update(b"\0")
-    digest.update(body)
+    digest = hashlib.blake2b(b"\0".join((content_type, source, body)), digest_size=16)
     return b'"' + digest.hexdigest().encode() + b'"'
 
 
@@ -82,11 +76,11 @@ def if_none_match_tags(values: list[bytes]) -> set[bytes] | None:
 
 def source_of(marker: bytes | None) -> bytes:
     """What a degraded answer's tag adds for its source: the marker without its age (the
-    age grows every second; the copy does not)."""
+    age grows every second; the copy does not). The gateway wrote the marker itself
+    (``DegradedMarker.header_value``: module, fallback, then age), so no parsing is needed."""
     if marker is None:
         return b""
-    parsed = DegradedMarker.parse(marker.decode("latin-1"))
-    return f"{parsed.module};{parsed.fallback.value}".encode()
+    return marker.partition(b"; age=")[0]
 
 
 def conditional_get(
@@ -98,13 +92,11 @@ def conditional_get(
     list split over several ``If-None-Match`` fields counts whole."""
     if method != "GET" or response.status_code != 200:
         return response
+    kept = response.raw_headers
     content_type = b""
     marker = None
-    cache_control = vary = False
-    kept: list[tuple[bytes, bytes]] = []
-    for name, value in response.raw_headers:
-        if name == ETAG:
-            continue  # a module's own tag: the gateway's stands for the bytes it sends
+    cache_control = vary = tagged = False
+    for name, value in kept:
         if name == b"content-type":
             content_type = value
         elif name == DEGRADED:
@@ -113,8 +105,11 @@ def conditional_get(
             cache_control = True
         elif name == VARY:
             vary = True
-        kept.append((name, value))
-    tag = entity_tag(bytes(response.body), content_type, source_of(marker))
+        elif name == ETAG:
+            tagged = True
+    if tagged:  # a module's own tag: the gateway's stands for the bytes it sends
+        kept = [(n, v) for n, v in kept if n != ETAG]
+    tag = entity_tag(response.body, content_type, source_of(marker))
     kept.append((ETAG, tag))
     if not cache_control:
         kept.append((CACHE_CONTROL, PRIVATE_NO_CACHE))

@@ -182,9 +182,12 @@ def fallback_call(
         identity=identity,
         idempotency_key=key,
         request_id=request_id,
+        # what a deferred write is replayed with (only writes are deferred)
         forwarded_headers={
             name.decode(): value.decode("latin-1") for name, value in out if name in _CALL_HEADERS
-        },
+        }
+        if body or scope["method"] in WRITE_METHODS
+        else {},
         accepted_at=accepted_at,
     )
 

@@ -206,6 +206,7 @@ class LoadsLastKnownGood(LastKnownGood):
     ) -> None:
         super().__init__(max_entries, clock=clock)
         self.store = store
+        self._fits: dict[tuple[type[BaseModel], bytes], None] = {}  # copies found to fit
 
     async def stored_load(self, caller: str, load_id: str) -> CachedLoad | None:
         """``load_id`` of ``caller`` from the fallback store (the second layer)."""
@@ -252,11 +253,20 @@ class LoadsLastKnownGood(LastKnownGood):
         return CachedLoad(parse_copy(LoadPublic, detail[0], f"/loads/{load_id}"), *detail)
 
     def usable(self, call: Call, body: bytes) -> bytes | None:
-        parts = call.path.split("/")
+        """The copy if it fits its contract: checked the first time it is served, not on
+        each of the many times an outage serves the same bytes (``body`` is kept by
+        reference in the copies, so its hash is computed once)."""
         if call.path == "/loads":
-            parse_copy(LoadList, body, call.path)
-        elif len(parts) == 3:  # a detail asked with a query string
-            parse_copy(LoadPublic, body, call.path)
+            model: type[BaseModel] = LoadList
+        elif call.path.count("/") == 2:  # a detail asked with a query string
+            model = LoadPublic
+        else:
+            return body
+        if (model, body) not in self._fits:
+            parse_copy(model, body, call.path)
+            self._fits[(model, body)] = None
+            while len(self._fits) > self.max_entries:
+                del self._fits[next(iter(self._fits))]
         return body
 
     async def serve(self, call: Call) -> Response | None:

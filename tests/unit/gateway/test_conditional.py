@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.forwarding.conditional import entity_tag, if_none_match_tags
+from gateway.forwarding.conditional import entity_tag, if_none_match_tags, source_of
 from gateway.routing.routes import RouteTable, RouteTableError
 from shared_contracts.degraded import DegradedMarker, FallbackKind
 from shared_contracts.identity import Role
@@ -134,7 +134,9 @@ def test_a_degraded_gate_pass_list_is_tagged_and_revalidated(gateway, upstream, 
     assert degraded.headers["etag"] != live.headers["etag"]
     assert (
         degraded.headers["etag"]
-        == entity_tag(degraded.content, b"application/json", b"gatepass;last-known-good").decode()
+        == entity_tag(
+            degraded.content, b"application/json", b"module=gatepass; fallback=last-known-good"
+        ).decode()
     )
     again = gateway.get(
         "/gatepass", headers={**bearer(), "if-none-match": degraded.headers["etag"]}
@@ -284,3 +286,14 @@ def test_under_lambda_a_304_has_no_body_and_keeps_the_headers(settings, upstream
     assert again["statusCode"] == 304 and again["body"] == ""
     assert again["headers"]["etag"] == first["headers"]["etag"]
     assert again["headers"]["cache-control"] == "private, no-cache"
+
+
+def test_a_degraded_answer_keeps_its_tag_as_its_copy_ages() -> None:
+    def marker(age: int | None) -> bytes:
+        value = DegradedMarker(module="loads", fallback=FallbackKind.LAST_KNOWN_GOOD, age=age)
+        return value.header_value().encode()
+
+    assert source_of(marker(5)) == source_of(marker(3600)) == source_of(marker(None))
+    other = DegradedMarker(module="loads", fallback=FallbackKind.STATIC, age=5)
+    assert source_of(other.header_value().encode()) != source_of(marker(5))
+    assert source_of(None) == b""

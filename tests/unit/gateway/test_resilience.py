@@ -13,6 +13,7 @@ import pytest
 
 from gateway.app import build_fallbacks, create_app
 from gateway.config import GatewaySettings
+from gateway.resilience import fallbacks
 from gateway.resilience.breaker import ProbeStillRunningError
 from gateway.resilience.retry import (
     BudgetConfig,
@@ -487,6 +488,32 @@ async def test_a_cached_load_list_that_does_not_fit_the_contract_is_a_logged_503
     assert as_detail.headers["content-type"] == "application/problem+json"
     assert h.app.state.forwarder.fallback_errors == {"loads:last-known-good": 2}
     assert "does not fit LoadList" in caplog.text
+
+
+async def test_a_cached_list_is_checked_against_its_contract_once_not_on_every_serve(
+    harness, upstream, monkeypatch
+):
+    # GIVEN a driver's list cached live, and loads down
+    h = harness()
+    listing = upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [LOAD]})
+    )
+    await h.client.get("/loads", headers=h.auth())
+    listing.mock(side_effect=httpx.ConnectError("down"))
+    parsed: list[str] = []
+    real = fallbacks.parse_copy
+
+    def counting(model, body, what):
+        parsed.append(model.__name__)
+        return real(model, body, what)
+
+    monkeypatch.setattr(fallbacks, "parse_copy", counting)
+    # WHEN the app polls it five times during the outage
+    answers = [await h.client.get("/loads", headers=h.auth()) for _ in range(5)]
+    # THEN all five are served from the copy, which was parsed the first time only
+    assert {r.status_code for r in answers} == {200}
+    assert all("relay-degraded" in r.headers for r in answers)
+    assert parsed == ["LoadList"]
 
 
 async def test_a_cached_load_detail_that_does_not_fit_the_contract_is_a_503(harness, upstream):
