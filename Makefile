@@ -55,7 +55,8 @@ test-integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
 # The benchmark (docs/benchmarks.md): a few minutes, loopback only; not part of `make test`.
-# nginx and wrk come from Debian's packages, installed here if missing.
+# nginx, wrk and valgrind (the before/after instruction counts) come from Debian's
+# packages, installed here if missing.
 # BENCH_ARGS: --quick (a smoke check), --rounds N, --seconds S, --baseline REF (this tree
 # against git REF in the same run: make bench BENCH_ARGS="--baseline d29e99e").
 $(BENCH_STAMP): $(STAMP)
@@ -64,9 +65,9 @@ $(BENCH_STAMP): $(STAMP)
 	touch $@
 
 bench: $(BENCH_STAMP)
-	@command -v nginx >/dev/null && command -v wrk >/dev/null || \
+	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v valgrind >/dev/null || \
 		{ $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
-		  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q nginx-light wrk; }
+		  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q nginx-light wrk valgrind; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The quality gate: CI runs it before the tests, pre-commit runs it on every commit.

@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ from module_kit.signed_context import generate_key_pair
 from relay.cloud import load_template
 from relay.paths import shown
 
-from . import verdicts
+from . import instructions, verdicts
 from .harness import (
     LOAD_BODY,
     LOAD_CPU,
@@ -387,13 +388,17 @@ def trip(gw: Gateway, module: str = "loads", calls: int = 5) -> None:
 
 
 def fast_fail_gateways(
-    state: Path, nginx: Nginx, root: Path = ROOT, names: tuple[str, ...] = (OPEN, HALF_OPEN)
+    state: Path,
+    nginx: Nginx,
+    root: Path = ROOT,
+    names: tuple[str, ...] = (OPEN, HALF_OPEN),
+    wrapper: list[str] | None = None,
 ) -> tuple[Gateway, dict[str, tuple[Gateway, BlackHole]]]:
     """A gateway of the tree at ``root`` forwarding to the healthy upstream, and one per
     breaker setting (``names``) whose loads upstream is a black hole (answering once
-    first, so a last-known-good copy exists)."""
+    first, so a last-known-good copy exists). ``wrapper``: see :class:`Gateway`."""
     ups = upstreams(nginx)
-    healthy = Gateway(state, ups, root=root)
+    healthy = Gateway(state, ups, root=root, wrapper=wrapper)
     resets = {OPEN: 600.0, HALF_OPEN: 1.0}
     holed = {}
     for name in names:
@@ -403,6 +408,7 @@ def fast_fail_gateways(
             {**ups, "loads": hole.url},
             root=root,
             routes={"modules": {"loads": {"breaker": {"reset_timeout_seconds": resets[name]}}}},
+            wrapper=wrapper,
         )
         holed[name] = (gw, hole)
     return healthy, holed
@@ -1052,6 +1058,64 @@ BASELINE_FIGURES = [
 FIGURE_NAMES = {"cpu_us": "CPU us/request", "rps": "RPS", "p99_ms": "p99 ms"}
 
 
+INSTRUCTION_ROUNDS = 2
+WHOLE_SERVER = "the whole server process, one request at a time"
+NO_ETAG = "the whole server, this tree with `etag` off on every route"
+INPROCESS = "the gateway's own code, in-process (bench/callgrind_forward.py)"
+# (scope of the after figure, scope of the before figure it is compared with, judged)
+INSTRUCTION_FIGURES = [
+    (WHOLE_SERVER, WHOLE_SERVER, True),
+    (NO_ETAG, WHOLE_SERVER, True),
+    (INPROCESS, INPROCESS, False),
+]
+
+
+def without_etags(root: Path) -> dict[str, Any]:
+    """A routes.toml override turning every route's conditional GETs off: what the
+    request pipeline costs without the tag's hash (the ``before`` tree has no tags)."""
+    routes = tomllib.loads(in_tree(root, "routes.toml").read_text())["routes"]
+    return {"routes": [{**r, "etag": False} for r in routes]}
+
+
+def server_instructions(
+    state: Path, nginx: Nginx, trees: dict[str, Path]
+) -> dict[tuple[str, str, str], list[float]]:
+    """{(phase, tree, WHOLE_SERVER): instructions per request, one per round}: each tree's
+    gateway under callgrind, forwarding to nginx (hop) and with its breaker open on a
+    black-holed upstream (fast-fail)."""
+    out = state / "callgrind"
+    out.mkdir(exist_ok=True)
+    figures: dict[tuple[str, str, str], list[float]] = {}
+    for tree, root in trees.items():
+        wrapper = instructions.callgrind_wrapper(out)
+        healthy, holed = fast_fail_gateways(state, nginx, root, names=(OPEN,), wrapper=wrapper)
+        gw_open, hole = holed[OPEN]
+        try:
+            with running(healthy, gw_open):
+                for gw in (healthy, gw_open):
+                    assert gw.get("/loads", timeout=60).status_code == 200
+                trip(gw_open)
+                for phase, gw in (("hop", healthy), ("fast-fail", gw_open)):
+                    figures[(phase, tree, WHOLE_SERVER)] = _counted(gw, phase, tree, out)
+        finally:
+            hole.close()
+    root = trees["after"]
+    plain = Gateway(state, upstreams(nginx), root=root, routes=without_etags(root), wrapper=wrapper)
+    with running(plain):
+        assert plain.get("/loads", timeout=60).status_code == 200
+        figures[("hop", "after", NO_ETAG)] = _counted(plain, "hop", "after, no etag", out)
+    return figures
+
+
+def _counted(gw: Gateway, phase: str, tree: str, out: Path) -> list[float]:
+    values = instructions.server_per_request(
+        gw.pid, gw.url + "/loads", gw.token, out, INSTRUCTION_ROUNDS
+    )
+    shown = ", ".join(f"{v:,.0f}" for v in values)
+    print(f"  {phase:<9} {tree:<14} {shown} instructions/request (callgrind)", flush=True)
+    return values
+
+
 def run_baseline(
     ref: str, rounds: int, seconds: int, warmup: int, note: str = ""
 ) -> dict[str, Any]:
@@ -1095,10 +1159,18 @@ def run_baseline(
                             m = measurement(phase, name, r, result, argv, cpu_seconds=cpu)
                             measurements.append(m)
                             echo(m)
+            trees_at = {"before": base_root, "after": ROOT}
+            counted = (
+                server_instructions(state, nginx, trees_at) if instructions.available() else {}
+            )
         finally:
             for hole in holes:
                 hole.close()
             nginx.stop()
+        if counted:
+            inprocess = instructions.per_request(trees_at, rounds=INSTRUCTION_ROUNDS)
+            for (tree, phase), values in inprocess.items():
+                counted[(phase, tree, INPROCESS)] = values
 
     def figure(phase: str, name: str, attr: str) -> list[float]:
         runs = sorted(
@@ -1129,6 +1201,30 @@ def run_baseline(
                 else "(shown, no verdict)",
             }
         )
+    for phase in ("hop", "fast-fail"):
+        for scope, before_scope, judged in INSTRUCTION_FIGURES:
+            counts_after = counted.get((phase, "after", scope))
+            counts_before = counted.get((phase, "before", before_scope))
+            if not counts_after or not counts_before:
+                continue
+            after, before = counts_after, counts_before
+            change = spread(ratios(after, before))
+            comparisons.append(
+                {
+                    "phase": phase,
+                    "run": scope,
+                    "figure": "instructions/request",
+                    "before": spread(before).as_dict(),
+                    "after": spread(after).as_dict(),
+                    "after_over_before": change.as_dict(),
+                    "noise_threshold": NOISE_THRESHOLDS["baseline"],
+                    "verdict": verdicts.baseline_verdict(
+                        change, spread(before), higher_is_better=False
+                    )
+                    if judged
+                    else "(shown, no verdict)",
+                }
+            )
     return {
         "started": started,
         "ref": ref,
@@ -1613,14 +1709,22 @@ def baseline_markdown(b: dict[str, Any] | None) -> list[str]:
         "before, after. Each round gives after/before; the verdict is on the median: "
         "**within 5%** (no speed lost), **slower** (more than 5% worse), **faster** "
         "(more than 5% better), or **too noisy** when the before tree's own figure spread "
-        f"over {NOISE_THRESHOLDS['baseline']:.0%} across the rounds. Two figures are "
-        "judged: the gateway process's **CPU time per request** (user + system from "
-        "/proc, divided by the requests wrk saw answered), and its **RPS**. The gateway is "
-        "pinned to one core and saturated, so its RPS is the inverse of its CPU per "
-        "request plus whatever the host takes from that core: on a shared host the RPS "
-        "of one tree moves by 2-3x between rounds while its CPU per request holds within "
-        "a few percent, which is why CPU per request is the figure that can tell a 5% "
-        "change. p99 ratios are shown without a verdict.",
+        f"over {NOISE_THRESHOLDS['baseline']:.0%} across the rounds. Three figures:",
+        "",
+        "- **instructions per request** (bench/instructions.py; needs Valgrind): each "
+        "tree's server run under callgrind, instrumentation on only while requests go "
+        "one at a time over one keep-alive connection (the event loop, HTTP parsing, "
+        "the gateway, the forward: everything but the kernel). The count is the same "
+        "from run to run within a fraction of a percent whatever else the host does, so "
+        "it is the figure that can tell a 5% change on a shared host. It is also "
+        "shown for this tree with `etag` off on every route (what the request pipeline "
+        "costs without the conditional-GET hash, which the before tree does not have), "
+        "and for the gateway's own code alone, in-process (bench/callgrind_forward.py);",
+        "- the gateway process's **CPU time per request** (user + system from /proc over "
+        "a wrk run at full speed);",
+        "- its **RPS** at full speed. On a shared 2-core host RPS moves 2-3x between "
+        "rounds and CPU per request 20-30%: these two usually end as too noisy. p99 "
+        "ratios are shown without a verdict.",
         "",
     ]
     if not b:
@@ -1631,7 +1735,11 @@ def baseline_markdown(b: dict[str, Any] | None) -> list[str]:
         "|---|---|---|---:|---:|---:|---|",
     ]
     for c in b["comparisons"]:
-        fmt = {"RPS": "{:,.0f}", "CPU us/request": "{:,.1f}"}.get(c["figure"], "{:.2f}")
+        fmt = {
+            "RPS": "{:,.0f}",
+            "CPU us/request": "{:,.1f}",
+            "instructions/request": "{:,.0f}",
+        }.get(c["figure"], "{:.2f}")
         before, after, change = (
             Spread(**{k: v for k, v in c[key].items() if k != "relative_spread"})
             for key in ("before", "after", "after_over_before")

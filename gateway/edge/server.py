@@ -313,6 +313,7 @@ def server_config(
         port=port,
         http=protocol_class(settings),
         proxy_headers=False,
+        server_header=False,  # the software the gateway runs is nobody's business
         log_level=log_level,
         access_log=access_log,
         **tls,

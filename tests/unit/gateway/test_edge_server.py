@@ -315,6 +315,7 @@ def test_the_server_runs_without_proxy_headers_and_with_the_edge_protocol(tmp_pa
     )
     config.load()
     assert config.proxy_headers is False
+    assert config.server_header is False  # no "server: uvicorn" on any answer
     assert config.http_protocol_class.header_timeout == HEADER_TIMEOUT
     assert config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
     assert config.ssl_ciphers == TLS_CIPHERS
