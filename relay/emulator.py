@@ -28,11 +28,12 @@ transaction only ever undoes itself.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -96,6 +97,29 @@ def serialize_dynamodb(
         DynamoHandler.call_action = original  # type: ignore[method-assign]
 
     return undo
+
+
+@contextlib.contextmanager
+def in_process(host: str = "127.0.0.1") -> Iterator[str]:
+    """moto's server on a free port of ``host`` in this process, patched as ``python -m
+    relay.emulator`` is (for tests that drive handlers in-process): its URL. Its state
+    starts empty and is cleared on the way out; the patches are undone."""
+    import httpx
+    from moto.server import ThreadedMotoServer
+
+    undo = [keep_fifo_groups_in_order(), serialize_dynamodb()]
+    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+    server.start()
+    bound_host, port = server.get_host_and_port()
+    url = f"http://{bound_host}:{port}"
+    httpx.post(f"{url}/moto-api/reset", timeout=10)  # the backends are this process's
+    try:
+        yield url
+    finally:
+        httpx.post(f"{url}/moto-api/reset", timeout=10)
+        server.stop()
+        for patch in undo:
+            patch()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -240,7 +240,8 @@ class LocalStack:
         base_env.pop("AWS_PROFILE", None)
         moto_port = free_port()
         self.emulator_url = f"http://{HOST}:{moto_port}"
-        # moto's server, with SQS FIFO groups kept in order (relay/emulator.py).
+        # moto's server, with SQS FIFO groups kept in order and DynamoDB transactions that
+        # cannot undo each other (relay/emulator.py).
         moto = Process(
             "emulator",
             [sys.executable, "-m", "relay.emulator", "-H", HOST, "-p", str(moto_port)],

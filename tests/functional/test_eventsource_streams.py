@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
+from relay import emulator
 from relay.eventsource import DynamoDBStreamRunner
 
 MAX_POLLS = 20  # bound on every loop below
@@ -20,16 +19,8 @@ MAX_POLLS = 20  # bound on every loop below
 
 @pytest.fixture
 def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    httpx.post(f"{url}/moto-api/reset")
-    try:
+    with emulator.in_process() as url:
         yield url
-    finally:
-        httpx.post(f"{url}/moto-api/reset")
-        server.stop()
 
 
 def client(service: str, endpoint: str) -> Any:

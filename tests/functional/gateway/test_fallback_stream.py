@@ -14,13 +14,12 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from gateway.app import build_fallbacks, create_app
 from gateway.fallbackstore.projector import Projector, make_handler
 from gateway.fallbackstore.store import FallbackStore
 from gateway.routing.routes import RouteTable
-from relay import demo
+from relay import demo, emulator
 from relay.cloud import LocalCloud, StackResult
 from relay.eventsource import DynamoDBStreamRunner
 from shared_contracts.degraded import DegradedMarker, FallbackKind
@@ -61,30 +60,21 @@ class Stage:
 
 @pytest.fixture
 def stage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stage]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    # The server's state is this process's moto backends: start from none, leave none.
-    httpx.post(f"{endpoint}/moto-api/reset")
-    try:
+    with emulator.in_process() as endpoint:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
         cloud = LocalCloud(endpoint_url=endpoint)
         stack = cloud.deploy_system(
             parameters={"Stage": "local", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
         )
         yield Stage(cloud, stack, endpoint)
-    finally:
-        httpx.post(f"{endpoint}/moto-api/reset")
-        server.stop()
 
 
 def drain(stage: Stage, stream_arn: str, store: FallbackStore) -> int:

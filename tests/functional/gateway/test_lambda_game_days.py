@@ -37,7 +37,6 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from gateway.app import create_app
 from gateway.config import DEFAULT_STORE_TIMEOUT_SECONDS, GatewaySettings
@@ -47,7 +46,7 @@ from gateway.fallbackstore import projector
 from gateway.resilience.fallbacks import LastKnownGood
 from gateway.routing.routes import RouteTable
 from module_kit.lambda_entry import lambda_handler
-from relay import demo
+from relay import demo, emulator
 from relay.cloud import LocalCloud
 from relay.eventsource import DynamoDBStreamRunner
 from shared_contracts.degraded import (
@@ -95,22 +94,17 @@ def closed_port() -> Iterator[int]:
 
 @pytest.fixture
 def stage(monkeypatch: pytest.MonkeyPatch, closed_port: int) -> Iterator[Stage]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    httpx.post(f"{endpoint}/moto-api/reset")
-    down = f"http://127.0.0.1:{closed_port}/"
-    try:
+    with emulator.in_process() as endpoint:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        down = f"http://127.0.0.1:{closed_port}/"
         # The modules' stacks publish their function URLs in SSM; the gateway's environment
         # (and its run-time directory) resolve them: loads and gatepass are down there.
         cloud = LocalCloud(
@@ -121,9 +115,6 @@ def stage(monkeypatch: pytest.MonkeyPatch, closed_port: int) -> Iterator[Stage]:
             parameters={"Stage": "local", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
         )
         yield Stage(cloud, stack, endpoint, down)
-    finally:
-        httpx.post(f"{endpoint}/moto-api/reset")
-        server.stop()
 
 
 @pytest.fixture
