@@ -7,6 +7,7 @@ from bench import inprocess
 from bench.run import (
     FLEET_FALLBACK,
     FLEET_HEALTHY,
+    FLEET_STORE,
     LAMBDA_MODE,
     ONE_PROCESS,
     Measurement,
@@ -18,7 +19,7 @@ from bench.run import (
 def report(healthy_p99: float) -> Report:
     r = Report("2026-12-03 18:00 UTC", 2, 2, 1, {}, {}, quick=True)
     for round_ in (1, 2):
-        for name, p99 in ((FLEET_HEALTHY, healthy_p99), (FLEET_FALLBACK, 4.0)):
+        for name, p99 in ((FLEET_HEALTHY, healthy_p99), (FLEET_FALLBACK, 4.0), (FLEET_STORE, 6.0)):
             r.measurements.append(
                 Measurement("fleet", name, round_, 400.0, 2.0, p99, 800, 1.0, "wrk ...")
             )
@@ -46,6 +47,9 @@ def test_fleet_section_shows_each_round_and_says_it_was_a_quick_run():
     # the in-flight floor for the phase's 2 drivers: 2 x ceil(5 / 2) + 1
     assert "2 x ceil(fail_max / 2) + 1 = 7 would wait" in text
     assert "Host noise" not in text
+    # the fallback store's run: explained, and its own row of the table
+    assert "answered from the fallback store" in text
+    assert f"| {FLEET_STORE} | 2 | 400 (400-400) | 2.00 | 6.00 (6.00-6.00) | 100.00% |" in text
     # Lambda mode next to the one-process figure, the ratio taken round by round
     assert "| Lambda / one process, round by round | 2.750x (2.500-3.000, 2 rounds) |" in text
 
@@ -64,3 +68,12 @@ def test_lambda_mode_forwards_http_api_events_on_a_named_stage_through_mangum():
     assert len(rounds) == 2 and all(us > 0 for us in rounds)
     event = inprocess.http_api_event("t", 3)
     assert event["rawPath"] == "/prod/loads" and event["requestContext"]["stage"] == "prod"
+
+
+def test_fleet_section_says_when_the_store_run_fell_behind_its_rate():
+    r = report(healthy_p99=3.0)
+    r.fleet_rate = 400
+    assert "Fallback store:" not in "\n".join(fleet_markdown(r))
+    r.fleet_rate = 800  # the store's run achieved 400 RPS of the 800 offered
+    text = "\n".join(fleet_markdown(r))
+    assert "Fallback store: its paced run achieved 400 RPS of the ~800 offered" in text
