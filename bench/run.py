@@ -1821,7 +1821,12 @@ def baseline_markdown(b: dict[str, Any] | None) -> list[str]:
         "it is the figure that can tell a 5% change on a shared host. It is also "
         "shown for this tree with `etag` off on every route (what the request pipeline "
         "costs without the conditional-GET hash, which the before tree does not have), "
-        "and for the gateway's own code alone, in-process (bench/callgrind_forward.py);",
+        "and for the gateway's own code alone, in-process (bench/callgrind_forward.py). "
+        "One blind spot: Valgrind's virtual CPU has no SHA extensions, so OpenSSL's "
+        "SHA-256 (the ETag's hash) takes its software path under callgrind, about 20 "
+        "instructions a byte, where the real CPU takes the SHA instructions (half the "
+        "time of the interpreter's BLAKE2b on a 1 KB list): the count overstates what "
+        "the tag costs;",
         "- the gateway process's **CPU time per request** (user + system from /proc over "
         "a wrk run at full speed);",
         "- its **RPS** at full speed. On a shared 2-core host RPS moves 2-3x between "

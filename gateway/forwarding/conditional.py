@@ -3,7 +3,9 @@
 to the final answer, live or from a fallback, so a polling app downloads a list only when
 it changed.
 
-- The tag is a hash (BLAKE2b, 128 bits) of the exact body bytes sent, their content type
+- The tag is a hash (SHA-256, its first 128 bits; OpenSSL's, with the CPU's SHA
+  instructions where it has them: half the time of the interpreter's own BLAKE2b on a 1 KB
+  list) of the exact body bytes sent, their content type
   and, on a fallback's answer, its source (the ``Relay-Degraded`` marker's module and
   fallback, not its ``age``). A live answer and a degraded one never share a tag: a 304
   refreshes the headers a device's HTTP cache keeps but cannot remove one, so a shared
@@ -59,8 +61,8 @@ class NotModified(Response):
 def entity_tag(body: bytes | memoryview, content_type: bytes, source: bytes = b"") -> bytes:
     """The strong tag of a representation: ``"<32 hex digits>"``. ``source`` is empty on a
     live answer, the fallback's module and kind on a degraded one."""
-    digest = hashlib.blake2b(b"\0".join((content_type, source, body)), digest_size=16)
-    return b'"' + digest.hexdigest().encode() + b'"'
+    digest = hashlib.sha256(b"\0".join((content_type, source, body))).hexdigest()
+    return b'"' + digest[:32].encode() + b'"'
 
 
 def if_none_match_tags(values: list[bytes]) -> set[bytes] | None:
