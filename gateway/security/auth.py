@@ -6,7 +6,9 @@ Tokens are RS256 JWTs as Amazon Cognito issues them: ``iss`` is the user pool, `
 claim (groups ``driver``, ``gate``, ``dispatch``, ``ops``); drivers carry their id in
 ``custom:driver_id``. Keys come from the pool's JWKS URL, cached, and fetched again when a
 token names a key id not seen yet (key rotation) — at most once per
-``min_refresh_seconds``, so forged key ids cannot make us hammer the issuer.
+``min_refresh_seconds``, so forged key ids cannot make us hammer the issuer. One fetch at
+a time: requests that need keys while a fetch is in flight (a cold process's first burst)
+await that fetch, and only its end (keys or failure) starts the ``min_refresh_seconds``.
 
 The gateway is the only place that looks at a caller's token; modules receive the signed
 identity context the gateway derived from it, never the token.
@@ -104,6 +106,7 @@ class JwksKeySource:
         self.transport = transport
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
+        self._inflight: asyncio.Future[None] | None = None
         self.fetches = 0
 
     async def _fetch(self) -> dict[str, Any]:
@@ -119,12 +122,32 @@ class JwksKeySource:
             return response.json()
 
     async def _refresh(self) -> None:
-        self._fetched_at = self.clock()
-        keys = {}
-        for jwk in (await self._fetch()).get("keys", []):
-            if jwk.get("kty") == "RSA" and jwk.get("kid"):
-                keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm="RS256").key
-        self._keys = keys
+        try:
+            async with asyncio.timeout(JWKS_FETCH_TIMEOUT_SECONDS):
+                document = await self._fetch()
+            keys = {}
+            for jwk in document.get("keys", []):
+                if jwk.get("kty") == "RSA" and jwk.get("kid"):
+                    keys[jwk["kid"]] = jwt.PyJWK(jwk, algorithm="RS256").key
+            self._keys = keys
+        finally:
+            # Only a fetch that has ended counts as "just fetched": set at its start, it
+            # told the requests awaiting a cold fetch that there was nothing to wait for.
+            self._fetched_at = self.clock()
+
+    def _shared_refresh(self) -> asyncio.Future[None]:
+        """The fetch in flight, or a new one: concurrent callers share one fetch."""
+        inflight = self._inflight
+        if inflight is None or inflight.get_loop() is not asyncio.get_running_loop():
+            inflight = self._inflight = asyncio.ensure_future(self._refresh())
+            inflight.add_done_callback(self._refresh_done)
+        return inflight
+
+    def _refresh_done(self, future: asyncio.Future[None]) -> None:
+        if self._inflight is future:
+            self._inflight = None
+        if not future.cancelled():
+            future.exception()  # retrieved here, so an unawaited failure is not logged
 
     async def key(self, kid: str) -> Any:
         now = self.clock()
@@ -132,10 +155,14 @@ class JwksKeySource:
         unknown = kid not in self._keys and (
             self._fetched_at is None or now - self._fetched_at >= self.min_refresh
         )
+        if self._inflight is not None:
+            # A fetch is under way: a known key is used meanwhile, a missing one awaited.
+            stale = unknown = kid not in self._keys
         if stale or unknown:
             try:
-                await self._refresh()
-            except (httpx.HTTPError, OSError, ValueError, jwt.PyJWKError):
+                # Shielded: a caller that goes away does not cancel the others' fetch.
+                await asyncio.shield(self._shared_refresh())
+            except (httpx.HTTPError, TimeoutError, OSError, ValueError, jwt.PyJWKError):
                 if not self._keys:
                     raise UnauthorizedError("cannot verify tokens right now") from None
         if kid not in self._keys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -12,8 +13,14 @@ import httpx
 import jwt
 import pytest
 
-from gateway.security.auth import JwksKeySource
+from gateway.security import auth as auth_module
+from gateway.security.auth import (
+    DEFAULT_JWKS_TTL_SECONDS,
+    JwksKeySource,
+    JwtAuthenticator,
+)
 from relay.devissuer import DevIssuer
+from shared_contracts.errors import UnauthorizedError
 from shared_contracts.identity import Role
 from tests.fakes import MonotonicClock
 
@@ -130,6 +137,127 @@ async def test_jwks_is_cached_and_refetched_for_a_new_key_at_most_every_30_s(any
         with pytest.raises(Exception, match="unknown key"):
             await source.key("forged")
     assert len(fetches) == 2
+
+
+class HeldJwks:
+    """A JWKS endpoint whose answers wait until the test releases them (an asyncio.Event)."""
+
+    def __init__(self, answer: httpx.Response) -> None:
+        self.answer = answer
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.fetches = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.fetches += 1
+        self.started.set()
+        await self.release.wait()
+        return self.answer
+
+
+def _authenticator(issuer: DevIssuer, jwks: HeldJwks, clock: MonotonicClock) -> JwtAuthenticator:
+    source = JwksKeySource(
+        "https://issuer.test/jwks.json", clock=clock, transport=httpx.MockTransport(jwks)
+    )
+    return JwtAuthenticator(source, issuer=issuer.issuer, client_ids=frozenset({issuer.client_id}))
+
+
+COLD_BURST = 20
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cold_burst_waits_for_the_one_jwks_fetch_in_flight(anyio_backend):
+    # A gateway process restarted under load: its first requests all arrive while the
+    # first JWKS fetch is still out. They wait for that fetch; none is refused, one fetch.
+    issuer = DevIssuer.generate()
+    jwks = HeldJwks(httpx.Response(200, json=issuer.jwks()))
+    auth = _authenticator(issuer, jwks, MonotonicClock(start=0.0))
+    tokens = [issuer.mint(f"D-{n}", Role.DRIVER, f"D-{n}") for n in range(COLD_BURST)]
+    burst = [asyncio.ensure_future(auth.authenticate(f"Bearer {token}")) for token in tokens]
+    await jwks.started.wait()
+    await asyncio.sleep(0)  # let every request reach the key source
+    assert not any(request.done() for request in burst)  # all waiting, none refused
+    jwks.release.set()
+    identities = await asyncio.gather(*burst)
+    assert [identity.sub for identity in identities] == [f"D-{n}" for n in range(COLD_BURST)]
+    assert jwks.fetches == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_failed_cold_fetch_refuses_its_waiters_without_a_storm_of_fetches(
+    anyio_backend,
+):
+    issuer = DevIssuer.generate()
+    jwks = HeldJwks(httpx.Response(503))
+    clock = MonotonicClock(start=0.0)
+    auth = _authenticator(issuer, jwks, clock)
+    token = issuer.mint("D-1", Role.DRIVER, "D-1")
+    burst = [asyncio.ensure_future(auth.authenticate(f"Bearer {token}")) for _ in range(10)]
+    await jwks.started.wait()
+    clock.advance(20)  # the issuer is slow to answer
+    jwks.release.set()
+    outcomes = await asyncio.gather(*burst, return_exceptions=True)
+    assert all(isinstance(o, UnauthorizedError) for o in outcomes), outcomes
+    assert {str(o) for o in outcomes} == {"cannot verify tokens right now"}
+    assert jwks.fetches == 1
+    # The 30 s before another fetch count from the failure's end, not the fetch's start.
+    clock.advance(15)  # 35 s after the fetch began, 15 s after it failed
+    for _ in range(5):
+        with pytest.raises(UnauthorizedError):
+            await auth.authenticate(f"Bearer {token}")
+    assert jwks.fetches == 1
+    jwks.answer = httpx.Response(200, json=issuer.jwks())
+    clock.advance(15)
+    assert (await auth.authenticate(f"Bearer {token}")).sub == "D-1"
+    assert jwks.fetches == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_hung_jwks_fetch_ends_at_its_deadline(anyio_backend, monkeypatch):
+    monkeypatch.setattr(auth_module, "JWKS_FETCH_TIMEOUT_SECONDS", 0.01)
+    issuer = DevIssuer.generate()
+    jwks = HeldJwks(httpx.Response(200, json=issuer.jwks()))  # never released
+    auth = _authenticator(issuer, jwks, MonotonicClock(start=0.0))
+    token = issuer.mint("D-1", Role.DRIVER, "D-1")
+    async with asyncio.timeout(5):  # a guard: without a deadline the fetch would hang
+        outcomes = await asyncio.gather(
+            *(auth.authenticate(f"Bearer {token}") for _ in range(5)), return_exceptions=True
+        )
+    assert {str(o) for o in outcomes} == {"cannot verify tokens right now"}
+    assert jwks.fetches == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_known_keys_serve_during_a_refresh_and_a_leaving_caller_keeps_it_going(
+    anyio_backend,
+):
+    issuer = DevIssuer.generate()
+    jwks = HeldJwks(httpx.Response(200, json=issuer.jwks()))
+    jwks.release.set()
+    clock = MonotonicClock(start=0.0)
+    auth = _authenticator(issuer, jwks, clock)
+    source = auth.keys
+    await source.key(issuer.kid)
+    jwks.release.clear()
+    jwks.started.clear()
+    clock.advance(DEFAULT_JWKS_TTL_SECONDS)  # the cache is due a refresh
+    refreshing = asyncio.ensure_future(source.key(issuer.kid))
+    await jwks.started.wait()
+    # Meanwhile, requests whose key is cached do not wait for the refresh.
+    assert not refreshing.done()
+    assert await source.key(issuer.kid) is not None
+    fetch = source._inflight
+    assert fetch is not None
+    refreshing.cancel()  # the caller that started it goes away: the refresh carries on
+    with pytest.raises(asyncio.CancelledError):
+        await refreshing
+    jwks.release.set()
+    await fetch
+    assert jwks.fetches == 2 and source._fetched_at == DEFAULT_JWKS_TTL_SECONDS
 
 
 # --- rate limits -----------------------------------------------------------------------
