@@ -165,6 +165,8 @@ class JwksKeySource:
             except (httpx.HTTPError, TimeoutError, OSError, ValueError, jwt.PyJWKError):
                 if not self._keys:
                     raise UnauthorizedError("cannot verify tokens right now") from None
+        if not self._keys:  # the last fetch failed and none is due yet
+            raise UnauthorizedError("cannot verify tokens right now")
         if kid not in self._keys:
             raise UnauthorizedError("token signed by an unknown key")
         return self._keys[kid]
