@@ -1433,7 +1433,8 @@ def markdown(
         "stalls, so it gets more room |",
         f"| a bare `import fastapi` | {NOISE_THRESHOLDS['import']:.0%} | "
         "an interpreter start moves with the page cache and the other processes |",
-        f"| `--baseline`: the before tree's RPS | {NOISE_THRESHOLDS['baseline']:.0%} | "
+        "| `--baseline`: the before tree's own figure (instructions, CPU or RPS per "
+        f"request) | {NOISE_THRESHOLDS['baseline']:.0%} | "
         "twice the 5% tolerance, or a 5% change cannot be told from noise |",
         "",
         "A target with a further condition (100% success) is MISSED when that fails, "
@@ -1463,12 +1464,13 @@ def markdown(
         "against runs on an idle host.",
         f"- *Fleet*: {FLEET_SIZE} gateway processes behind nginx (the configuration of "
         f"`relay dev --gateways {FLEET_SIZE}`), loads black-holed: a fallback's p99 at most "
-        f"{FALLBACK_P99_TARGET_MS:g} ms on loopback with 100% success; at most "
+        f"{FALLBACK_P99_TARGET_MS:g} ms on loopback with 100% success, from each process's "
+        "copy and from the fallback store (a driver who never called); at most "
         f"2 x fail_max = {SHARED_WAITS_TARGET} requests fleet-wide wait the full deadline, "
         f"and every instance fails fast within {FLEET_FAST_TARGET_SECONDS:g} s of the first "
         "breaker opening (what a breaker state shared by the fleet promises; instances that "
         f"each open on their own allow up to {FLEET_SIZE} x fail_max plus the requests in "
-        "flight). These three are absolute; the noise rule still applies, with the same "
+        "flight). These four are absolute; the noise rule still applies, with the same "
         "fleet's p99 forwarding to the healthy upstream, in the same rounds, as the reference.",
         "",
         '`make bench BENCH_ARGS="--quick"` is a smoke check '
