@@ -4,6 +4,7 @@ under test runs for real, the step after it is a stand-in that records what it w
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import httpx
@@ -187,7 +188,9 @@ async def test_an_open_breaker_is_never_retried(clock):
     assert len(after.calls) == 1
 
 
-async def test_no_retry_when_the_backoff_does_not_fit_before_the_deadline(clock):
+async def test_no_retry_when_the_backoff_does_not_fit_before_the_deadline(clock, monkeypatch):
+    # the jitter draws its largest delay (full jitter could draw one shorter than 1 ms)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     up = upstream(clock)
     up.within_deadline = after = Next(TimeoutError(), OK)
     with pytest.raises(UpstreamTimedOut):
