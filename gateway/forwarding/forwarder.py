@@ -186,7 +186,7 @@ def fallback_call(
         forwarded_headers={
             name.decode(): value.decode("latin-1") for name, value in out if name in _CALL_HEADERS
         }
-        if body or scope["method"] in WRITE_METHODS
+        if scope["method"] in WRITE_METHODS
         else {},
         accepted_at=accepted_at,
     )

@@ -29,6 +29,7 @@ offline verdicts as ``GatePassVerdict``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -86,6 +87,11 @@ def parse_copy(model: type[M], body: bytes | str, what: str) -> M:
             f"cached {what} does not fit {model.__name__} "
             f"({exc.error_count()} problem(s); {where}: {first['msg']})"
         ) from None
+
+
+def _check_copy(model: type[BaseModel], body: bytes, what: str) -> None:
+    """Raises :class:`CopyDoesNotFitError` if ``body`` does not fit ``model``."""
+    parse_copy(model, body, what)
 
 
 def stored_age(now: float, copies: list[StoredCopy]) -> int:
@@ -206,7 +212,9 @@ class LoadsLastKnownGood(LastKnownGood):
     ) -> None:
         super().__init__(max_entries, clock=clock)
         self.store = store
-        self._fits: dict[tuple[type[BaseModel], bytes], None] = {}  # copies found to fit
+        # Copies found to fit their contract (a copy that does not fit raises, so it is
+        # never remembered as fitting).
+        self._check = functools.lru_cache(maxsize=max_entries)(_check_copy)
 
     async def stored_load(self, caller: str, load_id: str) -> CachedLoad | None:
         """``load_id`` of ``caller`` from the fallback store (the second layer)."""
@@ -262,11 +270,7 @@ class LoadsLastKnownGood(LastKnownGood):
             model = LoadPublic
         else:
             return body
-        if (model, body) not in self._fits:
-            parse_copy(model, body, call.path)
-            self._fits[(model, body)] = None
-            while len(self._fits) > self.max_entries:
-                del self._fits[next(iter(self._fits))]
+        self._check(model, body, call.path)
         return body
 
     async def serve(self, call: Call) -> Response | None:
