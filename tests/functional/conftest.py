@@ -10,12 +10,15 @@ tests/conftest.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from moto import mock_aws
 
+from relay import emulator
 from relay.cloud import LocalCloud, StackResult
+from relay.stack import LOCAL_CREDENTIALS
 from tests.conftest import TEST_IDENTITY_PUBLIC_KEY
 
 
@@ -32,6 +35,17 @@ def aws(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
         yield
+
+
+@pytest.fixture
+def emulator_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's server in this process, patched as the local stack's emulator is
+    (``relay.emulator.in_process``), with boto3's environment pointing at it: its URL."""
+    with emulator.in_process() as url:
+        for key, value in {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL": url}.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        yield url
 
 
 @dataclass

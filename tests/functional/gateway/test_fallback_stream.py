@@ -6,7 +6,6 @@ it), and every stack of a stage is deployed into it as the local stack does."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +18,7 @@ from gateway.app import build_fallbacks, create_app
 from gateway.fallbackstore.projector import Projector, make_handler
 from gateway.fallbackstore.store import FallbackStore
 from gateway.routing.routes import RouteTable
-from relay import demo, emulator
+from relay import demo
 from relay.cloud import LocalCloud, StackResult
 from relay.eventsource import DynamoDBStreamRunner
 from shared_contracts.degraded import DegradedMarker, FallbackKind
@@ -59,22 +58,12 @@ class Stage:
 
 
 @pytest.fixture
-def stage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stage]:
-    with emulator.in_process() as endpoint:
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
-        cloud = LocalCloud(endpoint_url=endpoint)
-        stack = cloud.deploy_system(
-            parameters={"Stage": "local", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
-        )
-        yield Stage(cloud, stack, endpoint)
+def stage(emulator_url: str) -> Stage:
+    cloud = LocalCloud(endpoint_url=emulator_url)
+    stack = cloud.deploy_system(
+        parameters={"Stage": "local", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
+    )
+    return Stage(cloud, stack, emulator_url)
 
 
 def drain(stage: Stage, stream_arn: str, store: FallbackStore) -> int:

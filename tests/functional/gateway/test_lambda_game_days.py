@@ -46,7 +46,7 @@ from gateway.fallbackstore import projector
 from gateway.resilience.fallbacks import LastKnownGood
 from gateway.routing.routes import RouteTable
 from module_kit.lambda_entry import lambda_handler
-from relay import demo, emulator
+from relay import demo
 from relay.cloud import LocalCloud
 from relay.eventsource import DynamoDBStreamRunner
 from shared_contracts.degraded import (
@@ -93,28 +93,18 @@ def closed_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def stage(monkeypatch: pytest.MonkeyPatch, closed_port: int) -> Iterator[Stage]:
-    with emulator.in_process() as endpoint:
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
-        down = f"http://127.0.0.1:{closed_port}/"
-        # The modules' stacks publish their function URLs in SSM; the gateway's environment
-        # (and its run-time directory) resolve them: loads and gatepass are down there.
-        cloud = LocalCloud(
-            endpoint_url=endpoint,
-            function_urls={"LoadsFunction": down, "GatepassFunction": down},
-        )
-        stack = cloud.deploy_system(
-            parameters={"Stage": "local", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
-        )
-        yield Stage(cloud, stack, endpoint, down)
+def stage(emulator_url: str, closed_port: int) -> Stage:
+    down = f"http://127.0.0.1:{closed_port}/"
+    # The modules' stacks publish their function URLs in SSM; the gateway's environment
+    # (and its run-time directory) resolve them: loads and gatepass are down there.
+    cloud = LocalCloud(
+        endpoint_url=emulator_url,
+        function_urls={"LoadsFunction": down, "GatepassFunction": down},
+    )
+    stack = cloud.deploy_system(
+        parameters={"Stage": "local", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
+    )
+    return Stage(cloud, stack, emulator_url, down)
 
 
 @pytest.fixture
