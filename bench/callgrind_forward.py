@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,33 +76,9 @@ class Module(httpx.AsyncBaseTransport):
         return httpx.Response(200, content=self.body, headers=headers)
 
 
-def callgrind(switch: str) -> None:
-    """Instrumentation on or off for this process (a no-op outside Valgrind)."""
-    subprocess.run(
-        ["callgrind_control", "-i", switch, str(os.getpid())], capture_output=True, check=False
-    )
-
-
-async def run(mode: str, requests: int, body: bytes) -> None:
-    issuer = DevIssuer.generate()
-    private_key, _ = generate_key_pair()
-    directory = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    settings = GatewaySettings(
-        stage="test",
-        token_issuer=issuer.issuer,
-        jwks_url="file://" + str(issuer.write_jwks(directory)),
-        token_client_ids=issuer.client_id,
-        identity_signing_key=private_key,
-        rate_limit_driver="10000/100000",
-    )
-    module, clock = Module(body), Clock()
-    app = create_app(
-        settings,
-        routes=RouteTable.load(settings.routes_file, env=UPSTREAMS),
-        transport=module,
-        clock=clock,
-    )
-    token = issuer.mint("D-1001", Role.DRIVER, "D-1001")
+def loads_caller(app: Any, token: str) -> tuple[Callable[[], Awaitable[None]], list[int]]:
+    """A function making one authenticated ``GET /loads`` through ``app``'s ASGI interface
+    (no server, no sockets) per call, and the list of the statuses it got."""
     headers = [
         (b"host", b"gateway"),
         (b"authorization", b"Bearer " + token.encode()),
@@ -133,6 +110,36 @@ async def run(mode: str, requests: int, body: bytes) -> None:
         }
         await app(scope, receive, send)
 
+    return one, statuses
+
+
+def callgrind(switch: str) -> None:
+    """Instrumentation on or off for this process (a no-op outside Valgrind)."""
+    subprocess.run(
+        ["callgrind_control", "-i", switch, str(os.getpid())], capture_output=True, check=False
+    )
+
+
+async def run(mode: str, requests: int, body: bytes) -> None:
+    issuer = DevIssuer.generate()
+    private_key, _ = generate_key_pair()
+    directory = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    settings = GatewaySettings(
+        stage="test",
+        token_issuer=issuer.issuer,
+        jwks_url="file://" + str(issuer.write_jwks(directory)),
+        token_client_ids=issuer.client_id,
+        identity_signing_key=private_key,
+        rate_limit_driver="10000/100000",
+    )
+    module, clock = Module(body), Clock()
+    app = create_app(
+        settings,
+        routes=RouteTable.load(settings.routes_file, env=UPSTREAMS),
+        transport=module,
+        clock=clock,
+    )
+    one, statuses = loads_caller(app, issuer.mint("D-1001", Role.DRIVER, "D-1001"))
     for _ in range(WARMUP):
         await one()
     if mode == "fast-fail":

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from starlette.types import Message
 
+from bench.callgrind_forward import UPSTREAMS, loads_caller
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from gateway.routing.routes import RouteTable
@@ -46,12 +46,6 @@ from shared_contracts.identity import Role
 DEFAULT_REQUESTS = 5000
 DEFAULT_ROUNDS = 7
 BODY = b'{"items":[{"load_id":"L-1","status":"assigned"}]}'
-UPSTREAMS = {
-    "RELAY_UPSTREAM_LOADS": "http://loads.bench",
-    "RELAY_UPSTREAM_GATEPASS": "http://gatepass.bench",
-    "RELAY_UPSTREAM_NAVIGATE": "http://navigate.bench",
-    "RELAY_UPSTREAM_MESSAGE": "http://message.bench",
-}
 
 
 class StubTransport(httpx.AsyncBaseTransport):
@@ -84,37 +78,7 @@ def _app(access_log: bool) -> tuple[Any, str, Path]:
 
 async def _run(requests: int, rounds: int, access_log: bool = False) -> list[float]:
     app, token, _ = _app(access_log)
-    headers = [
-        (b"host", b"gateway"),
-        (b"authorization", b"Bearer " + token.encode()),
-        (b"accept", b"application/json"),
-        (b"user-agent", b"bench"),
-    ]
-    statuses: list[int] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    async def one() -> None:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/loads",
-            "raw_path": b"/loads",
-            "query_string": b"",
-            "headers": list(headers),
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-        }
-        await app(scope, receive, send)
-
+    one, statuses = loads_caller(app, token)
     for _ in range(200):  # warm-up: key caches, URL cache, signer
         await one()
     assert set(statuses) == {200}, statuses[:5]

@@ -72,26 +72,19 @@ def per_request(trees: dict[str, Path], rounds: int) -> dict[tuple[str, str], li
         out = Path(tmp)
         body = out / "body.json"
         body.write_text(LOAD_BODY)
-        # one job per window: (tree, mode, requests, a job number)
-        windows = [(t, m, n) for t in trees for m in MODES for n in [SHORT] + [LONG] * rounds]
-        jobs = [(t, m, n, i) for i, (t, m, n) in enumerate(windows)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {
-                job: pool.submit(count, trees[job[0]], job[1], job[2], body, out) for job in jobs
-            }
-            counts = {key: f.result() for key, f in futures.items()}
-    figures: dict[tuple[str, str], list[float]] = {}
-    for tree in trees:
-        for mode in MODES:
-            short = next(
-                c for (t, m, n, _), c in counts.items() if (t, m, n) == (tree, mode, SHORT)
-            )
-            figures[(tree, mode)] = [
-                (c - short) / (LONG - SHORT)
-                for (t, m, n, _), c in counts.items()
-                if (t, m, n) == (tree, mode, LONG)
-            ]
-    return figures
+
+            def windows(root: Path, mode: str) -> list[concurrent.futures.Future[int]]:
+                """The short window, then one long window per round."""
+                sizes = [SHORT] + [LONG] * rounds
+                return [pool.submit(count, root, mode, n, body, out) for n in sizes]
+
+            started = {(t, m): windows(root, m) for t, root in trees.items() for m in MODES}
+            counts = {key: [f.result() for f in futures] for key, futures in started.items()}
+    return {
+        key: [(long - short) / (LONG - SHORT) for long in longs]
+        for key, (short, *longs) in counts.items()
+    }
 
 
 # --- the whole server: what the hop ratio measures ---------------------------------------
