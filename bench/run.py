@@ -1171,8 +1171,8 @@ def server_instructions(
     out = state / "callgrind"
     out.mkdir(exist_ok=True)
     figures: dict[tuple[str, str, str], list[float]] = {}
+    wrapper = instructions.callgrind_wrapper(out)
     for tree, root in trees.items():
-        wrapper = instructions.callgrind_wrapper(out)
         healthy, holed = fast_fail_gateways(state, nginx, root, names=(OPEN,), wrapper=wrapper)
         gw_open, hole = holed[OPEN]
         try:
