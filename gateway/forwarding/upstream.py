@@ -18,6 +18,7 @@ call is the breaker's half-open trial, it waits only the breaker's probe patienc
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -131,6 +132,7 @@ class ModuleUpstream:
         auth: httpx.Auth | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self.module = module
         self.transport = transport
@@ -142,6 +144,7 @@ class ModuleUpstream:
         self.auth = auth
         self.clock = clock
         self.sleep = sleep
+        self.rng = rng  # the backoff's jitter (None: the random module's)
         self.base_url = module.upstream
         self._urls: dict[str, httpx.URL] = {}
 
@@ -219,7 +222,7 @@ class ModuleUpstream:
                 )
                 if not (retry_safe and retryable and attempt < self.retry.max_attempts):
                     raise self._unavailable(exc) from None
-                delay = backoff_delay(attempt, self.retry)
+                delay = backoff_delay(attempt, self.retry, self.rng)
                 if deadline - self.clock() <= delay or not self.budget.try_spend():
                     raise self._unavailable(exc) from None
                 await self.sleep(delay)

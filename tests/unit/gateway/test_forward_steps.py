@@ -70,6 +70,7 @@ def upstream(
     max_attempts: int = 3,
     fail_max: int = 5,
     faults: FaultInjector | None = None,
+    rng: random.Random | None = None,
 ) -> ModuleUpstream:
     return ModuleUpstream(
         ModuleConfig(
@@ -88,6 +89,7 @@ def upstream(
         faults=faults or FaultInjector(clock=WallClock()),
         clock=clock,
         sleep=FakeSleep(clock),
+        rng=rng,
     )
 
 
@@ -188,10 +190,15 @@ async def test_an_open_breaker_is_never_retried(clock):
     assert len(after.calls) == 1
 
 
-async def test_no_retry_when_the_backoff_does_not_fit_before_the_deadline(clock, monkeypatch):
-    # the jitter draws its largest delay (full jitter could draw one shorter than 1 ms)
-    monkeypatch.setattr(random, "uniform", lambda low, high: high)
-    up = upstream(clock)
+class LargestJitter(random.Random):
+    """Full jitter that always draws its largest delay (it could draw one under 1 ms)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_no_retry_when_the_backoff_does_not_fit_before_the_deadline(clock):
+    up = upstream(clock, rng=LargestJitter())
     up.within_deadline = after = Next(TimeoutError(), OK)
     with pytest.raises(UpstreamTimedOut):
         await up.with_retries(*ARGS, clock() + 0.001, True)
