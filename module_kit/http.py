@@ -233,6 +233,42 @@ class RequestLog:
             logs.unbind_request(token)
 
 
+_VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]{1,64}$")
+
+
+def checked_version(version: str) -> str:
+    """``version`` if it can be a header value here (1-64 visible ASCII characters), or
+    ValueError: a bad ``RELAY_VERSION`` stops the app at start-up, not on every answer."""
+    if not _VISIBLE_ASCII.match(version):
+        raise ValueError(f"a release version is 1-64 visible ASCII characters, not {version!r}")
+    return version
+
+
+class VersionHeader:
+    """Pure ASGI middleware: every response says which release produced it
+    (:data:`shared_contracts.headers.VERSION`). A module's app puts it outside every other
+    layer (:class:`module_kit.app.ModuleApp`), so unhandled errors, which Starlette answers
+    outside the app's own middleware, carry it too. One list append per response."""
+
+    def __init__(self, app: ASGIApp, version: str) -> None:
+        self.app = app
+        self.version = checked_version(version)
+        self._header = (headers.VERSION.encode(), version.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = self._header
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
 def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     out = []
     for err in exc.errors():

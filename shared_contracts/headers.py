@@ -9,5 +9,8 @@ DEGRADED = "relay-degraded"
 # write and kept on a deferred replay: modules stamp the write with it, not with the time
 # a late delivery arrives.
 ACCEPTED_AT = "x-relay-accepted-at"
+# Which release of a module produced an answer: set by every module on every response
+# (module_kit.app.module_app); the gateway reads it and never forwards it to clients.
+VERSION = "x-relay-version"
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
