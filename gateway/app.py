@@ -29,6 +29,9 @@ from gateway.forwarding.upstream import ModuleUpstream, counts_as_failure
 from gateway.ops import operators
 from gateway.ops.apidoc import install_openapi
 from gateway.pipeline import Forward, Step, build_pipeline, gateway_steps
+from gateway.release.router import Releases
+from gateway.release.state import ControlTableReleases, ReleaseStore
+from gateway.release.stats import ControlTableStats, ReleaseStats, StatsStore
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.fallbacks import (
@@ -44,7 +47,7 @@ from gateway.resilience.faults import ControlTableFaults, FaultInjector
 from gateway.resilience.fleet import ControlTableBreakers, FleetBreakers
 from gateway.resilience.retry import RetryBudget
 from gateway.routing.directory import ModuleDirectory
-from gateway.routing.routes import RouteTable, RouteTableError
+from gateway.routing.routes import ModuleConfig, RouteTable, RouteTableError
 from gateway.security.auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
 from gateway.security.ratelimit import Limit, RateLimiter
 from gateway.security.signer import SignerProvider
@@ -133,6 +136,8 @@ def create_app(
     faults: FaultInjector | None = None,
     fallbacks: dict[str, Fallback] | None = None,
     fleet: FleetBreakers | None = None,
+    release_store: ReleaseStore | None = None,
+    stats_store: StatsStore | None = None,
 ) -> GatewayApp:
     settings = settings or GatewaySettings()
     # JSON lines (POWERTOOLS_SERVICE_NAME names the service). WARNING unless the access line
@@ -172,14 +177,15 @@ def create_app(
         )
     pool = transport or upstream_transport(settings)
     sigv4 = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
-    upstreams = {
-        name: ModuleUpstream(
+
+    def build_upstream(module: ModuleConfig, breaker_name: str) -> ModuleUpstream:
+        return ModuleUpstream(
             module,
             pool,
             breaker=CircuitBreaker(
-                name, module.breaker, is_failure=counts_as_failure, clock=clock, fleet=fleet
+                breaker_name, module.breaker, is_failure=counts_as_failure, clock=clock, fleet=fleet
             ),
-            bulkhead=Bulkhead(name, module.bulkhead),
+            bulkhead=Bulkhead(breaker_name, module.bulkhead),
             budget=RetryBudget(module.retry_budget, clock=clock),
             retry=module.retry,
             faults=faults,
@@ -187,8 +193,36 @@ def create_app(
             clock=clock,
             sleep=sleep,
         )
-        for name, module in table.modules.items()
-    }
+
+    upstreams = {name: build_upstream(module, name) for name, module in table.modules.items()}
+
+    def canary_upstream(name: str, version: str, url: str) -> ModuleUpstream:
+        """A canary version's own upstream: its breaker (``loads@<version>``), bulkhead and
+        retry budget, so its failures never open the stable version's breaker."""
+        config = table.modules[name].model_copy(update={"upstream": url})
+        return build_upstream(config, f"{name}@{version}")
+
+    if settings.control_table and settings.releases:
+        release_store = release_store or ControlTableReleases(settings.control_table)
+        stats_store = stats_store or ControlTableStats(settings.control_table)
+    releases = (
+        Releases(
+            release_store,
+            upstreams,
+            canary_upstream,
+            stats=ReleaseStats(
+                stats_store,
+                wall_clock=wall_clock,
+                flush_seconds=settings.release_stats_flush_seconds,
+                timeout_seconds=settings.store_timeout_seconds,
+            ),
+            clock=clock,
+            refresh_seconds=settings.release_refresh_seconds,
+            timeout_seconds=settings.store_timeout_seconds,
+        )
+        if release_store is not None
+        else None
+    )
     signer = SignerProvider(settings)
     directory = (
         ModuleDirectory(
@@ -201,7 +235,14 @@ def create_app(
         if settings.ssm_path
         else None
     )
-    forwarder = Forwarder(upstreams, fallbacks, signer, wall_clock=wall_clock, directory=directory)
+    forwarder = Forwarder(
+        upstreams,
+        fallbacks,
+        signer,
+        wall_clock=wall_clock,
+        directory=directory,
+        releases=releases,
+    )
     limiter = RateLimiter(clock=clock)
     limits = rate_limits(settings)
     client_address = ClientAddress(settings.trusted_proxies)
@@ -215,6 +256,8 @@ def create_app(
         # Each forward allocates a few hundred short-lived objects: collect the young
         # generation every GC_YOUNG_THRESHOLD allocations rather than every 700.
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        if releases is not None:
+            await releases.load_at_start()  # a restarted instance routes as the fleet does
         yield
         if fleet is not None:
             fleet.close_loop()
@@ -236,6 +279,7 @@ def create_app(
     app.state.authenticator = auth
     app.state.upstreams = upstreams
     app.state.forwarder = forwarder
+    app.state.releases = releases  # the modules' canary releases, or None
     app.state.faults = faults
     app.state.fleet = fleet  # the breakers' shared state, or None (each decides alone)
     app.state.limiter = limiter

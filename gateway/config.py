@@ -110,6 +110,12 @@ class GatewaySettings(BaseSettings):
     breaker_refresh_wait_seconds: float = Field(
         default=DEFAULT_BREAKER_REFRESH_WAIT_SECONDS, gt=0, le=2
     )
+    # Canary releases (gateway.release): each instance reads the control table's releases at
+    # start-up and every release_refresh_seconds, and adds its calls per version to it every
+    # release_stats_flush_seconds (off with RELAY_RELEASES=false: stable versions only).
+    releases: bool = True
+    release_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
+    release_stats_flush_seconds: float = Field(default=0.5, gt=0, le=60)
     # Module URLs published by the modules' stacks (/relay/<stage>/<module>/url), read
     # again every upstream_refresh_seconds; unset (local runs): routes.toml's URLs only.
     ssm_path: str | None = None

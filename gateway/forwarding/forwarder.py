@@ -23,6 +23,9 @@ from gateway.forwarding.upstream import (
     QueuedBehind,
     UpstreamUnavailable,
 )
+from gateway.release.router import Releases
+from gateway.release.state import Release
+from gateway.release.stats import ReleaseStats
 from gateway.resilience.fallbacks import Call, Fallback
 from gateway.resilience.retry import is_retry_safe
 from gateway.routing.directory import ModuleDirectory
@@ -58,6 +61,7 @@ _IDENTITY = headers.IDENTITY.encode()
 _IDEMPOTENCY_KEY = headers.IDEMPOTENCY_KEY.lower().encode()
 _REQUEST_ID = headers.REQUEST_ID.encode()
 _ACCEPTED_AT = headers.ACCEPTED_AT.encode()
+_VERSION = b"x-relay-version"  # which version of the module answered (never forwarded)
 _JSON = b"application/json"
 _LOCATION = b"location"
 _QUEUED = "earlier writes of this caller are still queued"
@@ -200,13 +204,21 @@ class Forwarder:
         signer: SignerProvider,
         *,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.perf_counter,
         directory: ModuleDirectory | None = None,
+        releases: Releases | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.fallbacks = fallbacks
         self.signer = signer
         self.wall_clock = wall_clock
+        self.clock = clock  # a call's latency, in a release's stats
         self.directory = directory  # keeps the upstreams' URLs equal to the published ones
+        self.releases = releases  # the modules' releases: which version a caller gets
+        self.release_stats = releases.stats if releases is not None else ReleaseStats(None)
+        self.canary_retries: Counter[str] = Counter()  # module -> canary failures retried
+        # "module@version" -> answers during releases, by the version the module says it is
+        self.versions_served: Counter[str] = Counter()
         self.served: Counter[str] = Counter()  # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
         self.fallback_errors: Counter[str] = Counter()
@@ -237,8 +249,17 @@ class Forwarder:
         if write and isinstance(fallback, DeferredWrites) and await fallback.must_queue(call):
             # Earlier writes of this caller are still queued: this one goes behind them.
             return await self._degrade(call, fallback, QueuedBehind(call.module, _QUEUED))
+        upstream = self.upstreams[route.module]
+        release = None
+        if self.releases is not None:
+            upstream, release = self.releases.choose(
+                route.module, identity.sub if identity is not None else None
+            )
         try:
-            answer = await self.ask(self.upstreams[route.module], scope, call, out, fallback)
+            if release is None:
+                answer = await self.ask(upstream, scope, call, out, fallback)
+            else:
+                answer = await self.ask_in_release(upstream, release, scope, call, out, fallback)
         except UpstreamUnavailable as exc:
             return await self._degrade(call, fallback, exc)
         if not isinstance(answer, ModuleAnswer):
@@ -277,6 +298,69 @@ class Forwarder:
             if served is not None:
                 return served
             return await exc.outcome()
+
+    async def ask_in_release(
+        self,
+        upstream: ModuleUpstream,
+        release: Release,
+        scope: Scope,
+        call: Call,
+        out: list[tuple[bytes, bytes]],
+        fallback: Fallback | None,
+    ) -> ModuleAnswer | Response:
+        """:meth:`ask` while the module's canary takes traffic: the call is counted in the
+        release's stats under the version that served it; when the canary gives no answer,
+        the stable version gets the request (it is safe to repeat: a read, or a write with
+        its idempotency key, which the versions share), so a canary driver's request is
+        still answered live."""
+        stable = self.upstreams[call.module]
+        canary = upstream is not stable
+        try:
+            return await self._timed(upstream, release, canary, scope, call, out, fallback)
+        except UpstreamUnavailable as exc:
+            if not canary or not is_retry_safe(call.method, bool(call.idempotency_key)):
+                raise
+            self.canary_retries[call.module] += 1
+            log.warning(
+                "%s %s: canary %s of %s %s; the stable version gets it (request %s)",
+                call.method,
+                call.path,
+                release.canary_version,
+                call.module,
+                exc.reason,
+                call.request_id,
+                extra=_fields(call),
+            )
+            return await self._timed(stable, release, False, scope, call, out, fallback)
+
+    async def _timed(
+        self,
+        upstream: ModuleUpstream,
+        release: Release,
+        canary: bool,
+        scope: Scope,
+        call: Call,
+        out: list[tuple[bytes, bytes]],
+        fallback: Fallback | None,
+    ) -> ModuleAnswer | Response:
+        version = release.canary_version if canary else release.stable_version
+        started = self.clock()
+        ok = False
+        try:
+            answer = await self.ask(upstream, scope, call, out, fallback)
+            if isinstance(answer, ModuleAnswer):  # else a fallback answered for it
+                ok = True
+                served = next((v for n, v in answer.headers if n.lower() == _VERSION), b"-")
+                self.versions_served[f"{call.module}@{served.decode('latin-1')}"] += 1
+            return answer
+        finally:
+            self.release_stats.record(
+                call.module,
+                release.release_id,
+                version,
+                ok,
+                (self.clock() - started) * 1000,
+            )
 
     def respond(self, call: Call, fallback: Fallback | None, answer: ModuleAnswer) -> Response:
         """The module's answer for the client: its headers picked (``Location`` followed

@@ -75,6 +75,17 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
             }
             for name, up in state.upstreams.items()
         },
+        # each module's release as this instance last read it, its canary's breaker and
+        # bulkhead, this instance's calls per version, and the answers by version header
+        **(
+            {
+                "releases": state.releases.view(),
+                "canary_retries": dict(state.forwarder.canary_retries),
+                "versions_served": dict(state.forwarder.versions_served),
+            }
+            if state.releases is not None
+            else {}
+        ),
         "fallbacks_served": dict(state.forwarder.served),
         "unavailable": dict(state.forwarder.unavailable),
         "fallback_errors": dict(state.forwarder.fallback_errors),

@@ -1,0 +1,1 @@
+"""Canary releases in the gateway: release state, version routing, per-version stats."""
