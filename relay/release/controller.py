@@ -149,21 +149,12 @@ class ReleaseController:
                 baseline = watched.stable
             now = self.clock()
             evidence = (*current.evidence, self._evidence(current, watched, verdict, now))
-            last = current.step + 1 >= len(current.steps)
-            if verdict.kind != "pass":
-                nxt = replace(current, weight=0.0, phase="rolled-back")
-            elif last:
-                nxt = replace(
-                    current,
-                    phase="promoted",
-                    weight=0.0,
-                    stable_version=current.canary_version,
-                    stable_url=current.canary_url,
-                )
-            else:
-                step = current.step + 1
-                nxt = replace(current, step=step, weight=current.steps[step])
-            nxt = replace(nxt, evidence=evidence, updated_at=now, updated_by=self.actor)
+            nxt = replace(
+                self._after(current, verdict),
+                evidence=evidence,
+                updated_at=now,
+                updated_by=self.actor,
+            )
             stored = self.store.put(nxt, expected_revision=current.revision)
             if stored is None:
                 return self._changed(current, judgements, None)
@@ -174,6 +165,23 @@ class ReleaseController:
                     stored, True, f"promoted after {len(stored.steps)} steps", judgements
                 )
             current, step_start = stored, now
+
+    @staticmethod
+    def _after(current: Release, verdict: Verdict) -> Release:
+        """The release a step's deciding verdict leads to: rolled back to 0% on a fail,
+        the next step's weight on a pass, and the canary made stable after the last."""
+        if verdict.kind != "pass":
+            return replace(current, weight=0.0, phase="rolled-back")
+        if current.step + 1 >= len(current.steps):
+            return replace(
+                current,
+                phase="promoted",
+                weight=0.0,
+                stable_version=current.canary_version,
+                stable_url=current.canary_url,
+            )
+        step = current.step + 1
+        return replace(current, step=step, weight=current.steps[step])
 
     def rollback(self, module: str, reason: str, by: str) -> Release | None:
         """An operator's abort: the module's running release to 0% now, with ``reason`` in
