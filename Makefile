@@ -120,7 +120,9 @@ LAMBDA_PIP    ?= $(BUILD_PYTHON) -m pip
 BUILD_DIR     ?= .relay/build
 # CodeDeploy's pre/post-traffic hooks (module_kit/deploy_hooks.py): each is built like the
 # function it smokes, whose smoke list (modules/<name>/smoke.py, gateway/smoke.py) it reads.
-DEPLOY_HOOKS := $(foreach f,Gateway Loads Gatepass Navigate Message,$(f)PreTrafficHook $(f)PostTrafficHook)
+# A module has a pre-traffic hook only (its canary is judged by the release controller).
+DEPLOY_HOOKS := $(foreach f,Gateway Loads Gatepass Navigate Message,$(f)PreTrafficHook) \
+	GatewayPostTrafficHook
 LAMBDA_FUNCTIONS := GatewayFunction DeferredReplayFunction FallbackProjectorFunction \
 	LoadsFunction GatepassFunction NavigateFunction MessageFunction NotificationsFunction \
 	$(DEPLOY_HOOKS)
@@ -159,19 +161,11 @@ build-GatewayPostTrafficHook: $(BUILD_TOOLS)
 	$(call lambda_artifact,gateway,gateway)
 build-LoadsPreTrafficHook: $(BUILD_TOOLS)
 	$(call lambda_artifact,module,modules/__init__.py modules/loads)
-build-LoadsPostTrafficHook: $(BUILD_TOOLS)
-	$(call lambda_artifact,module,modules/__init__.py modules/loads)
 build-GatepassPreTrafficHook: $(BUILD_TOOLS)
-	$(call lambda_artifact,module,modules/__init__.py modules/gatepass)
-build-GatepassPostTrafficHook: $(BUILD_TOOLS)
 	$(call lambda_artifact,module,modules/__init__.py modules/gatepass)
 build-NavigatePreTrafficHook: $(BUILD_TOOLS)
 	$(call lambda_artifact,module,modules/__init__.py modules/navigate)
-build-NavigatePostTrafficHook: $(BUILD_TOOLS)
-	$(call lambda_artifact,module,modules/__init__.py modules/navigate)
 build-MessagePreTrafficHook: $(BUILD_TOOLS)
-	$(call lambda_artifact,module,modules/__init__.py modules/message)
-build-MessagePostTrafficHook: $(BUILD_TOOLS)
 	$(call lambda_artifact,module,modules/__init__.py modules/message)
 
 # Every function's artifact into $(BUILD_DIR)/<LogicalId> (network to PyPI, or pip's cache).

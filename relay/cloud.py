@@ -3,7 +3,8 @@
 The local stack is deployed from the same ``template.yaml`` files that SAM deploys to AWS,
 as the same stacks in the same order (:data:`SYSTEM_STACKS`, docs/deploy.md): this module
 reads them, resolves the intrinsic functions it needs (``Ref``, ``GetAtt``, ``Sub``,
-``Join``, ``Select``, ``Split``), SSM dynamic references (``{{resolve:ssm:NAME}}``) and
+``Join``, ``Select``, ``Split``, ``If`` with ``Equals``/``Not``/``And``/``Or``
+conditions), SSM dynamic references (``{{resolve:ssm:NAME}}``) and
 ``AWS::SSM::Parameter::Value<String>`` parameters, follows nested
 ``AWS::Serverless::Application`` locations, and creates each stateful resource through
 boto3 - the SSM parameters stacks publish for each other included. It also resolves every
@@ -48,6 +49,9 @@ LOCAL_IDENTITY_SECRET_ARN = (
 )
 SSM_VALUE_TYPE = re.compile(r"^AWS::SSM::Parameter::Value<(String|List<String>)>$")
 DYNAMIC_REFERENCE = re.compile(r"\{\{resolve:([a-z-]+):([^}]*)\}\}")
+# What ``!GetAtt <Function>.Version.Version`` (the version SAM publishes) is locally: one
+# process per function, never a published version.
+LOCAL_FUNCTION_VERSION = "$LATEST"
 
 
 class TemplateError(Exception):
@@ -290,7 +294,23 @@ class LocalCloud:
             url = self.function_urls.get(logical_id, f"http://{logical_id}.invalid/")
             # SAM names the URL resource of a function "<Function>Url".
             stack.resources[f"{logical_id}Url"] = Resource(ref=url, attrs={"FunctionUrl": url})
-            return Resource(ref=name, attrs={"Arn": self._arn("lambda", f"function:{name}")})
+            arn = self._arn("lambda", f"function:{name}")
+            alias = props.get("AutoPublishAlias")
+            if alias:
+                # SAM's alias: "<Function>Alias<name>", or "<Function>.Alias" in a Ref.
+                published = Resource(ref=f"{arn}:{alias}")
+                stack.resources[f"{logical_id}Alias{alias}"] = published
+                stack.resources[f"{logical_id}.Alias"] = published
+            return Resource(ref=name, attrs={"Arn": arn, "Version.Version": LOCAL_FUNCTION_VERSION})
+        if kind == "AWS::Lambda::Url":
+            # A function alias's URL: "<Function>:<alias>" in function_urls if given, else
+            # the function's own (locally one process serves every alias of a function).
+            function, alias = _url_target(stack.template["Resources"], props["TargetFunctionArn"])
+            url = self.function_urls.get(
+                f"{function}:{alias}",
+                self.function_urls.get(function, f"http://{function}.invalid/"),
+            )
+            return Resource(ref=url, attrs={"FunctionUrl": url})
         # Alarms, log groups, policies, the HTTP API...: nothing to create locally.
         return Resource(ref=logical_id, attrs={"Arn": self._arn("local", logical_id)})
 
@@ -364,9 +384,33 @@ class LocalCloud:
             if fn == "Fn::Split":
                 sep, text = arg
                 return str(self.resolve(stack, text)).split(sep)
+            if fn == "Fn::If":
+                name, if_true, if_false = arg
+                return self.resolve(stack, if_true if self._condition(stack, name) else if_false)
             if fn.startswith("Fn::"):
                 raise TemplateError(f"{stack.path.name}: {fn} is not supported locally")
         return {k: self.resolve(stack, v) for k, v in value.items()}
+
+    def _condition(self, stack: StackResult, name: str) -> bool:
+        try:
+            return self._truth(stack, stack.template["Conditions"][name])
+        except KeyError:
+            raise TemplateError(f"{stack.path.name}: condition {name} is not defined") from None
+
+    def _truth(self, stack: StackResult, value: Any) -> bool:
+        ((fn, arg),) = value.items()
+        if fn == "Fn::Equals":
+            left, right = (str(self.resolve(stack, v)) for v in arg)
+            return left == right
+        if fn == "Fn::Not":
+            return not self._truth(stack, arg[0])
+        if fn == "Fn::And":
+            return all(self._truth(stack, v) for v in arg)
+        if fn == "Fn::Or":
+            return any(self._truth(stack, v) for v in arg)
+        if fn == "Condition":
+            return self._condition(stack, arg)
+        raise TemplateError(f"{stack.path.name}: {fn} is not supported in a condition")
 
     def _dynamic_references(self, stack: StackResult, text: str) -> str:
         """``{{resolve:ssm:NAME}}`` (or ``NAME:VERSION``) replaced by the parameter's value."""
@@ -446,9 +490,14 @@ def _dependency_order(resources: dict[str, Any]) -> list[str]:
     """Logical ids ordered so that every resource comes after those it references."""
 
     def owner(ref: str) -> str:
-        # SAM synthesises "<Function>Url" with the function: depend on the function.
+        # SAM synthesises "<Function>Url" and the alias "<Function>Alias<name>" (in a Ref
+        # also "<Function>.Alias") with the function: depend on the function.
         if ref not in resources and ref.endswith("Url") and ref[:-3] in resources:
             return ref[:-3]
+        if ref not in resources:
+            function = re.sub(r"(\.Alias|Alias\w+)$", "", ref)
+            if resources.get(function, {}).get("Type") == "AWS::Serverless::Function":
+                return function
         return ref
 
     # Functions are not created locally: their references are resolved only when their
@@ -478,6 +527,21 @@ def _dependency_order(resources: dict[str, Any]) -> list[str]:
     for lid in resources:
         visit(lid)
     return order
+
+
+def _url_target(resources: dict[str, Any], target: Any) -> tuple[str, str | None]:
+    """(function logical id, alias or None) an ``AWS::Lambda::Url``'s target refers to."""
+    ref = target.get("Ref", "") if isinstance(target, dict) else ""
+    spec = resources.get(ref, {})
+    if spec.get("Type") == "AWS::Serverless::Function":
+        return ref, None
+    if spec.get("Type") == "AWS::Lambda::Alias":
+        return spec["Properties"]["FunctionName"]["Ref"], str(spec["Properties"]["Name"])
+    function = re.sub(r"(\.Alias|Alias\w+)$", "", ref)
+    published = resources.get(function, {}).get("Properties", {}).get("AutoPublishAlias")
+    if published and ref in (f"{function}.Alias", f"{function}Alias{published}"):
+        return function, str(published)
+    raise TemplateError(f"a function URL's target {target!r} is not a function or its alias")
 
 
 def _references(value: Any) -> set[str]:

@@ -1,8 +1,10 @@
 """The release pipeline (.github/workflows/release.yml and its stage, release-stage.yml):
-stages in sequence with bake times, units least critical first, the first failure stops it.
+stages in sequence with bake times, units least critical first (the HTTP modules in the
+order of the release plan, releases/plan.toml), the first failure stops it.
 
-The plan step's script is run here as the workflow runs it (bash, with the workflow's
-environment), so the order it ships in is the script's, not a copy of it.
+The plan step's and the deploy step's scripts are run here as the workflow runs them (bash,
+with the workflow's environment; sam and the release controller replaced by recorders), so
+the order they ship in is the scripts', not a copy of it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from relay.cloud import ROOT
 WORKFLOWS = ROOT / ".github" / "workflows"
 STAGE_WORKFLOW = "./.github/workflows/release-stage.yml"
 STAGES = ["preprod", "prod-us-east-1", "prod-us-west-2"]
+PLAN_FILE = ROOT / "releases" / "plan.toml"
+PLAN = tomllib.loads(PLAN_FILE.read_text())
+PLAN_ORDER = [stage["module"] for stage in PLAN["stage"]]
+HTTP_MODULES = {"loads", "gatepass", "navigate", "message"}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -51,7 +57,8 @@ def run_plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     output.write_text("")
     environ = {
         "PATH": os.environ["PATH"],
-        "RELEASE_ORDER": RELEASE["env"]["RELEASE_ORDER"],
+        **{k: v for k, v in RELEASE["env"].items() if k.startswith("RELEASE_")},
+        "RELEASE_PLAN": str(PLAN_FILE),
         "GITHUB_OUTPUT": str(output),
         "BEFORE": "",
         "AFTER": "",
@@ -67,11 +74,60 @@ def run_plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def planned(tmp_path: Path, **env: str) -> list[str]:
+def plan_outputs(tmp_path: Path, **env: str) -> dict[str, list[str]]:
     result = run_plan(tmp_path, **env)
     assert result.returncode == 0, result.stderr
-    (line,) = (tmp_path / "github_output").read_text().splitlines()
-    return line.removeprefix("units=").split()
+    lines = (tmp_path / "github_output").read_text().splitlines()
+    return {k: v.split() for k, _, v in (line.partition("=") for line in lines)}
+
+
+def planned(tmp_path: Path, **env: str) -> list[str]:
+    return plan_outputs(tmp_path, **env)["units"]
+
+
+def run_deploy(
+    tmp_path: Path, units: str, plan_modules: str, fail: str = ""
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The stage's deploy step, with sam and .venv/bin/relay recording their arguments
+    (``fail``: the program that exits 1)."""
+    (step,) = [
+        s for s in STAGE["jobs"]["deploy"]["steps"] if s.get("name", "").startswith("Deploy")
+    ]
+    log = tmp_path / "calls"
+    log.write_text("")
+    bin_dir = tmp_path / "bin"
+    venv_bin = tmp_path / ".venv" / "bin"
+    for directory, name in ((bin_dir, "sam"), (venv_bin, "relay")):
+        directory.mkdir(parents=True, exist_ok=True)
+        tool = directory / name
+        status = 1 if name == fail else 0
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexit {status}\n')
+        tool.chmod(0o755)
+    environ = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "ENVIRONMENT": "preprod",
+        "STAGE": "preprod",
+        "UNITS": units,
+        "PLAN_MODULES": plan_modules,
+        "IDENTITY_PUBLIC_KEY": "key",
+        "IDENTITY_SIGNING_KEY_SECRET_ARN": "arn",
+    }
+    result = subprocess.run(
+        ["bash", "-c", step["run"]], env=environ, cwd=tmp_path, capture_output=True, text=True
+    )
+    return result, log.read_text().splitlines()
+
+
+def shipped(calls: list[str]) -> list[str]:
+    """What a deploy step's calls shipped, in order: a stack's unit, or release(<modules>)."""
+    out = []
+    for call in calls:
+        argv = call.split()
+        if argv[:2] == ["sam", "deploy"]:
+            out.append(argv[argv.index("--stack-name") + 1].removeprefix("relay-preprod-"))
+        elif argv[0] == "relay":
+            out.append(f"release({call.split('--modules ', 1)[1]})")
+    return out
 
 
 def test_stages_run_one_after_another_each_waiting_for_the_one_before():
@@ -136,12 +192,100 @@ def test_each_stage_is_a_samconfig_environment_in_its_region():
     assert regions == {"us-east-1", "us-west-2"}
 
 
-def test_units_ship_least_critical_first():
-    order = RELEASE["env"]["RELEASE_ORDER"].split()
+def test_units_ship_least_critical_first_the_modules_in_the_plan_s_order(tmp_path):
+    order = planned(tmp_path, EVENT_NAME="workflow_dispatch", REQUESTED="all")
+    assert order == ["platform", "notifications", *PLAN_ORDER, "gateway"]
     assert order.index("message") < order.index("navigate") < order.index("gatepass")
     assert order.index("gatepass") < order.index("loads") < order.index("gateway")
-    assert order.index("notifications") < order.index("message")
     assert order[0] == "platform", "the values every stack reads go first"
+    assert (
+        plan_outputs(tmp_path, EVENT_NAME="workflow_dispatch", REQUESTED="all")["modules"]
+        == PLAN_ORDER
+    )
+
+
+def test_the_pipeline_s_module_order_is_read_from_the_plan_file(tmp_path):
+    other = tmp_path / "plan.toml"
+    other.write_text(
+        PLAN_FILE.read_text()
+        .replace('module = "message"', 'module = "x"')
+        .replace('module = "loads"', 'module = "message"')
+        .replace('module = "x"', 'module = "loads"')
+    )
+    got = planned(
+        tmp_path, EVENT_NAME="workflow_dispatch", REQUESTED="all", RELEASE_PLAN=str(other)
+    )
+    assert got == [
+        "platform",
+        "notifications",
+        "loads",
+        "navigate",
+        "gatepass",
+        "message",
+        "gateway",
+    ]
+
+
+def test_the_release_plan_stages_every_http_module_once_least_critical_first():
+    assert PLAN_ORDER == ["message", "navigate", "gatepass", "loads"]
+    assert set(PLAN_ORDER) == HTTP_MODULES
+    for module in PLAN_ORDER:
+        assert (ROOT / "modules" / module / "template.yaml").is_file()
+    assert PLAN["defaults"] == {
+        "steps": [1, 10, 50, 100],
+        "interval_seconds": 60,
+        "min_calls": 50,
+        "bake_seconds": 300,
+        "max_success_drop": 0.01,
+        "max_p99_ratio": 1.5,
+        "min_p99_delta_ms": 25,
+    }
+    steps = PLAN["defaults"]["steps"]
+    assert steps == sorted(set(steps)) and steps[-1] == 100, "rising steps that end at all"
+    assert set(PLAN) == {"defaults", "stage"}
+
+
+def test_each_stage_hands_the_plan_s_modules_to_its_deploy():
+    for name, job in stage_jobs().items():
+        assert job["with"]["plan-modules"] == "${{ needs.plan.outputs.modules }}", name
+    assert STAGE["on"]["workflow_call"]["inputs"]["plan-modules"]["required"] is True
+    assert STAGE["jobs"]["deploy"]["env"]["PLAN_MODULES"] == "${{ inputs.plan-modules }}"
+
+
+def test_a_stage_releases_the_plan_s_modules_through_the_controller_between_the_stacks(tmp_path):
+    units = "platform notifications message navigate gatepass loads gateway"
+    result, calls = run_deploy(tmp_path, units, " ".join(PLAN_ORDER))
+    assert result.returncode == 0, result.stderr
+    assert shipped(calls) == [
+        "platform",
+        "notifications",
+        "release(message navigate gatepass loads)",
+        "gateway",
+    ]
+    (release,) = [c for c in calls if c.startswith("relay ")]
+    assert release.startswith("relay release releases/plan.toml --target aws ")
+    assert "--stage preprod" in release and "--config-env preprod" in release
+    # the modules' stacks are deployed by the controller alone
+    for module in PLAN_ORDER:
+        assert not [c for c in calls if f"modules/{module}/" in c or f"-{module} " in c]
+
+
+def test_a_stage_ships_one_module_alone_through_the_controller(tmp_path):
+    result, calls = run_deploy(tmp_path, "navigate", " ".join(PLAN_ORDER))
+    assert result.returncode == 0, result.stderr
+    assert shipped(calls) == ["release(navigate)"]
+
+
+def test_a_module_not_promoted_stops_the_stage_before_the_gateway(tmp_path):
+    result, calls = run_deploy(tmp_path, "message loads gateway", " ".join(PLAN_ORDER), "relay")
+    assert result.returncode != 0
+    assert shipped(calls) == ["release(message loads)"], "the gateway is not deployed"
+
+
+def test_a_failed_stack_deploy_stops_the_stage_before_the_modules(tmp_path):
+    result, calls = run_deploy(tmp_path, "platform message", " ".join(PLAN_ORDER), "sam")
+    assert result.returncode != 0
+    assert not [c for c in calls if c.startswith("relay ")]
 
 
 def test_a_team_ships_its_modules_in_release_order_whatever_order_it_asks(tmp_path):
@@ -150,7 +294,7 @@ def test_a_team_ships_its_modules_in_release_order_whatever_order_it_asks(tmp_pa
     assert got == ["message", "navigate", "loads", "gateway"]
     assert planned(tmp_path, EVENT_NAME="workflow_dispatch", REQUESTED="navigate") == ["navigate"]
     everything = planned(tmp_path, EVENT_NAME="workflow_dispatch", REQUESTED="all")
-    assert everything == RELEASE["env"]["RELEASE_ORDER"].split()
+    assert everything == ["platform", "notifications", *PLAN_ORDER, "gateway"]
 
 
 def test_an_unknown_unit_stops_the_plan(tmp_path):

@@ -152,14 +152,20 @@ def test_sam_transform_succeeds_and_no_stack_nests_another(path: Path):
 
 
 @pytest.mark.parametrize("module", HTTP_MODULES)
-def test_each_http_module_deploys_as_a_canary_behind_an_iam_function_url(module: str):
+def test_each_http_module_serves_a_live_and_a_canary_alias_behind_iam_function_urls(module: str):
     cfn = _transformed(ROOT / "modules" / module / "template.yaml")
     by_type: dict[str, list[dict]] = {}
     for res in cfn["Resources"].values():
         by_type.setdefault(res["Type"], []).append(res)
-    assert by_type["AWS::Lambda::Alias"], "AutoPublishAlias gives the canary an alias"
-    assert by_type["AWS::CodeDeploy::DeploymentGroup"][0]["Properties"]["AlarmConfiguration"]
-    assert by_type["AWS::Lambda::Url"][0]["Properties"]["AuthType"] == "AWS_IAM"
+    names = sorted(a["Properties"]["Name"] for a in by_type["AWS::Lambda::Alias"])
+    assert names == ["canary", "live"]
+    (group,) = by_type["AWS::CodeDeploy::DeploymentGroup"]
+    assert group["Properties"]["DeploymentConfigName"]["Fn::Sub"][1]["ConfigName"] == "AllAtOnce"
+    assert len(by_type["AWS::Lambda::Url"]) == 2
+    assert {u["Properties"]["AuthType"] for u in by_type["AWS::Lambda::Url"]} == {"AWS_IAM"}
+    published = _published(ROOT / "modules" / module / "template.yaml")
+    for name in ("url", "canary-url", "canary-version", "live-version"):
+        assert f"/relay/${{Stage}}/{module}/{name}" in published, name
 
 
 def test_notifications_worker_reports_partial_batch_failures_and_dead_letters():
@@ -222,14 +228,20 @@ def test_each_module_deploys_alone_into_a_running_stage(module: str):
     assert ".Outputs." not in text
     assert not re.search(r"\b(Notifications|Loads|Gatepass|Navigate|Message)App\b", text)
     resources = set(template["Resources"])
+    # and what SAM makes of its functions: "<Function>Url", the published alias
+    # ("<Function>.Alias" in a Ref, "<Function>Alias<name>" once transformed)
     for lid, res in template["Resources"].items():
-        for ref in _refs(res):
-            assert (
-                ref in resources
-                or ref in template["Parameters"]
-                or ref.startswith("AWS::")
-                or (ref.endswith("Url") and ref[:-3] in resources)
-            ), f"{module}: {lid} refers to {ref}, not its own"
+        if res["Type"] == "AWS::Serverless::Function":
+            resources.add(f"{lid}Url")
+            if "AutoPublishAlias" in res["Properties"]:
+                alias = res["Properties"]["AutoPublishAlias"]
+                resources |= {f"{lid}.Alias", f"{lid}Alias{alias}"}
+    for lid, res in template["Resources"].items():
+        depends = res.get("DependsOn", [])
+        for ref in _refs(res) | set([depends] if isinstance(depends, str) else depends):
+            assert ref in resources or ref in template["Parameters"] or ref.startswith("AWS::"), (
+                f"{module}: {lid} refers to {ref}, not its own"
+            )
     # It reads other stacks' values only by their SSM names, and publishes its own.
     for name in _read(path):
         assert SSM_NAME.match(name).group(1) != module  # type: ignore[union-attr]
