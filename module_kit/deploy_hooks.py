@@ -1,6 +1,8 @@
 """CodeDeploy lifecycle hooks of every HTTP function: smoke requests against the new version.
 
-A function's deployment preference runs two hooks (docs/deploy.md, Canary releases):
+A function's deployment preference runs them (docs/deploy.md, Canary releases): the
+gateway's both; an HTTP module's only the pre-traffic hook, on its ``canary`` alias (the
+release controller judges the canary against live afterwards):
 
 - :func:`pre_traffic`, before any caller reaches the new version: each smoke request of the
   function (``modules/<name>/smoke.py``, ``gateway/smoke.py``) is sent to the new version
