@@ -4,6 +4,7 @@ are tested in tests/functional/gateway/test_fallback_store.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from datetime import timedelta
@@ -14,10 +15,12 @@ import httpx
 import jwt
 import pytest
 from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.app import build_fallbacks, create_app
 from gateway.fallbackstore.projector import KEYS_ITEM, Projector, make_handler
+from gateway.fallbackstore.store import FallbackStore, StoreUnavailable
 from gateway.routing.routes import RouteTable
 from shared_contracts.degraded import DegradedMarker, FallbackKind
 from shared_contracts.gatepass import GatePassVerdict
@@ -40,25 +43,41 @@ def anyio_backend():
 
 
 class FakeTable:
+    """The table as the store's low-level client serves its reads (``FallbackStore.client``):
+    items in DynamoDB's typed form, only the projected attributes. Counts the reads."""
+
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.blocked: threading.Event | None = None  # set: every read waits for it
+        self.failing = False  # set: every read fails as DynamoDB's client would
+        self.reads = 0
 
-    def _wait(self) -> None:
+    def _read(self) -> None:
+        self.reads += 1
         if self.blocked is not None:
             self.blocked.wait(5)
+        if self.failing:
+            raise ClientError({"Error": {"Code": "InternalServerError"}}, "Query")
 
-    def get_item(self, Key: dict[str, str]) -> dict[str, Any]:
-        self._wait()
-        item = self.items.get((Key["pk"], Key["sk"]))
-        return {"Item": item} if item is not None else {}
+    @staticmethod
+    def _projected(item: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        names = kwargs["ExpressionAttributeNames"]
+        wanted = {names[n.strip()] for n in kwargs["ProjectionExpression"].split(",")}
+        ser = TypeSerializer()
+        return {k: ser.serialize(v) for k, v in item.items() if k in wanted}
 
-    def query(self, KeyConditionExpression: Any, **_: Any) -> dict[str, Any]:
-        self._wait()
-        equals, begins = KeyConditionExpression._values
-        pk, prefix = equals._values[1], begins._values[1]
+    def get_item(self, TableName: str, Key: dict[str, dict[str, str]], **kw: Any) -> dict:
+        self._read()
+        item = self.items.get((Key["pk"]["S"], Key["sk"]["S"]))
+        return {"Item": self._projected(item, kw)} if item is not None else {}
+
+    def query(self, TableName: str, KeyConditionExpression: str, **kw: Any) -> dict:
+        self._read()
+        assert KeyConditionExpression == "#pk = :pk AND begins_with(#sk, :prefix)"
+        values = kw["ExpressionAttributeValues"]
+        pk, prefix = values[":pk"]["S"], values[":prefix"]["S"]
         found = [i for (p, s), i in sorted(self.items.items()) if p == pk and s.startswith(prefix)]
-        return {"Items": found}
+        return {"Items": [self._projected(i, kw) for i in found]}
 
     def put(self, pk: str, sk: str, doc: object, projected_at: float, **extra: Any) -> None:
         text = doc if isinstance(doc, str) else json.dumps(doc)
@@ -85,12 +104,18 @@ class StoreHarness:
     def __init__(self, settings, table: FakeTable, **settings_kw: Any) -> None:
         self.wall = WallClock()
         s = settings.model_copy(update={"fallback_store_table": "store", **settings_kw})
+        fallbacks = build_fallbacks(s, wall_clock=self.wall, dynamodb=FakeResource(table))
+        # the store's read cache on an injected clock too
+        self.monotonic = MonotonicClock()
+        self.store = fallbacks["loads-last-known-good"].store  # type: ignore[attr-defined]
+        self.store.monotonic = self.monotonic
+        self.store.client = table
         self.app = create_app(
             s,
             routes=RouteTable.load(s.routes_file, env=UPSTREAMS),
             clock=MonotonicClock(),
             wall_clock=self.wall,
-            fallbacks=build_fallbacks(s, wall_clock=self.wall, dynamodb=FakeResource(table)),
+            fallbacks=fallbacks,
         )
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://gateway"
@@ -201,6 +226,94 @@ async def test_passes_from_the_store_only_while_valid_and_not_revoked(store_harn
         "/gatepass", json={"load_id": "L-1", "facility_id": "F-1"}, headers=h.auth()
     )
     assert again.status_code == 200 and again.json()["pass_id"] == "P-1"
+
+
+async def test_a_driver_s_loads_are_kept_a_second_and_served_with_their_own_age(
+    store_harness, table
+):
+    h = store_harness()
+    table.put("driver#D-1001", "load#L-1", a_load("L-1"), h.wall.now - 240)
+    first = await h.client.get("/loads", headers=h.auth())
+    assert marker_of(first).age == 240 and table.reads == 1
+
+    # a newer projection lands; within the second the kept copy is served, with the age
+    # of that copy (not of the newer one, nor 0)
+    table.put("driver#D-1001", "load#L-2", a_load("L-2"), h.wall.now)
+    h.wall.advance(30)
+    h.monotonic.advance(0.9)
+    kept = await h.client.get("/loads", headers=h.auth())
+    assert [x["load_id"] for x in kept.json()["items"]] == ["L-1"]
+    assert marker_of(kept).age == 270 and kept.headers["age"] == "270"
+    assert table.reads == 1
+
+    # a second after the read: the kept copy once more, while a read refreshes it behind
+    h.monotonic.advance(0.2)
+    stale = await h.client.get("/loads", headers=h.auth())
+    assert [x["load_id"] for x in stale.json()["items"]] == ["L-1"]
+    assert marker_of(stale).age == 270
+    await h.store.settled()
+    assert table.reads == 2
+    fresh = await h.client.get("/loads", headers=h.auth())
+    assert sorted(x["load_id"] for x in fresh.json()["items"]) == ["L-1", "L-2"]
+    assert marker_of(fresh).age == 270  # the oldest part of what is served
+    assert table.reads == 2
+
+    # nothing asked for two seconds after that read: the request waits for the store
+    table.put("driver#D-1001", "load#L-3", a_load("L-3"), h.wall.now)
+    h.monotonic.advance(2.0)
+    waited = await h.client.get("/loads", headers=h.auth())
+    assert sorted(x["load_id"] for x in waited.json()["items"]) == ["L-1", "L-2", "L-3"]
+    assert table.reads == 3
+
+
+async def test_concurrent_reads_of_a_driver_s_loads_share_one_store_call(table):
+    store = FallbackStore(
+        "store", dynamodb=FakeResource(table), client=table, monotonic=MonotonicClock()
+    )
+    table.put("driver#D-1001", "load#L-1", a_load("L-1"), NOW.timestamp())
+    table.blocked = threading.Event()
+    waiting = [asyncio.ensure_future(store.loads("D-1001")) for _ in range(5)]
+    other = asyncio.ensure_future(store.loads("D-2"))
+    await asyncio.sleep(0)  # every caller is waiting on its read
+    table.blocked.set()
+    answers = await asyncio.gather(*waiting)
+    assert await other == []
+    assert table.reads == 2  # one for D-1001's five callers, one for D-2
+    assert all([c.doc for c in a] == [table.items[("driver#D-1001", "load#L-1")]["doc"]]
+               for a in answers)  # fmt: skip
+
+
+async def test_a_failed_read_is_not_kept_and_passes_are_read_each_time(table):
+    store = FallbackStore(
+        "store", dynamodb=FakeResource(table), client=table, monotonic=MonotonicClock()
+    )
+    table.put("driver#D-1001", "load#L-1", a_load("L-1"), NOW.timestamp())
+    table.put("driver#D-1001", "pass#P-1", a_gate_pass("P-1"), NOW.timestamp())
+    table.failing = True
+    with pytest.raises(StoreUnavailable):
+        await store.loads("D-1001")
+    with pytest.raises(StoreUnavailable):
+        await store.load("D-1001", "L-1")
+    table.failing = False
+    assert len(await store.loads("D-1001")) == 1  # read again at once, clock unmoved
+    assert (await store.load("D-1001", "L-1")) is not None
+    assert table.reads == 4
+    for _ in range(2):
+        assert len(await store.passes("D-1001")) == 1
+        assert await store.gate_pass("D-1001", "P-1") is not None
+        assert await store.is_revoked("P-1") is False
+    assert table.reads == 4 + 6  # a pass's revocation is never held back
+
+
+async def test_the_store_s_own_writes_empty_what_it_keeps(table):
+    clock = MonotonicClock()
+    store = FallbackStore("store", dynamodb=FakeResource(table), client=table, monotonic=clock)
+    assert await store.loads("D-1001") == []
+    table.put_item = lambda **_: None  # type: ignore[attr-defined]  # the projector's write
+    store.put_load("D-1001", "L-1", json.dumps(a_load("L-1")), 3, Decimal(1))
+    table.put("driver#D-1001", "load#L-1", a_load("L-1"), NOW.timestamp())
+    assert [c.projected_at for c in await store.loads("D-1001")] == [NOW.timestamp()]
+    assert table.reads == 2
 
 
 def signing_key() -> tuple[ec.EllipticCurvePrivateKey, dict[str, Any]]:
@@ -379,3 +492,19 @@ def test_a_record_that_cannot_be_projected_is_a_batch_item_failure_the_rest_go_o
     )
     assert answer == {"batchItemFailures": [{"itemIdentifier": "2"}, {"itemIdentifier": "3"}]}
     assert [c[1][1] for c in store.calls] == ["L-1"]
+
+
+async def test_a_failed_refresh_leaves_the_kept_loads_to_age_out(table):
+    clock = MonotonicClock()
+    store = FallbackStore("store", dynamodb=FakeResource(table), client=table, monotonic=clock)
+    table.put("driver#D-1001", "load#L-1", a_load("L-1"), NOW.timestamp())
+    assert len(await store.loads("D-1001")) == 1
+    table.failing = True
+    clock.advance(1.5)  # stale: served, and a refresh that fails
+    assert len(await store.loads("D-1001")) == 1
+    await store.settled()
+    assert table.reads == 2
+    clock.advance(0.6)  # two seconds after the last read that worked: nothing to serve
+    with pytest.raises(StoreUnavailable):
+        await store.loads("D-1001")
+    assert table.reads == 3
