@@ -73,3 +73,16 @@ def test_every_deployed_handler_gets_its_template_environment():
 
 def test_the_upstream_answers_a_real_load_assignment():
     assert LoadList.model_validate_json(LOAD_BODY).items[0].load_id == "L-5001"
+
+
+def test_etag_cost_times_the_tag_and_the_conditional_get_on_the_benchmark_list():
+    from bench import etag_cost
+    from gateway.forwarding.conditional import ETAG, entity_tag
+
+    # the answer it times is the benchmark's list, tagged by the gateway's own function
+    tagged = etag_cost.conditional_get("GET", etag_cost.REQUEST, etag_cost.answer())
+    assert tagged.status_code == 200 and tagged.body == LOAD_BODY.encode()
+    assert (ETAG, entity_tag(LOAD_BODY.encode(), b"application/json")) in tagged.raw_headers
+    costs = etag_cost.costs(number=20, repeat=1)
+    assert set(costs) == {"SHA-256 tag (entity_tag)", "BLAKE2b, 16 bytes", "conditional_get"}
+    assert all(us > 0 for us in costs.values())
