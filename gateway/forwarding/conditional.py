@@ -4,7 +4,7 @@ to the final answer, live or from a fallback, so a polling app downloads a list 
 it changed.
 
 - The tag is a hash (SHA-256, its first 128 bits; OpenSSL's, with the CPU's SHA
-  instructions where it has them: half the time of the interpreter's own BLAKE2b on a 1 KB
+  instructions where it has them: less time than the interpreter's own BLAKE2b on a 1 KB
   list) of the exact body bytes sent, their content type
   and, on a fallback's answer, its source (the ``Relay-Degraded`` marker's module and
   fallback, not its ``age``). A live answer and a degraded one never share a tag: a 304
@@ -13,7 +13,7 @@ it changed.
 - Valgrind's virtual CPU has no SHA instructions, so under callgrind (bench/instructions.py)
   SHA-256 takes OpenSSL's software path: about 31,000 instructions for the benchmark's
   1 KB list, against about 19,000 for BLAKE2b. BLAKE2b would lower that count and raise
-  the real CPU's time (1.1 against 2.4 us on the benchmark host: ``python -m
+  the real CPU's time (1.1 against 1.5 us on the benchmark host: ``python -m
   bench.etag_cost``), so the hash stays SHA-256.
 - The answer also gets ``Cache-Control: private, no-cache`` (the device may keep it but
   revalidates each time) and ``Vary: Authorization``, unless it has them already.
