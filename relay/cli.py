@@ -1,5 +1,5 @@
 """``relay``: run the local stack, stop/start its processes, mint dev tokens, assign loads,
-replay notifications."""
+release a new version of a module (or several, staged), replay notifications."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ from typing import Annotated
 import httpx
 import typer
 
+from gateway.release.state import ControlTableReleases
+from gateway.release.stats import ControlTableStats
 from shared_contracts.identity import Role
 
 from . import demo
 from .devissuer import DevIssuer
+from .release.controller import Outcome
+from .release.policy import Policy
 from .stack import STATE_DIR, LocalStack
 from .supervisor import ControlError, control_request
 
@@ -196,6 +200,206 @@ def openapi_doc(
     from . import openapi
 
     raise typer.Exit(openapi.main(["--check"] if check else []))
+
+
+# --- releases (docs/releases.md) --------------------------------------------------------
+
+PLAN_FILE = Path("releases/plan.toml")
+
+
+def _release_stores(state: dict) -> tuple[ControlTableReleases, ControlTableStats]:
+    """The control table's releases and stats, in the local stack's emulator."""
+    import boto3
+
+    table = state.get("control_table")
+    if not table:
+        raise typer.BadParameter("the running stack has no control table (restart `make dev`)")
+    dynamodb = boto3.resource(
+        "dynamodb",
+        endpoint_url=state["emulator_url"],
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - the local emulator's dummy credentials
+    )
+    return ControlTableReleases(table, dynamodb=dynamodb), ControlTableStats(
+        table, dynamodb=dynamodb
+    )
+
+
+def _policy_for(
+    module: str,
+    plan: Path,
+    *,
+    steps: str | None,
+    interval: float | None,
+    min_calls: int | None,
+) -> Policy:
+    """The plan file's policy for ``module`` (its defaults if it has no stage), with the
+    options given on the command line."""
+    from dataclasses import replace
+
+    from .release import load_plan
+
+    policy = next((s.policy for s in load_plan(plan).stages if s.module == module), Policy())
+    if steps:
+        policy = replace(policy, steps=tuple(float(s) for s in steps.split(",")))
+    if interval is not None:  # and a tenth of it as the tick
+        policy = replace(policy, interval_seconds=interval, tick_seconds=0.0)
+    if min_calls is not None:
+        policy = replace(policy, min_calls=min_calls)
+    return policy
+
+
+def _deploy_one(
+    module: str,
+    ref: str,
+    policy: Policy,
+    state: dict,
+    *,
+    traffic: bool,
+    rate: float,
+) -> int:
+    from .release.deploy import contract_check, deploy, resolve_source
+    from .release.display import ProgressDisplay, summary_table
+    from .release.hosts import ControlSocketHost
+    from .release.traffic import SyntheticTraffic
+
+    if not state.get("control_socket"):
+        raise typer.BadParameter("the running stack is not supervised (start it with `make dev`)")
+    store, stats = _release_stores(state)
+    source = resolve_source(ref, repo=Path.cwd(), versions_dir=STATE_DIR / "versions")
+    host = ControlSocketHost(Path(state["control_socket"]), state["modules"])
+    check = contract_check(Path(state["identity_key_file"]).read_text())
+    load = (
+        SyntheticTraffic(state["gateway_url"], [module], lambda d: mint(Role.DRIVER, d), rate=rate)
+        if traffic
+        else None
+    )
+    try:
+        if load is not None:
+            load.__enter__()
+        with ProgressDisplay() as display:
+            result = deploy(
+                module,
+                source,
+                host=host,
+                store=store,
+                stats=stats,
+                policy=policy,
+                check=check,
+                on_progress=display,
+                on_step=lambda message: typer.echo(f"-- {message}"),
+            )
+    finally:
+        if load is not None:
+            load.stop()
+    if result.contract is not None and not result.contract.ok:
+        typer.echo(f"\n{module}@{source.version} breaks its published contract; no traffic:")
+        for problem in result.contract.problems:
+            typer.echo(f"  {problem.operation}: {problem.check}: {problem.detail}")
+    if result.outcome is not None:
+        typer.echo("\n" + summary_table(result.outcome))
+        typer.echo(
+            f"{module}@{source.version}: "
+            + ("PROMOTED" if result.promoted else "ROLLED BACK")
+            + f" ({result.outcome.reason})"
+        )
+    if load is not None:
+        typer.echo(f"synthetic traffic: {dict(sorted(load.statuses.items()))}")
+    return result.exit_code
+
+
+@app.command()
+def deploy(
+    module: Annotated[str, typer.Argument(help="loads, gatepass, navigate or message")],
+    ref: Annotated[str, typer.Option(help="A git ref (checked out with git worktree) or a dir")],
+    plan: Annotated[Path, typer.Option(help="The plan file whose policy applies")] = PLAN_FILE,
+    steps: Annotated[
+        str | None, typer.Option(help="Canary weights in percent, e.g. 1,10,50,100")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(min=1, help="Seconds of each analysis interval")
+    ] = None,
+    min_calls: Annotated[
+        int | None, typer.Option(min=1, help="Calls per version before any verdict")
+    ] = None,
+    traffic: Annotated[
+        bool, typer.Option(help="Send synthetic drivers' reads through the gateway meanwhile")
+    ] = True,
+    rate: Annotated[float, typer.Option(min=1, max=500, help="Synthetic requests/s")] = 60.0,
+) -> None:
+    """Release a new version of one module on the running local stack: it runs beside the
+    stable one, its contract is checked before any traffic, then a sticky share of drivers
+    moves to it step by step, judged against the stable version over the same seconds.
+    Exits 0 when promoted, 1 when rolled back, 2 when refused before traffic."""
+    from .release import PolicyError, ReleaseError
+
+    try:
+        policy = _policy_for(module, plan, steps=steps, interval=interval, min_calls=min_calls)
+        code = _deploy_one(module, ref, policy, _state(), traffic=traffic, rate=rate)
+    except (ReleaseError, PolicyError, ValueError, ControlError) as exc:
+        typer.echo(f"relay deploy: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def release(
+    plan: Annotated[Path, typer.Argument(help="The plan file, e.g. releases/plan.toml")],
+    ref: Annotated[str, typer.Option(help="The git ref (or dir) every stage releases")],
+    traffic: Annotated[bool, typer.Option(help="Synthetic drivers' reads meanwhile")] = True,
+    rate: Annotated[float, typer.Option(min=1, max=500, help="Synthetic requests/s")] = 60.0,
+) -> None:
+    """Release every module of the plan in its order (least critical first) on the running
+    local stack, with bake time between stages; halts at the first stage that is not
+    promoted and leaves the earlier ones as they are. Exits 0 when every stage is promoted."""
+    import time as _time
+
+    from .release import PolicyError, ReleaseError, load_plan, run_plan
+    from .release.display import plan_summary
+    from .release.plan import Stage
+
+    state = _state()
+    try:
+        loaded = load_plan(plan, modules=list(state.get("modules", {})))
+    except (ReleaseError, PolicyError, ValueError) as exc:
+        typer.echo(f"relay release: {exc}", err=True)
+        raise typer.Exit(2) from None
+    codes: dict[str, int] = {}
+
+    def stage(st: Stage) -> Outcome:
+        codes[st.module] = _deploy_one(
+            st.module, ref, st.policy, _state(), traffic=traffic, rate=rate
+        )
+        promoted = codes[st.module] == 0
+        return Outcome(st.module, "", promoted, "promoted" if promoted else "not promoted")
+
+    outcome = run_plan(
+        loaded,
+        stage,
+        clock=_time.time,
+        sleep=_time.sleep,
+        on_event=lambda event: typer.echo(f"== {event.message}"),
+    )
+    typer.echo("\n" + plan_summary(outcome))
+    raise typer.Exit(0 if outcome.promoted else 1)
+
+
+@app.command()
+def rollback(
+    module: Annotated[str, typer.Argument(help="The module whose release to stop")],
+    reason: Annotated[str, typer.Option(help="Why (kept with the release)")],
+) -> None:
+    """Roll a running release back to 0% now (every gateway follows within a second or two)."""
+    from .release import ReleaseController
+
+    store, stats = _release_stores(_state())
+    controller = ReleaseController(store, stats)
+    stored = controller.rollback(module, reason, by="relay rollback")
+    if stored is None:
+        typer.echo(f"{module} has no release running")
+        raise typer.Exit(1)
+    typer.echo(f"{module}: release {stored.release_id} rolled back to 0%")
 
 
 @notifications.command("replay")

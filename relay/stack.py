@@ -95,6 +95,7 @@ class Process:
     health_path: str = "/healthz"
     proc: subprocess.Popen | None = None
     ca_file: Path | None = None  # set when the process serves HTTPS
+    cwd: Path = ROOT  # where it runs (a version of a module runs in its own source tree)
 
     @property
     def url(self) -> str:
@@ -106,7 +107,7 @@ class Process:
             self.proc = subprocess.Popen(
                 self.argv,
                 env=self.env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -192,6 +193,7 @@ class LocalStack:
     _supervision_thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _control: ControlServer | None = field(default=None, init=False, repr=False)
     _redeploy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    identity_private_key: str = field(default="", init=False, repr=False)
 
     def __enter__(self) -> LocalStack:
         self.start()
@@ -205,6 +207,11 @@ class LocalStack:
         """Where clients connect: the balancer in front of a fleet, else the gateway."""
         front = BALANCER_NAME if self.gateways > 1 else "gateway"
         return self.processes[front].url
+
+    @property
+    def identity_key_file(self) -> Path:
+        """The run's identity private key (PEM, mode 0600), for ``relay deploy``."""
+        return self.state_dir / "identity-key.pem"
 
     @property
     def gateway_names(self) -> list[str]:
@@ -268,6 +275,11 @@ class LocalStack:
         # A fresh identity key pair per run: the platform stack publishes the public half
         # (SSM) for the modules; every stack of the stage, in order (docs/deploy.md).
         identity_private, identity_public = generate_key_pair()
+        # relay deploy signs a new version's contract check with it, as the gateway would
+        self.identity_private_key = identity_private
+        self.identity_key_file.parent.mkdir(parents=True, exist_ok=True)
+        self.identity_key_file.touch(mode=0o600)
+        self.identity_key_file.write_text(identity_private)
         self.deployed = self.cloud.deploy_system(
             parameters={"Stage": "local", "IdentityPublicKey": identity_public}
         )
@@ -283,8 +295,9 @@ class LocalStack:
                 sqs=session.client("sqs", endpoint_url=self.emulator_url),
             )
 
+        version = source_version(ROOT)
         for lid, (name, factory) in MODULES.items():
-            env = {**aws_env, **self.function_env(lid)}
+            env = {**aws_env, **self.function_env(lid), "RELAY_VERSION": version}
             self.processes[name] = Process(
                 name, _uvicorn(factory, ports[lid]), env, logs / f"{name}.log", port=ports[lid]
             )
@@ -420,7 +433,7 @@ class LocalStack:
         """Every process: name, state, pid, url, restarts (what `relay ps` shows)."""
         watched = self.supervisor.status() if self.supervisor else {}
         out = []
-        for name, proc in self.processes.items():
+        for name, proc in list(self.processes.items()):
             running = proc.running()
             row = {
                 "name": name,
@@ -442,6 +455,105 @@ class LocalStack:
         state = self.state_dir / "stack.json"
         if state.exists():
             state.unlink()
+
+    # --- versions of a module side by side (relay deploy) ---------------------------
+
+    def start_version(self, module: str, source: Path, version: str) -> Process:
+        """Run ``version`` of ``module`` from the source tree ``source`` beside the one in
+        service: its own process (``<module>@<version>``) on a port of its own, with the
+        module's environment (the same tables and queues) and ``RELAY_VERSION``. Waits
+        until it answers its health check; an exiting process is restarted like any other."""
+        name = f"{module}@{version}"
+        factory = next((f for n, f in MODULES.values() if n == module), None)
+        if factory is None or module not in self.processes:
+            raise ValueError(f"no module named {module!r}")
+        existing = self.processes.get(name)
+        if existing is not None and existing.running():
+            return existing
+        port = free_port()
+        base = self.processes[module]
+        proc = Process(
+            name,
+            _uvicorn(factory, port),
+            {**base.env, "RELAY_VERSION": version, "PYTHONPATH": str(source)},
+            self.state_dir / "logs" / f"{name}.log",
+            port=port,
+            cwd=source,
+        )
+        self._add_process(name, proc)
+        proc.start()
+        try:
+            proc.wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
+        except RuntimeError:
+            self._remove_process(name)
+            raise
+        self._write_state()
+        return proc
+
+    def promote_version(self, module: str, version: str) -> None:
+        """``<module>@<version>`` becomes ``module``: the process in service under that name
+        from now on (and what a restarted gateway is pointed at); the one it replaces is
+        stopped. The gateways already reach it: the promoted release names its URL."""
+        name = f"{module}@{version}"
+        new = self.processes[name]
+        old = self.processes[module]
+        self._remove_process(name, stop=False)
+        new.name = module
+        self._remove_process(module, stop=False)
+        self._add_process(module, new)
+        old.stop()
+        self._publish_url(module, new.url + "/")
+        self._write_state()
+
+    def _publish_url(self, module: str, url: str) -> None:
+        """Where ``module`` is from now on, as its stack publishes it: the SSM parameter the
+        gateways re-read (``RELAY_SSM_PATH``), and the URL a restarted gateway starts from."""
+        from gateway.routing.directory import url_parameter
+
+        gateway_env = self.function_env(GATEWAY_FUNCTION)
+        if path := gateway_env.get("RELAY_SSM_PATH"):
+            boto3.client(
+                "ssm",
+                endpoint_url=self.emulator_url,
+                region_name=LOCAL_CREDENTIALS["AWS_REGION"],
+                aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            ).put_parameter(Name=url_parameter(path, module), Value=url, Overwrite=True)
+        if self.cloud is not None:  # and where a redeploy into a restarted emulator puts it
+            for lid, (name, _) in MODULES.items():
+                if name == module:
+                    self.cloud.function_urls[lid] = url
+        variable = f"RELAY_UPSTREAM_{module.upper()}"
+        for gateway in self.gateway_names:
+            proc = self.processes[gateway]
+            if variable in proc.env:
+                proc.env = {**proc.env, variable: url}
+
+    def retire_version(self, module: str, version: str) -> None:
+        """Stop ``<module>@<version>`` and forget it (a release rolled back)."""
+        self._remove_process(f"{module}@{version}")
+        self._write_state()
+
+    def _add_process(self, name: str, proc: Process) -> None:
+        if self.supervisor is None:
+            self.processes[name] = proc
+            return
+        with self.supervisor.lock:
+            self.processes[name] = proc
+            self.supervisor.adopt(name)
+
+    def _remove_process(self, name: str, *, stop: bool = True) -> None:
+        proc = self.processes.get(name)
+        if proc is None:
+            return
+        if self.supervisor is None:
+            self.processes.pop(name)
+        else:
+            with self.supervisor.lock:
+                self.supervisor.forget(name)
+                self.processes.pop(name)
+        if stop:
+            proc.stop()
 
     # --- supervision (relay dev) --------------------------------------------------
 
@@ -559,6 +671,8 @@ class LocalStack:
         command, name = request.get("command"), request.get("name")
         if command == "ps":
             return {"ok": True, "processes": self.status()}
+        if command in ("version-start", "version-promote", "version-retire"):
+            return self._version_control(command, request)
         if command not in ("stop", "start", "restart"):
             return {"ok": False, "error": f"unknown command {command!r}"}
         if name not in self.processes:
@@ -585,6 +699,24 @@ class LocalStack:
         self.report(f"{name} {command}ed by `relay {command}` (pid {proc.pid})")
         return {"ok": True, "message": f"{name} {command}ed (pid {proc.pid})"}
 
+    def _version_control(self, command: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``relay deploy``'s requests: start, promote or retire a version of a module."""
+        module, version = str(request.get("module", "")), str(request.get("version", ""))
+        try:
+            if command == "version-start":
+                proc = self.start_version(module, Path(str(request.get("source"))), version)
+                self.report(f"{proc.name} started from {proc.cwd} (pid {proc.pid}) at {proc.url}")
+                return {"ok": True, "url": proc.url, "message": f"{proc.name} at {proc.url}"}
+            if command == "version-promote":
+                self.promote_version(module, version)
+                self.report(f"{module}@{version} promoted: it is {module} now")
+                return {"ok": True, "message": f"{module} is version {version}"}
+            self.retire_version(module, version)
+            self.report(f"{module}@{version} retired")
+            return {"ok": True, "message": f"{module}@{version} stopped"}
+        except (KeyError, ValueError, RuntimeError) as exc:
+            return {"ok": False, "error": f"{command} {module}@{version}: {exc}"}
+
     def _write_state(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "stack.json").write_text(
@@ -602,10 +734,36 @@ class LocalStack:
                     "push_topic_arn": self.output("NotificationsApp", "PushTopicArn"),
                     # relay ps|stop|start|restart talk to the stack here (supervised stacks only).
                     "control_socket": str(self.control_socket) if self.supervise else None,
+                    # relay deploy: where releases live, and the key it signs smoke calls with
+                    "control_table": self.function_env(GATEWAY_FUNCTION).get("RELAY_CONTROL_TABLE"),
+                    "identity_key_file": str(self.identity_key_file),
                 },
                 indent=2,
             )
         )
+
+
+def source_version(tree: Path) -> str:
+    """A source tree's version label: its git commit (short), ``-dirty`` with uncommitted
+    changes to tracked files; ``local`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short=10", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "local"
+    return commit + ("-dirty" if dirty else "")
 
 
 def _process_name(logical_id: str) -> str:

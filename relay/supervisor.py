@@ -161,6 +161,16 @@ class Supervisor:
         watch.state, watch.restart_at = State.RESTARTING, now + delay
         self.report(f"{name} {why}; restarting in {_seconds(delay)} s")
 
+    def adopt(self, name: str) -> None:
+        """Supervise ``name``, just added to the children (a version started mid-run)."""
+        with self.lock:
+            self.watches[name] = Watch(started_at=self.clock())
+
+    def forget(self, name: str) -> None:
+        """Stop supervising ``name`` (its process stopped for good, about to be removed)."""
+        with self.lock:
+            self.watches.pop(name, None)
+
     def hold(self, name: str) -> None:
         """``name`` is being stopped on purpose: never restart it until :meth:`release`."""
         with self.lock:

@@ -114,9 +114,10 @@ def judge(
         if failures:
             return verdict("fail", [*failures, "no stable baseline with enough calls"])
         return verdict("wait", [_too_few(canary_n, stable_n, policy)])
-    failures = (
-        _success_drop(canary_n, baseline, policy) + failures + _slower(canary_n, baseline, policy)
-    )
+    latency_judged = min(canary_n.calls, baseline.calls) >= policy.min_latency_calls
+    failures = _success_drop(canary_n, baseline, policy) + failures
+    if latency_judged:
+        failures += _slower(canary_n, baseline, policy)
     if source == "earlier interval":
         note = f"baseline: stable's earlier window ({baseline.calls} calls)"
     else:
@@ -131,6 +132,15 @@ def judge(
         comparison.append(note)
     if not final:
         return verdict("wait", ["no regression so far", *comparison])
+    if not latency_judged:
+        return verdict(
+            "wait",
+            [
+                f"too few calls to judge p99: canary {canary_n.calls}, baseline "
+                f"{baseline.calls} (need {policy.min_latency_calls} each)",
+                *comparison,
+            ],
+        )
     return verdict("pass", comparison)
 
 

@@ -169,10 +169,12 @@ class ReleaseController:
     @staticmethod
     def _after(current: Release, verdict: Verdict) -> Release:
         """The release a step's deciding verdict leads to: rolled back to 0% on a fail,
-        the next step's weight on a pass, and the canary made stable after the last."""
+        the next step's weight on a pass, and the canary made stable when the next step is
+        the last (100%: every driver on it, with no stable traffic left to judge it
+        against at the same time, so that step is the promotion itself)."""
         if verdict.kind != "pass":
             return replace(current, weight=0.0, phase="rolled-back")
-        if current.step + 1 >= len(current.steps):
+        if current.step + 2 >= len(current.steps):
             return replace(
                 current,
                 phase="promoted",

@@ -45,7 +45,7 @@ _NUMBER_SETTINGS = {
     "tick_seconds",
     "bake_seconds",
 }
-_INTEGER_SETTINGS = {"min_calls", "max_quiet_intervals"}
+_INTEGER_SETTINGS = {"min_calls", "min_latency_calls", "max_quiet_intervals"}
 
 StageStatus = Literal["promoted", "rolled-back", "not-run"]
 

@@ -13,6 +13,9 @@ from .exceptions import PolicyError
 DEFAULT_STEPS: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0)
 DEFAULT_INTERVAL_SECONDS = 60.0
 DEFAULT_MIN_CALLS = 50
+# A p99 from fewer calls is the slowest call or two (a cold process's first request, one
+# GC pause): latency is judged only once both sides have this many calls.
+DEFAULT_MIN_LATENCY_CALLS = 100
 DEFAULT_MAX_SUCCESS_DROP = 0.01  # points of success rate (0.01 = 1 point) below stable
 DEFAULT_MAX_P99_RATIO = 1.5
 DEFAULT_MIN_P99_DELTA_MS = 25.0  # a slower p99 fails only when also this much slower
@@ -30,6 +33,8 @@ class Policy:
     ``tick_seconds`` is how often the controller reads the stats within an interval (0: a
     tenth of the interval, at least ``MIN_TICK_SECONDS``); a failure is decided at the
     first tick where both versions have ``min_calls``, a pass only at the interval's end.
+    Latency (p99) is judged only once both have ``min_latency_calls``; a pass needs it
+    judged, so a step waits for that many calls as well.
     ``max_quiet_intervals`` intervals in one step without enough calls to judge roll the
     canary back ("not enough traffic to judge"). ``bake_seconds`` is the wait after a
     promoted stage before the next stage of a plan starts.
@@ -38,6 +43,7 @@ class Policy:
     steps: tuple[float, ...] = DEFAULT_STEPS
     interval_seconds: float = DEFAULT_INTERVAL_SECONDS
     min_calls: int = DEFAULT_MIN_CALLS
+    min_latency_calls: int = DEFAULT_MIN_LATENCY_CALLS
     max_success_drop: float = DEFAULT_MAX_SUCCESS_DROP
     max_p99_ratio: float = DEFAULT_MAX_P99_RATIO
     min_p99_delta_ms: float = DEFAULT_MIN_P99_DELTA_MS
@@ -65,10 +71,18 @@ class Policy:
             ),
             (not steps or steps[-1] == 100, f"the last step must be 100, got {list(steps)}"),
             (
+                len(steps) >= 2,
+                f"steps need a weight below 100 to judge the canary at, got {list(steps)}",
+            ),
+            (
                 self.interval_seconds >= 1,  # the stats are per second
                 f"interval_seconds must be >= 1, got {self.interval_seconds}",
             ),
             (self.min_calls >= 1, f"min_calls must be >= 1, got {self.min_calls}"),
+            (
+                self.min_latency_calls >= 1,
+                f"min_latency_calls must be >= 1, got {self.min_latency_calls}",
+            ),
             (
                 0 <= self.max_success_drop < 1,
                 f"max_success_drop must be in [0, 1), got {self.max_success_drop}",

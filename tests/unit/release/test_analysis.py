@@ -139,3 +139,16 @@ def test_evidence_is_json() -> None:
         "p99_ms": verdict.canary.p99_ms,
     }
     assert evidence["stable"]["calls"] == 900
+
+
+def test_a_p99_of_too_few_calls_is_not_judged_and_a_pass_waits_for_enough() -> None:
+    # 60 calls with one cold-start call: their p99 is that one call, not the version
+    cold = stats(60, ms=20, slow=1, slow_ms=400)
+
+    early = judge(cold, stats(900), POLICY, final=False)
+    at_the_end = judge(cold, stats(900), POLICY)
+    enough = judge(stats(100, ms=600), stats(900, ms=200), POLICY, final=False)
+
+    assert early.kind == "wait" and at_the_end.kind == "wait"
+    assert at_the_end.reasons[0].startswith("too few calls to judge p99: canary 60")
+    assert enough.kind == "fail"  # with min_latency_calls each, a slow canary fails early

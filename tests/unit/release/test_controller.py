@@ -42,23 +42,21 @@ def test_a_good_version_is_promoted_through_every_step_in_order() -> None:
         (1.0, "running", "relay deploy"),
         (10.0, "running", "relay deploy"),
         (50.0, "running", "relay deploy"),
-        (100.0, "running", "relay deploy"),
-        (0.0, "promoted", "relay deploy"),
+        (0.0, "promoted", "relay deploy"),  # the 100% step: the canary is the stable one
     ]
     final = fleet.releases.get("message")
     assert final is not None
     assert (final.stable_version, final.stable_url) == ("v2", "http://127.0.0.1:9104")
-    assert [e["verdict"] for e in final.evidence] == ["pass"] * 4
-    assert [e["weight"] for e in final.evidence] == [1.0, 10.0, 50.0, 100.0]
-    # At 100% nobody is on stable: the 50% step's stable window is the baseline.
-    assert final.evidence[-1]["stable"]["calls"] == 0
-    assert final.evidence[-1]["baseline_source"] == "earlier interval"
+    assert [e["verdict"] for e in final.evidence] == ["pass"] * 3
+    assert [e["weight"] for e in final.evidence] == [1.0, 10.0, 50.0]
+    # every verdict compared both versions over the same seconds
+    assert {e["baseline_source"] for e in final.evidence} == {"same interval"}
     # Each step lasted one interval (plus the stats' lag), no more.
     times = [t for t, _ in fleet.releases.puts]
     assert all(60 <= b - a <= 64 for a, b in itertools.pairwise(times))
-    assert [j.verdict.kind for j in outcome.judgements] == ["pass"] * 4
+    assert [j.verdict.kind for j in outcome.judgements] == ["pass"] * 3
     # Progress came at every tick, and no tick slept longer than the policy's tick.
-    assert {p.step for p in seen} == {0, 1, 2, 3}
+    assert {p.step for p in seen} == {0, 1, 2}
     assert max(fleet.sleeps) <= POLICY.tick_seconds
 
 
@@ -124,11 +122,27 @@ def test_a_slow_trickle_is_judged_once_it_adds_up() -> None:
     # interval judges it.
     fleet = Fleet(calls_per_second=100)
 
-    outcome = controller(fleet, Policy(interval_seconds=30, min_calls=50)).run(RELEASE)
+    outcome = controller(
+        fleet, Policy(interval_seconds=30, min_calls=50, min_latency_calls=50)
+    ).run(RELEASE)
 
     assert outcome.promoted, outcome.reason
     first = fleet.releases.puts[1][0] - fleet.releases.puts[0][0]
     assert 60 <= first <= 64  # two 30 s intervals at 1%
+
+
+def test_a_pass_waits_until_the_p99_rests_on_enough_calls() -> None:
+    # 50 calls are enough to judge success, but a p99 of 50 calls is their slowest one:
+    # the step goes on until both versions have min_latency_calls (100 s at 1 call/s).
+    fleet = Fleet(calls_per_second=100)
+
+    outcome = controller(
+        fleet, Policy(interval_seconds=30, min_calls=50, min_latency_calls=100)
+    ).run(RELEASE)
+
+    assert outcome.promoted, outcome.reason
+    first = fleet.releases.puts[1][0] - fleet.releases.puts[0][0]
+    assert 120 <= first <= 124  # four 30 s intervals at 1%
 
 
 def test_a_restarted_controller_resumes_at_the_stored_step() -> None:
@@ -141,10 +155,7 @@ def test_a_restarted_controller_resumes_at_the_stored_step() -> None:
     outcome = controller(fleet, actor="relay deploy (restarted)").run(RELEASE)
 
     assert outcome.promoted, outcome.reason
-    assert written(fleet) == [
-        (100.0, "running", "relay deploy (restarted)"),
-        (0.0, "promoted", "relay deploy (restarted)"),
-    ]
+    assert written(fleet) == [(0.0, "promoted", "relay deploy (restarted)")]
     final = fleet.releases.get("message")
     assert final is not None and final.started_at == T0 - 200
 

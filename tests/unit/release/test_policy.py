@@ -33,6 +33,8 @@ def test_integer_steps_become_floats() -> None:
         ({"steps": (50, 10, 100)}, "steps must increase"),
         ({"steps": (10, 10, 100)}, "steps must increase"),
         ({"steps": (1, 50)}, "the last step must be 100"),
+        ({"steps": (100,)}, "steps need a weight below 100"),
+        ({"min_latency_calls": 0}, "min_latency_calls must be >= 1"),
         ({"interval_seconds": 0.5}, "interval_seconds must be >= 1"),
         ({"min_calls": 0}, "min_calls must be >= 1"),
         ({"max_success_drop": 1.0}, "max_success_drop"),

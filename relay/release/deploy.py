@@ -1,0 +1,208 @@
+"""One module's release, end to end: the new version beside the stable one, its contract
+checked before any traffic, the controller's steps, then promotion or rollback.
+
+``deploy()`` is what ``relay deploy <module> --ref <git ref | dir>`` runs against the local
+stack (and what a test runs against a :class:`~relay.stack.LocalStack` it started):
+
+1. **source**: a directory is used as it is; a git ref is checked out once into
+   ``.relay/versions/<commit>`` (``git worktree``), so any commit can be rehearsed without
+   touching the working tree. The version label is the commit, or the directory's name and
+   a hash of its Python sources;
+2. **start**: the host runs that version of the module as its own process (locally
+   ``<module>@<version>``, with the module's environment: the same tables and queues);
+3. **contract**: :func:`relay.release.contract.check_contract` calls it with the published
+   contract's smoke requests; a version with any problem is stopped and gets no traffic;
+4. **release**: a :class:`~gateway.release.state.Release` naming both versions is written to
+   the control table and the :class:`~relay.release.controller.ReleaseController` steps it,
+   judging the canary against the stable version over the same seconds;
+5. **after**: once every gateway has read the end of the release, promoted, the host makes
+   the new process the module's (the old one stops); rolled back, the new process stops.
+
+Nothing else restarts: the gateways pick up every step from the control table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from gateway.release.state import Release, ReleaseStore
+from gateway.release.stats import StatsStore
+
+from .contract import ContractReport, check_contract
+from .controller import Outcome, Progress, ReleaseController
+from .policy import Policy
+
+VERSION_HEADER = "x-relay-version"
+# After a release ends, the process that leaves service (the canary rolled back, or the old
+# stable version after a promotion) runs on until every gateway has read the release's end
+# (they read the releases every second) and its last calls are answered: stopped earlier,
+# its calls would fail and count against the module's breaker.
+DRAIN_SECONDS = 3.0
+
+
+class VersionHost(Protocol):
+    """Runs versions of modules side by side (the local stack; in AWS, the aliases)."""
+
+    def url(self, module: str) -> str: ...
+
+    def start(self, module: str, source: Path, version: str) -> str: ...
+
+    def promote(self, module: str, version: str) -> None: ...
+
+    def retire(self, module: str, version: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a version's code is, and its label."""
+
+    path: Path
+    version: str
+
+
+def resolve_source(ref: str, *, repo: Path, versions_dir: Path) -> Source:
+    """A directory as it is, or a git ref checked out (once) under ``versions_dir``."""
+    path = Path(ref)
+    if path.is_dir():
+        return Source(path.resolve(), directory_version(path))
+    try:
+        commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise ValueError(f"{ref!r} is neither a directory nor a git ref of {repo}") from None
+    short = commit[:10]
+    tree = versions_dir / short
+    if not (tree / ".git").exists():
+        versions_dir.mkdir(parents=True, exist_ok=True)
+        _git(repo, "worktree", "add", "--detach", "--force", str(tree), commit)
+    return Source(tree.resolve(), short)
+
+
+def directory_version(path: Path) -> str:
+    """``<name>-<hash>``: the directory's name and a hash of its Python sources, so two
+    different trees never share a label."""
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*.py")):
+        if ".venv" in file.parts or "__pycache__" in file.parts:
+            continue
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + file.read_bytes())
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in path.resolve().name)
+    return f"{name[:24]}-{digest.hexdigest()[:8]}"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+
+def running_version(url: str) -> str:
+    """The version a module process says it is (its ``x-relay-version``)."""
+    answer = httpx.get(url.rstrip("/") + "/healthz", timeout=5.0)
+    return answer.headers.get(VERSION_HEADER, "unknown")
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """How a deploy ended: refused before traffic (``contract`` has the problems), or the
+    controller's outcome."""
+
+    module: str
+    version: str
+    contract: ContractReport | None
+    outcome: Outcome | None
+
+    @property
+    def promoted(self) -> bool:
+        return self.outcome is not None and self.outcome.promoted
+
+    @property
+    def exit_code(self) -> int:
+        """0 promoted, 1 rolled back (or stopped by someone else), 2 refused before traffic."""
+        if self.outcome is None:
+            return 2
+        return 0 if self.outcome.promoted else 1
+
+
+def release_id(module: str, version: str, now: float) -> str:
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{module}-{stamp}-{version[:16]}-{uuid.uuid4().hex[:4]}"
+
+
+def deploy(
+    module: str,
+    source: Source,
+    *,
+    host: VersionHost,
+    store: ReleaseStore,
+    stats: StatsStore,
+    policy: Policy,
+    check: Callable[[str, str], ContractReport],
+    on_progress: Callable[[Progress], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+    actor: str = "relay deploy",
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DeployResult:
+    """Release ``source`` as the next version of ``module`` (module docstring).
+    ``check(module, url)`` is the contract check; ``on_step`` hears each phase."""
+    say = on_step or (lambda _: None)
+    running = store.get(module)
+    if running is not None and running.phase == "running":
+        raise ValueError(
+            f"{module} already has release {running.release_id} running "
+            f"(by {running.updated_by or 'someone'}); roll it back first"
+        )
+    stable_url = host.url(module)
+    stable_version = running_version(stable_url)
+    if stable_version == source.version:
+        raise ValueError(f"{module} already runs version {source.version}")
+    say(f"starting {module}@{source.version} from {source.path}")
+    canary_url = host.start(module, source.path, source.version)
+    say(f"checking {module}@{source.version} against {module}'s published contract")
+    report = check(module, canary_url)
+    if not report.ok:
+        host.retire(module, source.version)
+        return DeployResult(module, source.version, report, None)
+    say(f"contract kept ({report.calls} calls); releasing to drivers in steps {policy.steps}")
+    release = Release(
+        module=module,
+        release_id=release_id(module, source.version, clock()),
+        stable_version=stable_version,
+        canary_version=source.version,
+        canary_url=canary_url,
+        stable_url=stable_url,
+        steps=policy.steps,
+    )
+    controller = ReleaseController(
+        store, stats, policy, clock=clock, sleep=sleep, on_progress=on_progress, actor=actor
+    )
+    outcome = controller.run(release)
+    sleep(DRAIN_SECONDS)
+    if outcome.promoted:
+        host.promote(module, source.version)
+        say(f"{module} is version {source.version} now")
+    else:
+        host.retire(module, source.version)
+        say(f"{module}@{source.version} stopped; {module} stays on {stable_version}")
+    return DeployResult(module, source.version, report, outcome)
+
+
+def contract_check(identity_key_pem: str) -> Callable[[str, str], ContractReport]:
+    """The contract check, signing as the gateway does with the stack's identity key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_pem_private_key(identity_key_pem.encode(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the identity key is not an Ed25519 private key")
+    return lambda module, url: check_contract(module, url, identity_key=key)
