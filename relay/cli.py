@@ -18,6 +18,7 @@ from gateway.release.stats import ControlTableStats
 from shared_contracts.identity import Role
 
 from . import demo
+from .cloud import ROOT
 from .devissuer import DevIssuer
 from .release.controller import Outcome
 from .release.policy import Policy
@@ -233,21 +234,24 @@ def _policy_for(
     steps: str | None,
     interval: float | None,
     min_calls: int | None,
+    settings: list[str] | None = None,
 ) -> Policy:
     """The plan file's policy for ``module`` (its defaults if it has no stage), with the
-    options given on the command line."""
+    options given on the command line (``--set name=value`` for any other setting)."""
     from dataclasses import replace
 
     from .release import load_plan
+    from .release.plan import settings_from_pairs
 
     policy = next((s.policy for s in load_plan(plan).stages if s.module == module), Policy())
+    given = settings_from_pairs(settings or [])
     if steps:
-        policy = replace(policy, steps=tuple(float(s) for s in steps.split(",")))
+        given["steps"] = tuple(float(s) for s in steps.split(","))
     if interval is not None:  # and a tenth of it as the tick
-        policy = replace(policy, interval_seconds=interval, tick_seconds=0.0)
+        given |= {"interval_seconds": interval, "tick_seconds": 0.0}
     if min_calls is not None:
-        policy = replace(policy, min_calls=min_calls)
-    return policy
+        given["min_calls"] = min_calls
+    return replace(policy, **given)
 
 
 def _deploy_one(
@@ -267,7 +271,7 @@ def _deploy_one(
     if not state.get("control_socket"):
         raise typer.BadParameter("the running stack is not supervised (start it with `make dev`)")
     store, stats = _release_stores(state)
-    source = resolve_source(ref, repo=Path.cwd(), versions_dir=STATE_DIR / "versions")
+    source = resolve_source(ref, repo=ROOT, versions_dir=STATE_DIR / "versions")
     host = ControlSocketHost(Path(state["control_socket"]), state["modules"])
     check = contract_check(Path(state["identity_key_file"]).read_text())
     load = (
@@ -327,6 +331,12 @@ def deploy(
         bool, typer.Option(help="Send synthetic drivers' reads through the gateway meanwhile")
     ] = True,
     rate: Annotated[float, typer.Option(min=1, max=500, help="Synthetic requests/s")] = 60.0,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Any other policy setting, e.g. --set min_p99_delta_ms=60 (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Release a new version of one module on the running local stack: it runs beside the
     stable one, its contract is checked before any traffic, then a sticky share of drivers
@@ -335,7 +345,9 @@ def deploy(
     from .release import PolicyError, ReleaseError
 
     try:
-        policy = _policy_for(module, plan, steps=steps, interval=interval, min_calls=min_calls)
+        policy = _policy_for(
+            module, plan, steps=steps, interval=interval, min_calls=min_calls, settings=setting
+        )
         code = _deploy_one(module, ref, policy, _state(), traffic=traffic, rate=rate)
     except (ReleaseError, PolicyError, ValueError, ControlError) as exc:
         typer.echo(f"relay deploy: {exc}", err=True)

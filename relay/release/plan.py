@@ -190,6 +190,21 @@ def _settings(table: Mapping[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+def settings_from_pairs(pairs: list[str], where: str = "--set") -> dict[str, Any]:
+    """Policy settings given as ``name=value`` pairs (a command line's ``--set``), each value
+    read as TOML (``steps=[10, 100]``, ``interval_seconds=5``), checked as a plan's are."""
+    table: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise PlanError(f"{where}: expected name=value, got {pair!r}")
+        try:
+            table |= tomllib.loads(f"{name.strip()} = {value.strip()}")
+        except tomllib.TOMLDecodeError as exc:
+            raise PlanError(f"{where}: {pair!r} is not name=value ({exc})") from None
+    return _settings(table, where)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

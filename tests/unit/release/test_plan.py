@@ -183,3 +183,19 @@ def test_a_bake_that_wakes_early_sleeps_the_rest() -> None:
     run_plan(plan, run.release, clock=run.clock, sleep=short_sleep)
 
     assert woke_early == [250, 150, 50]
+
+
+def test_command_line_settings_are_read_as_toml_and_checked_like_a_plans() -> None:
+    from relay.release.plan import settings_from_pairs
+
+    assert settings_from_pairs(["steps=[10, 100]", "min_p99_delta_ms = 60", "min_calls=5"]) == {
+        "steps": (10.0, 100.0),
+        "min_p99_delta_ms": 60.0,
+        "min_calls": 5,
+    }
+    with pytest.raises(PlanError, match="expected name=value"):
+        settings_from_pairs(["interval_seconds"])
+    with pytest.raises(PlanError, match="min_calls must be an integer"):
+        settings_from_pairs(["min_calls=1.5"])
+    with pytest.raises(PlanError, match="unknown"):
+        settings_from_pairs(["no_such_setting=1"])

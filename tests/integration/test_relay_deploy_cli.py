@@ -1,0 +1,167 @@
+"""`relay deploy` as a module team runs it, against a supervised local stack (what
+`relay dev` runs): a version of message from a directory is promoted with a progress display
+and a summary table (exit 0) while the other routes keep answering without an error; a
+version that fails every call is rolled back (exit 1); a git ref is checked out with git
+worktree and runs as its own version."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from relay import demo
+from relay.cloud import ROOT
+from relay.release.deploy import resolve_source
+from relay.stack import LocalStack, free_port
+from tests.integration.conftest import Api
+
+CLI_TIMEOUT_SECONDS = 180
+# Short steps for a test: judged at 50%, then promoted; p99 compared once both versions
+# have 100 calls, and only a p99 60 ms above the stable one's counts (loopback noise).
+FAST = [
+    "--steps", "50,100", "--interval", "2", "--min-calls", "10", "--rate", "80",
+    "--set", "min_p99_delta_ms=60",
+]  # fmt: skip
+OTHER_ROUTES = ["/loads", "/gatepass", "/navigate?load_id=L-5001&lat=41.88&lon=-87.63"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(
+        gateway_port=free_port(),
+        state_dir=tmp_path_factory.mktemp("relay"),
+        event_source_backoff=(1, 2),
+        supervise=True,
+    ) as s:
+        yield s
+
+
+def relay(stack: LocalStack, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "RELAY_STATE_DIR": str(stack.state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+    )
+
+
+def message_version(tmp: Path, name: str, patch: str = "") -> Path:
+    tree = tmp / name
+    for part in ("modules", "module_kit", "shared_contracts"):
+        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
+    app = tree / "modules" / "message" / "app.py"
+    app.write_text(app.read_text() + f"\n# version {name}\n" + patch)
+    return tree
+
+
+class OtherRoutes:
+    """A demo driver's reads of every other module, for as long as the release runs."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.statuses: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        auth = self.api.auth(driver_id=demo.DRIVERS[0])
+        with httpx.Client(base_url=self.api.stack.gateway_url, timeout=10) as client:
+            n = 0
+            while not self.stop.wait(0.1):
+                path = OTHER_ROUTES[n % len(OTHER_ROUTES)]
+                n += 1
+                try:
+                    r = client.get(path, headers=auth)
+                    self.statuses[f"{path.split('?')[0]} {r.status_code}"] += 1
+                except httpx.HTTPError as exc:
+                    self.statuses[f"{path} {type(exc).__name__}"] += 1
+
+    def __enter__(self) -> OtherRoutes:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+def synthetic_statuses(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("synthetic traffic:"))
+
+
+def test_a_good_version_is_promoted_while_the_other_routes_keep_answering(stack, api, tmp_path):
+    tree = message_version(tmp_path, "good")
+    before = stack.module_url("message")
+    with OtherRoutes(api) as others:
+        done = relay(stack, "deploy", "message", "--ref", str(tree), *FAST)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "contract kept" in out
+    assert "message step 1/2" in out  # the progress lines (no TTY: one line per tick)
+    assert "canary calls" in out and "verdict" in out  # the summary table
+    assert "PROMOTED" in out
+    assert synthetic_statuses(out).startswith("synthetic traffic: {'200': ")
+    assert stack.module_url("message") != before  # the new process is message now
+    # nothing else restarted, and the other routes never failed during the release
+    assert others.statuses and all(k.endswith(" 200") for k in others.statuses), others.statuses
+    r = api.http.get("/message", headers=api.auth(driver_id=demo.DRIVERS[0]))
+    assert r.status_code == 200
+
+
+def test_a_version_failing_every_call_is_rolled_back_with_exit_1(stack, api, tmp_path):
+    failing = (
+        "\n_create_app = create_app\n\n\n"
+        "def create_app(*args, **kwargs):  # type: ignore[no-redef]\n"
+        "    from fastapi.responses import JSONResponse\n\n"
+        "    app = _create_app(*args, **kwargs)\n\n"
+        '    @app.middleware("http")\n'
+        "    async def fault(request, call_next):\n"
+        '        if "x-relay-deadline-ms" in request.headers:\n'
+        "            return JSONResponse({'title': 'broken'}, status_code=500)\n"
+        "        return await call_next(request)\n\n"
+        "    return app\n"
+    )
+    tree = message_version(tmp_path, "broken", failing)
+    before = stack.module_url("message")
+    done = relay(stack, "deploy", "message", "--ref", str(tree), *FAST)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ROLLED BACK" in done.stdout and "below the floor" in done.stdout
+    # its drivers' reads were answered by the stable version: only 200s
+    assert "'200'" in synthetic_statuses(done.stdout)
+    assert "'5" not in synthetic_statuses(done.stdout)
+    assert stack.module_url("message") == before
+    assert not [name for name in stack.processes if name.startswith("message@")]
+
+
+def test_a_git_ref_is_checked_out_once_into_a_worktree(tmp_path):
+    versions = tmp_path / "versions"
+    source = resolve_source("HEAD", repo=ROOT, versions_dir=versions)
+    again = resolve_source("HEAD", repo=ROOT, versions_dir=versions)
+    assert source == again and source.path.parent == versions.resolve()
+    assert (source.path / "modules" / "message" / "app.py").exists()
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short=10", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert source.version == head
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source.path)], check=True
+    )
+    with pytest.raises(ValueError, match="neither a directory nor a git ref"):
+        resolve_source("no-such-ref-anywhere", repo=ROOT, versions_dir=versions)
+
+
+def test_relay_rollback_says_when_nothing_is_running(stack):
+    done = relay(stack, "rollback", "navigate", "--reason", "nothing is running")
+    assert done.returncode == 1 and "has no release running" in done.stdout
