@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
@@ -24,6 +27,14 @@ from .release.controller import Outcome
 from .release.policy import Policy
 from .stack import STATE_DIR, LocalStack
 from .supervisor import ControlError, control_request
+
+if TYPE_CHECKING:
+    from gateway.release.state import ReleaseStore
+    from gateway.release.stats import StatsStore
+
+    from .release import Plan
+    from .release.contract import ContractReport
+    from .release.deploy import VersionHost
 
 app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True, add_completion=False)
 notifications = typer.Typer(help="The notifications worker's queues.", no_args_is_help=True)
@@ -355,22 +366,58 @@ def deploy(
     raise typer.Exit(code)
 
 
+class Target(StrEnum):
+    local = "local"
+    aws = "aws"
+
+
 @app.command()
 def release(
     plan: Annotated[Path, typer.Argument(help="The plan file, e.g. releases/plan.toml")],
-    ref: Annotated[str, typer.Option(help="The git ref (or dir) every stage releases")],
-    traffic: Annotated[bool, typer.Option(help="Synthetic drivers' reads meanwhile")] = True,
+    ref: Annotated[
+        str | None,
+        typer.Option(help="local: the git ref (or dir) every stage releases (required)"),
+    ] = None,
+    target: Annotated[
+        Target,
+        typer.Option(help="local: the running local stack; aws: a stage's stacks (AWS_REGION)"),
+    ] = Target.local,
+    stage: Annotated[
+        str | None, typer.Option(help="aws: the stacks' Stage (relay-<stage>-<module>)")
+    ] = None,
+    config_env: Annotated[
+        str | None, typer.Option(help="aws: the samconfig.toml environment sam deploys with")
+    ] = None,
+    modules: Annotated[
+        str | None,
+        typer.Option(help="aws: the plan's modules to release, space-separated (default all)"),
+    ] = None,
+    traffic: Annotated[
+        bool, typer.Option(help="local: synthetic drivers' reads meanwhile (never in AWS)")
+    ] = True,
     rate: Annotated[float, typer.Option(min=1, max=500, help="Synthetic requests/s")] = 60.0,
 ) -> None:
-    """Release every module of the plan in its order (least critical first) on the running
-    local stack, with bake time between stages; halts at the first stage that is not
-    promoted and leaves the earlier ones as they are. Exits 0 when every stage is promoted."""
+    """Release every module of the plan in its order (least critical first), with bake time
+    between stages; halts at the first stage that is not promoted and leaves the earlier
+    ones as they are. Exits 0 when every stage is promoted. Locally (the running stack)
+    each stage releases --ref; with --target aws each stage deploys the module's stack from
+    this checkout (a new version on its canary alias) and releases that version against
+    live (docs/deploy.md, Canary releases)."""
     import time as _time
 
     from .release import PolicyError, ReleaseError, load_plan, run_plan
     from .release.display import plan_summary
     from .release.plan import Stage
 
+    if target is Target.aws:
+        raise typer.Exit(
+            _release_aws(plan, ref=ref, stage=stage, config_env=config_env, modules=modules)
+        )
+    for name, given in (("--stage", stage), ("--config-env", config_env), ("--modules", modules)):
+        if given is not None:
+            raise typer.BadParameter("only with --target aws", param_hint=name)
+    if ref is None:
+        raise typer.BadParameter("required with --target local", param_hint="--ref")
     state = _state()
     try:
         loaded = load_plan(plan, modules=list(state.get("modules", {})))
@@ -379,7 +426,7 @@ def release(
         raise typer.Exit(2) from None
     codes: dict[str, int] = {}
 
-    def stage(st: Stage) -> Outcome:
+    def stage_release(st: Stage) -> Outcome:
         codes[st.module] = _deploy_one(
             st.module, ref, st.policy, _state(), traffic=traffic, rate=rate
         )
@@ -388,13 +435,176 @@ def release(
 
     outcome = run_plan(
         loaded,
-        stage,
+        stage_release,
         clock=_time.time,
         sleep=_time.sleep,
         on_event=lambda event: typer.echo(f"== {event.message}"),
     )
     typer.echo("\n" + plan_summary(outcome))
     raise typer.Exit(0 if outcome.promoted else 1)
+
+
+def _aws_plan(plan: Path, modules: str | None) -> Plan:
+    """The plan's stages for ``--modules`` (space-separated, each one of the plan's), in
+    the plan's order; all of them without it."""
+    from .release import Plan, load_plan
+
+    loaded = load_plan(plan)
+    if modules is None:
+        return loaded
+    wanted = modules.split()
+    if not wanted:
+        raise typer.BadParameter("names no module", param_hint="--modules")
+    unknown = [m for m in wanted if m not in loaded.modules]
+    if unknown:
+        raise typer.BadParameter(
+            f"{', '.join(unknown)} not in {plan} (its modules: {' '.join(loaded.modules)})",
+            param_hint="--modules",
+        )
+    return Plan([s for s in loaded.stages if s.module in wanted])
+
+
+def _checkout_version(repo: Path) -> str:
+    """The label of what this checkout deploys: its commit (``+dirty`` with changes)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short=10", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+@dataclass
+class AwsRelease:
+    """What ``relay release --target aws`` releases with (made by :func:`_aws_parts`)."""
+
+    host: VersionHost
+    store: ReleaseStore
+    stats: StatsStore
+    check: Callable[[str, str], ContractReport]
+
+
+def _aws_parts(stage: str, config_env: str, repo: Path) -> AwsRelease:
+    """The stage's host, the control table (named by the gateway stack's SSM parameter)
+    and the contract check, signed as the gateway signs (the identity key the modules'
+    pre-traffic hooks use) and carried with SigV4 to the IAM-authenticated canary URL."""
+    import boto3
+
+    from .release.aws import (
+        AwsAliasHost,
+        SignedTransport,
+        client_config,
+        control_table_name,
+        identity_key_pem,
+        make_client,
+        region_from_environment,
+    )
+    from .release.deploy import contract_check
+
+    region = region_from_environment()
+    ssm = make_client("ssm", region)
+    table = control_table_name(stage, ssm=ssm)
+    dynamodb = boto3.resource("dynamodb", region_name=region, config=client_config())
+    pem = identity_key_pem(stage, secrets=make_client("secretsmanager", region))
+    host = AwsAliasHost(
+        stage,
+        region=region,
+        config_env=config_env,
+        repo=repo,
+        ssm=ssm,
+        say=lambda message: typer.echo(f"-- {message}"),
+    )
+    return AwsRelease(
+        host=host,
+        store=ControlTableReleases(table, dynamodb=dynamodb),
+        stats=ControlTableStats(table, dynamodb=dynamodb),
+        check=contract_check(pem, transport=SignedTransport(region)),
+    )
+
+
+def _release_aws(
+    plan: Path,
+    *,
+    ref: str | None,
+    stage: str | None,
+    config_env: str | None,
+    modules: str | None,
+) -> int:
+    """``relay release --target aws``: each of the plan's (chosen) modules in order, its
+    stack deployed from this checkout, then released against live. No synthetic traffic:
+    drivers' own calls judge it."""
+    import time as _time
+
+    from .release import PlanError, ReleaseError, run_plan
+    from .release.deploy import AlreadyRunning, Source, deploy
+    from .release.display import ProgressDisplay, plan_summary, summary_table
+    from .release.plan import Stage
+
+    if ref is not None:
+        raise typer.BadParameter(
+            "not with --target aws: it deploys this checkout", param_hint="--ref"
+        )
+    if not stage:
+        raise typer.BadParameter("required with --target aws", param_hint="--stage")
+    if not config_env:
+        raise typer.BadParameter("required with --target aws", param_hint="--config-env")
+    try:
+        chosen = _aws_plan(plan, modules)
+    except PlanError as exc:
+        typer.echo(f"relay release: {exc}", err=True)
+        return 2
+    repo = Path.cwd()
+    try:
+        parts = _aws_parts(stage, config_env, repo)
+    except ReleaseError as exc:
+        typer.echo(f"relay release: {exc}", err=True)
+        return 2
+    source = Source(repo, _checkout_version(repo))
+
+    def stage_release(st: Stage) -> Outcome:
+        try:
+            with ProgressDisplay() as display:
+                result = deploy(
+                    st.module,
+                    source,
+                    host=parts.host,
+                    store=parts.store,
+                    stats=parts.stats,
+                    policy=st.policy,
+                    check=parts.check,
+                    on_progress=display,
+                    on_step=lambda message: typer.echo(f"-- {message}"),
+                    actor=f"relay release --target aws ({stage})",
+                )
+        except AlreadyRunning as exc:  # the deploy published no new version
+            typer.echo(f"-- {exc}: nothing to release")
+            return Outcome(st.module, "", True, "already live")
+        except Exception as exc:  # a failed deploy or AWS call: this stage is not promoted
+            typer.echo(f"relay release: {st.module}: {type(exc).__name__}: {exc}", err=True)
+            return Outcome(st.module, "", False, str(exc))
+        if result.contract is not None and not result.contract.ok:
+            typer.echo(f"\n{st.module}@{result.version} breaks its published contract; no traffic:")
+            for problem in result.contract.problems:
+                typer.echo(f"  {problem.operation}: {problem.check}: {problem.detail}")
+            return Outcome(st.module, "", False, "refused before traffic (contract)")
+        assert result.outcome is not None
+        typer.echo("\n" + summary_table(result.outcome))
+        verdict = "PROMOTED" if result.promoted else "ROLLED BACK"
+        typer.echo(f"{st.module}@{result.version}: {verdict} ({result.outcome.reason})")
+        return result.outcome
+
+    outcome = run_plan(
+        chosen,
+        stage_release,
+        clock=_time.time,
+        sleep=_time.sleep,
+        on_event=lambda event: typer.echo(f"== {event.message}"),
+    )
+    typer.echo("\n" + plan_summary(outcome))
+    return 0 if outcome.promoted else 1
 
 
 @app.command()

@@ -19,6 +19,12 @@ stack (and what a test runs against a :class:`~relay.stack.LocalStack` it starte
    the new process the module's (the old one stops); rolled back, the new process stops.
 
 Nothing else restarts: the gateways pick up every step from the control table.
+
+In AWS (``relay release --target aws``, :class:`relay.release.aws.AwsAliasHost`) the host
+is a :class:`LabelledVersionHost`: ``start`` deploys the module's stack (a new version on
+its ``canary`` alias), the labels are Lambda version numbers the host reads (the stable
+URL is IAM-authenticated: no unsigned ``/healthz``), promotion moves ``live`` by a stack
+update and retirement has nothing to stop.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 
@@ -40,6 +46,7 @@ from gateway.release.stats import StatsStore
 
 from .contract import ContractReport, check_contract
 from .controller import Outcome, Progress, ReleaseController
+from .exceptions import ReleaseError
 from .policy import Policy
 
 VERSION_HEADER = "x-relay-version"
@@ -60,6 +67,21 @@ class VersionHost(Protocol):
     def promote(self, module: str, version: str) -> None: ...
 
     def retire(self, module: str, version: str) -> None: ...
+
+
+@runtime_checkable
+class LabelledVersionHost(VersionHost, Protocol):
+    """A host that names its versions itself (in AWS, Lambda version numbers): the stable
+    one's label comes from the host, not from an unsigned ``GET /healthz`` on its URL, and
+    the canary's is known only once :meth:`start` has deployed it."""
+
+    def stable_version(self, module: str) -> str: ...
+
+    def canary_version(self, module: str) -> str: ...
+
+
+class AlreadyRunning(ValueError):
+    """The version to release is the one the module already runs."""
 
 
 @dataclass(frozen=True)
@@ -163,22 +185,32 @@ def deploy(
             f"(by {running.updated_by or 'someone'}); roll it back first"
         )
     stable_url = host.url(module)
-    stable_version = running_version(stable_url)
-    if stable_version == source.version:
-        raise ValueError(f"{module} already runs version {source.version}")
+    labels = host if isinstance(host, LabelledVersionHost) else None
+    if labels is None:
+        stable_version = running_version(stable_url)
+        if stable_version == source.version:
+            raise AlreadyRunning(f"{module} already runs version {source.version}")
+    else:
+        stable_version = labels.stable_version(module)
     say(f"starting {module}@{source.version} from {source.path}")
     canary_url = host.start(module, source.path, source.version)
-    say(f"checking {module}@{source.version} against {module}'s published contract")
+    version = source.version
+    if labels is not None:
+        version = labels.canary_version(module)
+        if version == stable_version:
+            raise AlreadyRunning(f"{module} already runs version {version}")
+        say(f"{module}@{source.version} is version {version} (live: {stable_version})")
+    say(f"checking {module}@{version} against {module}'s published contract")
     report = check(module, canary_url)
     if not report.ok:
-        host.retire(module, source.version)
-        return DeployResult(module, source.version, report, None)
+        host.retire(module, version)
+        return DeployResult(module, version, report, None)
     say(f"contract kept ({report.calls} calls); releasing to drivers in steps {policy.steps}")
     release = Release(
         module=module,
-        release_id=release_id(module, source.version, clock()),
+        release_id=release_id(module, version, clock()),
         stable_version=stable_version,
-        canary_version=source.version,
+        canary_version=version,
         canary_url=canary_url,
         stable_url=stable_url,
         steps=policy.steps,
@@ -188,21 +220,61 @@ def deploy(
     )
     outcome = controller.run(release)
     sleep(DRAIN_SECONDS)
-    if outcome.promoted:
-        host.promote(module, source.version)
-        say(f"{module} is version {source.version} now")
+    if outcome.promoted and labels is not None:
+        # The promotion pointed the gateways' stable version at the canary's URL; once the
+        # live URL serves the version too, they go back to it, so the next deploy (which
+        # moves the canary alias) reaches nobody before its own release. A failed
+        # promotion leaves live on the old version: the gateways go back to it as well.
+        try:
+            host.promote(module, version)
+        except Exception:
+            _stable_at(store, release, stable_url, stable_version, actor=actor, clock=clock)
+            raise
+        _stable_at(store, release, stable_url, version, actor=actor, clock=clock)
+        say(f"{module} is version {version} now")
+    elif outcome.promoted:
+        host.promote(module, version)
+        say(f"{module} is version {version} now")
     else:
-        host.retire(module, source.version)
-        say(f"{module}@{source.version} stopped; {module} stays on {stable_version}")
-    return DeployResult(module, source.version, report, outcome)
+        host.retire(module, version)
+        say(f"{module}@{version} stopped; {module} stays on {stable_version}")
+    return DeployResult(module, version, report, outcome)
 
 
-def contract_check(identity_key_pem: str) -> Callable[[str, str], ContractReport]:
-    """The contract check, signing as the gateway does with the stack's identity key."""
+def _stable_at(
+    store: ReleaseStore,
+    release: Release,
+    url: str,
+    version: str,
+    *,
+    actor: str,
+    clock: Callable[[], float],
+) -> None:
+    """Make ``url`` (serving ``version``) the stable one of the finished ``release``, unless
+    a later release has replaced it."""
+    for _ in range(3):
+        stored = store.get(release.module)
+        if stored is None or stored.release_id != release.release_id:
+            return
+        if (stored.stable_url, stored.stable_version) == (url, version):
+            return
+        moved = replace(
+            stored, stable_url=url, stable_version=version, updated_at=clock(), updated_by=actor
+        )
+        if store.put(moved, expected_revision=stored.revision) is not None:
+            return
+    raise ReleaseError(f"could not point {release.module}'s stable version at {url}")
+
+
+def contract_check(
+    identity_key_pem: str, *, transport: httpx.BaseTransport | None = None
+) -> Callable[[str, str], ContractReport]:
+    """The contract check, signing as the gateway does with the stack's identity key;
+    ``transport`` carries its calls (in AWS one that signs them with SigV4)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = serialization.load_pem_private_key(identity_key_pem.encode(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the identity key is not an Ed25519 private key")
-    return lambda module, url: check_contract(module, url, identity_key=key)
+    return lambda module, url: check_contract(module, url, identity_key=key, transport=transport)
