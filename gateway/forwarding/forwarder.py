@@ -217,8 +217,8 @@ class Forwarder:
         self.releases = releases  # the modules' releases: which version a caller gets
         self.release_stats = releases.stats if releases is not None else ReleaseStats(None)
         self.canary_retries: Counter[str] = Counter()  # module -> canary failures retried
-        # "module@version" -> answers during releases, by the version the module says it is
-        self.versions_served: Counter[str] = Counter()
+        # (module, version) -> answers during releases, by the version the module says it is
+        self.versions_served: Counter[tuple[str, bytes]] = Counter()
         self.served: Counter[str] = Counter()  # "module:fallback-kind" -> count
         self.unavailable: Counter[str] = Counter()
         self.fallback_errors: Counter[str] = Counter()
@@ -308,59 +308,57 @@ class Forwarder:
         out: list[tuple[bytes, bytes]],
         fallback: Fallback | None,
     ) -> ModuleAnswer | Response:
-        """:meth:`ask` while the module's canary takes traffic: the call is counted in the
-        release's stats under the version that served it; when the canary gives no answer,
-        the stable version gets the request (it is safe to repeat: a read, or a write with
-        its idempotency key, which the versions share), so a canary driver's request is
-        still answered live."""
+        """:meth:`ask` while the module's canary takes traffic: each call is timed and
+        counted in the release's stats under the version that served it; when the canary
+        gives no answer, the stable version gets the request (it is safe to repeat: a read,
+        or a write with its idempotency key, which the versions share), so a canary
+        driver's request is still answered live."""
         stable = self.upstreams[call.module]
-        canary = upstream is not stable
-        try:
-            return await self._timed(upstream, release, canary, scope, call, out, fallback)
-        except UpstreamUnavailable as exc:
-            if not canary or not is_retry_safe(call.method, bool(call.idempotency_key)):
-                raise
-            self.canary_retries[call.module] += 1
-            log.warning(
-                "%s %s: canary %s of %s %s; the stable version gets it (request %s)",
-                call.method,
-                call.path,
-                release.canary_version,
-                call.module,
-                exc.reason,
-                call.request_id,
-                extra=_fields(call),
-            )
-            return await self._timed(stable, release, False, scope, call, out, fallback)
-
-    async def _timed(
-        self,
-        upstream: ModuleUpstream,
-        release: Release,
-        canary: bool,
-        scope: Scope,
-        call: Call,
-        out: list[tuple[bytes, bytes]],
-        fallback: Fallback | None,
-    ) -> ModuleAnswer | Response:
-        version = release.canary_version if canary else release.stable_version
-        started = self.clock()
-        ok = False
-        try:
-            answer = await self.ask(upstream, scope, call, out, fallback)
-            if isinstance(answer, ModuleAnswer):  # else a fallback answered for it
-                ok = True
-                served = next((v for n, v in answer.headers if n.lower() == _VERSION), b"-")
-                self.versions_served[f"{call.module}@{served.decode('latin-1')}"] += 1
-            return answer
-        finally:
+        version = release.stable_version if upstream is stable else release.canary_version
+        while True:
+            started = self.clock()
+            try:
+                answer = await self.ask(upstream, scope, call, out, fallback)
+            except UpstreamUnavailable as exc:
+                self.release_stats.record(
+                    call.module,
+                    release.release_id,
+                    version,
+                    False,
+                    (self.clock() - started) * 1000,
+                )
+                if upstream is stable or not is_retry_safe(call.method, bool(call.idempotency_key)):
+                    raise
+                self.canary_retries[call.module] += 1
+                log.warning(
+                    "%s %s: canary %s of %s %s; the stable version gets it (request %s)",
+                    call.method,
+                    call.path,
+                    version,
+                    call.module,
+                    exc.reason,
+                    call.request_id,
+                    extra=_fields(call),
+                )
+                upstream, version = stable, release.stable_version
+                continue
+            live = isinstance(answer, ModuleAnswer)  # else a fallback answered for it
             self.release_stats.record(
-                call.module,
-                release.release_id,
-                version,
-                ok,
-                (self.clock() - started) * 1000,
+                call.module, release.release_id, version, live, (self.clock() - started) * 1000
             )
+            if live:
+                for name, value in answer.headers:
+                    if name.lower() == _VERSION:
+                        self.versions_served[(call.module, value)] += 1
+                        break
+            return answer
+
+    def versions_view(self) -> dict[str, int]:
+        """Answers during releases by the version the module said it is ("loads@12")."""
+        return {
+            f"{module}@{version.decode('latin-1')}": count
+            for (module, version), count in sorted(self.versions_served.items())
+        }
 
     def respond(self, call: Call, fallback: Fallback | None, answer: ModuleAnswer) -> Response:
         """The module's answer for the client: its headers picked (``Location`` followed

@@ -81,7 +81,7 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
             {
                 "releases": state.releases.view(),
                 "canary_retries": dict(state.forwarder.canary_retries),
-                "versions_served": dict(state.forwarder.versions_served),
+                "versions_served": state.forwarder.versions_view(),
             }
             if state.releases is not None
             else {}

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,18 +33,19 @@ BUCKET_GROWTH = 1.2  # each bucket's upper bound is 20% above the previous one
 MAX_BUCKET = 80  # 0.5 ms x 1.2^80: about 18 minutes, more than any deadline
 STATS_TTL_SECONDS = 7 * 86_400
 DEFAULT_FLUSH_SECONDS = 0.5
-_LOG_GROWTH = math.log(BUCKET_GROWTH)
-
-
-def bucket(ms: float) -> int:
-    """The histogram bucket of a latency: the first whose upper bound is at least ``ms``."""
-    if ms <= BUCKET_BASE_MS:
-        return 0
-    return min(MAX_BUCKET, math.ceil(math.log(ms / BUCKET_BASE_MS) / _LOG_GROWTH - 1e-9))
 
 
 def bucket_upper_ms(index: int) -> float:
     return float(BUCKET_BASE_MS * BUCKET_GROWTH**index)
+
+
+_UPPER_BOUNDS = [bucket_upper_ms(i) for i in range(MAX_BUCKET + 1)]
+
+
+def bucket(ms: float) -> int:
+    """The histogram bucket of a latency: the first whose upper bound is at least ``ms``
+    (a binary search of the bounds, in C: this runs on every call during a release)."""
+    return min(bisect_left(_UPPER_BOUNDS, ms), MAX_BUCKET)
 
 
 @dataclass
@@ -178,43 +180,54 @@ class ReleaseStats:
         self.wall_clock = wall_clock
         self.flush_seconds = flush_seconds
         self.timeout_seconds = timeout_seconds
-        self.pending: dict[tuple[str, str, int], VersionStats] = {}
-        self.totals: dict[tuple[str, str], VersionStats] = {}  # (module, version): this instance's
+        # (module, release id, version, epoch second) -> the calls not yet flushed
+        self.pending: dict[tuple[str, str, str, int], VersionStats] = {}
+        self._flushed: dict[tuple[str, str], VersionStats] = {}  # (module, version): sent
         self.flush_errors = 0
-        self._flushed_at = wall_clock()
+        self._flush_due = wall_clock() + flush_seconds
         self._flushing: asyncio.Future[None] | None = None
 
     def record(self, module: str, release_id: str, version: str, ok: bool, ms: float) -> None:
+        """One call to ``version``: whether it gave an answer, and how long it took."""
         now = self.wall_clock()
-        key = (release_id, version, int(now))
+        key = (module, release_id, version, int(now))
         stats = self.pending.get(key)
         if stats is None:
             stats = self.pending[key] = VersionStats()
         stats.add(ok, ms)
-        total = self.totals.get((module, version))
-        if total is None:
-            total = self.totals[(module, version)] = VersionStats()
-        total.add(ok, ms)
-        if now - self._flushed_at >= self.flush_seconds and self._flushing is None:
+        if now >= self._flush_due and self._flushing is None:
             self._flush_in_background()
+
+    @property
+    def totals(self) -> dict[tuple[str, str], VersionStats]:
+        """This instance's calls per (module, version) since it started."""
+        out = dict(self._flushed)
+        for (module, _, version, _), stats in self.pending.items():
+            key = (module, version)
+            out[key] = out[key].merged(stats) if key in out else stats.merged(VersionStats())
+        return out
 
     def flush(self) -> None:
         """Add everything counted so far to the store (synchronous)."""
         self._write(self._take())
 
-    def _take(self) -> dict[tuple[str, str, int], VersionStats]:
-        """The counts so far, taken on the event loop's thread (records land in a new dict)."""
+    def _take(self) -> dict[tuple[str, str, str, int], VersionStats]:
+        """The counts so far, taken on the event loop's thread (records land in a new dict),
+        and added to this instance's totals."""
         pending, self.pending = self.pending, {}
+        for (module, _, version, _), stats in pending.items():
+            key = (module, version)
+            self._flushed[key] = stats.merged(self._flushed.get(key, VersionStats()))
         return pending
 
-    def _write(self, pending: dict[tuple[str, str, int], VersionStats]) -> None:
+    def _write(self, pending: dict[tuple[str, str, str, int], VersionStats]) -> None:
         if self.store is None:
             return
-        for (release_id, version, second), stats in pending.items():
+        for (_, release_id, version, second), stats in pending.items():
             self.store.add(release_id, version, second, stats)
 
     def _flush_in_background(self) -> None:
-        self._flushed_at = self.wall_clock()
+        self._flush_due = self.wall_clock() + self.flush_seconds
         pending = self._take()
 
         def done(future: asyncio.Future[None]) -> None:
