@@ -225,7 +225,8 @@ def time_to_zero() -> dict[str, Any]:
                     check=contract_check(stack.identity_private_key),
                 )
             release = store.get("loads")
-            assert release is not None and result.outcome is not None
+            if release is None or result.outcome is None:
+                raise RuntimeError("the release left no record in the control table")
             first = next(
                 second
                 for second in range(math.floor(release.started_at), math.ceil(release.updated_at))
