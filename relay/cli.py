@@ -538,7 +538,7 @@ def _release_aws(
     drivers' own calls judge it."""
     import time as _time
 
-    from .release import PlanError, ReleaseError, run_plan
+    from .release import PlanError, run_plan
     from .release.deploy import AlreadyRunning, Source, deploy
     from .release.display import ProgressDisplay, plan_summary, summary_table
     from .release.plan import Stage
@@ -559,8 +559,8 @@ def _release_aws(
     repo = Path.cwd()
     try:
         parts = _aws_parts(stage, config_env, repo)
-    except ReleaseError as exc:
-        typer.echo(f"relay release: {exc}", err=True)
+    except Exception as exc:  # no region, no control table or identity secret, no access
+        typer.echo(f"relay release: {type(exc).__name__}: {exc}", err=True)
         return 2
     source = Source(repo, _checkout_version(repo))
 

@@ -587,3 +587,21 @@ def test_aws_releases_the_chosen_modules_in_plan_order_and_halts_at_a_failure(
     assert result.exit_code == 1
     assert "nothing to release" in result.output
     assert "gatepass@9: ROLLED BACK" in result.output
+
+
+def test_aws_stops_before_any_stage_when_the_stage_cannot_be_read(
+    plan: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def aws_parts(stage: str, config_env: str, repo: Path) -> Any:
+        raise client_error("ResourceNotFoundException", "relay-preprod-identity", "GetSecretValue")
+
+    def fake_deploy(module: str, source: Source, **kwargs: Any) -> DeployResult:
+        raise AssertionError("no stage runs")
+
+    monkeypatch.setattr(relay.cli, "_aws_parts", aws_parts)
+    monkeypatch.setattr(deploy_module, "deploy", fake_deploy)
+
+    result = invoke(str(plan), "--target", "aws", "--stage", "preprod", "--config-env", "preprod")
+
+    assert result.exit_code == 2
+    assert "relay-preprod-identity" in result.output
