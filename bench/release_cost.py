@@ -132,13 +132,17 @@ async def _forwards(mode: str, requests: int) -> None:
         sys.exit("release: no call was counted per version")
 
 
-def _count(mode: str, requests: int, out: Path) -> int:
-    argv = [
+def count_argv(
+    mode: str, requests: int, out: Path | str, python: str = sys.executable
+) -> list[str]:
+    """The measured process: ``requests`` forwards of ``mode`` under callgrind, counting
+    only while they run (``--instr-atstart=no``; bench/callgrind_forward.py turns it on)."""
+    return [
         "valgrind",
         "--tool=callgrind",
         "--instr-atstart=no",
         f"--callgrind-out-file={out}/callgrind.%p.out",
-        sys.executable,
+        python,
         "-m",
         "bench.release_cost",
         "--forward",
@@ -146,6 +150,10 @@ def _count(mode: str, requests: int, out: Path) -> int:
         "--requests",
         str(requests),
     ]
+
+
+def _count(mode: str, requests: int, out: Path) -> int:
+    argv = count_argv(mode, requests, out)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     found = _REFS.search(done.stderr)
@@ -239,6 +247,10 @@ def time_to_zero() -> dict[str, Any]:
                 "promoted": result.promoted,
                 "reason": result.outcome.reason,
                 "interval_seconds": STACK_INTERVAL_SECONDS,
+                "steps": list(STACK_STEPS),
+                "min_calls": STACK_MIN_CALLS,
+                "rate": STACK_RATE,
+                "drivers": len(load.drivers),
                 "seconds_to_zero": round(release.updated_at - first, 2),
                 "canary_calls": canary.calls,
                 "canary_failures": canary.failures,

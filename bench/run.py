@@ -19,7 +19,11 @@ reference, gateway, ...), so that a verdict does not flip with the host's speed:
    upstream in the same rounds;
 6. Lambda mode: CPU per forward through the gateway's Mangum handler (HTTP API v2 events)
    beside the same app called directly (bench/inprocess.py), in alternating fresh
-   interpreters.
+   interpreters;
+7. release: instructions per in-process forward (callgrind) with a release of loads at 50%
+   against none, in interleaved rounds, and a canary failing 30% of its calls released on
+   the real local stack: the seconds from its first failed call to its weight-0 write,
+   against the analysis interval (bench/release_cost.py).
 
 Every figure is the median of its rounds with their range; a target whose reference moved
 more than its noise threshold across the rounds gets "too noisy for a verdict"
@@ -99,6 +103,7 @@ P99_AT_RATE_RATIO_TARGET = 10.0  # gateway p99 / nginx proxy_pass p99, ~1,000 RP
 FAST_FAIL_RATIO_TARGET = 1.5  # p99 black-holed (breaker open) / p99 healthy: at most
 ISOLATION_RATIO_TARGET = 1.10  # /loads p99 with navigate black-holed / with it healthy
 IMPORT_RATIO_TARGET = 2.5  # slowest handler import / bare `import fastapi`: at most
+RELEASE_RATIO_TARGET = 1.05  # instructions per forward, release at 50% / none: at most
 
 
 @dataclass
@@ -146,6 +151,9 @@ class Report:
     # reads (one at a time), rps (concurrent), readers.
     store_reads: dict[str, float] = field(default_factory=dict)
     lambda_run: str = ""  # when the Lambda figures are from an earlier run than the fleet's
+    # The release phase: instructions (per mode, one figure per round), requests (short,
+    # long), drivers, commands; time_to_zero (bench.release_cost.time_to_zero's figures).
+    release: dict[str, Any] = field(default_factory=dict)
     command: str = ""  # the bench's own command line
 
     @classmethod
@@ -929,6 +937,117 @@ def phase_lambda(report: Report, requests: int) -> None:
     report.lambda_requests = requests
 
 
+# --- a release in progress: the hop's cost, a bad canary's time to 0% ----------------------
+
+NO_RELEASE = "no release of loads (reference)"
+RELEASE_AT_50 = "a release of loads at 50%"
+
+
+def phase_release(report: Report, stack: bool = True) -> None:
+    """bench.release_cost as a phase: its instruction counts in ``report.rounds``
+    interleaved rounds (no release, release, no release, ...), then, with ``stack``, the
+    bad canary's time to 0% on the local stack."""
+    from . import release_cost
+
+    if shutil.which("valgrind") is None:
+        raise RuntimeError("the release phase needs valgrind (make bench installs it)")
+    print(
+        f"release: instructions per forward with a release of loads at 50% vs none "
+        f"(callgrind, {report.rounds} rounds)",
+        flush=True,
+    )
+    cost = release_cost.hop_cost(report.rounds)
+    for r, (base, release) in enumerate(zip(cost["no-release"], cost["release"], strict=True)):
+        print(
+            f"  r{r + 1} no release {base:,.0f}, release at 50% {release:,.0f} "
+            f"instructions/forward ({release / base:.3f}x)",
+            flush=True,
+        )
+    report.release = {
+        "instructions": cost,
+        "requests": [release_cost.SHORT, release_cost.LONG],
+        "drivers": len(release_cost.DRIVERS),
+        "tree": describe_tree(),  # the commit measured, and whether the tree had changes
+        "commands": [
+            "PYTHONHASHSEED=0 "
+            + command_line(release_cost.count_argv(mode, n, ".", python="python"))
+            for mode in cost
+            for n in (release_cost.SHORT, release_cost.LONG)
+        ],
+    }
+    if stack:
+        print("release: a canary failing 30% of its calls, on the local stack", flush=True)
+        zero = release_cost.time_to_zero()
+        print(
+            f"  {zero['seconds_to_zero']:.2f} s from its first failed call to 0% "
+            f"(interval {zero['interval_seconds']} s); canary {zero['canary_failures']} of "
+            f"{zero['canary_calls']} calls failed; drivers got {drivers_text(zero)}",
+            flush=True,
+        )
+        report.release["time_to_zero"] = zero
+    release_targets(report)
+
+
+def drivers_text(zero: dict[str, Any]) -> str:
+    """``873 x 200, 2 x 502``: what the synthetic drivers got, most frequent first."""
+    answers = sorted(zero["driver_answers"].items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{n:,} x {status}" for status, n in answers) or "nothing"
+
+
+def drivers_answered(zero: dict[str, Any]) -> bool:
+    """Every synthetic driver's request got an answer (2xx or 4xx; no 5xx, none unanswered)."""
+    return bool(zero["driver_answers"]) and all(
+        status[:1] in ("2", "4") for status in zero["driver_answers"]
+    )
+
+
+def release_targets(report: Report) -> None:
+    first_target = len(report.targets)
+    cost = report.release["instructions"]
+    ref = spread(cost["no-release"])
+    ratio = spread(ratios(cost["release"], cost["no-release"]))
+    threshold = NOISE_THRESHOLDS["baseline"]
+    report.target(
+        "instructions per in-process forward with a release of loads at 50% vs the same "
+        f"forwards with none (callgrind, {report.release['drivers']} drivers in turn)",
+        f"<= {RELEASE_RATIO_TARGET:.2f}x",
+        ratio,
+        ratio_text(ratio),
+        "instructions per forward, no release",
+        ref,
+        ref.show("{:,.0f}"),
+        threshold,
+        verdicts.verdict(
+            ratio.median, RELEASE_RATIO_TARGET, at_most=True, reference=ref, threshold=threshold
+        ),
+    )
+    zero = report.release.get("time_to_zero")
+    if zero:
+        interval = float(zero["interval_seconds"])
+        took = spread([float(zero["seconds_to_zero"])])
+        report.target(
+            "a canary failing 30% of its calls, on the local stack: seconds from its first "
+            "failed call to the write of its weight 0",
+            f"<= one analysis interval ({interval:g} s), rolled back, every driver answered",
+            took,
+            f"{zero['seconds_to_zero']:.2f} s, "
+            + ("promoted" if zero["promoted"] else "rolled back")
+            + f"; drivers got {drivers_text(zero)}",
+            "the analysis interval (set, not measured: one release, no noise rule)",
+            spread([interval]),
+            f"{interval:g} s",
+            0.0,
+            verdicts.once_verdict(
+                took.median,
+                interval,
+                at_most=True,
+                also=not zero["promoted"] and drivers_answered(zero),
+            ),
+        )
+    for t in report.targets[first_target:]:
+        t["phase"] = "release"
+
+
 # --- phase 3: isolation -----------------------------------------------------------------
 
 ISO_BASE, ISO_FAULT = "navigate healthy (reference)", "navigate black-holed"
@@ -1469,7 +1588,10 @@ def chart(report: Report, path: Path) -> None:
 
 
 def markdown(
-    report: Report | None, baseline: dict[str, Any] | None, fleet: dict[str, Any] | None = None
+    report: Report | None,
+    baseline: dict[str, Any] | None,
+    fleet: dict[str, Any] | None = None,
+    release: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -1505,7 +1627,8 @@ def markdown(
         f"| a bare `import fastapi` | {NOISE_THRESHOLDS['import']:.0%} | "
         "an interpreter start moves with the page cache and the other processes |",
         "| `--baseline`: the before tree's own figure (instructions, CPU or RPS per "
-        f"request) | {NOISE_THRESHOLDS['baseline']:.0%} | "
+        "request); the release phase: instructions per forward without a release "
+        f"| {NOISE_THRESHOLDS['baseline']:.0%} | "
         "twice the 5% tolerance, or a 5% change cannot be told from noise |",
         "",
         "A target with a further condition (100% success) is MISSED when that fails, "
@@ -1543,6 +1666,13 @@ def markdown(
         f"each open on their own allow up to {FLEET_SIZE} x fail_max plus the requests in "
         "flight). These four are absolute; the noise rule still applies, with the same "
         "fleet's p99 forwarding to the healthy upstream, in the same rounds, as the reference.",
+        f"- *Release*: with a release of loads in progress (at 50%), a forward costs at most "
+        f"{RELEASE_RATIO_TARGET:.2f}x the instructions of the same forward with no release, "
+        "counted under callgrind in the same run (instructions are the figure a shared host "
+        "leaves steady enough to tell 5%); and a canary failing 30% of its calls reaches 0% "
+        "within one analysis interval of its first failed call, on the real local stack, "
+        "every driver answered meanwhile. That one is measured once, against the interval "
+        "(set, not measured): MET or MISSED, never too noisy.",
         "",
         '`make bench BENCH_ARGS="--quick"` is a smoke check '
         f"({QUICK_ROUNDS} rounds of {QUICK_SECONDS} s measurements, no profile); its "
@@ -1553,21 +1683,26 @@ def markdown(
         "",
     ]
     if report is not None:
-        later = fleet.get("started", "") if fleet else ""
-        if (
-            later
-            and later != report.started
-            and any(t.get("phase") == "fleet" for t in report.targets)
+        for phase, figures, whose, section in (
+            ("fleet", fleet, "The fleet's", "section 6"),
+            ("release", release, "The release phase's", "sections 8 and 9"),
         ):
-            # the fleet section is from a later run: its targets are judged there only
-            report = Report.from_dict(asdict(report))
-            report.targets = [t for t in report.targets if t.get("phase") != "fleet"]
-            report.note = (
-                f"{report.note} The fleet's targets are judged in section 6, from a later "
-                f"run ({later})."
-            ).strip()
+            later = figures.get("started", "") if figures else ""
+            if (
+                later
+                and later != report.started
+                and any(t.get("phase") == phase for t in report.targets)
+            ):
+                # the phase's section is from a later run: its targets are judged there only
+                report = Report.from_dict(asdict(report))
+                report.targets = [t for t in report.targets if t.get("phase") != phase]
+                report.note = (
+                    f"{report.note} {whose} targets are judged in {section}, from a later "
+                    f"run ({later})."
+                ).strip()
         lines += report_markdown(report)
     lines += fleet_markdown(Report.from_dict(fleet) if fleet else None)
+    lines += release_markdown(Report.from_dict(release) if release else None)
     lines += baseline_markdown(baseline)
     return "\n".join(lines)
 
@@ -1676,6 +1811,106 @@ def fleet_markdown(f: Report | None) -> list[str]:
             "",
         ]
     return lines
+
+
+def release_markdown(r: Report | None) -> list[str]:
+    """The release phase, from bench/results/release.json (any run that had it, a --quick
+    one included: it says so)."""
+    if r is None or not r.release:
+        return []
+    rel = r.release
+    cost = rel["instructions"]
+    base, with_release = spread(cost["no-release"]), spread(cost["release"])
+    ratio = spread(ratios(cost["release"], cost["no-release"]))
+    short, long = rel["requests"]
+    mode = f"`--quick`: {r.rounds} rounds, a smoke check" if r.quick else f"{r.rounds} rounds"
+    judged = [t for t in r.targets if t.get("phase") == "release"]
+
+    def verdict_lines(what: str) -> list[str]:
+        return [
+            f"- [{t['verdict']}] {t['what']}: {t['measured']} (target {t['target']}; "
+            f"reference {t['reference_figure']})"
+            for t in judged
+            if t["what"].startswith(what)
+        ]
+
+    lines = [
+        f"## A release in progress (run of {r.started}; {mode})",
+        "",
+        *([f"`{without_note(r.command)}`", ""] if r.command else []),
+        *([f"Tree measured: {rel['tree']}.", ""] if rel.get("tree") else []),
+        host_text(r.load_average, r.note),
+        "",
+        "### 8. The hop with a release at 50%: instructions per forward",
+        "",
+        "`python -m bench.release_cost` (bench/release_cost.py), as this phase runs it: "
+        "in-process authenticated `GET /loads` forwards through this tree's gateway app "
+        "over a stub module (as bench/callgrind_forward.py makes them), by "
+        f"{rel['drivers']} drivers in turn, each in a fresh interpreter under Valgrind's "
+        "callgrind with instrumentation on only while the forwards run, the module's "
+        "release store attached in both runs: with no release of loads (what every request "
+        "pays: one lookup), and with a release of loads at 50% (the caller's bucket by "
+        "CRC-32, half the drivers on the canary's own upstream, each call timed and counted "
+        f"per version). Instructions per forward are ({long:,} forwards - {short:,} "
+        f"forwards) / {long - short:,}, which leaves out the interpreter's start and the "
+        "app's building; one round: no release, release. The count is the same from run to "
+        "run within a fraction of a percent whatever else the host does.",
+        "",
+        "| run | instructions per forward, median (range) |",
+        "|---|---:|",
+        f"| {NO_RELEASE} | {base.show('{:,.0f}')} |",
+        f"| {RELEASE_AT_50} | {with_release.show('{:,.0f}')} |",
+        f"| release / no release, round by round | {ratio_text(ratio)} |",
+        "",
+        *verdict_lines("instructions per in-process forward"),
+        "",
+        "```",
+        *rel.get("commands", []),
+        "```",
+        "",
+    ]
+    zero = rel.get("time_to_zero")
+    if not zero:
+        return [*lines, "(time to 0%: not run)", ""]
+    steps = ", ".join(f"{s:g}%" for s in zero["steps"])
+    failures = zero["canary_failures"]
+    calls = zero["canary_calls"]
+    share = f" ({100 * failures / calls:.0f}%)" if calls else ""
+    return [
+        *lines,
+        "### 9. A bad canary's time to 0%",
+        "",
+        "On the real local stack (relay.stack.LocalStack: the DynamoDB emulator, each "
+        "module's process, the gateway), a copy of this tree's loads module that answers "
+        "500 to 30% of the gateway's calls is released as `relay deploy loads --ref <dir>` "
+        f"releases it (its contract check first), with steps {steps}, an analysis interval "
+        f"of {zero['interval_seconds']:g} s and at least {zero['min_calls']} calls per "
+        f"version before a verdict, while {zero['drivers']} synthetic drivers read `/loads` "
+        f"through the gateway (at most {zero['rate']:g} requests a second in all; the "
+        "gateway's sticky routing sends the canary's share of them to it). The figure runs "
+        "from the first second whose per-version stats (the control table) show a canary "
+        "failure to the write of the release record that set the canary's weight to 0; the "
+        "stats are per second, so it starts up to 1 s before the first failed call. "
+        "CodeDeploy's smallest predefined Lambda canary (`LambdaCanary10Percent5Minutes`) "
+        "holds the canary's share for 5 minutes before its next shift.",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| from the first failed call to 0% | {zero['seconds_to_zero']:.2f} s |",
+        f"| the analysis interval (the goal) | {zero['interval_seconds']:g} s |",
+        f"| canary calls, the whole release | {calls:,} |",
+        f"| canary calls that failed | {failures:,}{share} |",
+        f"| what the synthetic drivers got | {drivers_text(zero)} |",
+        "",
+        f"Outcome: {'promoted' if zero['promoted'] else 'rolled back'} ({zero['reason']}).",
+        "",
+        *verdict_lines("a canary failing 30%"),
+        "",
+        "```",
+        "python -m bench.release_cost",
+        "```",
+        "",
+    ]
 
 
 def fleet_caveats(f: Report) -> list[str]:
@@ -2043,7 +2278,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"smoke check: {QUICK_ROUNDS} rounds of {QUICK_SECONDS} s, no profile",
     )
     parser.add_argument(
-        "--phases", default="hop,fast-fail,isolation,profile,cold-start,fleet,lambda"
+        "--phases", default="hop,fast-fail,isolation,profile,cold-start,fleet,lambda,release"
     )
     parser.add_argument(
         "--baseline", metavar="REF", help="compare this tree with git REF (hop, fast-fail)"
@@ -2078,7 +2313,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         args.out.write_text(
             markdown(
-                previous, load_json(RESULTS / "baseline.json"), load_json(RESULTS / "fleet.json")
+                previous,
+                load_json(RESULTS / "baseline.json"),
+                load_json(RESULTS / "fleet.json"),
+                load_json(RESULTS / "release.json"),
             )
         )
         if previous and {"hop", "fast-fail"} <= {m.phase for m in previous.measurements}:
@@ -2095,7 +2333,14 @@ def main(argv: list[str] | None = None) -> int:
             "command": command,
         }
         (RESULTS / "baseline.json").write_text(json.dumps(baseline, indent=2))
-        args.out.write_text(markdown(previous, baseline, load_json(RESULTS / "fleet.json")))
+        args.out.write_text(
+            markdown(
+                previous,
+                baseline,
+                load_json(RESULTS / "fleet.json"),
+                load_json(RESULTS / "release.json"),
+            )
+        )
         print(f"\nwrote {shown(args.out)} in {time.monotonic() - started:.0f} s")
         for c in baseline["comparisons"]:
             change = c["after_over_before"]
@@ -2145,20 +2390,28 @@ def main(argv: list[str] | None = None) -> int:
         phase_cold_start(report)
     if "lambda" in phases:
         phase_lambda(report, LAMBDA_QUICK_REQUESTS if args.quick else LAMBDA_REQUESTS)
+    if "release" in phases:
+        phase_release(report)
     report.elapsed_seconds = time.monotonic() - started
     report.load_average["end"] = load_average()
-    # A run of only the fleet and Lambda phases (``--phases fleet``) replaces their section,
-    # and nothing else: the main section stays that of the last run that measured it.
-    partial = not set(phases) - {"fleet", "lambda"}
+    # A run of only the fleet and Lambda phases (``--phases fleet``), or of the release phase,
+    # replaces their section, and nothing else: the main section stays that of the last run
+    # that measured it.
+    partial = not set(phases) - {"fleet", "lambda", "release"}
     if not partial:
         (RESULTS / recorded).write_text(json.dumps(asdict(report), indent=2))
     if report.fleet or report.lambda_cpu:  # the fleet section's figures, from any run
         fleet_figures = with_earlier_lambda(asdict(report), load_json(RESULTS / "fleet.json"))
         (RESULTS / "fleet.json").write_text(json.dumps(fleet_figures, indent=2))
+    if report.release:  # the release section's figures, from any run
+        (RESULTS / "release.json").write_text(json.dumps(asdict(report), indent=2))
     main_report = previous if partial and not args.quick else report
     args.out.write_text(
         markdown(
-            main_report, load_json(RESULTS / "baseline.json"), load_json(RESULTS / "fleet.json")
+            main_report,
+            load_json(RESULTS / "baseline.json"),
+            load_json(RESULTS / "fleet.json"),
+            load_json(RESULTS / "release.json"),
         )
     )
     if "hop" in phases and "fast-fail" in phases:

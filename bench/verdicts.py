@@ -107,6 +107,14 @@ def verdict(
     return MET if ok and also else MISSED
 
 
+def once_verdict(value: float, target: float, *, at_most: bool, also: bool = True) -> str:
+    """MET or MISSED for a figure measured once against a goal set in advance (e.g. a bad
+    canary's time to 0% against the analysis interval): nothing was measured beside it in
+    rounds, so there is no reference spread and no TOO_NOISY; ``also`` as in :func:`verdict`."""
+    ok = value <= target if at_most else value >= target
+    return MET if ok and also else MISSED
+
+
 def baseline_verdict(
     after_over_before: Spread,
     before: Spread,

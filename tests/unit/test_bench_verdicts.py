@@ -121,3 +121,19 @@ def test_baseline_verdict_is_too_noisy_when_the_before_tree_moved() -> None:
 def test_every_verdict_is_distinct() -> None:
     assert len(set(verdicts.VERDICTS)) == 3
     assert len({WITHIN, SLOWER, FASTER, NOISY}) == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "at_most", "also", "expected"),
+    [
+        (3.7, True, True, MET),
+        (10.0, True, True, MET),
+        (10.5, True, True, MISSED),
+        (3.7, True, False, MISSED),
+        (12.0, False, True, MET),
+    ],
+)
+def test_a_figure_measured_once_is_met_or_missed_never_too_noisy(
+    value: float, at_most: bool, also: bool, expected: str
+) -> None:
+    assert verdicts.once_verdict(value, 10.0, at_most=at_most, also=also) == expected
