@@ -1678,8 +1678,11 @@ def markdown(
         f"({QUICK_ROUNDS} rounds of {QUICK_SECONDS} s measurements, no profile); its "
         "verdicts mean little, and it writes bench/results/quick.json and quick.md, never "
         "this file. A full run writes its figures to bench/results/latest.json, `--baseline` "
-        "to baseline.json (kept on the machine, not committed), and each rewrites this file "
-        "from both; `--render` rewrites it without measuring.",
+        "to baseline.json, the fleet and Lambda phases to fleet.json and the release phase "
+        "to release.json (kept on the machine, not committed), and each rewrites this file "
+        "from them all; `--render` rewrites it without measuring. A run of only the fleet "
+        "and Lambda phases (`--phases fleet,lambda`) or of the release phase (`--phases "
+        "release`) replaces only its own section.",
         "",
     ]
     if report is not None:
