@@ -3,6 +3,7 @@ release a new version of a module (or several, staged), replay notifications."""
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import threading
@@ -41,10 +42,17 @@ notifications = typer.Typer(help="The notifications worker's queues.", no_args_i
 app.add_typer(notifications, name="notifications")
 
 
+@functools.cache
+def _issuer() -> DevIssuer:
+    """The local issuer, loaded once per command (parsing its RSA key costs ~30 ms, and
+    `relay deploy` mints a token for each of a thousand synthetic drivers)."""
+    return DevIssuer.load_or_create(STATE_DIR)
+
+
 def mint(role: Role, driver_id: str | None = None, hours: float = 12) -> str:
     """A token from the local Cognito-shaped issuer (its key lives in .relay/)."""
     sub = driver_id if role is Role.DRIVER and driver_id else f"{role.value}-dev"
-    return DevIssuer.load_or_create(STATE_DIR).mint(
+    return _issuer().mint(
         sub, role, driver_id if role is Role.DRIVER else None, ttl_seconds=int(hours * 3600)
     )
 
@@ -267,14 +275,16 @@ def _policy_for(
 
 def _deploy_one(
     module: str,
-    ref: str,
+    ref: str | None,
     policy: Policy,
     state: dict,
     *,
     traffic: bool,
     rate: float,
 ) -> int:
-    from .release.deploy import contract_check, deploy, resolve_source
+    """One module's release on the running stack: ``ref``'s version, or (None) the running
+    release taken over (``--resume``)."""
+    from .release.deploy import contract_check, deploy, resolve_source, resume
     from .release.display import ProgressDisplay, summary_table
     from .release.hosts import ControlSocketHost
     from .release.traffic import SyntheticTraffic
@@ -282,9 +292,8 @@ def _deploy_one(
     if not state.get("control_socket"):
         raise typer.BadParameter("the running stack is not supervised (start it with `make dev`)")
     store, stats = _release_stores(state)
-    source = resolve_source(ref, repo=ROOT, versions_dir=STATE_DIR / "versions")
     host = ControlSocketHost(Path(state["control_socket"]), state["modules"])
-    check = contract_check(Path(state["identity_key_file"]).read_text())
+    say = lambda message: typer.echo(f"-- {message}")  # noqa: E731 - one line's callback
     load = (
         SyntheticTraffic(state["gateway_url"], [module], lambda d: mint(Role.DRIVER, d), rate=rate)
         if traffic
@@ -294,28 +303,39 @@ def _deploy_one(
         if load is not None:
             load.__enter__()
         with ProgressDisplay() as display:
-            result = deploy(
-                module,
-                source,
-                host=host,
-                store=store,
-                stats=stats,
-                policy=policy,
-                check=check,
-                on_progress=display,
-                on_step=lambda message: typer.echo(f"-- {message}"),
-            )
+            if ref is None:
+                result = resume(
+                    module,
+                    host=host,
+                    store=store,
+                    stats=stats,
+                    policy=policy,
+                    on_progress=display,
+                    on_step=say,
+                )
+            else:
+                result = deploy(
+                    module,
+                    resolve_source(ref, repo=ROOT, versions_dir=STATE_DIR / "versions"),
+                    host=host,
+                    store=store,
+                    stats=stats,
+                    policy=policy,
+                    check=contract_check(Path(state["identity_key_file"]).read_text()),
+                    on_progress=display,
+                    on_step=say,
+                )
     finally:
         if load is not None:
             load.stop()
     if result.contract is not None and not result.contract.ok:
-        typer.echo(f"\n{module}@{source.version} breaks its published contract; no traffic:")
+        typer.echo(f"\n{module}@{result.version} breaks its published contract; no traffic:")
         for problem in result.contract.problems:
             typer.echo(f"  {problem.operation}: {problem.check}: {problem.detail}")
     if result.outcome is not None:
         typer.echo("\n" + summary_table(result.outcome))
         typer.echo(
-            f"{module}@{source.version}: "
+            f"{module}@{result.version}: "
             + ("PROMOTED" if result.promoted else "ROLLED BACK")
             + f" ({result.outcome.reason})"
         )
@@ -327,7 +347,12 @@ def _deploy_one(
 @app.command()
 def deploy(
     module: Annotated[str, typer.Argument(help="loads, gatepass, navigate or message")],
-    ref: Annotated[str, typer.Option(help="A git ref (checked out with git worktree) or a dir")],
+    ref: Annotated[
+        str | None, typer.Option(help="A git ref (checked out with git worktree) or a dir")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Take over the module's running release instead")
+    ] = False,
     plan: Annotated[Path, typer.Option(help="The plan file whose policy applies")] = PLAN_FILE,
     steps: Annotated[
         str | None, typer.Option(help="Canary weights in percent, e.g. 1,10,50,100")
@@ -352,14 +377,20 @@ def deploy(
     """Release a new version of one module on the running local stack: it runs beside the
     stable one, its contract is checked before any traffic, then a sticky share of drivers
     moves to it step by step, judged against the stable version over the same seconds.
-    Exits 0 when promoted, 1 when rolled back, 2 when refused before traffic."""
+    Exits 0 when promoted, 1 when rolled back, 2 when refused before traffic. With
+    --resume, the running release whose `relay deploy` stopped is judged on from its
+    stored step and finished."""
     from .release import PolicyError, ReleaseError
 
+    if (ref is None) == (not resume):
+        raise typer.BadParameter("give --ref <git ref | dir>, or --resume", param_hint="--ref")
     try:
         policy = _policy_for(
             module, plan, steps=steps, interval=interval, min_calls=min_calls, settings=setting
         )
-        code = _deploy_one(module, ref, policy, _state(), traffic=traffic, rate=rate)
+        code = _deploy_one(
+            module, None if resume else ref, policy, _state(), traffic=traffic, rate=rate
+        )
     except (ReleaseError, PolicyError, ValueError, ControlError) as exc:
         typer.echo(f"relay deploy: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -427,11 +458,16 @@ def release(
     codes: dict[str, int] = {}
 
     def stage_release(st: Stage) -> Outcome:
-        codes[st.module] = _deploy_one(
-            st.module, ref, st.policy, _state(), traffic=traffic, rate=rate
-        )
+        try:
+            codes[st.module] = _deploy_one(
+                st.module, ref, st.policy, _state(), traffic=traffic, rate=rate
+            )
+        except (ReleaseError, PolicyError, ValueError, ControlError) as exc:
+            typer.echo(f"relay release: {st.module}: {exc}", err=True)
+            return Outcome(st.module, "", False, str(exc))
         promoted = codes[st.module] == 0
-        return Outcome(st.module, "", promoted, "promoted" if promoted else "not promoted")
+        reason = {0: "promoted", 1: "rolled back", 2: "refused before traffic"}
+        return Outcome(st.module, "", promoted, reason.get(codes[st.module], "failed"))
 
     outcome = run_plan(
         loaded,
@@ -485,6 +521,20 @@ class AwsRelease:
     store: ReleaseStore
     stats: StatsStore
     check: Callable[[str, str], ContractReport]
+
+
+def _aws_release_stores(stage: str) -> tuple[ControlTableReleases, ControlTableStats]:
+    """The stage's control table (named by the gateway stack's SSM parameter)."""
+    import boto3
+
+    from .release.aws import client_config, control_table_name, make_client, region_from_environment
+
+    region = region_from_environment()
+    table = control_table_name(stage, ssm=make_client("ssm", region))
+    dynamodb = boto3.resource("dynamodb", region_name=region, config=client_config())
+    return ControlTableReleases(table, dynamodb=dynamodb), ControlTableStats(
+        table, dynamodb=dynamodb
+    )
 
 
 def _aws_parts(stage: str, config_env: str, repo: Path) -> AwsRelease:
@@ -611,17 +661,39 @@ def _release_aws(
 def rollback(
     module: Annotated[str, typer.Argument(help="The module whose release to stop")],
     reason: Annotated[str, typer.Option(help="Why (kept with the release)")],
+    target: Annotated[
+        Target, typer.Option(help="local: the running local stack; aws: a stage (AWS_REGION)")
+    ] = Target.local,
+    stage: Annotated[str | None, typer.Option(help="aws: the stage")] = None,
 ) -> None:
-    """Roll a running release back to 0% now (every gateway follows within a second or two)."""
+    """Roll a running release back to 0% now (every gateway follows within a second or two);
+    locally the canary's process is stopped too. In AWS the canary alias stays as it is
+    (no traffic reaches it) until the next deploy."""
     from .release import ReleaseController
+    from .release.deploy import DRAIN_SECONDS
 
-    store, stats = _release_stores(_state())
+    if target is Target.aws:
+        if not stage:
+            raise typer.BadParameter("required with --target aws", param_hint="--stage")
+        store, stats = _aws_release_stores(stage)
+    else:
+        state = _state()
+        store, stats = _release_stores(state)
     controller = ReleaseController(store, stats)
     stored = controller.rollback(module, reason, by="relay rollback")
     if stored is None:
         typer.echo(f"{module} has no release running")
         raise typer.Exit(1)
     typer.echo(f"{module}: release {stored.release_id} rolled back to 0%")
+    if target is Target.local and state.get("control_socket"):
+        import time as _time
+
+        _time.sleep(DRAIN_SECONDS)  # every gateway reads weight 0 before the canary stops
+        control_request(
+            Path(state["control_socket"]),
+            {"command": "version-retire", "module": module, "version": stored.canary_version},
+        )
+        typer.echo(f"{module}@{stored.canary_version} stopped")
 
 
 @notifications.command("replay")

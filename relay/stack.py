@@ -62,6 +62,7 @@ EVENT_SOURCES = {
 }
 log = logging.getLogger("relay.stack")
 START_TIMEOUT_SECONDS = 30.0
+RETIRE_AFTER_SECONDS = 10.0  # a promoted version's predecessor runs on this long
 
 
 def free_port() -> int:
@@ -194,6 +195,7 @@ class LocalStack:
     _control: ControlServer | None = field(default=None, init=False, repr=False)
     _redeploy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     identity_private_key: str = field(default="", init=False, repr=False)
+    _retiring: list[Process] = field(default_factory=list, init=False, repr=False)
 
     def __enter__(self) -> LocalStack:
         self.start()
@@ -452,6 +454,8 @@ class LocalStack:
         self._stop_supervision()
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
+        for proc in self._retiring:  # promoted versions' predecessors not stopped yet
+            proc.stop()
         state = self.state_dir / "stack.json"
         if state.exists():
             state.unlink()
@@ -492,8 +496,9 @@ class LocalStack:
 
     def promote_version(self, module: str, version: str) -> None:
         """``<module>@<version>`` becomes ``module``: the process in service under that name
-        from now on (and what a restarted gateway is pointed at); the one it replaces is
-        stopped. The gateways already reach it: the promoted release names its URL."""
+        from now on (and what a restarted gateway is pointed at); the one it replaces stops
+        ``RETIRE_AFTER_SECONDS`` later. The gateways already reach the new one: the promoted
+        release names its URL."""
         name = f"{module}@{version}"
         new = self.processes[name]
         old = self.processes[module]
@@ -501,9 +506,14 @@ class LocalStack:
         new.name = module
         self._remove_process(module, stop=False)
         self._add_process(module, new)
-        old.stop()
         self._publish_url(module, new.url + "/")
         self._write_state()
+        # The old one answers a little longer: a gateway that has not read the promotion
+        # yet (a busy host) still reaches a live process, not a closed port.
+        self._retiring.append(old)
+        timer = threading.Timer(RETIRE_AFTER_SECONDS, old.stop)
+        timer.daemon = True  # stop() stops it too, whenever the stack ends
+        timer.start()
 
     def _publish_url(self, module: str, url: str) -> None:
         """Where ``module`` is from now on, as its stack publishes it: the SSM parameter the

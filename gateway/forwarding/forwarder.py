@@ -252,6 +252,8 @@ class Forwarder:
         upstream = self.upstreams[route.module]
         release = None
         if self.releases is not None:
+            if not self.releases.loaded:  # a fresh Lambda environment's first request
+                await self.releases.load_at_start()
             upstream, release = self.releases.choose(
                 route.module, identity.sub if identity is not None else None
             )
@@ -318,7 +320,11 @@ class Forwarder:
         while True:
             started = self.clock()
             try:
-                answer = await self.ask(upstream, scope, call, out, fallback)
+                # The canary's half-open trial is waited for (no fallback to answer early):
+                # should it fail, the stable version answers live, not a fallback's copy.
+                answer = await self.ask(
+                    upstream, scope, call, out, fallback if upstream is stable else None
+                )
             except UpstreamUnavailable as exc:
                 self.release_stats.record(
                     call.module,

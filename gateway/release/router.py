@@ -83,6 +83,9 @@ class Releases:
         self._canary_of: dict[str, tuple[str, str]] = {}  # module -> (version, url)
         self._loaded_at = -math.inf
         self._refreshing: asyncio.Future[dict[str, Release]] | None = None
+        self._first_load: asyncio.Future[None] | None = None
+        # Whether a first copy was read (or tried): until then a request waits for it.
+        self.loaded = store is None
 
     # --- choosing ------------------------------------------------------------------------
 
@@ -113,6 +116,8 @@ class Releases:
             if release.stable_url and release.stable_url.rstrip("/") != stable.base_url:
                 log.warning("module %s: stable version is at %s", module, release.stable_url)
                 stable.rebase(release.stable_url.rstrip("/"))
+                # another process or version now: what its breaker counted was the old one's
+                stable.breaker.reset(f"the stable version is {release.stable_version} now")
             wanted = (release.canary_version, release.canary_url.rstrip("/"))
             if release.phase == "running" and self._canary_of.get(module) != wanted:
                 self.canaries[module] = self.make_upstream(module, *wanted)
@@ -133,16 +138,26 @@ class Releases:
         )
 
     def refresh(self) -> None:
-        """Read the releases now (synchronous: start-up, tests)."""
+        """Read the releases now (synchronous: tests, tools)."""
         if self.store is not None:
             loaded = self.store.load()
             self._loaded_at = self.clock()
+            self.loaded = True
             self.apply(loaded)
 
     async def load_at_start(self) -> None:
         """The first copy, before the instance serves: a gateway restarted mid-release routes
-        its first request as the fleet does. A store that does not answer in time leaves
-        every module on its stable version until the next refresh."""
+        its first request as the fleet does. A process reads it at start-up; a Lambda
+        execution environment (no start-up step) on its first request, which waits for it
+        (one read, the requests that come meanwhile share it). A store that does not answer
+        in time leaves every module on its stable version until the next refresh."""
+        if self.loaded:
+            return
+        if self._first_load is None:
+            self._first_load = asyncio.ensure_future(self._load_first())
+        await asyncio.shield(self._first_load)
+
+    async def _load_first(self) -> None:
         if self.store is None:
             return
         try:
@@ -151,7 +166,10 @@ class Releases:
             )
         except Exception as exc:
             log.error("could not read releases at start-up (%r); stable versions only", exc)
+            self._loaded_at = self.clock()  # the next read is the background refresh's
             return
+        finally:
+            self.loaded = True
         self._loaded_at = self.clock()
         self.apply(loaded)
 

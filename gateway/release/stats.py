@@ -4,9 +4,9 @@ version over the same seconds.
 
 A gateway instance counts each call it makes to either version of a module under release
 (:meth:`ReleaseStats.record`): the call, whether it failed (5xx, timeout, unreachable,
-breaker open: the version gave no answer; a 4xx is an answer) and its latency in a
-histogram of fixed buckets (each 20% wider than the one before), per epoch second. It adds
-its counts to the control table every ``flush_seconds`` in the background
+its breaker open or its bulkhead full: the version gave no answer; a 4xx is an answer) and
+its latency in a histogram of fixed buckets (each 20% wider than the one before), per epoch
+second. It adds its counts to the control table every ``flush_seconds`` in the background
 (``kind = "release-stats"``, ``name`` = ``<release id>#<version>#<second>``, one atomic
 ``ADD`` per item), so the store holds the fleet's sums whichever instances served the calls,
 and a p99 can be read from the summed histogram. A flush that fails is logged and its

@@ -282,6 +282,15 @@ class CircuitBreaker:
         finally:
             self._following_fleet = False
 
+    def reset(self, reason: str) -> None:
+        """Close now, fleet-wide too: the module behind it changed (a release moved the
+        stable version to the one it just judged), so the failures counted were another
+        version's."""
+        if self.state is BreakerState.CLOSED:
+            return
+        self._reason_given = reason
+        self._engine.close()
+
     def open_for_fleet(self, reason: str) -> None:
         """Open on the fleet's failure count (published like an opening of its own)."""
         self._reason_given = reason

@@ -14,9 +14,10 @@ Rules (thresholds from :class:`~relay.release.policy.Policy`):
   ``min_p99_delta_ms`` above it (a 2 ms → 4 ms p99 is not a regression worth a rollback);
 * a fail may be decided early, within the interval; a pass only at its end (``final``).
 
-When the stable version has too few calls in the window (at the 100% step nobody is on
-it), the baseline is the last earlier stable window that had enough (``earlier_stable``),
-and the verdict says so.
+When the stable version has too few calls in the window (a quiet hour; or a release stored
+at its 100% step, which the controller no longer judges: it promotes after the last step
+below 100), the baseline is the last earlier stable window that had enough
+(``earlier_stable``), and the verdict says so.
 """
 
 from __future__ import annotations

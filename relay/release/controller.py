@@ -228,7 +228,10 @@ class ReleaseController:
         now = self.clock()
         if existing is not None and existing.release_id == release.release_id:
             if existing.phase == "running":
-                return existing, min(existing.updated_at or now, now)
+                # judged on from the step's start, or (resumed long after) over the last
+                # interval only: a window that ended before the resume can only be quiet
+                started = min(existing.updated_at or now, now)
+                return existing, max(started, now - self.policy.interval_seconds)
             return self._outcome(
                 existing, existing.phase == "promoted", f"release already {existing.phase}", []
             )
@@ -314,7 +317,7 @@ class ReleaseController:
 
     def _earlier_baseline(self, release: Release) -> VersionStats | None:
         """On resume: the stable window of the latest stored verdict that had enough
-        stable calls, read back from the stats store (the baseline at the 100% step)."""
+        stable calls, read back from the stats store (the baseline when stable is quiet)."""
         for entry in reversed(release.evidence):
             window = entry.get("window")
             stable = entry.get("stable") or {}

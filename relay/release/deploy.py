@@ -219,7 +219,63 @@ def deploy(
         store, stats, policy, clock=clock, sleep=sleep, on_progress=on_progress, actor=actor
     )
     outcome = controller.run(release)
+    _finish(
+        host, store, release, outcome, stable_url, say=say, actor=actor, clock=clock, sleep=sleep
+    )
+    return DeployResult(module, version, report, outcome)
+
+
+def resume(
+    module: str,
+    *,
+    host: VersionHost,
+    store: ReleaseStore,
+    stats: StatsStore,
+    policy: Policy,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+    actor: str = "relay deploy --resume",
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DeployResult:
+    """Take over ``module``'s running release whose controller stopped (a closed terminal, a
+    crash): judged from its stored step on, then finished as :func:`deploy` finishes."""
+    say = on_step or (lambda _: None)
+    running = store.get(module)
+    if running is None or running.phase != "running":
+        raise ValueError(f"{module} has no release running")
+    say(
+        f"resuming release {running.release_id} of {module}@{running.canary_version} "
+        f"at step {running.step + 1}/{len(running.steps)} ({running.weight:g}%)"
+    )
+    controller = ReleaseController(
+        store, stats, policy, clock=clock, sleep=sleep, on_progress=on_progress, actor=actor
+    )
+    outcome = controller.run(running)
+    stable_url = running.stable_url or host.url(module)
+    _finish(
+        host, store, running, outcome, stable_url, say=say, actor=actor, clock=clock, sleep=sleep
+    )
+    return DeployResult(module, running.canary_version, None, outcome)
+
+
+def _finish(
+    host: VersionHost,
+    store: ReleaseStore,
+    release: Release,
+    outcome: Outcome,
+    stable_url: str,
+    *,
+    say: Callable[[str], None],
+    actor: str,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> None:
+    """Once every gateway has read the release's end: the canary made the module's version
+    (promoted) or stopped (rolled back)."""
+    module, version, stable_version = release.module, release.canary_version, release.stable_version
     sleep(DRAIN_SECONDS)
+    labels = host if isinstance(host, LabelledVersionHost) else None
     if outcome.promoted and labels is not None:
         # The promotion pointed the gateways' stable version at the canary's URL; once the
         # live URL serves the version too, they go back to it, so the next deploy (which
@@ -238,7 +294,6 @@ def deploy(
     else:
         host.retire(module, version)
         say(f"{module}@{version} stopped; {module} stays on {stable_version}")
-    return DeployResult(module, version, report, outcome)
 
 
 def _stable_at(

@@ -26,7 +26,7 @@ READS = {
     "message": "/message",
     "navigate": "/navigate?load_id=L-0001&lat=41.88&lon=-87.63",
 }
-DEFAULT_DRIVERS = 200
+DEFAULT_DRIVERS = 1000  # at 1%, about ten of them on the canary
 DEFAULT_RATE = 60.0  # requests a second, all drivers together
 REQUEST_TIMEOUT_SECONDS = 5.0
 

@@ -22,7 +22,7 @@ from relay import demo
 from relay.cloud import ROOT
 from relay.release.deploy import resolve_source
 from relay.stack import LocalStack, free_port
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, wait_until
 
 CLI_TIMEOUT_SECONDS = 180
 # Short steps for a test: judged at 50%, then promoted; p99 compared once both versions
@@ -165,3 +165,47 @@ def test_a_git_ref_is_checked_out_once_into_a_worktree(tmp_path):
 def test_relay_rollback_says_when_nothing_is_running(stack):
     done = relay(stack, "rollback", "navigate", "--reason", "nothing is running")
     assert done.returncode == 1 and "has no release running" in done.stdout
+
+
+def interrupted_deploy(stack, tree: Path, api: Api) -> str:
+    """A `relay deploy` stopped mid-release (a closed terminal): the running release's id."""
+    from gateway.release.state import ControlTableReleases
+
+    table = stack.function_env("GatewayFunction")["RELAY_CONTROL_TABLE"]
+    store = ControlTableReleases(table, dynamodb=api.aws_resource("dynamodb"))
+    before = store.get("message")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "deploy", "message", "--ref", str(tree),
+         "--steps", "50,100", "--interval", "600", "--no-traffic"],
+        cwd=ROOT,
+        env={**os.environ, "RELAY_STATE_DIR": str(stack.state_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_until(
+            lambda: (
+                (r := store.get("message")) is not None and r.phase == "running" and r != before
+            ),
+            timeout=60,
+        )
+    finally:
+        proc.kill()
+        proc.wait(10)
+    running = store.get("message")
+    assert running is not None
+    return running.release_id
+
+
+def test_a_release_whose_deploy_stopped_is_resumed_or_rolled_back(stack, api, tmp_path):
+    first = interrupted_deploy(stack, message_version(tmp_path, "resumed"), api)
+    done = relay(stack, "deploy", "message", "--resume", *FAST[2:])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resuming release {first}" in done.stdout and "PROMOTED" in done.stdout
+
+    second = interrupted_deploy(stack, message_version(tmp_path, "abandoned"), api)
+    assert [n for n in stack.processes if n.startswith("message@")]  # its canary runs
+    done = relay(stack, "rollback", "message", "--reason", "the deploy was interrupted")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"release {second} rolled back to 0%" in done.stdout
+    assert not [n for n in stack.processes if n.startswith("message@")]  # and is stopped

@@ -3,6 +3,7 @@ breaker, a failed canary call answered by the stable version, each call counted 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import httpx
@@ -279,3 +280,111 @@ def test_p99_comes_from_the_summed_histogram():
     assert both.percentile(0.99) == pytest.approx(bucket_upper_ms(bucket(10)))
     assert both.percentile(1.0) == pytest.approx(bucket_upper_ms(bucket(600)))
     assert VersionStats().percentile(0.99) is None and VersionStats().success_rate is None
+
+
+# --- picking up a change ------------------------------------------------------------------
+
+
+class Upstream:
+    """Stands in for a ModuleUpstream: what Releases reads and moves."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def rebase(self, url: str) -> None:
+        self.base_url = url
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_change_in_the_store_is_followed_within_the_refresh_period(store):
+    from gateway.release.router import DEFAULT_REFRESH_SECONDS, Releases
+
+    now = [100.0]
+    stable = Upstream("http://loads.test")
+    releases = Releases(
+        store,
+        {"loads": stable},  # type: ignore[dict-item]
+        lambda module, version, url: Upstream(url),  # type: ignore[arg-type,return-value]
+        clock=lambda: now[0],
+    )
+    releases.refresh()
+    driver = canary_drivers(50)[0]
+    store.items["loads"] = release(50)  # the controller's next step
+    assert releases.choose("loads", driver)[0] is stable  # not yet due: the last copy
+    now[0] += DEFAULT_REFRESH_SECONDS  # due: this request starts a read in the background
+    assert releases.choose("loads", driver)[0] is stable
+    assert releases._refreshing is not None
+    await releases._refreshing
+    upstream, current = releases.choose("loads", driver)
+    assert upstream.base_url == CANARY_URL and current is not None and current.weight == 50
+    assert DEFAULT_REFRESH_SECONDS <= 1.0  # every instance follows within ~1 s plus one read
+
+
+@pytest.mark.anyio
+async def test_a_fresh_lambda_environment_routes_its_first_request_by_the_stored_release(
+    settings, upstream, store, stats, bearer
+):
+    # No start-up step in Lambda (Mangum runs with lifespan off): the first request reads.
+    canary = upstream.get(f"{CANARY_URL}/loads").respond(200, json={"items": []})
+    store.items["loads"] = release(100)
+    app = create_app(
+        settings,
+        routes=RouteTable.load(settings.routes_file, env=UPSTREAMS),
+        release_store=store,
+        stats_store=stats,
+    )
+    assert not app.state.releases.loaded
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        r = await client.get("/loads", headers=bearer(driver_id=DRIVERS[0]))
+    assert r.status_code == 200 and canary.call_count == 1
+    assert store.loads == 1 and app.state.releases.loaded
+
+
+def test_a_canary_probe_is_waited_for_and_a_failed_one_is_answered_live_by_stable(
+    settings, upstream, store, stats, bearer
+):
+    # A probe slower than the breaker's patience: a plain caller with a cached copy would
+    # get the copy; a canary driver gets the stable version's live answer.
+    routes = RouteTable.load(settings.routes_file, env=UPSTREAMS)
+    loads = routes.modules["loads"]
+    impatient = loads.breaker.model_copy(update={"probe_patience_seconds": 0.001})
+    modules = {**routes.modules, "loads": loads.model_copy(update={"breaker": impatient})}
+    routes = RouteTable(modules, routes.routes)
+
+    async def slow_failure(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)  # outlasts the 1 ms patience
+        return httpx.Response(500)
+
+    upstream.get("http://loads.test/loads").respond(200, json={"items": []})
+    upstream.get(f"{CANARY_URL}/loads").mock(side_effect=slow_failure)
+    app = create_app(settings, routes=routes, release_store=store, stats_store=stats)
+    with TestClient(app) as gateway:
+        auth = bearer(driver_id=DRIVERS[0])
+        assert gateway.get("/loads", headers=auth).status_code == 200  # a copy is kept
+        store.items["loads"] = release(100)
+        refresh(gateway)
+        canary = gateway.app.state.releases.canaries["loads"]
+        canary.breaker.follow_open("test", opened_seconds_ago=3600)  # reset period over
+        assert canary.breaker.would_probe()
+        r = gateway.get("/loads", headers=auth)
+        assert r.status_code == 200 and r.json() == {"items": []}
+        assert "relay-degraded" not in r.headers  # live from stable, not the kept copy
+
+
+def test_a_promotion_starts_the_stable_versions_breaker_afresh(gateway, upstream, store, bearer):
+    # The old process was stopped a moment before this instance read the promotion: its
+    # failures opened the breaker, but they were the old version's, not the promoted one's.
+    new = upstream.get(f"{CANARY_URL}/loads").respond(200, json={"items": []})
+    stable = gateway.app.state.upstreams["loads"]
+    stable.breaker.follow_open("the old process is gone")
+    store.items["loads"] = release(0, phase="promoted", stable_version="v2", stable_url=CANARY_URL)
+    refresh(gateway)
+    assert stable.breaker.state.value == "closed"
+    assert gateway.get("/loads", headers=bearer(driver_id=DRIVERS[0])).status_code == 200
+    assert new.call_count == 1

@@ -252,3 +252,17 @@ def test_rollback_of_nothing_running_returns_none() -> None:
     fleet = Fleet()
 
     assert controller(fleet).rollback("message", "why not", "ops") is None
+
+
+def test_a_release_resumed_long_after_its_controller_stopped_is_judged_on_fresh_calls() -> None:
+    # The step started an hour before the resume: its first interval is long over, with
+    # no traffic in it; the resumed controller judges the calls from the last interval on.
+    fleet = Fleet()
+    running = replace(RELEASE, step=2, weight=50.0, updated_at=T0 - 3600, revision=3)
+    fleet.releases.items["message"] = running
+
+    outcome = controller(fleet).run(RELEASE)
+
+    assert outcome.promoted, outcome.reason
+    (judged,) = outcome.judgements
+    assert judged.window_start >= T0 - POLICY.interval_seconds
