@@ -58,7 +58,9 @@ test-integration: $(STAMP)
 # nginx, wrk and valgrind (the before/after instruction counts) come from Debian's
 # packages, installed here if missing.
 # BENCH_ARGS: --quick (a smoke check), --rounds N, --seconds S, --baseline REF (this tree
-# against git REF in the same run: make bench BENCH_ARGS="--baseline d29e99e").
+# against git REF in the same run: make bench BENCH_ARGS="--baseline d29e99e"), --phases
+# (e.g. --phases release: what a canary release in progress costs the hop, and a bad
+# canary's time to 0% traffic).
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	rm -f $(VENV)/.bench-*

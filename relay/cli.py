@@ -112,6 +112,8 @@ def dev(
             "Other tokens: .venv/bin/relay token --driver D-1002 | --role dispatch\n"
             "Game days: .venv/bin/relay ps | stop NAME | start NAME | restart NAME "
             "(a process that exits is restarted; one stopped stays down)\n"
+            "Release a module: .venv/bin/relay deploy message --ref <git ref | dir> "
+            "(docs/releases.md)\n"
             "Press Ctrl-C to stop everything."
         )
         while not stop.wait(0.5):  # short waits: signal handlers run between them
