@@ -184,6 +184,7 @@ def time_to_zero() -> dict[str, Any]:
     from gateway.release.stats import ControlTableStats
     from relay.devissuer import DevIssuer
     from relay.release.deploy import Source, contract_check, deploy, directory_version
+    from relay.release.faulty import fails, faulty_version
     from relay.release.hosts import LocalStackHost
     from relay.release.policy import Policy
     from relay.release.traffic import SyntheticTraffic
@@ -197,11 +198,7 @@ def time_to_zero() -> dict[str, Any]:
         min_p99_delta_ms=60,
     )
     with tempfile.TemporaryDirectory(prefix="relay-bench-release-") as tmp:
-        tree = Path(tmp) / "fails-30"
-        for part in ("modules", "module_kit", "shared_contracts"):
-            shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
-        app = tree / "modules" / "loads" / "app.py"
-        app.write_text(app.read_text() + _FAILS_30_PERCENT)
+        tree = faulty_version(Path(tmp) / "fails-30", "loads", fails(0.3))
         source = Source(tree, directory_version(tree))
         with LocalStack(gateway_port=free_port(), state_dir=Path(tmp) / "state") as stack:
             import boto3
@@ -256,28 +253,6 @@ def time_to_zero() -> dict[str, Any]:
                 "canary_failures": canary.failures,
                 "driver_answers": dict(load.statuses),
             }
-
-
-_FAILS_30_PERCENT = """
-
-_create_app = create_app
-
-
-def create_app(*args, **kwargs):  # type: ignore[no-redef]
-    import random
-
-    from fastapi.responses import JSONResponse
-
-    app = _create_app(*args, **kwargs)
-
-    @app.middleware("http")
-    async def fault(request, call_next):
-        if "x-relay-deadline-ms" in request.headers and random.random() < 0.3:
-            return JSONResponse({"title": "broken"}, status_code=500)
-        return await call_next(request)
-
-    return app
-"""
 
 
 def main() -> None:

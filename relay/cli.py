@@ -527,12 +527,20 @@ class AwsRelease:
 
 def _aws_release_stores(stage: str) -> tuple[ControlTableReleases, ControlTableStats]:
     """The stage's control table (named by the gateway stack's SSM parameter)."""
-    import boto3
-
-    from .release.aws import client_config, control_table_name, make_client, region_from_environment
+    from .release.aws import make_client, region_from_environment
 
     region = region_from_environment()
-    table = control_table_name(stage, ssm=make_client("ssm", region))
+    return _aws_stores(stage, region, make_client("ssm", region))
+
+
+def _aws_stores(
+    stage: str, region: str, ssm: object
+) -> tuple[ControlTableReleases, ControlTableStats]:
+    import boto3
+
+    from .release.aws import client_config, control_table_name
+
+    table = control_table_name(stage, ssm=ssm)
     dynamodb = boto3.resource("dynamodb", region_name=region, config=client_config())
     return ControlTableReleases(table, dynamodb=dynamodb), ControlTableStats(
         table, dynamodb=dynamodb
@@ -543,13 +551,9 @@ def _aws_parts(stage: str, config_env: str, repo: Path) -> AwsRelease:
     """The stage's host, the control table (named by the gateway stack's SSM parameter)
     and the contract check, signed as the gateway signs (the identity key the modules'
     pre-traffic hooks use) and carried with SigV4 to the IAM-authenticated canary URL."""
-    import boto3
-
     from .release.aws import (
         AwsAliasHost,
         SignedTransport,
-        client_config,
-        control_table_name,
         identity_key_pem,
         make_client,
         region_from_environment,
@@ -558,8 +562,7 @@ def _aws_parts(stage: str, config_env: str, repo: Path) -> AwsRelease:
 
     region = region_from_environment()
     ssm = make_client("ssm", region)
-    table = control_table_name(stage, ssm=ssm)
-    dynamodb = boto3.resource("dynamodb", region_name=region, config=client_config())
+    store, stats = _aws_stores(stage, region, ssm)
     pem = identity_key_pem(stage, secrets=make_client("secretsmanager", region))
     host = AwsAliasHost(
         stage,
@@ -571,8 +574,8 @@ def _aws_parts(stage: str, config_env: str, repo: Path) -> AwsRelease:
     )
     return AwsRelease(
         host=host,
-        store=ControlTableReleases(table, dynamodb=dynamodb),
-        stats=ControlTableStats(table, dynamodb=dynamodb),
+        store=store,
+        stats=stats,
         check=contract_check(pem, transport=SignedTransport(region)),
     )
 

@@ -48,6 +48,31 @@ def emulator_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield url
 
 
+CONTROL_TABLE = "relay-test-control"
+
+
+@pytest.fixture
+def control_dynamodb(aws):
+    """moto's DynamoDB with an empty control table of template.yaml's ``ControlTable``
+    shape (``kind``, ``name``) named :data:`CONTROL_TABLE`."""
+    import boto3
+
+    resource = boto3.resource("dynamodb", region_name="us-east-1")
+    resource.create_table(
+        TableName=CONTROL_TABLE,
+        AttributeDefinitions=[
+            {"AttributeName": "kind", "AttributeType": "S"},
+            {"AttributeName": "name", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "kind", "KeyType": "HASH"},
+            {"AttributeName": "name", "KeyType": "RANGE"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return resource
+
+
 @dataclass
 class Deployed:
     cloud: LocalCloud

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -10,6 +13,7 @@ import boto3
 import httpx
 import pytest
 
+from relay.cloud import ROOT
 from relay.devissuer import DevIssuer
 from relay.stack import LocalStack, free_port
 from shared_contracts.identity import Role
@@ -29,6 +33,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: f
             return True
         time.sleep(interval)
     return predicate()
+
+
+def run_relay(stack: LocalStack, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """The `relay` CLI as a developer runs it, against ``stack``'s state dir."""
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "RELAY_STATE_DIR": str(stack.state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class Api:

@@ -8,7 +8,6 @@ as before. Short intervals keep it to about a minute."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +24,11 @@ from gateway.release.stats import ControlTableStats
 from relay import demo
 from relay.release.controller import Progress
 from relay.release.deploy import Source, contract_check, deploy, directory_version
+from relay.release.faulty import fails, faulty_version, slower, source_copy
 from relay.release.hosts import LocalStackHost
 from relay.release.policy import Policy
 from relay.release.traffic import SyntheticTraffic
-from relay.stack import ROOT, LocalStack, free_port
+from relay.stack import LocalStack, free_port
 from shared_contracts.identity import Role
 from tests.integration.conftest import Api
 
@@ -43,38 +43,8 @@ POLICY = Policy(
     min_p99_delta_ms=60,
     tick_seconds=0.25,
 )
-TREES = ("modules", "module_kit", "shared_contracts")
 LOADS_APP = Path("modules/loads/app.py")
 RATE = 80.0
-# A fault that only the gateway's calls meet (they carry its deadline header; the contract
-# check's smoke calls do not): a bug that shows in production traffic only.
-BROKEN = """
-
-_create_app = create_app
-
-
-def create_app(*args, **kwargs):  # type: ignore[no-redef]
-    import asyncio
-    import random
-
-    from fastapi.responses import JSONResponse
-
-    app = _create_app(*args, **kwargs)
-
-    @app.middleware("http")
-    async def fault(request, call_next):
-        if request.url.path.startswith("/loads") and "x-relay-deadline-ms" in request.headers:
-            {fault}
-        return await call_next(request)
-
-    return app
-"""
-FAILS_30_PERCENT = BROKEN.replace(
-    "{fault}",
-    "if random.random() < 0.3:\n"
-    "                return JSONResponse({'title': 'broken'}, status_code=500)",
-)
-THREE_TIMES_SLOWER = BROKEN.replace("{fault}", "await asyncio.sleep(0.12)")
 
 
 @pytest.fixture(scope="module")
@@ -88,17 +58,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield s
 
 
-def version(tmp: Path, name: str, patch: str = "", change: tuple[str, str] | None = None) -> Source:
+def version(tmp: Path, name: str, fault: str = "", change: tuple[str, str] | None = None) -> Source:
     """A copy of the modules' source tree, changed as a new version would be."""
-    tree = tmp / name
-    for part in TREES:
-        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
-    app = tree / LOADS_APP
-    text = app.read_text() + f"\n# version {name}\n" + patch
+    tree = faulty_version(tmp / name, "loads", fault) if fault else source_copy(tmp / name, name)
     if change is not None:
+        app = tree / LOADS_APP
+        text = app.read_text()
         assert change[0] in text
-        text = text.replace(*change)
-    app.write_text(text)
+        app.write_text(text.replace(*change))
     return Source(tree, directory_version(tree))
 
 
@@ -214,7 +181,7 @@ def report_arrivals(release: Rehearsal, loads: dict[str, str], answers: dict[str
 def test_a_version_failing_30_percent_is_rolled_back_and_every_driver_is_answered(
     release, stack, api, tmp_path
 ):
-    broken = version(tmp_path, "fails-30", FAILS_30_PERCENT)
+    broken = version(tmp_path, "fails-30", fails(0.3))
     loads = assign_loads(api, [f"D-{n}" for n in range(9000, 9016)])
     answers: dict[str, list[int]] = {}
     writer = threading.Thread(target=report_arrivals, args=(release, loads, answers))
@@ -245,7 +212,7 @@ def test_a_version_failing_30_percent_is_rolled_back_and_every_driver_is_answere
 
 
 def test_a_version_three_times_slower_is_rolled_back_on_latency(release, stack, tmp_path):
-    slow = version(tmp_path, "slow", THREE_TIMES_SLOWER)
+    slow = version(tmp_path, "slow", slower(0.12))
     result = release.run(slow)
     assert result.exit_code == 1
     assert "p99" in result.outcome.reason

@@ -7,7 +7,6 @@ worktree and runs as its own version."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,8 +20,9 @@ import pytest
 from relay import demo
 from relay.cloud import ROOT
 from relay.release.deploy import resolve_source
+from relay.release.faulty import fails, faulty_version, source_copy
 from relay.stack import LocalStack, free_port
-from tests.integration.conftest import Api, wait_until
+from tests.integration.conftest import Api, run_relay, wait_until
 
 CLI_TIMEOUT_SECONDS = 180
 # Short steps for a test: judged at 50%, then promoted; p99 compared once both versions
@@ -46,23 +46,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 def relay(stack: LocalStack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, "RELAY_STATE_DIR": str(stack.state_dir)},
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_SECONDS,
-    )
+    return run_relay(stack, *args, timeout=CLI_TIMEOUT_SECONDS)
 
 
-def message_version(tmp: Path, name: str, patch: str = "") -> Path:
-    tree = tmp / name
-    for part in ("modules", "module_kit", "shared_contracts"):
-        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
-    app = tree / "modules" / "message" / "app.py"
-    app.write_text(app.read_text() + f"\n# version {name}\n" + patch)
-    return tree
+def message_version(tmp: Path, name: str, fault: str = "") -> Path:
+    return faulty_version(tmp / name, "message", fault) if fault else source_copy(tmp / name, name)
 
 
 class OtherRoutes:
@@ -120,19 +108,7 @@ def test_a_good_version_is_promoted_while_the_other_routes_keep_answering(stack,
 
 
 def test_a_version_failing_every_call_is_rolled_back_with_exit_1(stack, api, tmp_path):
-    failing = (
-        "\n_create_app = create_app\n\n\n"
-        "def create_app(*args, **kwargs):  # type: ignore[no-redef]\n"
-        "    from fastapi.responses import JSONResponse\n\n"
-        "    app = _create_app(*args, **kwargs)\n\n"
-        '    @app.middleware("http")\n'
-        "    async def fault(request, call_next):\n"
-        '        if "x-relay-deadline-ms" in request.headers:\n'
-        "            return JSONResponse({'title': 'broken'}, status_code=500)\n"
-        "        return await call_next(request)\n\n"
-        "    return app\n"
-    )
-    tree = message_version(tmp_path, "broken", failing)
+    tree = message_version(tmp_path, "broken", fails(1.0))
     before = stack.module_url("message")
     done = relay(stack, "deploy", "message", "--ref", str(tree), *FAST)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -20,7 +20,7 @@ from relay.cloud import ROOT
 from relay.stack import LocalStack, free_port
 from relay.supervisor import RestartPolicy
 from shared_contracts.identity import Role
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import run_relay, wait_until
 
 # Short restarts, so that the test proves the supervisor restarts within its deadline.
 POLICY = RestartPolicy(initial_seconds=0.5, max_seconds=2)
@@ -49,14 +49,7 @@ def healthy(stack: LocalStack, name: str) -> bool:
 
 def relay(stack: LocalStack, *args: str) -> subprocess.CompletedProcess:
     """The `relay` CLI as a developer runs it, against this stack's state dir."""
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, "RELAY_STATE_DIR": str(stack.state_dir)},
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_SECONDS,
-    )
+    return run_relay(stack, *args, timeout=CLI_TIMEOUT_SECONDS)
 
 
 def supervisor_log(stack: LocalStack) -> str:

@@ -4,11 +4,11 @@ round-robin) on ``ControlTableBreakers`` instead of the in-memory store."""
 
 from __future__ import annotations
 
-import boto3
 import pytest
 
 from gateway.resilience.breaker import BreakerState
 from gateway.resilience.fleet import ControlTableBreakers
+from tests.functional.conftest import CONTROL_TABLE as TABLE
 from tests.unit.gateway.test_fleet_breakers import (
     FAIL_MAX,
     INSTANCES,
@@ -17,7 +17,6 @@ from tests.unit.gateway.test_fleet_breakers import (
 )
 
 pytestmark = pytest.mark.anyio
-TABLE = "relay-test-control"
 NOW = 1_795_000_000.0
 
 
@@ -27,22 +26,8 @@ def anyio_backend():
 
 
 @pytest.fixture
-def store(aws) -> ControlTableBreakers:
-    """The control table's shape (template.yaml ``ControlTable``: kind, name)."""
-    dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
-    dynamodb.create_table(
-        TableName=TABLE,
-        AttributeDefinitions=[
-            {"AttributeName": "kind", "AttributeType": "S"},
-            {"AttributeName": "name", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "kind", "KeyType": "HASH"},
-            {"AttributeName": "name", "KeyType": "RANGE"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return ControlTableBreakers(TABLE, dynamodb=dynamodb)
+def store(control_dynamodb) -> ControlTableBreakers:
+    return ControlTableBreakers(TABLE, dynamodb=control_dynamodb)
 
 
 def test_an_opening_in_force_is_never_replaced_by_another_opener(store):

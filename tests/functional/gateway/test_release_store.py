@@ -6,33 +6,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import boto3
 import pytest
 
 from gateway.release.state import ControlTableReleases, Release
 from gateway.release.stats import ControlTableStats, VersionStats, bucket
+from tests.functional.conftest import CONTROL_TABLE as TABLE
 
-TABLE = "relay-test-control"
 NOW = 1_795_000_000
 
 
 @pytest.fixture
-def dynamodb(aws):
-    """The control table's shape (template.yaml ``ControlTable``: kind, name)."""
-    resource = boto3.resource("dynamodb", region_name="us-east-1")
-    resource.create_table(
-        TableName=TABLE,
-        AttributeDefinitions=[
-            {"AttributeName": "kind", "AttributeType": "S"},
-            {"AttributeName": "name", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "kind", "KeyType": "HASH"},
-            {"AttributeName": "name", "KeyType": "RANGE"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return resource
+def dynamodb(control_dynamodb):
+    return control_dynamodb
 
 
 def release(**changes) -> Release:
