@@ -281,6 +281,7 @@ class LocalStack:
         self.identity_private_key = identity_private
         self.identity_key_file.parent.mkdir(parents=True, exist_ok=True)
         self.identity_key_file.touch(mode=0o600)
+        self.identity_key_file.chmod(0o600)  # also when an earlier run's file is there
         self.identity_key_file.write_text(identity_private)
         self.deployed = self.cloud.deploy_system(
             parameters={"Stage": "local", "IdentityPublicKey": identity_public}
