@@ -605,3 +605,39 @@ def test_aws_stops_before_any_stage_when_the_stage_cannot_be_read(
 
     assert result.exit_code == 2
     assert "relay-preprod-identity" in result.output
+
+
+def test_a_stages_rollback_needs_the_stage_and_writes_to_its_control_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataclasses import replace as changed
+
+    from gateway.release.state import Release
+
+    running = Release("loads", "loads-r9", "11", "12", "https://canary.example", weight=10.0)
+    written: list[Release] = []
+
+    class Store:
+        def get(self, module: str) -> Release | None:
+            return running if module == "loads" else None
+
+        def put(self, release: Release, *, expected_revision: int | None) -> Release:
+            written.append(release)
+            return changed(release, revision=(expected_revision or 0) + 1)
+
+    stages: list[str] = []
+    monkeypatch.setattr(
+        relay.cli, "_aws_release_stores", lambda stage: stages.append(stage) or (Store(), None)
+    )
+    rollback = ["rollback", "loads", "--reason", "pager", "--target", "aws"]
+
+    refused = CliRunner().invoke(relay.cli.app, rollback)
+    done = CliRunner().invoke(relay.cli.app, [*rollback, "--stage", "prod"])
+
+    assert refused.exit_code == 2 and "--stage" in refused.output
+    assert done.exit_code == 0, done.output
+    assert stages == ["prod"]
+    assert [(r.weight, r.phase, r.updated_by) for r in written] == [
+        (0.0, "rolled-back", "relay rollback")
+    ]
+    assert "release loads-r9 rolled back to 0%" in done.output
