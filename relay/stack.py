@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -136,7 +137,9 @@ class Process:
             if self.port is None:
                 return
             try:
-                verify = str(self.ca_file) if self.ca_file else True
+                verify: ssl.SSLContext | bool = True
+                if self.ca_file:  # the self-signed certificate (relay dev --tls)
+                    verify = ssl.create_default_context(cafile=str(self.ca_file))
                 if (
                     httpx.get(self.url + self.health_path, timeout=1.0, verify=verify).status_code
                     < 500

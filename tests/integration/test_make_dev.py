@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -43,7 +44,9 @@ def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path, tls: 
         header = curl[curl.index("-H") + 1]
         url = curl[-1]
         assert url == f"{'https' if tls else 'http'}://127.0.0.1:{port}/loads"
-        verify = curl[curl.index("--cacert") + 1] if tls else True
+        verify: ssl.SSLContext | bool = True
+        if tls:
+            verify = ssl.create_default_context(cafile=curl[curl.index("--cacert") + 1])
 
         r = httpx.get(url, headers=dict([header.split(": ", 1)]), timeout=10, verify=verify)
         assert r.status_code == 200
