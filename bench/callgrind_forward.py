@@ -120,7 +120,9 @@ def callgrind(switch: str) -> None:
     )
 
 
-async def run(mode: str, requests: int, body: bytes) -> None:
+def bench_settings(**extra: Any) -> tuple[GatewaySettings, DevIssuer]:
+    """The gateway's settings for an in-process benchmark (a fresh token issuer and
+    identity key, rate limits out of the way) and the issuer that mints its tokens."""
     issuer = DevIssuer.generate()
     private_key, _ = generate_key_pair()
     directory = Path(tempfile.mkdtemp(prefix="relay-bench-"))
@@ -131,7 +133,13 @@ async def run(mode: str, requests: int, body: bytes) -> None:
         token_client_ids=issuer.client_id,
         identity_signing_key=private_key,
         rate_limit_driver="10000/100000",
+        **extra,
     )
+    return settings, issuer
+
+
+async def run(mode: str, requests: int, body: bytes) -> None:
+    settings, issuer = bench_settings()
     module, clock = Module(body), Clock()
     app = create_app(
         settings,

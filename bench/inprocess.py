@@ -33,14 +33,11 @@ from typing import Any
 
 import httpx
 
-from bench.callgrind_forward import UPSTREAMS, loads_caller
+from bench.callgrind_forward import UPSTREAMS, bench_settings, loads_caller
 from gateway.app import create_app
-from gateway.config import GatewaySettings
 from gateway.routing.routes import RouteTable
 from module_kit import logs
 from module_kit.lambda_entry import lambda_handler
-from module_kit.signed_context import generate_key_pair
-from relay.devissuer import DevIssuer
 from shared_contracts.identity import Role
 
 DEFAULT_REQUESTS = 5000
@@ -57,18 +54,8 @@ class StubTransport(httpx.AsyncBaseTransport):
 
 def _app(access_log: bool) -> tuple[Any, str, Path]:
     """The gateway's ASGI app over the stub transport, a driver token, its directory."""
-    issuer = DevIssuer.generate()
-    private_key, _ = generate_key_pair()
+    settings, issuer = bench_settings(access_log=access_log)
     directory = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    settings = GatewaySettings(
-        stage="test",
-        token_issuer=issuer.issuer,
-        jwks_url="file://" + str(issuer.write_jwks(directory)),
-        token_client_ids=issuer.client_id,
-        identity_signing_key=private_key,
-        rate_limit_driver="10000/100000",
-        access_log=access_log,
-    )
     routes = RouteTable.load(settings.routes_file, env=UPSTREAMS)
     app = create_app(settings, routes=routes, transport=StubTransport())
     log_file = (directory / "gateway.log").open("a")  # the log file, as `relay dev` has it

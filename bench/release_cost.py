@@ -52,49 +52,36 @@ STACK_RATE = 100.0
 
 
 class _Memory:
-    """An in-memory release store and stats store (no emulator in the measured process)."""
+    """The release store and stats store as the gateway uses them (it only reads the
+    releases and adds counts), in memory: no emulator in the measured process."""
 
     def __init__(self, releases: dict[str, Any]) -> None:
         self.releases = releases
         self.added = 0
 
-    def get(self, module: str) -> Any:
-        return self.releases.get(module)
-
     def load(self) -> dict[str, Any]:
         return dict(self.releases)
-
-    def put(self, release: Any, *, expected_revision: int | None) -> Any:
-        raise NotImplementedError
 
     def add(self, release_id: str, version: str, second: int, stats: Any) -> None:
         self.added += stats.calls
 
-    def window(self, release_id: str, version: str, start: float, end: float) -> Any:
-        raise NotImplementedError
-
 
 async def _forwards(mode: str, requests: int) -> None:
-    from bench.callgrind_forward import UPSTREAMS, WARMUP, Clock, Module, callgrind, loads_caller
+    from bench.callgrind_forward import (
+        UPSTREAMS,
+        WARMUP,
+        Clock,
+        Module,
+        bench_settings,
+        callgrind,
+        loads_caller,
+    )
     from gateway.app import create_app
-    from gateway.config import GatewaySettings
     from gateway.release.state import Release
     from gateway.routing.routes import RouteTable
-    from module_kit.signed_context import generate_key_pair
-    from relay.devissuer import DevIssuer
     from shared_contracts.identity import Role
 
-    issuer = DevIssuer.generate()
-    private_key, _ = generate_key_pair()
-    directory = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    settings = GatewaySettings(
-        stage="test",
-        token_issuer=issuer.issuer,
-        jwks_url="file://" + str(issuer.write_jwks(directory)),
-        token_client_ids=issuer.client_id,
-        identity_signing_key=private_key,
-        rate_limit_driver="10000/100000",
-    )
+    settings, issuer = bench_settings()
     releases = {}
     if mode == "release":
         releases["loads"] = Release(

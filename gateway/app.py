@@ -30,8 +30,8 @@ from gateway.ops import operators
 from gateway.ops.apidoc import install_openapi
 from gateway.pipeline import Forward, Step, build_pipeline, gateway_steps
 from gateway.release.router import Releases
-from gateway.release.state import ControlTableReleases, ReleaseStore
-from gateway.release.stats import ControlTableStats, ReleaseStats, StatsStore
+from gateway.release.state import ControlTableReleases, ReleaseSource
+from gateway.release.stats import ControlTableStats, ReleaseStats, StatsSink
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.fallbacks import (
@@ -136,8 +136,8 @@ def create_app(
     faults: FaultInjector | None = None,
     fallbacks: dict[str, Fallback] | None = None,
     fleet: FleetBreakers | None = None,
-    release_store: ReleaseStore | None = None,
-    stats_store: StatsStore | None = None,
+    release_store: ReleaseSource | None = None,
+    stats_store: StatsSink | None = None,
 ) -> GatewayApp:
     settings = settings or GatewaySettings()
     # JSON lines (POWERTOOLS_SERVICE_NAME names the service). WARNING unless the access line

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .release import Plan
     from .release.contract import ContractReport
     from .release.deploy import VersionHost
+    from .release.plan import Stage
 
 app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True, add_completion=False)
 notifications = typer.Typer(help="The notifications worker's queues.", no_args_is_help=True)
@@ -436,11 +437,8 @@ def release(
     each stage releases --ref; with --target aws each stage deploys the module's stack from
     this checkout (a new version on its canary alias) and releases that version against
     live (docs/deploy.md, Canary releases)."""
-    import time as _time
 
-    from .release import PolicyError, ReleaseError, load_plan, run_plan
-    from .release.display import plan_summary
-    from .release.plan import Stage
+    from .release import PolicyError, ReleaseError, load_plan
 
     if target is Target.aws:
         raise typer.Exit(
@@ -471,15 +469,26 @@ def release(
         reason = {0: "promoted", 1: "rolled back", 2: "refused before traffic"}
         return Outcome(st.module, "", promoted, reason.get(codes[st.module], "failed"))
 
+    raise typer.Exit(_run_stages(loaded, stage_release))
+
+
+def _run_stages(plan: Plan, stage_release: Callable[[Stage], Outcome]) -> int:
+    """The plan's stages in order with their bake times, each announced; the summary; the
+    exit code (0: every stage promoted)."""
+    import time as _time
+
+    from .release import run_plan
+    from .release.display import plan_summary
+
     outcome = run_plan(
-        loaded,
+        plan,
         stage_release,
         clock=_time.time,
         sleep=_time.sleep,
         on_event=lambda event: typer.echo(f"== {event.message}"),
     )
     typer.echo("\n" + plan_summary(outcome))
-    raise typer.Exit(0 if outcome.promoted else 1)
+    return 0 if outcome.promoted else 1
 
 
 def _aws_plan(plan: Path, modules: str | None) -> Plan:
@@ -591,12 +600,10 @@ def _release_aws(
     """``relay release --target aws``: each of the plan's (chosen) modules in order, its
     stack deployed from this checkout, then released against live. No synthetic traffic:
     drivers' own calls judge it."""
-    import time as _time
 
-    from .release import PlanError, run_plan
+    from .release import PlanError
     from .release.deploy import AlreadyRunning, Source, deploy
-    from .release.display import ProgressDisplay, plan_summary, summary_table
-    from .release.plan import Stage
+    from .release.display import ProgressDisplay, summary_table
 
     if ref is not None:
         raise typer.BadParameter(
@@ -651,15 +658,7 @@ def _release_aws(
         typer.echo(f"{st.module}@{result.version}: {verdict} ({result.outcome.reason})")
         return result.outcome
 
-    outcome = run_plan(
-        chosen,
-        stage_release,
-        clock=_time.time,
-        sleep=_time.sleep,
-        on_event=lambda event: typer.echo(f"== {event.message}"),
-    )
-    typer.echo("\n" + plan_summary(outcome))
-    return 0 if outcome.promoted else 1
+    return _run_stages(chosen, stage_release)
 
 
 @app.command()

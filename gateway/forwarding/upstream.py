@@ -320,9 +320,13 @@ class ModuleUpstream:
         return ModuleAnswer(response.status_code, response.headers.raw, await _read(response))
 
     def rebase(self, url: str) -> None:
-        """Reach the module at ``url`` from now on (its stack published a new one)."""
+        """Reach the module at ``url`` from now on (its stack published a new one, or a
+        release promoted another version). The breaker starts closed there: what it
+        counted was the old deployment's failures (say, calls that reached an old process
+        between its stop and this instance learning of the new URL)."""
         self.base_url = url
         self._urls = {}
+        self.breaker.reset(f"{self.module.name} is at {url} now")
 
     def _url(self, target: str) -> httpx.URL:
         """Parsed URLs by target: parsing one costs more than the rest of building a request."""

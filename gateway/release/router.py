@@ -33,7 +33,7 @@ from typing import Any
 
 from gateway import aws_calls
 from gateway.forwarding.upstream import ModuleUpstream
-from gateway.release.state import Release, ReleaseStore
+from gateway.release.state import Release, ReleaseSource
 from gateway.release.stats import ReleaseStats
 
 log = logging.getLogger("relay.gateway.release")
@@ -61,7 +61,7 @@ class Releases:
 
     def __init__(
         self,
-        store: ReleaseStore | None,
+        store: ReleaseSource | None,
         stable: Mapping[str, ModuleUpstream],
         make_upstream: MakeUpstream,
         *,
@@ -111,13 +111,11 @@ class Releases:
                 continue  # a module this gateway does not route to
             before = self.current.get(module)
             if before is None or before.revision != release.revision:
-                self._log_change(before, release)
+                self._log_change(release)
             stable = self.stable[module]
             if release.stable_url and release.stable_url.rstrip("/") != stable.base_url:
                 log.warning("module %s: stable version is at %s", module, release.stable_url)
-                stable.rebase(release.stable_url.rstrip("/"))
-                # another process or version now: what its breaker counted was the old one's
-                stable.breaker.reset(f"the stable version is {release.stable_version} now")
+                stable.rebase(release.stable_url.rstrip("/"))  # its breaker starts afresh
             wanted = (release.canary_version, release.canary_url.rstrip("/"))
             if release.phase == "running" and self._canary_of.get(module) != wanted:
                 self.canaries[module] = self.make_upstream(module, *wanted)
@@ -125,7 +123,7 @@ class Releases:
         self.current = {m: r for m, r in releases.items() if m in self.stable}
         self.routing = {m: r for m, r in self.current.items() if r.routing and m in self.canaries}
 
-    def _log_change(self, before: Release | None, release: Release) -> None:
+    def _log_change(self, release: Release) -> None:
         log.warning(
             "release %s of %s: %s at %g%% on %s (stable %s; by %s)",
             release.release_id,

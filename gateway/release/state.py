@@ -67,13 +67,17 @@ class Release:
         return out
 
 
-class ReleaseStore(Protocol):
-    """Where releases live. Synchronous (boto3): the gateway calls it on the AWS thread
-    pool with a deadline; the controller calls it directly."""
-
-    def get(self, module: str) -> Release | None: ...
+class ReleaseSource(Protocol):
+    """What a gateway needs of the releases: to read them all (it never writes one).
+    Synchronous (boto3): called on the AWS thread pool with a deadline."""
 
     def load(self) -> dict[str, Release]: ...
+
+
+class ReleaseStore(ReleaseSource, Protocol):
+    """Where releases live, as the controller reads and writes them."""
+
+    def get(self, module: str) -> Release | None: ...
 
     def put(self, release: Release, *, expected_revision: int | None) -> Release | None: ...
 

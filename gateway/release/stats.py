@@ -96,10 +96,14 @@ class VersionStats:
         }
 
 
-class StatsStore(Protocol):
-    """Where the fleet's per-second counts are summed."""
+class StatsSink(Protocol):
+    """Where a gateway adds its per-second counts (it never reads them back)."""
 
     def add(self, release_id: str, version: str, second: int, stats: VersionStats) -> None: ...
+
+
+class StatsStore(StatsSink, Protocol):
+    """Where the fleet's per-second counts are summed, as the controller reads them."""
 
     def window(self, release_id: str, version: str, start: float, end: float) -> VersionStats: ...
 
@@ -170,7 +174,7 @@ class ReleaseStats:
 
     def __init__(
         self,
-        store: StatsStore | None,
+        store: StatsSink | None,
         *,
         wall_clock: Callable[[], float] = time.time,
         flush_seconds: float = DEFAULT_FLUSH_SECONDS,

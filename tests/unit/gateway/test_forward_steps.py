@@ -509,3 +509,29 @@ async def test_no_fallback_is_503_with_retry_after():
     assert exc.value.status == 503
     assert exc.value.headers == {"Retry-After": "5"}
     assert fw.unavailable == {"loads": 1}
+
+
+def test_a_rebased_upstream_starts_with_its_breaker_closed():
+    # The failures it counted were the old deployment's (a stack replaced, a version
+    # promoted): at the new URL the module gets its own chance.
+    from gateway.forwarding.upstream import ModuleUpstream
+    from gateway.resilience.breaker import BreakerState, CircuitBreaker
+    from gateway.resilience.bulkhead import Bulkhead
+    from gateway.resilience.faults import FaultInjector
+    from gateway.resilience.retry import RetryBudget
+    from gateway.routing.routes import ModuleConfig, Tier
+
+    config = ModuleConfig(name="loads", tier=Tier.CRITICAL, upstream="http://old.test")
+    upstream = ModuleUpstream(
+        config,
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        breaker=CircuitBreaker("loads", config.breaker),
+        bulkhead=Bulkhead("loads", config.bulkhead),
+        budget=RetryBudget(config.retry_budget),
+        retry=config.retry,
+        faults=FaultInjector(),
+    )
+    upstream.breaker.follow_open("the old process is gone")
+    upstream.rebase("http://new.test")
+    assert upstream.base_url == "http://new.test"
+    assert upstream.breaker.state is BreakerState.CLOSED
