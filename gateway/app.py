@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway import aws_calls
+from gateway.cells.placement import PlacementSource, PlacementTable
+from gateway.cells.router import Cells
 from gateway.config import GatewaySettings
 from gateway.deferred import tracking
 from gateway.deferred.ledger import DeferredLedger
@@ -138,6 +140,7 @@ def create_app(
     fleet: FleetBreakers | None = None,
     release_store: ReleaseSource | None = None,
     stats_store: StatsSink | None = None,
+    placement_store: PlacementSource | None = None,
 ) -> GatewayApp:
     settings = settings or GatewaySettings()
     # JSON lines (POWERTOOLS_SERVICE_NAME names the service). WARNING unless the access line
@@ -149,6 +152,7 @@ def create_app(
         or settings.control_table
         or settings.deferred_queue_url
         or settings.ssm_path
+        or settings.placement_table
     ):
         aws_calls.warm()  # a cold instance's first AWS calls then fit their deadlines
     table = routes or RouteTable.load(settings.routes_file)
@@ -182,6 +186,7 @@ def create_app(
         return ModuleUpstream(
             module,
             pool,
+            name=breaker_name,
             breaker=CircuitBreaker(
                 breaker_name, module.breaker, is_failure=counts_as_failure, clock=clock, fleet=fleet
             ),
@@ -194,12 +199,26 @@ def create_app(
             sleep=sleep,
         )
 
-    upstreams = {name: build_upstream(module, name) for name, module in table.modules.items()}
+    # One upstream per module, and per cell of a celled one ("loads/cell-1"): each its own
+    # breaker, bulkhead and retry budget, so one cell's failures never open another's.
+    upstreams = {name: build_upstream(module, name) for name, module in table.units().items()}
+    if placement_store is None and settings.placement_table:
+        placement_store = PlacementTable(settings.placement_table)
+    cells = Cells(
+        table.modules,
+        placement_store,
+        clock=clock,
+        refresh_seconds=settings.placement_refresh_seconds,
+        timeout_seconds=settings.store_timeout_seconds,
+    )
+
+    units = table.units()
 
     def canary_upstream(name: str, version: str, url: str) -> ModuleUpstream:
-        """A canary version's own upstream: its breaker (``loads@<version>``), bulkhead and
-        retry budget, so its failures never open the stable version's breaker."""
-        config = table.modules[name].model_copy(update={"upstream": url})
+        """A canary version's own upstream: its breaker (``loads@<version>``, or a cell's
+        ``loads/cell-1@<version>``), bulkhead and retry budget, so its failures never open
+        the stable version's breaker."""
+        config = units[name].model_copy(update={"upstream": url})
         return build_upstream(config, f"{name}@{version}")
 
     if settings.control_table and settings.releases:
@@ -242,6 +261,7 @@ def create_app(
         wall_clock=wall_clock,
         directory=directory,
         releases=releases,
+        cells=cells if cells.modules else None,
     )
     limiter = RateLimiter(clock=clock)
     limits = rate_limits(settings)
@@ -258,6 +278,7 @@ def create_app(
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         if releases is not None:
             await releases.load_at_start()  # a restarted instance routes as the fleet does
+        await cells.load_at_start()  # and sends a moved driver to their cell, not the default
         yield
         if fleet is not None:
             fleet.close_loop()
@@ -280,6 +301,7 @@ def create_app(
     app.state.upstreams = upstreams
     app.state.forwarder = forwarder
     app.state.releases = releases  # the modules' canary releases, or None
+    app.state.cells = cells  # the celled modules' cells and placements
     app.state.faults = faults
     app.state.fleet = fleet  # the breakers' shared state, or None (each decides alone)
     app.state.limiter = limiter

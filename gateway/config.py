@@ -116,6 +116,11 @@ class GatewaySettings(BaseSettings):
     releases: bool = True
     release_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
     release_stats_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    # Celled modules (docs/cells.md): the explicit placements of partition keys in cells,
+    # read at start-up and every placement_refresh_seconds; unset: every key in its
+    # default cell.
+    placement_table: str | None = None
+    placement_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
     # Module URLs published by the modules' stacks (/relay/<stage>/<module>/url), read
     # again every upstream_refresh_seconds; unset (local runs): routes.toml's URLs only.
     ssm_path: str | None = None

@@ -63,7 +63,8 @@ class IdentitySigner:
 
     def sign(self, identity: IdentityContext, audience: str) -> str:
         now = self.clock()
-        cache_key = (identity.sub, identity.role, identity.driver_id, audience)
+        cells = tuple(sorted(identity.cells.items()))
+        cache_key = (identity.sub, identity.role, identity.driver_id, cells, audience)
         hit = self._cache.get(cache_key)
         if hit and hit[1] - now > self.ttl / 2:
             return hit[0]
@@ -72,7 +73,8 @@ class IdentitySigner:
             "aud": audience,
             "iat": int(now),
             "exp": int(now) + self.ttl,
-            **identity.model_dump(exclude_none=True),
+            # (no "cells" claim on an uncelled stage or for staff: an empty map says nothing)
+            **identity.model_dump(exclude_none=True, exclude={"cells"} if not cells else None),
         }
         token = jwt.encode(claims, self._key, algorithm="EdDSA")
         self._cache[cache_key] = (token, now + self.ttl)
@@ -124,6 +126,9 @@ class IdentityVerifier:
             except jwt.InvalidTokenError as exc:
                 raise InvalidIdentityError(str(exc)) from None
             return IdentityContext(
-                sub=claims["sub"], role=claims["role"], driver_id=claims.get("driver_id")
+                sub=claims["sub"],
+                role=claims["role"],
+                driver_id=claims.get("driver_id"),
+                cells=claims.get("cells") or {},
             )
         raise InvalidIdentityError("identity context not signed by the gateway")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from pydantic import Field
+
 from ._base import Contract, DriverId
 
 
@@ -28,6 +30,10 @@ class IdentityContext(Contract):
     sub: str
     role: Role
     driver_id: DriverId | None = None
+    # A driver's cell in each celled module (module -> cell, e.g. {"loads": "cell-2"}), as
+    # the gateway's placement says: a module reading another module's data for this driver
+    # reads it from that cell (docs/cells.md). Empty for other callers and uncelled stages.
+    cells: dict[str, str] = Field(default_factory=dict)
 
     @property
     def driver(self) -> str:

@@ -17,6 +17,11 @@ write is sent to its module with its original idempotency key, identity and acce
   problem code and detail, for the driver (``GET /deferred/{tracking_id}``) and operators
   (``/ops/status``), and the caller's queue moves on.
 
+A write to a celled module goes to its key's cell as placed *when it is replayed*, not when
+it was accepted: a write deferred while ``relay cells move`` moved its driver stays queued
+while the key is moving (or while the placements cannot be read) and is then applied in
+the cell the key moved to.
+
 The ledger is written before the message is deleted: if it cannot be, the write stays
 queued and is replayed again (idempotently) until the outcome is on record.
 """
@@ -36,6 +41,8 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from gateway.cells.placement import PlacementTable
+from gateway.cells.router import Cells
 from gateway.config import GatewaySettings
 from gateway.deferred.ledger import DeferredLedger, LedgerError
 from gateway.deferred.queue import DeferredWrite
@@ -85,9 +92,11 @@ class Replayer:
         *,
         ledger: DeferredLedger | None = None,
         faults: FaultInjector | None = None,
+        cells: Cells | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table = table
+        self.cells = cells or Cells(table.modules, None, background=False)
         self.client = client
         self.signer = signer
         self.ledger = ledger
@@ -112,16 +121,19 @@ class Replayer:
 
     def _apply(self, write: DeferredWrite) -> int:
         module = self.table.modules[write.module]
-        self._game_day_fault(write.module)
+        base_url, unit, identity = module.upstream, write.module, write.identity
+        if self.cells.celled(write.module):
+            base_url, unit, identity = self._cell_of(write)
+        self._game_day_fault(unit)
         out = {
             **write.headers,
             headers.IDEMPOTENCY_KEY: write.tracking_id,
             headers.REQUEST_ID: write.request_id,
             headers.ACCEPTED_AT: write.accepted_at.isoformat(),
         }
-        if write.identity:
-            out[headers.IDENTITY] = self.signer.get().sign(write.identity, audience=write.module)
-        url = module.upstream + write.path + (f"?{write.query}" if write.query else "")
+        if identity:
+            out[headers.IDENTITY] = self.signer.get().sign(identity, audience=write.module)
+        url = base_url + write.path + (f"?{write.query}" if write.query else "")
         try:
             response = self.client.request(
                 write.method, url, content=write.body.encode(), headers=out
@@ -157,11 +169,33 @@ class Replayer:
             )
         return status
 
+    def _cell_of(self, write: DeferredWrite) -> tuple[str, str, Any]:
+        """The cell the write's key is placed in now: its URL, its name, and the identity
+        with the driver's cells. Raises :class:`ReplayFailed` (the write stays queued)
+        while the key is moving or the placements cannot be read."""
+        if not self.cells.refresh_if_stale():
+            raise ReplayFailed(f"{write.module}: cannot read the cell placements")
+        route = self.table.match(write.path)
+        identity = write.identity
+        driver = identity.driver_id if identity is not None else None
+        if route is None:
+            raise ReplayFailed(f"{write.module}: no route for {write.path}")
+        where = self.cells.place(
+            write.module, self.cells.key_of(route, driver, write.body.encode())
+        )
+        if where.moving:
+            raise ReplayFailed(f"{where.unit}: the key is being moved to another cell")
+        if identity is not None and driver is not None:
+            identity = identity.model_copy(update={"cells": self.cells.cells_of(driver)})
+        return self.table.modules[write.module].cells[where.cell], where.unit, identity
+
     def _game_day_fault(self, module: str) -> None:
         """Faults set on a module hold for replays too: a module a game day has down or
         failing gets no writes from the queue; a slow one is waited for."""
         self.faults.refresh_if_stale()
-        spec = self.faults.active(module)
+        spec = self.faults.active(module) or (
+            self.faults.active(module.split("/")[0]) if "/" in module else None
+        )
         if spec is None:
             return
         if spec.kind is FaultKind.LATENCY:
@@ -205,12 +239,18 @@ def make_handler(replayer: Replayer | None = None) -> LambdaHandler:
                 if settings.control_table
                 else None
             )
+            table = RouteTable.load(settings.routes_file)
+            # Read afresh for every write too: a moving key's writes stay queued.
+            placements = (
+                PlacementTable(settings.placement_table) if settings.placement_table else None
+            )
             state["r"] = Replayer(
-                RouteTable.load(settings.routes_file),
+                table,
                 httpx.Client(timeout=REPLAY_TIMEOUT_SECONDS, auth=auth),
                 SignerProvider(settings),
                 ledger=ledger,
                 faults=faults,
+                cells=Cells(table.modules, placements, refresh_seconds=0, background=False),
             )
         return state["r"]
 

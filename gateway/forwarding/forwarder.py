@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from gateway.cells.router import Cells
 from gateway.deferred.queue import DeferredWrites
 from gateway.forwarding.upstream import (
+    CellMoving,
     ModuleAnswer,
     ModuleUpstream,
     ProbeRunning,
@@ -65,6 +67,7 @@ _VERSION = headers.VERSION.encode()  # which version of the module answered (nev
 _JSON = b"application/json"
 _LOCATION = b"location"
 _QUEUED = "earlier writes of this caller are still queued"
+_MOVING = "the caller's data is being moved to another cell"
 
 
 def module_location(value: bytes) -> bytes | None:
@@ -98,7 +101,7 @@ def _outcome(outcome: str, status: int) -> str:
 def _fields(call: Call, outcome: str | None = None, status: int | None = None) -> dict[str, object]:
     return logs.fields(
         request_id=call.request_id,
-        module=call.module,
+        module=call.unit,
         outcome=outcome,
         status=status,
         caller=call.identity.sub if call.identity else None,
@@ -175,9 +178,11 @@ def fallback_call(
     request_id: str,
     out: list[tuple[bytes, bytes]],
     accepted_at: float,
+    unit: str = "",
 ) -> Call:
     """The request as a fallback (and a deferred replay) knows it."""
     return Call(
+        unit=unit,
         module=module,
         method=scope["method"],
         path=scope["path"],
@@ -207,6 +212,7 @@ class Forwarder:
         clock: Callable[[], float] = time.perf_counter,
         directory: ModuleDirectory | None = None,
         releases: Releases | None = None,
+        cells: Cells | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.fallbacks = fallbacks
@@ -215,6 +221,7 @@ class Forwarder:
         self.clock = clock  # a call's latency, in a release's stats
         self.directory = directory  # keeps the upstreams' URLs equal to the published ones
         self.releases = releases  # the modules' releases: which version a caller gets
+        self.cells = cells  # the celled modules' placements: which cell a request goes to
         self.release_stats = releases.stats if releases is not None else ReleaseStats(None)
         self.canary_retries: Counter[str] = Counter()  # module -> canary failures retried
         # (module, version) -> answers during releases, by the version the module says it is
@@ -239,23 +246,32 @@ class Forwarder:
             self.directory.keep_current()
         method = scope["method"]
         write = method in WRITE_METHODS
+        body = await read_body(receive) if write else b""
+        unit, moving = route.module, False
+        if self.cells is not None:
+            unit, moving, identity = await self._place(self.cells, route, identity, body, write)
         signed = None if identity is None else self.sign(identity, route.module)
         key = idempotency_key(hdrs.get(_IDEMPOTENCY_KEY), write)
         accepted_at = self.wall_clock()
         out = module_headers(hdrs, request_id, signed, key, accepted_at if write else None)
-        body = await read_body(receive) if write else b""
-        call = fallback_call(scope, route.module, body, identity, key, request_id, out, accepted_at)
+        call = fallback_call(
+            scope, route.module, body, identity, key, request_id, out, accepted_at, unit
+        )
         fallback = self.fallbacks.get(route.fallback_for(method) or "")
+        if write and moving:
+            # The caller's data is being copied to another cell: the write waits in the
+            # deferred queue (or, with no deferred fallback, is refused with Retry-After).
+            return await self._degrade(call, fallback, CellMoving(unit, _MOVING))
         if write and isinstance(fallback, DeferredWrites) and await fallback.must_queue(call):
             # Earlier writes of this caller are still queued: this one goes behind them.
-            return await self._degrade(call, fallback, QueuedBehind(call.module, _QUEUED))
-        upstream = self.upstreams[route.module]
+            return await self._degrade(call, fallback, QueuedBehind(unit, _QUEUED))
+        upstream = self.upstreams[unit]
         release = None
         if self.releases is not None:
             if not self.releases.loaded:  # a fresh Lambda environment's first request
                 await self.releases.load_at_start()
             upstream, release = self.releases.choose(
-                route.module, identity.sub if identity is not None else None
+                unit, identity.sub if identity is not None else None
             )
         try:
             if release is None:
@@ -267,6 +283,25 @@ class Forwarder:
         if not isinstance(answer, ModuleAnswer):
             return answer  # the half-open trial outlasted the caller: the fallback answered
         return self.respond(call, fallback, answer)
+
+    async def _place(
+        self, cells: Cells, route: Route, identity: IdentityContext | None, body: bytes, write: bool
+    ) -> tuple[str, bool, IdentityContext | None]:
+        """The upstream (a cell of a celled module, else the module), whether the request's
+        key is being moved, and the identity with the driver's cells in it (a module that
+        reads a celled module's data reads it from the driver's cell)."""
+        if not cells.loaded:  # a fresh Lambda environment's first request
+            await cells.load_at_start()
+        driver = identity.driver_id if identity is not None else None
+        if driver is not None and identity is not None:
+            identity = identity.model_copy(update={"cells": cells.cells_of(driver)})
+        if not cells.celled(route.module):
+            return route.module, False, identity
+        where = cells.place(route.module, cells.key_of(route, driver, body))
+        # A write routed by a copy of the placements that may be stale waits as a moving
+        # key's does: it could otherwise land in a cell its key was just moved out of.
+        moving = where.moving or (write and not await cells.fresh_for_writes())
+        return where.unit, moving, identity
 
     def sign(self, identity: IdentityContext, module: str) -> bytes:
         """The identity context for ``module`` (``x-relay-identity``), signed."""
@@ -315,7 +350,7 @@ class Forwarder:
         gives no answer, the stable version gets the request (it is safe to repeat: a read,
         or a write with its idempotency key, which the versions share), so a canary
         driver's request is still answered live."""
-        stable = self.upstreams[call.module]
+        stable = self.upstreams[call.unit]
         version = release.stable_version if upstream is stable else release.canary_version
         while True:
             started = self.clock()
@@ -327,7 +362,7 @@ class Forwarder:
                 )
             except UpstreamUnavailable as exc:
                 self.release_stats.record(
-                    call.module,
+                    call.unit,
                     release.release_id,
                     version,
                     False,
@@ -335,13 +370,13 @@ class Forwarder:
                 )
                 if upstream is stable or not is_retry_safe(call.method, bool(call.idempotency_key)):
                     raise
-                self.canary_retries[call.module] += 1
+                self.canary_retries[call.unit] += 1
                 log.warning(
                     "%s %s: canary %s of %s %s; the stable version gets it (request %s)",
                     call.method,
                     call.path,
                     version,
-                    call.module,
+                    call.unit,
                     exc.reason,
                     call.request_id,
                     extra=_fields(call),
@@ -350,12 +385,12 @@ class Forwarder:
                 continue
             live = isinstance(answer, ModuleAnswer)  # else a fallback answered for it
             self.release_stats.record(
-                call.module, release.release_id, version, live, (self.clock() - started) * 1000
+                call.unit, release.release_id, version, live, (self.clock() - started) * 1000
             )
             if live:
                 for name, value in answer.headers:
                     if name.lower() == _VERSION:
-                        self.versions_served[(call.module, value)] += 1
+                        self.versions_served[(call.unit, value)] += 1
                         break
             return answer
 
@@ -390,7 +425,7 @@ class Forwarder:
         try:
             return await fallback.serve(call)
         except Exception as exc:  # e.g. a cached copy of an unexpected shape
-            self.fallback_errors[f"{call.module}:{fallback.kind.value}"] += 1
+            self.fallback_errors[f"{call.unit}:{fallback.kind.value}"] += 1
             log.error(
                 "%s fallback failed for %s %s: %r (request %s)",
                 fallback.kind.value,
@@ -409,7 +444,7 @@ class Forwarder:
             return None
         served = await self._serve_fallback(fallback, call)
         if served is not None:
-            self.served[f"{call.module}:{fallback.kind.value}"] += 1
+            self.served[f"{call.unit}:{fallback.kind.value}"] += 1
             outcome = _outcome(fallback.kind.value, served.status_code)
             log.info(
                 "%s %s served by %s fallback (%s; request %s)",
@@ -428,7 +463,7 @@ class Forwarder:
         served = await self._fallback_answer(call, fallback, exc)
         if served is not None:
             return served
-        self.unavailable[call.module] += 1
+        self.unavailable[call.unit] += 1
         outcome = _outcome(OUTCOME_UNAVAILABLE, UnavailableError.status)
         log.warning(
             "%s %s: %s %s, no fallback answer (request %s)",

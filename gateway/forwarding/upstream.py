@@ -95,6 +95,13 @@ class QueuedBehind(UpstreamUnavailable):
     reason = "earlier-writes-queued"
 
 
+class CellMoving(UpstreamUnavailable):
+    """Not attempted: the caller's partition key is being moved to another cell
+    (``relay cells move``); a write waits in the deferred queue until it is placed."""
+
+    reason = "cell-move"
+
+
 class _ServerError(Exception):
     def __init__(self, response: ModuleAnswer) -> None:
         super().__init__(f"status {response.status_code}")
@@ -133,8 +140,12 @@ class ModuleUpstream:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        name: str | None = None,
     ) -> None:
         self.module = module
+        # What this upstream is called: the module, or one of its cells ("loads/cell-1"),
+        # the name of its breaker, metrics, faults and release.
+        self.name = name or module.name
         self.transport = transport
         self.breaker = breaker
         self.bulkhead = bulkhead
@@ -284,7 +295,7 @@ class ModuleUpstream:
     ) -> ModuleAnswer:
         """Fault: a game day's fault for the module (latency, an error, a black hole) is
         applied before the transport, which gets what is left of the deadline."""
-        await self.faults.before_call(self.module.name)
+        await self.faults.before_call(self.name)
         remaining = max(deadline - self.clock(), 0.001)
         return await self.on_transport(method, target, request_headers, body, remaining)
 
@@ -326,7 +337,7 @@ class ModuleUpstream:
         between its stop and this instance learning of the new URL)."""
         self.base_url = url
         self._urls = {}
-        self.breaker.reset(f"{self.module.name} is at {url} now")
+        self.breaker.reset(f"{self.name} is at {url} now")
 
     def _url(self, target: str) -> httpx.URL:
         """Parsed URLs by target: parsing one costs more than the rest of building a request."""

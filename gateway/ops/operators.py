@@ -26,7 +26,8 @@ async def _operator(request: Request) -> IdentityContext:
 
 
 Operator = Annotated[IdentityContext, Depends(_operator)]
-ModuleName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+# A module ("loads"), or one cell of a celled module ("loads/cell-1").
+ModuleName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}(/[a-z][a-z0-9-]{0,15})?$")]
 
 router = APIRouter(prefix="/ops", tags=["ops"])
 T = TypeVar("T")
@@ -64,6 +65,9 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
         "modules": {
             name: {
                 "tier": up.module.tier.value,
+                **(
+                    {"module": up.module.name, "cell": name.split("/", 1)[1]} if "/" in name else {}
+                ),
                 "breaker": asdict(up.breaker.snapshot()),
                 # the fleet's state of the breaker, as this instance last read it
                 **({"fleet": fleet.status(name)} if fleet is not None else {}),
@@ -86,6 +90,8 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
             if state.releases is not None
             else {}
         ),
+        # the celled modules' cells, keys placed explicitly and keys moving now
+        **({"cells": state.cells.view()} if state.cells.modules else {}),
         "fallbacks_served": dict(state.forwarder.served),
         "unavailable": dict(state.forwarder.unavailable),
         "fallback_errors": dict(state.forwarder.fallback_errors),
@@ -95,12 +101,44 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
     }
 
 
+@router.get("/routes")
+async def routes(request: Request, _: Operator) -> dict[str, Any]:
+    """The route table as this instance runs it: each route's module, fallbacks and
+    partition key, and each module's upstreams (its cells, for a celled one) with their
+    breaker states."""
+    state = request.app.state
+    table = state.routes
+    return {
+        "routes": [
+            {
+                "prefix": r.prefix,
+                "module": r.module,
+                "roles": sorted(r.roles),
+                "fallback": r.fallback,
+                **({"cell_key": r.cell_key} if table.modules[r.module].celled else {}),
+            }
+            for r in table.routes
+        ],
+        "modules": {
+            name: {
+                "tier": m.tier.value,
+                "upstreams": {
+                    unit: {"url": up.base_url, "breaker": up.breaker.snapshot().state}
+                    for unit, up in state.upstreams.items()
+                    if unit == name or unit.startswith(name + "/")
+                },
+            }
+            for name, m in table.modules.items()
+        },
+    }
+
+
 def _known(request: Request, module: str) -> None:
-    if module not in request.app.state.upstreams:
+    if module not in request.app.state.upstreams and module not in request.app.state.routes.modules:
         raise NotFoundError(f"no module {module}")
 
 
-@router.put("/faults/{module}", response_model=ActiveFault)
+@router.put("/faults/{module:path}", response_model=ActiveFault)
 async def set_fault(
     module: ModuleName, spec: FaultSpec, request: Request, operator: Operator
 ) -> ActiveFault:
@@ -109,7 +147,7 @@ async def set_fault(
     return await _controlled(request, faults.set, module, spec, operator.sub)
 
 
-@router.delete("/faults/{module}", status_code=204)
+@router.delete("/faults/{module:path}", status_code=204)
 async def clear_fault(module: ModuleName, request: Request, operator: Operator) -> Response:
     _known(request, module)
     await _controlled(request, request.app.state.faults.clear, module, operator.sub)

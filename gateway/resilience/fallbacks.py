@@ -125,6 +125,11 @@ class Call:
     request_id: str = ""
     forwarded_headers: dict[str, str] = field(default_factory=dict)
     accepted_at: float = 0.0  # wall-clock time the gateway received the request
+    # The upstream the request went to: the module, or its cell ("loads/cell-1").
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        self.unit = self.unit or self.module
 
     @property
     def caller(self) -> str:

@@ -236,9 +236,11 @@ class FaultInjector:
         self._refreshing.add_done_callback(done)
 
     async def before_call(self, module: str) -> None:
-        """Apply the module's fault, if any, just before the real upstream call."""
+        """Apply the module's (or the cell's) fault, if any, just before the real upstream
+        call."""
         self._refresh_in_background()
-        spec = self.active(module)
+        # A cell's own fault ("loads/cell-1"), else its module's (every cell of "loads").
+        spec = self.active(module) or ("/" in module and self.active(module.split("/")[0])) or None
         if spec is None:
             return
         if spec.kind is FaultKind.LATENCY:

@@ -26,6 +26,7 @@ from gateway.resilience.retry import BudgetConfig, RetryConfig
 from shared_contracts.identity import Role
 
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
+CELL_NAME = r"^[a-z][a-z0-9-]{0,15}$"
 
 DEFAULT_TIMEOUT_SECONDS = 2.0
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 0.5
@@ -65,7 +66,10 @@ class _Strict(BaseModel):
 class ModuleConfig(_Strict):
     name: str
     tier: Tier
-    upstream: str = Field(description="The module's base URL (one; regions come later)")
+    upstream: str = Field(description="The module's base URL (a celled module's first cell's)")
+    # A celled module (docs/cells.md): each cell's base URL, in cell order. Written in the
+    # table (or its environment variable) as "cell-1=https://...,cell-2=https://...".
+    cells: dict[str, str] = {}
     timeout_seconds: float = Field(
         default=DEFAULT_TIMEOUT_SECONDS,
         gt=0,
@@ -84,6 +88,24 @@ class ModuleConfig(_Strict):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"upstream {url!r} is not an http(s) URL")
         return url.rstrip("/")
+
+    @field_validator("cells")
+    @classmethod
+    def _cells(cls, cells: dict[str, str]) -> dict[str, str]:
+        for cell, url in cells.items():
+            if not re.match(CELL_NAME, cell):
+                raise ValueError(f"cell name {cell!r} is not {CELL_NAME}")
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"cell {cell}: {url!r} is not an http(s) URL")
+        return {cell: url.rstrip("/") for cell, url in cells.items()}
+
+    @property
+    def celled(self) -> bool:
+        return bool(self.cells)
+
+    def unit(self, cell: str) -> str:
+        """The name of one cell of the module: its upstream, breaker, metrics and release."""
+        return f"{self.name}/{cell}"
 
     @model_validator(mode="after")
     def _connect_within_deadline(self) -> ModuleConfig:
@@ -112,6 +134,10 @@ class Route(_Strict):
     # A strong ETag on GET 200 answers, live or degraded, and If-None-Match answered with
     # 304 (gateway.forwarding.conditional); per caller, so only on authenticated routes.
     etag: StrictBool = False
+    # Where a celled module's partition key comes from (docs/cells.md): "driver" (the
+    # caller's driver id) or "body:<field>" (a top-level field of the JSON body, e.g. the
+    # driver a dispatcher assigns a load to). Needed on every route of a celled module.
+    cell_key: str | None = Field(default=None, pattern=r"^(driver|body:[a-z_]{1,40})$")
 
     def fallback_for(self, method: str) -> str | None:
         return self.fallback.get(method.upper())
@@ -154,6 +180,11 @@ class RouteTable:
                 raise RouteTableError(
                     f"route {route.prefix}: anonymous writes cannot have a fallback "
                     "(a deferred or cached write needs a caller)"
+                )
+            if modules[route.module].celled and route.cell_key is None:
+                raise RouteTableError(
+                    f"route {route.prefix}: module {route.module} is celled, so the route "
+                    'names its partition key (cell_key = "driver" or "body:<field>")'
                 )
         used = {route.module for route in routes}
         for name in modules:
@@ -230,7 +261,7 @@ class RouteTable:
                     name=name,
                     **{
                         **spec,
-                        **({"upstream": expand(upstream)} if isinstance(upstream, str) else {}),
+                        **(_upstreams(expand(upstream)) if isinstance(upstream, str) else {}),
                     },
                 )
             except ValidationError as exc:
@@ -244,7 +275,31 @@ class RouteTable:
                 raise RouteTableError(f"route {where}: {_explain(exc)}") from exc
         return cls(modules, routes)
 
+    def units(self) -> dict[str, ModuleConfig]:
+        """Every upstream the gateway calls: each uncelled module by its name, and each cell
+        of a celled one as ``<module>/<cell>`` with that cell's URL."""
+        out: dict[str, ModuleConfig] = {}
+        for name, module in self.modules.items():
+            if not module.celled:
+                out[name] = module
+            for cell, url in module.cells.items():
+                out[module.unit(cell)] = module.model_copy(update={"upstream": url})
+        return out
+
     @classmethod
     def load(cls, path: Path, env: dict[str, str] | None = None) -> RouteTable:
         with open(path, "rb") as fh:
             return cls.from_dict(tomllib.load(fh), env)
+
+
+def _upstreams(value: str) -> dict[str, object]:
+    """``upstream`` as written: one URL, or a celled module's "cell=URL,cell=URL" list."""
+    if "=" not in value:
+        return {"upstream": value}
+    cells: dict[str, str] = {}
+    for part in value.split(","):
+        cell, sep, url = part.strip().partition("=")
+        if not sep or not cell or cell in cells:
+            raise RouteTableError(f"upstream {value!r}: each cell once, as cell=URL")
+        cells[cell] = url
+    return {"upstream": next(iter(cells.values())), "cells": cells}
