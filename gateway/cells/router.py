@@ -28,6 +28,7 @@ from typing import Any
 from gateway import aws_calls
 from gateway.cells.placement import Placement, PlacementSource, default_cell
 from gateway.routing.routes import ModuleConfig, Route
+from module_kit import logs
 
 log = logging.getLogger("relay.gateway.cells")
 
@@ -177,7 +178,7 @@ class Cells:
                     log.warning(
                         "%s key %s: %s in %s%s (by %s)",
                         module,
-                        key,
+                        logs.caller_hash(key),  # a driver id: never in a log line
                         placement.state,
                         placement.cell,
                         f", moving to {placement.to}" if placement.moving else "",
