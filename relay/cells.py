@@ -287,7 +287,7 @@ class CellMover:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
-        settle_seconds: float = SETTLE_SECONDS,
+        settle_seconds: float | None = None,
         say: Callable[[str], None] = lambda _: None,
         on_step: Step = lambda _: None,
     ) -> None:
@@ -304,7 +304,7 @@ class CellMover:
         self.dynamodb = dynamodb
         self.clock = clock
         self.sleep = sleep
-        self.settle_seconds = settle_seconds
+        self.settle_seconds = SETTLE_SECONDS if settle_seconds is None else settle_seconds
         self.say = say
         self.on_step = on_step
 

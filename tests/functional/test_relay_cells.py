@@ -487,3 +487,64 @@ def test_the_command_line(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
     usage = runner.invoke(app, ["move", "loads", driver, "--reason", "r"])
     assert usage.exit_code == 2
     assert "give --to <cell>, or --abort" in usage.output
+
+
+def test_relay_cells_move_on_a_local_celled_stage(
+    emulator_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+):
+    """`relay cells` as the local stack runs it: the stage deployed celled from the
+    templates into the emulator, stack.json naming it; the CLI finds the cells, their tables
+    and the placement table itself, and moves a driver."""
+    import inspect
+    import json
+
+    from relay import stack
+    from relay.cloud import LocalCloud
+    from tests.conftest import TEST_IDENTITY_PUBLIC_KEY
+
+    if "cells" not in inspect.signature(LocalCloud.deploy_system).parameters:
+        pytest.skip("this tree's local deployer has no celled stages")
+    cloud = LocalCloud(endpoint_url=emulator_url)
+    cloud.deploy_system(
+        parameters={"Stage": "local", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}, cells=3
+    )
+    (tmp_path / "stack.json").write_text(
+        json.dumps({"emulator_url": emulator_url, "cells": {"loads": CELLS}})
+    )
+    monkeypatch.setattr(stack, "STATE_DIR", tmp_path)
+    dynamodb = boto3.resource("dynamodb", endpoint_url=emulator_url)
+    sqs = boto3.client("sqs", endpoint_url=emulator_url)
+    driver = _driver_in("cell-1")
+    settings = LoadsSettings(
+        loads_table=local_table_name("cell-1", "loads"),
+        load_events_table=local_table_name("cell-1", "events"),
+        idempotency_table=local_table_name("cell-1", "idempotency"),
+        notifications_queue_url=sqs.create_queue(QueueName="test")["QueueUrl"],
+    )
+    svc = LoadsService(LoadsRepository(settings, dynamodb=dynamodb, sqs=sqs), clock=lambda: NOW)
+    svc.assign(assignment("L-1", driver, ["F-CHI", "F-IND"], NOW))
+    svc.record_event(
+        driver, "L-1", LoadEventCreate(kind=LoadEventKind.ARRIVED, stop_seq=1), idempotency_key="k1"
+    )
+    monkeypatch.setattr(cells_module, "SETTLE_SECONDS", 0.0)  # no gateway runs here
+    runner = CliRunner()
+    app = cells_module.cells_app
+
+    shown = runner.invoke(app, ["show", "loads", "--driver", driver])
+    assert shown.exit_code == 0, shown.output
+    assert "loads: 3 cell(s): cell-1 cell-2 cell-3" in shown.output
+    assert f"{driver}: read from cell-1 (default); loads in: cell-1 (1)" in shown.output
+
+    moved = runner.invoke(
+        app, ["move", "loads", driver, "--to", "cell-3", "--reason", "test", "--by", "me"]
+    )
+    assert moved.exit_code == 0, moved.output
+    assert "moved from cell-1 to cell-3 (1 load(s), 1 event(s)" in moved.output
+
+    shown = runner.invoke(app, ["show", "loads", "--driver", driver])
+    assert f"{driver}: read from cell-3 (placed, revision 2); loads in: cell-3 (1)" in shown.output
+    assert f"  {driver:<16} cell-3     placed  -             2  me / test" in shown.output
+
+    aws = runner.invoke(app, ["show", "loads", "--stage", "prod"])
+    assert aws.exit_code == 2
+    assert "only with --target aws" in aws.output
