@@ -78,6 +78,15 @@ def dev(
             help="Gateway processes; more than 1 run behind nginx (round-robin) on --port",
         ),
     ] = 1,
+    cells: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=4,
+            help="Loads cells: N > 1 runs loads/cell-1 .. loads/cell-N, each its own tables and "
+            "process (~70 MB each: 2 run fine on a 2-core laptop); 1 runs loads uncelled",
+        ),
+    ] = 2,
 ) -> None:
     """Run the whole system locally until Ctrl-C."""
     stop = threading.Event()
@@ -85,7 +94,9 @@ def dev(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     typer.echo(
-        "Starting the emulator, the modules and "
+        "Starting the emulator, the modules"
+        + (f" ({cells} loads cells)" if cells > 1 else "")
+        + " and "
         + (f"{gateways} gateways behind nginx ..." if gateways > 1 else "the gateway ...")
     )
     # A process that exits is restarted with backoff; its exit and restart are printed.
@@ -94,6 +105,7 @@ def dev(
         seed=seed,
         tls=tls,
         gateways=gateways,
+        cells=cells,
         supervise=True,
         on_event=lambda message: typer.echo(message, err=True),
     ) as stack:
@@ -126,7 +138,8 @@ ProcessName = Annotated[
     str,
     typer.Argument(
         help="emulator, loads, gatepass, navigate, message, notifications, replay or gateway "
-        "(with --gateways N: gateway-1 .. gateway-N and balancer)"
+        "(with --gateways N: gateway-1 .. gateway-N and balancer; with --cells N: "
+        "loads/cell-1 .. loads/cell-N instead of loads)"
     ),
 ]
 

@@ -4,12 +4,16 @@ The local stack is deployed from the same ``template.yaml`` files that SAM deplo
 as the same stacks in the same order (:data:`SYSTEM_STACKS`, docs/deploy.md): this module
 reads them, resolves the intrinsic functions it needs (``Ref``, ``GetAtt``, ``Sub``,
 ``Join``, ``Select``, ``Split``, ``If`` with ``Equals``/``Not``/``And``/``Or``
-conditions), SSM dynamic references (``{{resolve:ssm:NAME}}``) and
-``AWS::SSM::Parameter::Value<String>`` parameters, follows nested
+conditions, ``AWS::NoValue``), resources' ``Condition``, SSM dynamic references
+(``{{resolve:ssm:NAME}}``) and ``AWS::SSM::Parameter::Value<String>`` parameters, follows nested
 ``AWS::Serverless::Application`` locations, and creates each stateful resource through
 boto3 - the SSM parameters stacks publish for each other included. It also resolves every
 function's environment variables, so a module process gets exactly the variables Lambda
 would give it, pointing at the local resources.
+
+A celled stage (``deploy_system(cells=N)``, docs/deploy.md "Cells") deploys the loads
+template N times, ``Cell=cell-1`` .. ``cell-N``, each as its own stack (``LoadsApp/cell-1``
+..., names of its own), and gives every stack that declares ``LoadsCells`` N.
 
 Compute (functions, the HTTP API, alarms, log groups, IAM) is not created: locally each
 function runs as its own process (see :mod:`relay.stack`).
@@ -42,6 +46,29 @@ SYSTEM_STACKS: tuple[tuple[str, Path], ...] = (
     ("NavigateApp", ROOT / "modules" / "navigate" / "template.yaml"),
     ("MessageApp", ROOT / "modules" / "message" / "template.yaml"),
 )
+# The celled module's stack (docs/deploy.md, Cells): with cells, one stack per cell, named
+# "LoadsApp/<cell>" among the children, each deployed with Cell=<cell>; the stacks reading
+# its values take the number of cells as LoadsCells (1: uncelled).
+CELLED_STACK = "LoadsApp"
+CELLS_PARAMETER = "LoadsCells"
+MAX_CELLS = 4  # the templates' conditions (LoadsCell2 .. LoadsCell4)
+
+
+def cell_names(cells: int) -> list[str]:
+    """The cells of a stage with ``cells`` of them: none for 1 (uncelled), else cell-1..N."""
+    if not 1 <= cells <= MAX_CELLS:
+        raise ValueError(f"a stage has 1 to {MAX_CELLS} loads cells, not {cells}")
+    return [] if cells == 1 else [f"cell-{k}" for k in range(1, cells + 1)]
+
+
+class _NoValue:
+    """``Ref AWS::NoValue``: the property, list item or join item is left out."""
+
+    def __repr__(self) -> str:
+        return "AWS::NoValue"
+
+
+NO_VALUE: Any = _NoValue()
 # A placeholder for the gateway stack's required secret ARN: locally the gateway gets its
 # identity key from the environment (relay.stack.local_gateway_env), never from a secret.
 LOCAL_IDENTITY_SECRET_ARN = (
@@ -108,6 +135,14 @@ class StackResult:
                 out.append(owner.resources[queue_id])
         return out
 
+    def cells(self, app: str = CELLED_STACK) -> dict[str, StackResult]:
+        """The cell stacks of ``app`` among the children, by cell (empty: uncelled)."""
+        return {
+            name.partition("/")[2]: child
+            for name, child in self.children.items()
+            if name.startswith(app + "/")
+        }
+
     def functions(self) -> dict[str, StackResult]:
         """Every function logical id in this stack tree, with the stack that holds it."""
         out = {
@@ -149,18 +184,34 @@ class LocalCloud:
 
     # --- deploy -----------------------------------------------------------------------
 
-    def deploy_system(self, parameters: dict[str, Any] | None = None) -> StackResult:
+    def deploy_system(
+        self, parameters: dict[str, Any] | None = None, cells: int | None = None
+    ) -> StackResult:
         """Every stack of a stage in order (:data:`SYSTEM_STACKS`, then template.yaml).
 
         Each stack gets those of ``parameters`` it declares (``Stage`` for all of them,
         ``IdentityPublicKey`` for the platform stack...); the gateway stack's secret ARN
         defaults to a local placeholder. Returns the gateway stack, whose ``children`` are
         the others by their :data:`SYSTEM_STACKS` names.
+
+        ``cells`` (default: ``parameters["LoadsCells"]``, else 1): with N of 2 or more the
+        loads stack is deployed N times in order, ``Cell=cell-1`` .. ``cell-N``, children
+        ``LoadsApp/cell-1`` ..., and every stack declaring ``LoadsCells`` gets N; with 1
+        the one uncelled ``LoadsApp``.
         """
         given = dict(parameters or {})
         given.setdefault("IdentitySigningKeySecretArn", LOCAL_IDENTITY_SECRET_ARN)
+        if cells is None:
+            cells = int(given.get(CELLS_PARAMETER, 1))
+        celled = cell_names(cells)
+        given[CELLS_PARAMETER] = cells
         children = {}
         for name, path in SYSTEM_STACKS:
+            if name == CELLED_STACK and celled:
+                for cell in celled:  # one after another, as the pipeline deploys them
+                    key = f"{name}/{cell}"
+                    children[key] = self.deploy(path, {**given, "Cell": cell}, name=key)
+                continue
             children[name] = self.deploy(path, given, name=name)
         root = self.deploy(ROOT_TEMPLATE, given, name="root")
         root.children = {**children, **root.children}
@@ -184,6 +235,16 @@ class LocalCloud:
                 params[pname] = spec["Default"]
             else:
                 raise TemplateError(f"{path.name}: parameter {pname} has no value and no default")
+            allowed = spec.get("AllowedValues")
+            if allowed is not None and str(params[pname]) not in {str(v) for v in allowed}:
+                raise TemplateError(
+                    f"{path.name}: parameter {pname}={params[pname]!r} is not one of {allowed}"
+                )
+            pattern = spec.get("AllowedPattern")
+            if pattern is not None and not re.fullmatch(pattern, str(params[pname])):
+                raise TemplateError(
+                    f"{path.name}: parameter {pname}={params[pname]!r} does not match {pattern}"
+                )
             if SSM_VALUE_TYPE.match(str(spec.get("Type", ""))):
                 # CloudFormation reads such a parameter's value from SSM by its name.
                 params[pname] = self._ssm_value(path.name, str(params[pname]))
@@ -191,8 +252,12 @@ class LocalCloud:
         resources = template.get("Resources", {})
         for logical_id in _dependency_order(resources):
             spec = resources[logical_id]
+            if "Condition" in spec and not self._condition(stack, spec["Condition"]):
+                continue  # as CloudFormation: a resource whose condition is false is not made
             stack.resources[logical_id] = self._create(stack, logical_id, spec)
         for logical_id, spec in resources.items():
+            if "Condition" in spec and not self._condition(stack, spec["Condition"]):
+                continue
             if spec["Type"] == "AWS::Serverless::Function":
                 # Not created locally, but CloudFormation resolves a function's properties
                 # (its SSM references included) when it creates it: a missing one fails here.
@@ -211,23 +276,54 @@ class LocalCloud:
         return self._environment(owner, spec)
 
     def stream_event_sources(self, stack: StackResult, logical_id: str) -> list[str]:
-        """The stream ARNs that trigger ``logical_id`` (its ``DynamoDB`` events), resolved
-        as CloudFormation would (SSM references included)."""
+        """The stream ARNs that trigger ``logical_id``, resolved as CloudFormation would
+        (SSM references included): its ``DynamoDB`` events, then the stream
+        ``AWS::Lambda::EventSourceMapping`` resources of its stack that invoke it or its
+        alias (those whose ``Condition`` is false were not deployed)."""
         owner, spec = stack.find_function(logical_id)
-        return [
+        streams = [
             str(self.resolve(owner, event["Properties"]["Stream"]))
             for event in spec["Properties"].get("Events", {}).values()
             if event["Type"] == "DynamoDB"
         ]
+        for mapping_id, mapping in owner.template.get("Resources", {}).items():
+            if mapping["Type"] != "AWS::Lambda::EventSourceMapping":
+                continue
+            deployed = owner.resources.get(mapping_id)
+            target = mapping["Properties"].get("FunctionName")
+            ref = target.get("Ref", "") if isinstance(target, dict) else str(target)
+            if deployed is None or _function_of(ref) != logical_id:
+                continue
+            arn = str(deployed.attrs["EventSourceArn"])
+            if ":dynamodb:" in arn and "/stream/" in arn:
+                streams.append(arn)
+        return streams
 
     def _environment(self, stack: StackResult, spec: dict[str, Any]) -> dict[str, str]:
         glob = stack.template.get("Globals", {}).get("Function", {})
         env = dict(glob.get("Environment", {}).get("Variables", {}))
         env.update(spec["Properties"].get("Environment", {}).get("Variables", {}))
-        return {k: str(self.resolve(stack, v)) for k, v in env.items()}
+        resolved = {k: self.resolve(stack, v) for k, v in env.items()}
+        return {k: str(v) for k, v in resolved.items() if v is not NO_VALUE}
+
+    def _function_url(self, stack: StackResult, function: str, alias: str | None = None) -> str:
+        """A function's (alias's) URL: ``function_urls["<stack>/<Function>[:<alias>]"]`` for
+        a cell's stack (``LoadsApp/cell-1/LoadsFunction``), else ``function_urls[
+        "<Function>[:<alias>]"]``; an alias without its own URL has the function's (locally
+        one process serves every alias of a function)."""
+        scope = f"{stack.name}/" if "/" in stack.name else ""
+        keys = ([f"{scope}{function}:{alias}"] if alias else []) + [f"{scope}{function}"]
+        for key in keys:
+            if key in self.function_urls:
+                return self.function_urls[key]
+        return f"http://{function}{'.' + stack.name.partition('/')[2] if scope else ''}.invalid/"
 
     def _physical_name(self, logical_id: str, explicit: Any, stack: StackResult) -> str:
-        name = str(self.resolve(stack, explicit)) if explicit else f"{self.prefix}-{logical_id}"
+        # A cell's stack (LoadsApp/cell-1) names its resources with its cell, as
+        # CloudFormation names them with the stack's name: two cells never share one.
+        cell = stack.name.partition("/")[2]
+        implicit = f"{self.prefix}-{cell}-{logical_id}" if cell else f"{self.prefix}-{logical_id}"
+        name = str(self.resolve(stack, explicit)) if explicit else implicit
         if name in self._names:
             raise TemplateError(f"two resources would be named {name!r}")
         self._names.add(name)
@@ -291,7 +387,7 @@ class LocalCloud:
             return Resource(ref=name)
         if kind == "AWS::Serverless::Function":
             name = self._physical_name(logical_id, props.get("FunctionName"), stack)
-            url = self.function_urls.get(logical_id, f"http://{logical_id}.invalid/")
+            url = self._function_url(stack, logical_id)
             # SAM names the URL resource of a function "<Function>Url".
             stack.resources[f"{logical_id}Url"] = Resource(ref=url, attrs={"FunctionUrl": url})
             arn = self._arn("lambda", f"function:{name}")
@@ -306,11 +402,19 @@ class LocalCloud:
             # A function alias's URL: "<Function>:<alias>" in function_urls if given, else
             # the function's own (locally one process serves every alias of a function).
             function, alias = _url_target(stack.template["Resources"], props["TargetFunctionArn"])
-            url = self.function_urls.get(
-                f"{function}:{alias}",
-                self.function_urls.get(function, f"http://{function}.invalid/"),
-            )
+            url = self._function_url(stack, function, alias)
             return Resource(ref=url, attrs={"FunctionUrl": url})
+        if kind == "AWS::Lambda::EventSourceMapping":
+            # Not created locally (relay.eventsource runs it), but resolved as CloudFormation
+            # would: a source it cannot read fails here; stream_event_sources lists it.
+            resolved = self.resolve(stack, props)
+            return Resource(
+                ref=logical_id,
+                attrs={
+                    "EventSourceArn": resolved.get("EventSourceArn", ""),
+                    "FunctionName": resolved.get("FunctionName", ""),
+                },
+            )
         # Alarms, log groups, policies, the HTTP API...: nothing to create locally.
         return Resource(ref=logical_id, attrs={"Arn": self._arn("local", logical_id)})
 
@@ -363,7 +467,8 @@ class LocalCloud:
         if isinstance(value, str) and "{{resolve:" in value:
             return self._dynamic_references(stack, value)
         if isinstance(value, list):
-            return [self.resolve(stack, v) for v in value]
+            items = [self.resolve(stack, v) for v in value]
+            return [v for v in items if v is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
@@ -389,7 +494,8 @@ class LocalCloud:
                 return self.resolve(stack, if_true if self._condition(stack, name) else if_false)
             if fn.startswith("Fn::"):
                 raise TemplateError(f"{stack.path.name}: {fn} is not supported locally")
-        return {k: self.resolve(stack, v) for k, v in value.items()}
+        resolved = {k: self.resolve(stack, v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
 
     def _condition(self, stack: StackResult, name: str) -> bool:
         try:
@@ -440,6 +546,7 @@ class LocalCloud:
             "AWS::Partition": "aws",
             "AWS::StackName": f"{self.prefix}-{stack.name}",
             "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": NO_VALUE,
         }
         if name in pseudo:
             return pseudo[name]
@@ -527,6 +634,11 @@ def _dependency_order(resources: dict[str, Any]) -> list[str]:
     for lid in resources:
         visit(lid)
     return order
+
+
+def _function_of(ref: str) -> str:
+    """The function logical id a ``Ref`` to it or to its alias names."""
+    return re.sub(r"(\.Alias|Alias\w+)$", "", ref)
 
 
 def _url_target(resources: dict[str, Any], target: Any) -> tuple[str, str | None]:

@@ -15,11 +15,16 @@ def seed_demo_data(
     dynamodb: Any,
     sqs: Any,
     now: datetime | None = None,
+    loads_cells: dict[str, dict[str, str]] | None = None,
 ) -> None:
     """Write demo facilities and loads with the modules' own repositories and services.
 
     ``function_env(logical_id)`` gives a function's resolved environment (table names...).
+    ``loads_cells`` (a celled stage: each loads cell's function environment, by cell) puts
+    each driver's loads in the driver's cell: its default
+    (:func:`gateway.cells.placement.default_cell`), as nothing is placed explicitly yet.
     """
+    from gateway.cells.placement import default_cell
     from modules.loads.config import LoadsSettings
     from modules.loads.repository import LoadsRepository
     from modules.loads.service import LoadsService
@@ -35,13 +40,16 @@ def seed_demo_data(
     for f in demo.FACILITIES:
         facilities.put(demo.destination(f["facility_id"]), f["cell"])
 
-    loads = LoadsService(
-        LoadsRepository(
-            LoadsSettings.model_validate(_fields(function_env("LoadsFunction"))),
-            dynamodb=dynamodb,
-            sqs=sqs,
-        )
-    )
+    def service(env: dict[str, str]) -> LoadsService:
+        settings = LoadsSettings.model_validate(_fields(env))
+        return LoadsService(LoadsRepository(settings, dynamodb=dynamodb, sqs=sqs))
+
+    if loads_cells:
+        cells = {cell: service(env) for cell, env in loads_cells.items()}
+        for assignment in demo.loads(now):
+            cells[default_cell(assignment.driver_id, list(cells))].assign(assignment)
+        return
+    loads = service(function_env("LoadsFunction"))
     for assignment in demo.loads(now):
         loads.assign(assignment)
 

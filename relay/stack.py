@@ -8,6 +8,10 @@ port, as a game day does to a real module.
 With ``supervise=True`` (``relay dev``) a process that exits is restarted with backoff,
 one stopped on purpose stays down until started again, and ``relay ps|stop|start|restart``
 reach the stack through its control socket (:mod:`relay.supervisor`).
+
+With ``cells=N`` (N >= 2, ``relay dev --cells N``) loads is celled (docs/deploy.md, Cells):
+the loads template is deployed once per cell and each cell runs as its own process,
+``loads/cell-1`` .. ``loads/cell-N``, with its own tables and port; there is no ``loads``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from module_kit.signed_context import generate_key_pair
 
 from . import balancer
 from .balancer import BALANCER_NAME
-from .cloud import ROOT, LocalCloud, StackResult
+from .cloud import CELLED_STACK, ROOT, LocalCloud, StackResult, cell_names
 from .devissuer import DevIssuer
 from .supervisor import ControlServer, RestartPolicy, Supervisor, control_socket_path
 
@@ -56,6 +60,7 @@ MODULES: dict[str, tuple[str, str]] = {
     "MessageFunction": ("message", "modules.message.app:create_app"),
 }
 GATEWAY_FUNCTION = "GatewayFunction"
+CELLED_FUNCTION = "LoadsFunction"  # the function of the celled module's stack (CELLED_STACK)
 EVENT_SOURCES = {
     "NotificationsFunction": "notifications",
     "DeferredReplayFunction": "replay",
@@ -70,6 +75,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def log_name(name: str) -> str:
+    """A process's log file name: ``loads/cell-1`` logs to ``loads-cell-1.log``."""
+    return name.replace("/", "-") + ".log"
+
+
+def module_of(name: str) -> str:
+    """The module a module process serves: ``loads`` for ``loads`` and ``loads/cell-1``."""
+    return name.partition("/")[0]
 
 
 def local_gateway_env(state_dir: Path, identity_private_key: str) -> dict[str, str]:
@@ -177,6 +192,9 @@ class LocalStack:
     # of their own, each its own memory, behind nginx (``balancer``, relay.balancer) on
     # gateway_port; with 1, the one ``gateway`` process on gateway_port and no nginx.
     gateways: int = 1
+    # Loads cells (relay dev --cells N): with N > 1, one loads stack and process per cell,
+    # loads/cell-1 .. loads/cell-N, each with its own tables and port; with 1, uncelled.
+    cells: int = 1
     # Extra gateway settings (RELAY_*), e.g. looser rate limits for a fuzzing run.
     gateway_overrides: dict[str, str] = field(default_factory=dict)
     # Restart processes that exit, with backoff, and serve `relay ps|stop|start|restart`
@@ -217,6 +235,22 @@ class LocalStack:
     def identity_key_file(self) -> Path:
         """The run's identity private key (PEM, mode 0600), for ``relay deploy``."""
         return self.state_dir / "identity-key.pem"
+
+    @property
+    def cell_names(self) -> list[str]:
+        """The loads cells: ``cell-1`` .. ``cell-N``, or none (uncelled)."""
+        return cell_names(self.cells)
+
+    @property
+    def module_processes(self) -> dict[str, tuple[str, str | None]]:
+        """Each module process: name -> (function logical id, its cell or None)."""
+        out: dict[str, tuple[str, str | None]] = {}
+        for lid, (module, _) in MODULES.items():
+            if lid == CELLED_FUNCTION and self.cell_names:
+                out.update({f"{module}/{cell}": (lid, cell) for cell in self.cell_names})
+            else:
+                out[module] = (lid, None)
+        return out
 
     @property
     def gateway_names(self) -> list[str]:
@@ -266,14 +300,17 @@ class LocalStack:
         moto.start()
         moto.wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
 
-        ports = {lid: free_port() for lid in MODULES}
+        ports = {name: free_port() for name in self.module_processes}
         session = boto3.session.Session(
             aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             region_name=LOCAL_CREDENTIALS["AWS_REGION"],
         )
         self.cloud = LocalCloud(
-            function_urls={lid: f"http://{HOST}:{p}/" for lid, p in ports.items()},
+            function_urls={
+                _url_key(lid, cell): f"http://{HOST}:{ports[name]}/"
+                for name, (lid, cell) in self.module_processes.items()
+            },
             endpoint_url=self.emulator_url,
             session=session,
         )
@@ -287,25 +324,20 @@ class LocalStack:
         self.identity_key_file.chmod(0o600)  # also when an earlier run's file is there
         self.identity_key_file.write_text(identity_private)
         self.deployed = self.cloud.deploy_system(
-            parameters={"Stage": "local", "IdentityPublicKey": identity_public}
+            parameters={"Stage": "local", "IdentityPublicKey": identity_public}, cells=self.cells
         )
         gateway_local = local_gateway_env(self.state_dir, identity_private)
         aws_env = {**base_env, "AWS_ENDPOINT_URL": self.emulator_url}
 
         if self.seed:
-            from .seed import seed_demo_data
-
-            seed_demo_data(
-                self.function_env,
-                dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
-                sqs=session.client("sqs", endpoint_url=self.emulator_url),
-            )
+            self._seed(session)
 
         version = source_version(ROOT)
-        for lid, (name, factory) in MODULES.items():
-            env = {**aws_env, **self.function_env(lid), "RELAY_VERSION": version}
+        for name, (lid, cell) in self.module_processes.items():
+            factory = MODULES[lid][1]
+            env = {**aws_env, **self.function_env(lid, cell=cell), "RELAY_VERSION": version}
             self.processes[name] = Process(
-                name, _uvicorn(factory, ports[lid]), env, logs / f"{name}.log", port=ports[lid]
+                name, _uvicorn(factory, ports[name]), env, logs / log_name(name), port=ports[name]
             )
 
         # One local event source runner per SQS-triggered function (notifications, replay).
@@ -395,10 +427,28 @@ class LocalStack:
             proc.wait_ready(deadline)
         self._write_state()
 
-    def function_env(self, logical_id: str) -> dict[str, str]:
+    def function_env(self, logical_id: str, *, cell: str | None = None) -> dict[str, str]:
+        """The environment of function ``logical_id`` (of loads cell ``cell``'s stack; the
+        first cell's when celled and none is named)."""
         assert self.cloud
         assert self.deployed
-        return self.cloud.function_env(self.deployed, logical_id)
+        stack = self.deployed
+        if cell is not None:
+            stack = self.deployed.children[f"{CELLED_STACK}/{cell}"]
+        return self.cloud.function_env(stack, logical_id)
+
+    def _seed(self, session: boto3.session.Session) -> None:
+        """Demo data, each driver's loads in the driver's default cell (no placements yet)."""
+        from .seed import seed_demo_data
+
+        seed_demo_data(
+            self.function_env,
+            dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
+            sqs=session.client("sqs", endpoint_url=self.emulator_url),
+            loads_cells={
+                cell: self.function_env(CELLED_FUNCTION, cell=cell) for cell in self.cell_names
+            },
+        )
 
     def output(self, app: str, name: str) -> str:
         assert self.deployed
@@ -472,7 +522,7 @@ class LocalStack:
         module's environment (the same tables and queues) and ``RELAY_VERSION``. Waits
         until it answers its health check; an exiting process is restarted like any other."""
         name = f"{module}@{version}"
-        factory = next((f for n, f in MODULES.values() if n == module), None)
+        factory = next((f for n, f in MODULES.values() if n == module_of(module)), None)
         if factory is None or module not in self.processes:
             raise ValueError(f"no module named {module!r}")
         existing = self.processes.get(name)
@@ -484,7 +534,7 @@ class LocalStack:
             name,
             _uvicorn(factory, port),
             {**base.env, "RELAY_VERSION": version, "PYTHONPATH": str(source)},
-            self.state_dir / "logs" / f"{name}.log",
+            self.state_dir / "logs" / log_name(name),
             port=port,
             cwd=source,
         )
@@ -533,15 +583,17 @@ class LocalStack:
                 aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             ).put_parameter(Name=url_parameter(path, module), Value=url, Overwrite=True)
-        if self.cloud is not None:  # and where a redeploy into a restarted emulator puts it
-            for lid, (name, _) in MODULES.items():
-                if name == module:
-                    self.cloud.function_urls[lid] = url
-        variable = f"RELAY_UPSTREAM_{module.upper()}"
+        # and where a redeploy into a restarted emulator puts it
+        if self.cloud is not None and module in self.module_processes:
+            lid, cell = self.module_processes[module]
+            self.cloud.function_urls[_url_key(lid, cell)] = url
+        name, _, cell = module.partition("/")
+        variable = f"RELAY_UPSTREAM_{name.upper()}"
         for gateway in self.gateway_names:
             proc = self.processes[gateway]
             if variable in proc.env:
-                proc.env = {**proc.env, variable: url}
+                value = _with_cell_url(proc.env[variable], cell, url) if cell else url
+                proc.env = {**proc.env, variable: value}
 
     def retire_version(self, module: str, version: str) -> None:
         """Stop ``<module>@<version>`` and forget it (a release rolled back)."""
@@ -635,15 +687,16 @@ class LocalStack:
             return
         with self._redeploy_lock:
             self.processes["emulator"].wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
-            functions = {
-                name: lid
+            functions: dict[str, tuple[str, str | None]] = {
+                name: (lid, None)
                 for lid in self.deployed.functions()
                 for name in (
                     self.gateway_names if lid == GATEWAY_FUNCTION else [_process_name(lid)]
                 )
                 if name in self.processes
             }
-            before = {name: self.function_env(lid) for name, lid in functions.items()}
+            functions.update(self.module_processes)
+            before = {name: self.function_env(lid, cell=c) for name, (lid, c) in functions.items()}
             session = boto3.session.Session(
                 aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
@@ -654,17 +707,14 @@ class LocalStack:
                 endpoint_url=self.emulator_url,
                 session=session,
             )
-            self.cloud, self.deployed = cloud, cloud.deploy_system(self.deployed.inputs)
+            self.cloud = cloud
+            self.deployed = cloud.deploy_system(self.deployed.inputs, cells=self.cells)
             if self.seed:
-                from .seed import seed_demo_data
-
-                seed_demo_data(
-                    self.function_env,
-                    dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
-                    sqs=session.client("sqs", endpoint_url=self.emulator_url),
-                )
+                self._seed(session)
             changed = [
-                name for name, lid in functions.items() if self.function_env(lid) != before[name]
+                name
+                for name, (lid, cell) in functions.items()
+                if self.function_env(lid, cell=cell) != before[name]
             ]
             self.report(
                 "emulator: tables, queues, topics and keys deployed again from "
@@ -674,7 +724,8 @@ class LocalStack:
             )
             for name in changed:
                 proc = self.processes[name]
-                proc.env = {**proc.env, **self.function_env(functions[name])}
+                lid, cell = functions[name]
+                proc.env = {**proc.env, **self.function_env(lid, cell=cell)}
                 if self.supervisor is not None and self.supervisor.held(name):
                     continue
                 self.stop_process(name)
@@ -739,6 +790,8 @@ class LocalStack:
                     "gateway_url": self.gateway_url,
                     "emulator_url": self.emulator_url,
                     "modules": {n: p.url for n, p in self.processes.items() if p.port},
+                    # The celled modules' cells (loads/cell-1 ... among the modules above).
+                    "cells": {"loads": self.cell_names} if self.cell_names else {},
                     "notifications_queue_url": self.output(
                         "NotificationsApp", "NotificationsQueueUrl"
                     ),
@@ -778,6 +831,17 @@ def source_version(tree: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "local"
     return commit + ("-dirty" if dirty else "")
+
+
+def _url_key(logical_id: str, cell: str | None) -> str:
+    """The key of a module function's URL in ``LocalCloud.function_urls``."""
+    return f"{CELLED_STACK}/{cell}/{logical_id}" if cell else logical_id
+
+
+def _with_cell_url(value: str, cell: str, url: str) -> str:
+    """A celled upstream ("cell-1=URL,cell-2=URL") with ``cell``'s URL replaced."""
+    parts = [part.partition("=") for part in value.split(",") if part]
+    return ",".join(f"{c}={url if c == cell else u}" for c, _, u in parts)
 
 
 def _process_name(logical_id: str) -> str:

@@ -65,14 +65,16 @@ def test_the_whole_stage_publishes_every_stacks_parameters_and_wires_the_gateway
 
 
 def test_a_module_deploys_alone_and_touches_only_its_own_resources(aws):
-    # GIVEN a running stage's platform, notifications and loads stacks
+    # GIVEN a running stage's platform, notifications and (uncelled) loads stacks
     cloud = LocalCloud()
     given = {"Stage": "qa", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
     for name in ("PlatformStack", "NotificationsApp", "LoadsApp"):
         cloud.deploy(STACKS[name], given, name=name)
     before_parameters, before_tables = _parameters("qa"), _tables()
     # WHEN the gatepass stack is deployed alone, with its stage only
-    gatepass = cloud.deploy(ROOT / "modules" / "gatepass" / "template.yaml", {"Stage": "qa"})
+    gatepass = cloud.deploy(
+        ROOT / "modules" / "gatepass" / "template.yaml", {"Stage": "qa", "LoadsCells": 1}
+    )
     # THEN it added its own parameters and tables and changed nothing of the others
     after = _parameters("qa")
     assert {k: v for k, v in after.items() if k in before_parameters} == before_parameters
@@ -91,7 +93,88 @@ def test_a_module_before_the_stacks_it_reads_is_refused_by_name(aws):
     cloud = LocalCloud()
     cloud.deploy(STACKS["PlatformStack"], {"IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY})
     with pytest.raises(TemplateError, match="/relay/dev/loads/table-name"):
+        cloud.deploy(STACKS["NavigateApp"], {"LoadsCells": 1})
+
+
+def test_a_reader_of_loads_cells_before_the_cells_is_refused_by_name(aws):
+    cloud = LocalCloud()
+    cloud.deploy(STACKS["PlatformStack"], {"IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY})
+    # celled (the templates' default: 2 cells), the first cell's is missing
+    with pytest.raises(TemplateError, match="/relay/dev/loads/cell-1/table-name"):
         cloud.deploy(STACKS["NavigateApp"])
+
+
+def test_a_celled_stage_deploys_a_loads_stack_per_cell_and_gives_its_readers_every_cell(aws):
+    urls = {f"LoadsApp/cell-{k}/LoadsFunction": f"http://127.0.0.1:900{k}/" for k in (1, 2)}
+    cloud = LocalCloud(function_urls=urls)
+    root = cloud.deploy_system(
+        {"Stage": "qa", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}, cells=2
+    )
+    # two loads stacks, one per cell, in order, each with its own tables and parameters
+    assert [n for n in root.children if n.startswith("LoadsApp")] == [
+        "LoadsApp/cell-1",
+        "LoadsApp/cell-2",
+    ]
+    assert set(root.cells()) == {"cell-1", "cell-2"}
+    published = _parameters("qa")
+    assert not any(n.startswith("/relay/qa/loads/") and n.count("/") == 4 for n in published)
+    tables = {}
+    for cell, stack in root.cells().items():
+        env = cloud.function_env(stack, "LoadsFunction")
+        assert env["RELAY_CELL"] == cell
+        assert env["POWERTOOLS_SERVICE_NAME"] == f"loads-{cell}"
+        assert env["LOADS_TABLE"] == published[f"/relay/qa/loads/{cell}/table-name"]
+        assert published[f"/relay/qa/loads/{cell}/url"] == urls[f"LoadsApp/{cell}/LoadsFunction"]
+        tables[cell] = env["LOADS_TABLE"]
+        assert {stack.resources[t].ref for t in ("LoadsTable", "LoadEventsTable")} <= _tables()
+    assert tables["cell-1"] != tables["cell-2"]
+    # the readers get every cell's value, cell by cell
+    for lid in ("GatewayFunction", "DeferredReplayFunction"):
+        env = cloud.function_env(root, lid)
+        assert env["RELAY_UPSTREAM_LOADS"] == (
+            "cell-1=http://127.0.0.1:9001/,cell-2=http://127.0.0.1:9002/"
+        )
+        assert env["RELAY_PLACEMENT_TABLE"] == root.resources["CellPlacementTable"].ref
+    assert published["/relay/qa/gateway/placement-table-name"] == (
+        root.resources["CellPlacementTable"].ref
+    )
+    for lid in ("GatepassFunction", "NavigateFunction"):
+        assert cloud.function_env(root, lid)["LOADS_TABLE"] == (
+            f"cell-1={tables['cell-1']},cell-2={tables['cell-2']}"
+        )
+    # the projector reads both cells' streams (and gatepass's and the facilities')
+    streams = cloud.stream_event_sources(root, "FallbackProjectorFunction")
+    for cell, stack in root.cells().items():
+        assert stack.resources["LoadsTable"].attrs["StreamArn"] in streams, cell
+    assert len(streams) == 4
+    # deployed again from what it was given: the same cells
+    assert root.inputs["LoadsCells"] == 2
+
+
+def test_an_uncelled_stage_reads_the_one_loads_stack(aws):
+    cloud = LocalCloud()
+    root = cloud.deploy_system({"Stage": "qa", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY})
+    assert "LoadsApp" in root.children and not root.cells()
+    assert cloud.function_env(root, "LoadsFunction")["RELAY_CELL"] == ""
+    table = root.children["LoadsApp"].resources["LoadsTable"]
+    assert cloud.function_env(root, "NavigateFunction")["LOADS_TABLE"] == table.ref
+    assert (
+        cloud.stream_event_sources(root, "FallbackProjectorFunction")[0]
+        == (table.attrs["StreamArn"])
+    )
+    assert len(cloud.stream_event_sources(root, "FallbackProjectorFunction")) == 3
+
+
+def test_the_local_deployer_refuses_a_value_the_template_does_not_allow(aws):
+    cloud = LocalCloud()
+    with pytest.raises(ValueError, match="1 to 4 loads cells"):
+        cloud.deploy_system({"IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}, cells=5)
+    cloud.deploy(STACKS["PlatformStack"], {"IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY})
+    cloud.deploy(STACKS["NotificationsApp"])
+    with pytest.raises(TemplateError, match="Cell='cell-0' does not match"):
+        cloud.deploy(STACKS["LoadsApp"], {"Cell": "cell-0"})
+    with pytest.raises(TemplateError, match="LoadsCells=5 is not one of"):
+        cloud.deploy(STACKS["NavigateApp"], {"LoadsCells": 5})
 
 
 def test_two_stacks_cannot_publish_one_name(aws):

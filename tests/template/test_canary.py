@@ -29,6 +29,7 @@ from samtranslator.yaml_helper import yaml_parse
 from module_kit.deploy_hooks import Smoke
 from relay.cloud import LOCAL_FUNCTION_VERSION, ROOT, SYSTEM_STACKS, LocalCloud, TemplateError
 from tests.conftest import TEST_IDENTITY_PUBLIC_KEY
+from tests.template import branches, sub_text
 
 # HTTP modules: (template, function, EMF service name). Released through two aliases.
 MODULES = [
@@ -151,7 +152,7 @@ def ssm_values(template: str) -> dict[str, Any]:
     for r in transformed(template)["Resources"].values():
         if r["Type"] == "AWS::SSM::Parameter":
             name = r["Properties"]["Name"]
-            out[name["Fn::Sub"] if isinstance(name, dict) else name] = r["Properties"]["Value"]
+            out[sub_text(name)] = r["Properties"]["Value"]
     return out
 
 
@@ -278,7 +279,7 @@ def test_the_gateway_may_read_every_module_url_and_version_and_invoke_both_alias
             for r in read["Resource"]
         ]
         (invoke,) = [st for st in statements if "lambda:InvokeFunctionUrl" in st["Action"]]
-        invocable = [r["Fn::Sub"] for r in invoke["Resource"]]
+        invocable = [r["Fn::Sub"] for r in branches(invoke["Resource"])]
         for template, _, _ in MODULES:
             module = module_of(template)
             for name in ("url", "canary-url", "canary-version", "live-version"):
@@ -311,7 +312,8 @@ def test_a_serving_function_s_alarms_judge_its_new_version_s_errors_5xx_and_401(
             assert names_the_new_version(metric, d["version"]), (lid, metric)
             seen.add((metric["Namespace"], metric["MetricName"]))
             if metric["Namespace"] == "Relay":
-                assert dims(metric)["service"] == service, lid
+                # a loads cell's: loads-<cell> (each cell's versions judged on their own)
+                assert sub_text(dims(metric)["service"]) == service, lid
             else:
                 assert dims(metric)["FunctionName"] == {"Ref": function}, lid
                 # the calls live made: a module's version once promoted, the gateway's canary
@@ -359,7 +361,8 @@ def test_a_serving_function_s_new_version_is_smoked_before_any_traffic(template,
         hook = raw(template)["Resources"][update[key]["Ref"]]["Properties"]
         assert hook["Handler"] == handler
         # CodeDeploy's role may invoke only functions named CodeDeployHook_*
-        assert hook["FunctionName"]["Fn::Sub"].startswith("CodeDeployHook_"), key
+        assert sub_text(hook["FunctionName"]).startswith("CodeDeployHook_"), key
+        assert sub_text(hook["FunctionName"], celled=True).startswith("CodeDeployHook_"), key
         env = hook["Environment"]["Variables"]
         # it may invoke this function (any version: the one deployed is CodeDeploy's target)
         invoke = [p for p in hook["Policies"] if "LambdaInvokePolicy" in p]
@@ -479,6 +482,28 @@ def test_the_local_stack_publishes_each_alias_s_url_and_version(emulated):
     }
 
 
+def test_a_local_cell_publishes_each_alias_s_url_under_its_cell(emulated):
+    cloud = LocalCloud(
+        function_urls={
+            "LoadsApp/cell-2/LoadsFunction": "http://127.0.0.1:9002/",
+            "LoadsApp/cell-2/LoadsFunction:canary": "http://127.0.0.1:9102/",
+        }
+    )
+    given = {"Stage": "qa", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
+    stacks = dict(SYSTEM_STACKS)
+    for name in ("PlatformStack", "NotificationsApp"):
+        cloud.deploy(stacks[name], given, name=name)
+    cloud.deploy(stacks["LoadsApp"], {**given, "Cell": "cell-2"}, name="LoadsApp/cell-2")
+    ssm = boto3.client("ssm")
+    value = {
+        n: ssm.get_parameter(Name=f"/relay/qa/loads/cell-2/{n}")["Parameter"]["Value"]
+        for n in ("url", "canary-url")
+    }
+    assert value == {"url": "http://127.0.0.1:9002/", "canary-url": "http://127.0.0.1:9102/"}
+    with pytest.raises(ssm.exceptions.ParameterNotFound):
+        ssm.get_parameter(Name="/relay/qa/loads/url")
+
+
 def test_the_local_stack_publishes_the_live_version_it_was_given(emulated):
     _, published = _local_loads(LiveVersion="7")
     assert published["live-version"] == "7"
@@ -487,7 +512,7 @@ def test_the_local_stack_publishes_the_live_version_it_was_given(emulated):
 
 def test_a_local_canary_url_without_its_own_process_is_the_function_s(emulated):
     cloud = LocalCloud(function_urls={"NavigateFunction": "http://127.0.0.1:9003/"})
-    given = {"Stage": "qa", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}
+    given = {"Stage": "qa", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY, "LoadsCells": 1}
     stacks = dict(SYSTEM_STACKS)
     for name in ("PlatformStack", "NotificationsApp", "LoadsApp", "NavigateApp"):
         cloud.deploy(stacks[name], given, name=name)

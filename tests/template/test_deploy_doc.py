@@ -44,6 +44,7 @@ import pytest
 from samtranslator.yaml_helper import yaml_parse
 
 from relay.cloud import ROOT
+from tests.template import sub_text
 
 DOC = ROOT / "docs" / "deploy.md"
 SAMCONFIG = tomllib.loads((ROOT / "samconfig.toml").read_text())
@@ -608,7 +609,7 @@ def test_the_canary_table_and_the_hooks_are_the_templates():
         for hook in preference.get("Hooks", {}).values():
             hook_id = hook["Ref"] if isinstance(hook, dict) else hook
             function_name = next(
-                template(path)["Resources"][hook_id]["Properties"]["FunctionName"]["Fn::Sub"]
+                sub_text(template(path)["Resources"][hook_id]["Properties"]["FunctionName"])
                 for path in UNIT_TEMPLATE.values()
                 if hook_id in template(path)["Resources"]
             )

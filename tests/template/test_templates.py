@@ -22,6 +22,7 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 from relay.cloud import ROOT, ROOT_TEMPLATE, SYSTEM_STACKS
+from tests.template import NO_VALUE, branches, sub_text
 
 # Deploy order: the platform, the modules, the gateway stack (template.yaml) last.
 ORDERED = [path for _, path in SYSTEM_STACKS] + [ROOT_TEMPLATE]
@@ -32,7 +33,12 @@ TEMPLATES = [
 ]
 MODULES = sorted(p.parent.name for p in (ROOT / "modules").glob("*/template.yaml"))
 HTTP_MODULES = ["gatepass", "loads", "message", "navigate"]
-SSM_NAME = re.compile(r"^/relay/\$\{Stage\}/([a-z]+)/([a-z][a-z0-9-]*)$")
+# /relay/<stage>/<owner>/<name>, or a loads cell's /relay/<stage>/loads/<cell>/<name>
+SSM_NAME = re.compile(
+    r"^/relay/\$\{Stage\}/([a-z]+)/(?:(?:\$\{Cell\}|cell-[1-9][0-9]?)/)?([a-z][a-z0-9-]*)$"
+)
+CELL_SEGMENT = re.compile(r"/cell-[1-9][0-9]?/")
+LOADS_CELL_CONDITIONS = {2: "LoadsCell2", 3: "LoadsCell3", 4: "LoadsCell4"}
 SSM_REFERENCE = re.compile(r"\{\{resolve:ssm:([^}]*)\}\}")
 TABLE_TYPES = ("AWS::DynamoDB::Table", "AWS::Cognito::UserPool", "AWS::SQS::Queue")
 
@@ -81,12 +87,15 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _published(path: Path) -> dict[str, str]:
-    """SSM name (with ${Stage}) -> logical id, of every parameter ``path`` publishes."""
+    """SSM name (with ${Stage}) -> logical id, of every parameter ``path`` publishes: as
+    its stack without a cell names it and, for a template with ``Cell``, as a cell's stack
+    does (with ``${Cell}``)."""
     out = {}
     for lid, res in _load(path)["Resources"].items():
         if res["Type"] == "AWS::SSM::Parameter":
             name = res["Properties"]["Name"]
-            out[name["Fn::Sub"] if isinstance(name, dict) else name] = lid
+            out[sub_text(name)] = lid
+            out[sub_text(name, celled=True)] = lid
     return out
 
 
@@ -209,7 +218,8 @@ def test_every_ssm_name_read_is_published_by_a_stack_deployed_before():
     for path in ORDERED:
         for name in _read(path):
             assert SSM_NAME.match(name), f"{path}: reads {name}, not the scheme"
-            assert name in published_so_far, (
+            # a loads cell's name is what every cell's stack publishes (with ${Cell})
+            assert CELL_SEGMENT.sub("/${Cell}/", name) in published_so_far, (
                 f"{path.relative_to(ROOT)} reads {name} before any stack publishes it"
             )
         published_so_far |= set(_published(path))
@@ -260,8 +270,12 @@ def _refs(value: Any) -> set[str]:
                 found.add((v if isinstance(v, list) else v.split("."))[0])
             elif key == "Fn::Sub":
                 text = v if isinstance(v, str) else v[0]
+                own = set() if isinstance(v, str) else set(v[1])  # the Sub's own variables
                 for part in re.findall(r"\$\{([^}!]+)\}", text):
-                    found.add(part.split(".")[0])
+                    if part not in own:
+                        found.add(part.split(".")[0])
+                if not isinstance(v, str):
+                    found |= _refs(v[1])
             else:
                 found |= _refs(v)
     return found
@@ -278,8 +292,13 @@ def test_the_gateway_reads_module_urls_from_ssm_and_may_read_the_stage_path():
         env = function["Properties"]["Environment"]["Variables"]
         for module in HTTP_MODULES:
             var = f"RELAY_UPSTREAM_{module.upper()}"
-            assert env[var] == {"Fn::Sub": f"{{{{resolve:ssm:/relay/${{Stage}}/{module}/url}}}}"}
+            url = {"Fn::Sub": f"{{{{resolve:ssm:/relay/${{Stage}}/{module}/url}}}}"}
             assert "${" + var + "}" in routes
+            if module != "loads":
+                assert env[var] == url
+                continue
+            # loads: its URL, or every cell's as cell-1=<url>,cell-2=<url>,...
+            assert _loads_cell_list(env[var], "url", uncelled=url) == "url"
         assert env["RELAY_SSM_PATH"] == {"Fn::Sub": "/relay/${Stage}/"}
         ssm = [s for s in _statements(function) if "ssm:GetParametersByPath" in s["Action"]]
         assert ssm, f"{lid} may read /relay/<stage>/"
@@ -303,10 +322,13 @@ def test_every_function_url_caller_may_invoke_the_url_and_the_function():
                     assert {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"} <= set(actions), (
                         lid
                     )
-                    resources = [r["Fn::Sub"] for r in statement["Resource"]]
+                    resources = [r["Fn::Sub"] for r in branches(statement["Resource"])]
                     for module in HTTP_MODULES:
                         arn = f"{{{{resolve:ssm:/relay/${{Stage}}/{module}/function-arn}}}}"
                         assert arn in resources and arn + ":*" in resources, (lid, module)
+                    for k in range(1, 5):  # and every loads cell's
+                        arn = f"{{{{resolve:ssm:/relay/${{Stage}}/loads/cell-{k}/function-arn}}}}"
+                        assert arn in resources and arn + ":*" in resources, (lid, k)
     assert callers == {"GatewayFunction", "DeferredReplayFunction"}
 
 
@@ -414,7 +436,181 @@ def test_docs_deploy_lists_the_stacks_in_order_and_every_ssm_name():
     assert positions == sorted(positions), "docs/deploy.md lists the stacks in deploy order"
     for path in TEMPLATES:
         for name in _published(path):
-            documented = name.replace("${Stage}", "<stage>")
+            documented = name.replace("${Stage}", "<stage>").replace("${Cell}", "<cell>")
             assert documented in doc, f"docs/deploy.md does not list {documented}"
         for pname in _load(path).get("Parameters", {}):
             assert f"`{pname}`" in doc, f"docs/deploy.md does not describe {pname}"
+
+
+# --- cells (docs/deploy.md, Cells) -----------------------------------------------------
+
+LOADS = ROOT / "modules" / "loads" / "template.yaml"
+LOADS_READERS = [ROOT_TEMPLATE, ROOT / "modules" / "gatepass" / "template.yaml"]
+LOADS_READERS.append(ROOT / "modules" / "navigate" / "template.yaml")
+
+
+def _loads_cell_list(value: Any, name: str, *, uncelled: Any) -> str:
+    """Check a ``!Join [",", ...]`` of the uncelled value or each cell's ``cell-<k>=<value>``
+    (the SSM parameter ``name`` of each), one item per cell under its condition; ``name``."""
+    sep, items = value["Fn::Join"]
+    assert sep == ","
+    assert len(items) == 4, "one item per cell, up to 4"
+    for k, item in enumerate(items, start=1):
+        condition, if_true, if_false = item["Fn::If"]
+        assert condition == LOADS_CELL_CONDITIONS[max(k, 2)], (k, condition)
+        assert if_true == {
+            "Fn::Sub": f"cell-{k}={{{{resolve:ssm:/relay/${{Stage}}/loads/cell-{k}/{name}}}}}"
+        }, k
+        assert if_false == (uncelled if k == 1 else NO_VALUE), k
+    return name
+
+
+def test_a_loads_stack_is_the_uncelled_one_or_a_cell_publishing_under_its_cell():
+    template = _load(LOADS)
+    cell = template["Parameters"]["Cell"]
+    assert cell["Default"] == ""
+    pattern = re.compile(cell["AllowedPattern"])
+    assert all(pattern.match(c) for c in ("", "cell-1", "cell-4", "cell-12"))
+    assert not any(pattern.match(c) for c in ("cell-0", "cell", "cell-123", "Cell-1", "loads"))
+    names = {
+        sub_text(n["Properties"]["Name"])
+        for n in template["Resources"].values()
+        if n["Type"] == "AWS::SSM::Parameter"
+    }
+    celled = {
+        sub_text(n["Properties"]["Name"], celled=True)
+        for n in template["Resources"].values()
+        if n["Type"] == "AWS::SSM::Parameter"
+    }
+    assert all(n.startswith("/relay/${Stage}/loads/") for n in names)
+    assert {n.replace("/loads/", "/loads/${Cell}/", 1) for n in names} == celled
+    # the names that must be unique per stack carry the cell
+    hook = template["Resources"]["LoadsPreTrafficHook"]["Properties"]
+    assert sub_text(hook["FunctionName"]) == "CodeDeployHook_relay-${Stage}-loads-PreTraffic"
+    assert sub_text(hook["FunctionName"], celled=True) == (
+        "CodeDeployHook_relay-${Stage}-loads-${Cell}-PreTraffic"
+    )
+    service = template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    assert (sub_text(service), sub_text(service, celled=True)) == ("loads", "loads-${Cell}")
+    env = template["Resources"]["LoadsFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["RELAY_CELL"] == {"Ref": "Cell"}
+
+
+@pytest.mark.parametrize("path", LOADS_READERS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_stack_reading_loads_values_takes_the_number_of_cells(path: Path):
+    template = _load(path)
+    spec = template["Parameters"]["LoadsCells"]
+    assert spec["Type"] == "Number" and spec["Default"] == 2
+    assert spec["AllowedValues"] == [1, 2, 3, 4]
+    assert template["Conditions"] == {
+        **{k: v for k, v in template["Conditions"].items() if not k.startswith("LoadsCell")},
+        "LoadsCell2": {"Fn::Not": [{"Fn::Equals": [{"Ref": "LoadsCells"}, 1]}]},
+        "LoadsCell3": {
+            "Fn::Or": [
+                {"Fn::Equals": [{"Ref": "LoadsCells"}, 3]},
+                {"Fn::Equals": [{"Ref": "LoadsCells"}, 4]},
+            ]
+        },
+        "LoadsCell4": {"Fn::Equals": [{"Ref": "LoadsCells"}, 4]},
+    }
+    # it reads no loads cell's value but under a cell's condition
+    for name in _read(path):
+        if CELL_SEGMENT.search(name):
+            assert name.split("/")[4] in {"cell-1", "cell-2", "cell-3", "cell-4"}
+
+
+@pytest.mark.parametrize("module", ["gatepass", "navigate"])
+def test_gatepass_and_navigate_read_every_loads_cell_s_table(module: str):
+    function = _load(ROOT / "modules" / module / "template.yaml")["Resources"][
+        f"{module.capitalize()}Function"
+    ]
+    env = function["Properties"]["Environment"]["Variables"]
+    uncelled = {"Fn::Sub": "{{resolve:ssm:/relay/${Stage}/loads/table-name}}"}
+    _loads_cell_list(env["LOADS_TABLE"], "table-name", uncelled=uncelled)
+    (read,) = [s for s in _statements(function) if s.get("Sid") == "ReadLoads"]
+    arns = {r["Fn::Sub"] for r in branches(read["Resource"])}
+    prefixes = ["/relay/${Stage}/loads"] + [
+        f"/relay/${{Stage}}/loads/cell-{k}" for k in range(1, 5)
+    ]
+    assert arns == {
+        f"{{{{resolve:ssm:{p}/table-arn}}}}{suffix}"
+        for p in prefixes
+        for suffix in ("", "/index/*")
+    }
+
+
+def test_the_projector_reads_every_loads_cell_s_stream():
+    resources = _load(ROOT_TEMPLATE)["Resources"]
+    projector = resources["FallbackProjectorFunction"]["Properties"]
+    event = projector["Events"]["LoadsStream"]["Properties"]
+    assert event["Stream"] == {
+        "Fn::If": [
+            "LoadsCell2",
+            {"Fn::Sub": "{{resolve:ssm:/relay/${Stage}/loads/cell-1/table-stream-arn}}"},
+            {"Fn::Sub": "{{resolve:ssm:/relay/${Stage}/loads/table-stream-arn}}"},
+        ]
+    }
+    mappings = {
+        lid: r for lid, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
+    assert set(mappings) == {f"LoadsCell{k}StreamMapping" for k in (2, 3, 4)}
+    same = {k: v for k, v in event.items() if k not in ("Stream", "DestinationConfig")}
+    for k in (2, 3, 4):
+        mapping = mappings[f"LoadsCell{k}StreamMapping"]
+        assert mapping["Condition"] == f"LoadsCell{k}"
+        props = mapping["Properties"]
+        # the live alias, as the SAM events: a new version's canary projects its share
+        assert props["FunctionName"] == {"Ref": "FallbackProjectorFunction.Alias"}
+        assert props["EventSourceArn"] == {
+            "Fn::Sub": f"{{{{resolve:ssm:/relay/${{Stage}}/loads/cell-{k}/table-stream-arn}}}}"
+        }
+        assert {key: props[key] for key in same} == same
+        assert (
+            props["DestinationConfig"]["OnFailure"]["Destination"]
+            == (event["DestinationConfig"]["OnFailure"]["Destination"])
+        )
+    (read,) = [
+        s
+        for s in _statements(resources["FallbackProjectorFunction"])
+        if s.get("Sid") == "ReadLoadsCellStreams"
+    ]
+    streams = {r["Fn::Sub"] for r in branches(read["Resource"])}
+    assert streams == {
+        f"{{{{resolve:ssm:/relay/${{Stage}}/loads{cell}/table-stream-arn}}}}"
+        for cell in ["", "/cell-1", "/cell-2", "/cell-3", "/cell-4"]
+    }
+    # and SAM keeps the mappings' conditions
+    cfn = _transformed(ROOT_TEMPLATE)["Resources"]
+    for k in (2, 3, 4):
+        assert cfn[f"LoadsCell{k}StreamMapping"]["Condition"] == f"LoadsCell{k}"
+
+
+def test_the_placement_table_is_the_gateway_stack_s_and_read_only_to_its_functions():
+    template = _load(ROOT_TEMPLATE)
+    table = template["Resources"]["CellPlacementTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [
+        {"AttributeName": "module", "KeyType": "HASH"},
+        {"AttributeName": "key", "KeyType": "RANGE"},
+    ]
+    assert {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]} == {
+        "module": "S",
+        "key": "S",
+    }
+    for lid in ("GatewayFunction", "DeferredReplayFunction"):
+        function = template["Resources"][lid]
+        env = function["Properties"]["Environment"]["Variables"]
+        assert env["RELAY_PLACEMENT_TABLE"] == {"Ref": "CellPlacementTable"}
+        on_table = [
+            s
+            for s in _statements(function)
+            if s["Resource"] == {"Fn::GetAtt": "CellPlacementTable.Arn"}
+            or s["Resource"] == {"Fn::GetAtt": ["CellPlacementTable", "Arn"]}
+        ]
+        assert [set(s["Action"]) for s in on_table] == [{"dynamodb:GetItem", "dynamodb:Query"}]
+        for policy in function["Properties"]["Policies"]:  # no SAM policy on it either
+            assert "CellPlacementTable" not in str(policy) or "Statement" in policy, lid
+    assert "/relay/${Stage}/gateway/placement-table-name" in _published(ROOT_TEMPLATE)
+    assert template["Outputs"]["CellPlacementTableName"]["Value"] == {"Ref": "CellPlacementTable"}
