@@ -72,7 +72,7 @@ def create_app(
         return once(
             GatePassPublic,
             command,
-            lambda: svc.issue(identity.driver, command, idempotency_key=once.key),
+            lambda: svc.issue(identity, command, idempotency_key=once.key),
         )
 
     @app.get("/gatepass", response_model=GatePassList, responses=errors)

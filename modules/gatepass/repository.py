@@ -6,7 +6,9 @@ Gate pass table: ``pass_id`` (key), ``driver_id`` (GSI ``by_driver``), ``revoked
 the published keys (``doc``: the :class:`Jwks` JSON, ``published_at`` in epoch ms): the
 table's stream carries them to the gateway's fallback store like passes and revocations.
 The loads table belongs to the loads module: it is only read here, through the item layout
-that module writes (``doc`` = LoadPublic).
+that module writes (``doc`` = LoadPublic). On a celled stage it is one table per cell, and
+a request reads the one its identity's cell names (:mod:`module_kit.cells`): a driver's
+read never leaves their cell.
 
 Reads for a driver ask DynamoDB for the item *if* its ``driver_id`` is theirs (a Query on
 the key with a filter on ``driver_id``): another driver's pass or load comes back exactly
@@ -21,8 +23,10 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from module_kit import aws
+from module_kit.cells import CellTables
 from module_kit.pager import query_items
 from shared_contracts.gatepass import GatePassPublic, Jwks
+from shared_contracts.identity import IdentityContext, Role
 from shared_contracts.loads import LoadPublic
 
 from .config import GatepassSettings
@@ -33,6 +37,7 @@ KEYS_ITEM = "keys#jwks"
 class GatepassRepository:
     def __init__(self, settings: GatepassSettings, *, dynamodb: Any = None) -> None:
         self.settings = settings
+        self.loads_tables: CellTables = settings.loads_tables
         self._dynamodb = dynamodb
 
     @property
@@ -45,11 +50,23 @@ class GatepassRepository:
     def _passes(self) -> Any:
         return self.dynamodb.Table(self.settings.gatepass_table)
 
-    def get_load_for_driver(self, load_id: str, driver_id: str) -> LoadPublic | None:
-        """``load_id`` if it is ``driver_id``'s; None if it is not, or does not exist."""
-        item = _owned_item(
-            self.dynamodb.Table(self.settings.loads_table), "load_id", load_id, driver_id
-        )
+    def get_load(self, load_id: str, identity: IdentityContext) -> LoadPublic | None:
+        """``load_id`` as ``identity`` may see it; None if it may not, or it does not exist.
+
+        A driver sees their own loads only, read from their cell's table alone (another
+        driver's load, or one in another cell, is answered as a missing one). Gates,
+        dispatch and ops see any driver's, from every cell in turn on a celled stage.
+        """
+        owner = identity.driver if identity.role is Role.DRIVER else None
+
+        def read(table: str) -> dict[str, Any] | None:
+            if owner is not None:
+                return _owned_item(self.dynamodb.Table(table), "load_id", load_id, owner)
+            got = self.dynamodb.Table(table).get_item(Key={"load_id": load_id}, ConsistentRead=True)
+            item: dict[str, Any] | None = got.get("Item")
+            return item
+
+        item = self.loads_tables.read(identity, read)
         return LoadPublic.model_validate_json(item["doc"]) if item else None
 
     def get(self, pass_id: str) -> GatePassPublic | None:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from module_kit.cells import driver_identity
 from module_kit.idempotency import derived_id
 from shared_contracts.errors import (
     ConflictError,
@@ -28,6 +29,7 @@ from shared_contracts.gatepass import (
     GatePassVerify,
     Jwks,
 )
+from shared_contracts.identity import IdentityContext
 from shared_contracts.loads import LoadPublic, LoadStatus, Stop
 
 from .repository import GatepassRepository
@@ -85,13 +87,21 @@ class GatepassService:
     # --- drivers -----------------------------------------------------------------------
 
     def issue(
-        self, driver_id: str, command: GatePassCreate, *, idempotency_key: str | None = None
+        self,
+        driver: IdentityContext | str,
+        command: GatePassCreate,
+        *,
+        idempotency_key: str | None = None,
     ) -> GatePassPublic:
-        """A pass for ``command``. With ``idempotency_key`` the pass id derives from it, so a
-        second application of the key (the first delivery outlived its idempotency lease,
-        or its write landed after it gave up) answers the pass already stored."""
+        """A pass for ``command``, for the driver ``driver`` (their identity: the load is
+        read in their cell; a bare driver id is a driver of an uncelled stage). With
+        ``idempotency_key`` the pass id derives from it, so a second application of the key
+        (the first delivery outlived its idempotency lease, or its write landed after it
+        gave up) answers the pass already stored."""
+        identity = driver_identity(driver)
+        driver_id = identity.driver
         now = self.clock()
-        load = self.repository.get_load_for_driver(command.load_id, driver_id)
+        load = self.repository.get_load(command.load_id, identity)
         if load is None:
             # Same answer, and the same work, for "not yours" and "does not exist" (the
             # repository checks the owner before parsing the load): ids cannot be probed.

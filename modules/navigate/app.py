@@ -48,6 +48,6 @@ def create_app(
     def navigate(
         load_id: LoadIdQuery, lat: LatQuery, lon: LonQuery, identity: DriverIdentity, svc: Service
     ) -> Directions:
-        return svc.directions(identity.driver, load_id, (lat, lon))
+        return svc.directions(identity, load_id, (lat, lon))
 
     return app

@@ -3,7 +3,9 @@
 Facilities table (owned here): ``facility_id`` (key), ``cell``, ``doc`` (the
 :class:`Destination` JSON). Loads table (owned by the loads module, read-only here):
 ``load_id`` (key), ``driver_id``, ``status``, ``version``, ``doc`` (the :class:`LoadPublic`
-JSON). Storage failures surface as :class:`StorageUnavailableError` so the service can decide
+JSON); on a celled stage one table per cell, and a request reads the one its identity's
+cell names (:mod:`module_kit.cells`): a driver's read never leaves their cell. Storage
+failures surface as :class:`StorageUnavailableError` so the service can decide
 whether to degrade or refuse, without knowing about botocore.
 """
 
@@ -15,6 +17,8 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import BotoCoreError, ClientError
 
 from module_kit import aws
+from module_kit.cells import CellTables
+from shared_contracts.identity import IdentityContext, Role
 from shared_contracts.loads import LoadPublic
 from shared_contracts.navigate import Destination
 
@@ -67,27 +71,35 @@ class FacilitiesRepository(_Table):
 
 
 class LoadsReader(_Table):
-    """Read-only view of the loads module's table: navigate never writes loads."""
+    """Read-only view of the loads module's table(s): navigate never writes loads."""
 
     def __init__(self, settings: NavigateSettings, *, dynamodb: Any = None) -> None:
         super().__init__(settings, dynamodb)
+        self.tables: CellTables = settings.loads_tables
 
-    def get_load_for_driver(self, load_id: str, driver_id: str) -> LoadPublic | None:
-        """``load_id`` if it is ``driver_id``'s; None if it is not, or does not exist.
+    def get_load(self, load_id: str, identity: IdentityContext) -> LoadPublic | None:
+        """``load_id`` as ``identity`` may see it; None if it may not, or it does not exist.
 
-        DynamoDB applies the owner filter on the stored ``driver_id``: another driver's load
-        comes back exactly as a missing one does, empty (nothing to decode or parse), so
-        neither this module's work nor its timing tells them apart.
+        A driver sees their own loads only, read from their cell's table alone: DynamoDB
+        applies the owner filter on the stored ``driver_id``, so another driver's load (or
+        one in another cell) comes back exactly as a missing one does, empty (nothing to
+        decode or parse), and neither this module's work nor its timing tells them apart.
+        Staff see any driver's, from every cell in turn on a celled stage.
         """
-        table = self.settings.loads_table
-        try:
-            items = self.dynamodb.Table(table).query(
-                KeyConditionExpression=Key("load_id").eq(load_id),
-                FilterExpression=Attr("driver_id").eq(driver_id),
-            )["Items"]
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailableError(f"{table}: {exc}") from exc
-        item = items[0] if items else None
-        if item is None or item.get("driver_id") != driver_id:
-            return None
-        return LoadPublic.model_validate_json(item["doc"])
+        owner = identity.driver if identity.role is Role.DRIVER else None
+
+        def read(table: str) -> dict[str, Any] | None:
+            if owner is None:
+                return self._get_item(table, {"load_id": load_id})
+            try:
+                items = self.dynamodb.Table(table).query(
+                    KeyConditionExpression=Key("load_id").eq(load_id),
+                    FilterExpression=Attr("driver_id").eq(owner),
+                )["Items"]
+            except (BotoCoreError, ClientError) as exc:
+                raise StorageUnavailableError(f"{table}: {exc}") from exc
+            item: dict[str, Any] | None = items[0] if items else None
+            return item if item is not None and item.get("driver_id") == owner else None
+
+        item = self.tables.read(identity, read)
+        return LoadPublic.model_validate_json(item["doc"]) if item else None

@@ -15,7 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
+from module_kit.cells import driver_identity
 from shared_contracts.errors import ConflictError, NotFoundError, UnavailableError
+from shared_contracts.identity import IdentityContext
 from shared_contracts.loads import LoadPublic, LoadStatus, Stop
 from shared_contracts.navigate import Destination, Directions
 
@@ -61,9 +63,11 @@ class NavigateService:
         self.engine = engine or self.fallback_engine
         self.clock = clock
 
-    def directions(self, driver_id: str, load_id: str, origin: Point) -> Directions:
+    def directions(self, driver: IdentityContext | str, load_id: str, origin: Point) -> Directions:
+        """Directions to ``load_id``'s next stop for the driver ``driver`` (their identity:
+        the load is read in their cell; a bare driver id is a driver of an uncelled stage)."""
         now = self.clock()
-        load = self._load(driver_id, load_id)
+        load = self._load(driver_identity(driver), load_id)
         stop = next_stop(load)
         destination = self._destination(stop)
         route = self._estimate(origin, (destination.lat, destination.lon))
@@ -83,9 +87,9 @@ class NavigateService:
             engine=route.engine,
         )
 
-    def _load(self, driver_id: str, load_id: str) -> LoadPublic:
+    def _load(self, identity: IdentityContext, load_id: str) -> LoadPublic:
         try:
-            load = self.loads.get_load_for_driver(load_id, driver_id)
+            load = self.loads.get_load(load_id, identity)
         except StorageUnavailableError:
             log.exception("loads table unavailable")
             raise UnavailableError("loads cannot be read right now; retry shortly") from None

@@ -16,6 +16,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
+from module_kit.cells import parse_cells
 from modules.gatepass.app import create_app
 from modules.gatepass.config import GatepassSettings
 from modules.gatepass.repository import GatepassRepository
@@ -50,9 +51,19 @@ class CountingKms:
         return self.client.sign(**kw)
 
 
+def uncelled_loads(env: dict[str, str], monkeypatch) -> dict[str, str]:
+    """``env`` with LOADS_TABLE one plain table name: its first cell's on a celled stage.
+    These tests are of an uncelled stage; test_cells.py has the celled ones."""
+    cells = parse_cells(env["LOADS_TABLE"], setting="LOADS_TABLE")
+    if cells:
+        env = {**env, "LOADS_TABLE": next(iter(cells.values()))}
+        monkeypatch.setenv("LOADS_TABLE", env["LOADS_TABLE"])
+    return env
+
+
 @pytest.fixture
 def env(deployed, monkeypatch):
-    return deployed.use_env(monkeypatch, "GatepassFunction")
+    return uncelled_loads(deployed.use_env(monkeypatch, "GatepassFunction"), monkeypatch)
 
 
 @pytest.fixture
@@ -76,9 +87,16 @@ def client(service):
 
 
 def put_load(
-    env, clock, load_id="L-1", driver="D-1001", route=("F-CHI", "F-IND"), status=LoadStatus.ASSIGNED
+    env,
+    clock,
+    load_id="L-1",
+    driver="D-1001",
+    route=("F-CHI", "F-IND"),
+    status=LoadStatus.ASSIGNED,
+    *,
+    table: str | None = None,
 ) -> LoadPublic:
-    """Write a load into the loads table as the loads module would have."""
+    """Write a load into the loads table (or ``table``) as the loads module would have."""
     plan = demo.assignment(load_id, driver, list(route), clock.now)
     stops = [Stop(seq=i, **p.model_dump()) for i, p in enumerate(plan.stops, 1)]
     load = LoadPublic(
@@ -93,7 +111,7 @@ def put_load(
         assigned_at=clock.now,
         updated_at=clock.now,
     )
-    boto3.resource("dynamodb").Table(env["LOADS_TABLE"]).put_item(
+    boto3.resource("dynamodb").Table(table or env["LOADS_TABLE"]).put_item(
         Item={
             "load_id": load.load_id,
             "driver_id": load.driver_id,

@@ -19,7 +19,7 @@ from modules.gatepass.service import GatepassService
 from modules.gatepass.signing import KmsSigner
 from shared_contracts.identity import Role
 from tests.conftest import identity_header_for
-from tests.modules.gatepass.test_api import put_load
+from tests.modules.gatepass.test_api import put_load, uncelled_loads
 
 identity_header = identity_header_for("gatepass")
 
@@ -41,7 +41,7 @@ class AnswerLosingRepository(GatepassRepository):
 
 @pytest.fixture
 def env(deployed, monkeypatch):
-    return deployed.use_env(monkeypatch, "GatepassFunction")
+    return uncelled_loads(deployed.use_env(monkeypatch, "GatepassFunction"), monkeypatch)
 
 
 @pytest.fixture

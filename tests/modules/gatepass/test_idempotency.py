@@ -18,7 +18,7 @@ from modules.gatepass.service import GatepassService
 from modules.gatepass.signing import KmsSigner, SigningUnavailableError
 from shared_contracts.identity import Role
 from tests.conftest import identity_header_for
-from tests.modules.gatepass.test_api import put_load
+from tests.modules.gatepass.test_api import put_load, uncelled_loads
 
 identity_header = identity_header_for("gatepass")
 
@@ -50,7 +50,7 @@ class CountingSigner(KmsSigner):
 
 @pytest.fixture
 def env(deployed, monkeypatch):
-    return deployed.use_env(monkeypatch, "GatepassFunction")
+    return uncelled_loads(deployed.use_env(monkeypatch, "GatepassFunction"), monkeypatch)
 
 
 @pytest.fixture

@@ -26,7 +26,14 @@ from modules.gatepass.signing import KmsSigner
 from relay.cloud import ROOT, LocalCloud
 from shared_contracts.identity import Role
 from tests.conftest import TEST_IDENTITY_PUBLIC_KEY, identity_header_for
-from tests.modules.gatepass.test_api import CountingKms, b64url, issue, put_load, verify
+from tests.modules.gatepass.test_api import (
+    CountingKms,
+    b64url,
+    issue,
+    put_load,
+    uncelled_loads,
+    verify,
+)
 
 identity_header = identity_header_for("gatepass")
 GATE = identity_header(Role.GATE, None)
@@ -34,7 +41,7 @@ GATE = identity_header(Role.GATE, None)
 
 @pytest.fixture
 def env(deployed, monkeypatch):
-    return deployed.use_env(monkeypatch, "GatepassFunction")
+    return uncelled_loads(deployed.use_env(monkeypatch, "GatepassFunction"), monkeypatch)
 
 
 @pytest.fixture
@@ -246,14 +253,18 @@ def test_retired_key_ids_setting_is_a_comma_separated_list(env, monkeypatch):
 
 
 def test_template_parameter_reaches_the_function_as_retired_key_ids(aws):
-    # GIVEN what the gatepass stack reads from SSM (the platform and loads stacks publish it)
+    # GIVEN what the gatepass stack reads from SSM (the platform and loads stacks publish
+    # it), the loads stack's values both uncelled and per cell (a celled stage's)
     ssm = boto3.client("ssm")
+    loads = {"loads": "loads", **{f"loads/cell-{n}": f"loads-cell-{n}" for n in (1, 2, 3, 4)}}
     for stage in ("plain", "rotated"):
-        for name, value in {
-            "platform/identity-public-key": TEST_IDENTITY_PUBLIC_KEY,
-            "loads/table-name": "loads",
-            "loads/table-arn": "arn:aws:dynamodb:us-east-1:123456789012:table/loads",
-        }.items():
+        published = {"platform/identity-public-key": TEST_IDENTITY_PUBLIC_KEY}
+        for path, table in loads.items():
+            published[f"{path}/table-name"] = table
+            published[f"{path}/table-arn"] = (
+                f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}"
+            )
+        for name, value in published.items():
             ssm.put_parameter(Name=f"/relay/{stage}/{name}", Value=value, Type="String")
     # AND the gatepass stack deployed alone, once with its defaults and once rotated
     cloud = LocalCloud(prefix="rotation")

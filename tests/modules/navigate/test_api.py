@@ -8,6 +8,7 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
+from module_kit.cells import parse_cells
 from modules.navigate.app import create_app
 from modules.navigate.config import NavigateSettings
 from modules.navigate.engine import RouteEstimate, RoutingUnavailableError, haversine_km
@@ -27,9 +28,19 @@ DISPATCH = identity_header(Role.DISPATCH, None)
 CHICAGO_YARD = (41.8155, -87.7245)  # the driver is parked at F-CHI
 
 
+def uncelled_loads(env: dict[str, str], monkeypatch) -> dict[str, str]:
+    """``env`` with LOADS_TABLE one plain table name: its first cell's on a celled stage.
+    These tests are of an uncelled stage; test_cells.py has the celled ones."""
+    cells = parse_cells(env["LOADS_TABLE"], setting="LOADS_TABLE")
+    if cells:
+        env = {**env, "LOADS_TABLE": next(iter(cells.values()))}
+        monkeypatch.setenv("LOADS_TABLE", env["LOADS_TABLE"])
+    return env
+
+
 @pytest.fixture
 def env(deployed, monkeypatch):
-    return deployed.use_env(monkeypatch, "NavigateFunction")
+    return uncelled_loads(deployed.use_env(monkeypatch, "NavigateFunction"), monkeypatch)
 
 
 @pytest.fixture
@@ -55,8 +66,9 @@ def write_load(
     *,
     current_stop=1,
     status=LoadStatus.ASSIGNED,
+    table: str | None = None,
 ) -> LoadPublic:
-    """Put a load in the loads table exactly as the loads module stores it."""
+    """Put a load in the loads table (or ``table``) exactly as the loads module stores it."""
     cmd = demo.assignment(load_id, driver, list(route), clock.now)
     stops = [Stop(seq=i, **plan.model_dump()) for i, plan in enumerate(cmd.stops, 1)]
     load = LoadPublic(
@@ -71,7 +83,7 @@ def write_load(
         assigned_at=clock.now,
         updated_at=clock.now,
     )
-    boto3.resource("dynamodb").Table(NavigateSettings().loads_table).put_item(
+    boto3.resource("dynamodb").Table(table or NavigateSettings().loads_table).put_item(
         Item={
             "load_id": load.load_id,
             "driver_id": load.driver_id,
