@@ -16,22 +16,29 @@ a. **moving**: the placement is written ``{state: moving, cell: <current>, to: <
 b. **settle**: wait until every gateway has seen it, and every write it forwarded before
    has ended: twice the placement refresh interval plus the longest module deadline
    (:data:`SETTLE_SECONDS`), counted from the placement's ``updated_at``, so a rerun
-   waits only what is left. Nothing writes the key's data in any cell after this.
-c. **copy** the key's data from the source cell's tables to the target's, each item with
-   ``attribute_not_exists`` on its key, so a rerun never duplicates (an item already there
-   and equal was copied by an earlier run; one that differs stops the move): the
-   idempotency records whose answer names the driver, then for each of the driver's loads
-   (the loads table's ``by_driver`` index, each load read again consistently) its events
-   (the events table, by ``load_id``), then the load itself.
+   waits only what is left. After this no gateway writes the key's data in any cell (a
+   module delivery stalled in its storage calls may still land in the source, up to the
+   function's timeout later: steps d and f catch it).
+c. **copy** the key's data from the source cell's tables to the target's: the idempotency
+   records whose answer names the driver, then for each of the driver's loads (the loads
+   table's ``by_driver`` index, each load read again consistently) its events (the events
+   table, by ``load_id``), then the load itself. Each item is put with
+   ``attribute_not_exists`` on its key, so a rerun finds what an earlier run copied and
+   never adds a second item; one of the driver's items there that differs (an earlier
+   run's copy of a load that changed since) is replaced by the source's, which is the
+   one the gateways read while the key is moving. Another driver's load under the same id
+   is never overwritten: the move stops.
 d. **verify**: every source load is in the target, equal, with equal events; every record
-   copied is there.
+   copied is there. (A write that outlived every deadline and landed in the source after
+   the copy makes this fail: rerun the move, it copies it.)
 e. **flip** the placement to ``{cell: <target>, state: placed}``, conditional on the
    moving revision: if anything else wrote the placement meanwhile the move stops
    (:class:`PlacementChanged`) and deletes nothing: the source still holds everything.
 f. **settle** again (the gateways still read the source until they see the flip), then
    **delete** the key's items from the source, so no cell holds a stale duplicate: only
-   loads the target holds for the same driver (and their events and records); records
-   first, then each load's events, then the load, so a rerun finds what is left.
+   the records the target has, and the loads the target has for the same driver at the
+   same or a newer version (each load's events first, then the load, conditional on the
+   version read); a load changed in the source after the copy is left there, and said.
 
 A move to the cell the key is in already is a no-op; if an earlier move of it died after
 its flip (step f not done), it finishes the cleanup. ``--abort`` of a move in progress
@@ -222,19 +229,43 @@ class CellData:
         found = table.get_item(Key=_key(kind, item), ConsistentRead=True).get("Item")
         return None if found is None else dict(found)
 
-    def delete_load(self, driver: str, load: dict[str, Any]) -> None:
-        """Delete the load's events, then the load (if it is still ``driver``'s)."""
+    def put_copy(self, kind: str, item: dict[str, Any], driver: str) -> str:
+        """Copy ``item`` (of ``driver``'s data) here: ``new`` (no item had its key),
+        ``same`` (an equal one was there: an earlier run copied it) or ``updated`` (this
+        driver's item was there and differed: an earlier run's copy, replaced by the
+        source's, which is authoritative while the key is moving). An item of another
+        driver is never overwritten (:class:`CellsError`)."""
+        if self.put_new(kind, item):
+            return "new"
+        there = self.get(kind, item)
+        if there == item:
+            return "same"
+        load = there if kind == "loads" else self.load(str(item["load_id"]))
+        if load is not None and load.get("driver_id") != driver:
+            raise CellsError(
+                f"{self.cell} holds load {item['load_id']} as another driver's: not "
+                "overwritten, the move stops here (load ids must be unique across cells)"
+            )
+        table, _ = self._table(kind)
+        table.put_item(Item=item)
+        return "updated"
+
+    def delete_load(self, driver: str, load: dict[str, Any]) -> bool:
+        """Delete the load's events, then the load, if it is still ``driver``'s at the
+        version read (``load``): False (the load is left) if it changed meanwhile."""
         for event in self.events(str(load["load_id"])):
             self._events.delete_item(Key=_key("events", event))
         try:
             self._loads.delete_item(
                 Key={"load_id": load["load_id"]},
-                ConditionExpression="driver_id = :d",
-                ExpressionAttributeValues={":d": driver},
+                ConditionExpression="driver_id = :d AND version = :v",
+                ExpressionAttributeValues={":d": driver, ":v": load["version"]},
             )
         except Exception as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise
+            return False
+        return True
 
     def delete_record(self, record: dict[str, Any]) -> None:
         self._records.delete_item(Key={"id": record["id"]})
@@ -545,64 +576,69 @@ class CellMover:
         loads = events = 0
         for load in src.loads(key):
             for event in src.events(str(load["load_id"])):
-                self._put_copy(dst, "events", event, source)
+                self._put_copy(dst, "events", event, key)
                 events += 1
-            self._put_copy(dst, "loads", load, source)
+            self._put_copy(dst, "loads", load, key)
             loads += 1
         return loads, events, records
 
-    def _put_copy(self, dst: CellData, kind: str, item: dict[str, Any], source: str) -> None:
-        if dst.put_new(kind, item):
-            return
-        there = dst.get(kind, item)
-        if there != item:  # None: deleted between the put and the get; differs: not ours
-            raise CellsError(
-                f"{dst.cell} already holds {kind} item {_key(kind, item)} and it differs "
-                f"from {source}'s: not overwritten, the move stops here (the key stays "
-                f"moving, read from {source}; --abort places it back there)"
-            )
+    def _put_copy(self, dst: CellData, kind: str, item: dict[str, Any], key: str) -> None:
+        if dst.put_copy(kind, item, key) == "updated":
+            self.say(f"{kind} item {_key(kind, item)} in {dst.cell} replaced by the source's")
 
     def _verify(self, key: str, source: str, target: str) -> None:
         src, dst = self.data(source), self.data(target)
         for load in src.loads(key):
             load_id = str(load["load_id"])
             if dst.load(load_id) != load:
-                raise CellsError(f"verify: load {load_id} in {target} is not {source}'s")
+                raise CellsError(
+                    f"verify: load {load_id} in {target} is not {source}'s (did it change "
+                    "after the copy?): rerun the move, it copies it again"
+                )
             if dst.events(load_id) != src.events(load_id):
-                raise CellsError(f"verify: the events of load {load_id} differ in {target}")
+                raise CellsError(
+                    f"verify: the events of load {load_id} differ in {target}: rerun the move"
+                )
         for record in src.records(key):
             if dst.record(str(record["id"])) is None:
                 raise CellsError(f"verify: idempotency record {record['id']} not in {target}")
 
     def _cleanup(self, key: str, keep: str, cells: Iterable[str]) -> int:
-        """Delete ``key``'s data from ``cells`` where ``keep`` holds it too: records first,
-        then each load's events and the load. A load ``keep`` does not hold is left, and
-        said. Returns the loads deleted."""
+        """Delete ``key``'s data from ``cells`` where ``keep`` (the cell it is placed in)
+        holds it too: the idempotency records ``keep`` has, then each load ``keep`` has at
+        the same or a newer version, its events first. A load ``keep`` does not have, or
+        has older (a write that outlived every deadline landed in the old cell after the
+        copy), is left there and said. Returns the loads deleted."""
         kept = self.data(keep)
         deleted = 0
         for cell in cells:
             if cell == keep:
                 continue
             data = self.data(cell)
-            loads = data.loads(key)
-            held = [
-                load
-                for load in loads
-                if (there := kept.load(str(load["load_id"]))) is not None
-                and there.get("driver_id") == key
-            ]
+            left = []
             for record in data.records(key):
                 if kept.record(str(record["id"])) is not None:
                     data.delete_record(record)
-            for load in held:
-                data.delete_load(key, load)
-                deleted += 1
-            if stray := [str(x["load_id"]) for x in loads if x not in held]:
+            count = 0
+            for load in data.loads(key):
+                there = kept.load(str(load["load_id"]))
+                if (
+                    there is None
+                    or there.get("driver_id") != key
+                    or load["version"] > there["version"]
+                    or not data.delete_load(key, load)
+                ):
+                    left.append(str(load["load_id"]))
+                    continue
+                count += 1
+            self.say(f"{key}: deleted {count} load(s) from {cell}")
+            if left:
                 self.say(
-                    f"{cell} holds load(s) {', '.join(stray)} of {key} that {keep} does "
-                    "not: left there"
+                    f"{cell} still holds load(s) {', '.join(left)} of {key} that {keep} "
+                    "does not, or holds older: left there for a look (rerun the move to "
+                    f"{keep} once they are settled)"
                 )
-            self.say(f"{key}: deleted {len(held)} load(s) from {cell}")
+            deleted += count
         return deleted
 
     def _now_placed(self, key: str) -> str:

@@ -295,6 +295,46 @@ def test_a_move_that_died_after_its_flip_is_cleaned_up_by_a_rerun(cluster: Clust
     assert any("stopped" in line for line in cluster.said)
 
 
+def test_a_late_write_in_the_source_after_the_copy_is_copied_by_the_rerun(cluster: Cluster):
+    """A delivery stalled in storage past every deadline lands in the old cell after the
+    copy: the verify fails, and the rerun replaces the copy with the source's."""
+    driver = _driver_in("cell-1")
+    cluster.seed("cell-1", driver)
+
+    def late_write(step: str) -> None:
+        if step == "copied":
+            cluster.report("cell-1", driver, "L-2", LoadEventKind.ARRIVED, 1, "key-late")
+
+    with pytest.raises(CellsError, match="verify: load L-2 in cell-2 is not cell-1's"):
+        cluster.mover(on_step=late_write).move(driver, "cell-2", reason="r", by="x")
+    before = cluster.snapshot("cell-1", driver)
+
+    result = cluster.mover().move(driver, "cell-2", reason="r", by="x")
+
+    assert result.resumed
+    assert cluster.snapshot("cell-2", driver) == before  # the late event included
+    assert len(before["events"]["L-2"]) == 1
+    assert cluster.snapshot("cell-1", driver)["loads"] == []
+    assert any("replaced by the source's" in line for line in cluster.said)
+
+
+def test_a_load_changed_in_the_source_after_the_flip_is_left_there(cluster: Cluster):
+    driver = _driver_in("cell-1")
+    cluster.seed("cell-1", driver)
+
+    def late_write(step: str) -> None:
+        if step == "placed":
+            cluster.report("cell-1", driver, "L-2", LoadEventKind.ARRIVED, 1, "key-late")
+
+    result = cluster.mover(on_step=late_write).move(driver, "cell-2", reason="r", by="x")
+
+    assert result.deleted == 1  # L-1; L-2 is newer in cell-1 than the copy: not deleted
+    left = cluster.snapshot("cell-1", driver)
+    assert [x["load_id"] for x in left["loads"]] == ["L-2"]
+    assert len(left["events"]["L-2"]) == 1
+    assert any("still holds load(s) L-2" in line for line in cluster.said)
+
+
 def test_a_concurrent_placement_write_stops_the_move_and_deletes_nothing(cluster: Cluster):
     driver = _driver_in("cell-1")
     cluster.seed("cell-1", driver)
