@@ -588,3 +588,50 @@ def test_relay_cells_move_on_a_local_celled_stage(
     aws = runner.invoke(app, ["show", "loads", "--stage", "prod"])
     assert aws.exit_code == 2
     assert "only with --target aws" in aws.output
+
+
+def test_relay_cells_on_an_aws_stage(cluster: Cluster, monkeypatch: pytest.MonkeyPatch):
+    """`--target aws --stage S`: the gateway function's cells, each cell's tables from its
+    parameters or else its stack, the placement table from the gateway stack's parameter."""
+    from relay.release import aws as release_aws
+
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    parameters = {f"/relay/prod/loads/{c}/table-name": cluster.tables[c].loads for c in CELLS}
+    parameters["/relay/prod/gateway/placement-table-name"] = PLACEMENT_TABLE
+    parameters["/relay/prod/gateway/function-arn"] = "arn:gateway"
+    for name, value in parameters.items():
+        ssm.put_parameter(Name=name, Value=value, Type="String")
+    asked: list[dict[str, str]] = []
+
+    class Lambda:
+        def get_function_configuration(self, **kwargs: str) -> dict[str, Any]:
+            assert kwargs == {"FunctionName": "arn:gateway"}
+            urls = ",".join(f"{c}=https://{c}.example" for c in CELLS)
+            return {"Environment": {"Variables": {"RELAY_UPSTREAM_LOADS": urls}}}
+
+    class CloudFormation:
+        def describe_stack_resource(self, **kwargs: str) -> dict[str, Any]:
+            asked.append(kwargs)
+            cell = kwargs["StackName"].removeprefix("relay-prod-loads-")
+            name = f"relay-{cell}-{kwargs['LogicalResourceId']}"
+            return {"StackResourceDetail": {"PhysicalResourceId": name}}
+
+    clients = {"ssm": ssm, "lambda": Lambda(), "cloudformation": CloudFormation()}
+    monkeypatch.setattr(release_aws, "make_client", lambda service, region: clients[service])
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setattr(cells_module, "SETTLE_SECONDS", 0.0)
+    driver = _driver_in("cell-2")
+    cluster.seed("cell-2", driver)
+    runner = CliRunner()
+    app = cells_module.cells_app
+
+    aws = ["--target", "aws", "--stage", "prod"]
+    moved = runner.invoke(app, ["move", "loads", driver, "--to", "cell-1", "--reason", "r", *aws])
+    assert moved.exit_code == 0, moved.output
+    assert f"loads {driver}: moved from cell-2 to cell-1 (2 load(s)" in moved.output
+    assert {"StackName": "relay-prod-loads-cell-3", "LogicalResourceId": "LoadEventsTable"} in asked
+    shown = runner.invoke(app, ["show", *aws, "--driver", driver])
+    assert f"{driver}: read from cell-1 (placed, revision 2); loads in: cell-1 (2)" in shown.output
+    no_stage = runner.invoke(app, ["show", "--target", "aws"])
+    assert no_stage.exit_code == 2
+    assert "required with --target aws" in no_stage.output
