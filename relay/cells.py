@@ -55,7 +55,8 @@ new cell, twice over:
   the source's completed records are found by a scan filtered on the driver in their
   stored answer (a load or an event: both name ``driver_id``). A retry then gets the first
   answer replayed (``Idempotent-Replayed: true``), as it would have in the old cell.
-  In-progress records are not copied: after step b no delivery is running.
+  In-progress records are not copied: a delivery still running after step b has lost
+  its gateway call already, and its retry runs in the new cell.
 - Without the record (expired, or a key the scan missed), the load item carries
   ``event_keys`` (the key ids of the events applied with a key: a digest of driver and key,
   ``modules.loads.service.event_key_id``) and is copied with it, and the events are
@@ -93,8 +94,10 @@ SETTLE_SECONDS = 2 * DEFAULT_REFRESH_SECONDS + MODULE_DEADLINE_SECONDS
 CELLED_MODULES = ("loads",)
 LOCAL_STAGE = "local"  # the stage the local stack deploys (relay.stack)
 
-# What each cell's stack publishes (modules/loads/template.yaml with Cell set): the
-# parameter under /relay/<stage>/<module>/<cell>/ naming each of its tables.
+# The parameter under /relay/<stage>/<module>/<cell>/ naming each of a cell's tables
+# (modules/loads/template.yaml with Cell set). Only the loads table's is published so far;
+# until the others are, :func:`published_cells` falls back to the cell's stack (AWS) or
+# the local stack's names.
 CELL_TABLE_PARAMETERS = {
     "loads": "table-name",
     "events": "load-events-table-name",
