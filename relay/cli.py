@@ -22,6 +22,7 @@ from gateway.release.stats import ControlTableStats
 from shared_contracts.identity import Role
 
 from . import demo
+from .cells import cells_app
 from .cloud import ROOT
 from .devissuer import DevIssuer
 from .release.controller import Outcome
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True, add_completion=False)
 notifications = typer.Typer(help="The notifications worker's queues.", no_args_is_help=True)
 app.add_typer(notifications, name="notifications")
+app.add_typer(cells_app, name="cells")  # relay cells show|place|move (docs/cells.md)
 
 
 @functools.cache
