@@ -106,18 +106,23 @@ def test_relay_dev_restarts_a_killed_module_and_says_so(tmp_path):
             text=True,
             timeout=CLI_TIMEOUT_SECONDS,
         )
+        # relay dev runs 2 loads cells: the curl's driver (D-1001) is in cell-1 by default
         loads_pid = int(
-            next(line.split()[2] for line in ps.stdout.splitlines() if line.startswith("loads "))
+            next(
+                line.split()[2]
+                for line in ps.stdout.splitlines()
+                if line.startswith("loads/cell-1 ")
+            )
         )
 
-        # WHEN the loads process is SIGKILLed
+        # WHEN the driver's loads process is SIGKILLed
         os.kill(loads_pid, signal.SIGKILL)
 
         # THEN relay dev says so, restarts it after 1 s, and keeps serving
         console.wait_for(
-            lambda line: "loads exited with code -9; restarting in 1 s" in line, timeout=10
+            lambda line: "loads/cell-1 exited with code -9; restarting in 1 s" in line, timeout=10
         )
-        console.wait_for(lambda line: "loads restarted (pid" in line, timeout=10)
+        console.wait_for(lambda line: "loads/cell-1 restarted (pid" in line, timeout=10)
 
         def live() -> bool:
             r = httpx.get(url, headers=headers, timeout=5)

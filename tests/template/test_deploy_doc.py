@@ -59,7 +59,10 @@ UNIT_TEMPLATE = {
     "gateway": "template.yaml",
 }
 UNITS = "|".join(UNIT_TEMPLATE)
-STACK_NAME = re.compile(rf"relay-(?P<stage>[a-z0-9-]{{1,16}})-(?P<unit>{UNITS})")
+# relay-<stage>-<unit>, or a loads cell's relay-<stage>-loads-<cell> (docs/deploy.md, Cells)
+STACK_NAME = re.compile(
+    rf"relay-(?P<stage>[a-z0-9-]{{1,16}})-(?P<unit>{UNITS})(?:-(?P<cell>cell-[1-9][0-9]?))?"
+)
 
 NEEDS_AWS = "needs AWS"
 RUNS_OFFLINE = "runs offline"
@@ -373,6 +376,7 @@ def template(path: str) -> dict[str, Any]:
 def _stack(name: str) -> tuple[str, str]:
     match = STACK_NAME.fullmatch(name)
     assert match, f"stack {name!r} is not named relay-<stage>-<unit>"
+    assert not match["cell"] or match["unit"] == "loads", f"{name}: only loads is celled"
     return match["stage"], match["unit"]
 
 
@@ -394,6 +398,11 @@ def _check_stack_and_parameters(
     )
     assert given.get("Stage", parameters["Stage"].get("Default")) == stage, (
         f"{command.id}: Stage {given.get('Stage')} for stack {stack}"
+    )
+    # a loads cell's stack is deployed as that cell, and only a cell's stack with a Cell
+    cell = STACK_NAME.fullmatch(stack)["cell"]  # type: ignore[index]
+    assert given.get("Cell", "") == (cell or ""), (
+        f"{command.id}: stack {stack} deployed with Cell={given.get('Cell', '')!r}"
     )
 
 
