@@ -23,7 +23,11 @@ reference, gateway, ...), so that a verdict does not flip with the host's speed:
 7. release: instructions per in-process forward (callgrind) with a release of loads at 50%
    against none, in interleaved rounds, and a canary failing 30% of its calls released on
    the real local stack: the seconds from its first failed call to its weight-0 write,
-   against the analysis interval (bench/release_cost.py).
+   against the analysis interval (bench/release_cost.py);
+8. cells: instructions per in-process forward (callgrind) with loads in 2 cells against
+   uncelled, in interleaved rounds, and one loads cell black-holed on the real local stack
+   (``cells=2``): the shares of drivers degraded and failed, against 1/N, and the healthy
+   cell's latency before and during (bench/cell_cost.py).
 
 Every figure is the median of its rounds with their range; a target whose reference moved
 more than its noise threshold across the rounds gets "too noisy for a verdict"
@@ -64,7 +68,7 @@ from module_kit.signed_context import generate_key_pair
 from relay.cloud import load_template
 from relay.paths import shown
 
-from . import instructions, verdicts
+from . import cell_cost, instructions, verdicts
 from .harness import (
     LOAD_BODY,
     LOAD_CPU,
@@ -154,6 +158,9 @@ class Report:
     # The release phase: instructions (per mode, one figure per round), requests (short,
     # long), drivers, commands; time_to_zero (bench.release_cost.time_to_zero's figures).
     release: dict[str, Any] = field(default_factory=dict)
+    # The cells phase (bench.cell_cost.phase): instructions (per mode, one figure per
+    # round), requests, drivers, placed, commands; blast_radius (one entry per N cells).
+    cells: dict[str, Any] = field(default_factory=dict)
     command: str = ""  # the bench's own command line
 
     @classmethod
@@ -1592,6 +1599,7 @@ def markdown(
     baseline: dict[str, Any] | None,
     fleet: dict[str, Any] | None = None,
     release: dict[str, Any] | None = None,
+    cells: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -1673,22 +1681,25 @@ def markdown(
         "within one analysis interval of its first failed call, on the real local stack, "
         "every driver answered meanwhile. That one is measured once, against the interval "
         "(set, not measured): MET or MISSED, never too noisy.",
+        cell_cost.TARGET_TEXT,
         "",
         '`make bench BENCH_ARGS="--quick"` is a smoke check '
         f"({QUICK_ROUNDS} rounds of {QUICK_SECONDS} s measurements, no profile); its "
         "verdicts mean little, and it writes bench/results/quick.json and quick.md, never "
         "this file. A full run writes its figures to bench/results/latest.json, `--baseline` "
-        "to baseline.json, the fleet and Lambda phases to fleet.json and the release phase "
-        "to release.json (kept on the machine, not committed), and each rewrites this file "
-        "from them all; `--render` rewrites it without measuring. A run of only the fleet "
-        "and Lambda phases (`--phases fleet,lambda`) or of the release phase (`--phases "
-        "release`) replaces only its own section.",
+        "to baseline.json, the fleet and Lambda phases to fleet.json, the release phase "
+        "to release.json and the cells phase to cells.json (kept on the machine, not "
+        "committed), and each rewrites this file from them all; `--render` rewrites it "
+        "without measuring. A run of only the fleet and Lambda phases (`--phases "
+        "fleet,lambda`), of the release phase (`--phases release`) or of the cells phase "
+        "(`--phases cells`) replaces only its own section.",
         "",
     ]
     if report is not None:
         for phase, figures, whose, section in (
             ("fleet", fleet, "The fleet's", "section 6"),
             ("release", release, "The release phase's", "sections 8 and 9"),
+            ("cells", cells, "The cells phase's", "sections 10 and 11"),
         ):
             later = figures.get("started", "") if figures else ""
             if (
@@ -1706,6 +1717,7 @@ def markdown(
         lines += report_markdown(report)
     lines += fleet_markdown(Report.from_dict(fleet) if fleet else None)
     lines += release_markdown(Report.from_dict(release) if release else None)
+    lines += cell_cost.markdown(Report.from_dict(cells) if cells else None)
     lines += baseline_markdown(baseline)
     return "\n".join(lines)
 
@@ -2281,7 +2293,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"smoke check: {QUICK_ROUNDS} rounds of {QUICK_SECONDS} s, no profile",
     )
     parser.add_argument(
-        "--phases", default="hop,fast-fail,isolation,profile,cold-start,fleet,lambda,release"
+        "--phases",
+        default="hop,fast-fail,isolation,profile,cold-start,fleet,lambda,release,cells",
     )
     parser.add_argument(
         "--baseline", metavar="REF", help="compare this tree with git REF (hop, fast-fail)"
@@ -2320,6 +2333,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_json(RESULTS / "baseline.json"),
                 load_json(RESULTS / "fleet.json"),
                 load_json(RESULTS / "release.json"),
+                load_json(RESULTS / "cells.json"),
             )
         )
         if previous and {"hop", "fast-fail"} <= {m.phase for m in previous.measurements}:
@@ -2342,6 +2356,7 @@ def main(argv: list[str] | None = None) -> int:
                 baseline,
                 load_json(RESULTS / "fleet.json"),
                 load_json(RESULTS / "release.json"),
+                load_json(RESULTS / "cells.json"),
             )
         )
         print(f"\nwrote {shown(args.out)} in {time.monotonic() - started:.0f} s")
@@ -2395,12 +2410,14 @@ def main(argv: list[str] | None = None) -> int:
         phase_lambda(report, LAMBDA_QUICK_REQUESTS if args.quick else LAMBDA_REQUESTS)
     if "release" in phases:
         phase_release(report)
+    if "cells" in phases:
+        cell_cost.phase(report)
     report.elapsed_seconds = time.monotonic() - started
     report.load_average["end"] = load_average()
-    # A run of only the fleet and Lambda phases (``--phases fleet``), or of the release phase,
-    # replaces their section, and nothing else: the main section stays that of the last run
-    # that measured it.
-    partial = not set(phases) - {"fleet", "lambda", "release"}
+    # A run of only the fleet and Lambda phases (``--phases fleet``), of the release phase or
+    # of the cells phase, replaces their section, and nothing else: the main section stays
+    # that of the last run that measured it.
+    partial = not set(phases) - {"fleet", "lambda", "release", "cells"}
     if not partial:
         (RESULTS / recorded).write_text(json.dumps(asdict(report), indent=2))
     if report.fleet or report.lambda_cpu:  # the fleet section's figures, from any run
@@ -2408,6 +2425,8 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "fleet.json").write_text(json.dumps(fleet_figures, indent=2))
     if report.release:  # the release section's figures, from any run
         (RESULTS / "release.json").write_text(json.dumps(asdict(report), indent=2))
+    if report.cells:  # the cells section's figures, from any run
+        (RESULTS / "cells.json").write_text(json.dumps(asdict(report), indent=2))
     main_report = previous if partial and not args.quick else report
     args.out.write_text(
         markdown(
@@ -2415,6 +2434,7 @@ def main(argv: list[str] | None = None) -> int:
             load_json(RESULTS / "baseline.json"),
             load_json(RESULTS / "fleet.json"),
             load_json(RESULTS / "release.json"),
+            load_json(RESULTS / "cells.json"),
         )
     )
     if "hop" in phases and "fast-fail" in phases:

@@ -91,3 +91,127 @@ def test_etag_cost_times_the_tag_and_the_conditional_get_on_the_benchmark_list()
         "conditional_get",
     }
     assert all(us > 0 for us in costs.values())
+
+
+# --- the cells phase (bench/cell_cost.py): made-up figures, no timing --------------------
+
+
+def _cells_report(celled: list[float] | None = None, radius: list[dict] | None = None) -> dict:
+    from dataclasses import asdict
+
+    from bench import cell_cost
+    from bench.run import Report
+
+    r = Report("2026-12-04 09:40 UTC", 10, 3, 2, {}, {}, command="python -m bench.run")
+    r.cells = {
+        "instructions": {
+            "uncelled": [557_600.0, 557_700.0, 557_500.0],
+            "celled": celled or [570_000.0, 570_100.0, 569_900.0],
+            "uncelled-write": [600_000.0, 600_000.0, 600_000.0],
+            "celled-write": [615_000.0, 615_000.0, 615_000.0],
+        },
+        "requests": [200, 1200],
+        "drivers": 20,
+        "placed": 4,
+        "tree": "86e1662",
+        "commands": ["PYTHONHASHSEED=0 valgrind --tool=callgrind ... --forward celled"],
+        "blast_radius": radius or [],
+    }
+    cell_cost.targets(r)
+    return asdict(r)
+
+
+def _reads(cell_of: dict[str, str], kinds: dict[str, str]) -> list:
+    return [(d, kinds.get(d, "live"), 0.02, 200) for d in sorted(cell_of)]
+
+
+def test_cell_blast_radius_counts_each_driver_by_their_worst_read():
+    from bench.cell_cost import _summary, isolated, outcome, worst
+
+    assert outcome(200, degraded=False) == "live" and outcome(200, degraded=True) == "degraded"
+    assert outcome(503, degraded=False) == outcome(None, degraded=False) == "failed"
+    assert worst(["live", "degraded", "live"]) == "degraded"
+    assert worst(["degraded", "failed"]) == "failed"
+    cell_of = {f"D-{n}": "cell-1" if n < 4 else "cell-2" for n in range(10)}
+    before = _reads(cell_of, {})
+    first = _reads(cell_of, {"D-0": "degraded", "D-1": "degraded"})
+    second = _reads(cell_of, {"D-0": "degraded", "D-1": "degraded", "D-2": "degraded"})
+    b = _summary(
+        cells=["cell-1", "cell-2"],
+        cell_of=cell_of,
+        before=before,
+        during=[first, second],
+        breakers={"loads/cell-1": "open", "loads/cell-2": "closed"},
+        seconds={"projected_in": 1.0, "all": 60.0},
+    )
+    assert (b["live"], b["degraded"], b["failed"]) == (7, 3, 0)
+    assert (b["expected_share"], b["actual_share"], b["share_degraded"]) == (0.5, 0.4, 0.3)
+    assert (b["healthy_live"], b["healthy_drivers"], b["drivers_in_bad_cell"]) == (6, 6, 4)
+    assert b["healthy_during"]["reads"] == 12 and b["healthy_during"]["p99_ms"] == 20.0
+    assert isolated(b)
+    # a healthy cell's driver degraded, or any driver failed: the fault left its cell
+    leaked = _summary(
+        cells=["cell-1", "cell-2"],
+        cell_of=cell_of,
+        before=before,
+        during=[_reads(cell_of, {"D-0": "degraded", "D-9": "degraded"})],
+        breakers={},
+        seconds={"projected_in": 1.0, "all": 60.0},
+    )
+    assert not isolated(leaked)
+
+
+def test_cells_section_shows_the_counts_the_ratio_and_the_blast_radius_next_to_1_over_n():
+    from bench import cell_cost, verdicts
+    from bench.cell_cost import _summary
+    from bench.run import Report, markdown
+
+    cell_of = {f"D-{n}": "cell-1" if n < 3 else "cell-2" for n in range(9)}
+    b = _summary(
+        cells=["cell-1", "cell-2", "cell-3"],
+        cell_of=cell_of,
+        before=_reads(cell_of, {}),
+        during=[_reads(cell_of, {"D-0": "degraded", "D-1": "degraded", "D-2": "degraded"})],
+        breakers={"loads/cell-1": "open"},
+        seconds={"projected_in": 2.0, "all": 90.0},
+    )
+    figures = _cells_report(radius=[b])
+    hop, write, radius = figures["targets"]
+    assert hop["phase"] == write["phase"] == radius["phase"] == "cells"
+    assert hop["verdict"] == write["verdict"] == radius["verdict"] == verdicts.MET
+    text = "\n".join(cell_cost.markdown(Report.from_dict(figures)))
+    assert "## Cells (run of 2026-12-04 09:40 UTC; 3 rounds)" in text
+    assert f"| GET /loads, {cell_cost.UNCELLED} | 557,600 (557,500-557,700, 3 rounds) |" in text
+    assert "| GET /loads: celled / uncelled, round by round | 1.022x" in text
+    assert "| POST /loads/L-1/events: celled / uncelled, round by round | 1.025x" in text
+    assert "| 3 | 9 | 33.3% | 3 (33.3%) | 3 (33.3%) | 0 (0.0%) | 6 of 6 |" in text
+    assert "- [met] one of 3 loads cells black-holed" in text
+    # the whole report: the target's line, and the section after the release's
+    whole = markdown(None, None, None, None, figures)
+    assert "- *Cells*: with loads in 2 cells" in whole and "## Cells (run of" in whole
+
+
+def test_cell_routing_costing_more_than_5_percent_misses():
+    from bench import cell_cost, verdicts
+    from bench.run import Report
+
+    figures = _cells_report(celled=[600_000.0, 600_100.0, 599_900.0])
+    hop, write = figures["targets"]
+    assert hop["verdict"] == verdicts.MISSED and write["verdict"] == verdicts.MET
+    text = "\n".join(cell_cost.markdown(Report.from_dict(figures)))
+    assert "(blast radius: not run)" in text
+
+
+def test_cell_cost_forwards_in_process_celled_reads_and_writes(monkeypatch):
+    import asyncio
+
+    import bench.callgrind_forward
+    from bench import cell_cost
+    from gateway.cells.placement import default_cell
+
+    monkeypatch.setattr(bench.callgrind_forward, "callgrind", lambda switch: None)
+    placed = cell_cost.placements()
+    assert len(placed) == cell_cost.PLACED
+    assert all(p.cell != default_cell(d, cell_cost.CELLS) for d, p in placed.items())
+    asyncio.run(cell_cost._forwards("celled", 5))  # exits on any answer but 200
+    asyncio.run(cell_cost._forwards("celled-write", 5))
