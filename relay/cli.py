@@ -31,12 +31,13 @@ from .stack import STATE_DIR, LocalStack
 from .supervisor import ControlError, control_request
 
 if TYPE_CHECKING:
-    from gateway.release.state import ReleaseStore
+    from gateway.release.state import Release, ReleaseStore
     from gateway.release.stats import StatsStore
 
     from .release import Plan
+    from .release.cells import BreakerSource, CelledOutcome
     from .release.contract import ContractReport
-    from .release.deploy import VersionHost
+    from .release.deploy import DeployResult, VersionHost
     from .release.plan import Stage
 
 app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True, add_completion=False)
@@ -245,20 +246,25 @@ def openapi_doc(
 PLAN_FILE = Path("releases/plan.toml")
 
 
-def _release_stores(state: dict) -> tuple[ControlTableReleases, ControlTableStats]:
-    """The control table's releases and stats, in the local stack's emulator."""
+def _local_dynamodb(state: dict) -> object:
+    """The local stack's emulator, as a boto3 DynamoDB resource."""
     import boto3
 
-    table = state.get("control_table")
-    if not table:
-        raise typer.BadParameter("the running stack has no control table (restart `make dev`)")
-    dynamodb = boto3.resource(
+    return boto3.resource(
         "dynamodb",
         endpoint_url=state["emulator_url"],
         region_name="us-east-1",
         aws_access_key_id="local",
         aws_secret_access_key="local",  # noqa: S106 - the local emulator's dummy credentials
     )
+
+
+def _release_stores(state: dict) -> tuple[ControlTableReleases, ControlTableStats]:
+    """The control table's releases and stats, in the local stack's emulator."""
+    table = state.get("control_table")
+    if not table:
+        raise typer.BadParameter("the running stack has no control table (restart `make dev`)")
+    dynamodb = _local_dynamodb(state)
     return ControlTableReleases(table, dynamodb=dynamodb), ControlTableStats(
         table, dynamodb=dynamodb
     )
@@ -301,9 +307,12 @@ def _deploy_one(
     rate: float,
 ) -> int:
     """One module's release on the running stack: ``ref``'s version, or (None) the running
-    release taken over (``--resume``)."""
+    release taken over (``--resume``). A celled module (``loads`` on ``relay dev --cells
+    N``) is released cell by cell, each cell baked and gated (relay/release/cells.py); a
+    cell's unit (``loads/cell-1``) alone like any module."""
+    from .release.cells import cells_from_state
     from .release.deploy import contract_check, deploy, resolve_source, resume
-    from .release.display import ProgressDisplay, summary_table
+    from .release.display import ProgressDisplay
     from .release.hosts import ControlSocketHost
     from .release.traffic import SyntheticTraffic
 
@@ -312,16 +321,29 @@ def _deploy_one(
     store, stats = _release_stores(state)
     host = ControlSocketHost(Path(state["control_socket"]), state["modules"])
     say = lambda message: typer.echo(f"-- {message}")  # noqa: E731 - one line's callback
+    cells = cells_from_state(state, module)
+    if ref is None and cells:  # --resume: the cell whose release is running
+        running = [
+            f"{module}/{c}" for c in cells if (r := store.get(f"{module}/{c}")) and r.routing
+        ]
+        if not running:
+            raise ValueError(f"no cell of {module} has a release running")
+        module, cells = running[0], []
     load = (
-        SyntheticTraffic(state["gateway_url"], [module], lambda d: mint(Role.DRIVER, d), rate=rate)
+        SyntheticTraffic(
+            state["gateway_url"],
+            [module.partition("/")[0]],  # a cell's drivers read the module as any driver
+            lambda d: mint(Role.DRIVER, d),
+            rate=rate,
+        )
         if traffic
         else None
     )
     try:
         if load is not None:
             load.__enter__()
-        with ProgressDisplay() as display:
-            if ref is None:
+        if ref is None:
+            with ProgressDisplay() as display:
                 result = resume(
                     module,
                     host=host,
@@ -331,21 +353,56 @@ def _deploy_one(
                     on_progress=display,
                     on_step=say,
                 )
-            else:
-                result = deploy(
+            code = _report_deploy(result)
+        else:
+            source = resolve_source(ref, repo=ROOT, versions_dir=STATE_DIR / "versions")
+            check = contract_check(Path(state["identity_key_file"]).read_text())
+
+            def run(unit: str) -> DeployResult:
+                with ProgressDisplay() as display:
+                    result = deploy(
+                        unit,
+                        source,
+                        host=host,
+                        store=store,
+                        stats=stats,
+                        policy=policy,
+                        check=check,
+                        on_progress=display,
+                        on_step=say,
+                    )
+                _report_deploy(result)
+                return result
+
+            if cells:
+                celled = _release_cells(
                     module,
-                    resolve_source(ref, repo=ROOT, versions_dir=STATE_DIR / "versions"),
+                    cells,
+                    run,
                     host=host,
                     store=store,
-                    stats=stats,
+                    breakers=_local_breakers(state),
+                    probe=_local_probe,
+                    source_for=_local_source,
                     policy=policy,
-                    check=contract_check(Path(state["identity_key_file"]).read_text()),
-                    on_progress=display,
-                    on_step=say,
+                    actor="relay deploy",
                 )
+                code = 0 if celled.promoted else 1
+            else:
+                code = run(module).exit_code
     finally:
         if load is not None:
             load.stop()
+    if load is not None:
+        typer.echo(f"synthetic traffic: {dict(sorted(load.statuses.items()))}")
+    return code
+
+
+def _report_deploy(result: DeployResult) -> int:
+    """A unit's release as it ended: the contract's problems, or the summary table."""
+    from .release.display import summary_table
+
+    module = result.module
     if result.contract is not None and not result.contract.ok:
         typer.echo(f"\n{module}@{result.version} breaks its published contract; no traffic:")
         for problem in result.contract.problems:
@@ -357,14 +414,103 @@ def _deploy_one(
             + ("PROMOTED" if result.promoted else "ROLLED BACK")
             + f" ({result.outcome.reason})"
         )
-    if load is not None:
-        typer.echo(f"synthetic traffic: {dict(sorted(load.statuses.items()))}")
     return result.exit_code
+
+
+def _release_cells(
+    module: str,
+    cells: list[str],
+    run: Callable[[str], DeployResult],
+    *,
+    host: VersionHost,
+    store: ReleaseStore,
+    breakers: BreakerSource | None,
+    probe: Callable[[VersionHost, str, Release], list[str]],
+    source_for: Callable[[str], Path | None] | None,
+    policy: Policy,
+    actor: str,
+) -> CelledOutcome:
+    """A celled module's release, cell by cell (relay/release/cells.py), each cell's
+    progress, bake, gate and end said as it goes, then one line per cell."""
+    from .release.cells import HealthGate, cell_release, release_cells, revert_cell
+    from .release.display import cells_summary
+
+    typer.echo(f"== {module} is celled: {', '.join(cells)}, one after another")
+    gate = HealthGate(
+        store,
+        breakers,
+        lambda unit, release: probe(host, unit, release),
+        tick_seconds=policy.tick_seconds,
+        on_tick=lambda line: typer.echo(f"   {line}"),
+    )
+    outcome = release_cells(
+        module,
+        cells,
+        lambda unit: cell_release(lambda: run(unit)),
+        gate=gate,
+        bake_seconds=policy.cell_bake_seconds,
+        revert=lambda promoted, released, result: revert_cell(
+            promoted,
+            released.previous_version or "",
+            released.previous_url,
+            host=host,
+            store=store,
+            reasons=result.reasons,
+            actor=actor,
+            source_for=source_for,
+        ),
+        on_event=lambda event: typer.echo(f"== {event.line}"),
+    )
+    typer.echo("\n" + cells_summary(outcome))
+    return outcome
+
+
+def _local_breakers(state: dict) -> BreakerSource:
+    """The fleet's breaker items in the local control table."""
+    from gateway.resilience.fleet import ControlTableBreakers
+
+    return ControlTableBreakers(state["control_table"], dynamodb=_local_dynamodb(state))
+
+
+def _local_probe(host: VersionHost, unit: str, release: Release) -> list[str]:
+    """A promoted cell's process answers its health check as the promoted version."""
+    from .release.deploy import running_version
+
+    url = release.stable_url or host.url(unit)
+    try:
+        serving = running_version(url)
+    except httpx.HTTPError as exc:
+        return [f"{unit} at {url} does not answer its health check ({exc!r})"]
+    if serving != release.stable_version:
+        return [f"{unit} at {url} says it is {serving}, not {release.stable_version}"]
+    return []
+
+
+def _local_source(version: str) -> Path | None:
+    """Where a version's code is, to start it again (a cell put back after its gate): the
+    working tree when it is the tree's label (what `relay dev` started), else the commit
+    it names, checked out under .relay/versions; None for a directory's label."""
+    from .release.deploy import resolve_source
+    from .stack import source_version
+
+    if version == source_version(ROOT):
+        return ROOT
+    try:
+        found = resolve_source(version, repo=ROOT, versions_dir=STATE_DIR / "versions")
+    except ValueError:
+        return None
+    return found.path if found.version == version else None
 
 
 @app.command()
 def deploy(
-    module: Annotated[str, typer.Argument(help="loads, gatepass, navigate or message")],
+    module: Annotated[
+        str,
+        typer.Argument(
+            help="loads, gatepass, navigate or message (a celled one cell by cell), or one "
+            "cell of a celled module: loads/cell-1"
+        ),
+    ],
     ref: Annotated[
         str | None, typer.Option(help="A git ref (checked out with git worktree) or a dir")
     ] = None,
@@ -465,8 +611,10 @@ def release(
     if ref is None:
         raise typer.BadParameter("required with --target local", param_hint="--ref")
     state = _state()
+    # a celled module's processes are its cells' (loads/cell-1 ...): the plan names the module
+    runnable = [*state.get("modules", {}), *(state.get("cells") or {})]
     try:
-        loaded = load_plan(plan, modules=list(state.get("modules", {})))
+        loaded = load_plan(plan, modules=runnable)
     except (ReleaseError, PolicyError, ValueError) as exc:
         typer.echo(f"relay release: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -547,6 +695,9 @@ class AwsRelease:
     store: ReleaseStore
     stats: StatsStore
     check: Callable[[str, str], ContractReport]
+    # a module's cells in the stage (from SSM; none: not celled) and the fleet's breakers
+    cells: Callable[[str], list[str]] = lambda _module: []
+    breakers: BreakerSource | None = None
 
 
 def _aws_release_stores(stage: str) -> tuple[ControlTableReleases, ControlTableStats]:
@@ -574,19 +725,28 @@ def _aws_stores(
 def _aws_parts(stage: str, config_env: str, repo: Path) -> AwsRelease:
     """The stage's host, the control table (named by the gateway stack's SSM parameter)
     and the contract check, signed as the gateway signs (the identity key the modules'
-    pre-traffic hooks use) and carried with SigV4 to the IAM-authenticated canary URL."""
+    pre-traffic hooks use) and carried with SigV4 to the IAM-authenticated canary URL;
+    a module's cells (SSM) and the fleet's breakers, for a celled module's health gates."""
+    import boto3
+
+    from gateway.resilience.fleet import ControlTableBreakers
+
     from .release.aws import (
         AwsAliasHost,
         SignedTransport,
+        client_config,
         identity_key_pem,
         make_client,
         region_from_environment,
     )
+    from .release.cells import cells_from_ssm
     from .release.deploy import contract_check
 
     region = region_from_environment()
     ssm = make_client("ssm", region)
     store, stats = _aws_stores(stage, region, ssm)
+    dynamodb = boto3.resource("dynamodb", region_name=region, config=client_config())
+    breakers = ControlTableBreakers(store.table_name, dynamodb=dynamodb)
     pem = identity_key_pem(stage, secrets=make_client("secretsmanager", region))
     host = AwsAliasHost(
         stage,
@@ -601,6 +761,8 @@ def _aws_parts(stage: str, config_env: str, repo: Path) -> AwsRelease:
         store=store,
         stats=stats,
         check=contract_check(pem, transport=SignedTransport(region)),
+        cells=lambda module: cells_from_ssm(ssm, stage, module),
+        breakers=breakers,
     )
 
 
@@ -618,7 +780,7 @@ def _release_aws(
 
     from .release import PlanError
     from .release.deploy import AlreadyRunning, Source, deploy
-    from .release.display import ProgressDisplay, summary_table
+    from .release.display import ProgressDisplay
 
     if ref is not None:
         raise typer.BadParameter(
@@ -640,40 +802,85 @@ def _release_aws(
         typer.echo(f"relay release: {type(exc).__name__}: {exc}", err=True)
         return 2
     source = Source(repo, _checkout_version(repo))
+    policy = Policy()
+    actor = f"relay release --target aws ({stage})"
+
+    def run(unit: str) -> DeployResult:
+        with ProgressDisplay() as display:
+            return deploy(
+                unit,
+                source,
+                host=parts.host,
+                store=parts.store,
+                stats=parts.stats,
+                policy=policy,
+                check=parts.check,
+                on_progress=display,
+                on_step=lambda message: typer.echo(f"-- {message}"),
+                actor=actor,
+            )
 
     def stage_release(st: Stage) -> Outcome:
+        nonlocal policy
+        policy = st.policy
         try:
-            with ProgressDisplay() as display:
-                result = deploy(
-                    st.module,
-                    source,
-                    host=parts.host,
-                    store=parts.store,
-                    stats=parts.stats,
-                    policy=st.policy,
-                    check=parts.check,
-                    on_progress=display,
-                    on_step=lambda message: typer.echo(f"-- {message}"),
-                    actor=f"relay release --target aws ({stage})",
-                )
+            cells = parts.cells(st.module)
+        except Exception as exc:  # SSM unreadable: this stage is not released
+            typer.echo(f"relay release: {st.module}: {type(exc).__name__}: {exc}", err=True)
+            return Outcome(st.module, "", False, str(exc))
+        if cells:
+            return _release_cells(
+                st.module,
+                cells,
+                lambda unit: _report_aws(run(unit)),
+                host=parts.host,
+                store=parts.store,
+                breakers=parts.breakers,
+                probe=_aws_probe,
+                source_for=None,
+                policy=st.policy,
+                actor=actor,
+            ).as_outcome()
+        try:
+            result = _report_aws(run(st.module))
         except AlreadyRunning as exc:  # the deploy published no new version
             typer.echo(f"-- {exc}: nothing to release")
             return Outcome(st.module, "", True, "already live")
         except Exception as exc:  # a failed deploy or AWS call: this stage is not promoted
             typer.echo(f"relay release: {st.module}: {type(exc).__name__}: {exc}", err=True)
             return Outcome(st.module, "", False, str(exc))
-        if result.contract is not None and not result.contract.ok:
-            typer.echo(f"\n{st.module}@{result.version} breaks its published contract; no traffic:")
-            for problem in result.contract.problems:
-                typer.echo(f"  {problem.operation}: {problem.check}: {problem.detail}")
+        if result.outcome is None:
             return Outcome(st.module, "", False, "refused before traffic (contract)")
-        assert result.outcome is not None
-        typer.echo("\n" + summary_table(result.outcome))
-        verdict = "PROMOTED" if result.promoted else "ROLLED BACK"
-        typer.echo(f"{st.module}@{result.version}: {verdict} ({result.outcome.reason})")
         return result.outcome
 
     return _run_stages(chosen, stage_release)
+
+
+def _report_aws(result: DeployResult) -> DeployResult:
+    """A unit's release in AWS as it ended (the contract's problems, or its summary)."""
+    from .release.display import summary_table
+
+    if result.contract is not None and not result.contract.ok:
+        typer.echo(f"\n{result.module}@{result.version} breaks its published contract; no traffic:")
+        for problem in result.contract.problems:
+            typer.echo(f"  {problem.operation}: {problem.check}: {problem.detail}")
+    if result.outcome is not None:
+        typer.echo("\n" + summary_table(result.outcome))
+        verdict = "PROMOTED" if result.promoted else "ROLLED BACK"
+        typer.echo(f"{result.module}@{result.version}: {verdict} ({result.outcome.reason})")
+    return result
+
+
+def _aws_probe(host: VersionHost, unit: str, release: Release) -> list[str]:
+    """A promoted cell in AWS: live names the version and no canary alarm of its stack is
+    in ALARM (the host's own check; a host without one has nothing more to say)."""
+    check = getattr(host, "health_problems", None)
+    if check is None:
+        return []
+    try:
+        return list(check(unit, release.stable_version))
+    except Exception as exc:
+        return [f"{unit}: could not check its health ({type(exc).__name__}: {exc})"]
 
 
 @app.command()

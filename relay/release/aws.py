@@ -22,6 +22,14 @@ rebuilt or published and CloudFormation moves ``live`` and the stack's own
 ``live-version`` parameter (no other writer: the stack owns it). It waits for
 ``UPDATE_COMPLETE`` (bounded) and checks the parameter says the new version.
 
+**Cells.** A celled module's cell is its own stack, ``relay-<stage>-loads-cell-1``, made
+from the module's template with ``Cell=cell-1`` and publishing under
+``/relay/<stage>/loads/cell-1/``; the host takes the cell's unit name (``loads/cell-1``)
+wherever it takes a module's (:mod:`relay.release.cells` releases the cells one by one).
+:meth:`AwsAliasHost.health_problems` is a promoted cell's health gate on the AWS side:
+its ``live-version`` names the promoted version, and none of its stack's canary alarms is
+in ALARM.
+
 **Retirement** does nothing: the ``canary`` alias keeps the rolled-back version, which no
 gateway calls once the release's weight is 0, until the next deploy replaces it.
 
@@ -92,6 +100,7 @@ class AwsAliasHost:
         ssm: Any = None,
         cloudformation: Any = None,
         lambda_client: Any = None,
+        cloudwatch: Any = None,
         run: Callable[..., Any] = subprocess.run,
         say: Callable[[str], None] | None = None,
         update_poll_seconds: int = UPDATE_POLL_SECONDS,
@@ -105,6 +114,7 @@ class AwsAliasHost:
             "ssm": ssm,
             "cloudformation": cloudformation,
             "lambda": lambda_client,
+            "cloudwatch": cloudwatch,
         }
         self.run = run
         self.say = say or (lambda _: None)
@@ -119,7 +129,8 @@ class AwsAliasHost:
     # --- names ---------------------------------------------------------------------------
 
     def stack_name(self, module: str) -> str:
-        return f"relay-{self.stage}-{module}"
+        """``relay-<stage>-<module>``, a cell's ``relay-<stage>-loads-cell-1``."""
+        return f"relay-{self.stage}-{module.replace('/', '-')}"
 
     def parameter_name(self, module: str, name: str) -> str:
         return f"/relay/{self.stage}/{module}/{name}"
@@ -162,7 +173,8 @@ class AwsAliasHost:
         ``LiveVersion`` = the live version: a new version on ``canary``, smoked by its
         pre-traffic hook; ``live`` stays. The canary alias's URL."""
         live = self.stable_version(module)
-        template = f"modules/{module}/template.yaml"
+        name, _, cell = module.partition("/")
+        template = f"modules/{name}/template.yaml"
         if not (source / template).is_file():
             raise ReleaseError(f"{source / template} does not exist")
         self._sam(source, ["build", "--template-file", template, "--config-env", self.config_env])
@@ -180,6 +192,7 @@ class AwsAliasHost:
                 "--no-fail-on-empty-changeset",
                 "--parameter-overrides",
                 f"Stage={self.stage}",
+                *([f"Cell={cell}"] if cell else []),
                 f"{LIVE_VERSION}={live}",
             ],
         )
@@ -234,6 +247,28 @@ class AwsAliasHost:
         live = self._parameter(module, "live-version")
         if live != version:
             raise ReleaseError(f"{stack} updated but live-version says {live}, not {version}")
+
+    def health_problems(self, module: str, version: str) -> list[str]:
+        """What is wrong with ``module`` (a promoted cell) serving ``version``: its
+        ``live-version`` names another, or its stack's canary alarms (``relay-<stage>-
+        loads-cell-1-...Canary...``, judging the version now serving every call) are in
+        ALARM. None: healthy."""
+        problems: list[str] = []
+        live = self._parameter(module, "live-version")
+        if live != version:
+            problems.append(f"{self.stack_name(module)} live is version {live}, not {version}")
+        prefix = self.stack_name(module) + "-"
+        kwargs: dict[str, Any] = {"AlarmNamePrefix": prefix, "StateValue": "ALARM"}
+        while True:
+            page = self._client("cloudwatch").describe_alarms(**kwargs)
+            problems.extend(
+                f"alarm {alarm['AlarmName']} in ALARM"
+                for alarm in page.get("MetricAlarms", [])
+                if "Canary" in alarm["AlarmName"]
+            )
+            if not page.get("NextToken"):
+                return problems
+            kwargs["NextToken"] = page["NextToken"]
 
     def retire(self, module: str, version: str) -> None:
         """Nothing to stop in AWS: ``canary`` keeps ``version``, which no gateway calls once

@@ -142,6 +142,10 @@ class DeployResult:
     version: str
     contract: ContractReport | None
     outcome: Outcome | None
+    # the version the module ran before and its URL (a celled module's failed health gate
+    # puts a cell back on it: relay/release/cells.py)
+    stable_version: str | None = None
+    stable_url: str | None = None
 
     @property
     def promoted(self) -> bool:
@@ -204,7 +208,7 @@ def deploy(
     report = check(module, canary_url)
     if not report.ok:
         host.retire(module, version)
-        return DeployResult(module, version, report, None)
+        return DeployResult(module, version, report, None, stable_version, stable_url)
     say(f"contract kept ({report.calls} calls); releasing to drivers in steps {policy.steps}")
     release = Release(
         module=module,
@@ -222,7 +226,7 @@ def deploy(
     _finish(
         host, store, release, outcome, stable_url, say=say, actor=actor, clock=clock, sleep=sleep
     )
-    return DeployResult(module, version, report, outcome)
+    return DeployResult(module, version, report, outcome, stable_version, stable_url)
 
 
 def resume(
@@ -256,7 +260,9 @@ def resume(
     _finish(
         host, store, running, outcome, stable_url, say=say, actor=actor, clock=clock, sleep=sleep
     )
-    return DeployResult(module, running.canary_version, None, outcome)
+    return DeployResult(
+        module, running.canary_version, None, outcome, running.stable_version, stable_url
+    )
 
 
 def _finish(

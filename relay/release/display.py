@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.table import Table
 
+    from .cells import CelledOutcome
     from .plan import PlanOutcome
 
 SUMMARY_COLUMNS = (
@@ -159,6 +160,20 @@ def plan_summary(outcome: PlanOutcome) -> str:
         reason = stage.outcome.reason if stage.outcome is not None else ""
         rows.append((str(number), stage.module, stage.status, reason))
     return "\n".join(_columns(rows))
+
+
+def cells_summary(outcome: CelledOutcome) -> str:
+    """One line per cell of a celled module's release: its result (promoted and gated,
+    already on the version, rolled back, reverted after its gate, not reverted, not run),
+    the gate's looks and why; then the module's outcome."""
+    rows: list[tuple[str, ...]] = [("cell", "unit", "result", "gate", "reason")]
+    for number, cell in enumerate(outcome.cells, start=1):
+        gate = ""
+        if cell.gate is not None:
+            gate = f"{'passed' if cell.gate.passed else 'failed'} ({cell.gate.samples} looks)"
+        rows.append((f"{number}/{len(outcome.cells)}", cell.unit, cell.status, gate, cell.reason))
+    result = "PROMOTED" if outcome.promoted else "NOT PROMOTED"
+    return "\n".join([*_columns(rows), f"{outcome.module}: {result}: {outcome.reason}"])
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[str]:

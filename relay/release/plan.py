@@ -44,6 +44,7 @@ _NUMBER_SETTINGS = {
     "min_success_rate",
     "tick_seconds",
     "bake_seconds",
+    "cell_bake_seconds",
 }
 _INTEGER_SETTINGS = {"min_calls", "min_latency_calls", "max_quiet_intervals"}
 

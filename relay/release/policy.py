@@ -22,6 +22,9 @@ DEFAULT_MIN_P99_DELTA_MS = 25.0  # a slower p99 fails only when also this much s
 DEFAULT_MIN_SUCCESS_RATE = 0.95  # an absolute floor, whatever stable does
 DEFAULT_MAX_QUIET_INTERVALS = 5
 DEFAULT_BAKE_SECONDS = 300.0
+# A celled module's cells (relay/release/cells.py): the bake and health gate of each cell
+# after its promotion, before the next cell's release starts.
+DEFAULT_CELL_BAKE_SECONDS = 120.0
 TICKS_PER_INTERVAL = 10  # the default tick is a tenth of the interval ...
 MIN_TICK_SECONDS = 0.2  # ... but never shorter than this
 
@@ -37,7 +40,9 @@ class Policy:
     judged, so a step waits for that many calls as well.
     ``max_quiet_intervals`` intervals in one step without enough calls to judge roll the
     canary back ("not enough traffic to judge"). ``bake_seconds`` is the wait after a
-    promoted stage before the next stage of a plan starts.
+    promoted stage before the next stage of a plan starts. ``cell_bake_seconds`` is, for a
+    celled module, each promoted cell's bake (its health gate watched throughout) before
+    the next cell's release starts.
     """
 
     steps: tuple[float, ...] = DEFAULT_STEPS
@@ -51,6 +56,7 @@ class Policy:
     tick_seconds: float = 0.0
     max_quiet_intervals: int = DEFAULT_MAX_QUIET_INTERVALS
     bake_seconds: float = DEFAULT_BAKE_SECONDS
+    cell_bake_seconds: float = DEFAULT_CELL_BAKE_SECONDS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(float(s) for s in self.steps))
@@ -105,6 +111,10 @@ class Policy:
                 f"max_quiet_intervals must be >= 1, got {self.max_quiet_intervals}",
             ),
             (self.bake_seconds >= 0, f"bake_seconds must be >= 0, got {self.bake_seconds}"),
+            (
+                self.cell_bake_seconds >= 0,
+                f"cell_bake_seconds must be >= 0, got {self.cell_bake_seconds}",
+            ),
         ]
         return [message for ok, message in checks if not ok]
 

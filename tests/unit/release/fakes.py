@@ -132,3 +132,21 @@ class Fleet:
         failures = round(calls * how.failure_rate)
         stats = VersionStats(calls, failures, {bucket(how.latency_ms): calls})
         self.stats.add(release.release_id, version, second, stats)
+
+
+@dataclass
+class CellsFleet(Fleet):
+    """A :class:`Fleet` of several units at once (a celled module's cells, each its own
+    release item, keyed ``loads/cell-1``): each second every unit with a release gets
+    ``calls_per_second`` calls, its canary behaving as ``canaries[unit]`` says."""
+
+    canaries: dict[str, Callable[[float], Behaviour]] = field(default_factory=dict)
+
+    def _traffic(self, second: int) -> None:
+        for unit, release in list(self.releases.items.items()):
+            weight = release.weight if release.routing else 0.0
+            on_canary = round(self.calls_per_second * weight / 100)
+            canary = self.canaries.get(unit, lambda _s: GOOD)(second)
+            self._add(release, release.canary_version, on_canary, canary, second)
+            rest = self.calls_per_second - on_canary
+            self._add(release, release.stable_version, rest, self.stable, second)
