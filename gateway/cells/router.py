@@ -33,10 +33,11 @@ from module_kit import logs
 log = logging.getLogger("relay.gateway.cells")
 
 DEFAULT_REFRESH_SECONDS = 1.0
-# A write to a celled module is routed by a copy at most this old: an instance whose copy
-# is older (idle, or the store did not answer) reads the placements first, and defers the
-# write if it cannot. ``relay cells move`` waits longer than this before it copies a key.
-DEFAULT_WRITE_STALE_SECONDS = 3.0
+# A request to a celled module is routed by a copy at most this old: an instance whose copy
+# is older (idle, or the store did not answer) reads the placements first; if it cannot,
+# a write is deferred and a read uses the last copy. ``relay cells move`` waits longer than
+# this before it copies a key, and again before it deletes the old cell's copy.
+DEFAULT_STALE_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class Cells:
         clock: Callable[[], float] = time.monotonic,
         refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
         timeout_seconds: float = 0.5,
-        write_stale_seconds: float = DEFAULT_WRITE_STALE_SECONDS,
+        stale_seconds: float = DEFAULT_STALE_SECONDS,
         background: bool = True,
     ) -> None:
         self.modules = {name: m for name, m in modules.items() if m.celled}
@@ -69,7 +70,7 @@ class Cells:
         self.clock = clock
         self.refresh_seconds = refresh_seconds
         self.timeout_seconds = timeout_seconds
-        self.write_stale_seconds = write_stale_seconds
+        self.stale_seconds = stale_seconds
         # Read again from the request path, on the event loop (the gateway); False: the
         # owner calls refresh_if_stale itself (the replayer, which has no event loop).
         self.background = background
@@ -101,8 +102,7 @@ class Cells:
     def place(self, module: str, key: str | None) -> Destination:
         """The cell ``key`` of ``module`` lives in. A request with no key (one the module
         will refuse anyway, such as a body without the field) goes to the first cell."""
-        if self.background and self.clock() - self._loaded_at >= self.refresh_seconds:
-            self._refresh_in_background()
+        self.keep_current()
         config = self.modules[module]
         if key is None:
             cell = self.cells[module][0]
@@ -113,20 +113,20 @@ class Cells:
             return Destination(config.unit(cell), cell)
         return Destination(config.unit(placement.cell), placement.cell, placement.moving)
 
-    async def fresh_for_writes(self) -> bool:
-        """Whether this copy may route a write: read no longer than ``write_stale_seconds``
-        ago, or read again now (within the store's deadline). False: the write must wait
-        (deferred), since the copy may predate a move that has since copied the key's data
-        elsewhere."""
+    async def fresh(self) -> bool:
+        """Whether this copy may route a request: read no longer than ``stale_seconds``
+        ago, or read again now (within the store's deadline; an idle instance's first
+        request pays one read). False: it may predate a move that has since copied the
+        key's data elsewhere, so a write must wait (deferred)."""
         now = self.clock()
-        if self.store is None or now - self._read_at < self.write_stale_seconds:
+        if self.store is None or now - self._read_at < self.stale_seconds:
             return True
         if self._refreshing is not None:  # the background read this request started
             try:
                 await asyncio.wait_for(asyncio.shield(self._refreshing), self.timeout_seconds)
             except Exception:
                 return False  # said by its own callback
-            return self.clock() - self._read_at < self.write_stale_seconds
+            return self.clock() - self._read_at < self.stale_seconds
         if now - self._loaded_at < self.refresh_seconds:
             return False  # a read failed moments ago: not one per write
         self._loaded_at = now
@@ -135,23 +135,23 @@ class Cells:
                 self.load, timeout=self.timeout_seconds, what="placement table"
             )
         except Exception as exc:
-            log.error("could not read placements for a write (%r): deferring it", exc)
+            log.error("could not read placements (%r): routing by the last copy", exc)
             return False
         self.apply(placed)
         return True
 
     def refresh_if_stale(self) -> bool:
         """For the replayer (synchronous): read the placements if the copy is older than
-        ``refresh_seconds``. False: it is older than ``write_stale_seconds`` and could not
+        ``refresh_seconds``. False: it is older than ``stale_seconds`` and could not
         be read, so no write may be routed by it."""
         if self.store is None or self.clock() - self._loaded_at < self.refresh_seconds:
-            return self.store is None or self.clock() - self._read_at < self.write_stale_seconds
+            return self.store is None or self.clock() - self._read_at < self.stale_seconds
         try:
             self.refresh()
         except Exception as exc:
             self._loaded_at = self.clock()
             log.error("could not read placements (%r)", exc)
-            return self.clock() - self._read_at < self.write_stale_seconds
+            return self.clock() - self._read_at < self.stale_seconds
         return True
 
     def cells_of(self, driver_id: str) -> dict[str, str]:
@@ -218,6 +218,11 @@ class Cells:
             self.loaded = True
         self._loaded_at = self.clock()
         self.apply(placed)
+
+    def keep_current(self) -> None:
+        """On the request path: start a background read once per period."""
+        if self.background and self.clock() - self._loaded_at >= self.refresh_seconds:
+            self._refresh_in_background()
 
     def _refresh_in_background(self) -> None:
         if self._refreshing is not None or self.store is None or not self.modules:

@@ -292,6 +292,7 @@ class Forwarder:
         reads a celled module's data reads it from the driver's cell)."""
         if not cells.loaded:  # a fresh Lambda environment's first request
             await cells.load_at_start()
+        fresh = await cells.fresh()  # (an idle instance reads the placements first)
         driver = identity.driver_id if identity is not None else None
         if driver is not None and identity is not None:
             identity = identity.model_copy(update={"cells": cells.cells_of(driver)})
@@ -300,8 +301,7 @@ class Forwarder:
         where = cells.place(route.module, cells.key_of(route, driver, body))
         # A write routed by a copy of the placements that may be stale waits as a moving
         # key's does: it could otherwise land in a cell its key was just moved out of.
-        moving = where.moving or (write and not await cells.fresh_for_writes())
-        return where.unit, moving, identity
+        return where.unit, where.moving or (write and not fresh), identity
 
     def sign(self, identity: IdentityContext, module: str) -> bytes:
         """The identity context for ``module`` (``x-relay-identity``), signed."""

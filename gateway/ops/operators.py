@@ -60,6 +60,7 @@ async def _deferred(request: Request) -> dict[str, Any]:
 @router.get("/status")
 async def status(request: Request, _: Operator) -> dict[str, Any]:
     state = request.app.state
+    state.cells.keep_current()  # an idle instance's placements: as fresh as its releases
     fleet = state.fleet
     return {
         "modules": {

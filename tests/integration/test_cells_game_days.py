@@ -8,6 +8,10 @@ ugly ways, and only its own drivers notice.
 3. cell-1's loads table deleted: cell-1's module answers 500s, its breaker opens, its
    drivers get the fallback; cell-2 never notices.
 
+And a driver moved from cell-1 to cell-2 (`relay cells move`) while they report events:
+the events sent during the move are deferred (202) and then applied in cell-2, once each,
+in order; nothing is left in cell-1.
+
 Each driver's cell is the placement's default (`default_cell`), so the test picks drivers
 of each cell; each driver has one load, read once live before the fault (so the app, the
 gateway's copy and the fallback store have it).
@@ -15,14 +19,18 @@ gateway's copy and the fallback store have it).
 
 from __future__ import annotations
 
+import json
 import statistics
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import httpx
 import pytest
+from boto3.dynamodb.conditions import Key
 
 from gateway.cells.placement import default_cell
 from relay import demo
@@ -30,7 +38,7 @@ from relay.release.faulty import faulty_version
 from relay.stack import LocalStack, free_port
 from shared_contracts.degraded import DegradedMarker, FallbackKind
 from shared_contracts.identity import Role
-from tests.integration.conftest import Api, wait_until
+from tests.integration.conftest import Api, run_relay, wait_until
 
 CELLS = ["cell-1", "cell-2"]
 ROUTE = ["F-CHI", "F-IND"]
@@ -100,7 +108,9 @@ def median_ms(answers: list[httpx.Response]) -> float:
 
 
 def status(api: Api) -> dict:
-    return api.http.get("/ops/status", headers=api.auth(Role.OPS)).json()
+    r = api.http.get("/ops/status", headers=api.auth(Role.OPS))
+    assert r.status_code == 200, r.text  # (ops may call twice a second)
+    return r.json()
 
 
 def cell_table(stack: LocalStack, unit: str) -> str:
@@ -193,6 +203,81 @@ def test_a_poison_request_crashes_cell_1_and_cell_2_answers_every_request_live(
     finally:
         cell.env, cell.cwd = original
         stack.restart_process(BAD)
+
+
+def test_a_driver_moved_to_cell_2_keeps_every_event_sent_during_the_move(api, stack):
+    serving_again(api)
+    mover = _spare_driver("cell-1")
+    load_id = f"L-{mover[2:]}"
+    body = demo.assignment(load_id, mover, ROUTE, datetime.now(UTC)).model_dump(mode="json")
+    r = api.http.post("/dispatch/assignments", json=body, headers=api.auth(Role.DISPATCH))
+    assert r.status_code == 201, r.text
+    driver = api.auth(Role.DRIVER, mover)
+    trip = [("arrived", 1), ("departed", 1), ("arrived", 2)]
+
+    def event(i: int) -> httpx.Response:
+        kind, stop = trip[i]
+        return api.http.post(
+            f"/loads/{load_id}/events",
+            json={"kind": kind, "stop_seq": stop},
+            headers={**driver, "idempotency-key": f"move-{load_id}-{i}"},
+        )
+
+    # GIVEN the driver's first event applied live in cell-1
+    assert event(0).status_code == 201
+    # WHEN the driver is moved to cell-2
+    moved: list[CompletedProcess] = []
+    move = threading.Thread(
+        target=lambda: moved.append(
+            run_relay(
+                stack,
+                "cells",
+                "move",
+                "loads",
+                mover,
+                "--to",
+                "cell-2",
+                "--reason",
+                "cell game day",
+                timeout=120,
+            )
+        )
+    )
+    move.start()
+    try:
+        # ... and, once the gateway knows the driver is moving, they report two more events
+        assert wait_until(
+            lambda: mover in status(api)["cells"]["loads"]["moving"], timeout=20, interval=0.6
+        )
+        during = [event(1), event(2)]
+        # THEN both are accepted for later (202), and reads still come live from cell-1
+        assert [r.status_code for r in during] == [202, 202], [r.text for r in during]
+        assert live(api.http.get("/loads", headers=driver))
+    finally:
+        move.join(timeout=150)
+    assert moved and moved[0].returncode == 0, (moved[0].stdout, moved[0].stderr) if moved else None
+
+    # AND once the move is done, all three events are in cell-2, once each, in order
+    def events_in(unit: str) -> list[tuple[str, int]]:
+        table = api.aws_resource("dynamodb").Table(stack.processes[unit].env["LOAD_EVENTS_TABLE"])
+        items = table.query(KeyConditionExpression=Key("load_id").eq(load_id))["Items"]
+        docs = [json.loads(i["doc"]) for i in sorted(items, key=lambda i: i["seq"])]
+        return [(d["kind"], d["stop_seq"]) for d in docs]
+
+    assert wait_until(lambda: len(events_in(GOOD)) >= 3, timeout=60, interval=0.5)
+    assert events_in(GOOD) == trip
+    assert events_in(BAD) == []  # nothing left behind in cell-1
+    for r in during:
+        state = api.http.get(r.json()["status_url"], headers=driver).json()
+        assert state["state"] == "applied", state
+    # AND the driver now reads their load, live, from cell-2
+    after = api.http.get("/loads", headers=driver)
+    assert live(after) and after.json()["items"][0]["load_id"] == load_id
+
+
+def _spare_driver(cell: str) -> str:
+    """A driver of ``cell`` not among the ones the other game days use."""
+    return next(d for d in CANDIDATES if default_cell(d, CELLS) == cell and d not in LOAD_OF)
 
 
 def test_cell_1_table_deleted_only_its_drivers_get_fallbacks(api, stack):

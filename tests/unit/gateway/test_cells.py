@@ -317,3 +317,19 @@ def test_the_replayer_applies_a_write_in_the_cell_its_key_is_placed_in_at_replay
     clock.now += 60
     with pytest.raises(ReplayFailed, match="placements"):
         replayer.apply(deferred(driver))
+
+
+def test_an_idle_instance_reads_the_placements_before_it_routes_a_read(
+    gateway, upstream, placements, clock, bearer
+):
+    one = upstream.get(f"{URL['cell-1']}/loads").respond(200, json={"items": []})
+    two = upstream.get(f"{URL['cell-2']}/loads").respond(200, json={"items": []})
+    driver = in_cell("cell-1")[0]
+    gateway.get("/loads", headers=bearer(driver_id=driver))
+    assert one.call_count == 1
+    # the driver is moved while this instance serves nobody; its copy grows old
+    placements.place(driver, "cell-2")
+    clock.now += 10
+    # its first request reads the placements first: the driver's data is in cell-2 now
+    gateway.get("/loads", headers=bearer(driver_id=driver))
+    assert (one.call_count, two.call_count) == (1, 1)
