@@ -204,11 +204,13 @@ class HealthGate:
             else:
                 read_errors.clear()
             if record is not None and record.is_open:
+                opened = now - (record.opened_at or now)
                 reason = (
-                    f"breaker {unit_name} open {now - (record.opened_at or now):.0f} s "
-                    f"after {now - start:.0f} s of bake"
-                    + (f" ({record.reason})" if record.reason else "")
+                    f"breaker {unit_name} open {now - start:.0f} s into the bake "
+                    f"(opened {opened:.0f} s before"
                     + (f" by {record.opened_by}" if record.opened_by else "")
+                    + (f": {record.reason}" if record.reason else "")
+                    + ")"
                 )
                 return GateResult(unit_name, False, (reason,), samples, now - start)
             if self.on_tick is not None:
