@@ -324,7 +324,9 @@ def _deploy_one(
     cells = cells_from_state(state, module)
     if ref is None and cells:  # --resume: the cell whose release is running
         running = [
-            f"{module}/{c}" for c in cells if (r := store.get(f"{module}/{c}")) and r.routing
+            f"{module}/{c}"
+            for c in cells
+            if (r := store.get(f"{module}/{c}")) is not None and r.phase == "running"
         ]
         if not running:
             raise ValueError(f"no cell of {module} has a release running")

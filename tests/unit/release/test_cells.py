@@ -666,3 +666,62 @@ def test_relay_release_aws_releases_a_celled_module_cell_by_cell_and_stops_at_a_
     assert "loads/cell-2 (cell 2/2): rolled-back" in result.output
     store_1 = store.get("loads/cell-1")
     assert store_1 is not None and store_1.phase == "promoted"
+
+
+def test_relay_deploy_of_a_celled_module_on_the_local_stack_goes_cell_by_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    import relay.cli
+    import relay.release.deploy as deploy_module
+    from relay.release.controller import Outcome
+    from relay.release.deploy import DeployResult
+
+    from .fakes import MemoryReleases
+
+    key = tmp_path / "identity-key.pem"
+    key.write_text("pem")
+    state = {
+        "control_socket": str(tmp_path / "control.sock"),
+        "modules": {"loads/cell-1": "http://127.0.0.1:1", "loads/cell-2": "http://127.0.0.1:2"},
+        "cells": {"loads": ["cell-1", "cell-2"]},
+        "identity_key_file": str(key),
+    }
+    store = MemoryReleases(lambda: T0)
+    breakers = Breakers()
+    deployed: list[str] = []
+
+    def fake_deploy(unit: str, source: Source, **kwargs: Any) -> DeployResult:
+        deployed.append(unit)
+        release = Release(unit, f"{unit}-r", "7", "8", f"http://{unit}", phase="running")
+        stored = store.put(release, expected_revision=None)
+        assert stored is not None
+        stored = store.put(
+            replace(stored, phase="promoted", stable_version="8", stable_url=f"http://{unit}"),
+            expected_revision=stored.revision,
+        )
+        outcome = Outcome(unit, release.release_id, True, "judged", release=stored)
+        return DeployResult(unit, "8", KEPT, outcome, "7", "http://old")
+
+    probed: list[str] = []
+
+    def serving(url: str) -> str:
+        probed.append(url)
+        return "8"
+
+    monkeypatch.setattr(relay.cli, "_release_stores", lambda state: (store, object()))
+    monkeypatch.setattr(relay.cli, "_local_breakers", lambda state: breakers)
+    monkeypatch.setattr(deploy_module, "deploy", fake_deploy)
+    monkeypatch.setattr(deploy_module, "running_version", serving)
+    monkeypatch.setattr(deploy_module, "contract_check", lambda pem: lambda m, u: KEPT)
+    monkeypatch.setattr(deploy_module, "resolve_source", lambda ref, **kw: Source(Path(ref), "8"))
+
+    code = relay.cli._deploy_one(
+        "loads", str(tmp_path), replace(POLICY, cell_bake_seconds=0), state, traffic=False, rate=1
+    )
+
+    assert code == 0
+    assert deployed == ["loads/cell-1", "loads/cell-2"]
+    assert probed == ["http://loads/cell-1", "http://loads/cell-2"]  # each gate asked its cell
+    assert breakers.loads == 2
