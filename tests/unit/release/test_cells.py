@@ -725,3 +725,32 @@ def test_relay_deploy_of_a_celled_module_on_the_local_stack_goes_cell_by_cell(
     assert deployed == ["loads/cell-1", "loads/cell-2"]
     assert probed == ["http://loads/cell-1", "http://loads/cell-2"]  # each gate asked its cell
     assert breakers.loads == 2
+
+
+def test_a_breaker_store_that_cannot_be_read_fails_the_gate_only_at_the_end() -> None:
+    fleet = CellsFleet()
+    promoted = Release("loads/cell-1", "r1", "8", "8", "https://c", phase="promoted")
+    fleet.releases.items["loads/cell-1"] = promoted
+
+    class Flaky:
+        def __init__(self, fail_from: float) -> None:
+            self.fail_from = fail_from
+
+        def load(self) -> dict[str, FleetRecord]:
+            if fleet.now >= self.fail_from:
+                raise TimeoutError("control table")
+            return {}
+
+    def gate(breakers: Flaky) -> HealthGate:
+        return HealthGate(
+            fleet.releases, breakers, tick_seconds=5, clock=fleet.clock, sleep=fleet.sleep
+        )
+
+    start = fleet.now
+    down = gate(Flaky(fail_from=start + 50)).bake(promoted, 60)
+    assert not down.passed and "could not read loads/cell-1's fleet breaker" in down.reasons[0]
+    assert down.seconds >= 60  # a read that fails mid-bake is tried again, not a verdict
+
+    blip = Flaky(fail_from=fleet.now + 10)
+    fleet.at[fleet.now + 20] = lambda: setattr(blip, "fail_from", float("inf"))
+    assert gate(blip).bake(promoted, 60).passed
