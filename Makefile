@@ -48,7 +48,7 @@ test-template: $(STAMP)
 	$(BIN)/pytest tests/template
 
 test-modules: $(STAMP)
-	$(BIN)/pytest tests/modules
+	$(BIN)/pytest -n auto tests/modules
 
 test-integration: $(STAMP)
 	@$(call install-nginx)
