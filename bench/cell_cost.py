@@ -8,11 +8,11 @@
    - ``celled``: loads as 2 cells (``cell-1=URL,cell-2=URL``), each its own upstream and
      breaker, a placement store in memory with explicit placements for 4 of the 20
      drivers (each in the cell that is not its default); every request finds its
-     driver's cell (the copy of the placements, else rendezvous hashing) and carries the
-     driver's cells in its identity context.
+     driver's cell (the copy of the placements, else rendezvous hashing), checks the
+     copy's age (a write waits when it is stale) and carries the driver's cells in its
+     identity context.
 
-   Both for ``GET /loads`` and for a write, ``POST /loads/L-1/events`` (a celled write
-   also checks the age of the instance's copy of the placements). The ratio celled /
+   Both for ``GET /loads`` and for a write, ``POST /loads/L-1/events``. The ratio celled /
    uncelled is judged against 1.05 (docs/benchmarks.md).
 
 2. **Blast radius**: on the real local stack with loads in N cells (``LocalStack(cells=N)``:
@@ -65,10 +65,11 @@ EVENT = b'{"kind":"arrived","stop_seq":1}'
 
 # The blast radius on the local stack.
 STACK_DRIVERS = 300
-STACK_CELLS = (2,)
+STACK_CELLS = (2, 3, 4)  # a 4-cell stack still starts in about 15 s on 2 cores
 BAD_CELL = "cell-1"
 READERS = 8  # drivers reading at once
 CLIENT_TIMEOUT = 5.0  # seconds a driver waits for an answer (the loads deadline is 2 s)
+SETUP_TRIES = 4  # an assignment or a first live read, on a busy host
 FAULT_ROUNDS = 2  # reads per driver during the fault, and with every cell well before it
 ROUTE = ["F-CHI", "F-IND"]
 
@@ -300,6 +301,7 @@ def blast_radius(cells: int = 2, drivers: int = STACK_DRIVERS) -> dict[str, Any]
             return {"authorization": f"Bearer {tokens.mint(sub, role, driver)}"}
 
         dispatch, ops = auth(Role.DISPATCH), auth(Role.OPS)
+        retries: list[str] = []  # setting up: assignments and first reads tried again
         up_at = time.monotonic()
         with httpx.Client(
             base_url=stack.gateway_url,
@@ -308,11 +310,24 @@ def blast_radius(cells: int = 2, drivers: int = STACK_DRIVERS) -> dict[str, Any]
         ) as http:
 
             def assign(driver: str) -> int:
+                """201, retried a few times on a busy host (409: an earlier try landed)."""
                 body = demo.assignment(load_of[driver], driver, ROUTE, datetime.now(UTC))
-                r = http.post(
-                    "/dispatch/assignments", json=body.model_dump(mode="json"), headers=dispatch
-                )
-                return r.status_code
+                status = 0
+                for attempt in range(SETUP_TRIES):
+                    if attempt:
+                        retries.append(driver)
+                        time.sleep(attempt)
+                    try:
+                        status = http.post(
+                            "/dispatch/assignments",
+                            json=body.model_dump(mode="json"),
+                            headers=dispatch,
+                        ).status_code
+                    except httpx.HTTPError:
+                        continue
+                    if status == 201 or (attempt and status == 409):
+                        return 201
+                return status
 
             def read(driver: str) -> tuple[str, str, float, int | None]:
                 headers = {"authorization": f"Bearer {token[driver]}"}
@@ -333,13 +348,22 @@ def blast_radius(cells: int = 2, drivers: int = STACK_DRIVERS) -> dict[str, Any]
                 with ThreadPoolExecutor(READERS) as pool:
                     return list(pool.map(read, who))
 
-            with ThreadPoolExecutor(READERS) as pool:
+            with ThreadPoolExecutor(READERS // 2) as pool:
                 assigned = list(pool.map(assign, order))
             if set(assigned) != {201}:
                 raise RuntimeError(f"assignments answered {sorted(set(assigned))}, not 201")
-            first = round_(order)  # each driver once live: the gateway's copies hold it
-            if {kind for _, kind, _, _ in first} != {"live"}:
-                raise RuntimeError("not every driver's first read was live")
+            # each driver once live, so that the gateway's copies hold it (retried a few
+            # times on a busy host)
+            pending = order
+            for attempt in range(SETUP_TRIES):
+                if attempt:
+                    retries.extend(pending)
+                    time.sleep(attempt)
+                pending = [d for d, kind, _, _ in round_(pending) if kind != "live"]
+                if not pending:
+                    break
+            if pending:
+                raise RuntimeError(f"{len(pending)} drivers never read their load live")
             # The fallback store holds each driver's load (the projector, each cell's stream)
             ddb = boto3.resource(
                 "dynamodb",
@@ -376,6 +400,7 @@ def blast_radius(cells: int = 2, drivers: int = STACK_DRIVERS) -> dict[str, Any]
             for unit in (f"loads/{c}" for c in names)
         },
         load_average={"before": load_before, "after": load_after},
+        setup_retries=len(retries),
         seconds={
             "stack_start": round(up_at - started, 1),
             "projected_in": round(projected_in, 1),
@@ -415,6 +440,7 @@ def _summary(
     breakers: dict[str, str],
     seconds: dict[str, float],
     load_average: dict[str, list[float]] | None = None,
+    setup_retries: int = 0,
 ) -> dict[str, Any]:
     """The figures of one blast-radius run, from each read's (driver, outcome, seconds,
     status)."""
@@ -474,6 +500,7 @@ def _summary(
         "breakers": breakers,
         "seconds": seconds,
         "load_average": load_average or {},
+        "setup_retries": setup_retries,
     }
 
 
@@ -628,6 +655,7 @@ def markdown(r: Any) -> list[str]:
             if t["what"].startswith(what)
         ]
 
+    adds: list[str] = []  # what cell routing adds per forward, in words
     rows = [f"| {MODE_NAMES.get(m, m)} | {spread(v).show('{:,.0f}')} |" for m, v in cost.items()]
     for base, celled, what in (
         ("uncelled", "celled", "GET /loads"),
@@ -636,6 +664,9 @@ def markdown(r: Any) -> list[str]:
         if cost.get(base) and cost.get(celled):
             ratio = spread(ratios(cost[celled], cost[base]))
             rows.append(f"| {what}: celled / uncelled, round by round | {ratio_text(ratio)} |")
+            added = spread(cost[celled]).median - spread(cost[base]).median
+            share = added / spread(cost[base]).median
+            adds.append(f"{what} {added:,.0f} ({100 * share:.1f}%)")
     lines = [
         f"## Cells (run of {r.started}; {mode})",
         "",
@@ -655,8 +686,9 @@ def markdown(r: Any) -> list[str]:
         f"store in memory holding explicit placements for {figures['placed']} of the "
         "drivers (each in the cell that is not its default). A celled request finds its "
         "driver's cell (the instance's copy of the placements, else rendezvous hashing) "
-        "and carries the driver's cells in its signed identity context; a celled write "
-        "also checks the age of the copy. Instructions per forward are "
+        "and carries the driver's cells in its signed identity context; it also checks the "
+        "copy's age (an idle instance reads the placements first; a write waits when the "
+        "copy is stale). Instructions per forward are "
         f"({long:,} forwards - {short:,} forwards) / {long - short:,}, which leaves out the "
         "interpreter's start and the app's building. The gateway's clock is frozen while "
         "counting, so the copy's background read (once a second) falls outside the count. "
@@ -666,6 +698,20 @@ def markdown(r: Any) -> list[str]:
         "|---|---:|",
         *rows,
         "",
+        *(
+            [
+                "Cell routing adds, per forward (the medians' difference): "
+                + "; ".join(adds)
+                + ". What a celled request does that an uncelled one does not: it awaits the "
+                "check of the placements copy's age, finds its driver's cell in each celled "
+                "module for the identity context (rendezvous hashing: a BLAKE2b per cell, "
+                "unless placed) and again for the route, and copies the identity context "
+                "with the cells in it (the signed context is cached per identity and cells).",
+                "",
+            ]
+            if adds
+            else []
+        ),
         *verdict_lines("instructions per in-process forward"),
         "",
         "```",
@@ -731,6 +777,11 @@ def markdown(r: Any) -> list[str]:
             for k, x in enumerate(b.get("healthy_during_rounds", []))
         )
         breakers = ", ".join(f"{u} {s}" for u, s in b["breakers"].items())
+
+        def drift(figure: str, b: dict[str, Any] = b) -> str:
+            before, during = b["healthy_before"][figure], b["healthy_during"][figure]
+            return f"{during / before:.2f}x" if before else "n/a"
+
         load = b.get("load_average") or {}
         host = (
             f"; host load average (1, 5, 15 min) {', '.join(map(str, load['before']))} before "
@@ -742,9 +793,11 @@ def markdown(r: Any) -> list[str]:
         lines.append(
             f"N = {b['cells']}: answers during the fault {answers}; the bad cell's reads "
             f"{rounds_} (the first reads wait for the deadline until its breaker opens); "
-            f"the healthy cells' reads {healthy_rounds}; breakers after the fault: "
+            f"the healthy cells' reads {healthy_rounds} (p50 {drift('p50_ms')}, p99 "
+            f"{drift('p99_ms')} their p50 and p99 with every cell well); breakers after the "
+            "fault: "
             f"{breakers}; the fallback store held every load "
-            f"{b['seconds']['projected_in']:g} s after the first reads; "
+            f"{b['seconds']['projected_in']:g} s after the first live reads ended; "
             f"{b['seconds']['all']:.0f} s in all{host}."
         )
         lines.append("")

@@ -25,9 +25,9 @@ reference, gateway, ...), so that a verdict does not flip with the host's speed:
    the real local stack: the seconds from its first failed call to its weight-0 write,
    against the analysis interval (bench/release_cost.py);
 8. cells: instructions per in-process forward (callgrind) with loads in 2 cells against
-   uncelled, in interleaved rounds, and one loads cell black-holed on the real local stack
-   (``cells=2``): the shares of drivers degraded and failed, against 1/N, and the healthy
-   cell's latency before and during (bench/cell_cost.py).
+   uncelled, in interleaved rounds, and one of N loads cells black-holed on the real local
+   stack (N = 2, 3, 4): the shares of drivers degraded and failed, against 1/N, and the
+   healthy cells' latency before and during (bench/cell_cost.py).
 
 Every figure is the median of its rounds with their range; a target whose reference moved
 more than its noise threshold across the rounds gets "too noisy for a verdict"
