@@ -343,51 +343,21 @@ def test_a_push_ships_what_it_changed(tmp_path, changed, expected):
 # --- a celled loads (docs/deploy.md, Cells) ----------------------------------------------
 
 
-def test_a_celled_stage_deploys_the_loads_cells_one_after_another_each_baked(tmp_path):
+def test_a_celled_stage_releases_loads_through_the_controller_and_tells_every_stack(tmp_path):
     env = STAGE["jobs"]["deploy"]["env"]
     assert env["LOADS_CELLS"] == "${{ vars.LOADS_CELLS || '2' }}", "the templates' default"
-    assert env["CELL_BAKE_MINUTES"] == "${{ inputs.cell-bake-minutes }}"
-    assert STAGE["on"]["workflow_call"]["inputs"]["cell-bake-minutes"]["default"] >= 5
     units = "platform notifications message navigate gatepass loads gateway"
-    result, calls = run_deploy(
-        tmp_path, units, " ".join(PLAN_ORDER), LOADS_CELLS="3", CELL_BAKE_MINUTES="0"
-    )
+    result, calls = run_deploy(tmp_path, units, " ".join(PLAN_ORDER), LOADS_CELLS="3")
     assert result.returncode == 0, result.stderr
-    # the plan's other modules through the controller, loads cell by cell, then the gateway
+    # loads goes to the controller with the plan's other modules: it releases the cells
+    # one after another (relay/release/cells.py), never a stack deploy of its own here
     assert shipped(calls) == [
         "platform",
         "notifications",
-        "release(message navigate gatepass)",
-        "loads-cell-1",
-        "loads-cell-2",
-        "loads-cell-3",
+        "release(message navigate gatepass loads)",
         "gateway",
     ]
+    assert not [c for c in calls if "loads-cell" in c]
     deploys = [c for c in calls if c.startswith("sam deploy")]
-    for k in (1, 2, 3):
-        (cell,) = [c for c in deploys if f"relay-preprod-loads-cell-{k} " in c]
-        # as that cell; live moves once the pre-traffic hook passed (LiveVersion empty)
-        assert f"Cell=cell-{k} " in cell and cell.endswith('LiveVersion=""'), cell
-    builds = [c for c in calls if c.startswith("sam build")]
-    assert [b for b in builds if "modules/loads/" in b] == [
-        "sam build --template-file modules/loads/template.yaml --config-env preprod"
-    ], "one build, every cell deploys it"
     (gateway,) = [c for c in deploys if "relay-preprod-gateway " in c]
     assert "LoadsCells=3" in gateway
-
-
-def test_a_failed_cell_stops_the_stage_before_the_next_cell(tmp_path):
-    result, calls = run_deploy(
-        tmp_path, "loads gateway", " ".join(PLAN_ORDER), "sam", LOADS_CELLS="2"
-    )
-    assert result.returncode != 0
-    assert not [c for c in calls if "loads-cell-2" in c or "gateway" in c]
-
-
-def test_a_cell_bakes_on_its_own_canary_alarms():
-    (step,) = [
-        s for s in STAGE["jobs"]["deploy"]["steps"] if s.get("name", "").startswith("Deploy")
-    ]
-    script = step["run"]
-    assert '--alarm-name-prefix "relay-$STAGE-loads-$1-"' in script
-    assert "contains(AlarmName, 'Canary')" in script and "CELL_BAKE_MINUTES" in script
