@@ -16,18 +16,16 @@ the defaults), as the releases are (:mod:`gateway.release.router`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import aws_calls
 from gateway.cells.placement import Placement, PlacementSource, default_cell
 from gateway.routing.routes import ModuleConfig, Route
+from gateway.sharedcopy import SharedCopy
 from module_kit import logs
 
 log = logging.getLogger("relay.gateway.cells")
@@ -68,18 +66,23 @@ class Cells:
         self.cells = {name: list(m.cells) for name, m in self.modules.items()}
         self.store = store
         self.clock = clock
-        self.refresh_seconds = refresh_seconds
-        self.timeout_seconds = timeout_seconds
         self.stale_seconds = stale_seconds
         # Read again from the request path, on the event loop (the gateway); False: the
         # owner calls refresh_if_stale itself (the replayer, which has no event loop).
         self.background = background
         self.placed: dict[str, dict[str, Placement]] = {m: {} for m in self.modules}
-        self._loaded_at = -math.inf  # the last read started (one per refresh period)
-        self._read_at = -math.inf  # the last read that succeeded: the copy's age
-        self._refreshing: asyncio.Future[dict[str, dict[str, Placement]]] | None = None
-        self._first_load: asyncio.Future[None] | None = None
-        self.loaded = store is None or not self.modules
+        self.copy = SharedCopy(
+            self.load if store is not None and self.modules else None,
+            self.apply,
+            what="placement table",
+            clock=clock,
+            refresh_seconds=refresh_seconds,
+            timeout_seconds=timeout_seconds,
+        )
+
+    @property
+    def loaded(self) -> bool:
+        return self.copy.loaded
 
     def celled(self, module: str) -> bool:
         return module in self.modules
@@ -118,41 +121,18 @@ class Cells:
         ago, or read again now (within the store's deadline; an idle instance's first
         request pays one read). False: it may predate a move that has since copied the
         key's data elsewhere, so a write must wait (deferred)."""
-        now = self.clock()
-        if self.store is None or now - self._read_at < self.stale_seconds:
-            return True
-        if self._refreshing is not None:  # the background read this request started
-            try:
-                await asyncio.wait_for(asyncio.shield(self._refreshing), self.timeout_seconds)
-            except Exception:
-                return False  # said by its own callback
-            return self.clock() - self._read_at < self.stale_seconds
-        if now - self._loaded_at < self.refresh_seconds:
-            return False  # a read failed moments ago: not one per write
-        self._loaded_at = now
-        try:
-            placed = await aws_calls.call(
-                self.load, timeout=self.timeout_seconds, what="placement table"
-            )
-        except Exception as exc:
-            log.error("could not read placements (%r): routing by the last copy", exc)
-            return False
-        self.apply(placed)
-        return True
+        return await self.copy.fresh(self.stale_seconds)
 
     def refresh_if_stale(self) -> bool:
-        """For the replayer (synchronous): read the placements if the copy is older than
-        ``refresh_seconds``. False: it is older than ``stale_seconds`` and could not
-        be read, so no write may be routed by it."""
-        if self.store is None or self.clock() - self._loaded_at < self.refresh_seconds:
-            return self.store is None or self.clock() - self._read_at < self.stale_seconds
-        try:
-            self.refresh()
-        except Exception as exc:
-            self._loaded_at = self.clock()
-            log.error("could not read placements (%r)", exc)
-            return self.clock() - self._read_at < self.stale_seconds
-        return True
+        """For the replayer (synchronous): read the placements if a refresh is due. False:
+        the copy is older than ``stale_seconds`` and could not be read, so no write may be
+        routed by it."""
+        if self.copy.read is not None and self.copy.due:
+            try:
+                self.copy.refresh()
+            except Exception as exc:
+                log.error("could not read placements (%r)", exc)
+        return self.copy.read is None or self.clock() - self.copy.read_at < self.stale_seconds
 
     def cells_of(self, driver_id: str) -> dict[str, str]:
         """A driver's cell in each celled module (module -> cell), for the identity context
@@ -185,63 +165,22 @@ class Cells:
                         placement.updated_by or "?",
                     )
         self.placed = {m: dict(placed.get(m, {})) for m in self.modules}
-        self._read_at = self.clock()
 
     def refresh(self) -> None:
         """Read the placements now (synchronous: tests, tools)."""
-        if self.store is not None and self.modules:
-            self.apply(self.load())
-            self._loaded_at = self.clock()
-            self.loaded = True
+        self.copy.refresh()
 
     async def load_at_start(self) -> None:
         """The first copy, before the instance routes (at start-up, or a Lambda
         environment's first request): a moved key is never sent to its default cell by a
         fresh instance. A store that does not answer in time leaves the defaults until the
         next refresh."""
-        if self.loaded:
-            return
-        if self._first_load is None:
-            self._first_load = asyncio.ensure_future(self._load_first())
-        await asyncio.shield(self._first_load)
-
-    async def _load_first(self) -> None:
-        try:
-            placed = await aws_calls.call(
-                self.load, timeout=self.timeout_seconds * 4, what="placement table"
-            )
-        except Exception as exc:
-            log.error("could not read cell placements at start-up (%r); defaults only", exc)
-            self._loaded_at = self.clock()
-            return
-        finally:
-            self.loaded = True
-        self._loaded_at = self.clock()
-        self.apply(placed)
+        await self.copy.load_at_start()
 
     def keep_current(self) -> None:
         """On the request path: start a background read once per period."""
-        if self.background and self.clock() - self._loaded_at >= self.refresh_seconds:
-            self._refresh_in_background()
-
-    def _refresh_in_background(self) -> None:
-        if self._refreshing is not None or self.store is None or not self.modules:
-            return
-        self._loaded_at = self.clock()  # one refresh per period, even if it fails
-
-        def done(future: asyncio.Future[dict[str, dict[str, Placement]]]) -> None:
-            self._refreshing = None
-            if future.cancelled():
-                return
-            if future.exception() is not None:
-                log.error("could not read placements (%r); keeping the last", future.exception())
-                return
-            self.apply(future.result())
-
-        self._refreshing = asyncio.ensure_future(
-            aws_calls.call(self.load, timeout=self.timeout_seconds, what="placement table")
-        )
-        self._refreshing.add_done_callback(done)
+        if self.background:
+            self.copy.keep_current()
 
     def view(self) -> dict[str, Any]:
         """As ``/ops/status`` shows it: each celled module's cells, partition keys placed

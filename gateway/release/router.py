@@ -22,19 +22,17 @@ version's URL (the local stack's promoted process) moves the stable upstream the
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from gateway import aws_calls
 from gateway.forwarding.upstream import ModuleUpstream
 from gateway.release.state import Release, ReleaseSource
 from gateway.release.stats import ReleaseStats
+from gateway.sharedcopy import SharedCopy
 
 log = logging.getLogger("relay.gateway.release")
 
@@ -75,25 +73,30 @@ class Releases:
         self.make_upstream = make_upstream
         self.stats = stats or ReleaseStats(None)  # each version's calls, for the controller
         self.clock = clock
-        self.refresh_seconds = refresh_seconds
-        self.timeout_seconds = timeout_seconds
         self.current: dict[str, Release] = {}  # module -> its release, as last read
         self.canaries: dict[str, ModuleUpstream] = {}  # module -> the running canary's upstream
         self.routing: dict[str, Release] = {}  # the releases whose canary takes traffic now
         self._canary_of: dict[str, tuple[str, str]] = {}  # module -> (version, url)
-        self._loaded_at = -math.inf
-        self._refreshing: asyncio.Future[dict[str, Release]] | None = None
-        self._first_load: asyncio.Future[None] | None = None
-        # Whether a first copy was read (or tried): until then a request waits for it.
-        self.loaded = store is None
+        self.copy = SharedCopy(
+            self._load if store is not None else None,
+            self.apply,
+            what="control table",
+            clock=clock,
+            refresh_seconds=refresh_seconds,
+            timeout_seconds=timeout_seconds,
+        )
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a first copy was read (or tried): until then a request waits for it."""
+        return self.copy.loaded
 
     # --- choosing ------------------------------------------------------------------------
 
     def choose(self, module: str, caller: str | None) -> tuple[ModuleUpstream, Release | None]:
         """The upstream for this caller's request, and the module's release when its canary
         takes traffic (None otherwise)."""
-        if self.store is not None and self.clock() - self._loaded_at >= self.refresh_seconds:
-            self._refresh_in_background()
+        self.copy.keep_current()
         release = self.routing.get(module)
         if release is None:
             return self.stable[module], None
@@ -135,61 +138,20 @@ class Releases:
             release.updated_by or "?",
         )
 
+    def _load(self) -> dict[str, Release]:
+        store = self.store
+        return {} if store is None else store.load()
+
     def refresh(self) -> None:
         """Read the releases now (synchronous: tests, tools)."""
-        if self.store is not None:
-            loaded = self.store.load()
-            self._loaded_at = self.clock()
-            self.loaded = True
-            self.apply(loaded)
+        self.copy.refresh()
 
     async def load_at_start(self) -> None:
         """The first copy, before the instance serves: a gateway restarted mid-release routes
-        its first request as the fleet does. A process reads it at start-up; a Lambda
-        execution environment (no start-up step) on its first request, which waits for it
-        (one read, the requests that come meanwhile share it). A store that does not answer
-        in time leaves every module on its stable version until the next refresh."""
-        if self.loaded:
-            return
-        if self._first_load is None:
-            self._first_load = asyncio.ensure_future(self._load_first())
-        await asyncio.shield(self._first_load)
-
-    async def _load_first(self) -> None:
-        if self.store is None:
-            return
-        try:
-            loaded = await aws_calls.call(
-                self.store.load, timeout=self.timeout_seconds * 4, what="control table"
-            )
-        except Exception as exc:
-            log.error("could not read releases at start-up (%r); stable versions only", exc)
-            self._loaded_at = self.clock()  # the next read is the background refresh's
-            return
-        finally:
-            self.loaded = True
-        self._loaded_at = self.clock()
-        self.apply(loaded)
-
-    def _refresh_in_background(self) -> None:
-        if self._refreshing is not None or self.store is None:
-            return
-        self._loaded_at = self.clock()  # one refresh per period, even if it fails
-        store = self.store
-
-        def done(future: asyncio.Future[dict[str, Release]]) -> None:
-            self._refreshing = None
-            if future.cancelled():
-                return
-            if future.exception() is not None:
-                log.error("could not read releases (%r); keeping the last", future.exception())
-                return
-            self.apply(future.result())
-
-        self._refreshing = asyncio.ensure_future(
-            aws_calls.call(store.load, timeout=self.timeout_seconds, what="control table")
-        )
-        self._refreshing.add_done_callback(done)
+        its first request as the fleet does (:meth:`SharedCopy.load_at_start`). A store
+        that does not answer in time leaves every module on its stable version until the
+        next refresh."""
+        await self.copy.load_at_start()
 
     def view(self) -> dict[str, Any]:
         """As ``/ops/status`` shows it: each release, its canary's breaker and bulkhead, and

@@ -256,7 +256,7 @@ def test_a_store_that_fails_keeps_the_last_copy(gateway, upstream, store, bearer
 
     store.load = broken  # type: ignore[method-assign]
     releases = gateway.app.state.releases
-    releases._loaded_at = float("-inf")  # due a refresh on the next request
+    releases.copy.started_at = float("-inf")  # due a refresh on the next request
     assert gateway.get("/loads", headers=bearer(driver_id=DRIVERS[0])).status_code == 200
     assert releases.routing["loads"].weight == 100
 
@@ -318,8 +318,8 @@ async def test_a_change_in_the_store_is_followed_within_the_refresh_period(store
     assert releases.choose("loads", driver)[0] is stable  # not yet due: the last copy
     now[0] += DEFAULT_REFRESH_SECONDS  # due: this request starts a read in the background
     assert releases.choose("loads", driver)[0] is stable
-    assert releases._refreshing is not None
-    await releases._refreshing
+    assert releases.copy.refreshing is not None
+    await releases.copy.refreshing
     upstream, current = releases.choose("loads", driver)
     assert upstream.base_url == CANARY_URL and current is not None and current.weight == 50
     assert DEFAULT_REFRESH_SECONDS <= 1.0  # every instance follows within ~1 s plus one read
