@@ -42,6 +42,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from shared_contracts.errors import UnavailableError
 from shared_contracts.identity import IdentityContext, Role
 
@@ -53,6 +56,9 @@ T = TypeVar("T")
 CELL_NAME = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 # A DynamoDB table name, or a table ARN (TableName accepts both); no "," or "=" either way.
 TABLE_NAME = re.compile(r"^(?:[A-Za-z0-9_.-]{1,255}|arn:aws[a-z-]*:dynamodb:[^\s,=]+)$")
+
+
+LOADS_MODULE = "loads"  # the celled module others read (its identity.cells key)
 
 
 class CellConfigError(ValueError):
@@ -170,3 +176,26 @@ class CellTables:
             if found is not None:
                 return found
         return None
+
+
+class ReadsLoads(BaseSettings):
+    """Settings of a module that reads the loads module's table (gatepass, navigate):
+    ``LOADS_TABLE``, checked at start-up, and the table a request reads by."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # Owned by the loads module; read-only here. On a celled stage one table per cell,
+    # "cell-1=<table>,cell-2=<table>"; else one table name.
+    loads_table: str
+
+    @field_validator("loads_table")
+    @classmethod
+    def _loads_table_parses(cls, value: str) -> str:
+        """A malformed LOADS_TABLE stops the function at start-up, naming the setting."""
+        CellTables.parse(LOADS_MODULE, value, setting="LOADS_TABLE")
+        return value
+
+    @property
+    def loads_tables(self) -> CellTables:
+        """The loads table per cell (or the one table), and which a request reads."""
+        return CellTables.parse(LOADS_MODULE, self.loads_table, setting="LOADS_TABLE")
