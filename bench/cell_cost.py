@@ -559,6 +559,7 @@ def phase(report: Any, stack: bool = True, cells: Sequence[int] = STACK_CELLS) -
         f"(callgrind, {report.rounds} rounds)",
         flush=True,
     )
+    tree = describe_tree()  # the commit measured (at the start), and whether it had changes
     cost = hop_cost(report.rounds)
     for r in range(report.rounds):
         shown = ", ".join(f"{mode} {cost[mode][r]:,.0f}" for mode in cost)
@@ -568,7 +569,7 @@ def phase(report: Any, stack: bool = True, cells: Sequence[int] = STACK_CELLS) -
         "requests": [SHORT, LONG],
         "drivers": len(DRIVERS),
         "placed": PLACED,
-        "tree": describe_tree(),
+        "tree": tree if tree == describe_tree() else f"{tree}, then {describe_tree()}",
         "commands": [
             "PYTHONHASHSEED=0 " + command_line(count_argv(mode, n, ".", python="python"))
             for mode in cost
