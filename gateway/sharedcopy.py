@@ -117,11 +117,16 @@ class SharedCopy(Generic[T]):
         self.refreshing.add_done_callback(done)
         return self.refreshing
 
+    def is_fresh(self, stale_seconds: float) -> bool:
+        """Whether the copy was read less than ``stale_seconds`` ago (or there is no
+        store, so nothing to be stale about)."""
+        return self.read is None or self.clock() - self.read_at < stale_seconds
+
     async def fresh(self, stale_seconds: float) -> bool:
         """Whether the copy was read less than ``stale_seconds`` ago, reading it now if
         not (the read under way, or a new one; within the deadline). False: it could not
         be read, or a read failed moments ago (not one read per request)."""
-        if self.read is None or self.clock() - self.read_at < stale_seconds:
+        if self.is_fresh(stale_seconds):
             return True
         running = self.keep_current()
         if running is None:

@@ -61,9 +61,17 @@ class IdentitySigner:
         self.clock = clock
         self._cache: OrderedDict[tuple, tuple[str, float]] = OrderedDict()
 
-    def sign(self, identity: IdentityContext, audience: str) -> str:
+    def sign(
+        self,
+        identity: IdentityContext,
+        audience: str,
+        cells: tuple[tuple[str, str], ...] | None = None,
+    ) -> str:
+        """``identity`` signed for ``audience``; ``cells`` (the driver's cell per celled
+        module, as ``(module, cell)`` pairs) instead of ``identity.cells`` when given."""
         now = self.clock()
-        cells = tuple(sorted(identity.cells.items()))
+        if cells is None:
+            cells = tuple(sorted(identity.cells.items()))
         cache_key = (identity.sub, identity.role, identity.driver_id, cells, audience)
         hit = self._cache.get(cache_key)
         if hit and hit[1] - now > self.ttl / 2:
@@ -73,8 +81,9 @@ class IdentitySigner:
             "aud": audience,
             "iat": int(now),
             "exp": int(now) + self.ttl,
+            **identity.model_dump(exclude_none=True, exclude={"cells"}),
             # (no "cells" claim on an uncelled stage or for staff: an empty map says nothing)
-            **identity.model_dump(exclude_none=True, exclude={"cells"} if not cells else None),
+            **({"cells": dict(cells)} if cells else {}),
         }
         token = jwt.encode(claims, self._key, algorithm="EdDSA")
         self._cache[cache_key] = (token, now + self.ttl)

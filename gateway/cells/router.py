@@ -36,6 +36,7 @@ DEFAULT_REFRESH_SECONDS = 1.0
 # a write is deferred and a read uses the last copy. ``relay cells move`` waits longer than
 # this before it copies a key, and again before it deletes the old cell's copy.
 DEFAULT_STALE_SECONDS = 3.0
+MEMO_ENTRIES = 100_000  # keys whose destination is remembered (then forgotten at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,10 @@ class Cells:
         # owner calls refresh_if_stale itself (the replayer, which has no event loop).
         self.background = background
         self.placed: dict[str, dict[str, Placement]] = {m: {} for m in self.modules}
+        # Each key's destination and each driver's cells, worked out once per copy of the
+        # placements (hashing a key costs more than the rest of routing it).
+        self._where: dict[tuple[str, str], Destination] = {}
+        self._cells_of: dict[str, tuple[tuple[str, str], ...]] = {}
         self.copy = SharedCopy(
             self.load if store is not None and self.modules else None,
             self.apply,
@@ -110,11 +115,18 @@ class Cells:
         if key is None:
             cell = self.cells[module][0]
             return Destination(config.unit(cell), cell)
-        placement = self.placed[module].get(key)
-        if placement is None or placement.cell not in config.cells:
-            cell = default_cell(key, self.cells[module])
-            return Destination(config.unit(cell), cell)
-        return Destination(config.unit(placement.cell), placement.cell, placement.moving)
+        where = self._where.get((module, key))
+        if where is None:
+            placement = self.placed[module].get(key)
+            if placement is None or placement.cell not in config.cells:
+                cell = default_cell(key, self.cells[module])
+                where = Destination(config.unit(cell), cell)
+            else:
+                where = Destination(config.unit(placement.cell), placement.cell, placement.moving)
+            if len(self._where) >= MEMO_ENTRIES:
+                self._where.clear()
+            self._where[(module, key)] = where
+        return where
 
     async def fresh(self) -> bool:
         """Whether this copy may route a request: read no longer than ``stale_seconds``
@@ -122,6 +134,11 @@ class Cells:
         request pays one read). False: it may predate a move that has since copied the
         key's data elsewhere, so a write must wait (deferred)."""
         return await self.copy.fresh(self.stale_seconds)
+
+    def is_fresh(self) -> bool:
+        """Whether the copy was read less than ``stale_seconds`` ago (no read: cheap, and
+        what most requests find)."""
+        return self.copy.is_fresh(self.stale_seconds)
 
     def refresh_if_stale(self) -> bool:
         """For the replayer (synchronous): read the placements if a refresh is due. False:
@@ -134,11 +151,17 @@ class Cells:
                 log.error("could not read placements (%r)", exc)
         return self.copy.read is None or self.clock() - self.copy.read_at < self.stale_seconds
 
-    def cells_of(self, driver_id: str) -> dict[str, str]:
-        """A driver's cell in each celled module (module -> cell), for the identity context
-        other modules read that module's data by (a gate pass for a driver's load reads
-        the load from the driver's loads cell)."""
-        return {m: self.place(m, driver_id).cell for m in self.modules}
+    def cells_of(self, driver_id: str) -> tuple[tuple[str, str], ...]:
+        """A driver's cell in each celled module, as ``(module, cell)`` pairs, for the
+        identity context other modules read that module's data by (a gate pass for a
+        driver's load reads the load from the driver's loads cell)."""
+        cells = self._cells_of.get(driver_id)
+        if cells is None:
+            cells = tuple((m, self.place(m, driver_id).cell) for m in sorted(self.modules))
+            if len(self._cells_of) >= MEMO_ENTRIES:
+                self._cells_of.clear()
+            self._cells_of[driver_id] = cells
+        return cells
 
     # --- the copy --------------------------------------------------------------------------
 
@@ -165,6 +188,7 @@ class Cells:
                         placement.updated_by or "?",
                     )
         self.placed = {m: dict(placed.get(m, {})) for m in self.modules}
+        self._where, self._cells_of = {}, {}
 
     def refresh(self) -> None:
         """Read the placements now (synchronous: tests, tools)."""

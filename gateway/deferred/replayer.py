@@ -186,7 +186,7 @@ class Replayer:
         if where.moving:
             raise ReplayFailed(f"{where.unit}: the key is being moved to another cell")
         if identity is not None and driver is not None:
-            identity = identity.model_copy(update={"cells": self.cells.cells_of(driver)})
+            identity = identity.model_copy(update={"cells": dict(self.cells.cells_of(driver))})
         return self.table.modules[write.module].cells[where.cell], where.unit, identity
 
     def _game_day_fault(self, module: str) -> None:

@@ -247,10 +247,10 @@ class Forwarder:
         method = scope["method"]
         write = method in WRITE_METHODS
         body = await read_body(receive) if write else b""
-        unit, moving = route.module, False
+        unit, moving, claim = route.module, False, None
         if self.cells is not None:
-            unit, moving, identity = await self._place(self.cells, route, identity, body, write)
-        signed = None if identity is None else self.sign(identity, route.module)
+            unit, moving, claim = await self._place(self.cells, route, identity, body, write)
+        signed = None if identity is None else self.sign(identity, route.module, claim)
         key = idempotency_key(hdrs.get(_IDEMPOTENCY_KEY), write)
         accepted_at = self.wall_clock()
         out = module_headers(hdrs, request_id, signed, key, accepted_at if write else None)
@@ -286,26 +286,31 @@ class Forwarder:
 
     async def _place(
         self, cells: Cells, route: Route, identity: IdentityContext | None, body: bytes, write: bool
-    ) -> tuple[str, bool, IdentityContext | None]:
+    ) -> tuple[str, bool, tuple[tuple[str, str], ...]]:
         """The upstream (a cell of a celled module, else the module), whether the request's
-        key is being moved, and the identity with the driver's cells in it (a module that
+        key is being moved, and the driver's cells for the identity context (a module that
         reads a celled module's data reads it from the driver's cell)."""
         if not cells.loaded:  # a fresh Lambda environment's first request
             await cells.load_at_start()
-        fresh = await cells.fresh()  # (an idle instance reads the placements first)
+        # An idle instance reads the placements first; a write waits (deferred) as a moving
+        # key's does when they cannot be read: it could land in a cell its key just left.
+        fresh = cells.is_fresh() or await cells.fresh()
         driver = identity.driver_id if identity is not None else None
-        if driver is not None and identity is not None:
-            identity = identity.model_copy(update={"cells": cells.cells_of(driver)})
+        claim = cells.cells_of(driver) if driver is not None else ()
         if not cells.celled(route.module):
-            return route.module, False, identity
+            return route.module, False, claim
         where = cells.place(route.module, cells.key_of(route, driver, body))
-        # A write routed by a copy of the placements that may be stale waits as a moving
-        # key's does: it could otherwise land in a cell its key was just moved out of.
-        return where.unit, where.moving or (write and not fresh), identity
+        return where.unit, where.moving or (write and not fresh), claim
 
-    def sign(self, identity: IdentityContext, module: str) -> bytes:
-        """The identity context for ``module`` (``x-relay-identity``), signed."""
-        return self.signer.get().sign(identity, audience=module).encode()
+    def sign(
+        self,
+        identity: IdentityContext,
+        module: str,
+        cells: tuple[tuple[str, str], ...] | None = None,
+    ) -> bytes:
+        """The identity context for ``module`` (``x-relay-identity``), signed; with the
+        caller's cells, when a module is celled."""
+        return self.signer.get().sign(identity, audience=module, cells=cells).encode()
 
     async def ask(
         self,

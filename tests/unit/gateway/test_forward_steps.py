@@ -367,7 +367,7 @@ class FakeSigner:
     def get(self) -> FakeSigner:
         return self
 
-    def sign(self, identity: IdentityContext, *, audience: str) -> str:
+    def sign(self, identity: IdentityContext, *, audience: str, cells: object = None) -> str:
         return f"{identity.sub}@{audience}"
 
 
