@@ -124,7 +124,7 @@ class PlacementChanged(CellsError):
 
 
 @dataclass(frozen=True, slots=True)
-class CellTables:
+class LoadsCellTables:
     """One cell's tables of the loads module (modules/loads/template.yaml)."""
 
     loads: str  # LoadsTable: load_id; GSI by_driver (driver_id, load_id)
@@ -151,7 +151,7 @@ class MoveResult:
 class CellData:
     """The loads module's items of one driver in one cell."""
 
-    def __init__(self, cell: str, tables: CellTables, dynamodb: Any) -> None:
+    def __init__(self, cell: str, tables: LoadsCellTables, dynamodb: Any) -> None:
         self.cell = cell
         self.tables = tables
         self._loads = dynamodb.Table(tables.loads)
@@ -315,7 +315,7 @@ class CellMover:
     def __init__(
         self,
         module: str,
-        cells: Mapping[str, CellTables],
+        cells: Mapping[str, LoadsCellTables],
         placements: PlacementStore,
         dynamodb: Any,
         *,
@@ -671,7 +671,7 @@ def published_cells(
     ssm: Any,
     cells: Sequence[str] | None = None,
     fallback: Callable[[str, str], str | None] | None = None,
-) -> dict[str, CellTables]:
+) -> dict[str, LoadsCellTables]:
     """The one place that says where each cell's tables are: the cells of ``module`` the
     stage's cell stacks publish (``/relay/<stage>/<module>/<cell>/table-name``), each with
     the tables named by :data:`CELL_TABLE_PARAMETERS` under that path. ``cells``: only
@@ -714,7 +714,7 @@ def published_cells(
             if table is None:
                 raise CellsError(f"{prefix}{cell}/{parameter} does not exist")
             names[kind] = table
-        out[cell] = CellTables(**names)
+        out[cell] = LoadsCellTables(**names)
     return out
 
 

@@ -27,7 +27,7 @@ from relay.cells import (
     SETTLE_SECONDS,
     CellMover,
     CellsError,
-    CellTables,
+    LoadsCellTables,
     PlacementChanged,
     local_table_name,
     published_cells,
@@ -78,7 +78,7 @@ class Cluster:
             QueueName="notifications"
         )["QueueUrl"]
         resources = load_template(ROOT / "modules" / "loads" / "template.yaml")["Resources"]
-        self.tables: dict[str, CellTables] = {}
+        self.tables: dict[str, LoadsCellTables] = {}
         for cell in CELLS:
             for logical_id in CELL_TABLE_RESOURCES.values():
                 props = resources[logical_id]["Properties"]
@@ -91,7 +91,7 @@ class Cluster:
                 if props.get("GlobalSecondaryIndexes"):
                     kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
                 self.client.create_table(**kwargs)
-            self.tables[cell] = CellTables(
+            self.tables[cell] = LoadsCellTables(
                 **{kind: local_table_name(cell, kind) for kind in CELL_TABLE_RESOURCES}
             )
         # template.yaml's CellPlacementTable (gateway/cells/placement.py): module, key
@@ -483,7 +483,7 @@ def test_the_tables_are_looked_up_in_ssm(aws):
 
     found = published_cells("local", "loads", ssm=ssm, fallback=local_table_name)
     assert list(found) == ["cell-1", "cell-2", "cell-10"]
-    assert found["cell-2"] == CellTables(
+    assert found["cell-2"] == LoadsCellTables(
         loads="relay-cell-2-LoadsTable",
         events="events-2",
         idempotency="relay-cell-2-LoadsIdempotencyTable",
