@@ -35,17 +35,20 @@ dev: $(STAMP)
 	$(BIN)/relay dev --gateways $(GATEWAYS)
 
 # Every tier, each in its own pytest run, fastest first: the unit tier's own check (it
-# imports neither moto nor the SAM translator) holds only in a run of that tier alone.
+# imports neither moto nor the SAM translator) holds only in a run of that tier alone. The
+# functional, template and module tiers run on every core (pytest-xdist): their tests share
+# nothing (each its own in-process moto, files under tmp_path). The integration tier runs
+# whole stacks of processes, and its game days measure latency: one test at a time.
 test: test-unit test-functional test-template test-modules test-integration
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 test-functional: $(STAMP)
-	$(BIN)/pytest tests/functional
+	$(BIN)/pytest -n auto tests/functional
 
 test-template: $(STAMP)
-	$(BIN)/pytest tests/template
+	$(BIN)/pytest -n auto tests/template
 
 test-modules: $(STAMP)
 	$(BIN)/pytest -n auto tests/modules
