@@ -703,11 +703,12 @@ def markdown(r: Any) -> list[str]:
             [
                 "Cell routing adds, per forward (the medians' difference): "
                 + "; ".join(adds)
-                + ". What a celled request does that an uncelled one does not: it awaits the "
-                "check of the placements copy's age, finds its driver's cell in each celled "
-                "module for the identity context (rendezvous hashing: a BLAKE2b per cell, "
-                "unless placed) and again for the route, and copies the identity context "
-                "with the cells in it (the signed context is cached per identity and cells).",
+                + ". What a celled request does that an uncelled one does not: it checks the "
+                "placements copy's age (a clock read; a read of the table only when it is "
+                "stale), finds its driver's cells for the identity context and the route's "
+                "cell (each worked out once per copy of the placements: rendezvous hashing, "
+                "a BLAKE2b per cell, unless placed), and signs the identity context with the "
+                "cells in it (cached per identity and cells).",
                 "",
             ]
             if adds
