@@ -45,6 +45,7 @@ from typing import TypeVar
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from module_kit import logs
 from shared_contracts.errors import UnavailableError
 from shared_contracts.identity import IdentityContext, Role
 
@@ -146,7 +147,7 @@ class CellTables:
                     "%s %s is placed in %s cell %s, which this function cannot read "
                     "(its cells: %s)",
                     identity.role.value,
-                    identity.sub,
+                    logs.caller_hash(identity.sub),  # never a driver id in a log line
                     self.module,
                     cell,
                     known,
@@ -160,7 +161,7 @@ class CellTables:
         if identity.role is Role.DRIVER:
             log.error(
                 "driver %s has no %s cell in their identity, but %s is celled here",
-                identity.sub,
+                logs.caller_hash(identity.sub),
                 self.module,
                 self.module,
             )
