@@ -908,20 +908,34 @@ def rollback(
         state = _state()
         store, stats = _release_stores(state)
     controller = ReleaseController(store, stats)
-    stored = controller.rollback(module, reason, by="relay rollback")
-    if stored is None:
+    # A celled module's release runs in one cell at a time (loads/cell-2): `relay rollback
+    # loads` stops whichever of its cells' releases is running, as well as its own.
+    units = [module]
+    if "/" not in module:
+        units += sorted(
+            unit
+            for unit, release in store.load().items()
+            if unit.startswith(f"{module}/") and release.phase == "running"
+        )
+    stopped = []
+    for unit in units:
+        stored = controller.rollback(unit, reason, by="relay rollback")
+        if stored is not None:
+            typer.echo(f"{unit}: release {stored.release_id} rolled back to 0%")
+            stopped.append((unit, stored.canary_version))
+    if not stopped:
         typer.echo(f"{module} has no release running")
         raise typer.Exit(1)
-    typer.echo(f"{module}: release {stored.release_id} rolled back to 0%")
     if target is Target.local and state.get("control_socket"):
         import time as _time
 
         _time.sleep(DRAIN_SECONDS)  # every gateway reads weight 0 before the canary stops
-        control_request(
-            Path(state["control_socket"]),
-            {"command": "version-retire", "module": module, "version": stored.canary_version},
-        )
-        typer.echo(f"{module}@{stored.canary_version} stopped")
+        for unit, version in stopped:
+            control_request(
+                Path(state["control_socket"]),
+                {"command": "version-retire", "module": unit, "version": version},
+            )
+            typer.echo(f"{unit}@{version} stopped")
 
 
 @notifications.command("replay")

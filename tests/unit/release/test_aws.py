@@ -621,6 +621,9 @@ def test_a_stages_rollback_needs_the_stage_and_writes_to_its_control_table(
         def get(self, module: str) -> Release | None:
             return running if module == "loads" else None
 
+        def load(self) -> dict[str, Release]:
+            return {"loads": running}
+
         def put(self, release: Release, *, expected_revision: int | None) -> Release:
             written.append(release)
             return changed(release, revision=(expected_revision or 0) + 1)
@@ -641,3 +644,39 @@ def test_a_stages_rollback_needs_the_stage_and_writes_to_its_control_table(
         (0.0, "rolled-back", "relay rollback")
     ]
     assert "release loads-r9 rolled back to 0%" in done.output
+
+
+def test_rolling_back_a_celled_module_stops_the_release_running_in_its_cell(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataclasses import replace as changed
+
+    from gateway.release.state import Release
+
+    releases = {
+        "loads/cell-1": Release("loads/cell-1", "r1", "11", "12", "https://c1", phase="promoted"),
+        "loads/cell-2": Release("loads/cell-2", "r2", "11", "12", "https://c2", weight=10.0),
+        "navigate": Release("navigate", "r3", "4", "5", "https://n", weight=10.0),
+    }
+    written: list[Release] = []
+
+    class Store:
+        def get(self, module: str) -> Release | None:
+            return releases.get(module)
+
+        def load(self) -> dict[str, Release]:
+            return dict(releases)
+
+        def put(self, release: Release, *, expected_revision: int | None) -> Release:
+            written.append(release)
+            return changed(release, revision=(expected_revision or 0) + 1)
+
+    monkeypatch.setattr(relay.cli, "_aws_release_stores", lambda stage: (Store(), None))
+    done = CliRunner().invoke(
+        relay.cli.app,
+        ["rollback", "loads", "--reason", "pager", "--target", "aws", "--stage", "prod"],
+    )
+    assert done.exit_code == 0, done.output
+    # only the cell whose release runs; the promoted cell and other modules are untouched
+    assert [(r.module, r.phase) for r in written] == [("loads/cell-2", "rolled-back")]
+    assert "loads/cell-2: release r2 rolled back to 0%" in done.output
