@@ -39,10 +39,8 @@ import asyncio
 import json
 import os
 import random
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +50,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import instructions
+
 ROOT = Path(__file__).resolve().parent.parent
 SHORT, LONG = 200, 1200
 DRIVERS = [f"D-{n}" for n in range(3000, 3020)]
@@ -59,7 +59,6 @@ CELLS = ("cell-1", "cell-2")
 PLACED = 4  # drivers with an explicit placement (in the cell that is not their default)
 MODES = ("uncelled", "celled", "uncelled-write", "celled-write")
 RATIO_TARGET = 1.05  # instructions per forward, celled / uncelled: at most
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 BODY = b'{"items":[{"load_id":"L-1","status":"assigned"}]}'
 EVENT = b'{"kind":"arrived","stop_seq":1}'
 
@@ -195,44 +194,16 @@ async def _forwards(mode: str, requests: int) -> None:
 def count_argv(
     mode: str, requests: int, out: Path | str, python: str = sys.executable
 ) -> list[str]:
-    """The measured process: ``requests`` forwards of ``mode`` under callgrind, counting
-    only while they run (``--instr-atstart=no``; bench/callgrind_forward.py turns it on)."""
-    return [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}/callgrind.%p.out",
-        python,
-        "-m",
-        "bench.cell_cost",
-        "--forward",
-        mode,
-        "--requests",
-        str(requests),
-    ]
-
-
-def _count(mode: str, requests: int, out: Path) -> int:
-    argv = count_argv(mode, requests, out)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-    found = _REFS.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"callgrind run ({mode}) failed:\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    """The measured process (:func:`bench.instructions.forward_argv`)."""
+    return instructions.forward_argv("bench.cell_cost", mode, requests, out, python)
 
 
 def hop_cost(rounds: int, modes: Sequence[str] = MODES) -> dict[str, list[float]]:
     """Instructions per forward, one figure per round, for each mode (interleaved: every
     mode once per round)."""
-    out: dict[str, list[float]] = {mode: [] for mode in modes}
-    with tempfile.TemporaryDirectory(prefix="relay-bench-cells-") as tmp:
-        for _ in range(rounds):
-            for mode in out:
-                short = _count(mode, SHORT, Path(tmp))
-                long = _count(mode, LONG, Path(tmp))
-                out[mode].append((long - short) / (LONG - SHORT))
-    return out
+    return instructions.forward_cost(
+        "bench.cell_cost", list(modes), rounds, short=SHORT, long=LONG, timeout=900
+    )
 
 
 # --- 2. the blast radius of one cell's fault, on the local stack ----------------------------

@@ -148,3 +148,55 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- an in-process forward of a benchmark module, under callgrind ---------------------------
+# (bench/release_cost.py, bench/cell_cost.py: ``python -m <module> --forward <mode>``)
+
+
+def forward_argv(
+    module: str, mode: str, requests: int, out: Path | str, python: str = sys.executable
+) -> list[str]:
+    """The measured process: ``requests`` forwards of ``module``'s ``mode`` under callgrind,
+    counting only while they run (``--instr-atstart=no``; bench/callgrind_forward.py turns
+    it on)."""
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}/callgrind.%p.out",
+        python,
+        "-m",
+        module,
+        "--forward",
+        mode,
+        "--requests",
+        str(requests),
+    ]
+
+
+def forward_count(module: str, mode: str, requests: int, out: Path, timeout: float) -> int:
+    """Instructions executed while ``requests`` forwards of ``module``'s ``mode`` ran."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": "0"}
+    argv = forward_argv(module, mode, requests, out)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=root, timeout=timeout)
+    found = _REFS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind run ({module} {mode}) failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def forward_cost(
+    module: str, modes: list[str], rounds: int, *, short: int, long: int, timeout: float
+) -> dict[str, list[float]]:
+    """Instructions per forward of each of ``module``'s modes, one figure per round (every
+    mode once per round): (long window - short window) / (long - short)."""
+    out: dict[str, list[float]] = {mode: [] for mode in modes}
+    with tempfile.TemporaryDirectory(prefix="relay-bench-forward-") as tmp:
+        for _ in range(rounds):
+            for mode in out:
+                low = forward_count(module, mode, short, Path(tmp), timeout)
+                high = forward_count(module, mode, long, Path(tmp), timeout)
+                out[mode].append((high - low) / (long - short))
+    return out

@@ -25,21 +25,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import instructions
+
 ROOT = Path(__file__).resolve().parent.parent
 SHORT, LONG = 200, 1200
 DRIVERS = [f"D-{n}" for n in range(3000, 3020)]
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 BODY = b'{"items":[{"load_id":"L-1","status":"assigned"}]}'
 # The stack phase's release: judged at 10% and 50%, then promoted; failures decide early.
 STACK_STEPS = (10.0, 50.0, 100.0)
@@ -122,43 +120,16 @@ async def _forwards(mode: str, requests: int) -> None:
 def count_argv(
     mode: str, requests: int, out: Path | str, python: str = sys.executable
 ) -> list[str]:
-    """The measured process: ``requests`` forwards of ``mode`` under callgrind, counting
-    only while they run (``--instr-atstart=no``; bench/callgrind_forward.py turns it on)."""
-    return [
-        "valgrind",
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={out}/callgrind.%p.out",
-        python,
-        "-m",
-        "bench.release_cost",
-        "--forward",
-        mode,
-        "--requests",
-        str(requests),
-    ]
-
-
-def _count(mode: str, requests: int, out: Path) -> int:
-    argv = count_argv(mode, requests, out)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    found = _REFS.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"callgrind run ({mode}) failed:\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    """The measured process (:func:`bench.instructions.forward_argv`)."""
+    return instructions.forward_argv("bench.release_cost", mode, requests, out, python)
 
 
 def hop_cost(rounds: int) -> dict[str, list[float]]:
-    """Instructions per forward, one figure per round, for each mode."""
-    out: dict[str, list[float]] = {"no-release": [], "release": []}
-    with tempfile.TemporaryDirectory(prefix="relay-bench-release-") as tmp:
-        for _ in range(rounds):
-            for mode in out:
-                short = _count(mode, SHORT, Path(tmp))
-                long = _count(mode, LONG, Path(tmp))
-                out[mode].append((long - short) / (LONG - SHORT))
-    return out
+    """Instructions per forward, one figure per round, for each mode (interleaved: every
+    mode once per round)."""
+    return instructions.forward_cost(
+        "bench.release_cost", ["no-release", "release"], rounds, short=SHORT, long=LONG, timeout=600
+    )
 
 
 # --- 2. time to 0% on the local stack -------------------------------------------------------
