@@ -121,9 +121,9 @@ class Replayer:
 
     def _apply(self, write: DeferredWrite) -> int:
         module = self.table.modules[write.module]
-        base_url, unit, identity = module.upstream, write.module, write.identity
+        base_url, unit, cells = module.upstream, write.module, None
         if self.cells.celled(write.module):
-            base_url, unit, identity = self._cell_of(write)
+            base_url, unit, cells = self._cell_of(write)
         self._game_day_fault(unit)
         out = {
             **write.headers,
@@ -131,8 +131,10 @@ class Replayer:
             headers.REQUEST_ID: write.request_id,
             headers.ACCEPTED_AT: write.accepted_at.isoformat(),
         }
-        if identity:
-            out[headers.IDENTITY] = self.signer.get().sign(identity, audience=write.module)
+        if write.identity:
+            out[headers.IDENTITY] = self.signer.get().sign(
+                write.identity, audience=write.module, cells=cells
+            )
         url = base_url + write.path + (f"?{write.query}" if write.query else "")
         try:
             response = self.client.request(
@@ -169,15 +171,14 @@ class Replayer:
             )
         return status
 
-    def _cell_of(self, write: DeferredWrite) -> tuple[str, str, Any]:
-        """The cell the write's key is placed in now: its URL, its name, and the identity
-        with the driver's cells. Raises :class:`ReplayFailed` (the write stays queued)
+    def _cell_of(self, write: DeferredWrite) -> tuple[str, str, tuple[tuple[str, str], ...] | None]:
+        """The cell the write's key is placed in now: its URL, its name, and the driver's
+        cells for the identity context. Raises :class:`ReplayFailed` (the write stays queued)
         while the key is moving or the placements cannot be read."""
         if not self.cells.refresh_if_stale():
             raise ReplayFailed(f"{write.module}: cannot read the cell placements")
         route = self.table.match(write.path)
-        identity = write.identity
-        driver = identity.driver_id if identity is not None else None
+        driver = write.identity.driver_id if write.identity is not None else None
         if route is None:
             raise ReplayFailed(f"{write.module}: no route for {write.path}")
         where = self.cells.place(
@@ -185,17 +186,14 @@ class Replayer:
         )
         if where.moving:
             raise ReplayFailed(f"{where.unit}: the key is being moved to another cell")
-        if identity is not None and driver is not None:
-            identity = identity.model_copy(update={"cells": dict(self.cells.cells_of(driver))})
-        return self.table.modules[write.module].cells[where.cell], where.unit, identity
+        claim = self.cells.cells_of(driver) if driver is not None else None
+        return self.table.modules[write.module].cells[where.cell], where.unit, claim
 
     def _game_day_fault(self, module: str) -> None:
         """Faults set on a module hold for replays too: a module a game day has down or
         failing gets no writes from the queue; a slow one is waited for."""
         self.faults.refresh_if_stale()
-        spec = self.faults.active(module) or (
-            self.faults.active(module.split("/")[0]) if "/" in module else None
-        )
+        spec = self.faults.active(module)
         if spec is None:
             return
         if spec.kind is FaultKind.LATENCY:

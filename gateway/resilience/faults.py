@@ -179,7 +179,11 @@ class FaultInjector:
         return True
 
     def active(self, module: str) -> FaultSpec | None:
+        """The fault in force on ``module``: a cell's own ("loads/cell-1"), else its
+        module's (a fault on "loads" holds for every cell)."""
         record = self._faults.get(module)
+        if record is None and "/" in module:
+            record = self._faults.get(module.split("/", 1)[0])
         if record is None or self.clock() >= record.expires_at:
             return None
         return record.spec
@@ -239,8 +243,7 @@ class FaultInjector:
         """Apply the module's (or the cell's) fault, if any, just before the real upstream
         call."""
         self._refresh_in_background()
-        # A cell's own fault ("loads/cell-1"), else its module's (every cell of "loads").
-        spec = self.active(module) or ("/" in module and self.active(module.split("/")[0])) or None
+        spec = self.active(module)
         if spec is None:
             return
         if spec.kind is FaultKind.LATENCY:
