@@ -201,7 +201,8 @@ def create_app(
 
     # One upstream per module, and per cell of a celled one ("loads/cell-1"): each its own
     # breaker, bulkhead and retry budget, so one cell's failures never open another's.
-    upstreams = {name: build_upstream(module, name) for name, module in table.units().items()}
+    units = table.units()
+    upstreams = {name: build_upstream(module, name) for name, module in units.items()}
     if placement_store is None and settings.placement_table:
         placement_store = PlacementTable(settings.placement_table)
     cells = Cells(
@@ -211,8 +212,6 @@ def create_app(
         refresh_seconds=settings.placement_refresh_seconds,
         timeout_seconds=settings.store_timeout_seconds,
     )
-
-    units = table.units()
 
     def canary_upstream(name: str, version: str, url: str) -> ModuleUpstream:
         """A canary version's own upstream: its breaker (``loads@<version>``, or a cell's
