@@ -31,6 +31,8 @@ from gateway.forwarding.upstream import ModuleUpstream, counts_as_failure
 from gateway.ops import operators
 from gateway.ops.apidoc import install_openapi
 from gateway.pipeline import Forward, Step, build_pipeline, gateway_steps
+from gateway.regions.control import RoutingControls, RoutingControlSource
+from gateway.regions.router import Regions, parse_peer_upstreams, peer_unit
 from gateway.release.router import Releases
 from gateway.release.state import ControlTableReleases, ReleaseSource
 from gateway.release.stats import ControlTableStats, ReleaseStats, StatsSink
@@ -49,7 +51,14 @@ from gateway.resilience.faults import ControlTableFaults, FaultInjector
 from gateway.resilience.fleet import ControlTableBreakers, FleetBreakers
 from gateway.resilience.retry import RetryBudget
 from gateway.routing.directory import ModuleDirectory
-from gateway.routing.routes import ModuleConfig, RouteTable, RouteTableError
+from gateway.routing.routes import (
+    ModuleConfig,
+    RouteTable,
+    RouteTableError,
+    Tier,
+    elsewhere,
+    module_units,
+)
 from gateway.security.auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
 from gateway.security.ratelimit import Limit, RateLimiter
 from gateway.security.signer import SignerProvider
@@ -141,6 +150,7 @@ def create_app(
     release_store: ReleaseSource | None = None,
     stats_store: StatsSink | None = None,
     placement_store: PlacementSource | None = None,
+    routing_store: RoutingControlSource | None = None,
 ) -> GatewayApp:
     settings = settings or GatewaySettings()
     # JSON lines (POWERTOOLS_SERVICE_NAME names the service). WARNING unless the access line
@@ -153,6 +163,7 @@ def create_app(
         or settings.deferred_queue_url
         or settings.ssm_path
         or settings.placement_table
+        or settings.routing_table
     ):
         aws_calls.warm()  # a cold instance's first AWS calls then fit their deadlines
     table = routes or RouteTable.load(settings.routes_file)
@@ -182,7 +193,9 @@ def create_app(
     pool = transport or upstream_transport(settings)
     sigv4 = SigV4Auth(settings.aws_region) if settings.sign_upstreams else None
 
-    def build_upstream(module: ModuleConfig, breaker_name: str) -> ModuleUpstream:
+    def build_upstream(
+        module: ModuleConfig, breaker_name: str, auth: SigV4Auth | None = sigv4
+    ) -> ModuleUpstream:
         return ModuleUpstream(
             module,
             pool,
@@ -194,7 +207,7 @@ def create_app(
             budget=RetryBudget(module.retry_budget, clock=clock),
             retry=module.retry,
             faults=faults,
-            auth=sigv4,
+            auth=auth,
             clock=clock,
             sleep=sleep,
         )
@@ -241,6 +254,19 @@ def create_app(
         if release_store is not None
         else None
     )
+    if routing_store is None and settings.routing_table:
+        routing_store = RoutingControls(settings.routing_table)
+    peers = peer_upstreams(settings, table, build_upstream)
+    regions = Regions(
+        settings.aws_region,
+        settings.peers,
+        peers,
+        routing_store,
+        directories=peer_directories(settings, peers, clock),
+        clock=clock,
+        refresh_seconds=settings.routing_refresh_seconds,
+        timeout_seconds=settings.store_timeout_seconds,
+    )
     signer = SignerProvider(settings)
     directory = (
         ModuleDirectory(
@@ -261,6 +287,7 @@ def create_app(
         directory=directory,
         releases=releases,
         cells=cells if cells.modules else None,
+        regions=regions if regions.failover else None,
     )
     limiter = RateLimiter(clock=clock)
     limits = rate_limits(settings)
@@ -278,6 +305,7 @@ def create_app(
         if releases is not None:
             await releases.load_at_start()  # a restarted instance routes as the fleet does
         await cells.load_at_start()  # and sends a moved driver to their cell, not the default
+        await regions.load_at_start()  # and an evacuated region's requests to a serving one
         yield
         if fleet is not None:
             fleet.close_loop()
@@ -301,6 +329,8 @@ def create_app(
     app.state.forwarder = forwarder
     app.state.releases = releases  # the modules' canary releases, or None
     app.state.cells = cells  # the celled modules' cells and placements
+    app.state.regions = regions  # this region, its peers and the routing controls
+    app.state.routing_store = routing_store  # where operators pull the region lever, or None
     app.state.faults = faults
     app.state.fleet = fleet  # the breakers' shared state, or None (each decides alone)
     app.state.limiter = limiter
@@ -327,6 +357,7 @@ def create_app(
         client_address=client_address,
         max_body_bytes=settings.max_body_bytes,
         header_limits=settings.header_limits,
+        region=settings.aws_region,
     )
     return GatewayApp(app, steps, Forward(forwarder, access_log=settings.access_log))
 
@@ -345,6 +376,67 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.asgi(scope, receive, send)
+
+
+def peer_upstreams(
+    settings: GatewaySettings,
+    table: RouteTable,
+    build: Callable[[ModuleConfig, str, SigV4Auth | None], ModuleUpstream],
+) -> dict[str, dict[str, ModuleUpstream]]:
+    """Each peer region's upstreams of this gateway's critical modules, by the local unit
+    they stand in for (``loads/cell-1`` -> the peer's ``us-west-2:loads/cell-1``): the
+    URLs RELAY_PEER_UPSTREAMS names (local runs), else placeholders the peer's SSM
+    parameters replace at the first refresh (AWS, :class:`PeerDirectories`)."""
+    named = parse_peer_upstreams(settings.peer_upstreams)
+    critical = [m for m in table.modules.values() if m.tier is Tier.CRITICAL]
+    out: dict[str, dict[str, ModuleUpstream]] = {}
+    for peer in settings.peers:
+        specs = named.get(peer)
+        units: dict[str, ModuleUpstream] = {}
+        for module in critical:
+            if specs is not None and module.name not in specs:
+                continue  # the local stack names the modules the peer runs
+            where = (
+                specs[module.name]
+                if specs is not None
+                else _placeholders(module, f"{module.name}.{peer}.invalid")
+            )
+            auth = SigV4Auth(peer) if settings.sign_upstreams else None
+            for unit, config in module_units(elsewhere(module, where)).items():
+                units[unit] = build(config, peer_unit(peer, unit), auth)
+        out[peer] = units
+    return out
+
+
+def peer_directories(
+    settings: GatewaySettings,
+    peers: dict[str, dict[str, ModuleUpstream]],
+    clock: Callable[[], float],
+) -> list[ModuleDirectory]:
+    """In AWS (RELAY_SSM_PATH, no RELAY_PEER_UPSTREAMS entry for the peer): each peer's
+    module URLs, read from that region's SSM as the local ones are from this region's."""
+    named = parse_peer_upstreams(settings.peer_upstreams)
+    if not settings.ssm_path:
+        return []
+    return [
+        ModuleDirectory(
+            settings.ssm_path,
+            units,
+            region=peer,
+            clock=clock,
+            refresh_seconds=settings.upstream_refresh_seconds,
+            timeout_seconds=settings.store_timeout_seconds,
+        )
+        for peer, units in peers.items()
+        if peer not in named and units
+    ]
+
+
+def _placeholders(module: ModuleConfig, host: str) -> str:
+    """An address that answers nothing until the peer's published URL replaces it."""
+    if not module.celled:
+        return f"https://{host}"
+    return ",".join(f"{cell}=https://{cell}.{host}" for cell in module.cells)
 
 
 def upstream_transport(settings: GatewaySettings) -> httpx.AsyncBaseTransport:

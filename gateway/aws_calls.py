@@ -35,9 +35,17 @@ class DependencyTimeout(Exception):
         self.what = what
 
 
-def client(service: str, *, read_timeout: float = kit_aws.READ_TIMEOUT_SECONDS) -> Any:
+def client(
+    service: str,
+    *,
+    read_timeout: float = kit_aws.READ_TIMEOUT_SECONDS,
+    region_name: str | None = None,
+) -> Any:
     """A boto3 client with the kit's deadlines (:mod:`module_kit.aws`): every call ends
-    within about two attempts of the connect and read timeouts."""
+    within about two attempts of the connect and read timeouts. ``region_name``: another
+    region's endpoint (a peer region's SSM), else this one's."""
+    if region_name is not None:
+        return kit_aws.client(service, read_timeout=read_timeout, region_name=region_name)
     return kit_aws.client(service, read_timeout=read_timeout)
 
 

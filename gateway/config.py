@@ -121,6 +121,15 @@ class GatewaySettings(BaseSettings):
     # default cell.
     placement_table: str | None = None
     placement_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Regions (docs/regions.md): the routing controls every region's gateways read (a
+    # global table), read at start-up and every routing_refresh_seconds; this gateway's peer
+    # regions in order of preference (RELAY_REGION_PEERS, comma-separated); and their
+    # critical modules' upstreams, JSON {"<region>": {"<module>": "<upstream>"}} (local
+    # runs; unset in AWS, where each peer's URLs are read from its own SSM under ssm_path).
+    routing_table: str | None = None
+    routing_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
+    region_peers: str = ""
+    peer_upstreams: str = ""
     # Module URLs published by the modules' stacks (/relay/<stage>/<module>/url), read
     # again every upstream_refresh_seconds; unset (local runs): routes.toml's URLs only.
     ssm_path: str | None = None
@@ -153,6 +162,22 @@ class GatewaySettings(BaseSettings):
             max_field_bytes=self.max_header_field_bytes,
             max_bytes=self.max_header_bytes,
         )
+
+    @property
+    def peers(self) -> list[str]:
+        """The peer regions: RELAY_REGION_PEERS, then any RELAY_PEER_UPSTREAMS names."""
+        from gateway.regions.router import parse_peer_upstreams
+
+        named = [p.strip() for p in self.region_peers.split(",") if p.strip()]
+        return named + [p for p in parse_peer_upstreams(self.peer_upstreams) if p not in named]
+
+    @field_validator("peer_upstreams")
+    @classmethod
+    def _peer_upstreams(cls, value: str) -> str:
+        from gateway.regions.router import parse_peer_upstreams
+
+        parse_peer_upstreams(value)  # a typo is a start-up error
+        return value
 
     @property
     def client_ids(self) -> frozenset[str]:

@@ -7,7 +7,8 @@ the hot path). :func:`gateway_steps` lists them, :func:`build_pipeline` composes
     RequestGuard -> LocalRoutes -> ProblemAnswers -> PathGuard -> MatchRoute
         -> Authenticate -> Authorize -> RateLimit -> Forward
 
-- ``RequestGuard`` (``http``): request id in and out, header limits, body cap, JSON bodies;
+- ``RequestGuard`` (``http``): request id in and out (and the gateway's region out), header
+  limits, body cap, JSON bodies;
 - ``LocalRoutes``: the gateway's own routes (health, ops, OpenAPI, deferred status) go to
   the FastAPI app; which paths those are is read from its registered routes;
 - ``ProblemAnswers``: an error raised by a later step is answered in the problem envelope,
@@ -298,10 +299,17 @@ def gateway_steps(
     client_address: ClientAddress,
     max_body_bytes: int,
     header_limits: http.HeaderLimits,
+    region: str | None = None,
 ) -> list[Step]:
-    """The steps before :class:`Forward`, in request order."""
+    """The steps before :class:`Forward`, in request order. Every answer says which
+    region's gateway gave it (``relay-region``), as every answer carries its request id."""
     return [
-        partial(http.RequestGuard, max_body_bytes=max_body_bytes, header_limits=header_limits),
+        partial(
+            http.RequestGuard,
+            max_body_bytes=max_body_bytes,
+            header_limits=header_limits,
+            answer_headers=((b"relay-region", region.encode()),) if region else (),
+        ),
         partial(LocalRoutes, api=api),
         partial(ProblemAnswers, api=api),
         PathGuard,

@@ -13,7 +13,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -135,10 +135,12 @@ class RequestGuard:
         app: ASGIApp,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         header_limits: HeaderLimits = DEFAULT_HEADER_LIMITS,
+        answer_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.header_limits = header_limits
+        self.answer_headers = list(answer_headers)  # on every answer, after the request id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,7 +154,11 @@ class RequestGuard:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", rid.encode()),
+                    *self.answer_headers,
+                ]
             await send(message)
 
         error = self.header_limits.check(scope["headers"]) or self._check(scope, hdrs)

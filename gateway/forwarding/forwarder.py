@@ -25,6 +25,7 @@ from gateway.forwarding.upstream import (
     QueuedBehind,
     UpstreamUnavailable,
 )
+from gateway.regions.router import Regions
 from gateway.release.router import Releases
 from gateway.release.state import Release
 from gateway.release.stats import ReleaseStats
@@ -213,6 +214,7 @@ class Forwarder:
         directory: ModuleDirectory | None = None,
         releases: Releases | None = None,
         cells: Cells | None = None,
+        regions: Regions | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.fallbacks = fallbacks
@@ -222,6 +224,7 @@ class Forwarder:
         self.directory = directory  # keeps the upstreams' URLs equal to the published ones
         self.releases = releases  # the modules' releases: which version a caller gets
         self.cells = cells  # the celled modules' placements: which cell a request goes to
+        self.regions = regions  # peer regions' upstreams: where a request goes when not here
         self.release_stats = releases.stats if releases is not None else ReleaseStats(None)
         self.canary_retries: Counter[str] = Counter()  # module -> canary failures retried
         # (module, version) -> answers during releases, by the version the module says it is
@@ -265,9 +268,14 @@ class Forwarder:
         if write and isinstance(fallback, DeferredWrites) and await fallback.must_queue(call):
             # Earlier writes of this caller are still queued: this one goes behind them.
             return await self._degrade(call, fallback, QueuedBehind(unit, _QUEUED))
-        upstream = self.upstreams[unit]
+        upstream = local = self.upstreams[unit]
+        if self.regions is not None:
+            if not self.regions.copy.loaded:  # a fresh Lambda environment's first request
+                await self.regions.load_at_start()
+            # This region evacuated, or its module down: a serving peer region's upstream.
+            upstream = self.regions.route(unit, local)
         release = None
-        if self.releases is not None:
+        if self.releases is not None and upstream is local:
             if not self.releases.loaded:  # a fresh Lambda environment's first request
                 await self.releases.load_at_start()
             upstream, release = self.releases.choose(

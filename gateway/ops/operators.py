@@ -1,18 +1,26 @@
-"""Operator views and levers: breaker states, bulkheads, faults. Role ``ops`` only."""
+"""Operator views and levers: breaker states, bulkheads, faults, regions. Role ``ops`` only."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import aws_calls
 from gateway.deferred.ledger import LedgerError
+from gateway.regions.control import REGION_NAME, ControlConflict, SafetyRuleError
 from gateway.resilience.faults import ActiveFault, FaultSpec
 from shared_contracts.degraded import DeferredState
-from shared_contracts.errors import ForbiddenError, NotFoundError, UnavailableError
+from shared_contracts.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnavailableError,
+)
 from shared_contracts.identity import IdentityContext, Role
 
 
@@ -28,6 +36,8 @@ async def _operator(request: Request) -> IdentityContext:
 Operator = Annotated[IdentityContext, Depends(_operator)]
 # A module ("loads"), or one cell of a celled module ("loads/cell-1").
 ModuleName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}(/[a-z][a-z0-9-]{0,15})?$")]
+
+RegionName = Annotated[str, Path(pattern=REGION_NAME)]
 
 router = APIRouter(prefix="/ops", tags=["ops"])
 T = TypeVar("T")
@@ -168,3 +178,65 @@ async def _controlled(request: Request, fn: Callable[..., T], *args: Any) -> T:
         )
     except (aws_calls.DependencyTimeout, BotoCoreError, ClientError) as exc:
         raise UnavailableError(f"the change was not made: {exc}", retry_after=2) from None
+
+
+class RoutingChange(BaseModel):
+    """Why an operator evacuates or restores a region (kept in the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=3, max_length=300)
+
+
+@router.get("/regions")
+async def regions(request: Request, _: Operator) -> dict[str, Any]:
+    """This gateway's region and peers, the routing controls as this instance last read
+    them, the requests it sent to peer regions, and the newest routing changes."""
+    state = request.app.state
+    state.regions.copy.keep_current()
+    audit: Any = []
+    if state.routing_store is not None:
+        try:
+            audit = [a.view() for a in await _controlled(request, state.routing_store.audit, 20)]
+        except UnavailableError as exc:
+            audit = {"error": exc.detail}
+    return {**state.regions.view(), "audit": audit}
+
+
+@router.post("/regions/{region}/evacuate")
+async def evacuate_region(
+    region: RegionName, change: RoutingChange, request: Request, operator: Operator
+) -> dict[str, Any]:
+    """Move 100% of ``region``'s traffic to the other regions: the front door stops sending
+    it requests, and its gateways send their critical modules' calls to a serving peer.
+    Refused (409 ``safety-rule``) if no other region serves."""
+    return await _routing_change(request, "evacuate", region, change.reason, operator.sub)
+
+
+@router.post("/regions/{region}/restore")
+async def restore_region(
+    region: RegionName, change: RoutingChange, request: Request, operator: Operator
+) -> dict[str, Any]:
+    """Let ``region`` serve again."""
+    return await _routing_change(request, "restore", region, change.reason, operator.sub)
+
+
+async def _routing_change(
+    request: Request, action: str, region: str, reason: str, who: str
+) -> dict[str, Any]:
+    state = request.app.state
+    store, regions = state.routing_store, state.regions
+    if store is None:
+        raise NotFoundError("regions are not configured here (no routing-control table)")
+    if region not in regions.regions:
+        raise NotFoundError(f"{region} is not one of {', '.join(regions.regions)}")
+    change = store.evacuate if action == "evacuate" else store.restore
+    try:
+        control = await _controlled(
+            request, partial(change, region, regions=regions.regions, who=who, why=reason)
+        )
+    except SafetyRuleError as exc:
+        raise ConflictError(str(exc), code="safety-rule") from None
+    except ControlConflict as exc:
+        raise ConflictError(str(exc), code="changed-meanwhile") from None
+    regions.controls = {**regions.controls, region: control}  # this instance acts at once
+    return {"control": control.view(), "regions": regions.view()}

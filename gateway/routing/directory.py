@@ -51,6 +51,7 @@ class ModuleDirectory:
         upstreams: Mapping[str, Rebasable],
         *,
         ssm: Any = None,
+        region: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
@@ -61,13 +62,14 @@ class ModuleDirectory:
         self.refresh_seconds = refresh_seconds
         self.timeout_seconds = timeout_seconds
         self._ssm = ssm
+        self.region = region  # another region's parameters (a peer's), else this one's
         self._checked_at = -math.inf
         self._refreshing: asyncio.Future[None] | None = None
 
     @property
     def ssm(self) -> Any:
         if self._ssm is None:
-            self._ssm = aws_calls.client("ssm")
+            self._ssm = aws_calls.client("ssm", region_name=self.region)
         return self._ssm
 
     def refresh(self) -> None:

@@ -279,17 +279,39 @@ class RouteTable:
         """Every upstream the gateway calls: each uncelled module by its name, and each cell
         of a celled one as ``<module>/<cell>`` with that cell's URL."""
         out: dict[str, ModuleConfig] = {}
-        for name, module in self.modules.items():
-            if not module.celled:
-                out[name] = module
-            for cell, url in module.cells.items():
-                out[module.unit(cell)] = module.model_copy(update={"upstream": url})
+        for module in self.modules.values():
+            out.update(module_units(module))
         return out
 
     @classmethod
     def load(cls, path: Path, env: dict[str, str] | None = None) -> RouteTable:
         with open(path, "rb") as fh:
             return cls.from_dict(tomllib.load(fh), env)
+
+
+def module_units(module: ModuleConfig) -> dict[str, ModuleConfig]:
+    """A module's upstreams: itself, or each of its cells (``<module>/<cell>``)."""
+    if not module.celled:
+        return {module.name: module}
+    return {
+        module.unit(cell): module.model_copy(update={"upstream": url})
+        for cell, url in module.cells.items()
+    }
+
+
+def elsewhere(module: ModuleConfig, upstream: str) -> ModuleConfig:
+    """``module`` served from other URLs (another region's): ``upstream`` as routes.toml
+    writes it, with the same cells as ``module``."""
+    try:
+        other = ModuleConfig(**{**module.model_dump(), "cells": {}, **_upstreams(upstream)})
+    except ValidationError as exc:
+        raise RouteTableError(f"module {module.name}: {_explain(exc)}") from exc
+    if list(other.cells) != list(module.cells):
+        raise RouteTableError(
+            f"module {module.name}: {upstream!r} has cells {list(other.cells)}, "
+            f"not {list(module.cells)}"
+        )
+    return other
 
 
 def _upstreams(value: str) -> dict[str, object]:
