@@ -103,6 +103,8 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
         ),
         # the celled modules' cells, keys placed explicitly and keys moving now
         **({"cells": state.cells.view()} if state.cells.modules else {}),
+        # this region, its peers, the routing controls and the calls sent to peers
+        **({"regions": state.regions.view()} if state.regions.peers else {}),
         "fallbacks_served": dict(state.forwarder.served),
         "unavailable": dict(state.forwarder.unavailable),
         "fallback_errors": dict(state.forwarder.fallback_errors),

@@ -14,6 +14,7 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from gateway.regions.control import RegionControl
 from gateway.routing.routes import RouteTable, RouteTableError
+from shared_contracts.identity import Role
 from tests.unit.gateway.conftest import UPSTREAMS
 
 PEERS = json.dumps(
@@ -210,3 +211,12 @@ def test_peer_upstreams_are_checked_at_start_up():
         GatewaySettings(peer_upstreams='{"us-west-2": ["http://loads.west.test"]}')
     named = GatewaySettings(region_peers="eu-west-1", peer_upstreams=PEERS)
     assert named.peers == ["eu-west-1", "us-west-2"]
+
+
+def test_operators_see_the_regions_in_the_status(gateway, bearer, routing):
+    routing.evacuate("us-west-2")
+    gateway.app.state.regions.copy.refresh()
+    view = gateway.get("/ops/status", headers=bearer(Role.OPS, None)).json()["regions"]
+    assert view["region"] == "us-east-1" and view["peers"] == ["us-west-2"]
+    assert view["controls"]["us-west-2"]["serving"] is False
+    assert view["failover_units"]["loads"] == ["us-west-2:loads"]
