@@ -32,7 +32,8 @@ from gateway.ops import operators
 from gateway.ops.apidoc import install_openapi
 from gateway.pipeline import Forward, Step, build_pipeline, gateway_steps
 from gateway.regions.control import RoutingControls, RoutingControlSource
-from gateway.regions.router import Regions, parse_peer_upstreams, peer_unit
+from gateway.regions.peers import peer_configs, peer_unit, published
+from gateway.regions.router import Regions
 from gateway.release.router import Releases
 from gateway.release.state import ControlTableReleases, ReleaseSource
 from gateway.release.stats import ControlTableStats, ReleaseStats, StatsSink
@@ -51,14 +52,7 @@ from gateway.resilience.faults import ControlTableFaults, FaultInjector
 from gateway.resilience.fleet import ControlTableBreakers, FleetBreakers
 from gateway.resilience.retry import RetryBudget
 from gateway.routing.directory import ModuleDirectory
-from gateway.routing.routes import (
-    ModuleConfig,
-    RouteTable,
-    RouteTableError,
-    Tier,
-    elsewhere,
-    module_units,
-)
+from gateway.routing.routes import ModuleConfig, RouteTable, RouteTableError
 from gateway.security.auth import Authenticator, JwksKeySource, JwtAuthenticator, NoAuthenticator
 from gateway.security.ratelimit import Limit, RateLimiter
 from gateway.security.signer import SignerProvider
@@ -383,29 +377,19 @@ def peer_upstreams(
     table: RouteTable,
     build: Callable[[ModuleConfig, str, SigV4Auth | None], ModuleUpstream],
 ) -> dict[str, dict[str, ModuleUpstream]]:
-    """Each peer region's upstreams of this gateway's critical modules, by the local unit
-    they stand in for (``loads/cell-1`` -> the peer's ``us-west-2:loads/cell-1``): the
-    URLs RELAY_PEER_UPSTREAMS names (local runs), else placeholders the peer's SSM
-    parameters replace at the first refresh (AWS, :class:`PeerDirectories`)."""
-    named = parse_peer_upstreams(settings.peer_upstreams)
-    critical = [m for m in table.modules.values() if m.tier is Tier.CRITICAL]
-    out: dict[str, dict[str, ModuleUpstream]] = {}
-    for peer in settings.peers:
-        specs = named.get(peer)
-        units: dict[str, ModuleUpstream] = {}
-        for module in critical:
-            if specs is not None and module.name not in specs:
-                continue  # the local stack names the modules the peer runs
-            where = (
-                specs[module.name]
-                if specs is not None
-                else _placeholders(module, f"{module.name}.{peer}.invalid")
+    """Each peer region's upstreams of the critical modules (``us-west-2:loads/cell-1``),
+    by the local unit they stand in for, each with its own breaker, bulkhead and budget."""
+    return {
+        peer: {
+            unit: build(
+                config,
+                peer_unit(peer, unit),
+                SigV4Auth(peer) if settings.sign_upstreams else None,
             )
-            auth = SigV4Auth(peer) if settings.sign_upstreams else None
-            for unit, config in module_units(elsewhere(module, where)).items():
-                units[unit] = build(config, peer_unit(peer, unit), auth)
-        out[peer] = units
-    return out
+            for unit, config in units.items()
+        }
+        for peer, units in peer_configs(settings, table).items()
+    }
 
 
 def peer_directories(
@@ -413,14 +397,11 @@ def peer_directories(
     peers: dict[str, dict[str, ModuleUpstream]],
     clock: Callable[[], float],
 ) -> list[ModuleDirectory]:
-    """In AWS (RELAY_SSM_PATH, no RELAY_PEER_UPSTREAMS entry for the peer): each peer's
-    module URLs, read from that region's SSM as the local ones are from this region's."""
-    named = parse_peer_upstreams(settings.peer_upstreams)
-    if not settings.ssm_path:
-        return []
+    """In AWS: each peer's module URLs, read from that region's SSM as the local ones are
+    from this region's (gateway.regions.peers)."""
     return [
         ModuleDirectory(
-            settings.ssm_path,
+            str(settings.ssm_path),
             units,
             region=peer,
             clock=clock,
@@ -428,15 +409,8 @@ def peer_directories(
             timeout_seconds=settings.store_timeout_seconds,
         )
         for peer, units in peers.items()
-        if peer not in named and units
+        if published(settings, peer) and units
     ]
-
-
-def _placeholders(module: ModuleConfig, host: str) -> str:
-    """An address that answers nothing until the peer's published URL replaces it."""
-    if not module.celled:
-        return f"https://{host}"
-    return ",".join(f"{cell}=https://{cell}.{host}" for cell in module.cells)
 
 
 def upstream_transport(settings: GatewaySettings) -> httpx.AsyncBaseTransport:

@@ -166,7 +166,7 @@ class GatewaySettings(BaseSettings):
     @property
     def peers(self) -> list[str]:
         """The peer regions: RELAY_REGION_PEERS, then any RELAY_PEER_UPSTREAMS names."""
-        from gateway.regions.router import parse_peer_upstreams
+        from gateway.regions.peers import parse_peer_upstreams
 
         named = [p.strip() for p in self.region_peers.split(",") if p.strip()]
         return named + [p for p in parse_peer_upstreams(self.peer_upstreams) if p not in named]
@@ -174,7 +174,7 @@ class GatewaySettings(BaseSettings):
     @field_validator("peer_upstreams")
     @classmethod
     def _peer_upstreams(cls, value: str) -> str:
-        from gateway.regions.router import parse_peer_upstreams
+        from gateway.regions.peers import parse_peer_upstreams
 
         parse_peer_upstreams(value)  # a typo is a start-up error
         return value

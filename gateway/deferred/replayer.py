@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -46,7 +46,9 @@ from gateway.cells.router import Cells
 from gateway.config import GatewaySettings
 from gateway.deferred.ledger import DeferredLedger, LedgerError
 from gateway.deferred.queue import DeferredWrite
+from gateway.regions.peers import PeerAddress, peer_configs, published
 from gateway.resilience.faults import ControlTableFaults, FaultInjector, FaultKind
+from gateway.routing.directory import ModuleDirectory
 from gateway.routing.routes import RouteTable
 from gateway.security.signer import SignerProvider
 from gateway.security.sigv4 import SigV4Auth
@@ -93,9 +95,13 @@ class Replayer:
         ledger: DeferredLedger | None = None,
         faults: FaultInjector | None = None,
         cells: Cells | None = None,
+        elsewhere: Mapping[str, Sequence[PeerAddress]] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table = table
+        # unit -> the peer regions' addresses of it (critical modules): a write whose module
+        # is down here is applied there, with its idempotency key (a global table's record)
+        self.elsewhere = elsewhere or {}
         self.cells = cells or Cells(table.modules, None, background=False)
         self.client = client
         self.signer = signer
@@ -135,13 +141,7 @@ class Replayer:
             out[headers.IDENTITY] = self.signer.get().sign(
                 write.identity, audience=write.module, cells=cells
             )
-        url = base_url + write.path + (f"?{write.query}" if write.query else "")
-        try:
-            response = self.client.request(
-                write.method, url, content=write.body.encode(), headers=out
-            )
-        except httpx.TransportError as exc:
-            raise ReplayFailed(f"{write.module} unreachable: {exc}") from None
+        response = self._deliver(write, unit, base_url, out)
         status = response.status_code
         if (
             status >= 500
@@ -170,6 +170,31 @@ class Replayer:
                 extra=logs.fields(outcome=DeferredState.APPLIED.value, status=status),
             )
         return status
+
+    def _deliver(
+        self, write: DeferredWrite, unit: str, base_url: str, out: dict[str, str]
+    ) -> httpx.Response:
+        """The module's answer: this region's, or, when it is down here (unreachable or a
+        5xx), a peer region's. Raises :class:`ReplayFailed` when none answers."""
+        target = write.path + (f"?{write.query}" if write.query else "")
+        failure = ""
+        here = PeerAddress(base_url, httpx.USE_CLIENT_DEFAULT)
+        for where in (here, *self.elsewhere.get(unit, ())):
+            try:
+                response = self.client.request(
+                    write.method,
+                    where.base_url + target,
+                    content=write.body.encode(),
+                    headers=out,
+                    auth=where.auth,
+                )
+            except httpx.TransportError as exc:
+                failure = failure or f"{write.module} unreachable: {exc}"
+                continue
+            if response.status_code < 500:
+                return response
+            failure = failure or f"{write.module} answered {response.status_code}"
+        raise ReplayFailed(failure)
 
     def _cell_of(self, write: DeferredWrite) -> tuple[str, str, tuple[tuple[str, str], ...] | None]:
         """The cell the write's key is placed in now: its URL, its name, and the driver's
@@ -213,6 +238,24 @@ class Replayer:
             raise ReplayFailed(f"outcome of {write.tracking_id} not recorded: {exc}") from None
 
 
+def peer_addresses(settings: GatewaySettings, table: RouteTable) -> dict[str, list[PeerAddress]]:
+    """The peer regions' addresses of each critical unit (gateway.regions.peers); in AWS read
+    once from each peer's SSM (a read that fails leaves the placeholders: the write then
+    waits for this region's module, as without peers)."""
+    out: dict[str, list[PeerAddress]] = {}
+    for peer, units in peer_configs(settings, table).items():
+        auth = SigV4Auth(peer) if settings.sign_upstreams else None  # signed for its region
+        addresses = {unit: PeerAddress(config.upstream, auth) for unit, config in units.items()}
+        if published(settings, peer):
+            try:
+                ModuleDirectory(str(settings.ssm_path), addresses, region=peer).refresh()
+            except Exception as exc:
+                log.error("could not read %s's module URLs (%r)", peer, exc)
+        for unit, address in addresses.items():
+            out.setdefault(unit, []).append(address)
+    return out
+
+
 def make_handler(replayer: Replayer | None = None) -> LambdaHandler:
     """The Lambda handler; the route table and HTTP client are built on first use."""
     state: dict[str, Replayer] = {}
@@ -249,6 +292,7 @@ def make_handler(replayer: Replayer | None = None) -> LambdaHandler:
                 ledger=ledger,
                 faults=faults,
                 cells=Cells(table.modules, placements, refresh_seconds=0, background=False),
+                elsewhere=peer_addresses(settings, table),
             )
         return state["r"]
 

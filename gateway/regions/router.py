@@ -23,7 +23,6 @@ start-up, then every ``refresh_seconds`` in the background.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -35,25 +34,6 @@ from gateway.sharedcopy import SharedCopy
 if TYPE_CHECKING:
     from gateway.forwarding.upstream import ModuleUpstream
     from gateway.routing.directory import ModuleDirectory
-
-SEPARATOR = ":"  # between a peer region and the unit it serves: "us-west-2:loads/cell-1"
-
-
-def peer_unit(region: str, unit: str) -> str:
-    return f"{region}{SEPARATOR}{unit}"
-
-
-def parse_peer_upstreams(raw: str) -> dict[str, dict[str, str]]:
-    """``RELAY_PEER_UPSTREAMS``: ``{"<region>": {"<module>": "<upstream>"}}``, each upstream
-    as routes.toml writes it (one URL, or "cell-1=URL,cell-2=URL")."""
-    if not raw.strip():
-        return {}
-    data = json.loads(raw)
-    if not isinstance(data, dict) or not all(
-        isinstance(m, dict) and all(isinstance(u, str) for u in m.values()) for m in data.values()
-    ):
-        raise ValueError('RELAY_PEER_UPSTREAMS is {"<region>": {"<module>": "<upstream>"}}')
-    return data
 
 
 class Regions:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gateway.deferred.queue import DeferredWrite
-from gateway.deferred.replayer import Replayer, ReplayFailed, make_handler
+from gateway.deferred.replayer import Replayer, ReplayFailed, make_handler, peer_addresses
 from gateway.routing.routes import RouteTable
 from gateway.security.signer import SignerProvider
 from shared_contracts.identity import IdentityContext, Role
@@ -129,3 +129,47 @@ def test_one_drivers_failing_write_does_not_hold_up_another_drivers(replayer, up
     result = make_handler(replayer)({"Records": records}, None)
     # D-1's first write failed: its second waits; D-2's writes are applied
     assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == ["m0", "m2"]
+
+
+# --- a peer region ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def with_peer(settings):
+    peers = json.dumps({"us-west-2": {"loads": "http://loads.west.test"}})
+    s = settings.model_copy(update={"peer_upstreams": peers})
+    table = RouteTable.load(s.routes_file, env=UPSTREAMS)
+    return Replayer(table, httpx.Client(), SignerProvider(s), elsewhere=peer_addresses(s, table))
+
+
+@pytest.mark.parametrize(
+    "down", [httpx.Response(500), httpx.ConnectError("loads is gone in this region")]
+)
+def test_a_write_whose_module_is_down_here_is_applied_in_the_peer_region(with_peer, upstream, down):
+    here = upstream.post("http://loads.test/loads/L-1/events")
+    here.mock(
+        **({"return_value": down} if isinstance(down, httpx.Response) else {"side_effect": down})
+    )
+    there = upstream.post("http://loads.west.test/loads/L-1/events").respond(201, json={})
+    assert with_peer.apply(write(1)) == 201
+    assert here.call_count == 1
+    sent = there.calls.last.request
+    assert sent.headers["idempotency-key"] == "key-1"  # applied once, in either region
+    assert identity_of(sent, "loads") == DRIVER
+
+
+def test_a_peer_is_asked_only_when_the_module_is_down_here(with_peer, upstream):
+    upstream.post("http://loads.test/loads/L-1/events").respond(
+        409, json={"type": "urn:relay:problem:idempotency-in-progress"}
+    )
+    there = upstream.post("http://loads.west.test/loads/L-1/events").respond(201, json={})
+    with pytest.raises(ReplayFailed):
+        with_peer.apply(write(1))  # the module is up here: it decides
+    assert there.call_count == 0
+
+
+def test_down_in_every_region_the_write_stays_queued(with_peer, upstream):
+    upstream.post("http://loads.test/loads/L-1/events").respond(503)
+    upstream.post("http://loads.west.test/loads/L-1/events").respond(503)
+    with pytest.raises(ReplayFailed, match="503"):
+        with_peer.apply(write(1))
