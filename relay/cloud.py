@@ -15,6 +15,14 @@ A celled stage (``deploy_system(cells=N)``, docs/deploy.md "Cells") deploys the 
 template N times, ``Cell=cell-1`` .. ``cell-N``, each as its own stack (``LoadsApp/cell-1``
 ..., names of its own), and gives every stack that declares ``LoadsCells`` N.
 
+Two regions (docs/deploy.md "Regions"): a LocalCloud is one region, as a CloudFormation
+stack is. The primary region's is deployed first (``PrimaryRegion``, ``ReplicaRegion`` in
+its parameters), then the second region's with the same two: an
+``AWS::DynamoDB::GlobalTable`` is created as AWS creates it, one table per replica region
+(each with its stream, indexes and TTL), by the stack whose condition ``OwnsGlobalTables``
+holds; the other region's stacks create none and use the replicas by name.
+:meth:`StackResult.global_tables` names the tables a local replicator keeps in step.
+
 Compute (functions, the HTTP API, alarms, log groups, IAM) is not created: locally each
 function runs as its own process (see :mod:`relay.stack`).
 """
@@ -76,6 +84,7 @@ LOCAL_IDENTITY_SECRET_ARN = (
 )
 SSM_VALUE_TYPE = re.compile(r"^AWS::SSM::Parameter::Value<(String|List<String>)>$")
 DYNAMIC_REFERENCE = re.compile(r"\{\{resolve:([a-z-]+):([^}]*)\}\}")
+GLOBAL_TABLE = "AWS::DynamoDB::GlobalTable"
 # What ``!GetAtt <Function>.Version.Version`` (the version SAM publishes) is locally: one
 # process per function, never a published version.
 LOCAL_FUNCTION_VERSION = "$LATEST"
@@ -97,6 +106,8 @@ def load_template(path: Path) -> dict[str, Any]:
 class Resource:
     ref: Any
     attrs: dict[str, Any] = field(default_factory=dict)
+    # An AWS::DynamoDB::GlobalTable's replica regions (this stack's region first).
+    replicas: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +123,8 @@ class StackResult:
     inputs: dict[str, Any] = field(default_factory=dict)
     # Each function's environment, resolved when the stack deployed (as Lambda's is).
     environments: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Resources whose Condition was false: not created, as in CloudFormation.
+    skipped: set[str] = field(default_factory=set)
 
     def find_function(self, logical_id: str) -> tuple[StackResult, dict[str, Any]]:
         res = self.template.get("Resources", {}).get(logical_id)
@@ -144,14 +157,26 @@ class StackResult:
         }
 
     def functions(self) -> dict[str, StackResult]:
-        """Every function logical id in this stack tree, with the stack that holds it."""
+        """Every function logical id in this stack tree, with the stack that holds it (a
+        function whose condition was false is not deployed, and not listed)."""
         out = {
             lid: self
             for lid, res in self.template.get("Resources", {}).items()
-            if res["Type"] == "AWS::Serverless::Function"
+            if res["Type"] == "AWS::Serverless::Function" and lid not in self.skipped
         }
         for child in self.children.values():
             out.update(child.functions())
+        return out
+
+    def global_tables(self) -> list[str]:
+        """The names of the global tables this stack tree created with more than one
+        replica (the children's first): what a local replicator keeps in step across the
+        regions. Empty in a region that does not own them (docs/deploy.md, Regions)."""
+        out = [name for child in self.children.values() for name in child.global_tables()]
+        for lid, res in self.template.get("Resources", {}).items():
+            deployed = self.resources.get(lid)
+            if res["Type"] == GLOBAL_TABLE and deployed and len(deployed.replicas) > 1:
+                out.append(str(deployed.ref))
         return out
 
 
@@ -172,15 +197,18 @@ class LocalCloud:
         self.function_urls = function_urls or {}
         self.endpoint_url = endpoint_url
         self._session = session or boto3.session.Session(region_name=region)
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
         self._names: set[str] = set()
 
-    def client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = self._session.client(
-                service, region_name=self.region, endpoint_url=self.endpoint_url
+    def client(self, service: str, region: str | None = None) -> Any:
+        """A client of this LocalCloud's region, or of ``region`` (a global table's replica
+        in another region is created there, as AWS does)."""
+        key = (service, region or self.region)
+        if key not in self._clients:
+            self._clients[key] = self._session.client(
+                service, region_name=key[1], endpoint_url=self.endpoint_url
             )
-        return self._clients[service]
+        return self._clients[key]
 
     # --- deploy -----------------------------------------------------------------------
 
@@ -253,7 +281,9 @@ class LocalCloud:
         for logical_id in _dependency_order(resources):
             spec = resources[logical_id]
             if "Condition" in spec and not self._condition(stack, spec["Condition"]):
-                continue  # as CloudFormation: a resource whose condition is false is not made
+                # as CloudFormation: a resource whose condition is false is not made
+                stack.skipped.add(logical_id)
+                continue
             stack.resources[logical_id] = self._create(stack, logical_id, spec)
         for logical_id, spec in resources.items():
             if "Condition" in spec and not self._condition(stack, spec["Condition"]):
@@ -281,6 +311,8 @@ class LocalCloud:
         ``AWS::Lambda::EventSourceMapping`` resources of its stack that invoke it or its
         alias (those whose ``Condition`` is false were not deployed)."""
         owner, spec = stack.find_function(logical_id)
+        if logical_id in owner.skipped:
+            return []  # not deployed here (a projector outside the primary region)
         streams = [
             str(self.resolve(owner, event["Properties"]["Stream"]))
             for event in spec["Properties"].get("Events", {}).values()
@@ -329,8 +361,8 @@ class LocalCloud:
         self._names.add(name)
         return name
 
-    def _arn(self, service: str, resource: str) -> str:
-        return f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{resource}"
+    def _arn(self, service: str, resource: str, region: str | None = None) -> str:
+        return f"arn:aws:{service}:{region or self.region}:{ACCOUNT_ID}:{resource}"
 
     def _create(self, stack: StackResult, logical_id: str, spec: dict[str, Any]) -> Resource:
         kind = spec["Type"]
@@ -349,6 +381,8 @@ class LocalCloud:
             )
         if kind == "AWS::DynamoDB::Table":
             return self._table(stack, logical_id, props)
+        if kind == GLOBAL_TABLE:
+            return self._global_table(stack, logical_id, props)
         if kind == "AWS::SQS::Queue":
             return self._queue(stack, logical_id, props)
         if kind == "AWS::SNS::Topic":
@@ -421,21 +455,61 @@ class LocalCloud:
     def _table(self, stack: StackResult, logical_id: str, props: dict[str, Any]) -> Resource:
         props = self.resolve(stack, props)
         name = self._physical_name(logical_id, props.get("TableName"), stack)
-        kwargs: dict[str, Any] = {
-            "TableName": name,
-            "KeySchema": props["KeySchema"],
-            "AttributeDefinitions": props["AttributeDefinitions"],
-            "BillingMode": props.get("BillingMode", "PROVISIONED"),
-        }
+        kwargs: dict[str, Any] = {"BillingMode": props.get("BillingMode", "PROVISIONED")}
         if kwargs["BillingMode"] == "PROVISIONED":
             kwargs["ProvisionedThroughput"] = {
                 k: int(v) for k, v in props["ProvisionedThroughput"].items()
             }
+        return self._create_table(name, props, kwargs, self.region)
+
+    def _global_table(self, stack: StackResult, logical_id: str, props: dict[str, Any]) -> Resource:
+        """An ``AWS::DynamoDB::GlobalTable`` as AWS makes it: the table in every replica
+        region, each with its own stream; Ref is the name, GetAtt Arn and StreamArn are
+        this region's replica's."""
+        props = self.resolve(stack, props)
+        name = self._physical_name(logical_id, props.get("TableName"), stack)
+        regions = [str(replica["Region"]) for replica in props.get("Replicas", [])]
+        if self.region not in regions:
+            # CloudFormation's rule too: the stack's own region is one of the replicas.
+            raise TemplateError(
+                f"{stack.path.name}: {logical_id}: no replica in the stack's region {self.region}"
+            )
+        if len(set(regions)) != len(regions):
+            raise TemplateError(f"{stack.path.name}: {logical_id}: a region is replicated twice")
+        if props.get("BillingMode", "PROVISIONED") != "PAY_PER_REQUEST":
+            raise TemplateError(
+                f"{stack.path.name}: {logical_id}: only PAY_PER_REQUEST global tables deploy "
+                "locally"
+            )
+        if not props.get("StreamSpecification"):
+            raise TemplateError(
+                f"{stack.path.name}: {logical_id}: a global table needs its stream "
+                "(NEW_AND_OLD_IMAGES)"
+            )
+        kwargs = {"BillingMode": "PAY_PER_REQUEST"}
+        here = self._create_table(name, props, kwargs, self.region)
+        for region in regions:
+            if region != self.region:
+                self._create_table(name, props, kwargs, region)
+        ordered = [self.region] + [r for r in regions if r != self.region]
+        return Resource(ref=name, attrs=here.attrs, replicas=ordered)
+
+    def _create_table(
+        self, name: str, props: dict[str, Any], kwargs: dict[str, Any], region: str
+    ) -> Resource:
+        """One table in ``region`` from resolved Table or GlobalTable properties (the same
+        key schema, indexes, stream and TTL), plus ``kwargs`` (its billing)."""
+        kwargs = {
+            "TableName": name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            **kwargs,
+        }
         if props.get("GlobalSecondaryIndexes"):
             kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
         if props.get("StreamSpecification"):
             kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
-        ddb = self.client("dynamodb")
+        ddb = self.client("dynamodb", region)
         created = ddb.create_table(**kwargs)["TableDescription"]
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
@@ -443,8 +517,7 @@ class LocalCloud:
                 TableName=name,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
             )
-        arn = self._arn("dynamodb", f"table/{name}")
-        attrs = {"Arn": arn}
+        attrs = {"Arn": self._arn("dynamodb", f"table/{name}", region)}
         if created.get("LatestStreamArn"):
             attrs["StreamArn"] = created["LatestStreamArn"]
         return Resource(ref=name, attrs=attrs)

@@ -545,9 +545,11 @@ def test_relay_cells_move_on_a_local_celled_stage(
     if "cells" not in inspect.signature(LocalCloud.deploy_system).parameters:
         pytest.skip("this tree's local deployer has no celled stages")
     cloud = LocalCloud(endpoint_url=emulator_url)
-    cloud.deploy_system(
+    root = cloud.deploy_system(
         parameters={"Stage": "local", "IdentityPublicKey": TEST_IDENTITY_PUBLIC_KEY}, cells=3
     )
+    # cell-1's tables as its function gets them (named by the template, relay-local-loads-...)
+    cell_1 = cloud.function_env(root.cells()["cell-1"], "LoadsFunction")
     (tmp_path / "stack.json").write_text(
         json.dumps({"emulator_url": emulator_url, "cells": {"loads": CELLS}})
     )
@@ -556,9 +558,9 @@ def test_relay_cells_move_on_a_local_celled_stage(
     sqs = boto3.client("sqs", endpoint_url=emulator_url)
     driver = _driver_in("cell-1")
     settings = LoadsSettings(
-        loads_table=local_table_name("cell-1", "loads"),
-        load_events_table=local_table_name("cell-1", "events"),
-        idempotency_table=local_table_name("cell-1", "idempotency"),
+        loads_table=cell_1["LOADS_TABLE"],
+        load_events_table=cell_1["LOAD_EVENTS_TABLE"],
+        idempotency_table=cell_1["IDEMPOTENCY_TABLE"],
         notifications_queue_url=sqs.create_queue(QueueName="test")["QueueUrl"],
     )
     svc = LoadsService(LoadsRepository(settings, dynamodb=dynamodb, sqs=sqs), clock=lambda: NOW)

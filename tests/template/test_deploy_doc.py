@@ -57,6 +57,7 @@ UNIT_TEMPLATE = {
     "navigate": "modules/navigate/template.yaml",
     "message": "modules/message/template.yaml",
     "gateway": "template.yaml",
+    "frontdoor": "frontdoor/template.yaml",  # Regions: once per stage, not in the order
 }
 UNITS = "|".join(UNIT_TEMPLATE)
 # relay-<stage>-<unit>, or a loads cell's relay-<stage>-loads-<cell> (docs/deploy.md, Cells)

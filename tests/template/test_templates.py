@@ -40,7 +40,12 @@ SSM_NAME = re.compile(
 CELL_SEGMENT = re.compile(r"/cell-[1-9][0-9]?/")
 LOADS_CELL_CONDITIONS = {2: "LoadsCell2", 3: "LoadsCell3", 4: "LoadsCell4"}
 SSM_REFERENCE = re.compile(r"\{\{resolve:ssm:([^}]*)\}\}")
-TABLE_TYPES = ("AWS::DynamoDB::Table", "AWS::Cognito::UserPool", "AWS::SQS::Queue")
+TABLE_TYPES = (
+    "AWS::DynamoDB::Table",
+    "AWS::DynamoDB::GlobalTable",
+    "AWS::Cognito::UserPool",
+    "AWS::SQS::Queue",
+)
 
 
 class _NoManagedPolicies:
@@ -365,6 +370,11 @@ def test_every_table_user_pool_and_queue_is_retained_and_deletion_protected(path
         if res["Type"] == "AWS::DynamoDB::Table":
             assert props.get("DeletionProtectionEnabled") is True, lid
             assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], lid
+        if res["Type"] == "AWS::DynamoDB::GlobalTable":  # per replica (docs/deploy.md, Regions)
+            for replica in branches(props["Replicas"]):
+                assert replica.get("DeletionProtectionEnabled") is True, lid
+                pitr = replica["PointInTimeRecoverySpecification"]
+                assert pitr["PointInTimeRecoveryEnabled"] is True, lid
         if res["Type"] == "AWS::Cognito::UserPool":
             assert props.get("DeletionProtection") == "ACTIVE", lid
 
@@ -557,7 +567,11 @@ def test_the_projector_reads_every_loads_cell_s_stream():
     same = {k: v for k, v in event.items() if k not in ("Stream", "DestinationConfig")}
     for k in (2, 3, 4):
         mapping = mappings[f"LoadsCell{k}StreamMapping"]
-        assert mapping["Condition"] == f"LoadsCell{k}"
+        # the cell's, in the primary region only, as the projector (docs/deploy.md, Regions)
+        assert mapping["Condition"] == f"ProjectsLoadsCell{k}"
+        assert _load(ROOT_TEMPLATE)["Conditions"][f"ProjectsLoadsCell{k}"] == {
+            "Fn::And": [{"Condition": "OwnsGlobalTables"}, {"Condition": f"LoadsCell{k}"}]
+        }
         props = mapping["Properties"]
         # the live alias, as the SAM events: a new version's canary projects its share
         assert props["FunctionName"] == {"Ref": "FallbackProjectorFunction.Alias"}
@@ -582,13 +596,20 @@ def test_the_projector_reads_every_loads_cell_s_stream():
     # and SAM keeps the mappings' conditions
     cfn = _transformed(ROOT_TEMPLATE)["Resources"]
     for k in (2, 3, 4):
-        assert cfn[f"LoadsCell{k}StreamMapping"]["Condition"] == f"LoadsCell{k}"
+        assert cfn[f"LoadsCell{k}StreamMapping"]["Condition"] == f"ProjectsLoadsCell{k}"
 
 
 def test_the_placement_table_is_the_gateway_stack_s_and_read_only_to_its_functions():
     template = _load(ROOT_TEMPLATE)
     table = template["Resources"]["CellPlacementTable"]
-    assert table["Type"] == "AWS::DynamoDB::Table"
+    # global, referred to by name in both regions (docs/deploy.md, Regions)
+    assert table["Type"] == "AWS::DynamoDB::GlobalTable"
+    name = {"Fn::Sub": "relay-${Stage}-placement"}
+    arn = {
+        "Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/"
+        "relay-${Stage}-placement"
+    }
+    assert table["Properties"]["TableName"] == name
     props = table["Properties"]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["KeySchema"] == [
@@ -602,15 +623,10 @@ def test_the_placement_table_is_the_gateway_stack_s_and_read_only_to_its_functio
     for lid in ("GatewayFunction", "DeferredReplayFunction"):
         function = template["Resources"][lid]
         env = function["Properties"]["Environment"]["Variables"]
-        assert env["RELAY_PLACEMENT_TABLE"] == {"Ref": "CellPlacementTable"}
-        on_table = [
-            s
-            for s in _statements(function)
-            if s["Resource"] == {"Fn::GetAtt": "CellPlacementTable.Arn"}
-            or s["Resource"] == {"Fn::GetAtt": ["CellPlacementTable", "Arn"]}
-        ]
+        assert env["RELAY_PLACEMENT_TABLE"] == name
+        on_table = [s for s in _statements(function) if s["Resource"] == arn]
         assert [set(s["Action"]) for s in on_table] == [{"dynamodb:GetItem", "dynamodb:Query"}]
         for policy in function["Properties"]["Policies"]:  # no SAM policy on it either
-            assert "CellPlacementTable" not in str(policy) or "Statement" in policy, lid
+            assert "relay-${Stage}-placement" not in str(policy) or "Statement" in policy, lid
     assert "/relay/${Stage}/gateway/placement-table-name" in _published(ROOT_TEMPLATE)
-    assert template["Outputs"]["CellPlacementTableName"]["Value"] == {"Ref": "CellPlacementTable"}
+    assert template["Outputs"]["CellPlacementTableName"]["Value"] == name
