@@ -34,8 +34,12 @@ async def _operator(request: Request) -> IdentityContext:
 
 
 Operator = Annotated[IdentityContext, Depends(_operator)]
-# A module ("loads"), or one cell of a celled module ("loads/cell-1").
-ModuleName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}(/[a-z][a-z0-9-]{0,15})?$")]
+# A module ("loads"), one cell of a celled module ("loads/cell-1"), or either as a peer
+# region serves it to this gateway ("us-west-2:loads", "us-west-2:loads/cell-1").
+ModuleName = Annotated[
+    str,
+    Path(pattern=r"^([a-z]{2}(-[a-z]+)+-\d:)?[a-z][a-z0-9-]{0,31}(/[a-z][a-z0-9-]{0,15})?$"),
+]
 
 RegionName = Annotated[str, Path(pattern=REGION_NAME)]
 
@@ -147,7 +151,11 @@ async def routes(request: Request, _: Operator) -> dict[str, Any]:
 
 
 def _known(request: Request, module: str) -> None:
-    if module not in request.app.state.upstreams and module not in request.app.state.routes.modules:
+    state = request.app.state
+    region, _, name = module.rpartition(":")
+    if region and region not in state.regions.peers:
+        raise NotFoundError(f"no peer region {region}")
+    if name not in state.upstreams and name not in state.routes.modules:
         raise NotFoundError(f"no module {module}")
 
 

@@ -220,3 +220,20 @@ def test_operators_see_the_regions_in_the_status(gateway, bearer, routing):
     assert view["region"] == "us-east-1" and view["peers"] == ["us-west-2"]
     assert view["controls"]["us-west-2"]["serving"] is False
     assert view["failover_units"]["loads"] == ["us-west-2:loads"]
+
+
+def test_a_game_day_can_black_hole_the_calls_to_a_peer_region(gateway, upstream, bearer):
+    ops = bearer(Role.OPS, None)
+    fault = {"kind": "error", "error_rate": 1.0, "ttl_seconds": 60}
+    assert gateway.put("/ops/faults/us-west-2:loads", json=fault, headers=ops).status_code == 200
+    assert gateway.put("/ops/faults/eu-west-1:loads", json=fault, headers=ops).status_code == 404
+    home = upstream.get("http://loads.test/loads").respond(503)
+    away = upstream.get("http://loads.west.test/loads").respond(200, json=LOADS)
+    open_home(gateway, bearer)
+    west = gateway.app.state.regions.failover["loads"][0][1]
+    for _ in range(10):
+        if west.breaker.state == "open":
+            break
+        gateway.get("/loads", headers=bearer())
+    assert west.breaker.state == "open" and away.call_count == 0  # the fault answered
+    assert home.call_count > 0
