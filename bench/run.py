@@ -27,7 +27,13 @@ reference, gateway, ...), so that a verdict does not flip with the host's speed:
 8. cells: instructions per in-process forward (callgrind) with loads in 2 cells against
    uncelled, in interleaved rounds, and one of N loads cells black-holed on the real local
    stack (N = 2, 3, 4): the shares of drivers degraded and failed, against 1/N, and the
-   healthy cells' latency before and during (bench/cell_cost.py).
+   healthy cells' latency before and during (bench/cell_cost.py);
+9. regions: instructions per in-process forward (callgrind) with a second region
+   configured (a us-west-2 peer of the critical modules, the routing controls read) against
+   one region, in interleaved rounds, and us-east-1 evacuated and restored on the real
+   two-region local stack under synthetic drivers: the seconds until its hostname is
+   answered from us-west-2 and back, the requests failed meanwhile, and the replication
+   lag (bench/region_cost.py).
 
 Every figure is the median of its rounds with their range; a target whose reference moved
 more than its noise threshold across the rounds gets "too noisy for a verdict"
@@ -68,7 +74,7 @@ from module_kit.signed_context import generate_key_pair
 from relay.cloud import load_template
 from relay.paths import shown
 
-from . import cell_cost, instructions, verdicts
+from . import cell_cost, instructions, region_cost, verdicts
 from .harness import (
     LOAD_BODY,
     LOAD_CPU,
@@ -161,6 +167,9 @@ class Report:
     # The cells phase (bench.cell_cost.phase): instructions (per mode, one figure per
     # round), requests, drivers, placed, commands; blast_radius (one entry per N cells).
     cells: dict[str, Any] = field(default_factory=dict)
+    # The regions phase (bench.region_cost.phase): instructions (per mode, one figure per
+    # round), requests, drivers, commands; evacuation (the local stack's figures).
+    regions: dict[str, Any] = field(default_factory=dict)
     command: str = ""  # the bench's own command line
 
     @classmethod
@@ -1600,6 +1609,7 @@ def markdown(
     fleet: dict[str, Any] | None = None,
     release: dict[str, Any] | None = None,
     cells: dict[str, Any] | None = None,
+    regions: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -1682,17 +1692,20 @@ def markdown(
         "every driver answered meanwhile. That one is measured once, against the interval "
         "(set, not measured): MET or MISSED, never too noisy.",
         cell_cost.TARGET_TEXT,
+        region_cost.TARGET_TEXT,
         "",
         '`make bench BENCH_ARGS="--quick"` is a smoke check '
         f"({QUICK_ROUNDS} rounds of {QUICK_SECONDS} s measurements, no profile); its "
         "verdicts mean little, and it writes bench/results/quick.json and quick.md, never "
         "this file. A full run writes its figures to bench/results/latest.json, `--baseline` "
         "to baseline.json, the fleet and Lambda phases to fleet.json, the release phase "
-        "to release.json and the cells phase to cells.json (kept on the machine, not "
+        "to release.json, the cells phase to cells.json and the regions phase to "
+        "regions.json (kept on the machine, not "
         "committed), and each rewrites this file from them all; `--render` rewrites it "
         "without measuring. A run of only the fleet and Lambda phases (`--phases "
-        "fleet,lambda`), of the release phase (`--phases release`) or of the cells phase "
-        "(`--phases cells`) replaces only its own section.",
+        "fleet,lambda`), of the release phase (`--phases release`), of the cells phase "
+        "(`--phases cells`) or of the regions phase (`--phases regions`) replaces only its "
+        "own section.",
         "",
     ]
     if report is not None:
@@ -1700,6 +1713,7 @@ def markdown(
             ("fleet", fleet, "The fleet's", "section 6"),
             ("release", release, "The release phase's", "sections 8 and 9"),
             ("cells", cells, "The cells phase's", "sections 10 and 11"),
+            ("regions", regions, "The regions phase's", "sections 12 to 14"),
         ):
             later = figures.get("started", "") if figures else ""
             if (
@@ -1718,6 +1732,7 @@ def markdown(
     lines += fleet_markdown(Report.from_dict(fleet) if fleet else None)
     lines += release_markdown(Report.from_dict(release) if release else None)
     lines += cell_cost.markdown(Report.from_dict(cells) if cells else None)
+    lines += region_cost.markdown(Report.from_dict(regions) if regions else None)
     lines += baseline_markdown(baseline)
     return "\n".join(lines)
 
@@ -2294,7 +2309,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--phases",
-        default="hop,fast-fail,isolation,profile,cold-start,fleet,lambda,release,cells",
+        default="hop,fast-fail,isolation,profile,cold-start,fleet,lambda,release,cells,regions",
     )
     parser.add_argument(
         "--baseline", metavar="REF", help="compare this tree with git REF (hop, fast-fail)"
@@ -2334,6 +2349,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_json(RESULTS / "fleet.json"),
                 load_json(RESULTS / "release.json"),
                 load_json(RESULTS / "cells.json"),
+                load_json(RESULTS / "regions.json"),
             )
         )
         if previous and {"hop", "fast-fail"} <= {m.phase for m in previous.measurements}:
@@ -2357,6 +2373,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_json(RESULTS / "fleet.json"),
                 load_json(RESULTS / "release.json"),
                 load_json(RESULTS / "cells.json"),
+                load_json(RESULTS / "regions.json"),
             )
         )
         print(f"\nwrote {shown(args.out)} in {time.monotonic() - started:.0f} s")
@@ -2412,12 +2429,14 @@ def main(argv: list[str] | None = None) -> int:
         phase_release(report)
     if "cells" in phases:
         cell_cost.phase(report)
+    if "regions" in phases:
+        region_cost.phase(report)
     report.elapsed_seconds = time.monotonic() - started
     report.load_average["end"] = load_average()
-    # A run of only the fleet and Lambda phases (``--phases fleet``), of the release phase or
-    # of the cells phase, replaces their section, and nothing else: the main section stays
-    # that of the last run that measured it.
-    partial = not set(phases) - {"fleet", "lambda", "release", "cells"}
+    # A run of only the fleet and Lambda phases (``--phases fleet``), of the release phase, of
+    # the cells phase or of the regions phase, replaces their section, and nothing else: the
+    # main section stays that of the last run that measured it.
+    partial = not set(phases) - {"fleet", "lambda", "release", "cells", "regions"}
     if not partial:
         (RESULTS / recorded).write_text(json.dumps(asdict(report), indent=2))
     if report.fleet or report.lambda_cpu:  # the fleet section's figures, from any run
@@ -2427,6 +2446,8 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "release.json").write_text(json.dumps(asdict(report), indent=2))
     if report.cells:  # the cells section's figures, from any run
         (RESULTS / "cells.json").write_text(json.dumps(asdict(report), indent=2))
+    if report.regions:  # the regions section's figures, from any run
+        (RESULTS / "regions.json").write_text(json.dumps(asdict(report), indent=2))
     main_report = previous if partial and not args.quick else report
     args.out.write_text(
         markdown(
@@ -2435,6 +2456,7 @@ def main(argv: list[str] | None = None) -> int:
             load_json(RESULTS / "fleet.json"),
             load_json(RESULTS / "release.json"),
             load_json(RESULTS / "cells.json"),
+            load_json(RESULTS / "regions.json"),
         )
     )
     if "hop" in phases and "fast-fail" in phases:
