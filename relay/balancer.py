@@ -64,20 +64,13 @@ def nginx_binary() -> str | None:
     return next((c for c in NGINX_CANDIDATES if os.access(c, os.X_OK)), None)
 
 
-def render_config(prefix: Path, listen_port: int, gateway_ports: Sequence[int]) -> str:
-    """nginx.conf for a balancer on ``listen_port`` over ``gateway_ports`` (all loopback)."""
-    if not gateway_ports:
-        raise ValueError("a balancer needs at least one gateway port")
-    if len(set(gateway_ports)) != len(gateway_ports) or listen_port in gateway_ports:
-        raise ValueError("the balancer and every gateway need ports of their own")
-    servers = "\n".join(
-        f"        server {HOST}:{port} max_fails=1 fail_timeout=2s;" for port in gateway_ports
-    )
+def preamble(prefix: Path) -> str:
+    """The top of an nginx.conf whose files all live under ``prefix``, up to and including
+    ``http {``: the balancer's and the front door's (relay.frontdoor) alike."""
     # nginx started as root runs its workers as `nobody`, who cannot write the temp paths
     # under the state dir: locally they run as whoever runs relay dev.
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
-    return f"""# Written by relay dev (relay/balancer.py) at each start; edits are overwritten.
-{user}worker_processes 1;
+    return f"""{user}worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -90,19 +83,29 @@ http {{
     scgi_temp_path {prefix}/scgi;
     server_tokens off;
     keepalive_requests 100000;
+"""
 
-    # Round-robin (nginx's default) over every gateway process.
-    upstream gateways {{
+
+def upstream(name: str, gateway_ports: Sequence[int]) -> str:
+    """An ``upstream`` block over gateway processes: round-robin (nginx's default), each
+    skipped for 2 s after failing, with keep-alive connections to them."""
+    servers = "\n".join(
+        f"        server {HOST}:{port} max_fails=1 fail_timeout=2s;" for port in gateway_ports
+    )
+    return f"""    upstream {name} {{
 {servers}
         keepalive {KEEPALIVE_CONNECTIONS};
         keepalive_timeout {KEEPALIVE_TIMEOUT_SECONDS}s;
     }}
+"""
 
-    server {{
-        listen {HOST}:{listen_port};
-        client_max_body_size 0;
-        location / {{
-            proxy_pass http://gateways;
+
+def proxy_location(upstream_name: str) -> str:
+    """``location /`` proxying to ``upstream_name`` with the rules of this module's
+    docstring: the client's address in X-Forwarded-For, keep-alive, never a second try of a
+    request that may have been applied."""
+    return f"""        location / {{
+            proxy_pass http://{upstream_name};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $http_host;
@@ -117,16 +120,37 @@ http {{
             proxy_read_timeout {READ_TIMEOUT_SECONDS}s;
             proxy_send_timeout {READ_TIMEOUT_SECONDS}s;
         }}
-    }}
+"""
+
+
+def render_config(prefix: Path, listen_port: int, gateway_ports: Sequence[int]) -> str:
+    """nginx.conf for a balancer on ``listen_port`` over ``gateway_ports`` (all loopback)."""
+    if not gateway_ports:
+        raise ValueError("a balancer needs at least one gateway port")
+    if len(set(gateway_ports)) != len(gateway_ports) or listen_port in gateway_ports:
+        raise ValueError("the balancer and every gateway need ports of their own")
+    return f"""# Written by relay dev (relay/balancer.py) at each start; edits are overwritten.
+{preamble(prefix)}
+    # Round-robin (nginx's default) over every gateway process.
+{upstream("gateways", gateway_ports)}
+    server {{
+        listen {HOST}:{listen_port};
+        client_max_body_size 0;
+{proxy_location("gateways")}    }}
 }}
 """
 
 
-def write_config(prefix: Path, listen_port: int, gateway_ports: Sequence[int]) -> Path:
-    """Write the balancer's prefix (config, temp dirs) and return the config's path."""
+def prepare_prefix(prefix: Path) -> None:
+    """nginx's prefix directory and the temp paths :func:`preamble` names."""
     prefix.mkdir(parents=True, exist_ok=True)
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / sub).mkdir(exist_ok=True)
+
+
+def write_config(prefix: Path, listen_port: int, gateway_ports: Sequence[int]) -> Path:
+    """Write the balancer's prefix (config, temp dirs) and return the config's path."""
+    prepare_prefix(prefix)
     conf = prefix / "nginx.conf"
     conf.write_text(render_config(prefix, listen_port, gateway_ports))
     return conf

@@ -25,6 +25,7 @@ from . import demo
 from .cells import cells_app
 from .cloud import ROOT
 from .devissuer import DevIssuer
+from .regions import region_app
 from .release.controller import Outcome
 from .release.policy import Policy
 from .stack import STATE_DIR, LocalStack
@@ -44,6 +45,7 @@ app = typer.Typer(help="Relay gateway developer tools.", no_args_is_help=True, a
 notifications = typer.Typer(help="The notifications worker's queues.", no_args_is_help=True)
 app.add_typer(notifications, name="notifications")
 app.add_typer(cells_app, name="cells")  # relay cells show|place|move (docs/cells.md)
+app.add_typer(region_app, name="region")  # relay region show|evacuate|restore
 
 
 @functools.cache
@@ -90,8 +92,25 @@ def dev(
             "process (~70 MB each: 2 run fine on a 2-core laptop); 1 runs loads uncelled",
         ),
     ] = 2,
+    regions: Annotated[
+        str,
+        typer.Option(
+            help="Regions, the primary first: two (us-east-1,us-west-2) run the second "
+            "region's gateway and critical modules too, the global tables' replicator and a "
+            "front door on --port playing Route 53 (one gateway per region, no --tls)",
+        ),
+    ] = "us-east-1",
 ) -> None:
     """Run the whole system locally until Ctrl-C."""
+    names = tuple(r.strip() for r in regions.split(",") if r.strip())
+    if len(names) > 1 and (gateways > 1 or tls):
+        # One gateway per region behind the front door: a fleet per region, or TLS at the
+        # front door, is not what a two-region run rehearses (the front door's switch is).
+        raise typer.BadParameter(
+            "two regions run one gateway each behind the front door, over plain HTTP: "
+            "use it without --gateways and --tls",
+            param_hint="--regions",
+        )
     stop = threading.Event()
     # Both stop it, also when started in the background, where SIGINT starts out ignored.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -101,6 +120,7 @@ def dev(
         + (f" ({cells} loads cells)" if cells > 1 else "")
         + " and "
         + (f"{gateways} gateways behind nginx ..." if gateways > 1 else "the gateway ...")
+        + (f" in {len(names)} regions ({', '.join(names)})" if len(names) > 1 else "")
     )
     # A process that exits is restarted with backoff; its exit and restart are printed.
     with LocalStack(
@@ -109,6 +129,7 @@ def dev(
         tls=tls,
         gateways=gateways,
         cells=cells,
+        regions=names,
         supervise=True,
         on_event=lambda message: typer.echo(message, err=True),
     ) as stack:
@@ -116,7 +137,7 @@ def dev(
         typer.echo(f"\nRelay is up. Gateway: {stack.gateway_url}   emulator: {stack.emulator_url}")
         for name, proc in stack.processes.items():
             typer.echo(
-                f"  {name:<14} {proc.url if proc.port else '(worker)'}   log: {proc.log_path}"
+                f"  {name:<24} {proc.url if proc.port else '(worker)'}   log: {proc.log_path}"
             )
         typer.echo(f"\nDev token for driver {demo.DRIVERS[0]} (12 h):\n{token}\n")
         ca = stack.processes[stack.gateway_names[0]].ca_file
@@ -124,6 +145,8 @@ def dev(
         typer.echo(
             f"Try:\ncurl -s {cacert}-H 'Authorization: Bearer {token}' {stack.gateway_url}/loads\n"
         )
+        if stack.multi_region:
+            _print_regions(stack, token)
         typer.echo(
             "Other tokens: .venv/bin/relay token --driver D-1002 | --role dispatch\n"
             "Game days: .venv/bin/relay ps | stop NAME | start NAME | restart NAME "
@@ -137,12 +160,37 @@ def dev(
         typer.echo("\nStopping ...")
 
 
+def _print_regions(stack: LocalStack, token: str) -> None:
+    """What a two-region run adds: each region's gateway, the front door's hostnames, the
+    replication stats, the lever."""
+    from .frontdoor import hostname
+
+    typer.echo("Regions (the front door plays Route 53: a hostname per region):")
+    for region in stack.regions:
+        typer.echo(f"  {region:<12} gateway {stack.region_gateway_url(region)}")
+        typer.echo(
+            f"    curl -s -H 'Host: {hostname(region)}' "
+            f"-H 'Authorization: Bearer {token}' {stack.gateway_url}/loads -D - -o /dev/null"
+        )
+    typer.echo(
+        f"  any other Host is {hostname(stack.primary_region)}; the answer's relay-region "
+        "header names the region that served it"
+    )
+    typer.echo(f"  replication stats: {stack.replication_stats_file}")
+    typer.echo(
+        f"  front door switches: {stack.state_dir / 'frontdoor.json'}\n"
+        f"Evacuate a region: .venv/bin/relay region evacuate {stack.primary_region} "
+        '--reason "game day"   (relay region show | restore)\n'
+    )
+
+
 ProcessName = Annotated[
     str,
     typer.Argument(
         help="emulator, loads, gatepass, navigate, message, notifications, replay or gateway "
         "(with --gateways N: gateway-1 .. gateway-N and balancer; with --cells N: "
-        "loads/cell-1 .. loads/cell-N instead of loads)"
+        "loads/cell-1 .. loads/cell-N instead of loads; with --regions: replicator, frontdoor "
+        "and the second region's us-west-2/gateway, us-west-2/loads ...)"
     ),
 ]
 

@@ -12,6 +12,23 @@ reach the stack through its control socket (:mod:`relay.supervisor`).
 With ``cells=N`` (N >= 2, ``relay dev --cells N``) loads is celled (docs/deploy.md, Cells):
 the loads template is deployed once per cell and each cell runs as its own process,
 ``loads/cell-1`` .. ``loads/cell-N``, with its own tables and port; there is no ``loads``.
+
+With ``regions=("us-east-1", "us-west-2")`` (``relay dev --regions``; docs/deploy.md,
+Regions) one emulator serves both regions (moto keeps each region's resources apart). The
+primary's stacks are deployed first (their global tables make their replicas in the second
+region), then the second region's. The primary runs every process under today's names; the
+second region runs only what must be its own, each named ``<region>/<name>``: its gateway,
+its critical modules (``us-west-2/loads`` or ``us-west-2/loads/cell-k``,
+``us-west-2/gatepass``), its deferred-writes replayer and its notifications worker (each
+region's loads enqueues to its own region's queue, and each region's gateway defers to its
+own queue). navigate and message run in the primary only: the second region's stacks
+publish the primary's processes as their URLs, so its gateway calls them across regions (a
+degradable and a deferrable module). The fallback projector runs in the primary only, as
+the template deploys it. Every process has ``AWS_REGION`` of its region; each gateway has
+``RELAY_PEER_UPSTREAMS``, the other region's critical module processes. A ``replicator``
+(:mod:`relay.replicator`) plays DynamoDB global tables between the regions, and nginx on
+the gateway port plays Route 53 (``frontdoor``, :mod:`relay.frontdoor`), moved by the
+routing controls that ``relay region evacuate|restore`` pulls.
 """
 
 from __future__ import annotations
@@ -19,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -37,10 +55,11 @@ import httpx
 
 from module_kit.signed_context import generate_key_pair
 
-from . import balancer
+from . import balancer, frontdoor
 from .balancer import BALANCER_NAME
 from .cloud import CELLED_STACK, ROOT, LocalCloud, StackResult, cell_names
 from .devissuer import DevIssuer
+from .frontdoor import FRONTDOOR_NAME
 from .supervisor import ControlServer, RestartPolicy, Supervisor, control_socket_path
 
 HOST = "127.0.0.1"
@@ -66,6 +85,15 @@ EVENT_SOURCES = {
     "DeferredReplayFunction": "replay",
     "FallbackProjectorFunction": "projector",
 }
+# Run in the primary region only (degradable, deferrable): the other region's stacks
+# publish the primary's processes as their URLs.
+PRIMARY_ONLY_FUNCTIONS = ("NavigateFunction", "MessageFunction")
+# The modules every region runs, and its gateway's peer upstreams name (routes.toml's
+# critical tier).
+CRITICAL_MODULES = ("loads", "gatepass")
+REPLICATOR_NAME = "replicator"
+REPLICATION_STATS_FILE = "replication.json"
+REGION_PREFIX = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")  # gateway.regions.control.REGION_NAME
 log = logging.getLogger("relay.stack")
 START_TIMEOUT_SECONDS = 30.0
 RETIRE_AFTER_SECONDS = 10.0  # a promoted version's predecessor runs on this long
@@ -78,13 +106,24 @@ def free_port() -> int:
 
 
 def log_name(name: str) -> str:
-    """A process's log file name: ``loads/cell-1`` logs to ``loads-cell-1.log``."""
+    """A process's log file name: ``loads/cell-1`` logs to ``loads-cell-1.log``,
+    ``us-west-2/gateway`` to ``us-west-2-gateway.log``."""
     return name.replace("/", "-") + ".log"
 
 
+def split_region(name: str) -> tuple[str | None, str]:
+    """A process name's region prefix and the rest: ``("us-west-2", "loads/cell-1")`` for
+    ``us-west-2/loads/cell-1``, ``(None, "loads")`` for the primary's ``loads``."""
+    head, sep, rest = name.partition("/")
+    if sep and REGION_PREFIX.match(head):
+        return head, rest
+    return None, name
+
+
 def module_of(name: str) -> str:
-    """The module a module process serves: ``loads`` for ``loads`` and ``loads/cell-1``."""
-    return name.partition("/")[0]
+    """The module a module process serves: ``loads`` for ``loads``, ``loads/cell-1`` and
+    ``us-west-2/loads/cell-1``."""
+    return split_region(name)[1].partition("/")[0]
 
 
 def local_gateway_env(state_dir: Path, identity_private_key: str) -> dict[str, str]:
@@ -195,6 +234,9 @@ class LocalStack:
     # Loads cells (relay dev --cells N): with N > 1, one loads stack and process per cell,
     # loads/cell-1 .. loads/cell-N, each with its own tables and port; with 1, uncelled.
     cells: int = 1
+    # The regions (relay dev --regions), the primary first: one runs everything as before;
+    # two run the second region's critical processes too, the replicator and the front door.
+    regions: tuple[str, ...] = ("us-east-1",)
     # Extra gateway settings (RELAY_*), e.g. looser rate limits for a fuzzing run.
     gateway_overrides: dict[str, str] = field(default_factory=dict)
     # Restart processes that exit, with backoff, and serve `relay ps|stop|start|restart`
@@ -205,9 +247,26 @@ class LocalStack:
     # besides logs/supervisor.log; relay dev prints them.
     on_event: Callable[[str], None] | None = None
     processes: dict[str, Process] = field(default_factory=dict)
-    cloud: LocalCloud | None = None
-    deployed: StackResult | None = None
+    cloud: LocalCloud | None = None  # the primary region's
+    deployed: StackResult | None = None  # the primary region's
     emulator_url: str = ""
+    # Every region's LocalCloud and deployed stacks (the primary's are cloud and deployed).
+    region_clouds: dict[str, LocalCloud] = field(default_factory=dict)
+    region_deployed: dict[str, StackResult] = field(default_factory=dict)
+    front_door: frontdoor.NginxFrontDoor | None = field(default=None, init=False, repr=False)
+    start_seconds: float | None = field(default=None, init=False)  # start() took this long
+    _ports: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    # Each process running a function: name -> (region, logical id, cell)
+    _functions: dict[str, tuple[str, str, str | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _frontdoor_controller: frontdoor.FrontDoorController | None = field(
+        default=None, init=False, repr=False
+    )
+    _frontdoor_thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _frontdoor_stop: threading.Event = field(
+        default_factory=threading.Event, init=False, repr=False
+    )
     supervisor: Supervisor | None = field(default=None, init=False, repr=False)
     _supervision_stop: threading.Event = field(
         default_factory=threading.Event, init=False, repr=False
@@ -227,9 +286,50 @@ class LocalStack:
 
     @property
     def gateway_url(self) -> str:
-        """Where clients connect: the balancer in front of a fleet, else the gateway."""
+        """Where clients connect: the front door of two regions, the balancer in front of a
+        fleet, else the gateway."""
+        if self.multi_region:
+            return self.processes[FRONTDOOR_NAME].url
         front = BALANCER_NAME if self.gateways > 1 else "gateway"
         return self.processes[front].url
+
+    def region_gateway_url(self, region: str) -> str:
+        """``region``'s gateway itself, not through the front door."""
+        return self.processes[self.region_gateway_names(region)[0]].url
+
+    @property
+    def primary_region(self) -> str:
+        return self.regions[0]
+
+    @property
+    def multi_region(self) -> bool:
+        return len(self.regions) > 1
+
+    @property
+    def replication_stats_file(self) -> Path:
+        """The replicator's stats (applied, superseded, lag ...), rewritten every second."""
+        return self.state_dir / REPLICATION_STATS_FILE
+
+    def process_name(self, region: str, name: str) -> str:
+        """``name`` in ``region``: as it is in the primary, ``<region>/<name>`` elsewhere."""
+        return name if region == self.primary_region else f"{region}/{name}"
+
+    def region_module_processes(self, region: str) -> dict[str, tuple[str, str | None]]:
+        """``region``'s module processes: every module in the primary; the critical ones
+        (loads or its cells, gatepass) elsewhere, named ``<region>/...``."""
+        if region == self.primary_region:
+            return self.module_processes
+        return {
+            self.process_name(region, name): (lid, cell)
+            for name, (lid, cell) in self.module_processes.items()
+            if lid not in PRIMARY_ONLY_FUNCTIONS
+        }
+
+    def region_gateway_names(self, region: str) -> list[str]:
+        """``region``'s gateway processes (:attr:`gateway_names` in the primary)."""
+        if region == self.primary_region:
+            return self.gateway_names
+        return [self.process_name(region, "gateway")]
 
     @property
     def identity_key_file(self) -> Path:
@@ -274,25 +374,59 @@ class LocalStack:
     def _start(self) -> None:
         if self.gateways < 1:
             raise ValueError("a stack needs at least one gateway process")
+        self._check_regions()
         nginx = None
-        if self.gateways > 1:
+        if self.gateways > 1 or self.multi_region:
             if self.tls:
-                raise ValueError("--tls serves one gateway process; use it without --gateways")
+                raise ValueError(
+                    "--tls serves one gateway process; use it without --gateways or --regions"
+                )
             nginx = balancer.nginx_binary()
             if nginx is None:
                 raise RuntimeError(balancer.NOT_INSTALLED)
-        logs = self.state_dir / "logs"
-        base_env = {**os.environ, **LOCAL_CREDENTIALS, "PYTHONUNBUFFERED": "1"}
-        base_env.pop("AWS_PROFILE", None)
+        started = time.monotonic()
+        self._start_emulator()
+        self.deploy()
+        self.plan()
+        for name, proc in self.processes.items():
+            if name != "emulator":
+                proc.start()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        for proc in self.processes.values():
+            proc.wait_ready(deadline)
+        self._start_frontdoor_controller()
+        self.start_seconds = time.monotonic() - started
+        self._write_state()
+
+    def _check_regions(self) -> None:
+        from gateway.regions.control import REGION_NAME
+
+        if not self.regions:
+            raise ValueError("a stack runs in at least one region")
+        if len(set(self.regions)) != len(self.regions):
+            raise ValueError(f"a region is named twice: {', '.join(self.regions)}")
+        if len(self.regions) > 2:
+            raise ValueError("the local stack runs one or two regions (a primary and one more)")
+        for region in self.regions:
+            if not re.match(REGION_NAME, region):
+                raise ValueError(f"{region!r} is not a region name (us-east-1, us-west-2 ...)")
+        if self.multi_region and self.gateways > 1:
+            raise ValueError(
+                "--regions runs one gateway per region behind the front door; "
+                "use it without --gateways"
+            )
+
+    def _start_emulator(self) -> None:
         moto_port = free_port()
         self.emulator_url = f"http://{HOST}:{moto_port}"
         # moto's server, with SQS FIFO groups kept in order and DynamoDB transactions that
-        # cannot undo each other (relay/emulator.py).
+        # cannot undo each other (relay/emulator.py). One server serves every region: moto
+        # keeps each region's resources apart, by the region a request is signed for.
         moto = Process(
             "emulator",
             [sys.executable, "-m", "relay.emulator", "-H", HOST, "-p", str(moto_port)],
-            base_env,
-            logs / "emulator.log",
+            self.base_env(self.primary_region),
+            self.state_dir / "logs" / "emulator.log",
             port=moto_port,
             health_path="/moto-api/",
         )
@@ -300,20 +434,16 @@ class LocalStack:
         moto.start()
         moto.wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
 
-        ports = {name: free_port() for name in self.module_processes}
-        session = boto3.session.Session(
-            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=LOCAL_CREDENTIALS["AWS_REGION"],
-        )
-        self.cloud = LocalCloud(
-            function_urls={
-                _url_key(lid, cell): f"http://{HOST}:{ports[name]}/"
-                for name, (lid, cell) in self.module_processes.items()
-            },
-            endpoint_url=self.emulator_url,
-            session=session,
-        )
+    def deploy(self) -> None:
+        """Deploy every region's stacks into the emulator at ``emulator_url`` (the primary's
+        first: its global tables create their replicas in the other region), and seed the
+        primary's tables (the replicator copies the global ones). Ports are chosen here:
+        every stack publishes its region's module URLs."""
+        self._ports = {
+            name: free_port()
+            for region in self.regions
+            for name in self.region_module_processes(region)
+        }
         # A fresh identity key pair per run: the platform stack publishes the public half
         # (SSM) for the modules; every stack of the stage, in order (docs/deploy.md).
         identity_private, identity_public = generate_key_pair()
@@ -323,119 +453,309 @@ class LocalStack:
         self.identity_key_file.touch(mode=0o600)
         self.identity_key_file.chmod(0o600)  # also when an earlier run's file is there
         self.identity_key_file.write_text(identity_private)
-        self.deployed = self.cloud.deploy_system(
-            parameters={"Stage": "local", "IdentityPublicKey": identity_public}, cells=self.cells
-        )
-        gateway_local = local_gateway_env(self.state_dir, identity_private)
-        aws_env = {**base_env, "AWS_ENDPOINT_URL": self.emulator_url}
-
+        parameters: dict[str, Any] = {"Stage": "local", "IdentityPublicKey": identity_public}
+        if self.multi_region:
+            parameters |= {"PrimaryRegion": self.regions[0], "ReplicaRegion": self.regions[1]}
+        self._deploy_regions(parameters)
         if self.seed:
-            self._seed(session)
+            self._seed(self._session(self.primary_region))
 
+    def _deploy_regions(self, parameters: dict[str, Any]) -> None:
+        """Each region's LocalCloud and stacks, the primary's first."""
+        for region in self.regions:
+            cloud = LocalCloud(
+                region=region,
+                function_urls=self._function_urls(region),
+                endpoint_url=self.emulator_url,
+                session=self._session(region),
+            )
+            self.region_clouds[region] = cloud
+            self.region_deployed[region] = cloud.deploy_system(parameters, cells=self.cells)
+        self.cloud = self.region_clouds[self.primary_region]
+        self.deployed = self.region_deployed[self.primary_region]
+
+    def _function_urls(self, region: str) -> dict[str, str]:
+        """What ``region``'s stacks publish as each module function's URL: its own module
+        processes, and (another region than the primary) the primary's navigate and
+        message, which run there only (degradable and deferrable: the gateway calls them
+        across regions)."""
+        if region in self.region_clouds:  # a redeploy: the URLs as they are now
+            return self.region_clouds[region].function_urls
+        urls = {
+            _url_key(lid, cell): f"http://{HOST}:{self._ports[name]}/"
+            for name, (lid, cell) in self.region_module_processes(region).items()
+        }
+        if region != self.primary_region:
+            for lid in PRIMARY_ONLY_FUNCTIONS:
+                urls[lid] = f"http://{HOST}:{self._ports[MODULES[lid][0]]}/"
+        return urls
+
+    def plan(self) -> None:
+        """Every process of the deployed stack, made but not started: names, argv, ports and
+        environments (the primary region's processes under today's names, another region's
+        under ``<region>/``)."""
+        assert self.deployed is not None
+        logs = self.state_dir / "logs"
+        front = self.gateways > 1 or self.multi_region  # nginx in front of the gateways
+        gateway_local = local_gateway_env(self.state_dir, self.identity_private_key)
         version = source_version(ROOT)
-        for name, (lid, cell) in self.module_processes.items():
-            factory = MODULES[lid][1]
-            env = {**aws_env, **self.function_env(lid, cell=cell), "RELAY_VERSION": version}
-            self.processes[name] = Process(
-                name, _uvicorn(factory, ports[name]), env, logs / log_name(name), port=ports[name]
+        gateway_ports: dict[str, list[int]] = {}
+        for region in self.regions:
+            aws_env = self.aws_env(region)
+            for name, (lid, cell) in self.region_module_processes(region).items():
+                factory = MODULES[lid][1]
+                env = {
+                    **aws_env,
+                    **self.function_env(lid, cell=cell, region=region),
+                    "RELAY_VERSION": version,
+                }
+                port = self._ports[name]
+                self.processes[name] = Process(
+                    name, _uvicorn(factory, port), env, logs / log_name(name), port=port
+                )
+                self._functions[name] = (region, lid, cell)
+            self._plan_event_sources(region, gateway_local)
+            gateway_env = {
+                **aws_env,
+                **self.function_env(GATEWAY_FUNCTION, region=region),
+                **gateway_local,
+                # Behind nginx, X-Forwarded-For from it (loopback) names the client.
+                **({"RELAY_TRUSTED_PROXIES": HOST} if front else {}),
+                **(
+                    {"RELAY_PEER_UPSTREAMS": json.dumps(self.peer_upstreams(region))}
+                    if self.multi_region
+                    else {}
+                ),
+                **self.gateway_overrides,
+            }
+            cert = key = None
+            if self.tls:
+                from .tls import self_signed_certificate
+
+                cert, key = self_signed_certificate(self.state_dir)
+            names = self.region_gateway_names(region)
+            ports = [self.gateway_port] if not front else [free_port() for _ in names]
+            gateway_ports[region] = ports
+            for name, port in zip(names, ports, strict=True):
+                # The gateway's own server entry: header limits, read timeouts, no proxy
+                # headers.
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "gateway.edge.server",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                ]
+                if cert is not None and key is not None:
+                    argv += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+                self.processes[name] = Process(
+                    name, argv, dict(gateway_env), logs / log_name(name), port=port, ca_file=cert
+                )
+                self._functions[name] = (region, GATEWAY_FUNCTION, None)
+        if self.multi_region:
+            self._plan_replicator()
+            self._plan_frontdoor({r: ports[0] for r, ports in gateway_ports.items()})
+        elif self.gateways > 1:
+            nginx = balancer.nginx_binary() or "nginx"
+            prefix = self.state_dir / BALANCER_NAME
+            conf = balancer.write_config(prefix, self.gateway_port, gateway_ports[self.regions[0]])
+            self.processes[BALANCER_NAME] = Process(
+                BALANCER_NAME,
+                balancer.argv(nginx, prefix, conf),
+                {**os.environ},
+                logs / log_name(BALANCER_NAME),
+                port=self.gateway_port,
             )
 
-        # One local event source runner per SQS-triggered function (notifications, replay).
-        for lid, owner in self.deployed.functions().items():
-            for queue in self.deployed.sqs_event_sources(lid):
+    def _plan_event_sources(self, region: str, gateway_local: dict[str, str]) -> None:
+        """One local event source runner per SQS-triggered function of ``region`` (its
+        notifications worker and deferred-writes replayer: each region's queues are its
+        own) and per function with DynamoDB stream events (the projector: the primary's
+        only, the template deploys it there alone)."""
+        cloud, deployed = self.region_clouds[region], self.region_deployed[region]
+        aws_env = self.aws_env(region)
+        for lid, owner in deployed.functions().items():
+            for queue in deployed.sqs_event_sources(lid):
                 handler = owner.template["Resources"][lid]["Properties"]["Handler"]
-                name = EVENT_SOURCES.get(lid, lid)
+                name = self.process_name(region, EVENT_SOURCES.get(lid, lid))
                 self.processes[name] = Process(
                     name,
                     [sys.executable, "-m", "relay.eventsource", handler],
                     {
                         **aws_env,
-                        **self.function_env(lid),
+                        **self.function_env(lid, region=region),
                         **gateway_local,
                         "EVENT_SOURCE_QUEUE_URL": queue.ref,
                         "EVENT_SOURCE_QUEUE_ARN": queue.attrs["Arn"],
                         "EVENT_SOURCE_BACKOFF_BASE_SECONDS": str(self.event_source_backoff[0]),
                         "EVENT_SOURCE_BACKOFF_MAX_SECONDS": str(self.event_source_backoff[1]),
                     },
-                    logs / f"{name}.log",
+                    self.state_dir / "logs" / log_name(name),
                 )
-
-        # One local stream runner per function with DynamoDB stream events (the projector),
-        # reading every stream of the function (relay.eventsource.DynamoDBStreamRunner).
-        for lid, owner in self.deployed.functions().items():
-            if streams := self.cloud.stream_event_sources(self.deployed, lid):
+                self._functions[name] = (region, lid, None)
+        # reading every stream of the function (relay.eventsource.DynamoDBStreamRunner)
+        for lid, owner in deployed.functions().items():
+            if streams := cloud.stream_event_sources(deployed, lid):
                 handler = owner.template["Resources"][lid]["Properties"]["Handler"]
-                name = EVENT_SOURCES.get(lid, lid)
+                name = self.process_name(region, EVENT_SOURCES.get(lid, lid))
                 self.processes[name] = Process(
                     name,
                     [sys.executable, "-m", "relay.eventsource", handler],
                     {
                         **aws_env,
-                        **self.function_env(lid),
+                        **self.function_env(lid, region=region),
                         "EVENT_SOURCE_STREAM_ARNS": ",".join(streams),
                     },
-                    logs / f"{name}.log",
+                    self.state_dir / "logs" / log_name(name),
                 )
+                self._functions[name] = (region, lid, None)
 
-        gateway_env = {
-            **aws_env,
-            **self.function_env(GATEWAY_FUNCTION),
-            **gateway_local,
-            # Behind the balancer, X-Forwarded-For from it (loopback) names the client.
-            **({"RELAY_TRUSTED_PROXIES": HOST} if nginx else {}),
-            **self.gateway_overrides,
-        }
-        cert = key = None
-        if self.tls:
-            from .tls import self_signed_certificate
-
-            cert, key = self_signed_certificate(self.state_dir)
-        gateway_ports = (
-            [self.gateway_port] if nginx is None else [free_port() for _ in range(self.gateways)]
+    def _plan_replicator(self) -> None:
+        """The global tables' stand-in (relay.replicator): every replicated table, between
+        every region, its stats in ``<state dir>/replication.json``."""
+        assert self.deployed is not None
+        tables = self.global_tables
+        if not tables:
+            log.warning("the deployed stacks name no global table: no replicator runs")
+            return
+        self.processes[REPLICATOR_NAME] = Process(
+            REPLICATOR_NAME,
+            [sys.executable, "-m", "relay.replicator"],
+            {
+                **self.aws_env(self.primary_region),
+                "RELAY_REPLICATOR_TABLES": ",".join(tables),
+                "RELAY_REPLICATOR_REGIONS": ",".join(self.regions),
+                "RELAY_REPLICATOR_STATS_FILE": str(self.replication_stats_file),
+            },
+            self.state_dir / "logs" / log_name(REPLICATOR_NAME),
         )
-        for name, port in zip(self.gateway_names, gateway_ports, strict=True):
-            # The gateway's own server entry: header limits, read timeouts, no proxy headers.
-            argv = [
-                sys.executable,
-                "-m",
-                "gateway.edge.server",
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-            ]
-            if cert is not None and key is not None:
-                argv += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
-            self.processes[name] = Process(
-                name, argv, dict(gateway_env), logs / f"{name}.log", port=port, ca_file=cert
-            )
-        if nginx is not None:
-            prefix = self.state_dir / BALANCER_NAME
-            conf = balancer.write_config(prefix, self.gateway_port, gateway_ports)
-            self.processes[BALANCER_NAME] = Process(
-                BALANCER_NAME,
-                balancer.argv(nginx, prefix, conf),
-                {**os.environ},
-                logs / f"{BALANCER_NAME}.log",
-                port=self.gateway_port,
-            )
-        for name, proc in self.processes.items():
-            if name != "emulator":
-                proc.start()
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        for proc in self.processes.values():
-            proc.wait_ready(deadline)
-        self._write_state()
 
-    def function_env(self, logical_id: str, *, cell: str | None = None) -> dict[str, str]:
-        """The environment of function ``logical_id`` (of loads cell ``cell``'s stack; the
-        first cell's when celled and none is named)."""
-        assert self.cloud
-        assert self.deployed
-        stack = self.deployed
+    def _plan_frontdoor(self, gateway_ports: dict[str, int]) -> None:
+        """nginx as the front door on gateway_port, every hostname at its own region."""
+        nginx = balancer.nginx_binary() or "nginx"
+        prefix = self.state_dir / FRONTDOOR_NAME
+        self.front_door = frontdoor.NginxFrontDoor(
+            prefix,
+            self.gateway_port,
+            gateway_ports,
+            status_port=free_port(),
+            master_pid=self._frontdoor_pid,
+        )
+        conf = self.front_door.write(frontdoor.answering(self.regions, self.regions))
+        self.processes[FRONTDOOR_NAME] = Process(
+            FRONTDOOR_NAME,
+            balancer.argv(nginx, prefix, conf),
+            {**os.environ},
+            self.state_dir / "logs" / log_name(FRONTDOOR_NAME),
+            port=self.gateway_port,
+        )
+
+    def _frontdoor_pid(self) -> int | None:
+        proc = self.processes.get(FRONTDOOR_NAME)
+        return proc.pid if proc is not None and proc.running() else None
+
+    def _start_frontdoor_controller(self) -> None:
+        """The thread moving the front door's hostnames with the routing controls."""
+        if self.front_door is None:
+            return
+        table = self.function_env(GATEWAY_FUNCTION).get("RELAY_ROUTING_TABLE")
+        if not table:
+            log.warning("the gateway has no RELAY_ROUTING_TABLE: the front door never moves")
+            return
+        reader = frontdoor.RoutingReader(
+            table,
+            self.regions,
+            endpoint_url=self.emulator_url,
+            session=self._session(self.primary_region),
+        )
+        self._frontdoor_controller = frontdoor.FrontDoorController(
+            self.regions,
+            reader,
+            self.front_door,
+            record=self.front_door.record,
+            say=self.report,
+        )
+        self._frontdoor_stop.clear()
+        self._frontdoor_thread = threading.Thread(
+            target=self._frontdoor_controller.run,
+            args=(self._frontdoor_stop,),
+            name="relay-frontdoor",
+            daemon=True,
+        )
+        self._frontdoor_thread.start()
+
+    def _stop_frontdoor_controller(self) -> None:
+        self._frontdoor_stop.set()
+        if self._frontdoor_thread is not None:
+            self._frontdoor_thread.join(timeout=START_TIMEOUT_SECONDS)
+            self._frontdoor_thread = None
+
+    def peer_upstreams(self, region: str) -> dict[str, dict[str, str]]:
+        """``RELAY_PEER_UPSTREAMS`` of ``region``'s gateways: every other region's critical
+        module processes, as routes.toml writes an upstream (one URL, or
+        "cell-1=URL,cell-2=URL")."""
+        out: dict[str, dict[str, str]] = {}
+        for peer in self.regions:
+            if peer == region:
+                continue
+            modules: dict[str, dict[str | None, str]] = {}
+            for name, (_lid, cell) in self.region_module_processes(peer).items():
+                modules.setdefault(module_of(name), {})[cell] = (
+                    f"http://{HOST}:{self._ports[name]}/"
+                )
+            out[peer] = {
+                module: by_cell[None]
+                if None in by_cell
+                else ",".join(f"{cell}={url}" for cell, url in by_cell.items())
+                for module, by_cell in modules.items()
+                if module in CRITICAL_MODULES
+            }
+        return out
+
+    def base_env(self, region: str) -> dict[str, str]:
+        """Every process's environment in ``region``: the local credentials and the region."""
+        env = {
+            **os.environ,
+            **LOCAL_CREDENTIALS,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("AWS_PROFILE", None)
+        return env
+
+    def aws_env(self, region: str) -> dict[str, str]:
+        return {**self.base_env(region), "AWS_ENDPOINT_URL": self.emulator_url}
+
+    def _session(self, region: str) -> boto3.session.Session:
+        return boto3.session.Session(
+            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=region,
+        )
+
+    @property
+    def global_tables(self) -> list[str]:
+        """The replicated tables of the primary's stacks (none with one region)."""
+        names = getattr(self.deployed, "global_tables", None)
+        return list(names()) if callable(names) else []
+
+    def function_env(
+        self, logical_id: str, *, cell: str | None = None, region: str | None = None
+    ) -> dict[str, str]:
+        """The environment of function ``logical_id`` in ``region`` (the primary's by
+        default), of loads cell ``cell``'s stack (the first cell's when celled and none is
+        named)."""
+        region = region or self.primary_region
+        cloud, deployed = self.region_clouds.get(region), self.region_deployed.get(region)
+        assert cloud is not None
+        assert deployed is not None
+        stack = deployed
         if cell is not None:
-            stack = self.deployed.children[f"{CELLED_STACK}/{cell}"]
-        return self.cloud.function_env(stack, logical_id)
+            stack = deployed.children[f"{CELLED_STACK}/{cell}"]
+        return cloud.function_env(stack, logical_id)
 
     def _seed(self, session: boto3.session.Session) -> None:
         """Demo data, each driver's loads in the driver's default cell (no placements yet)."""
@@ -505,6 +825,7 @@ class LocalStack:
         return out
 
     def stop(self) -> None:
+        self._stop_frontdoor_controller()
         self._stop_supervision()
         for name in reversed(list(self.processes)):
             self.processes[name].stop()
@@ -522,6 +843,11 @@ class LocalStack:
         module's environment (the same tables and queues) and ``RELAY_VERSION``. Waits
         until it answers its health check; an exiting process is restarted like any other."""
         name = f"{module}@{version}"
+        if split_region(module)[0] is not None:
+            raise ValueError(
+                f"{module}: versions are released in the primary region "
+                f"({self.primary_region}) only"
+            )
         factory = next((f for n, f in MODULES.values() if n == module_of(module)), None)
         if factory is None or module not in self.processes:
             raise ValueError(f"no module named {module!r}")
@@ -576,12 +902,8 @@ class LocalStack:
 
         gateway_env = self.function_env(GATEWAY_FUNCTION)
         if path := gateway_env.get("RELAY_SSM_PATH"):
-            boto3.client(
-                "ssm",
-                endpoint_url=self.emulator_url,
-                region_name=LOCAL_CREDENTIALS["AWS_REGION"],
-                aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            self._session(self.primary_region).client(
+                "ssm", endpoint_url=self.emulator_url
             ).put_parameter(Name=url_parameter(path, module), Value=url, Overwrite=True)
         # and where a redeploy into a restarted emulator puts it
         if self.cloud is not None and module in self.module_processes:
@@ -682,39 +1004,26 @@ class LocalStack:
 
         Table, queue and topic names are the same; a KMS key gets a new id, so every
         process whose environment changed (gatepass's signing key) is restarted with it.
+        Every region's stacks, the primary's first (the replicator reads the new tables'
+        streams by itself; the front door reads the empty routing table: every region
+        serves).
         """
         if self.cloud is None or self.deployed is None:
             return
         with self._redeploy_lock:
             self.processes["emulator"].wait_ready(time.monotonic() + START_TIMEOUT_SECONDS)
-            functions: dict[str, tuple[str, str | None]] = {
-                name: (lid, None)
-                for lid in self.deployed.functions()
-                for name in (
-                    self.gateway_names if lid == GATEWAY_FUNCTION else [_process_name(lid)]
-                )
-                if name in self.processes
+            functions = {n: f for n, f in self._functions.items() if n in self.processes}
+            before = {
+                name: self.function_env(lid, cell=c, region=r)
+                for name, (r, lid, c) in functions.items()
             }
-            functions.update(self.module_processes)
-            before = {name: self.function_env(lid, cell=c) for name, (lid, c) in functions.items()}
-            session = boto3.session.Session(
-                aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                region_name=LOCAL_CREDENTIALS["AWS_REGION"],
-            )
-            cloud = LocalCloud(
-                function_urls=self.cloud.function_urls,
-                endpoint_url=self.emulator_url,
-                session=session,
-            )
-            self.cloud = cloud
-            self.deployed = cloud.deploy_system(self.deployed.inputs, cells=self.cells)
+            self._deploy_regions(self.deployed.inputs)
             if self.seed:
-                self._seed(session)
+                self._seed(self._session(self.primary_region))
             changed = [
                 name
-                for name, (lid, cell) in functions.items()
-                if self.function_env(lid, cell=cell) != before[name]
+                for name, (region, lid, cell) in functions.items()
+                if self.function_env(lid, cell=cell, region=region) != before[name]
             ]
             self.report(
                 "emulator: tables, queues, topics and keys deployed again from "
@@ -724,8 +1033,8 @@ class LocalStack:
             )
             for name in changed:
                 proc = self.processes[name]
-                lid, cell = functions[name]
-                proc.env = {**proc.env, **self.function_env(lid, cell=cell)}
+                region, lid, cell = functions[name]
+                proc.env = {**proc.env, **self.function_env(lid, cell=cell, region=region)}
                 if self.supervisor is not None and self.supervisor.held(name):
                     continue
                 self.stop_process(name)
@@ -804,6 +1113,19 @@ class LocalStack:
                     # relay deploy: where releases live, and the key it signs smoke calls with
                     "control_table": self.function_env(GATEWAY_FUNCTION).get("RELAY_CONTROL_TABLE"),
                     "identity_key_file": str(self.identity_key_file),
+                    # Regions (relay region): the primary first, each one's gateway, the
+                    # routing-control table, the front door's and the replicator's files.
+                    "regions": list(self.regions),
+                    "region_gateways": {
+                        r: self.region_gateway_url(r)
+                        for r in self.regions
+                        if self.region_gateway_names(r)[0] in self.processes
+                    },
+                    "routing_table": self.function_env(GATEWAY_FUNCTION).get("RELAY_ROUTING_TABLE"),
+                    "frontdoor_state": str(self.front_door.state_file) if self.front_door else None,
+                    "replication_stats": str(self.replication_stats_file)
+                    if REPLICATOR_NAME in self.processes
+                    else None,
                 },
                 indent=2,
             )
@@ -842,15 +1164,6 @@ def _with_cell_url(value: str, cell: str, url: str) -> str:
     """A celled upstream ("cell-1=URL,cell-2=URL") with ``cell``'s URL replaced."""
     parts = [part.partition("=") for part in value.split(",") if part]
     return ",".join(f"{c}={url if c == cell else u}" for c, _, u in parts)
-
-
-def _process_name(logical_id: str) -> str:
-    """The local process that runs function ``logical_id``."""
-    if logical_id == GATEWAY_FUNCTION:
-        return "gateway"
-    if logical_id in MODULES:
-        return MODULES[logical_id][0]
-    return EVENT_SOURCES.get(logical_id, logical_id)
 
 
 def _uvicorn(factory: str, port: int) -> list[str]:
