@@ -66,8 +66,10 @@ reach it; the service's backfill of a new replica is not imitated.
 
 Run it with ``python -m relay.replicator``; the environment: ``RELAY_REPLICATOR_TABLES``
 and ``RELAY_REPLICATOR_REGIONS`` (comma-separated), ``AWS_ENDPOINT_URL`` (the emulator),
-optionally ``RELAY_REPLICATOR_STATS_FILE`` (the stats as JSON, rewritten every second) and
-``RELAY_REPLICATOR_POLL_SECONDS``. SIGTERM or SIGINT stop it after the round in flight.
+optionally ``RELAY_REPLICATOR_STATS_FILE`` (the stats as JSON, rewritten every second),
+``RELAY_REPLICATOR_POLL_SECONDS`` (the wait after an idle round, default 0.05) and
+``RELAY_REPLICATOR_IDLE_POLL_SECONDS`` (the longest wait once idle, default 1). SIGTERM or
+SIGINT stop it after the round in flight.
 """
 
 from __future__ import annotations
@@ -102,9 +104,14 @@ TABLES_VARIABLE = "RELAY_REPLICATOR_TABLES"
 REGIONS_VARIABLE = "RELAY_REPLICATOR_REGIONS"
 STATS_FILE_VARIABLE = "RELAY_REPLICATOR_STATS_FILE"
 POLL_SECONDS_VARIABLE = "RELAY_REPLICATOR_POLL_SECONDS"
+IDLE_POLL_SECONDS_VARIABLE = "RELAY_REPLICATOR_IDLE_POLL_SECONDS"
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
 
-DEFAULT_POLL_SECONDS = 0.05  # idle wait between rounds
+DEFAULT_POLL_SECONDS = 0.05  # wait after an idle round, doubled each idle round up to:
+# the longest wait once idle. moto keeps every shard iterator it ever handed out (about
+# 2 KB per GetRecords, never freed): polling 10 streams every 50 ms for an hour would cost
+# the emulator some 800 MB; an idle replicator polls once a second instead.
+DEFAULT_IDLE_POLL_SECONDS = 1.0
 STATS_SECONDS = 1.0  # how often run() rewrites the stats file
 LAG_SAMPLES = 10_000  # lags kept for the percentiles
 ECHO_TTL_SECONDS = 600.0  # a fingerprint whose echo never came is forgotten after this
@@ -201,6 +208,7 @@ class Replicator:
         session: Any = None,
         clock: Callable[[], float] = time.time,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        idle_poll_seconds: float = DEFAULT_IDLE_POLL_SECONDS,
         stream_check_seconds: float = STREAM_CHECK_SECONDS,
         echo_ttl_seconds: float = ECHO_TTL_SECONDS,
     ) -> None:
@@ -212,6 +220,7 @@ class Replicator:
         self.regions = list(dict.fromkeys(regions))
         self.clock = clock
         self.poll_seconds = poll_seconds
+        self.idle_poll_seconds = max(idle_poll_seconds, poll_seconds)
         self.stream_check_seconds = stream_check_seconds
         self.echo_ttl_seconds = echo_ttl_seconds
         self._endpoint_url = endpoint_url
@@ -267,21 +276,38 @@ class Replicator:
         stats_path: str | Path | None = None,
         stats_seconds: float = STATS_SECONDS,
     ) -> None:
-        """Rounds until ``stop`` is set, waiting ``poll_seconds`` after an idle one; with
-        ``stats_path``, :meth:`write_stats` every ``stats_seconds``. A missing stream
-        (:class:`StreamMissingError`) ends it; every other failure is retried."""
+        """Rounds until ``stop`` is set: the next at once after a round that wrote, else
+        after ``poll_seconds``, doubled with each idle round up to ``idle_poll_seconds``.
+        With ``stats_path``, :meth:`write_stats` every ``stats_seconds``. A missing stream
+        (:class:`StreamMissingError`) ends it; any other failure is logged and retried."""
         log.info("replicating %s between %s", ", ".join(self.tables), ", ".join(self.regions))
+        wait = self.poll_seconds
         written_at = time.monotonic()
         while not stop.is_set():
-            made = self.run_once()
+            made = self._round()
             if stats_path is not None and time.monotonic() - written_at >= stats_seconds:
                 self.write_stats(stats_path)
                 written_at = time.monotonic()
-            if made == 0:
-                stop.wait(self.poll_seconds)
+            if made:
+                wait = self.poll_seconds
+                continue
+            stop.wait(wait)
+            wait = min(wait * 2, self.idle_poll_seconds)
         if stats_path is not None:
             self.write_stats(stats_path)
         log.info("stopped replicating")
+
+    def _round(self) -> int:
+        """:meth:`run_once`, surviving anything but a missing stream (never fatal: a
+        replicator that stops leaves the regions apart for the rest of the day)."""
+        try:
+            return self.run_once()
+        except StreamMissingError:
+            raise
+        except Exception:
+            self.counts["errors"] += 1
+            log.exception("replication round failed; retried next round")
+            return 0
 
     # --- reading streams ---------------------------------------------------------------
 
@@ -649,6 +675,10 @@ def _names(value: str | None) -> list[str]:
     return [name.strip() for name in (value or "").split(",") if name.strip()]
 
 
+def _seconds(variable: str, default: float) -> float:
+    return float(os.environ.get(variable) or default)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m relay.replicator``: replicate until SIGTERM/SIGINT (settings in the
     module docstring)."""
@@ -669,7 +699,8 @@ def main(argv: list[str] | None = None) -> int:
         tables,
         regions,
         endpoint_url=os.environ.get(ENDPOINT_VARIABLE) or None,
-        poll_seconds=float(os.environ.get(POLL_SECONDS_VARIABLE) or DEFAULT_POLL_SECONDS),
+        poll_seconds=_seconds(POLL_SECONDS_VARIABLE, DEFAULT_POLL_SECONDS),
+        idle_poll_seconds=_seconds(IDLE_POLL_SECONDS_VARIABLE, DEFAULT_IDLE_POLL_SECONDS),
     )
     stop = _stop_on_signals("the round in flight")
     try:
