@@ -126,6 +126,19 @@ AWS_CONFIG = Config(
 # Stream view types whose records carry the new image the replicas need.
 VIEW_TYPES_WITH_NEW_IMAGE = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 SET_TYPES = ("SS", "NS", "BS")  # AttributeValue sets: their order carries no meaning
+# Errors of a write that may go through later; any other refusal is final for that write.
+RETRYABLE_ERRORS = frozenset(
+    {
+        "ResourceNotFoundException",
+        "ResourceInUseException",
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "TransactionConflictException",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
 
 
 class StreamMissingError(RuntimeError):
@@ -369,11 +382,13 @@ class Replicator:
     def _read_shard(self, stream: StreamState, shard_id: str) -> int:
         position = stream.positions.setdefault(shard_id, ShardPosition())
         page = self._get_records(stream, shard_id, position)
-        position.iterator = page.get("NextShardIterator")
+        # Until the whole page is handled, a failure reads on from the last record handled.
+        position.iterator = None
         made = 0
         for record in page.get("Records", []):
             made += self._handle(change_of(stream.table, stream.region, record))
             position.after = record["dynamodb"]["SequenceNumber"]
+        position.iterator = page.get("NextShardIterator")
         if position.iterator is None:  # a closed shard, read to its end: its children next
             stream.finished.add(shard_id)
             stream.shards = None
@@ -487,12 +502,35 @@ class Replicator:
                     self._unexpect_echo(echo)
             else:
                 dynamodb.put_item(TableName=change.table, Item=change.image)
-        except (BotoCoreError, ClientError) as exc:
-            self._failed(change.table, region, f"writing {change.key_id}: {exc}", exc)
-            self._wait(change, region)
-            return 0
+        except ClientError as exc:
+            if not retryable(exc):
+                return self._refused(change, region, echo, exc)
+            return self._missed(change, region, exc)
+        except Exception as exc:  # the endpoint down, or the unforeseen: try again later
+            return self._missed(change, region, exc)
         self._made(change, region)
         return 1
+
+    def _missed(self, change: Change, region: str, exc: Exception) -> int:
+        """A write that failed for now: it waits for the region (the newest per item)."""
+        self._failed(change.table, region, f"writing {change.key_id}: {exc}", exc)
+        self._wait(change, region)
+        return 0
+
+    def _refused(self, change: Change, region: str, echo: Fingerprint, exc: ClientError) -> int:
+        """A write the region refuses for what it is (a validation error): trying it again
+        would only hold up the writes behind it, so it is given up, loudly."""
+        self.counts["errors"] += 1
+        self._unexpect_echo(echo)
+        log.error(
+            "%s in %s refused %s from %s: %s; given up",
+            change.table,
+            region,
+            change.key_id,
+            change.region,
+            exc,
+        )
+        return 0
 
     def _made(self, change: Change, region: str) -> None:
         lag_ms = max(self.clock() - change.created, 0.0) * 1000
@@ -669,6 +707,13 @@ def lag_summary(lags_ms: Iterable[float]) -> dict[str, float | int | None]:
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def retryable(exc: ClientError) -> bool:
+    """Whether a failed write may succeed later: the table is missing (a region's tables
+    deleted, to be made again), DynamoDB is busy, or the server failed."""
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return status >= 500 or _error_code(exc) in RETRYABLE_ERRORS
 
 
 def _names(value: str | None) -> list[str]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from relay import replicator as replicator_module
 from relay.replicator import (
@@ -75,16 +76,20 @@ class FakeStreams:
 
 
 class FakeDynamoDB:
-    """A table's description and the writes made to it."""
+    """A table's description and the writes made to it; ``fail``: value -> the error the
+    next put of that value raises."""
 
     def __init__(self, table: dict[str, Any]) -> None:
         self.table = table
         self.writes: list[tuple[str, Any]] = []
+        self.fail: dict[str, Exception] = {}
 
     def describe_table(self, TableName: str) -> dict[str, Any]:
         return {"Table": {"TableName": TableName, **self.table}}
 
     def put_item(self, TableName: str, Item: dict[str, Any]) -> dict[str, Any]:
+        if error := self.fail.pop(Item["v"]["S"], None):
+            raise error
         self.writes.append(("put", Item["v"]["S"]))
         return {}
 
@@ -201,6 +206,45 @@ def test_a_child_shard_is_read_only_after_its_parent_so_an_item_s_writes_stay_in
     # THEN the west got v1, then v2: both writes, in their order
     assert session.dynamodb[WEST].writes == [("put", "v1"), ("put", "v2")]
     assert replicator.stats()["superseded"] == 0
+
+
+def two_writes_to_the_west() -> tuple[Replicator, FakeSession]:
+    east = FakeStreams(
+        [("s", None, [record("a", "v1", 1, 10.0), record("b", "v2", 2, 11.0)], False)]
+    )
+    session = FakeSession({EAST: east, WEST: FakeStreams([("s", None, [], False)])})
+    return Replicator(["things"], [EAST, WEST], session=session, clock=lambda: 30.0), session
+
+
+def test_a_write_the_region_refuses_is_given_up_and_the_writes_behind_it_go_on():
+    replicator, session = two_writes_to_the_west()
+    session.dynamodb[WEST].fail["v1"] = ClientError(
+        {"Error": {"Code": "ValidationException", "Message": "no"}}, "PutItem"
+    )
+    replicator.run_once()
+    replicator.run_once()
+    assert session.dynamodb[WEST].writes == [("put", "v2")]
+    stats = replicator.stats()
+    assert (stats["errors"], stats["waiting"], stats["applied"]) == (1, 0, 1)
+    assert len(replicator.echoes_due) == 1  # v2's echo only: v1 made no record
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "gone"}}, "PutItem"),
+        RuntimeError("unforeseen"),
+    ],
+)
+def test_a_write_that_fails_for_now_waits_and_holds_up_only_its_table_in_that_region(error):
+    replicator, session = two_writes_to_the_west()
+    session.dynamodb[WEST].fail["v1"] = error
+    replicator.run_once()
+    assert session.dynamodb[WEST].writes == []  # the table skipped for the rest of the round
+    assert replicator.stats()["waiting"] == 2
+    replicator.run_once()
+    assert session.dynamodb[WEST].writes == [("put", "v1"), ("put", "v2")]
+    assert replicator.stats()["waiting"] == 0
 
 
 def test_run_writes_stats_and_stops_when_told(tmp_path):
