@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -69,9 +70,9 @@ PEER_UPSTREAMS = {WEST: {"loads": "http://loads.us-west-2.bench", "gatepass": "h
 STACK_DRIVERS = 40
 STACK_RATE = 20.0  # requests a second, all drivers together
 MAX_REQUESTS = 600
-QUICK_DRIVERS, QUICK_MAX_REQUESTS = 20, 300
-BEFORE_SECONDS = 5.0  # every driver on its home region, before the lever
-STEADY_SECONDS = 5.0  # answers from the new region for this long: the move is done
+QUICK_DRIVERS = 20
+BEFORE_SECONDS = 4.0  # every driver on its home region, before the lever
+STEADY_SECONDS = 3.0  # answers from the new region for this long: the move is done
 SHIFT_GOAL_SECONDS = 60.0  # the command's start to 100% of the hostname's answers moved
 GAME_DAY_SECONDS = 600.0  # the seed's game day: under 10 minutes
 WAIT_SECONDS = 75.0  # at most this long for a move (beyond the goal: MISSED)
@@ -187,6 +188,7 @@ class Answer:
     status: int  # 0: no answer (a transport error or the client's timeout)
     region: str  # the relay-region header: the gateway that answered ("" without one)
     degraded: bool = False
+    problem: str = ""  # a failed answer's problem type (its last part), or the error
 
 
 def ok(a: Answer) -> bool:
@@ -224,15 +226,20 @@ def window_figures(answers: Sequence[Answer], since: float, until: float) -> dic
     """Requests started in [since, until): how many, how many failed, the statuses."""
     these = [a for a in answers if since <= a.start < until]
     statuses: dict[str, int] = {}
+    problems: dict[str, int] = {}  # the failed ones: "<status> <problem> (<kind>)"
     for a in these:
         key = str(a.status) if a.status else "no answer"
         statuses[key] = statuses.get(key, 0) + 1
+        if not ok(a):
+            what = f"{key} {a.problem} ({a.kind} on the {a.host} hostname)".replace("  ", " ")
+            problems[what] = problems.get(what, 0) + 1
     ms = [1000 * (a.end - a.start) for a in these if a.status]
     return {
         "requests": len(these),
         "failed": sum(not ok(a) for a in these),
         "degraded": sum(a.degraded for a in these),
         "statuses": statuses,
+        "problems": problems,
         "p50_ms": round(_percentile(ms, 0.50), 1),
         "p99_ms": round(_percentile(ms, 0.99), 1),
         "by_region": {
@@ -287,6 +294,16 @@ def summary(
             "restored": round(ended - restored, 1),
         },
     }
+
+
+def problem_of(r: Any) -> str:
+    """A failed answer's problem type, its last part (``invalid-transition``), if any."""
+    try:
+        body = r.json()
+    except ValueError:
+        return ""
+    kind = body.get("type", "") if isinstance(body, dict) else ""
+    return re.split(r"[/:]", str(kind).rstrip("/:"))[-1]  # urn:relay:problem:<name>
 
 
 class Drivers:
@@ -369,12 +386,13 @@ class Drivers:
                         )
                     else:
                         r = http.get("/loads")
-                except httpx.HTTPError:
-                    status, region, degraded = 0, "", False
+                except httpx.HTTPError as exc:
+                    status, region, degraded, problem = 0, "", False, type(exc).__name__
                 else:
                     status = r.status_code
                     region = r.headers.get("relay-region", "")
                     degraded = "relay-degraded" in r.headers
+                    problem = "" if 200 <= status < 300 else problem_of(r)
                 answer = Answer(
                     host,
                     "write" if writing else "read",
@@ -383,6 +401,7 @@ class Drivers:
                     status,
                     region,
                     degraded,
+                    problem,
                 )
                 with self.lock:
                     self.answers.append(answer)
@@ -421,7 +440,7 @@ def _lever(stack: Any, action: str, ops: dict[str, str]) -> tuple[str, float]:
     )
     if done.returncode == 0:
         return "relay region " + action, time.monotonic() - begun
-    if "invalid choice" not in done.stderr:
+    if "No such command" not in done.stderr:  # a tree with no `relay region`
         raise RuntimeError(f"relay region {action} {EAST} failed: {done.stdout}{done.stderr}")
     begun = time.monotonic()
     with httpx.Client(base_url=stack.region_gateway_url(WEST), timeout=30) as http:
@@ -539,6 +558,8 @@ def evacuation(
                 else:
                     raise RuntimeError(f"{d}'s assignment was not made")
         load_before = [round(x, 2) for x in os.getloadavg()]
+        replicated_before = _read_json(stack.replication_stats_file) or {}
+        wall = time.time() - time.monotonic()  # this process's monotonic clock to epoch
         crew = Drivers(stack.gateway_url, token, home, load_of, rate=rate, budget=budget)
         started = time.monotonic()
         crew.start()
@@ -564,10 +585,14 @@ def evacuation(
             commands={"evacuate": evacuate_s, "restore": restore_s},
             lever=lever,
         )
+        door = _read_json(stack.state_dir / "frontdoor.json") or {}
+        switches = [
+            {k: s.get(k) for k in ("serving", "changed_at", "seen_at", "reloaded_at", "ok")}
+            for s in door.get("switches", [])
+        ]
         probed = _probes(stack, probes)
         time.sleep(1.5)  # the replicator's stats file, rewritten every second
         replicator = json.loads(stack.replication_stats_file.read_text())
-        door = _read_json(stack.state_dir / "frontdoor.json") or {}
     return {
         **figures,
         "drivers": drivers,
@@ -577,15 +602,37 @@ def evacuation(
         "client_timeout_seconds": CLIENT_TIMEOUT,
         "steady_seconds": STEADY_SECONDS,
         "replicator": replicator,
+        "replicator_before_drivers": replicated_before,
         "end_to_end": probed,
-        "switches": [
-            {k: s.get(k) for k in ("serving", "changed_at", "seen_at", "reloaded_at", "ok")}
-            for s in door.get("switches", [])
-        ],
+        "switches": switches,
+        "commanded_at": {  # epoch seconds
+            "evacuate": round(evacuated + wall, 3),
+            "restore": round(restored + wall, 3),
+        },
+        # from the routing write the lever made (the front door's record) to the move
+        "after_write_seconds": {
+            "evacuate": after_write(switches, [WEST], evacuated + wall, figures["shift_seconds"]),
+            "restore": after_write(
+                switches, list(REGIONS), restored + wall, figures["back_seconds"]
+            ),
+        },
         "load_average": {"before": load_before, "after": load_after},
         "stack_seconds": round(up_at - began, 1),
         "all_seconds": round(time.monotonic() - began, 1),
     }
+
+
+def after_write(
+    switches: Sequence[dict[str, Any]], serving: list[str], commanded: float, moved: float | None
+) -> float | None:
+    """Seconds from the routing write of the first front-door switch to ``serving`` after
+    ``commanded`` (epoch seconds: the command's start) to the move (``moved`` seconds after
+    the command's start); None without either."""
+    for s in switches:
+        changed = s.get("changed_at")
+        if s.get("ok") and s.get("serving") == serving and changed and changed >= commanded:
+            return None if moved is None else round(commanded + moved - changed, 2)
+    return None
 
 
 def _read_json(path: Path) -> Any:
@@ -593,6 +640,33 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def switch_lines(e: dict[str, Any]) -> list[str]:
+    """Each switch of the front door during the run, timed from the command before it."""
+    commanded = e.get("commanded_at") or {}
+    out = []
+    for s in e.get("switches", []):
+        if not s.get("ok") or not s.get("seen_at") or not commanded:
+            continue
+        which = max(
+            (c for c in commanded if commanded[c] <= s["seen_at"]),
+            key=lambda c: commanded[c],
+            default=None,
+        )
+        if which is None:
+            continue
+        at = commanded[which]
+        wrote = (
+            f"; the routing write it acted on {s['changed_at'] - at:+.2f} s"
+            if s.get("changed_at")
+            else ""
+        )
+        out.append(
+            f"serving {', '.join(s['serving'])}: seen {s['seen_at'] - at:.2f} s and nginx "
+            f"reloaded {s['reloaded_at'] - at:.2f} s after the {which} command's start{wrote}"
+        )
+    return out
 
 
 def evacuation_text(e: dict[str, Any]) -> str:
@@ -669,10 +743,7 @@ def phase(report: Any, stack: bool = True) -> None:
     if stack:
         quick = report.quick
         print("regions: us-east-1 evacuated and restored, on the local stack", flush=True)
-        e = evacuation(
-            drivers=QUICK_DRIVERS if quick else STACK_DRIVERS,
-            budget=QUICK_MAX_REQUESTS if quick else MAX_REQUESTS,
-        )
+        e = evacuation(drivers=QUICK_DRIVERS if quick else STACK_DRIVERS)
         print(f"  {evacuation_text(e)}", flush=True)
         report.regions["evacuation"] = e
     targets(report)
@@ -830,6 +901,10 @@ def markdown(r: Any) -> list[str]:
             f"{n:,} x {s}" for s, n in sorted(w["statuses"].items(), key=lambda kv: -kv[1])
         )
 
+    def problems(w: dict[str, Any]) -> str:
+        failed = sorted(w.get("problems", {}).items(), key=lambda kv: -kv[1])
+        return "; failed: " + ", ".join(f"{n} x {p}" for p, n in failed) if failed else ""
+
     def hosts(w: dict[str, Any]) -> str:
         return "; ".join(
             f"{host} hostname: "
@@ -838,16 +913,10 @@ def markdown(r: Any) -> list[str]:
             if w["by_region"].get(host)
         )
 
-    switches = [s for s in e.get("switches", []) if s.get("ok")]
-    switch_text = "; ".join(
-        f"serving {', '.join(s['serving'])}: nginx reloaded "
-        f"{1000 * (s['reloaded_at'] - s['changed_at']):.0f} ms after the lever was pulled "
-        f"({1000 * (s['seen_at'] - s['changed_at']):.0f} ms to be seen)"
-        for s in switches
-        if s.get("changed_at") and s.get("reloaded_at")
-    )
+    switch_text = "; ".join(switch_lines(e))
     rep, e2e = e["replicator"], e["end_to_end"]
     lag = rep.get("lag_ms", {})
+    early = (e.get("replicator_before_drivers") or {}).get("lag_ms") or {}
     load = e.get("load_average") or {}
     lines += [
         "### 13. Evacuating a region under load",
@@ -886,10 +955,10 @@ def markdown(r: Any) -> list[str]:
         f"| answers on the us-west-2 hostname from elsewhere | {e['west_host_elsewhere']} | 0 |",
         "",
         f"Before the lever: {statuses(bf)} ({hosts(bf)}), p50 {bf['p50_ms']:.1f} ms, p99 "
-        f"{bf['p99_ms']:.1f} ms. Evacuating: {statuses(ev)} ({hosts(ev)}), p50 "
+        f"{bf['p99_ms']:.1f} ms. Evacuating: {statuses(ev)} ({hosts(ev)}{problems(ev)}), p50 "
         f"{ev['p50_ms']:.1f} ms, p99 {ev['p99_ms']:.1f} ms, {ev['degraded']} marked "
-        f"degraded. Restoring: {statuses(rs)} ({hosts(rs)}), p50 {rs['p50_ms']:.1f} ms, p99 "
-        f"{rs['p99_ms']:.1f} ms."
+        f"degraded. Restoring: {statuses(rs)} ({hosts(rs)}{problems(rs)}), p50 "
+        f"{rs['p50_ms']:.1f} ms, p99 {rs['p99_ms']:.1f} ms, {rs['degraded']} marked degraded."
         + (f" The front door (`frontdoor.json`): {switch_text}." if switch_text else "")
         + f" {e['requests']:,} requests in all"
         + (" (the request budget ran out)" if e.get("exhausted") else "")
@@ -908,9 +977,11 @@ def markdown(r: Any) -> list[str]:
         "### 14. Replication lag",
         "",
         "Two figures, in milliseconds. The replicator's own (`<state dir>/replication.json`, "
-        "the last run's stats): for each write it copied, the time of its copy minus the "
-        "stream record's creation time (moto stamps it in milliseconds), over every write of "
-        "the run (the seed data, the assignments, the drivers' events). End to end: "
+        "its stats at the end of the run): for each write it copied, the time of its copy "
+        "minus the stream record's creation time (moto stamps it in milliseconds), over "
+        "every write of the run (the seed data, the assignments, the drivers' events, the "
+        "routing controls, the probes below); the same file read just before the drivers "
+        "started gives the stack's start alone. End to end: "
         f"{e2e['probes']} items written one after another into the us-east-1 copy of "
         f"`{e2e['table']}` (a replicated table), each read from the us-west-2 copy (a "
         f"consistent read every {e2e['poll_ms']:g} ms) until it is there: the write's "
@@ -921,6 +992,15 @@ def markdown(r: Any) -> list[str]:
         "|---|---:|---:|---:|---:|",
         f"| replicator (record created to copy written) | {lag.get('p50', 0):,.0f} ms "
         f"| {lag.get('p99', 0):,.0f} ms | {lag.get('max', 0):,.0f} ms | {lag.get('count', 0):,} |",
+        *(
+            [
+                f"| replicator, the stack's start alone (before the drivers) "
+                f"| {early.get('p50', 0):,.0f} ms | {early.get('p99', 0):,.0f} ms "
+                f"| {early.get('max', 0):,.0f} ms | {early.get('count', 0):,} |"
+            ]
+            if early
+            else []
+        ),
         f"| end to end (written in us-east-1 to read in us-west-2) "
         f"| {e2e['lag_ms']['p50']:,.0f} ms | {e2e['lag_ms']['p99']:,.0f} ms "
         f"| {e2e['lag_ms']['max']:,.0f} ms | {e2e['lag_ms']['count']:,} |",
@@ -966,10 +1046,7 @@ def main() -> None:
             judged = "within 5%" if ratio <= RATIO_TARGET else "more than 5%"
             print(f"{two}/{base}: {ratio:.3f}x ({judged})")
     if not args.skip_stack:
-        e = evacuation(
-            drivers=args.drivers or (QUICK_DRIVERS if args.quick else STACK_DRIVERS),
-            budget=QUICK_MAX_REQUESTS if args.quick else MAX_REQUESTS,
-        )
+        e = evacuation(drivers=args.drivers or (QUICK_DRIVERS if args.quick else STACK_DRIVERS))
         print(evacuation_text(e))
         print(json.dumps(e, indent=2))
     print(f"({time.monotonic() - started:.0f} s)")

@@ -123,8 +123,16 @@ EVACUATION: dict[str, Any] = {
             "seen_at": 100.15,
             "reloaded_at": 100.3,
             "ok": True,
-        }
+        },
+        {  # a stale read of the controls: the evacuate write again, after the restore
+            "serving": [WEST],
+            "changed_at": 100.0,
+            "seen_at": 109.0,
+            "reloaded_at": 109.2,
+            "ok": True,
+        },
     ],
+    "commanded_at": {"evacuate": 99.5, "restore": 107.0},
     "load_average": {"before": [1.0, 1.0, 1.0], "after": [1.5, 1.1, 1.0]},
     "stack_seconds": 30.0,
     "all_seconds": 80.0,
@@ -163,7 +171,12 @@ def test_regions_section_shows_the_counts_the_ratio_the_move_and_the_lag():
     assert "| POST /loads/L-1/events: two regions / one, round by round | 1.010x" in text
     assert "us-east-1 hostname's answers from us-west-2 | 1.42 s | <= 60 s" in text
     assert "| requests failed from the evacuate command to the restore command | 0 of 160 |" in text
-    assert "nginx reloaded 300 ms after the lever was pulled (150 ms to be seen)" in text
+    assert (
+        "serving us-west-2: seen 0.65 s and nginx reloaded 0.80 s after the evacuate "
+        "command's start; the routing write it acted on +0.50 s; serving us-west-2: seen "
+        "2.00 s and nginx reloaded 2.20 s after the restore command's start; the routing "
+        "write it acted on -7.00 s"
+    ) in text
     assert (
         "| replicator (record created to copy written) | 180 ms | 420 ms | 510 ms | 900 |" in text
     )
