@@ -21,8 +21,11 @@ How it works, per round (:meth:`Replicator.run_once`):
    same table in every other region, or its key deleted there for a ``REMOVE``.
 3. A region whose endpoint is down, or whose table is gone, costs an error (logged,
    counted) and nothing else: the other streams go on, the writes it missed wait (the
-   newest per item) and are made when it answers again; its table is described afresh,
-   so a table made again is read from its new stream.
+   newest per item) and are made when it answers again. Each table is asked for its
+   stream after an error and every ``stream_check_seconds`` (a deleted table's stream
+   stays readable; only the table tells it is gone), so a table made again is read from
+   its new stream. A write a region refuses for what it is (a validation error) is
+   given up with an error rather than retried ahead of the writes behind it.
 
 Last writer wins. Every record gets a version, compared as a tuple:
 ``(creation time in milliseconds, region name, sequence number)``. The creation time is
@@ -52,10 +55,14 @@ item newer (its own creation time is the replicator's, not the writer's). Finger
 expire after :data:`ECHO_TTL_SECONDS` (a put that changes nothing makes no stream record
 in AWS, though moto makes one).
 
-Lag: for each write to a replica, the time it was made (the injected ``clock``, wall
-time) minus the record's creation time; the last :data:`LAG_SAMPLES` are kept, and
-:meth:`Replicator.stats` reports their p50, p99 and maximum. moto's millisecond timestamps
-make this the replication lag itself, not a bound on it.
+Stats (:meth:`Replicator.stats`): ``applied`` (writes made to replicas: one per region a
+record reaches, as :meth:`Replicator.run_once` counts them), ``superseded``, ``echoes``,
+``repaired``, ``errors``, ``waiting`` (writes waiting for a region) and ``lag_ms``. Lag:
+for each write to a replica, the time it was made (the injected ``clock``, wall time)
+minus the record's creation time; the last :data:`LAG_SAMPLES` are kept, reported as p50,
+p99, maximum and count. moto's millisecond timestamps make this the replication lag
+itself, not a bound on it. An idle replicator polls less often (up to
+``idle_poll_seconds``): the first write after a quiet spell waits up to that long.
 
 Every AWS call has a deadline (:data:`AWS_CONFIG`: 2 s to connect, 2 s to read, two
 attempts). Read positions, the newest write of each item, fingerprints and waiting writes
