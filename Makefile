@@ -24,15 +24,18 @@ $(STAMP): pyproject.toml requirements/dev.lock
 # nginx from Debian's packages, installed if missing: the balancer of `make dev GATEWAYS=N`
 # (N > 1), the fleet game days of the integration tier, and the benchmark.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+comma := ,
 NGINX_INSTALLED := { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null
 install-nginx = $(NGINX_INSTALLED) || { $(SUDO) apt-get update -q && \
 	$(SUDO) apt-get install -y -q nginx-light $(1); }
 
 # GATEWAYS=N: N gateway processes behind nginx on :8000 (relay dev --gateways N).
+# REGIONS=us-east-1,us-west-2: two regions behind the front door (nginx) on :8000.
 GATEWAYS ?= 1
+REGIONS  ?= us-east-1
 dev: $(STAMP)
-	@$(if $(filter-out 1,$(GATEWAYS)),$(call install-nginx))
-	$(BIN)/relay dev --gateways $(GATEWAYS)
+	@$(if $(or $(filter-out 1,$(GATEWAYS)),$(findstring $(comma),$(REGIONS))),$(call install-nginx))
+	$(BIN)/relay dev --gateways $(GATEWAYS) --regions $(REGIONS)
 
 # Every tier, each in its own pytest run, fastest first: the unit tier's own check (it
 # imports neither moto nor the SAM translator) holds only in a run of that tier alone. The

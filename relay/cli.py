@@ -215,11 +215,13 @@ def _control(request: dict) -> dict:
 def ps() -> None:
     """The running stack's processes: state, pid, restarts, url."""
     rows = _control({"command": "ps"})["processes"]
-    typer.echo(f"{'NAME':<14} {'STATE':<11} {'PID':>7} {'RESTARTS':>8} {'LAST-EXIT':>9}  URL")
+    # us-west-2/loads/cell-1 (relay dev --regions) is wider than today's names
+    width = max([14, *(len(row["name"]) for row in rows)])
+    typer.echo(f"{'NAME':<{width}} {'STATE':<11} {'PID':>7} {'RESTARTS':>8} {'LAST-EXIT':>9}  URL")
     for row in rows:
         last_exit = "-" if row.get("last_exit") is None else row["last_exit"]
         line = (
-            f"{row['name']:<14} {row['state']:<11} {row['pid'] or '-':>7} "
+            f"{row['name']:<{width}} {row['state']:<11} {row['pid'] or '-':>7} "
             f"{row['restarts']:>8} {last_exit:>9}  {row['url'] or '(worker)'}"
         )
         if row.get("restart_in") is not None:

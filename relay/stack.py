@@ -33,6 +33,7 @@ routing controls that ``relay region evacuate|restore`` pulls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -152,12 +153,16 @@ class Process:
     proc: subprocess.Popen | None = None
     ca_file: Path | None = None  # set when the process serves HTTPS
     cwd: Path = ROOT  # where it runs (a version of a module runs in its own source tree)
+    # Its children outlive it (nginx's workers after a `kill -9` of the master keep the
+    # port): its process group is killed after it exits, before it starts again.
+    reap_group: bool = False
 
     @property
     def url(self) -> str:
         return f"{'https' if self.ca_file else 'http'}://{HOST}:{self.port}"
 
     def start(self) -> None:
+        self._reap()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
@@ -206,6 +211,7 @@ class Process:
 
     def stop(self, timeout: float = 5.0) -> None:
         if not self.running():
+            self._reap()
             return
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -214,6 +220,15 @@ class Process:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        """Kill what an exited ``reap_group`` process left in its group (its own session,
+        ``start_new_session``: the group is the process's pid)."""
+        if not self.reap_group or self.proc is None or self.proc.poll() is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -567,6 +582,7 @@ class LocalStack:
                 {**os.environ},
                 logs / log_name(BALANCER_NAME),
                 port=self.gateway_port,
+                reap_group=True,
             )
 
     def _plan_event_sources(self, region: str, gateway_local: dict[str, str]) -> None:
@@ -650,6 +666,7 @@ class LocalStack:
             {**os.environ},
             self.state_dir / "logs" / log_name(FRONTDOOR_NAME),
             port=self.gateway_port,
+            reap_group=True,
         )
 
     def _frontdoor_pid(self) -> int | None:
