@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import httpx
@@ -837,7 +838,11 @@ class LocalStack:
                 "restart_in": None,
                 **watched.get(name, {}),
             }
-            row.update(url=proc.url if proc.port else None, log=str(proc.log_path))
+            row.update(
+                url=proc.url if proc.port else None,
+                log=str(proc.log_path),
+                region=split_region(name)[0] or self.primary_region,
+            )
             out.append(row)
         return out
 
@@ -913,26 +918,40 @@ class LocalStack:
         timer.start()
 
     def _publish_url(self, module: str, url: str) -> None:
-        """Where ``module`` is from now on, as its stack publishes it: the SSM parameter the
-        gateways re-read (``RELAY_SSM_PATH``), and the URL a restarted gateway starts from."""
+        """Where ``module`` is from now on, as its stacks publish it: the SSM parameter the
+        gateways re-read (``RELAY_SSM_PATH``), and the URL a restarted gateway starts from.
+        With two regions, navigate and message are published by every region's stacks
+        (they run in the primary only), and the other region's gateways name the primary's
+        critical modules in ``RELAY_PEER_UPSTREAMS`` (read when a gateway starts)."""
         from gateway.routing.directory import url_parameter
 
-        gateway_env = self.function_env(GATEWAY_FUNCTION)
-        if path := gateway_env.get("RELAY_SSM_PATH"):
-            self._session(self.primary_region).client(
-                "ssm", endpoint_url=self.emulator_url
-            ).put_parameter(Name=url_parameter(path, module), Value=url, Overwrite=True)
-        # and where a redeploy into a restarted emulator puts it
-        if self.cloud is not None and module in self.module_processes:
-            lid, cell = self.module_processes[module]
-            self.cloud.function_urls[_url_key(lid, cell)] = url
         name, _, cell = module.partition("/")
+        lid = self.module_processes[module][0] if module in self.module_processes else None
+        regions = list(self.regions) if lid in PRIMARY_ONLY_FUNCTIONS else [self.primary_region]
         variable = f"RELAY_UPSTREAM_{name.upper()}"
-        for gateway in self.gateway_names:
-            proc = self.processes[gateway]
-            if variable in proc.env:
-                value = _with_cell_url(proc.env[variable], cell, url) if cell else url
-                proc.env = {**proc.env, variable: value}
+        for region in regions:
+            if path := self.function_env(GATEWAY_FUNCTION, region=region).get("RELAY_SSM_PATH"):
+                self._session(region).client("ssm", endpoint_url=self.emulator_url).put_parameter(
+                    Name=url_parameter(path, module), Value=url, Overwrite=True
+                )
+            # and where a redeploy into a restarted emulator puts it
+            cloud = self.region_clouds.get(region)
+            if cloud is not None and lid is not None:
+                cloud.function_urls[_url_key(lid, cell or None)] = url
+            for gateway in self.region_gateway_names(region):
+                proc = self.processes[gateway]
+                if variable in proc.env:
+                    value = _with_cell_url(proc.env[variable], cell, url) if cell else url
+                    proc.env = {**proc.env, variable: value}
+        port = urlsplit(url).port
+        if module in self._ports and port is not None:
+            self._ports[module] = port
+        if self.multi_region and name in CRITICAL_MODULES:
+            for region in self.regions[1:]:
+                peers = json.dumps(self.peer_upstreams(region))
+                for gateway in self.region_gateway_names(region):
+                    proc = self.processes[gateway]
+                    proc.env = {**proc.env, "RELAY_PEER_UPSTREAMS": peers}
 
     def retire_version(self, module: str, version: str) -> None:
         """Stop ``<module>@<version>`` and forget it (a release rolled back)."""

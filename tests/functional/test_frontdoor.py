@@ -296,6 +296,23 @@ def test_two_regions_plan_their_processes_names_and_environments(emulator_url, t
     conf = (tmp_path / "frontdoor" / "nginx.conf").read_text()
     assert f"server_name {WEST};" in conf and f"127.0.0.1:{procs['us-west-2/gateway'].port}" in conf
 
+    # a new version of a primary-only module is published by both regions' stacks; a new
+    # one of a critical module reaches the other region's peer upstreams
+    stack._publish_url("message", "http://127.0.0.1:1/")
+    assert procs["us-west-2/gateway"].env["RELAY_UPSTREAM_MESSAGE"] == "http://127.0.0.1:1/"
+    assert procs["gateway"].env["RELAY_UPSTREAM_MESSAGE"] == "http://127.0.0.1:1/"
+    ssm = stack._session("us-west-2").client("ssm", endpoint_url=emulator_url)
+    path = west["RELAY_SSM_PATH"].rstrip("/") + "/message/url"
+    assert ssm.get_parameter(Name=path)["Parameter"]["Value"] == "http://127.0.0.1:1/"
+    assert stack.region_clouds["us-west-2"].function_urls["MessageFunction"] == (
+        "http://127.0.0.1:1/"
+    )
+    stack._publish_url("gatepass", "http://127.0.0.1:2/")
+    assert peers("us-west-2/gateway")["us-east-1"]["gatepass"] == "http://127.0.0.1:2/"
+    assert procs["us-west-2/gateway"].env["RELAY_UPSTREAM_GATEPASS"] == (
+        f"{procs['us-west-2/gatepass'].url}/"
+    )
+
 
 def test_one_region_plans_exactly_what_it_always_ran(emulator_url, tmp_path):
     stack = LocalStack(gateway_port=free_port(), state_dir=tmp_path, seed=False, cells=1)
