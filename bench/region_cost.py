@@ -918,6 +918,7 @@ def markdown(r: Any) -> list[str]:
     lag = rep.get("lag_ms", {})
     early = (e.get("replicator_before_drivers") or {}).get("lag_ms") or {}
     load = e.get("load_average") or {}
+    after = e.get("after_write_seconds") or {}
     lines += [
         "### 13. Evacuating a region under load",
         "",
@@ -952,6 +953,9 @@ def markdown(r: Any) -> list[str]:
         f"| the command itself (evacuate / restore) | "
         f"{e['command_seconds']['evacuate']:.2f} s / {e['command_seconds']['restore']:.2f} s "
         "| |",
+        f"| the routing write the command made (the front door's record) to the move "
+        f"(evacuate / restore) | {seconds(after.get('evacuate'))} / "
+        f"{seconds(after.get('restore'))} | |",
         f"| answers on the us-west-2 hostname from elsewhere | {e['west_host_elsewhere']} | 0 |",
         "",
         f"Before the lever: {statuses(bf)} ({hosts(bf)}), p50 {bf['p50_ms']:.1f} ms, p99 "
