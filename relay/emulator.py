@@ -24,12 +24,20 @@ condition by design, and can undo the replayer's concurrent ``decide`` of anothe
 module's version-conditioned event transaction fails whenever a live attempt and a replay
 race. :func:`serialize_dynamodb` runs one DynamoDB request at a time, so a failed
 transaction only ever undoes itself.
+
+moto 5.2 keeps every DynamoDB Streams shard iterator it hands out (about 2 KB each, one per
+``GetRecords``) for as long as the server runs; the local stream runners and the region
+replicator poll their streams several times a second, so the emulator would grow by
+hundreds of megabytes an hour. AWS expires an iterator after 15 minutes;
+:func:`bound_stream_iterators` keeps only the newest ones (a consumer uses each within a
+second of getting it), so memory stays flat.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import sys
 import threading
@@ -99,6 +107,38 @@ def serialize_dynamodb(
     return undo
 
 
+STREAM_ITERATORS_KEPT = 20_000  # ~40 MB; at 50 GetRecords a second, the last 6-7 minutes
+
+
+def bound_stream_iterators(kept: int = STREAM_ITERATORS_KEPT) -> Callable[[], None]:
+    """Patch moto's DynamoDB Streams: keep the newest ``kept`` shard iterators only.
+
+    Returns a function that undoes the patch (for tests).
+    """
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    original = DynamoDBStreamsBackend.__dict__.get("get_records")
+    if original is None:  # moto changed: say so, run unpatched
+        log.warning("moto's DynamoDBStreamsBackend has no get_records; iterators not bounded")
+        return lambda: None
+
+    @functools.wraps(original)
+    def get_records(self: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> Any:
+        answer = original(self, iterator_arn, limit)
+        iterators = self.shard_iterators  # insertion-ordered: the oldest first
+        if len(iterators) > kept:
+            for arn in list(itertools.islice(iterators, len(iterators) - kept // 2)):
+                iterators.pop(arn, None)
+        return answer
+
+    DynamoDBStreamsBackend.get_records = get_records  # type: ignore[method-assign]
+
+    def undo() -> None:
+        DynamoDBStreamsBackend.get_records = original  # type: ignore[method-assign]
+
+    return undo
+
+
 @contextlib.contextmanager
 def in_process(host: str = "127.0.0.1") -> Iterator[str]:
     """moto's server on a free port of ``host`` in this process, patched as ``python -m
@@ -107,7 +147,7 @@ def in_process(host: str = "127.0.0.1") -> Iterator[str]:
     import httpx
     from moto.server import ThreadedMotoServer
 
-    undo = [keep_fifo_groups_in_order(), serialize_dynamodb()]
+    undo = [keep_fifo_groups_in_order(), serialize_dynamodb(), bound_stream_iterators()]
     server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
     server.start()
     bound_host, port = server.get_host_and_port()
@@ -126,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m relay.emulator [moto.server arguments]``."""
     keep_fifo_groups_in_order()
     serialize_dynamodb()
+    bound_stream_iterators()
     from moto.server import main as moto_server
 
     moto_server(sys.argv[1:] if argv is None else argv)

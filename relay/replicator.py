@@ -75,7 +75,7 @@ Run it with ``python -m relay.replicator``; the environment: ``RELAY_REPLICATOR_
 and ``RELAY_REPLICATOR_REGIONS`` (comma-separated), ``AWS_ENDPOINT_URL`` (the emulator),
 optionally ``RELAY_REPLICATOR_STATS_FILE`` (the stats as JSON, rewritten every second),
 ``RELAY_REPLICATOR_POLL_SECONDS`` (the wait after an idle round, default 0.05) and
-``RELAY_REPLICATOR_IDLE_POLL_SECONDS`` (the longest wait once idle, default 1). SIGTERM or
+``RELAY_REPLICATOR_IDLE_POLL_SECONDS`` (the longest wait once idle, default 0.25). SIGTERM or
 SIGINT stop it after the round in flight.
 """
 
@@ -115,10 +115,10 @@ IDLE_POLL_SECONDS_VARIABLE = "RELAY_REPLICATOR_IDLE_POLL_SECONDS"
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
 
 DEFAULT_POLL_SECONDS = 0.05  # wait after an idle round, doubled each idle round up to:
-# the longest wait once idle. moto keeps every shard iterator it ever handed out (about
-# 2 KB per GetRecords, never freed): polling 10 streams every 50 ms for an hour would cost
-# the emulator some 800 MB; an idle replicator polls once a second instead.
-DEFAULT_IDLE_POLL_SECONDS = 1.0
+# the longest wait once idle: an idle replicator's reads cost the emulator's CPU (one
+# DynamoDB request at a time there), and the first write after a quiet spell waits up to
+# this long. (The emulator keeps only the newest shard iterators: relay/emulator.py.)
+DEFAULT_IDLE_POLL_SECONDS = 0.25
 STATS_SECONDS = 1.0  # how often run() rewrites the stats file
 LAG_SAMPLES = 10_000  # lags kept for the percentiles
 ECHO_TTL_SECONDS = 600.0  # a fingerprint whose echo never came is forgotten after this
