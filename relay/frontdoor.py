@@ -226,6 +226,7 @@ class FrontDoorController:
         self.say = say
         self.serving = frozenset(self.regions if serving is None else serving)
         self.failing = False  # the last read failed (said once, not every poll)
+        self.reload_failing = False  # the last reload failed (recorded and said once)
         self.errors = 0
 
     def tick(self) -> Switch | None:
@@ -265,19 +266,23 @@ class FrontDoorController:
             seen_at=seen_at,
             reloaded_at=reloaded_at,
         )
-        if switch.ok:
-            self.serving = now
-        self.record(switch)
         where = ", ".join(f"{h} -> {t}" for h, t in switch.targets.items())
         if switch.ok:
             assert reloaded_at is not None
+            self.serving, self.reload_failing = now, False
+            self.record(switch)
             self.say(
                 f"front door: serving {', '.join(switch.serving) or 'none'}: {where} "
                 f"(nginx reloaded {1000 * (reloaded_at - seen_at):.0f} ms after the change "
                 "was seen)"
             )
-        else:
-            self.say(f"front door: could not reload nginx for {where}; trying again")
+        elif not self.reload_failing:  # nginx down: tried at every poll, said once
+            self.reload_failing = True
+            self.record(switch)
+            self.say(
+                f"front door: could not reload nginx for {where}; trying again at every poll "
+                "(a restarted nginx reads the configuration written)"
+            )
         return switch
 
     def run(self, stop: threading.Event, interval: float = POLL_SECONDS) -> None:

@@ -119,10 +119,12 @@ def test_a_reload_that_failed_is_tried_again_at_the_next_poll(parts):
     failed = controller.tick()
     assert failed is not None and not failed.ok and failed.reloaded_at is None
     assert "could not reload" in said[-1]
+    assert controller.tick() is not None  # tried again, recorded and said once
+    assert len([m for m in said if "could not reload" in m]) == 1
     nginx.down = False
     again = controller.tick()
     assert again is not None and again.ok
-    assert len(nginx.applied) == 2 and [s.ok for s in switches] == [False, True]
+    assert len(nginx.applied) == 3 and [s.ok for s in switches] == [False, True]
     assert controller.tick() is None
 
 
