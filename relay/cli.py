@@ -103,6 +103,10 @@ def dev(
 ) -> None:
     """Run the whole system locally until Ctrl-C."""
     names = tuple(r.strip() for r in regions.split(",") if r.strip())
+    try:
+        LocalStack(regions=names).check_regions()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--regions") from None
     if len(names) > 1 and (gateways > 1 or tls):
         # One gateway per region behind the front door: a fleet per region, or TLS at the
         # front door, is not what a two-region run rehearses (the front door's switch is).

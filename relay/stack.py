@@ -224,8 +224,8 @@ class Process:
         self._reap()
 
     def _reap(self) -> None:
-        """Kill what an exited ``reap_group`` process left in its group (its own session,
-        ``start_new_session``: the group is the process's pid)."""
+        """Kill what an exited ``reap_group`` process left in its process group (started
+        with ``start_new_session``, the group's id is the process's pid)."""
         if not self.reap_group or self.proc is None or self.proc.poll() is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -390,7 +390,7 @@ class LocalStack:
     def _start(self) -> None:
         if self.gateways < 1:
             raise ValueError("a stack needs at least one gateway process")
-        self._check_regions()
+        self.check_regions()
         nginx = None
         if self.gateways > 1 or self.multi_region:
             if self.tls:
@@ -414,7 +414,8 @@ class LocalStack:
         self.start_seconds = time.monotonic() - started
         self._write_state()
 
-    def _check_regions(self) -> None:
+    def check_regions(self) -> None:
+        """Refuse regions that cannot run (ValueError), before anything starts."""
         from gateway.regions.control import REGION_NAME
 
         if not self.regions:

@@ -160,4 +160,4 @@ def test_a_region_prefix_is_told_from_a_cell():
 )
 def test_region_settings_that_cannot_run_are_refused_before_anything_starts(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        LocalStack(**kwargs)._check_regions()
+        LocalStack(**kwargs).check_regions()
