@@ -669,6 +669,47 @@ def switch_lines(e: dict[str, Any]) -> list[str]:
     return out
 
 
+def reading(e: dict[str, Any]) -> list[str]:
+    """How to read an evacuation's figures: where the time goes, and what failed."""
+    lines = [
+        "How to read it: the time to move is mostly the command's own: `relay region` starts "
+        "an interpreter, writes the routing control and its audit item in one transaction, "
+        "and returns (the command's seconds above); the front door reads the controls every "
+        "0.2 s and reloads nginx when the serving regions change, so the hostname moves a "
+        "fraction of a second after the write (its row above, and the switches). Locally the "
+        "front door stands in for Route 53: in AWS the move also waits for the failover "
+        "record's TTL in the clients' resolvers, which this run does not measure. A driver "
+        "answered by the other region is served by that region's gateway and modules, "
+        "reading and writing that region's copy of the tables.",
+        "",
+    ]
+    problems = {
+        what
+        for w in (e["evacuating"], e["restoring"])
+        for what in w.get("problems", {})
+        if "invalid-transition" in what
+    }
+    if problems:
+        between = 2 * e["drivers"] / e["rate"]  # a driver writes every other request
+        slowest = float(e["replicator"].get("lag_ms", {}).get("max", 0.0))
+        windows = (e["before"], e["evacuating"], e["restoring"])
+        deferred = any("202" in w["statuses"] for w in windows)
+        lines += [
+            "A write answered 409 invalid-transition was refused by loads because the event "
+            "does not follow the load's status in the answering region's copy. The drivers "
+            "send each event only once the one before it was acknowledged, so that copy did "
+            "not yet hold the previous event: acknowledged by the other region before the "
+            f"move, about {between:g} s earlier (each driver writes every other request)"
+            + (", or acknowledged with a 202 and still queued" if deferred else "")
+            + f". The replicator's slowest copy in this run took {slowest / 1000:.1f} s "
+            "(section 14): this is the replication lag as a driver meets it in the seconds "
+            "after a move. The driver tries the same event again (the same Idempotency-Key) "
+            "at its next write.",
+            "",
+        ]
+    return lines
+
+
 def evacuation_text(e: dict[str, Any]) -> str:
     if e.get("skipped"):
         return f"evacuation skipped: {e['skipped']}"
@@ -780,17 +821,15 @@ def targets(report: Any) -> None:
     if e and not e.get("skipped"):
         shift = e["shift_seconds"]
         moved = shift is not None
-        failed = e["evacuating"]["failed"] + e["restoring"]["failed"]
+        back = e["back_seconds"]
         report.target(
             "us-east-1 evacuated on the two-region local stack: seconds from the command's "
-            "start until 100% of its hostname's answers come from us-west-2, and requests "
-            f"failed while it moved and back ({e['drivers']} drivers, ~{e['rate']:g} "
-            "requests/s)",
-            f"<= {SHIFT_GOAL_SECONDS:g} s and 0 failed",
+            "start until 100% of its hostname's answers come from us-west-2 "
+            f"({e['drivers']} drivers, ~{e['rate']:g} requests/s)",
+            f"<= {SHIFT_GOAL_SECONDS:g} s",
             spread([shift if moved else WAIT_SECONDS]),
-            f"{'not moved' if not moved else f'{shift:.2f} s'}, {failed} of "
-            f"{e['evacuating']['requests'] + e['restoring']['requests']} failed; back "
-            + ("not seen" if e["back_seconds"] is None else f"{e['back_seconds']:.2f} s"),
+            f"{'not moved' if not moved else f'{shift:.2f} s'}; back after the restore "
+            + ("not seen" if back is None else f"{back:.2f} s"),
             "the goal (set, not measured)",
             spread([SHIFT_GOAL_SECONDS]),
             f"{SHIFT_GOAL_SECONDS:g} s",
@@ -799,8 +838,31 @@ def targets(report: Any) -> None:
                 shift if moved else WAIT_SECONDS,
                 SHIFT_GOAL_SECONDS,
                 at_most=True,
-                also=moved and failed == 0 and e["back_seconds"] is not None,
+                also=moved and back is not None,
             ),
+        )
+        windows = (e["evacuating"], e["restoring"])
+        failed = sum(w["failed"] for w in windows)
+        problems: dict[str, int] = {}
+        for w in windows:
+            for what, n in w.get("problems", {}).items():
+                problems[what] = problems.get(what, 0) + n
+        report.target(
+            "us-east-1 evacuated and restored on the two-region local stack: requests "
+            "failed from the evacuate command to the end (an answer other than 2xx, or none)",
+            "0",
+            spread([float(failed)]),
+            f"{failed} of {sum(w['requests'] for w in windows)}"
+            + (
+                " (" + ", ".join(f"{n} x {p}" for p, n in sorted(problems.items())) + ")"
+                if problems
+                else ""
+            ),
+            "the goal (set, not measured)",
+            spread([0.0]),
+            "0",
+            0.0,
+            once_verdict(failed, 0, at_most=True),
         )
     for t in report.targets[first:]:
         t["phase"] = "regions"
@@ -976,6 +1038,7 @@ def markdown(r: Any) -> list[str]:
         )
         + ".",
         "",
+        *reading(e),
         *verdict_lines("us-east-1 evacuated"),
         "",
         "### 14. Replication lag",

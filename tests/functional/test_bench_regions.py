@@ -161,9 +161,11 @@ def _report(two: list[float] | None = None, evacuation: dict | None = None) -> d
 
 def test_regions_section_shows_the_counts_the_ratio_the_move_and_the_lag():
     figures = _report(evacuation=dict(EVACUATION))
-    hop, write, moved = figures["targets"]
-    assert hop["phase"] == write["phase"] == moved["phase"] == "regions"
-    assert hop["verdict"] == write["verdict"] == moved["verdict"] == verdicts.MET
+    _, _, moved, failed = figures["targets"]
+    assert {t["phase"] for t in figures["targets"]} == {"regions"}
+    assert {t["verdict"] for t in figures["targets"]} == {verdicts.MET}
+    assert moved["measured"] == "1.42 s; back after the restore 1.10 s"
+    assert failed["measured"] == "0 of 320"
     text = "\n".join(region_cost.markdown(Report.from_dict(figures)))
     assert "## Regions (run of 2026-12-04 12:30 UTC; 3 rounds)" in text
     assert f"| GET /loads, {region_cost.ONE} | 557,600 (557,500-557,700, 3 rounds) |" in text
@@ -182,6 +184,9 @@ def test_regions_section_shows_the_counts_the_ratio_the_move_and_the_lag():
     )
     assert "| end to end (written in us-east-1 to read in us-west-2) | 210 ms | 480 ms" in text
     assert "- [met] us-east-1 evacuated on the two-region local stack" in text
+    assert "- [met] us-east-1 evacuated and restored on the two-region local stack" in text
+    assert "How to read it: the time to move is mostly the command's own" in text
+    assert "409 invalid-transition" not in text
     # the whole report: the target's line, and the section after the cells'
     whole = markdown(None, None, None, None, None, figures)
     assert "- *Regions*: with a second region configured" in whole
@@ -194,10 +199,17 @@ def test_a_second_region_costing_more_than_5_percent_or_a_failed_request_misses(
     assert hop["verdict"] == verdicts.MISSED and write["verdict"] == verdicts.MET
     text = "\n".join(region_cost.markdown(Report.from_dict(figures)))
     assert "(evacuation on the local stack: not run)" in text
-    failed = {**EVACUATION, "evacuating": {**EVACUATION["evacuating"], "failed": 1}}
-    assert _report(evacuation=failed)["targets"][2]["verdict"] == verdicts.MISSED
+    what = "409 invalid-transition (write on the us-east-1 hostname)"
+    evacuating = {**EVACUATION["evacuating"], "failed": 1, "problems": {what: 1}}
+    figures = _report(evacuation={**EVACUATION, "evacuating": evacuating})
+    _, _, moved, failed = figures["targets"]
+    assert moved["verdict"] == verdicts.MET and failed["verdict"] == verdicts.MISSED
+    assert failed["measured"] == f"1 of 320 (1 x {what})"
+    text = "\n".join(region_cost.markdown(Report.from_dict(figures)))
+    assert "acknowledged by the other region before the move, about 4 s earlier" in text
+    assert "The replicator's slowest copy in this run took 0.5 s" in text
     never = {**EVACUATION, "shift_seconds": None}
-    *_, moved = _report(evacuation=never)["targets"]
+    _, _, moved, _ = _report(evacuation=never)["targets"]
     assert moved["verdict"] == verdicts.MISSED and moved["measured"].startswith("not moved")
     skipped = _report(evacuation={"skipped": "this tree's LocalStack has no regions"})
     assert len(skipped["targets"]) == 2
