@@ -609,6 +609,7 @@ class LocalStack:
                         "EVENT_SOURCE_QUEUE_ARN": queue.attrs["Arn"],
                         "EVENT_SOURCE_BACKOFF_BASE_SECONDS": str(self.event_source_backoff[0]),
                         "EVENT_SOURCE_BACKOFF_MAX_SECONDS": str(self.event_source_backoff[1]),
+                        **self._peer_env(lid, region),
                     },
                     self.state_dir / "logs" / log_name(name),
                 )
@@ -710,6 +711,15 @@ class LocalStack:
         if self._frontdoor_thread is not None:
             self._frontdoor_thread.join(timeout=START_TIMEOUT_SECONDS)
             self._frontdoor_thread = None
+
+    def _peer_env(self, logical_id: str, region: str) -> dict[str, str]:
+        """``RELAY_PEER_UPSTREAMS`` for a function its template gives peer regions
+        (``RELAY_REGION_PEERS``): what it would read from the peers' SSM in AWS."""
+        if not self.multi_region:
+            return {}
+        if not self.function_env(logical_id, region=region).get("RELAY_REGION_PEERS"):
+            return {}
+        return {"RELAY_PEER_UPSTREAMS": json.dumps(self.peer_upstreams(region))}
 
     def peer_upstreams(self, region: str) -> dict[str, dict[str, str]]:
         """``RELAY_PEER_UPSTREAMS`` of ``region``'s gateways: every other region's critical
@@ -950,9 +960,10 @@ class LocalStack:
         if self.multi_region and name in CRITICAL_MODULES:
             for region in self.regions[1:]:
                 peers = json.dumps(self.peer_upstreams(region))
-                for gateway in self.region_gateway_names(region):
-                    proc = self.processes[gateway]
-                    proc.env = {**proc.env, "RELAY_PEER_UPSTREAMS": peers}
+                for other in self.processes.values():
+                    in_region = split_region(other.name)[0] == region
+                    if in_region and "RELAY_PEER_UPSTREAMS" in other.env:
+                        other.env = {**other.env, "RELAY_PEER_UPSTREAMS": peers}
 
     def retire_version(self, module: str, version: str) -> None:
         """Stop ``<module>@<version>`` and forget it (a release rolled back)."""

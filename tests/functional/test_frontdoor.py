@@ -271,6 +271,10 @@ def test_two_regions_plan_their_processes_names_and_environments(emulator_url, t
             "gatepass": f"{procs['gatepass'].url}/",
         }
     }
+    # a worker gets the peers' processes exactly when its template gives it peer regions
+    for name in ("replay", "us-west-2/replay", "notifications", "us-west-2/notifications"):
+        env = procs[name].env
+        assert ("RELAY_PEER_UPSTREAMS" in env) == bool(env.get("RELAY_REGION_PEERS")), name
     west = procs["us-west-2/gateway"].env
     # its own critical modules, and the primary's navigate and message (its stacks publish them)
     assert west["RELAY_UPSTREAM_GATEPASS"] == f"{procs['us-west-2/gatepass'].url}/"
