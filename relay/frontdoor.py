@@ -154,7 +154,12 @@ class Switch:
 
 class RoutingReader:
     """The routing controls, read from the first region's replica that answers (the
-    primary's, else the next), with short deadlines."""
+    primary's, else the next), with short deadlines.
+
+    A replica may lag (it is a global table): when the primary's read times out and the
+    next replica still holds an older control, taking it would move the front door back
+    to a state operators already left. Each region's control only ever moves forward
+    here: the newest revision seen from any replica wins."""
 
     def __init__(
         self,
@@ -187,15 +192,22 @@ class RoutingReader:
             )
             for region in regions
         ]
+        self.newest: dict[str, Any] = {}  # region -> the newest RegionControl seen
 
     def __call__(self) -> dict[str, Any]:
         error: Exception | None = None
         for region, controls in self.replicas:
             try:
-                return controls.load()
+                read = controls.load()
             except Exception as exc:  # the next replica
                 log.debug("routing controls unreadable in %s: %r", region, exc)
                 error = exc
+                continue
+            for name, control in read.items():
+                known = self.newest.get(name)
+                if known is None or control.revision > known.revision:
+                    self.newest[name] = control
+            return dict(self.newest)
         assert error is not None
         raise error
 

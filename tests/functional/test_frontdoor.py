@@ -210,6 +210,22 @@ def test_the_controls_are_read_from_the_next_region_when_the_primary_does_not_an
     assert not controls["us-east-1"].serving and controls["us-east-1"].reason == "game day"
 
 
+def test_a_lagging_replica_never_moves_a_control_back(aws):
+    """Both replicas exist; the primary's moved on (restored), then stops answering, and
+    the next replica still holds the evacuation: the restore stands."""
+    east_table = _routing_table("us-east-1")
+    _routing_table("us-west-2")
+    east = RoutingControls(TABLE, dynamodb=boto3.resource("dynamodb", region_name="us-east-1"))
+    west = RoutingControls(TABLE, dynamodb=boto3.resource("dynamodb", region_name="us-west-2"))
+    for controls in (east, west):  # replicated
+        controls.evacuate("us-east-1", regions=REGIONS, who="tester", why="game day")
+    east.restore("us-east-1", regions=REGIONS, who="tester", why="over")  # not replicated yet
+    read = RoutingReader(TABLE, REGIONS, endpoint_url=None)
+    assert read()["us-east-1"].serving
+    east_table.delete()  # the primary's replica stops answering
+    assert read()["us-east-1"].serving  # west's older evacuation is not taken
+
+
 def test_with_no_replica_answering_the_read_fails(aws):
     with pytest.raises(Exception, match="ResourceNotFound"):
         RoutingReader(TABLE, REGIONS, endpoint_url=None)()
