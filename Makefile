@@ -83,7 +83,7 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/cfn-lint template.yaml platform/template.yaml modules/*/template.yaml
+	$(BIN)/cfn-lint template.yaml platform/template.yaml frontdoor/template.yaml modules/*/template.yaml
 	$(BIN)/python -m relay.openapi --check
 	$(MAKE) --no-print-directory checkov
 
@@ -96,7 +96,7 @@ $(CHECKOV):
 	.tools/checkov/bin/python -m pip install -q checkov
 checkov: $(CHECKOV)
 	$(CHECKOV) --quiet --compact --skip-download --framework cloudformation \
-		$(addprefix -f ,template.yaml platform/template.yaml $(wildcard modules/*/template.yaml))
+		$(addprefix -f ,template.yaml platform/template.yaml frontdoor/template.yaml $(wildcard modules/*/template.yaml))
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
