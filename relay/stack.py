@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import ssl
@@ -101,8 +102,36 @@ START_TIMEOUT_SECONDS = 30.0
 RETIRE_AFTER_SECONDS = 10.0  # a promoted version's predecessor runs on this long
 
 
+LISTEN_PORTS = (10_000, 32_000)  # where free_port looks, below the kernel's ephemeral range
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing listens on, for a process to come: below the kernel's
+    ephemeral range (an outgoing connection made between choosing a port and the process
+    binding it, say one of the deploy's many calls to the emulator, could take a port from
+    that range, and the process would fail to start while another answers there), and never
+    the same one twice in this process."""
+    low, high = LISTEN_PORTS[0], min(LISTEN_PORTS[1], _ephemeral_low() - 1)
+    for _ in range(500):
+        port = low + secrets.randbelow(high - low + 1)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # that range is full: let the kernel choose
         s.bind((HOST, 0))
         return s.getsockname()[1]
 

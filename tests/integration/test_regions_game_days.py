@@ -284,13 +284,11 @@ def test_a_write_retried_in_the_other_region_is_applied_once(api: Api, stack: Lo
     replay, not applied again."""
     driver, load_id = "D-8390", "L-8390"
     body = demo.assignment(load_id, driver, ROUTE, datetime.now(UTC)).model_dump(mode="json")
-    r = api.http.post(
-        "/dispatch/assignments", json=body, headers={**api.auth(Role.DISPATCH), **host(EAST)}
-    )
-    assert r.status_code == 201, r.text
     event = {"kind": "arrived", "stop_seq": 1}
     auth = {**api.auth(Role.DRIVER, driver), "idempotency-key": "cross-region-8390-1"}
     with httpx.Client(base_url=stack.region_gateway_url(EAST), timeout=10) as east:
+        r = east.post("/dispatch/assignments", json=body, headers=api.auth(Role.DISPATCH))
+        assert r.status_code == 201, r.text
         first = east.post(f"/loads/{load_id}/events", json=event, headers=auth)
     assert first.status_code == 201, first.text
     assert wait_until(lambda: events_in(stack, WEST, load_id) == [("arrived", 1)], timeout=20)
