@@ -394,7 +394,17 @@ class LocalCloud:
                 KeySpec=props.get("KeySpec", "SYMMETRIC_DEFAULT"),
                 KeyUsage=props.get("KeyUsage", "ENCRYPT_DECRYPT"),
                 Description=str(self.resolve(stack, props.get("Description", logical_id))),
+                MultiRegion=self.resolve(stack, props.get("MultiRegion", False)) in (True, "true"),
             )["KeyMetadata"]
+            return Resource(ref=meta["KeyId"], attrs={"Arn": meta["Arn"], "KeyId": meta["KeyId"]})
+        if kind == "AWS::KMS::ReplicaKey":
+            # As KMS does: the primary (a multi-Region key in another region) is replicated
+            # into this region, the same key material under the same key id.
+            primary = str(self.resolve(stack, props["PrimaryKeyArn"]))
+            meta = self.client("kms", primary.split(":")[3]).replicate_key(
+                KeyId=primary.rsplit("/", 1)[1],  # the key id (moto takes no ARN here)
+                ReplicaRegion=self.region,
+            )["ReplicaKeyMetadata"]
             return Resource(ref=meta["KeyId"], attrs={"Arn": meta["Arn"], "KeyId": meta["KeyId"]})
         if kind == "AWS::SSM::Parameter":
             name = self._physical_name(logical_id, props.get("Name"), stack)

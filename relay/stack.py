@@ -516,6 +516,12 @@ class LocalStack:
                 session=self._session(region),
             )
             self.region_clouds[region] = cloud
+            if region != self.primary_region:
+                # the second region replicates the primary's gate pass signing key
+                primary = self.region_deployed[self.primary_region]
+                parameters = parameters | {
+                    "PrimarySigningKeyArn": primary.children["GatepassApp"].outputs["SigningKeyArn"]
+                }
             self.region_deployed[region] = cloud.deploy_system(parameters, cells=self.cells)
         self.cloud = self.region_clouds[self.primary_region]
         self.deployed = self.region_deployed[self.primary_region]

@@ -77,8 +77,26 @@ def two_regions(aws) -> tuple[LocalCloud, StackResult, LocalCloud, StackResult, 
     first = primary.deploy_system({**STAGE, **REGIONS}, cells=2)
     before = _tables(SECOND)
     second = LocalCloud(region=SECOND, function_urls=_urls(SECOND))
-    other = second.deploy_system({**STAGE, **REGIONS}, cells=2)
+    key = first.children["GatepassApp"].outputs["SigningKeyArn"]  # the primary's, replicated
+    other = second.deploy_system({**STAGE, **REGIONS, "PrimarySigningKeyArn": key}, cells=2)
     return primary, first, second, other, before
+
+
+def test_both_regions_sign_passes_with_one_multi_region_key(two_regions):
+    """A pass signed in either region verifies in both, and the JWKS they publish is one."""
+    _, first, _, other, _ = two_regions
+    here = first.children["GatepassApp"]
+    there = other.children["GatepassApp"]
+    assert "SigningKey" in here.resources and "SigningKeyReplica" not in here.resources
+    assert "SigningKeyReplica" in there.resources and "SigningKey" not in there.resources
+    primary_arn, replica_arn = here.outputs["SigningKeyArn"], there.outputs["SigningKeyArn"]
+    assert primary_arn.split(":")[3] == PRIMARY and replica_arn.split(":")[3] == SECOND
+    assert primary_arn.split("/")[1] == replica_arn.split("/")[1]  # one mrk- key id
+    keys = [
+        boto3.client("kms", region_name=r).get_public_key(KeyId=arn)["PublicKey"]
+        for r, arn in ((PRIMARY, primary_arn), (SECOND, replica_arn))
+    ]
+    assert keys[0] == keys[1]
 
 
 def test_the_primary_makes_every_global_table_in_both_regions_and_the_second_makes_none(

@@ -9,7 +9,9 @@ hostname.
    network), every acknowledged event is applied exactly once, in order, and is in
    us-west-2's table; the us-east-1 hostname is served by us-west-2's gateway within
    seconds of the command; restoring brings it home.
-2. us-east-1's loads tables deleted (its data plane gone): its drivers keep their loads,
+2. A write retried in the other region is answered as a replay; a gate pass issued in
+   us-east-1 is admitted by us-west-2 (one multi-Region signing key).
+3. us-east-1's loads tables deleted (its data plane gone): its drivers keep their loads,
    first from the fallback, then live from us-west-2's loads through their own gateway
    (the breaker opened, the gateway failed over).
 """
@@ -304,6 +306,38 @@ def test_a_write_retried_in_the_other_region_is_applied_once(api: Api, stack: Lo
     assert again.json() == first.json()
     for region in REGIONS:
         assert events_in(stack, region, load_id) == [("arrived", 1)]
+
+
+def test_a_gate_pass_issued_in_one_region_is_verified_in_the_other(api: Api, stack: LocalStack):
+    """One multi-Region signing key: the same kid and keys in both regions, so a gate in the
+    region a driver was moved to admits the pass the first region issued."""
+    driver, load_id = "D-8391", "L-8391"
+    body = demo.assignment(load_id, driver, ROUTE, datetime.now(UTC)).model_dump(mode="json")
+    gate = api.auth(Role.GATE, None)
+    check = {"facility_id": ROUTE[0]}
+    with (
+        httpx.Client(base_url=stack.region_gateway_url(EAST), timeout=10) as east,
+        httpx.Client(base_url=stack.region_gateway_url(WEST), timeout=10) as west,
+    ):
+        r = east.post("/dispatch/assignments", json=body, headers=api.auth(Role.DISPATCH))
+        assert r.status_code == 201, r.text
+        issued = east.post(
+            "/gatepass",
+            json={"load_id": load_id, "facility_id": ROUTE[0]},
+            headers=api.auth(Role.DRIVER, driver),
+        )
+        assert issued.status_code == 201, issued.text
+        token = issued.json()["token"]
+        assert east.get("/gatepass/keys").json() == west.get("/gatepass/keys").json()
+
+        def verified() -> dict:
+            r = west.post("/gatepass/verify", json={"token": token, **check}, headers=gate)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        # (the pass itself reaches us-west-2's table within the replication lag)
+        assert wait_until(lambda: verified()["valid"] is True, timeout=20), verified()
+        assert verified()["driver_id"] == driver
 
 
 def test_with_us_east_1_s_loads_tables_gone_its_drivers_keep_their_loads(api, stack):
