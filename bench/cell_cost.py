@@ -145,15 +145,12 @@ def caller(
 async def _forwards(mode: str, requests: int) -> None:
     from bench.callgrind_forward import (
         UPSTREAMS,
-        WARMUP,
         Clock,
         Module,
         bench_settings,
-        callgrind,
     )
     from gateway.app import create_app
     from gateway.routing.routes import RouteTable
-    from shared_contracts.identity import Role
 
     celled = mode.startswith("celled")
     write = mode.endswith("-write")
@@ -171,14 +168,40 @@ async def _forwards(mode: str, requests: int) -> None:
         clock=clock,
         placement_store=store,
     )
+
+    def warmed() -> str | None:
+        cells = app.state.cells
+        if celled and len(cells.placed.get("loads", {})) != PLACED:
+            return f"the gateway's copy has {cells.view()}, not {PLACED} placements"
+        return None
+
+    await measure(app, issuer, clock, mode=mode, write=write, requests=requests, warmed=warmed)
+
+
+async def measure(
+    app: Any,
+    issuer: Any,
+    clock: Any,
+    *,
+    mode: str,
+    write: bool,
+    requests: int,
+    warmed: Callable[[], str | None],
+) -> None:
+    """The measured forwards of one mode (the cells and regions phases): 20 drivers in
+    turn, warmed up first (then the shared copies' last background read lands and
+    ``warmed`` says what is wrong with the app's state, if anything), counted between
+    callgrind's on and off; every answer must be a 200."""
+    from bench.callgrind_forward import WARMUP, callgrind
+    from shared_contracts.identity import Role
+
     method, path, body = ("POST", "/loads/L-1/events", EVENT) if write else ("GET", "/loads", b"")
     callers = [caller(app, issuer.mint(d, Role.DRIVER, d), method, path, body) for d in DRIVERS]
     for n in range(WARMUP):
         await callers[n % len(callers)][0]()
-    await asyncio.sleep(0.05)  # the last background read of the placements lands
-    cells = app.state.cells
-    if celled and len(cells.placed.get("loads", {})) != PLACED:
-        sys.exit(f"{mode}: the gateway's copy has {cells.view()}, not {PLACED} placements")
+    await asyncio.sleep(0.05)  # the last background read of the shared copies lands
+    if (wrong := warmed()) is not None:
+        sys.exit(f"{mode}: {wrong}")
     for _, got in callers:
         del got[:]
     clock.running = False
@@ -558,32 +581,21 @@ def phase(report: Any, stack: bool = True, cells: Sequence[int] = STACK_CELLS) -
 
 
 def targets(report: Any) -> None:
-    from bench.run import ratio_text
-    from bench.verdicts import NOISE_THRESHOLDS, once_verdict, ratios, spread, verdict
+    from bench.verdicts import once_verdict, spread
 
     first = len(report.targets)
-    cost = report.cells["instructions"]
-    threshold = NOISE_THRESHOLDS["baseline"]
-    for base, celled, what in (
-        ("uncelled", "celled", "GET /loads"),
-        ("uncelled-write", "celled-write", "POST /loads/L-1/events"),
-    ):
-        if not cost.get(base) or not cost.get(celled):
-            continue
-        ref = spread(cost[base])
-        ratio = spread(ratios(cost[celled], cost[base]))
-        report.target(
-            f"instructions per in-process forward, {what}, loads in 2 cells vs uncelled "
-            f"(callgrind, {report.cells['drivers']} drivers in turn)",
-            f"<= {RATIO_TARGET:.2f}x",
-            ratio,
-            ratio_text(ratio),
-            f"instructions per forward, {what}, uncelled",
-            ref,
-            ref.show("{:,.0f}"),
-            threshold,
-            verdict(ratio.median, RATIO_TARGET, at_most=True, reference=ref, threshold=threshold),
-        )
+    instructions.ratio_targets(
+        report,
+        report.cells["instructions"],
+        (
+            ("uncelled", "celled", "GET /loads"),
+            ("uncelled-write", "celled-write", "POST /loads/L-1/events"),
+        ),
+        comparison="loads in 2 cells vs uncelled",
+        base_name="uncelled",
+        drivers=report.cells["drivers"],
+        target=RATIO_TARGET,
+    )
     for b in report.cells.get("blast_radius", []):
         share = spread([b["share_degraded"]])
         expected = spread([b["expected_share"]])

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -135,6 +136,42 @@ def server_per_request(pid: int, url: str, token: str, out: Path, rounds: int) -
         _control(pid, "-i", "off")
     short = _dumped(out, pid, 1)
     return [(_dumped(out, pid, n) - short) / (LONG - SHORT) for n in range(2, len(windows) + 1)]
+
+
+def ratio_targets(
+    report: Any,
+    cost: dict[str, list[float]],
+    pairs: tuple[tuple[str, str, str], ...],
+    *,
+    comparison: str,
+    base_name: str,
+    drivers: int,
+    target: float,
+) -> None:
+    """One judged target per (base mode, changed mode, request) of ``pairs``: the
+    instructions per in-process forward of the changed mode over the base's, round by
+    round, against ``target`` (the cells and regions phases: what routing adds to a hop)."""
+    from bench.run import ratio_text
+    from bench.verdicts import NOISE_THRESHOLDS, ratios, spread, verdict
+
+    threshold = NOISE_THRESHOLDS["baseline"]
+    for base, changed, what in pairs:
+        if not cost.get(base) or not cost.get(changed):
+            continue
+        ref = spread(cost[base])
+        ratio = spread(ratios(cost[changed], cost[base]))
+        report.target(
+            f"instructions per in-process forward, {what}, {comparison} "
+            f"(callgrind, {drivers} drivers in turn)",
+            f"<= {target:.2f}x",
+            ratio,
+            ratio_text(ratio),
+            f"instructions per forward, {what}, {base_name}",
+            ref,
+            ref.show("{:,.0f}"),
+            threshold,
+            verdict(ratio.median, target, at_most=True, reference=ref, threshold=threshold),
+        )
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import instructions
-from bench.cell_cost import BODY, DRIVERS, EVENT, _percentile, caller
+from bench.cell_cost import BODY, DRIVERS, _percentile, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT, LONG = 200, 1200
@@ -108,15 +108,12 @@ class _Controls:
 async def _forwards(mode: str, requests: int) -> None:
     from bench.callgrind_forward import (
         UPSTREAMS,
-        WARMUP,
         Clock,
         Module,
         bench_settings,
-        callgrind,
     )
     from gateway.app import create_app
     from gateway.routing.routes import RouteTable
-    from shared_contracts.identity import Role
 
     two = mode.startswith("two-regions")
     write = mode.endswith("-write")
@@ -130,29 +127,19 @@ async def _forwards(mode: str, requests: int) -> None:
         clock=clock,
         routing_store=_Controls() if two else None,
     )
-    method, path, body = ("POST", "/loads/L-1/events", EVENT) if write else ("GET", "/loads", b"")
-    callers = [caller(app, issuer.mint(d, Role.DRIVER, d), method, path, body) for d in DRIVERS]
-    for n in range(WARMUP):
-        await callers[n % len(callers)][0]()
-    await asyncio.sleep(0.05)  # the last background read of the routing controls lands
     regions = app.state.regions
-    if two:
-        if sorted(regions.controls) != sorted(REGIONS) or regions.evacuated:
-            sys.exit(f"{mode}: the gateway's routing copy is {regions.view()}")
-        if "loads" not in regions.failover:
-            sys.exit(f"{mode}: loads has no peer upstream: {regions.view()}")
-    elif regions.failover:
-        sys.exit(f"{mode}: a peer region is configured: {regions.view()}")
-    for _, got in callers:
-        del got[:]
-    clock.running = False
-    callgrind("on")
-    for n in range(requests):
-        await callers[n % len(callers)][0]()
-    callgrind("off")
-    statuses = {s for _, got in callers for s in got}
-    if statuses != {200}:
-        sys.exit(f"{mode}: answers other than 200: {sorted(statuses)}")
+
+    def warmed() -> str | None:
+        if two:
+            if sorted(regions.controls) != sorted(REGIONS) or regions.evacuated:
+                return f"the gateway's routing copy is {regions.view()}"
+            if "loads" not in regions.failover:
+                return f"loads has no peer upstream: {regions.view()}"
+        elif regions.failover:
+            return f"a peer region is configured: {regions.view()}"
+        return None
+
+    await measure(app, issuer, clock, mode=mode, write=write, requests=requests, warmed=warmed)
     if regions.sent:
         sys.exit(f"{mode}: requests went to a peer region: {dict(regions.sent)}")
 
@@ -791,32 +778,21 @@ def phase(report: Any, stack: bool = True) -> None:
 
 
 def targets(report: Any) -> None:
-    from bench.run import ratio_text
-    from bench.verdicts import NOISE_THRESHOLDS, once_verdict, ratios, spread, verdict
+    from bench.verdicts import once_verdict, spread
 
     first = len(report.targets)
-    cost = report.regions["instructions"]
-    threshold = NOISE_THRESHOLDS["baseline"]
-    for base, two, what in (
-        ("one-region", "two-regions", "GET /loads"),
-        ("one-region-write", "two-regions-write", "POST /loads/L-1/events"),
-    ):
-        if not cost.get(base) or not cost.get(two):
-            continue
-        ref = spread(cost[base])
-        ratio = spread(ratios(cost[two], cost[base]))
-        report.target(
-            f"instructions per in-process forward, {what}, two regions configured vs one "
-            f"(callgrind, {report.regions['drivers']} drivers in turn)",
-            f"<= {RATIO_TARGET:.2f}x",
-            ratio,
-            ratio_text(ratio),
-            f"instructions per forward, {what}, one region",
-            ref,
-            ref.show("{:,.0f}"),
-            threshold,
-            verdict(ratio.median, RATIO_TARGET, at_most=True, reference=ref, threshold=threshold),
-        )
+    instructions.ratio_targets(
+        report,
+        report.regions["instructions"],
+        (
+            ("one-region", "two-regions", "GET /loads"),
+            ("one-region-write", "two-regions-write", "POST /loads/L-1/events"),
+        ),
+        comparison="two regions configured vs one",
+        base_name="one region",
+        drivers=report.regions["drivers"],
+        target=RATIO_TARGET,
+    )
     e = report.regions.get("evacuation") or {}
     if e and not e.get("skipped"):
         shift = e["shift_seconds"]
