@@ -620,7 +620,7 @@ def targets(report: Any) -> None:
 def markdown(r: Any) -> list[str]:
     """The cells phase's section of docs/benchmarks.md, from bench/results/cells.json (a
     bench.run Report with ``cells``; any run that had the phase, a --quick one included)."""
-    from bench.run import host_text, ratio_text, without_note
+    from bench.run import host_text, ratio_text, verdict_lines, without_note
     from bench.verdicts import ratios, spread
 
     if r is None or not r.cells:
@@ -629,15 +629,6 @@ def markdown(r: Any) -> list[str]:
     cost = figures["instructions"]
     short, long = figures["requests"]
     mode = f"`--quick`: {r.rounds} rounds, a smoke check" if r.quick else f"{r.rounds} rounds"
-    judged = [t for t in r.targets if t.get("phase") == "cells"]
-
-    def verdict_lines(what: str) -> list[str]:
-        return [
-            f"- [{t['verdict']}] {t['what']}: {t['measured']} (target {t['target']}; "
-            f"reference {t['reference_figure']})"
-            for t in judged
-            if t["what"].startswith(what)
-        ]
 
     adds: list[str] = []  # what cell routing adds per forward, in words
     rows = [f"| {MODE_NAMES.get(m, m)} | {spread(v).show('{:,.0f}')} |" for m, v in cost.items()]
@@ -697,7 +688,7 @@ def markdown(r: Any) -> list[str]:
             if adds
             else []
         ),
-        *verdict_lines("instructions per in-process forward"),
+        *verdict_lines(r, "cells", "instructions per in-process forward"),
         "",
         "```",
         *figures.get("commands", []),
@@ -788,7 +779,7 @@ def markdown(r: Any) -> list[str]:
         lines.append("")
     return [
         *lines,
-        *verdict_lines("one of"),
+        *verdict_lines(r, "cells", "one of"),
         "",
         "```",
         "python -m bench.cell_cost",

@@ -848,7 +848,7 @@ def markdown(r: Any) -> list[str]:
     """The regions phase's section of docs/benchmarks.md, from bench/results/regions.json
     (a bench.run Report with ``regions``; any run that had the phase, a --quick one
     included)."""
-    from bench.run import host_text, ratio_text, without_note
+    from bench.run import host_text, ratio_text, verdict_lines, without_note
     from bench.verdicts import ratios, spread
 
     if r is None or not r.regions:
@@ -857,15 +857,6 @@ def markdown(r: Any) -> list[str]:
     cost = figures["instructions"]
     short, long = figures["requests"]
     mode = f"`--quick`: {r.rounds} rounds, a smoke check" if r.quick else f"{r.rounds} rounds"
-    judged = [t for t in r.targets if t.get("phase") == "regions"]
-
-    def verdict_lines(what: str) -> list[str]:
-        return [
-            f"- [{t['verdict']}] {t['what']}: {t['measured']} (target {t['target']}; "
-            f"reference {t['reference_figure']})"
-            for t in judged
-            if t["what"].startswith(what)
-        ]
 
     adds: list[str] = []
     rows = [f"| {MODE_NAMES.get(m, m)} | {spread(v).show('{:,.0f}')} |" for m, v in cost.items()]
@@ -917,7 +908,7 @@ def markdown(r: Any) -> list[str]:
             if adds
             else []
         ),
-        *verdict_lines("instructions per in-process forward"),
+        *verdict_lines(r, "regions", "instructions per in-process forward"),
         "",
         "```",
         *figures.get("commands", []),
@@ -1015,7 +1006,7 @@ def markdown(r: Any) -> list[str]:
         + ".",
         "",
         *reading(e),
-        *verdict_lines("us-east-1 evacuated"),
+        *verdict_lines(r, "regions", "us-east-1 evacuated"),
         "",
         "### 14. Replication lag",
         "",

@@ -1843,6 +1843,17 @@ def fleet_markdown(f: Report | None) -> list[str]:
     return lines
 
 
+def verdict_lines(r: Report, phase: str, what: str) -> list[str]:
+    """A phase's judged targets whose description starts with ``what``, one line each, as
+    the phases' sections of docs/benchmarks.md list them."""
+    return [
+        f"- [{t['verdict']}] {t['what']}: {t['measured']} (target {t['target']}; "
+        f"reference {t['reference_figure']})"
+        for t in r.targets
+        if t.get("phase") == phase and t["what"].startswith(what)
+    ]
+
+
 def release_markdown(r: Report | None) -> list[str]:
     """The release phase, from bench/results/release.json (any run that had it, a --quick
     one included: it says so)."""
@@ -1854,15 +1865,6 @@ def release_markdown(r: Report | None) -> list[str]:
     ratio = spread(ratios(cost["release"], cost["no-release"]))
     short, long = rel["requests"]
     mode = f"`--quick`: {r.rounds} rounds, a smoke check" if r.quick else f"{r.rounds} rounds"
-    judged = [t for t in r.targets if t.get("phase") == "release"]
-
-    def verdict_lines(what: str) -> list[str]:
-        return [
-            f"- [{t['verdict']}] {t['what']}: {t['measured']} (target {t['target']}; "
-            f"reference {t['reference_figure']})"
-            for t in judged
-            if t["what"].startswith(what)
-        ]
 
     lines = [
         f"## A release in progress (run of {r.started}; {mode})",
@@ -1892,7 +1894,7 @@ def release_markdown(r: Report | None) -> list[str]:
         f"| {RELEASE_AT_50} | {with_release.show('{:,.0f}')} |",
         f"| release / no release, round by round | {ratio_text(ratio)} |",
         "",
-        *verdict_lines("instructions per in-process forward"),
+        *verdict_lines(r, "release", "instructions per in-process forward"),
         "",
         "```",
         *rel.get("commands", []),
@@ -1934,7 +1936,7 @@ def release_markdown(r: Report | None) -> list[str]:
         "",
         f"Outcome: {'promoted' if zero['promoted'] else 'rolled back'} ({zero['reason']}).",
         "",
-        *verdict_lines("a canary failing 30%"),
+        *verdict_lines(r, "release", "a canary failing 30%"),
         "",
         "```",
         "python -m bench.release_cost",
