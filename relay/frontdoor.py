@@ -170,15 +170,15 @@ class RoutingReader:
         session: Any = None,
     ) -> None:
         import boto3
-        from botocore.config import Config
 
         from gateway.regions.control import RoutingControls
+        from module_kit.aws import client_config
 
         session = session or boto3.session.Session()
-        config = Config(
+        config = client_config(  # one attempt: the next poll is the retry
             connect_timeout=READ_TIMEOUT_SECONDS,
             read_timeout=READ_TIMEOUT_SECONDS,
-            retries={"total_max_attempts": 1},
+            retries={"mode": "standard", "total_max_attempts": 1},
         )
         self.replicas = [
             (

@@ -171,13 +171,10 @@ def first_replica(
 
 
 def _config() -> Any:
-    from botocore.config import Config
+    """The kit's client settings (two attempts) with the lever's deadlines."""
+    from module_kit.aws import client_config
 
-    return Config(
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "total_max_attempts": 2},
-    )
+    return client_config(connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS)
 
 
 def local_lever() -> Lever:
