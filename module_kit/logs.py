@@ -60,7 +60,8 @@ def caller_hash(sub: str) -> str:
 @dataclass(slots=True)
 class RequestContext:
     """The request a process is handling; steps fill in what they learn (``caller`` is the
-    raw ``sub``, only ever written as its hash; ``outcome`` and ``status`` once known)."""
+    raw ``sub``, only ever written as its hash; ``outcome`` and ``status`` once known;
+    ``unit``: in the gateway, the upstream that answered: a cell, a canary, a peer region's)."""
 
     request_id: str
     module: str
@@ -68,6 +69,7 @@ class RequestContext:
     caller: str | None = None
     outcome: str | None = None
     status: int | None = None
+    unit: str = ""
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(

@@ -83,11 +83,15 @@ class RetryBudget:
     def record_request(self) -> None:
         self._requests[self._slot()] += 1
 
-    def try_spend(self) -> bool:
-        """Take one retry from the budget if there is one."""
+    def available(self) -> float:
+        """Retries the budget would allow now (the retry-budget gauge in ``/metrics``)."""
         requests, retries = self._totals()
         allowed = self.config.ratio * requests + self.config.min_per_second * len(self._stamps)
-        if retries + 1 > allowed:
+        return max(0.0, allowed - retries)
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget if there is one."""
+        if self.available() < 1:
             return False
         self._retries[self._slot()] += 1
         return True
