@@ -25,9 +25,16 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+    AmazonCloudWatchEMFProvider,
+)
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from module_kit.lambda_entry import NAMESPACE
 
 if TYPE_CHECKING:
     from gateway.forwarding.upstream import ModuleUpstream
@@ -57,6 +64,8 @@ class RequestMetrics:
         self.requests: dict[tuple[str, str, str, str, str], int] = {}
         # (module, outcome) -> [count per bucket (+Inf last), sum of seconds]
         self.latency: dict[tuple[str, str], list[float]] = {}
+        # the newest request: (module, outcome, seconds); in Lambda, the invocation's own
+        self.last: tuple[str, str, float] | None = None
 
     def record(
         self, module: str, unit: str, route: str, outcome: str, status: int, seconds: float
@@ -68,6 +77,7 @@ class RequestMetrics:
             series = self.latency[(module, outcome)] = [0.0] * (len(self.buckets) + 2)
         series[bisect_left(self.buckets, seconds)] += 1
         series[-1] += seconds
+        self.last = (module, outcome, seconds)
 
     def summary(self) -> list[dict[str, Any]]:
         """Cumulative counts by module, unit and outcome (the dashboard's rates)."""
@@ -254,3 +264,19 @@ def summary(collector: GatewayCollector, instance: str) -> dict[str, Any]:
         "in_flight": getattr(shedder, "in_flight", None),
         "shed": dict(getattr(shedder, "shed", {}) or {}),
     }
+
+
+def emit_last(metrics: RequestMetrics, service: str = "gateway") -> None:
+    """In Lambda, where nothing scrapes ``/metrics``: the invocation's request as EMF on
+    stdout (CloudWatch makes the metrics of it), under the names ``/metrics`` uses, with
+    ``module`` and ``outcome`` as dimensions (one request per invocation)."""
+    if metrics.last is None:
+        return
+    module, outcome, seconds = metrics.last
+    metrics.last = None
+    emf = Metrics(provider=AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=service))
+    emf.add_dimension("module", module)
+    emf.add_dimension("outcome", outcome)
+    emf.add_metric("relay_gateway_requests_total", MetricUnit.Count, 1)
+    emf.add_metric("relay_gateway_request_duration_seconds", MetricUnit.Seconds, seconds)
+    emf.flush_metrics()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.ops.metrics import RequestMetrics, status_class
+from gateway.ops.metrics import RequestMetrics, emit_last, status_class
 from shared_contracts.identity import Role
 from tests.unit.gateway.test_resilience import a_load
 
@@ -93,3 +95,24 @@ def test_latency_goes_into_the_first_bucket_that_holds_it():
         "5xx",
         "5xx",
     ]
+
+
+def test_in_lambda_the_invocations_request_goes_out_as_emf(capsys):
+    metrics = RequestMetrics()
+    emit_last(metrics)  # nothing handled yet: nothing emitted
+    assert capsys.readouterr().out == ""
+    metrics.record("loads", "loads/cell-1", "/loads", "last-known-good", 200, 0.004)
+    emit_last(metrics)
+    emitted = json.loads(capsys.readouterr().out)
+    directive = emitted["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "Relay"
+    assert {m["Name"] for m in directive["Metrics"]} == {
+        "relay_gateway_requests_total",
+        "relay_gateway_request_duration_seconds",
+    }
+    assert directive["Dimensions"] == [["module", "outcome", "service"]]
+    assert emitted["module"] == "loads" and emitted["outcome"] == "last-known-good"
+    assert emitted["relay_gateway_requests_total"] == [1.0]
+    assert emitted["relay_gateway_request_duration_seconds"] == [0.004]
+    emit_last(metrics)  # once per request
+    assert capsys.readouterr().out == ""
