@@ -3,25 +3,23 @@
 to the final answer, live or from a fallback, so a polling app downloads a list only when
 it changed.
 
-- The tag is a hash (SHA-256, its first 128 bits; OpenSSL's, with the CPU's SHA
-  instructions where it has them: less time than the interpreter's own BLAKE2b on a 1 KB
-  list) of the exact body bytes sent, their content type
-  and, on a fallback's answer, its source (the ``Relay-Degraded`` marker's module and
+- The module makes the tag (:mod:`module_kit.etag`: SHA-256, first 128 bits, of the exact
+  body bytes and their content type) and the gateway passes it on: a live answer with one
+  strong ``ETag`` is not hashed again. The gateway makes the tag itself, the same way, only
+  for a module that sent none (an older version) or a weak one, and for a fallback's answer
+  (``Relay-Degraded``), whose tag also covers its source (the marker's module and
   fallback, not its ``age``). A live answer and a degraded one never share a tag: a 304
   refreshes the headers a device's HTTP cache keeps but cannot remove one, so a shared
   tag would leave a live answer marked degraded after the module is back.
-- Valgrind's virtual CPU has no SHA instructions, so under callgrind (bench/instructions.py)
-  SHA-256 takes OpenSSL's software path: about 31,000 instructions for the benchmark's
-  1 KB list, against about 19,000 for BLAKE2b. BLAKE2b would lower that count and raise
-  the real CPU's time (1.1 against 1.5 us on the benchmark host: ``python -m
-  bench.etag_cost``), so the hash stays SHA-256.
+- ``If-None-Match`` is never forwarded to a module (``forwarder.FORWARDED_REQUEST_HEADERS``):
+  the gateway needs the full 200 to keep its last-known-good copy fresh.
 - The answer also gets ``Cache-Control: private, no-cache`` (the device may keep it but
   revalidates each time) and ``Vary: Authorization``, unless it has them already.
 - ``If-None-Match`` is a list of entity tags or ``*``, compared weakly (``W/"x"`` matches
   ``"x"``); a match is a 304 with no body that keeps ``ETag``, ``Cache-Control``, ``Vary``
   and the degraded marker (``Relay-Degraded``, ``Age``).
 - Only a GET's 200: never a write, an error, a 202, or a HEAD (the modules do not answer
-  HEAD, and the gateway could not hash a body it never sees).
+  HEAD).
 
 Routes without ``etag`` never reach this module: ``Forward`` checks the route's flag and
 nothing else.
@@ -29,28 +27,29 @@ nothing else.
 
 from __future__ import annotations
 
-import hashlib
-import re
-
 from starlette.responses import Response
 
+from module_kit.etag import (
+    CACHE_CONTROL,
+    ETAG,
+    PRIVATE_NO_CACHE,
+    VARY,
+    VARY_AUTHORIZATION,
+    entity_tag,
+    if_none_match_tags,
+    is_strong,
+)
 from shared_contracts import headers
 
-ETAG = b"etag"
+__all__ = ["NotModified", "conditional_get", "entity_tag", "if_none_match_tags", "source_of"]
+
 IF_NONE_MATCH = b"if-none-match"
-CACHE_CONTROL = b"cache-control"
-VARY = b"vary"
 AGE = b"age"
 DEGRADED = headers.DEGRADED.encode()
-PRIVATE_NO_CACHE = b"private, no-cache"
-VARY_AUTHORIZATION = b"Authorization"
 # What a 304 keeps of the 200 it stands for (RFC 9110 15.4.5, and the degraded marker).
 NOT_MODIFIED_HEADERS = frozenset(
     {ETAG, CACHE_CONTROL, VARY, DEGRADED, AGE, b"content-location", b"date", b"expires"}
 )
-# The quoted opaque part of each entity tag of a list (etagc, RFC 9110 8.8.3): a ``W/``
-# before it is left out, which is the weak comparison If-None-Match uses.
-_OPAQUE_TAG = re.compile(rb'"[\x21\x23-\x7e\x80-\xff]*"')
 
 
 class NotModified(Response):
@@ -61,24 +60,6 @@ class NotModified(Response):
         self.body = b""
         self.raw_headers = raw_headers
         self.background = None
-
-
-def entity_tag(body: bytes | memoryview, content_type: bytes, source: bytes = b"") -> bytes:
-    """The strong tag of a representation: ``"<32 hex digits>"``. ``source`` is empty on a
-    live answer, the fallback's module and kind on a degraded one."""
-    digest = hashlib.sha256(b"\0".join((content_type, source, body))).hexdigest()
-    return b'"' + digest[:32].encode() + b'"'
-
-
-def if_none_match_tags(values: list[bytes]) -> set[bytes] | None:
-    """The opaque tags (quoted, ``W/`` dropped: weak comparison) of the request's
-    ``If-None-Match`` fields; ``None`` for ``*``. What is not an entity tag is skipped."""
-    tags: set[bytes] = set()
-    for value in values:
-        if value.strip() == b"*":
-            return None
-        tags.update(_OPAQUE_TAG.findall(value))
-    return tags
 
 
 def source_of(marker: bytes | None) -> bytes:
@@ -101,8 +82,9 @@ def conditional_get(
         return response
     kept = response.raw_headers
     content_type = b""
-    marker = None
-    cache_control = vary = tagged = False
+    marker = module_tag = None
+    cache_control = vary = False
+    tags = 0
     for name, value in kept:
         if name == b"content-type":
             content_type = value
@@ -113,11 +95,14 @@ def conditional_get(
         elif name == VARY:
             vary = True
         elif name == ETAG:
-            tagged = True
-    if tagged:  # a module's own tag: the gateway's stands for the bytes it sends
-        kept = [(n, v) for n, v in kept if n != ETAG]
-    tag = entity_tag(response.body, content_type, source_of(marker))
-    kept.append((ETAG, tag))
+            module_tag, tags = value, tags + 1
+    if marker is None and tags == 1 and module_tag is not None and is_strong(module_tag):
+        tag = module_tag  # the module's own: made from the bytes the gateway sends on
+    else:
+        if tags:  # weak, several, or on a fallback's answer: the gateway's stands instead
+            kept = [(n, v) for n, v in kept if n != ETAG]
+        tag = entity_tag(response.body, content_type, source_of(marker))
+        kept.append((ETAG, tag))
     if not cache_control:
         kept.append((CACHE_CONTROL, PRIVATE_NO_CACHE))
     if not vary:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Response
 
-from module_kit import http
+from module_kit import etag, http
 from module_kit.app import app_service, module_app
 from module_kit.http import DispatchIdentity, DriverIdentity
 from module_kit.idempotency import IdempotencyStore, Idempotent
@@ -75,7 +75,8 @@ def create_app(
             lambda: svc.issue(identity, command, idempotency_key=once.key),
         )
 
-    @app.get("/gatepass", response_model=GatePassList, responses=errors)
+    # Its 200s carry their ETag, which the gateway passes on (module_kit.etag).
+    @etag.tagged_get(app, "/gatepass", response_model=GatePassList, responses=errors)
     def list_passes(identity: DriverIdentity, svc: Service) -> GatePassList:
         return GatePassList(items=svc.list_for_driver(identity.driver))
 

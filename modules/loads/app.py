@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path
 
-from module_kit import http
+from module_kit import etag, http
 from module_kit.app import app_service, module_app
 from module_kit.http import DispatchIdentity, DriverIdentity
 from module_kit.idempotency import IdempotencyStore, Idempotent
@@ -43,11 +43,12 @@ def create_app(
     app = module_app("loads", title="Relay loads", service=service, idempotency=idempotency)
     errors = http.json_error_responses(400, 401, 404, 409, 422)
 
-    @app.get("/loads", response_model=LoadList, responses=errors)
+    # The GETs' 200s carry their ETag, which the gateway passes on (module_kit.etag).
+    @etag.tagged_get(app, "/loads", response_model=LoadList, responses=errors)
     def list_loads(identity: DriverIdentity, svc: Service) -> LoadList:
         return LoadList(items=svc.list_for_driver(identity.driver))
 
-    @app.get("/loads/{load_id}", response_model=LoadPublic, responses=errors)
+    @etag.tagged_get(app, "/loads/{load_id}", response_model=LoadPublic, responses=errors)
     def get_load(load_id: LoadIdPath, identity: DriverIdentity, svc: Service) -> LoadPublic:
         return svc.get(identity.driver, load_id)
 

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from module_kit.cells import parse_cells
+from module_kit.etag import entity_tag
 from modules.gatepass.app import create_app
 from modules.gatepass.config import GatepassSettings
 from modules.gatepass.repository import GatepassRepository
@@ -399,6 +400,26 @@ def test_drivers_list_and_read_their_own_passes_only(client, env, clock):
     assert client.get("/gatepass", headers=OTHER).json()["items"] == []
     assert client.get(f"/gatepass/{first['pass_id']}", headers=OTHER).status_code == 404
     assert client.get(f"/gatepass/{first['pass_id']}", headers=DRIVER).json() == first
+
+
+def test_the_pass_list_carries_the_strong_etag_of_its_exact_body(client, env, clock):
+    put_load(env, clock)
+    empty = client.get("/gatepass", headers=DRIVER)
+    issue(client)
+    # WHEN the driver lists their passes
+    r = client.get("/gatepass", headers=DRIVER)
+    # THEN the 200 carries the tag of its bytes and content type, a new one for a new list,
+    # and the revalidation headers the gateway would add
+    assert r.headers["etag"] == entity_tag(r.content, b"application/json").decode()
+    assert r.headers["etag"] != empty.headers["etag"]
+    assert r.headers["cache-control"] == "private, no-cache"
+    assert r.headers["vary"] == "Authorization"
+    # AND the module leaves If-None-Match to the gateway: always the full list
+    again = client.get("/gatepass", headers={**DRIVER, "if-none-match": r.headers["etag"]})
+    assert again.status_code == 200 and again.content == r.content
+    # AND the keys keep their own public caching, with no tag
+    keys = client.get("/gatepass/keys")
+    assert "etag" not in keys.headers and keys.headers["cache-control"].startswith("public")
 
 
 # --- access and input -------------------------------------------------------------------

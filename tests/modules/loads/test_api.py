@@ -8,6 +8,7 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
+from module_kit.etag import entity_tag
 from modules.loads.app import create_app
 from modules.loads.config import LoadsSettings
 from modules.loads.repository import LoadsRepository
@@ -176,3 +177,48 @@ def test_drivers_cannot_assign_loads(client, clock):
     body = demo.assignment("L-9", "D-1001", ["F-CHI", "F-IND"], clock.now).model_dump(mode="json")
     r = client.post("/dispatch/assignments", json=body, headers=DRIVER)
     assert r.status_code == 403
+
+
+# --- ETags: the module makes the validator the gateway passes on -------------------------
+
+
+def test_reads_carry_the_strong_etag_of_their_exact_body(client, clock):
+    # GIVEN a load assigned to D-1001
+    assign(client, clock)
+    for path in ("/loads", "/loads/L-1"):
+        # WHEN the driver reads the list and the load
+        r = client.get(path, headers=DRIVER)
+        # THEN each 200 carries the tag of its bytes and content type, and the
+        # revalidation headers the gateway would add
+        assert r.status_code == 200
+        assert r.headers["etag"] == entity_tag(r.content, b"application/json").decode(), path
+        assert r.headers["cache-control"] == "private, no-cache"
+        assert r.headers["vary"] == "Authorization"
+
+
+def test_the_list_tag_changes_with_the_list_and_differs_per_driver(client, clock):
+    empty = client.get("/loads", headers=DRIVER).headers["etag"]
+    assert client.get("/loads", headers=DRIVER).headers["etag"] == empty  # same bytes
+    assign(client, clock)
+    one = client.get("/loads", headers=DRIVER).headers["etag"]
+    assert one != empty
+    assign(client, clock, load_id="L-2", driver="D-1002")
+    assert client.get("/loads", headers=DRIVER).headers["etag"] == one  # not D-1001's
+    assert client.get("/loads", headers=OTHER).headers["etag"] != one
+
+
+def test_the_module_answers_if_none_match_with_the_full_list(client, clock):
+    # The gateway answers conditionals and keeps the 200 as its last-known-good copy.
+    assign(client, clock)
+    tag = client.get("/loads", headers=DRIVER).headers["etag"]
+    r = client.get("/loads", headers={**DRIVER, "if-none-match": tag})
+    assert r.status_code == 200 and r.json()["items"] and r.headers["etag"] == tag
+
+
+def test_writes_and_errors_carry_no_etag(client, clock):
+    r = assign(client, clock)
+    assert r.status_code == 201 and "etag" not in r.headers
+    missing = client.get("/loads/L-9", headers=DRIVER)
+    assert missing.status_code == 404 and "etag" not in missing.headers
+    assert "cache-control" not in missing.headers
+    assert "etag" not in client.get("/loads").headers  # 401

@@ -88,13 +88,84 @@ def test_a_load_and_a_gate_pass_detail_are_tagged_too(gateway, upstream, bearer)
         assert gateway.get(path, headers={**bearer(), "if-none-match": tag}).status_code == 304
 
 
-def test_the_modules_own_etag_is_replaced_by_the_gateways(gateway, upstream, bearer):
+def tagged_listing(*loads: dict) -> httpx.Response:
+    """A list as the loads module answers it: with its own tag (module_kit.etag)."""
+    body = json.dumps({"items": list(loads or [LOAD])}).encode()
+    tag = entity_tag(body, b"application/json").decode()
+    headers = {"content-type": "application/json", "etag": tag}
+    return httpx.Response(
+        200, content=body, headers={**headers, "cache-control": "private, no-cache"}
+    )
+
+
+def test_the_modules_strong_etag_is_passed_on_without_hashing(
+    gateway, upstream, bearer, monkeypatch
+):
+    # GIVEN a module that tags its list itself
+    answer = tagged_listing()
+    route = upstream.get(LOADS).mock(return_value=answer)
+
+    def no_hash(*args: object) -> bytes:
+        raise AssertionError("the gateway hashed a body its module had tagged")
+
+    monkeypatch.setattr("gateway.forwarding.conditional.entity_tag", no_hash)
+    # WHEN the app polls the list, then revalidates it
+    r = gateway.get("/loads", headers=bearer())
+    again = gateway.get("/loads", headers={**bearer(), "if-none-match": r.headers["etag"]})
+    # THEN the module's tag is the answer's, once, with the revalidation headers
+    assert r.status_code == 200 and r.headers.get_list("etag") == [answer.headers["etag"]]
+    assert r.headers["cache-control"] == "private, no-cache"
+    assert r.headers["vary"] == "Authorization"
+    # AND a matching If-None-Match is a 304 made by the gateway, not asked of the module
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == answer.headers["etag"]
+    assert route.call_count == 2
+    assert all("if-none-match" not in call.request.headers for call in route.calls)
+
+
+def test_an_untagged_module_answer_gets_the_same_tag_as_a_tagged_one(gateway, upstream, bearer):
+    # An older module version sends no tag: the gateway makes the one the module would.
+    route = upstream.get(LOADS).mock(return_value=tagged_listing())
+    tagged = gateway.get("/loads", headers=bearer())
+    route.mock(return_value=httpx.Response(200, content=tagged.content, headers={}))
+    untagged = gateway.get("/loads", headers={**bearer(), "if-none-match": tagged.headers["etag"]})
+    assert untagged.status_code == 304 and untagged.headers["etag"] == tagged.headers["etag"]
+
+
+@pytest.mark.parametrize(
+    "module_tags",
+    [['W/"module"'], ["module"], ['"one"', '"two"']],  # weak, not a tag, two of them
+)
+def test_a_modules_weak_or_malformed_etag_is_replaced_by_the_gateways(
+    gateway, upstream, bearer, module_tags
+):
+    headers = [("content-type", "application/json"), *(("etag", t) for t in module_tags)]
     upstream.get(LOADS).mock(
-        return_value=httpx.Response(200, json={"items": [LOAD]}, headers={"etag": '"module"'})
+        return_value=httpx.Response(200, content=json.dumps({"items": [LOAD]}), headers=headers)
     )
     r = gateway.get("/loads", headers=bearer())
-    assert r.headers["etag"] != '"module"' and STRONG.match(r.headers["etag"])
-    assert r.headers.get_list("etag") == [r.headers["etag"]]
+    assert r.headers.get_list("etag") == [entity_tag(r.content, b"application/json").decode()]
+
+
+def test_a_degraded_copy_of_a_tagged_list_never_has_the_modules_tag(gateway, upstream, bearer):
+    # GIVEN the module's tagged list, kept as the last-known-good copy
+    route = upstream.get(LOADS).mock(return_value=tagged_listing())
+    live = gateway.get("/loads", headers=bearer())
+    # WHEN the module is down and the app revalidates with the live tag
+    route.mock(side_effect=httpx.ConnectError("down"))
+    degraded = gateway.get("/loads", headers={**bearer(), "if-none-match": live.headers["etag"]})
+    # THEN the same bytes come whole under the gateway's tag of the copy and its source
+    assert degraded.status_code == 200 and degraded.content == live.content
+    assert degraded.headers["etag"] == (
+        entity_tag(
+            degraded.content, b"application/json", b"module=loads; fallback=last-known-good"
+        ).decode()
+    )
+    assert degraded.headers["etag"] != live.headers["etag"]
+    # AND once the module is back its own tag is the answer's again
+    route.mock(return_value=tagged_listing())
+    back = gateway.get("/loads", headers={**bearer(), "if-none-match": degraded.headers["etag"]})
+    assert back.status_code == 200 and back.headers["etag"] == live.headers["etag"]
 
 
 def test_a_degraded_list_has_its_own_tag_and_a_304_keeps_the_marker(gateway, upstream, bearer):
@@ -297,3 +368,22 @@ def test_a_degraded_answer_keeps_its_tag_as_its_copy_ages() -> None:
     other = DegradedMarker(module="loads", fallback=FallbackKind.STATIC, age=5)
     assert source_of(other.header_value().encode()) != source_of(marker(5))
     assert source_of(None) == b""
+
+
+def test_a_degraded_answer_carrying_a_tag_gets_the_gateways_instead():
+    # A fallback's answer is tagged by the gateway, with its source, whatever it carries.
+    from gateway.forwarding.conditional import conditional_get
+    from gateway.forwarding.forwarder import ForwardedResponse
+
+    body = b'{"items":[]}'
+    marker = b"module=loads; fallback=last-known-good; age=7"
+    live_tag = entity_tag(body, b"application/json")
+    answer = ForwardedResponse(
+        200,
+        body,
+        [(b"content-type", b"application/json"), (b"etag", live_tag), (b"relay-degraded", marker)],
+    )
+    tagged = conditional_get("GET", [(b"if-none-match", live_tag)], answer)
+    assert tagged.status_code == 200
+    tags = [v for n, v in tagged.raw_headers if n == b"etag"]
+    assert tags == [entity_tag(body, b"application/json", source_of(marker))] != [live_tag]
