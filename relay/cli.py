@@ -135,15 +135,18 @@ def dev(
         cells=cells,
         regions=names,
         supervise=True,
+        console=True,
         on_event=lambda message: typer.echo(message, err=True),
     ) as stack:
         token = mint(Role.DRIVER, demo.DRIVERS[0])
         typer.echo(f"\nRelay is up. Gateway: {stack.gateway_url}   emulator: {stack.emulator_url}")
+        typer.echo(f"dashboard: {stack.console_url} (paste the ops token printed below)")
         for name, proc in stack.processes.items():
             typer.echo(
                 f"  {name:<24} {proc.url if proc.port else '(worker)'}   log: {proc.log_path}"
             )
         typer.echo(f"\nDev token for driver {demo.DRIVERS[0]} (12 h):\n{token}\n")
+        typer.echo(f"Ops token (12 h; the dashboard, /ops/*):\n{stack.ops_token}\n")
         ca = stack.processes[stack.gateway_names[0]].ca_file
         cacert = f"--cacert {ca} " if ca else ""
         typer.echo(
@@ -191,7 +194,8 @@ def _print_regions(stack: LocalStack, token: str) -> None:
 ProcessName = Annotated[
     str,
     typer.Argument(
-        help="emulator, loads, gatepass, navigate, message, notifications, replay or gateway "
+        help="emulator, loads, gatepass, navigate, message, notifications, replay, console or "
+        "gateway "
         "(with --gateways N: gateway-1 .. gateway-N and balancer; with --cells N: "
         "loads/cell-1 .. loads/cell-N instead of loads; with --regions: replicator, frontdoor "
         "and the second region's us-west-2/gateway, us-west-2/loads ...)"
@@ -1014,6 +1018,36 @@ def replay(limit: Annotated[int | None, typer.Option(help="At most this many")] 
         limit=limit,
     )
     typer.echo(f"replayed {moved} notification(s)")
+
+
+@app.command()
+def gameday(
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Argument(help="Scenarios (gamedays/<name>.json), or all (the default)"),
+    ] = None,
+    short: Annotated[
+        bool, typer.Option(help="Hold each fault 4 s instead of 20 s (a smoke run)")
+    ] = False,
+    running: Annotated[
+        bool,
+        typer.Option(help="Act on the running `make dev` stack instead of stacks of its own"),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write the matrix here (e.g. docs/gamedays.md) and its chart (.svg)"),
+    ] = None,
+) -> None:
+    """Run game days (Chaos Toolkit experiments) under a synthetic load; exit 1 when an
+    invariant breaks. docs/gamedays.md is the last full run's report."""
+    from .gameday import ScenarioError
+    from .gameday import main as run_gamedays
+
+    try:
+        code = run_gamedays(scenarios or [], short=short, running=running, report_path=report)
+    except ScenarioError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SCENARIOS") from None
+    raise typer.Exit(code)
 
 
 def main() -> None:

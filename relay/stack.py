@@ -95,6 +95,8 @@ PRIMARY_ONLY_FUNCTIONS = ("NavigateFunction", "MessageFunction")
 # critical tier).
 CRITICAL_MODULES = ("loads", "gatepass")
 REPLICATOR_NAME = "replicator"
+CONSOLE_NAME = "console"  # the operators' dashboard page (relay.console)
+OPS_TOKEN_TTL_SECONDS = 12 * 3600  # the console's ops token, as long as relay dev's dev token
 REPLICATION_STATS_FILE = "replication.json"
 REGION_PREFIX = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")  # gateway.regions.control.REGION_NAME
 log = logging.getLogger("relay.stack")
@@ -288,6 +290,10 @@ class LocalStack:
     # on the control socket (relay dev); see relay.supervisor.
     supervise: bool = False
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    # The operators' console (relay dev): the dashboard page over the gateway's ops API, on
+    # console_port (0: a free one), polling the gateway with an ops token minted here.
+    console: bool = False
+    console_port: int = 0
     # Called with each supervision event ("loads exited with code -9; restarting in 1 s"),
     # besides logs/supervisor.log; relay dev prints them.
     on_event: Callable[[str], None] | None = None
@@ -320,6 +326,8 @@ class LocalStack:
     _control: ControlServer | None = field(default=None, init=False, repr=False)
     _redeploy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     identity_private_key: str = field(default="", init=False, repr=False)
+    # the console's ops token (relay dev prints it)
+    ops_token: str = field(default="", init=False, repr=False)
     _retiring: list[Process] = field(default_factory=list, init=False, repr=False)
 
     def __enter__(self) -> LocalStack:
@@ -621,6 +629,40 @@ class LocalStack:
                 port=self.gateway_port,
                 reap_group=True,
             )
+        if self.console:
+            self._plan_console()
+
+    def _plan_console(self) -> None:
+        """The operators' console (relay.console) on its own port, watching the gateway
+        clients reach (the balancer, the front door), with an ops token of this run."""
+        from shared_contracts.identity import Role
+
+        from .console.server import ENV_CA_FILE, ENV_GATEWAY_URL, ENV_LOG_DIR, ENV_TOKEN
+
+        port = self.console_port or free_port()
+        self.ops_token = DevIssuer.load_or_create(self.state_dir).mint(
+            "ops-dev", Role.OPS, ttl_seconds=OPS_TOKEN_TTL_SECONDS
+        )
+        ca_file = self.processes[self.gateway_names[0]].ca_file
+        self.processes[CONSOLE_NAME] = Process(
+            CONSOLE_NAME,
+            [sys.executable, "-m", "relay.console", "--host", HOST, "--port", str(port)],
+            {
+                **self.base_env(self.primary_region),
+                ENV_GATEWAY_URL: self.gateway_url,
+                ENV_LOG_DIR: str(self.state_dir / "logs"),
+                ENV_TOKEN: self.ops_token,
+                **({ENV_CA_FILE: str(ca_file)} if ca_file else {}),
+            },
+            self.state_dir / "logs" / log_name(CONSOLE_NAME),
+            port=port,
+        )
+
+    @property
+    def console_url(self) -> str | None:
+        """The dashboard page's address, if the console runs."""
+        proc = self.processes.get(CONSOLE_NAME)
+        return f"{proc.url}/" if proc is not None else None
 
     def _plan_event_sources(self, region: str, gateway_local: dict[str, str]) -> None:
         """One local event source runner per SQS-triggered function of ``region`` (its
@@ -1181,6 +1223,7 @@ class LocalStack:
                 {
                     "gateway_url": self.gateway_url,
                     "emulator_url": self.emulator_url,
+                    "console_url": self.console_url,  # the operators' dashboard (relay dev)
                     "modules": {n: p.url for n, p in self.processes.items() if p.port},
                     # The celled modules' cells (loads/cell-1 ... among the modules above).
                     "cells": {"loads": self.cell_names} if self.cell_names else {},
