@@ -28,6 +28,10 @@ comma := ,
 NGINX_INSTALLED := { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null
 install-nginx = $(NGINX_INSTALLED) || { $(SUDO) apt-get update -q && \
 	$(SUDO) apt-get install -y -q nginx-light $(1); }
+# Chromium from Debian's packages, installed if missing: the browser the dashboard's test
+# drives through Playwright (tests/integration/test_dashboard.py, /usr/bin/chromium).
+install-chromium = test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && \
+	$(SUDO) apt-get install -y -q chromium; }
 
 # GATEWAYS=N: N gateway processes behind nginx on :8000 (relay dev --gateways N).
 # REGIONS=us-east-1,us-west-2: two regions behind the front door (nginx) on :8000.
@@ -58,6 +62,7 @@ test-modules: $(STAMP)
 
 test-integration: $(STAMP)
 	@$(call install-nginx)
+	@$(call install-chromium)
 	$(BIN)/pytest tests/integration
 
 # The benchmark (docs/benchmarks.md): a few minutes, loopback only; not part of `make test`.
