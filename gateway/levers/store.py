@@ -1,0 +1,113 @@
+"""The levers in the stage's routing-control table (``RELAY_ROUTING_TABLE``, template.yaml
+``RoutingControlTable``), beside the region routing controls (:mod:`gateway.regions.control`).
+
+One item per lever (``kind = "lever"``, ``name`` = its id): :class:`~shared_contracts.levers.Lever`.
+Every pull and release writes the lever and an audit item (``kind = "audit"``, the same
+trail the routing controls write) in one transaction, conditional on the lever's revision,
+so no lever moves unrecorded and two operators changing one lever cannot both win. A
+released lever keeps its item (``released``) until the table's TTL removes it after
+``expires_at``; its revision carries on if it is pulled again meanwhile.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway import aws_calls
+from gateway.levers.exceptions import LeverConflictError
+from shared_contracts.levers import KIND, Lever, LeverAudit
+
+AUDIT = "audit"
+
+
+class LeverStore(aws_calls.DynamoTable):
+    """Synchronous (boto3): the gateway calls it on the AWS thread pool."""
+
+    def load(self) -> list[Lever]:
+        """Every lever item, active or not (the caller compares ``expires_at`` with its
+        clock: the TTL deletes expired items lazily)."""
+        return [Lever.from_item(i) for i in self._query(KIND)]
+
+    def get(self, lever_id: str) -> Lever | None:
+        item = self.table.get_item(Key={"kind": KIND, "name": lever_id}, ConsistentRead=True).get(
+            "Item"
+        )
+        return None if item is None else Lever.from_item(item)
+
+    def write(self, lever: Lever, *, before: Lever | None, action: str, at: float) -> Lever:
+        """Put ``lever`` (its revision one past ``before``'s) with its audit item, in one
+        transaction; :class:`LeverConflictError` if the lever changed since ``before``."""
+        iso = datetime.fromtimestamp(at, UTC).isoformat()
+        who, why = (
+            (lever.released_by, lever.released_why) if lever.released else (lever.who, lever.why)
+        )
+        if before is None:
+            condition: dict[str, Any] = {
+                "ConditionExpression": "attribute_not_exists(#n)",
+                "ExpressionAttributeNames": {"#n": "name"},
+            }
+        else:
+            condition = {
+                "ConditionExpression": "revision = :r",
+                "ExpressionAttributeValues": {":r": before.revision},
+            }
+        items = [
+            {"Put": {"TableName": self.table_name, "Item": lever.item(), **condition}},
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": {
+                        "kind": AUDIT,
+                        "name": f"{iso}#{uuid.uuid4().hex[:8]}",
+                        "at": iso,
+                        "action": action,
+                        "lever": lever.lever_id,
+                        # The routing controls' trail names what moved "region": one trail.
+                        "region": lever.lever_id,
+                        "who": who,
+                        "why": why,
+                    },
+                }
+            },
+        ]
+        client = self.table.meta.client  # the resource's: it takes Python values
+        try:
+            client.transact_write_items(TransactItems=items)
+        except client.exceptions.TransactionCanceledException:
+            raise LeverConflictError(f"lever {lever.lever_id} changed meanwhile") from None
+        return lever
+
+    def audit(self, limit: int = 50) -> list[LeverAudit]:
+        """The newest changes first: the levers' and the regions' (``evacuate:region:<r>``)."""
+        out = []
+        for i in self._query(AUDIT, newest_first=True, limit=limit):
+            lever = i.get("lever") or f"evacuate:region:{i.get('region', '?')}"
+            out.append(
+                LeverAudit(
+                    at=i["at"],
+                    action=i.get("action", "?"),
+                    lever_id=lever,
+                    who=i.get("who", ""),
+                    why=i.get("why", ""),
+                )
+            )
+        return out
+
+    def _query(self, kind: str, *, newest_first: bool = False, limit: int | None = None) -> list:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "kind = :k",
+            "ExpressionAttributeValues": {":k": kind},
+            "ConsistentRead": True,
+            "ScanIndexForward": not newest_first,
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            if limit is not None:
+                kwargs["Limit"] = limit - len(items)
+            page = self.table.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page or (limit is not None and len(items) >= limit):
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
