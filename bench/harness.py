@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from module_kit.etag import entity_tag
 from module_kit.signed_context import generate_key_pair
 from relay.cloud import ROOT
 from relay.devissuer import DevIssuer
@@ -175,6 +176,8 @@ class Nginx:
             "upstream_port": str(self.upstream_port),
             "proxy_port": str(self.proxy_port),
             "body": LOAD_BODY,
+            # the tag the loads module sends with this body (default_type: application/json)
+            "etag": entity_tag(LOAD_BODY.encode(), b"application/json").decode(),
         }.items():
             conf = conf.replace("{" + key + "}", value)
         (state / "nginx.conf").write_text(conf)

@@ -75,6 +75,35 @@ def test_the_upstream_answers_a_real_load_assignment():
     assert LoadList.model_validate_json(LOAD_BODY).items[0].load_id == "L-5001"
 
 
+def test_the_upstreams_answer_the_list_as_the_loads_module_does(tmp_path):
+    import asyncio
+
+    import httpx
+
+    from bench.callgrind_forward import Module
+    from bench.harness import Nginx
+    from module_kit.etag import entity_tag
+
+    # GIVEN the benchmark's nginx upstream and the in-process stub of the loads module
+    nginx = Nginx(tmp_path)
+    nginx.start()
+    try:
+        served = httpx.get(f"http://127.0.0.1:{nginx.upstream_port}/loads")
+        proxied = httpx.get(f"http://127.0.0.1:{nginx.proxy_port}/loads")
+    finally:
+        nginx.stop()
+    stub = asyncio.run(
+        Module(LOAD_BODY.encode()).handle_async_request(httpx.Request("GET", "http://loads/"))
+    )
+    # THEN each answers the list with the tag the module makes and its revalidation headers
+    for answer in (served, proxied, stub):
+        assert answer.content == LOAD_BODY.encode()
+        content_type = answer.headers["content-type"].encode()
+        assert answer.headers["etag"] == entity_tag(answer.content, content_type).decode()
+        assert answer.headers["cache-control"] == "private, no-cache"
+        assert answer.headers["vary"] == "Authorization"
+
+
 def test_etag_cost_times_the_tag_and_the_conditional_get_on_the_benchmark_list():
     from bench import etag_cost
     from gateway.forwarding.conditional import ETAG, entity_tag
