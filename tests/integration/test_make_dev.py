@@ -1,4 +1,5 @@
-"""`relay dev` (what `make dev` runs): the printed curl works, and Ctrl-C stops everything."""
+"""`relay dev` (what `make dev` runs): the printed curl works, the printed dashboard opens
+with the printed ops token, and Ctrl-C stops everything."""
 
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def test_relay_dev_prints_a_working_curl_and_stops_cleanly(tmp_path: Path, tls: 
         r = httpx.get(url, headers=dict([header.split(": ", 1)]), timeout=10, verify=verify)
         assert r.status_code == 200
         assert {ld["driver_id"] for ld in r.json()["items"]} == {"D-1001"}
+
+        # the dashboard's address beside the gateway's, and the ops token it asks for
+        shown = next(ln for ln in lines if ln.startswith("dashboard: "))
+        dashboard = re.match(r"dashboard: (http://127\.0\.0\.1:\d+/) ", shown)
+        assert dashboard, shown
+        ops_token = lines[next(i for i, ln in enumerate(lines) if ln.startswith("Ops token")) + 1]
+        page = httpx.get(dashboard[1], timeout=10)
+        assert page.status_code == 200 and 'id="login"' in page.text
+        assert httpx.get(dashboard[1] + "api/dashboard", timeout=10).status_code == 401
+        view = httpx.get(
+            dashboard[1] + "api/dashboard",
+            headers={"authorization": f"Bearer {ops_token.strip()}"},
+            timeout=10,
+        )
+        assert view.status_code == 200, view.text  # the gateway accepted the printed token
+        assert view.json()["gateway_url"] == f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        assert set(view.json()["status"]["modules"]) >= {"gatepass", "navigate", "message"}
         ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", "".join(lines))]
     finally:
         proc.send_signal(signal.SIGINT)
