@@ -38,7 +38,7 @@ from shared_contracts.errors import (
 )
 from shared_contracts.identity import IdentityContext, InvalidIdentityError, Role
 
-from . import logs
+from . import logs, metrics
 from .signed_context import IdentityVerifier
 
 log = logging.getLogger("relay.http")
@@ -199,12 +199,14 @@ class RequestLog:
     """Pure ASGI middleware, inside :class:`RequestGuard`: a module's requests each log one
     INFO ``request`` line with the route template, status and outcome, and every line
     logged while one is handled carries its request id, module and caller hash
-    (:mod:`module_kit.logs`). Health checks are not logged."""
+    (:mod:`module_kit.logs`); each is also counted, by route template and status class
+    (:data:`module_kit.metrics.REQUESTS`, one EMF line). Health checks are neither."""
 
     def __init__(self, app: ASGIApp, module: str, quiet_paths: frozenset[str]) -> None:
         self.app = app
         self.module = module
         self.quiet_paths = quiet_paths
+        self.metrics = metrics.ModuleMetrics(module)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.quiet_paths:
@@ -212,6 +214,7 @@ class RequestLog:
             return
         ctx = logs.RequestContext(scope.get("state", {}).get("request_id", ""), self.module)
         token = logs.bind_request(ctx)
+        via = metrics.bind_via(metrics.via_of(scope["headers"]))
         started = time.perf_counter()
 
         async def send_status(message: Message) -> None:
@@ -237,6 +240,10 @@ class RequestLog:
                 extra={"duration_ms": round((time.perf_counter() - started) * 1000, 1)},
             )
             logs.unbind_request(token)
+            metrics.unbind_via(via)
+            self.metrics.count(
+                metrics.REQUESTS, route=ctx.route or "none", code=metrics.status_class(status)
+            )
 
 
 _VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]{1,64}$")

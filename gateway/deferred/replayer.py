@@ -52,7 +52,7 @@ from gateway.routing.directory import ModuleDirectory
 from gateway.routing.routes import RouteTable
 from gateway.security.signer import SignerProvider
 from gateway.security.sigv4 import SigV4Auth
-from module_kit import logs
+from module_kit import logs, metrics
 from shared_contracts import headers
 from shared_contracts.degraded import DeferredRefusal, DeferredState
 
@@ -136,6 +136,8 @@ class Replayer:
             headers.IDEMPOTENCY_KEY: write.tracking_id,
             headers.REQUEST_ID: write.request_id,
             headers.ACCEPTED_AT: write.accepted_at.isoformat(),
+            # the module counts what it applies from here as via="replay" (module_kit.metrics)
+            metrics.REPLAY_HEADER: "1",
         }
         if write.identity:
             out[headers.IDENTITY] = self.signer.get().sign(

@@ -4,6 +4,11 @@ A driver gets a pass for a stop of their own, undelivered load. It is valid from
 before that stop's appointment window until 2 h after it, and only at that facility.
 Verifying answers a verdict (valid or not, and why), never an error: a gate scanning a
 bad pass is normal business, not a failed request.
+
+Metrics (:mod:`module_kit.metrics`, docs/operations.md): a pass issued (once per pass: a
+retried issue answering the stored pass is not counted again) and a pass verified valid at
+a gate through this module (``via="live"``; the gateway counts the passes it verifies
+offline while this module is down).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from module_kit import metrics
 from module_kit.cells import driver_identity
 from module_kit.idempotency import derived_id
 from shared_contracts.errors import (
@@ -77,11 +83,17 @@ def pass_stop(load: LoadPublic, facility_id: str, now: datetime) -> Stop:
 
 class GatepassService:
     def __init__(
-        self, repository: GatepassRepository, signer: KmsSigner, clock: Clock = utcnow
+        self,
+        repository: GatepassRepository,
+        signer: KmsSigner,
+        clock: Clock = utcnow,
+        *,
+        metrics_writer: metrics.ModuleMetrics | None = None,
     ) -> None:
         self.repository = repository
         self.signer = signer
         self.clock = clock
+        self.metrics = metrics_writer or metrics.ModuleMetrics("gatepass")
         self._keys_published = False
 
     # --- drivers -----------------------------------------------------------------------
@@ -156,6 +168,8 @@ class GatepassService:
                 "this Idempotency-Key was already used for another gate pass; "
                 "use a new key for a new request"
             )
+        if stored is gate_pass:  # this call stored it
+            self.metrics.count(metrics.PASSES_ISSUED)
         return stored
 
     def get(self, driver_id: str, pass_id: str) -> GatePassPublic:
@@ -203,6 +217,7 @@ class GatepassService:
             return self._verdict(Reason.UNKNOWN_PASS, claims)
         if stored.revoked:
             return self._verdict(Reason.REVOKED, claims)
+        self.metrics.count(metrics.PASSES_VERIFIED, via=metrics.VIA_LIVE)
         return self._verdict(Reason.VALID, claims)
 
     def revoke(self, pass_id: str) -> GatePassPublic:

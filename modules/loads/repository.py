@@ -5,7 +5,9 @@ Loads table: ``load_id`` (key), ``driver_id`` (GSI ``by_driver``), ``status``, `
 event applied with an idempotency key to that event's ``seq`` (at most
 :data:`MAX_EVENT_KEYS`, the newest; a load takes at most 40 events). It is not part of the
 public document: it lets a second application of a keyed event find the first, checked in
-the same transaction that writes the event. Events table: ``load_id`` + ``seq``, ``doc``
+the same transaction that writes the event. ``seen_at``: when the driver first read the
+load live (:meth:`LoadsRepository.mark_seen`; an event's write, which replaces the item,
+drops it, but a load with an event is no longer new). Events table: ``load_id`` + ``seq``, ``doc``
 (the event without its load) and ``event_key`` when it had one.
 
 Reads for a driver ask DynamoDB for the item *if* its ``driver_id`` is theirs (a Query on
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -45,10 +48,12 @@ class ConcurrentUpdateError(Exception):
 
 @dataclass(frozen=True)
 class StoredLoad:
-    """A load as stored: the public document and the key ids of its keyed events."""
+    """A load as stored: the public document, the key ids of its keyed events, and whether
+    its driver has read it live yet (``seen_at`` on the item)."""
 
     load: LoadPublic
     event_keys: dict[str, int] = field(default_factory=dict)
+    seen: bool = True
 
 
 class LoadsRepository:
@@ -89,8 +94,12 @@ class LoadsRepository:
         item = items[0] if items else None
         if item is None or item.get("driver_id") != driver_id:
             return None
+        return self._stored(item)
+
+    @staticmethod
+    def _stored(item: dict[str, Any]) -> StoredLoad:
         keys = {k: int(v) for k, v in item.get("event_keys", {}).items()}
-        return StoredLoad(LoadPublic.model_validate_json(item["doc"]), keys)
+        return StoredLoad(LoadPublic.model_validate_json(item["doc"]), keys, "seen_at" in item)
 
     def recorded_event(self, stored: StoredLoad, key_id: str) -> LoadEventPublic | None:
         """The event ``stored`` recorded under ``key_id``, or None if it has none.
@@ -114,12 +123,39 @@ class LoadsRepository:
         return LoadEventPublic.model_validate({**json.loads(item["doc"]), "load": stored.load})
 
     def list_for_driver(self, driver_id: str) -> list[LoadPublic]:
+        return [stored.load for stored in self.list_stored_for_driver(driver_id)]
+
+    def list_stored_for_driver(self, driver_id: str) -> list[StoredLoad]:
         items = query_items(
             self._loads,
             IndexName="by_driver",
             KeyConditionExpression=Key("driver_id").eq(driver_id),
         )
-        return [LoadPublic.model_validate_json(i["doc"]) for i in items]
+        return [self._stored(i) for i in items]
+
+    def mark_seen(self, load: LoadPublic, at: datetime) -> bool:
+        """Record that ``load``'s driver read it live at ``at``: True only for the write
+        that set it (a conditional update: of two reads racing, one wins), False if it was
+        seen already, has taken an event since, or has another driver now."""
+        try:
+            self._loads.update_item(
+                Key={"load_id": load.load_id},
+                UpdateExpression="SET seen_at = :at",
+                ConditionExpression=(
+                    "attribute_exists(load_id) AND attribute_not_exists(seen_at) "
+                    "AND driver_id = :driver AND version = :version"
+                ),
+                ExpressionAttributeValues={
+                    ":at": at.isoformat(),
+                    ":driver": load.driver_id,
+                    ":version": load.version,
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def create(self, load: LoadPublic) -> None:
         try:

@@ -15,14 +15,22 @@ Exactly once: a keyed event's key id (:func:`event_key_id`) is written with it a
 the load. A second application of the key (Powertools' lease expired while the first was
 still stuck in a storage call, or the first's write landed after it gave up) answers the
 recorded event instead of applying it again, or answering 409 invalid-transition.
+
+Metrics (:mod:`module_kit.metrics`, docs/operations.md): an assignment created; the first
+live read of a new load by its driver (marked once on the item, a conditional update, so
+two reads racing count it once), with the seconds since it was assigned; an event accepted
+on a live call (it fits the load's state) and each event applied, ``via`` live or replay
+(a deferred write from the gateway's queue); a notification enqueued.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from module_kit import metrics
 from module_kit.idempotency import accepted_time, derived_id
 from shared_contracts.errors import (
     ConflictError,
@@ -44,6 +52,7 @@ from shared_contracts.notifications import Notification, NotificationKind
 from .repository import ConcurrentUpdateError, LoadExistsError, LoadsRepository, StoredLoad
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("relay.loads")
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -113,18 +122,47 @@ def apply_event(load: LoadPublic, event: LoadEventCreate, at: datetime) -> LoadP
 
 
 class LoadsService:
-    def __init__(self, repository: LoadsRepository, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        repository: LoadsRepository,
+        clock: Clock = utcnow,
+        *,
+        metrics_writer: metrics.ModuleMetrics | None = None,
+    ) -> None:
         self.repository = repository
         self.clock = clock
+        self.metrics = metrics_writer or metrics.ModuleMetrics("loads")
 
     def list_for_driver(self, driver_id: str) -> list[LoadPublic]:
-        loads = self.repository.list_for_driver(driver_id)
+        stored = self.repository.list_stored_for_driver(driver_id)
+        self._mark_seen(stored)
         return sorted(
-            loads, key=lambda ld: (ld.status is LoadStatus.DELIVERED, ld.stops[0].window_start)
+            (s.load for s in stored),
+            key=lambda ld: (ld.status is LoadStatus.DELIVERED, ld.stops[0].window_start),
         )
 
     def get(self, driver_id: str, load_id: str) -> LoadPublic:
-        return self._stored(driver_id, load_id).load
+        stored = self._stored(driver_id, load_id)
+        self._mark_seen([stored])
+        return stored.load
+
+    def _mark_seen(self, stored: list[StoredLoad]) -> None:
+        """Count the first live read of each new load (assigned, not yet read) once.
+        Only a new load costs a write; a failure to mark it never fails the read."""
+        for item in stored:
+            load = item.load
+            if item.seen or load.status is not LoadStatus.ASSIGNED:
+                continue
+            now = self.clock()
+            try:
+                first = self.repository.mark_seen(load, now)
+            except Exception:
+                log.exception("could not mark load %s seen", load.load_id)
+                continue
+            if first:
+                self.metrics.count(metrics.ASSIGNMENTS_SEEN, via=metrics.VIA_LIVE)
+                delay = max((now - load.assigned_at).total_seconds(), 0.0)
+                self.metrics.seconds(metrics.ASSIGNMENT_SEEN_DELAY, delay)
 
     def _stored(self, driver_id: str, load_id: str) -> StoredLoad:
         stored = self.repository.get_for_driver(load_id, driver_id)
@@ -155,6 +193,9 @@ class LoadsService:
             return recorded
         load = stored.load
         updated = apply_event(load, event, occurred)
+        via = metrics.current_via()
+        if via == metrics.VIA_LIVE:
+            self.metrics.count(metrics.EVENTS_ACCEPTED)
         saved = LoadEventPublic(
             load_id=load_id,
             seq=load.version,
@@ -179,6 +220,7 @@ class LoadsService:
                 f"load {load_id} changed while this event was applied; fetch it and retry",
                 code="concurrent-update",
             ) from None
+        self.metrics.count(metrics.EVENTS_APPLIED, via=via)
         return saved
 
     def _recorded(
@@ -221,7 +263,8 @@ class LoadsService:
             raise ConflictError(
                 f"load {command.load_id} is already assigned", code="already-assigned"
             ) from None
-        self.repository.enqueue_notification(
+        self.metrics.count(metrics.ASSIGNMENTS_CREATED)
+        enqueued = self.repository.enqueue_notification(
             Notification(
                 notification_id=uuid.uuid4().hex,
                 kind=NotificationKind.LOAD_ASSIGNED,
@@ -231,4 +274,6 @@ class LoadsService:
                 data={"load_id": load.load_id},
             )
         )
+        if enqueued:
+            self.metrics.count(metrics.NOTIFICATIONS_ENQUEUED)
         return load

@@ -14,6 +14,10 @@ application (Powertools' lease expired while the first delivery was stuck, or th
 write landed after it gave up) answers the stored message and queues its push again: the
 push's ``notification_id`` is the message id, and push subscribers de-duplicate on it, so
 a push lost with the first delivery is sent and a push already sent is not shown twice.
+
+Metrics (:mod:`module_kit.metrics`): each push queued counts
+``relay_notifications_enqueued_total`` (a re-queued push counts again, as it is delivered
+again).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from module_kit import metrics
 from module_kit.idempotency import accepted_time, derived_id
 from shared_contracts.errors import IdempotencyKeyReusedError, ValidationFailedError
 from shared_contracts.message import (
@@ -57,9 +62,16 @@ def message_id_for(sender: str, direction: Direction, idempotency_key: str) -> s
 
 
 class MessageService:
-    def __init__(self, repository: MessageRepository, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        repository: MessageRepository,
+        clock: Clock = utcnow,
+        *,
+        metrics_writer: metrics.ModuleMetrics | None = None,
+    ) -> None:
         self.repository = repository
         self.clock = clock
+        self.metrics = metrics_writer or metrics.ModuleMetrics("message")
 
     def send_to_dispatch(
         self,
@@ -164,7 +176,7 @@ class MessageService:
         data = {"message_id": message.message_id}
         if message.load_id:
             data["load_id"] = message.load_id
-        self.repository.enqueue_notification(
+        enqueued = self.repository.enqueue_notification(
             Notification(
                 # One push per message: subscribers de-duplicate on notification_id.
                 notification_id=message.message_id,
@@ -175,3 +187,5 @@ class MessageService:
                 data=data,
             )
         )
+        if enqueued:
+            self.metrics.count(metrics.NOTIFICATIONS_ENQUEUED)
