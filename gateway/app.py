@@ -25,6 +25,7 @@ from gateway.deferred import tracking
 from gateway.deferred.ledger import DeferredLedger
 from gateway.deferred.queue import DeferredQueue, DeferredWrites
 from gateway.edge.clientaddr import ClientAddress
+from gateway.edge.shedding import Shedder, shed_config
 from gateway.fallbackstore.store import FallbackStore
 from gateway.forwarding.forwarder import Forwarder
 from gateway.forwarding.upstream import ModuleUpstream, counts_as_failure
@@ -286,6 +287,9 @@ def create_app(
     limiter = RateLimiter(clock=clock)
     limits = rate_limits(settings)
     client_address = ClientAddress(settings.trusted_proxies)
+    # Load shedding by tier (gateway.edge.shedding); operators' levers set forced_tiers.
+    # Its lag probe measures the real event loop: the real clock and sleep, not the tests'.
+    shedder = Shedder(shed_config(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -300,7 +304,9 @@ def create_app(
             await releases.load_at_start()  # a restarted instance routes as the fleet does
         await cells.load_at_start()  # and sends a moved driver to their cell, not the default
         await regions.load_at_start()  # and an evacuated region's requests to a serving one
+        shedder.start()  # the event loop's lag probe (not in Lambda)
         yield
+        await shedder.stop()
         if fleet is not None:
             fleet.close_loop()
         await pool.aclose()
@@ -329,6 +335,7 @@ def create_app(
     app.state.fleet = fleet  # the breakers' shared state, or None (each decides alone)
     app.state.limiter = limiter
     app.state.limits = limits
+    app.state.shedder = shedder  # load shedding: in flight, loop lag, shed per tier
     app.state.ledger = next(
         (f.ledger for f in fallbacks.values() if isinstance(f, DeferredWrites)), None
     )
@@ -352,6 +359,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         header_limits=settings.header_limits,
         region=settings.aws_region,
+        shedder=shedder,
     )
     return GatewayApp(app, steps, Forward(forwarder, access_log=settings.access_log))
 

@@ -41,12 +41,29 @@ DEFAULT_BREAKER_REFRESH_WAIT_SECONDS = 0.1
 DEFAULT_HEADER_READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_BODY_READ_TIMEOUT_SECONDS = 10.0
 LOCAL_STAGES = {"local", "test"}
+# Load shedding (gateway.edge.shedding, docs/resilience.md "Load shedding"): one process's
+# hard limits (requests in flight, the event loop's standing lag), where critical requests
+# are shed, and the fraction of them from which each other tier is: by default optional
+# from 20 in flight or 2 ms of lag, deferrable from 50 or 5 ms, degradable from 100 or 10 ms.
+DEFAULT_SHED_MAX_IN_FLIGHT = 1000
+DEFAULT_SHED_MAX_DELAY_MS = 100.0
+DEFAULT_SHED_AT_OPTIONAL = 0.02
+DEFAULT_SHED_AT_DEFERRABLE = 0.05
+DEFAULT_SHED_AT_DEGRADABLE = 0.1
+DEFAULT_SHED_AT_CRITICAL = 1.0
+DEFAULT_SHED_RETRY_AFTER_SECONDS = 1
 
 
 def default_breaker_refresh() -> BreakerRefresh:
     """``"request"`` in Lambda (``AWS_LAMBDA_FUNCTION_NAME`` is set in every execution
     environment), ``"background"`` anywhere else."""
     return "request" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else "background"
+
+
+def default_shedding() -> bool:
+    """Off in Lambda (one request per execution environment: no in-flight count or event
+    loop queue to read; only an operator's forced tiers are shed there), on anywhere else."""
+    return not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
 
 
 class GatewaySettings(BaseSettings):
@@ -137,6 +154,15 @@ class GatewaySettings(BaseSettings):
     # Deadlines of the gateway's own AWS calls (each inside the request's answer time).
     queue_timeout_seconds: float = Field(default=DEFAULT_QUEUE_TIMEOUT_SECONDS, gt=0, le=10)
     store_timeout_seconds: float = Field(default=DEFAULT_STORE_TIMEOUT_SECONDS, gt=0, le=10)
+    # Load shedding by tier (RELAY_SHED_LOAD=false: off; forced tiers are still shed).
+    shed_load: bool = Field(default_factory=default_shedding)
+    shed_max_in_flight: int = Field(default=DEFAULT_SHED_MAX_IN_FLIGHT, gt=0, le=100_000)
+    shed_max_delay_ms: float = Field(default=DEFAULT_SHED_MAX_DELAY_MS, gt=0, le=10_000)
+    shed_at_optional: float = Field(default=DEFAULT_SHED_AT_OPTIONAL, gt=0, le=1)
+    shed_at_deferrable: float = Field(default=DEFAULT_SHED_AT_DEFERRABLE, gt=0, le=1)
+    shed_at_degradable: float = Field(default=DEFAULT_SHED_AT_DEGRADABLE, gt=0, le=1)
+    shed_at_critical: float = Field(default=DEFAULT_SHED_AT_CRITICAL, gt=0, le=1)
+    shed_retry_after_seconds: int = Field(default=DEFAULT_SHED_RETRY_AFTER_SECONDS, ge=1, le=60)
     # Last-known-good copies kept per fallback (LRU across drivers).
     cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=100, le=1_000_000)
     # The fallback store (gateway.fallbackstore): the critical fallbacks' second layer,

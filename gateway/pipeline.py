@@ -5,7 +5,7 @@ middleware shape, without its ``Request``/``Response`` objects on the way in: fo
 the hot path). :func:`gateway_steps` lists them, :func:`build_pipeline` composes them:
 
     RequestGuard -> LocalRoutes -> ProblemAnswers -> PathGuard -> MatchRoute
-        -> Authenticate -> Authorize -> RateLimit -> Forward
+        -> ShedLoad -> Authenticate -> Authorize -> RateLimit -> Forward
 
 - ``RequestGuard`` (``http``): request id in and out (and the gateway's region out), header
   limits, body cap, JSON bodies;
@@ -15,6 +15,9 @@ the hot path). :func:`gateway_steps` lists them, :func:`build_pipeline` composes
   by the FastAPI app's own exception handlers (the one mapping, ``http.install``);
 - ``PathGuard``: no dot segments or encoded slashes; a trailing slash is dropped;
 - ``MatchRoute``: the route table's route for the path, or 404 ``no-route``;
+- ``ShedLoad``: near the process's capacity, the route's tier is shed (least important
+  first) with a prebuilt 503 ``overloaded``, before any other work; admitted requests are
+  counted in flight (``gateway.edge.shedding``; the gateway's own routes never get here);
 - ``Authenticate``: the bearer token's identity, where the route needs one;
 - ``Authorize``: the identity's role is one the route allows;
 - ``RateLimit``: per caller (or per client address on public routes) and route;
@@ -44,6 +47,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.edge.clientaddr import ClientAddress
+from gateway.edge.shedding import Shedder, ShedLoad
 from gateway.forwarding.conditional import conditional_get
 from gateway.forwarding.forwarder import OUTCOME_LIVE, Forwarder, log
 from gateway.routing.routes import Route, RouteTable
@@ -300,9 +304,11 @@ def gateway_steps(
     max_body_bytes: int,
     header_limits: http.HeaderLimits,
     region: str | None = None,
+    shedder: Shedder | None = None,
 ) -> list[Step]:
     """The steps before :class:`Forward`, in request order. Every answer says which
-    region's gateway gave it (``relay-region``), as every answer carries its request id."""
+    region's gateway gave it (``relay-region``), as every answer carries its request id.
+    ``shedder``: load shedding right after the route is known (none without one)."""
     return [
         partial(
             http.RequestGuard,
@@ -314,6 +320,7 @@ def gateway_steps(
         partial(ProblemAnswers, api=api),
         PathGuard,
         partial(MatchRoute, table=table),
+        *([partial(ShedLoad, shedder=shedder, table=table)] if shedder is not None else []),
         partial(Authenticate, authenticator=authenticator),
         Authorize,
         partial(RateLimit, limiter=limiter, limits=limits, client_address=client_address),

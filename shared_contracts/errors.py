@@ -125,6 +125,16 @@ class UnavailableError(ProblemError):
         super().__init__(detail, **kw)
 
 
+class OverloadedError(UnavailableError):
+    """The gateway process is near its capacity and sheds this request's tier (load
+    shedding, before anything else runs): retry after ``Retry-After`` seconds."""
+
+    code, title = "overloaded", "Overloaded"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1, **kw: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **kw)
+
+
 class UpstreamTimeoutError(ProblemError):
     status, code, title = 504, "upstream-timeout", "Upstream did not answer in time"
 

@@ -113,6 +113,8 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
         "unavailable": dict(state.forwarder.unavailable),
         "fallback_errors": dict(state.forwarder.fallback_errors),
         "faults": [f.model_dump() for f in state.faults.list()],
+        # load shedding: in flight, the loop's lag, the tiers shed now and the counts
+        **({"shedding": state.shedder.view()} if hasattr(state, "shedder") else {}),
         **({"breaker_fleet": fleet.summary()} if fleet is not None else {}),
         "deferred": await _deferred(request),
     }

@@ -138,6 +138,9 @@ class Route(_Strict):
     # caller's driver id) or "body:<field>" (a top-level field of the JSON body, e.g. the
     # driver a dispatcher assigns a load to). Needed on every route of a celled module.
     cell_key: str | None = Field(default=None, pattern=r"^(driver|body:[a-z_]{1,40})$")
+    # The tier load shedding gives the route's requests (gateway.edge.shedding), when it is
+    # not its module's: e.g. "optional" for traffic no driver waits on, shed first.
+    shed_tier: Tier | None = None
 
     def fallback_for(self, method: str) -> str | None:
         return self.fallback.get(method.upper())

@@ -96,6 +96,7 @@ def test_the_gateway_composes_its_steps_in_request_order(gateway):
         "ProblemAnswers",
         "PathGuard",
         "MatchRoute",
+        "ShedLoad",
         "Authenticate",
         "Authorize",
         "RateLimit",

@@ -1,0 +1,328 @@
+"""Load shedding: the decision by tier (signals injected), the step's answer, and the
+gateway's own routes never shed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from gateway.config import GatewaySettings
+from gateway.edge.shedding import (
+    TIERS,
+    ShedConfig,
+    Shedder,
+    ShedLoad,
+    shed_config,
+)
+from gateway.routing.routes import Route, RouteTable
+from shared_contracts.identity import Role
+from tests.unit.gateway.conftest import UPSTREAMS
+
+pytestmark = pytest.mark.anyio
+
+# capacity 100 in flight or 100 ms of lag: a tier's fraction is its in-flight count
+CONFIG = ShedConfig(
+    max_in_flight=100,
+    max_delay_ms=100.0,
+    shed_at={"optional": 0.1, "deferrable": 0.2, "degradable": 0.4, "critical": 1.0},
+    resume_below=0.5,
+    probe_window=3,
+)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def admitted(shedder: Shedder) -> list[str]:
+    return [tier for tier in TIERS if shedder.admit(tier)]
+
+
+# --- the decision ----------------------------------------------------------------------
+
+
+def test_tiers_are_shed_least_important_first_as_requests_pile_up():
+    seen = {}
+    for in_flight in (0, 9, 10, 20, 40, 99, 100):
+        shedder = Shedder(CONFIG)  # no hysteresis carried between the levels
+        shedder.in_flight = in_flight
+        seen[in_flight] = admitted(shedder)
+    assert seen == {
+        0: list(TIERS),
+        9: list(TIERS),
+        10: ["deferrable", "degradable", "critical"],
+        20: ["degradable", "critical"],
+        40: ["critical"],
+        99: ["critical"],
+        100: [],  # the hard limit: critical too
+    }
+
+
+def test_the_loops_standing_lag_sheds_as_in_flight_does():
+    shedder = Shedder(CONFIG)
+    for _ in range(3):
+        shedder.observe_lag(25.0)  # 25 ms of 100: optional and deferrable
+    assert shedder.delay_ms == 25.0
+    assert admitted(shedder) == ["degradable", "critical"]
+
+
+def test_a_burst_of_lag_within_the_window_is_not_a_standing_queue():
+    shedder = Shedder(CONFIG)
+    shedder.observe_lag(0.5)
+    shedder.observe_lag(300.0)  # one late probe: the minimum of the window stays low
+    shedder.observe_lag(200.0)
+    assert shedder.delay_ms == 0.5
+    assert admitted(shedder) == list(TIERS)
+    shedder.observe_lag(150.0)  # the 0.5 ms probe leaves the window of 3
+    assert shedder.delay_ms == 150.0
+    assert admitted(shedder) == []
+
+
+def test_pressure_is_the_fuller_signal():
+    shedder = Shedder(CONFIG)
+    shedder.in_flight = 30
+    shedder.observe_lag(5.0)
+    assert shedder.pressure == pytest.approx(0.3)
+    shedder.observe_lag(50.0)
+    shedder.observe_lag(50.0)
+    shedder.observe_lag(50.0)
+    assert shedder.pressure == pytest.approx(0.5)
+
+
+def test_a_shed_tier_stays_shed_until_pressure_falls_below_half_its_threshold():
+    shedder = Shedder(CONFIG)
+    shedder.in_flight = 20
+    assert not shedder.admit("deferrable")  # 0.2: shed from here
+    shedder.in_flight = 15
+    assert not shedder.admit("deferrable")  # still above 0.1 (half of 0.2)
+    assert shedder.shedding == {"deferrable"}
+    shedder.in_flight = 9
+    assert shedder.admit("deferrable")  # below 0.1: admitted again
+    assert shedder.shedding == set()
+    shedder.in_flight = 15
+    assert shedder.admit("deferrable")  # and only shed again from 0.2
+    assert shedder.shed["deferrable"] == 2
+
+
+def test_shed_requests_are_counted_by_tier():
+    shedder = Shedder(CONFIG)
+    shedder.in_flight = 25
+    for tier in ("optional", "optional", "deferrable", "degradable", "critical"):
+        shedder.admit(tier)
+    assert shedder.shed == {"optional": 2, "deferrable": 1}
+
+
+def test_a_forced_tier_is_shed_whatever_the_load_and_only_that_tier():
+    forced = frozenset({"degradable"})
+    shedder = Shedder(CONFIG, forced_tiers=lambda: forced)
+    assert admitted(shedder) == ["optional", "deferrable", "critical"]
+    assert shedder.shed == {"degradable": 1}
+    assert shedder.view()["forced"] == ["degradable"]
+
+
+def test_disabled_it_sheds_only_forced_tiers():
+    shedder = Shedder(ShedConfig(enabled=False, max_in_flight=1))
+    shedder.in_flight = 50
+    shedder.observe_lag(10_000.0)
+    assert admitted(shedder) == list(TIERS)
+    shedder.forced_tiers = lambda: frozenset({"optional"})
+    assert admitted(shedder) == ["deferrable", "degradable", "critical"]
+
+
+def test_off_by_default_in_lambda_on_elsewhere(monkeypatch):
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    assert shed_config(GatewaySettings()).enabled
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "relay-gateway")
+    assert not shed_config(GatewaySettings()).enabled
+
+
+def test_settings_give_the_capacity_and_fractions(monkeypatch):
+    monkeypatch.setenv("RELAY_SHED_MAX_IN_FLIGHT", "40")
+    monkeypatch.setenv("RELAY_SHED_AT_DEGRADABLE", "0.6")
+    config = shed_config(GatewaySettings())
+    assert config.max_in_flight == 40
+    assert config.shed_at["degradable"] == 0.6
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"shed_at": {"optional": 0.5, "critical": 1.0}}, "names each of"),
+        (
+            {"shed_at": {"optional": 0.5, "deferrable": 0.3, "degradable": 0.6, "critical": 1}},
+            "less important",
+        ),
+        (
+            {"shed_at": {"optional": 0, "deferrable": 0.3, "degradable": 0.6, "critical": 1}},
+            "(0, 1]",
+        ),
+        ({"resume_below": 1.5}, "resume_below"),
+        ({"retry_after_seconds": 0}, "retry_after_seconds"),
+    ],
+)
+def test_a_config_that_could_never_work_is_refused_at_construction(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ShedConfig(**change)
+
+
+async def test_the_probe_records_how_late_the_loop_wakes():
+    now = [0.0]
+    lags = iter([0.001, 0.030, 0.002])  # seconds late, per wake-up
+
+    class Stop(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        try:
+            now[0] += seconds + next(lags)
+        except StopIteration:
+            raise Stop from None
+
+    shedder = Shedder(CONFIG, clock=lambda: now[0], sleep=sleep)
+    with pytest.raises(Stop):
+        await shedder.probe()
+    assert list(shedder._lags) == pytest.approx([1.0, 30.0, 2.0])
+    assert shedder.delay_ms == pytest.approx(1.0)
+
+
+# --- the step --------------------------------------------------------------------------
+
+TABLE = RouteTable.from_dict(
+    {
+        "modules": {
+            "loads": {"tier": "critical", "upstream": "http://loads.test"},
+            "message": {"tier": "deferrable", "upstream": "http://message.test"},
+        },
+        "routes": [
+            {
+                "prefix": "/loads",
+                "module": "loads",
+                "roles": ["dispatch"],
+            },
+            {"prefix": "/message", "module": "message", "roles": ["dispatch"]},
+            {
+                "prefix": "/dispatch/messages",
+                "module": "message",
+                "roles": ["dispatch"],
+                "shed_tier": "optional",
+            },
+        ],
+    }
+)
+
+
+def http_scope(route: Route) -> dict:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": route.prefix,
+        "headers": [],
+        "state": {"request_id": "req-00000001", "route": route},
+    }
+
+
+def route(prefix: str) -> Route:
+    found = TABLE.match(prefix)
+    assert found is not None
+    return found
+
+
+async def call(step: ShedLoad, scope: dict) -> list[dict]:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await step(scope, receive, send)
+    return sent
+
+
+async def test_a_shed_request_gets_a_503_overloaded_problem_with_retry_after():
+    called = []
+
+    async def forward(scope, receive, send) -> None:
+        called.append(scope["path"])
+
+    shedder = Shedder(CONFIG)
+    shedder.in_flight = 25  # optional and deferrable shed
+    step = ShedLoad(forward, shedder=shedder, table=TABLE)
+    start, body = await call(step, http_scope(route("/message")))
+    assert called == []
+    assert start["status"] == 503
+    hdrs = dict(start["headers"])
+    assert hdrs[b"content-type"] == b"application/problem+json"
+    assert hdrs[b"retry-after"] == b"1"
+    assert int(hdrs[b"content-length"]) == len(body["body"])
+    problem = json.loads(body["body"])
+    assert problem["type"] == "urn:relay:problem:overloaded"
+    assert problem["status"] == 503
+    assert problem["request_id"] == "req-00000001"
+    assert "deferrable" in problem["detail"]
+    assert shedder.shed == {"deferrable": 1}
+
+
+async def test_a_routes_shed_tier_overrides_its_modules():
+    async def forward(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+
+    shedder = Shedder(CONFIG)
+    shedder.in_flight = 10  # only optional is shed
+    step = ShedLoad(forward, shedder=shedder, table=TABLE)
+    assert step.tiers == {
+        "/loads": "critical",
+        "/message": "deferrable",
+        "/dispatch/messages": "optional",
+    }
+    assert (await call(step, http_scope(route("/dispatch/messages"))))[0]["status"] == 503
+    assert (await call(step, http_scope(route("/message"))))[0]["status"] == 201
+
+
+async def test_admitted_requests_are_in_flight_until_answered_even_when_they_fail():
+    during = []
+
+    async def forward(scope, receive, send) -> None:
+        during.append(shedder.in_flight)
+        raise RuntimeError("module exploded")
+
+    shedder = Shedder(CONFIG)
+    step = ShedLoad(forward, shedder=shedder, table=TABLE)
+    with pytest.raises(RuntimeError):
+        await call(step, http_scope(route("/loads")))
+    assert during == [1]
+    assert shedder.in_flight == 0
+
+
+# --- through the app: the gateway's own routes are never shed ---------------------------
+
+
+def test_ops_and_health_are_answered_while_every_tier_is_forced_shed(gateway, bearer, upstream):
+    upstream.get("http://loads.test/loads").respond(200, json={"items": []})
+    gateway.app.state.shedder.forced_tiers = lambda: frozenset(TIERS)
+    shed = gateway.get("/loads", headers=bearer(Role.DRIVER))
+    assert shed.status_code == 503
+    assert shed.json()["type"] == "urn:relay:problem:overloaded"
+    assert shed.headers["retry-after"] == "1"
+    assert shed.headers["x-request-id"]  # the guard's headers, as on every answer
+    assert gateway.get("/healthz").status_code == 200
+    status = gateway.get("/ops/status", headers=bearer(Role.OPS, None))
+    assert status.status_code == 200
+    shedding = status.json()["shedding"]
+    assert shedding["forced"] == sorted(TIERS)
+    assert shedding["shed"]["critical"] == 1
+    assert shedding["in_flight"] == 0
+
+
+def test_the_route_tables_dispatch_messages_are_optional(settings):
+    table = RouteTable.load(settings.routes_file, env=UPSTREAMS)
+    step = ShedLoad(lambda *a: None, shedder=Shedder(), table=table)  # type: ignore[arg-type,return-value]
+    assert step.tiers["/dispatch/messages"] == "optional"
+    assert step.tiers["/message"] == "deferrable"
+    assert step.tiers["/navigate"] == "degradable"
+    assert step.tiers["/loads"] == step.tiers["/gatepass"] == "critical"
