@@ -64,18 +64,23 @@ def emf_reader() -> Reader | None:
 
 
 def metric_totals(data: Any) -> dict[str, float]:
-    """Each metric name's value summed over its dimensions, from whatever shape the
-    reader gives: ``{"metrics": [{"name", "value"|"sum", ...}]}``, ``{name: number}``,
-    ``{name: {"sum"|"value"|"count": n}}`` or ``{name: [{"value": n, "dimensions": ...}]}``."""
+    """Each metric name's value summed over its dimensions: ``relay.emf.collect``'s
+    ``totals``, or from a list of series (``{"metrics"|"series": [{"name", "value"|"sum"}]}``)
+    or a mapping (``{name: number | {"sum"|"value"|"count": n} | [series ...]}``)."""
     out: dict[str, float] = {}
+    if isinstance(data, Mapping) and isinstance(data.get("totals"), Mapping):
+        return {str(k): n for k, v in data["totals"].items() if (n := _number(v)) is not None}
 
     def add(name: str, value: Any) -> None:
         number = _number(value)
         if number is not None:
             out[name] = out.get(name, 0.0) + number
 
-    if isinstance(data, Mapping) and isinstance(data.get("metrics"), list | Mapping):
-        data = data["metrics"]
+    if isinstance(data, Mapping):
+        for key in ("metrics", "series"):
+            if isinstance(data.get(key), list | Mapping):
+                data = data[key]
+                break
     if isinstance(data, list):
         for row in data:
             if isinstance(row, Mapping) and "name" in row:
@@ -115,11 +120,13 @@ def critical_io(log_dir: Path | None, reader: Reader | None = None) -> dict[str,
     if log_dir is None:
         return {"available": False, "reason": "the console was given no log directory", "pairs": []}
     try:
-        totals = metric_totals(reader(log_dir))
+        data = reader(log_dir)
+        totals = metric_totals(data)
     except Exception as exc:  # a reader's bug never takes the page down
         return {"available": False, "reason": f"reading the EMF lines failed: {exc!r}", "pairs": []}
     return {
         "available": True,
+        "delays": _delays(data),
         "pairs": [
             {
                 "title": title,
@@ -131,3 +138,21 @@ def critical_io(log_dir: Path | None, reader: Reader | None = None) -> dict[str,
             for title, members in PAIRS
         ],
     }
+
+
+def _delays(data: Any) -> list[dict[str, Any]]:
+    """The observations (``*_seconds``) among ``relay.emf``'s series: count, p50, p90, max."""
+    series = data.get("series") if isinstance(data, Mapping) else None
+    out: dict[str, dict[str, Any]] = {}
+    for row in series if isinstance(series, list) else []:
+        if not isinstance(row, Mapping) or not str(row.get("name", "")).endswith("_seconds"):
+            continue
+        name = str(row["name"])
+        if name.startswith("relay_gateway_request_duration"):
+            continue  # the gateway's latency: the rates' panel is about requests
+        seen = out.setdefault(name, {"metric": name, "count": 0, "p50": None, "p90": None})
+        seen["count"] += int(row.get("count") or 0)
+        for q in ("p50", "p90", "max"):  # the worst dimension set's
+            if isinstance(row.get(q), int | float):
+                seen[q] = max(seen.get(q) or 0.0, float(row[q]))
+    return sorted(out.values(), key=lambda d: d["metric"])

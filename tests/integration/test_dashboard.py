@@ -7,6 +7,7 @@ released from the page. On failure the page's screenshot is kept in
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,11 @@ def test_loads_breaker_shown_open_after_a_fault_and_driver_requests(
         for unit in ("loads", "gatepass", "navigate", "message"):
             expect(breaker(page, unit)).to_have_attribute("data-state", "closed")
         expect(page.locator("#faults li.none")).to_be_visible()
+        # AND the critical input/output pairs, read from the modules' EMF lines (relay.emf)
+        if importlib.util.find_spec("relay.emf") is not None:
+            expect(page.locator("#io")).to_contain_text("enqueued")
+        else:
+            expect(page.locator("#io")).to_contain_text("no EMF reader")
         for _ in range(3):  # live answers first (and a last-known-good copy for later)
             assert api.http.get("/loads", headers=driver).status_code == 200
 

@@ -270,3 +270,40 @@ def test_critical_io_sums_each_metric_over_its_dimensions_and_says_when_it_has_n
     assert [(v["label"], v["value"]) for v in assignments[:2]] == [("created", 3), ("seen", 2)]
     broken = critical_io(Path("/nowhere"), reader=lambda _: 1 / 0)
     assert broken["available"] is False and "ZeroDivisionError" in broken["reason"]
+
+
+def test_critical_io_reads_the_emf_readers_totals_and_its_delays():
+    # GIVEN relay.emf.collect's shape: totals per name, series per dimension set
+    data = {
+        "updated_at": 1.0,
+        "totals": {
+            "relay_notifications_enqueued_total": 5.0,
+            "relay_notifications_delivered_total": 3.0,
+            "relay_notifications_dead_lettered_total": 1.0,
+        },
+        "series": [
+            {
+                "name": "relay_loads_assignment_seen_delay_seconds",
+                "unit": "Seconds",
+                "dimensions": {"service": "loads"},
+                "count": 4,
+                "sum": 10.0,
+                "max": 6.0,
+                "p50": 2.0,
+                "p90": 5.0,
+            }
+        ],
+    }
+    panel = critical_io(Path("/nowhere"), reader=lambda _: data)
+    notifications = next(p for p in panel["pairs"] if p["title"] == "Notifications")
+    assert [v["value"] for v in notifications["values"]] == [5.0, 3.0, 1.0]
+    assert "updated_at" not in metric_totals(data)
+    assert panel["delays"] == [
+        {
+            "metric": "relay_loads_assignment_seen_delay_seconds",
+            "count": 4,
+            "p50": 2.0,
+            "p90": 5.0,
+            "max": 6.0,
+        }
+    ]

@@ -150,9 +150,20 @@ function render(status, history, io) {
   renderDeferred(status.deferred);
 }
 
+// Each unit's rates averaged over the newest intervals (about 10 s): one 2 s interval alone
+// is mostly noise.
+const RATE_INTERVALS = 5;
+
 function latestRates(history) {
-  const series = (history && history.series) || [];
-  return series.length ? series[series.length - 1].rates : {};
+  const recent = ((history && history.series) || []).slice(-RATE_INTERVALS);
+  const out = {};
+  for (const s of recent) {
+    for (const [unit, rates] of Object.entries(s.rates)) {
+      const row = (out[unit] = out[unit] || {});
+      for (const g of GROUPS) row[g] = (row[g] || 0) + (rates[g] || 0) / recent.length;
+    }
+  }
+  return out;
 }
 
 // --- modules ------------------------------------------------------------------------
@@ -210,7 +221,9 @@ function renderCharts(history) {
         ? "From /ops/status (breaker calls, fallbacks served, unavailable): this gateway has no metrics summary."
         : "No samples yet.";
   const now = history.now;
-  const charts = (history.units || []).map((unit) => chart(unit, series, now, windowS));
+  // The window's seconds, or (a stack up for less) the seconds there are, a minute at least.
+  const span = series.length ? Math.min(windowS, Math.max(60, now - series[0].at)) : windowS;
+  const charts = (history.units || []).map((unit) => chart(unit, series, now, span));
   box.replaceChildren(...charts);
 }
 
@@ -230,7 +243,9 @@ function chart(unit, series, now, windowS) {
   area.append(svg("line", { class: "axis", x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }));
   const label = svg("text", { x: 4, y: 10 });
   label.textContent = `${fmt(max)}/s`;
-  area.append(label);
+  const since = svg("text", { x: 4, y: H - 4 });
+  since.textContent = `-${Math.round(windowS)} s`;
+  area.append(label, since);
   if (points.length) {
     let base = points.map(() => 0);
     for (const g of GROUPS) {
@@ -368,13 +383,38 @@ function renderFaults(faults) {
 }
 
 function renderShedding(status, history) {
-  const box = $("shedding");
+  const view = status.shedding;
   const latest = history.latest || {};
-  const shed = Object.keys(latest.shed || {}).length ? latest.shed : status.shedding;
-  const facts = {};
-  if (latest.in_flight !== undefined && latest.in_flight !== null) facts["in flight"] = latest.in_flight;
-  for (const [k, v] of Object.entries(shed || {})) facts[k] = v;
-  renderKV(box, Object.keys(facts).length ? facts : null, "Nothing shed.");
+  if (!view) {
+    const facts = {};
+    if (latest.in_flight !== undefined && latest.in_flight !== null) facts["in flight"] = latest.in_flight;
+    if (latest.shed && Object.keys(latest.shed).length) facts["shed (by tier)"] = latest.shed;
+    renderKV($("shedding"), Object.keys(facts).length ? facts : null, "This gateway does not shed.");
+    return;
+  }
+  const facts = {
+    "in flight": `${view.in_flight ?? "-"} / ${view.max_in_flight ?? "-"}`,
+    pressure: view.pressure,
+    "shedding now": (view.shedding || []).join(", ") || "nothing",
+    "forced by levers": (view.forced || []).join(", ") || "nothing",
+    "shed so far": view.shed,
+  };
+  for (const [k, v] of Object.entries(view)) {
+    if (!["in_flight", "max_in_flight", "pressure", "shedding", "forced", "shed"].includes(k)) facts[k] = v;
+  }
+  renderKV($("shedding"), facts, "Nothing shed.");
+}
+
+function text(value) {
+  if (value === null || value === undefined) return "-";
+  if (Array.isArray(value)) return value.map(text).join(", ");
+  if (typeof value === "object") {
+    const flat = Object.values(value).every((v) => v === null || typeof v !== "object");
+    return flat
+      ? Object.entries(value).map(([k, v]) => `${k} ${v}`).join(", ")
+      : JSON.stringify(value);
+  }
+  return String(value);
 }
 
 function releaseLine(module, release) {
@@ -389,8 +429,7 @@ function renderKV(box, data, empty, line) {
   }
   const dl = el("dl", { class: "kv" });
   for (const [k, v] of Object.entries(data)) {
-    const text = (line && line(k, v)) || (typeof v === "object" ? JSON.stringify(v) : String(v));
-    dl.append(el("dt", {}, k), el("dd", {}, text));
+    dl.append(el("dt", {}, k), el("dd", {}, (line && line(k, v)) || text(v)));
   }
   box.replaceChildren(dl);
 }
@@ -421,7 +460,20 @@ function renderIO(io) {
           : null;
       return el("div", { class: "io-pair" }, el("div", {}, pair.title), el("div", { class: "bar" }, ...values, gap));
     }),
+    ...(io.delays || []).map((d) =>
+      el(
+        "div",
+        { class: "io-pair", "data-metric": d.metric },
+        el("div", {}, d.metric.replace(/^relay_/, "").replace(/_/g, " ")),
+        el("div", { class: "bar muted" },
+          `p50 ${secs(d.p50)}, p90 ${secs(d.p90)}, max ${secs(d.max)} (${d.count} observed)`),
+      ),
+    ),
   );
+}
+
+function secs(value) {
+  return value === undefined || value === null ? "-" : `${value.toFixed(1)} s`;
 }
 
 // --- start ------------------------------------------------------------------------------
