@@ -46,6 +46,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -73,6 +74,9 @@ FORWARDED_HEADERS = ("authorization", "content-type", "accept", "idempotency-key
 # what may follow /api/gateway/: an ops path, percent-escapes kept (a lever id "a:b/c")
 FORWARD_PATH = re.compile(r"^[A-Za-z0-9._~%:@!$&'()*+,;=-]+(/[A-Za-z0-9._~%:@!$&'()*+,;=-]+)*$")
 STATIC_DIR = Path(__file__).parent / "static"
+# The names the page is opened by: a page of another site whose name was rebound to
+# 127.0.0.1 (DNS rebinding) is answered 400, never the console.
+DEFAULT_ALLOWED_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 ENV_GATEWAY_URL = "RELAY_CONSOLE_GATEWAY_URL"
 ENV_LOG_DIR = "RELAY_CONSOLE_LOG_DIR"
@@ -98,6 +102,7 @@ class ConsoleSettings:
     history_seconds: float = DEFAULT_HISTORY_SECONDS
     call_timeout_seconds: float = DEFAULT_CALL_TIMEOUT_SECONDS
     token_check_seconds: float = DEFAULT_TOKEN_CHECK_SECONDS
+    allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
 
     def __post_init__(self) -> None:
         if not self.gateway_url.startswith(("http://", "https://")):
@@ -414,7 +419,10 @@ def create_app(
             Route("/api/gateway/{path:path}", forward, methods=list(FORWARDED_METHODS)),
             Mount("/", StaticFiles(directory=STATIC_DIR, html=True)),
         ],
-        middleware=[Middleware(_PageHeaders)],
+        middleware=[
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts)),
+            Middleware(_PageHeaders),
+        ],
         lifespan=lifespan,
     )
 

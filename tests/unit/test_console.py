@@ -132,7 +132,7 @@ def client(gateway: Gateway, **settings) -> TestClient:
         transport=httpx.MockTransport(gateway),
         poll=False,
     )
-    return TestClient(app)
+    return TestClient(app, base_url="http://127.0.0.1:8001")
 
 
 def test_own_endpoints_refuse_a_missing_or_rejected_token_and_check_a_good_one_once():
@@ -160,6 +160,8 @@ def test_the_page_and_healthz_need_no_token_and_carry_a_strict_policy():
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert c.get("/app.js").status_code == 200
         assert c.get("/healthz").json() == {"ok": True}
+        # a name rebound to 127.0.0.1 by another site is not the console's
+        assert c.get("/", headers={"host": "evil.example:8001"}).status_code == 400
 
 
 def test_forwarding_keeps_the_method_body_escapes_and_the_gateways_answer():
