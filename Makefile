@@ -71,7 +71,8 @@ test-integration: $(STAMP)
 # BENCH_ARGS: --quick (a smoke check), --rounds N, --seconds S, --baseline REF (this tree
 # against git REF in the same run: make bench BENCH_ARGS="--baseline d29e99e"), --phases
 # (e.g. --phases release: what a canary release in progress costs the hop, and a bad
-# canary's time to 0% traffic).
+# canary's time to 0% traffic; --phases overload: one gateway process offered ~3x its
+# capacity, load shedding on and off).
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	rm -f $(VENV)/.bench-*

@@ -33,7 +33,11 @@ reference, gateway, ...), so that a verdict does not flip with the host's speed:
    one region, in interleaved rounds, and us-east-1 evacuated and restored on the real
    two-region local stack under synthetic drivers: the seconds until its hostname is
    answered from us-west-2 and back, the requests failed meanwhile, and the replication
-   lag (bench/region_cost.py).
+   lag (bench/region_cost.py);
+10. overload: one gateway process offered ~3x its full-speed capacity over mixed routes:
+    the critical route's p99 against its unloaded p99 and its success, the shed answers'
+    latency and each tier's share shed, beside the same offer without shedding
+    (bench/overload.py).
 
 Every figure is the median of its rounds with their range; a target whose reference moved
 more than its noise threshold across the rounds gets "too noisy for a verdict"
@@ -74,7 +78,7 @@ from module_kit.signed_context import generate_key_pair
 from relay.cloud import load_template
 from relay.paths import shown
 
-from . import cell_cost, instructions, region_cost, verdicts
+from . import cell_cost, instructions, overload, region_cost, verdicts
 from .harness import (
     LOAD_BODY,
     LOAD_CPU,
@@ -170,6 +174,9 @@ class Report:
     # The regions phase (bench.region_cost.phase): instructions (per mode, one figure per
     # round), requests, drivers, commands; evacuation (the local stack's figures).
     regions: dict[str, Any] = field(default_factory=dict)
+    # The overload phase (bench.overload.phase): capacity, rates, connections, settings,
+    # rounds (each: unloaded, shedding, no shedding), commands.
+    overload: dict[str, Any] = field(default_factory=dict)
     command: str = ""  # the bench's own command line
 
     @classmethod
@@ -1610,6 +1617,7 @@ def markdown(
     release: dict[str, Any] | None = None,
     cells: dict[str, Any] | None = None,
     regions: dict[str, Any] | None = None,
+    overload_figures: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         "# Benchmarks",
@@ -1693,19 +1701,20 @@ def markdown(
         "(set, not measured): MET or MISSED, never too noisy.",
         cell_cost.TARGET_TEXT,
         region_cost.TARGET_TEXT,
+        overload.TARGET_TEXT,
         "",
         '`make bench BENCH_ARGS="--quick"` is a smoke check '
         f"({QUICK_ROUNDS} rounds of {QUICK_SECONDS} s measurements, no profile); its "
         "verdicts mean little, and it writes bench/results/quick.json and quick.md, never "
         "this file. A full run writes its figures to bench/results/latest.json, `--baseline` "
         "to baseline.json, the fleet and Lambda phases to fleet.json, the release phase "
-        "to release.json, the cells phase to cells.json and the regions phase to "
-        "regions.json (kept on the machine, not "
+        "to release.json, the cells phase to cells.json, the regions phase to "
+        "regions.json and the overload phase to overload.json (kept on the machine, not "
         "committed), and each rewrites this file from them all; `--render` rewrites it "
         "without measuring. A run of only the fleet and Lambda phases (`--phases "
         "fleet,lambda`), of the release phase (`--phases release`), of the cells phase "
-        "(`--phases cells`) or of the regions phase (`--phases regions`) replaces only its "
-        "own section.",
+        "(`--phases cells`), of the regions phase (`--phases regions`) or of the overload "
+        "phase (`--phases overload`) replaces only its own section.",
         "",
     ]
     if report is not None:
@@ -1714,6 +1723,7 @@ def markdown(
             ("release", release, "The release phase's", "sections 8 and 9"),
             ("cells", cells, "The cells phase's", "sections 10 and 11"),
             ("regions", regions, "The regions phase's", "sections 12 to 14"),
+            ("overload", overload_figures, "The overload phase's", "section 15"),
         ):
             later = figures.get("started", "") if figures else ""
             if (
@@ -1733,6 +1743,7 @@ def markdown(
     lines += release_markdown(Report.from_dict(release) if release else None)
     lines += cell_cost.markdown(Report.from_dict(cells) if cells else None)
     lines += region_cost.markdown(Report.from_dict(regions) if regions else None)
+    lines += overload.markdown(Report.from_dict(overload_figures) if overload_figures else None)
     lines += baseline_markdown(baseline)
     return "\n".join(lines)
 
@@ -2311,7 +2322,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--phases",
-        default="hop,fast-fail,isolation,profile,cold-start,fleet,lambda,release,cells,regions",
+        default=(
+            "hop,fast-fail,isolation,profile,cold-start,fleet,lambda,release,cells,regions,overload"
+        ),
     )
     parser.add_argument(
         "--baseline", metavar="REF", help="compare this tree with git REF (hop, fast-fail)"
@@ -2352,6 +2365,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_json(RESULTS / "release.json"),
                 load_json(RESULTS / "cells.json"),
                 load_json(RESULTS / "regions.json"),
+                load_json(RESULTS / "overload.json"),
             )
         )
         if previous and {"hop", "fast-fail"} <= {m.phase for m in previous.measurements}:
@@ -2376,6 +2390,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_json(RESULTS / "release.json"),
                 load_json(RESULTS / "cells.json"),
                 load_json(RESULTS / "regions.json"),
+                load_json(RESULTS / "overload.json"),
             )
         )
         print(f"\nwrote {shown(args.out)} in {time.monotonic() - started:.0f} s")
@@ -2421,6 +2436,8 @@ def main(argv: list[str] | None = None) -> int:
                 phase_profile(report, state, nginx)
             if "fleet" in phases:
                 phase_fleet(report, state, nginx)
+            if "overload" in phases:
+                overload.phase(report, state, nginx)
         finally:
             nginx.stop()
     if "cold-start" in phases:
@@ -2438,7 +2455,7 @@ def main(argv: list[str] | None = None) -> int:
     # A run of only the fleet and Lambda phases (``--phases fleet``), of the release phase, of
     # the cells phase or of the regions phase, replaces their section, and nothing else: the
     # main section stays that of the last run that measured it.
-    partial = not set(phases) - {"fleet", "lambda", "release", "cells", "regions"}
+    partial = not set(phases) - {"fleet", "lambda", "release", "cells", "regions", "overload"}
     if not partial:
         (RESULTS / recorded).write_text(json.dumps(asdict(report), indent=2))
     if report.fleet or report.lambda_cpu:  # the fleet section's figures, from any run
@@ -2450,6 +2467,8 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "cells.json").write_text(json.dumps(asdict(report), indent=2))
     if report.regions:  # the regions section's figures, from any run
         (RESULTS / "regions.json").write_text(json.dumps(asdict(report), indent=2))
+    if report.overload:  # the overload section's figures, from any run
+        (RESULTS / "overload.json").write_text(json.dumps(asdict(report), indent=2))
     main_report = previous if partial and not args.quick else report
     args.out.write_text(
         markdown(
@@ -2459,6 +2478,7 @@ def main(argv: list[str] | None = None) -> int:
             load_json(RESULTS / "release.json"),
             load_json(RESULTS / "cells.json"),
             load_json(RESULTS / "regions.json"),
+            load_json(RESULTS / "overload.json"),
         )
     )
     if "hop" in phases and "fast-fail" in phases:
