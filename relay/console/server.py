@@ -193,9 +193,10 @@ class Console:
                 raise GatewayUnreachable(f"the gateway did not answer: {exc!r}") from None
             if r.status_code in (401, 403):
                 known = (False, now + REJECTED_TOKEN_SECONDS)
-            elif r.status_code == 200:
+            elif r.status_code in (200, 429):  # 429: an ops identity, over its rate limit
                 known = (True, now + self.settings.token_check_seconds)
-                self.status, self.status_at = r.json(), self.clock()
+                if r.status_code == 200:
+                    self.status, self.status_at = r.json(), self.clock()
             else:
                 raise GatewayUnreachable(f"the gateway answered {r.status_code} to /ops/status")
             if len(self._checked) >= MAX_REMEMBERED_TOKENS:

@@ -15,7 +15,7 @@ from relay.console.history import History, Sample, counts_from_status, rates
 from relay.console.io import critical_io, metric_totals
 from relay.console.server import Console, ConsoleSettings, create_app
 
-GOOD, BAD = "good-token", "bad-token"
+GOOD, BAD, BUSY = "good-token", "bad-token", "busy-token"  # BUSY: over its rate limit
 
 
 def summary(instance: str, live: int, lkg: int = 0, unavailable: int = 0) -> dict:
@@ -53,6 +53,8 @@ class Gateway:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
+        if request.headers.get("authorization") == f"Bearer {BUSY}":
+            return httpx.Response(429, json={"detail": "slow down"})
         if request.headers.get("authorization") != f"Bearer {GOOD}":
             return httpx.Response(401, json={"detail": "no"})
         path = request.url.raw_path.decode()
@@ -148,9 +150,12 @@ def test_own_endpoints_refuse_a_missing_or_rejected_token_and_check_a_good_one_o
             assert r.status_code == 200
         assert r.json()["history"]["series"] == []
         assert r.json()["status"] == STATUS  # the check's answer, shown before any poll
-        # THEN the good token was checked with /ops/status once, and is polled with now
-        assert gateway.paths() == ["/ops/status", "/ops/status"]
-        assert c.app.state.console.token == GOOD
+        # an ops identity over its rate limit is still an ops identity
+        busy = c.get("/api/dashboard", headers={"authorization": f"Bearer {BUSY}"})
+        assert busy.status_code == 200
+        # THEN each token was asked about once (bad, good, busy); the newest accepted is polled
+        assert gateway.paths() == ["/ops/status", "/ops/status", "/ops/status"]
+        assert c.app.state.console.token == BUSY
 
 
 def test_the_page_and_healthz_need_no_token_and_carry_a_strict_policy():
