@@ -161,6 +161,7 @@ def test_loads_breaker_shown_open_after_a_fault_and_driver_requests(
             chart = page.locator('figure.chart[data-unit="loads"]')
             expect(chart.locator("path.live")).to_have_count(1)
             expect(chart.locator("path.degraded, path.failed").first).to_be_visible()
+            expect(chart.locator("rect.band.open").first).to_be_visible()  # open, over time
         finally:
             assert api.http.delete("/ops/faults/loads", headers=ops).status_code == 204
 

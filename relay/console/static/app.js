@@ -260,6 +260,13 @@ function chart(unit, series, now, windowS) {
       base = top;
     }
   }
+  // the breaker's state along the top: red while open, orange while half-open
+  series.forEach((s, i) => {
+    const state = (s.breakers || {})[unit];
+    if (i === 0 || (state !== "open" && state !== "half-open")) return;
+    const x0 = Math.max(0, x(series[i - 1].at));
+    area.append(svg("rect", { class: "band " + state, x: x0, y: 0, width: Math.max(1, x(s.at) - x0), height: 4 }));
+  });
   figure.append(area);
   return figure;
 }
