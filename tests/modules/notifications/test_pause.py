@@ -4,6 +4,8 @@ released, every one is delivered."""
 
 from __future__ import annotations
 
+import os
+
 import boto3
 import pytest
 
@@ -13,7 +15,7 @@ from gateway.routing.routes import RouteTable
 from modules.notifications.handler import make_handler
 from modules.notifications.pause import NotificationsPause
 from relay.eventsource import SqsEventSourceRunner
-from shared_contracts.levers import LeverPull
+from shared_contracts.levers import Lever, LeverPull, LeverType
 from tests.fakes import MonotonicClock
 from tests.modules.notifications.conftest import notification
 from tests.unit.gateway.conftest import UPSTREAMS
@@ -69,28 +71,61 @@ def test_nothing_is_delivered_while_paused_and_everything_after(queues, subscrib
     assert queues.depth() == 0 and queues.depth(queues.dead_letter_url) == 0
 
 
-def test_an_expired_pause_delivers_without_a_release(queues, subscriber, levers):
-    levers.pull(
-        LeverPull(type="pause", target="notifications", reason="r", ttl_seconds=60), "ops-1"
+class OneItemTable:
+    """A DynamoDB resource whose every table holds ``item`` (counting the reads)."""
+
+    def __init__(self, item: dict | None) -> None:
+        self.item, self.reads = item, 0
+
+    def Table(self, name: str) -> OneItemTable:  # boto3's name
+        return self
+
+    def get_item(self, **_: object) -> dict:
+        self.reads += 1
+        return {} if self.item is None else {"Item": self.item}
+
+
+def test_a_pause_lets_go_at_expires_at_and_is_read_once_per_cache_period():
+    lever = Lever(
+        lever_id="pause:notifications",
+        type=LeverType.PAUSE,
+        target="notifications",
+        who="ops-1",
+        why="r",
+        pulled_at=1_000,
+        expires_at=1_060,
     )
-    lever = levers.store.get("pause:notifications")
-    assert lever is not None and lever.expires_at is not None
-    wall = [float(lever.expires_at) - 1]
-    pause = NotificationsPause(TABLE, wall_clock=lambda: wall[0], hold_seconds=0)
-    assert pause.current() is not None
+    table = OneItemTable(lever.item())
+    wall, mono = [1_059.0], MonotonicClock()
+    pause = NotificationsPause(
+        TABLE, dynamodb=table, clock=mono, wall_clock=lambda: wall[0], cache_seconds=3
+    )
+    assert pause.current() == lever and pause.current() == lever and table.reads == 1
     wall[0] += 1  # its expires_at: the table's TTL has not deleted it yet
-    assert pause.current() is None
-    queues.send(notification(7).model_dump_json())
-    runner = SqsEventSourceRunner(
-        queues.url,
-        queues.arn,
-        make_handler(pause=pause, sqs=queues.sqs),
-        sqs=queues.sqs,
-        wait_seconds=0,
-    )
-    runner.run_once()
-    assert subscriber.notification_ids() == [notification(7).notification_id]
+    assert pause.current() is None and table.reads == 1
+    table.item = None
+    mono.now += 3
+    assert pause.current() is None and table.reads == 2
 
 
 def test_no_table_means_never_paused():
     assert NotificationsPause(None).current() is None
+
+
+def test_the_deployed_worker_reads_the_stage_routing_table(queues, subscriber, monkeypatch):
+    """The worker's environment from its template names the gateway stack's routing-control
+    table (and its own queue): a pause pulled there holds the worker built from it."""
+    table = os.environ["RELAY_ROUTING_TABLE"]
+    assert os.environ["NOTIFICATIONS_QUEUE_URL"] == queues.url
+    routes = RouteTable.load(GatewaySettings().routes_file, env=UPSTREAMS)
+    control = LeverControl(LeverStore(table, dynamodb=boto3.resource("dynamodb")), routes)
+    control.pull(LeverPull(type="pause", target="notifications", reason="r"), "ops-1")
+    queues.send(notification(1).model_dump_json())
+    runner = SqsEventSourceRunner(
+        queues.url, queues.arn, make_handler(sqs=queues.sqs), sqs=queues.sqs, wait_seconds=0
+    )
+    assert runner.run_once() == (1, 0)  # put back (held 30 s), reported done
+    delayed = queues.sqs.get_queue_attributes(
+        QueueUrl=queues.url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]["ApproximateNumberOfMessagesDelayed"]
+    assert subscriber.drain() == [] and queues.depth() == 0 and int(delayed) == 1
