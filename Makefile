@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-functional test-template test-modules test-integration test-build build lock bench check format lint openapi clean
+.PHONY: dev test test-unit test-functional test-template test-modules test-integration test-build build lock bench check format lint openapi clean gameday
 
 # The exact versions of requirements/dev.lock (hash-checked; its runtime packages are the
 # versions every Lambda artifact ships, requirements/lambda.lock), then the project itself.
@@ -64,6 +64,14 @@ test-integration: $(STAMP)
 	@$(call install-nginx)
 	@$(call install-chromium)
 	$(BIN)/pytest tests/integration
+
+# Every game day (gamedays/*.json, Chaos Toolkit experiments) on stacks of its own, each
+# fault held 20 s under a synthetic load; the failure-mode matrix rewritten into
+# docs/gamedays.md and docs/gamedays.svg. Loopback only, a few minutes; fails when an
+# invariant breaks. GAMEDAY_ARGS: e.g. "loads-killed --short" (no report).
+GAMEDAY_ARGS ?= all --report docs/gamedays.md
+gameday: $(STAMP)
+	$(BIN)/relay gameday $(GAMEDAY_ARGS)
 
 # The benchmark (docs/benchmarks.md): a few minutes, loopback only; not part of `make test`.
 # nginx, wrk and valgrind (the before/after instruction counts) come from Debian's

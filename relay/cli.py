@@ -25,6 +25,7 @@ from . import demo
 from .cells import cells_app
 from .cloud import ROOT
 from .devissuer import DevIssuer
+from .levers import lever_app
 from .regions import region_app
 from .release.controller import Outcome
 from .release.policy import Policy
@@ -46,6 +47,7 @@ notifications = typer.Typer(help="The notifications worker's queues.", no_args_i
 app.add_typer(notifications, name="notifications")
 app.add_typer(cells_app, name="cells")  # relay cells show|place|move (docs/cells.md)
 app.add_typer(region_app, name="region")  # relay region show|evacuate|restore
+app.add_typer(lever_app, name="lever")  # relay lever list|pull|release
 
 
 @functools.cache

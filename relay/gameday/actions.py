@@ -131,10 +131,15 @@ def hold_fault(seconds: float | None = None, configuration: Configuration = None
 
 
 def finish_load(
-    scenario: str, faulted: list[str], configuration: Configuration = None
+    scenario: str,
+    faulted: list[str],
+    expected: dict[str, str] | None = None,
+    configuration: Configuration = None,
 ) -> dict[str, Any]:
-    """Stop the load, let the stack settle, check every answered write: the summary."""
-    return session.finish(scenario, faulted)
+    """Stop the load, let the stack settle, check every answered write: the summary.
+    ``faulted``: the modules the fault reaches ("*": every one); ``expected``: invariants
+    the scenario expects to break, by name, and why (said in the report)."""
+    return session.finish(scenario, faulted, expected)
 
 
 def stop_load(scenario: str, configuration: Configuration = None) -> bool:

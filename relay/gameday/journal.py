@@ -25,6 +25,7 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     duration: float = 0.0
+    expected: list[str] = field(default_factory=list)  # invariants broken as expected
 
     @property
     def ok(self) -> bool:
@@ -65,7 +66,11 @@ def read(journal: Mapping[str, Any], scenario: str | None = None) -> Verdict:
         verdict.problems.append("no load summary in the journal (finish-load did not run)")
     else:
         for inv in verdict.summary.get("invariants", []):
-            if inv.get("applicable", True) and not inv.get("passed"):
+            if not inv.get("applicable", True) or inv.get("passed"):
+                continue
+            if inv.get("expected"):
+                verdict.expected.append(f"{inv['name']} broken as expected: {inv['detail']}")
+            else:
                 verdict.problems.append(f"invariant {inv['name']} broken: {inv['detail']}")
     return verdict
 

@@ -39,7 +39,7 @@ DEFAULT_ROUND_SECONDS = 0.5  # each driver's pace: a round of calls every half s
 DEFAULT_MAX_CALLS = 5000  # all threads together
 DEFAULT_CALL_TIMEOUT_SECONDS = 5.0  # no answer within this: failed
 DEFAULT_SETTLE_SECONDS = 60.0
-DUPLICATE_EVERY = 3  # every third answered event is delivered twice
+DUPLICATE_EVERY = 3  # the 1st, 4th, 7th ... answered event of a trip is delivered twice
 
 
 def trip_events(stops: int) -> list[tuple[str, int]]:
@@ -204,6 +204,10 @@ class SyntheticLoad:
         now = datetime.now(UTC)
         dispatch = self.target.auth(Role.DISPATCH)
         with self._client() as client:
+            # as a gate does: the public keys, to verify passes offline
+            r = self._call(client, None, "GET", "/gatepass/keys", {})
+            if r is None or r.status_code != 200:
+                raise RuntimeError(f"set-up: GET /gatepass/keys: {_said(r)}")
             for k, driver in enumerate(self.config.drivers):
                 for t in range(self.config.trips):
                     load_id = f"L-GD{self.run_id}{k}{t}".upper()
@@ -312,7 +316,7 @@ class SyntheticLoad:
         if self._write(client, write, f"/loads/{trip.load_id}/events", auth, kind, stop_seq):
             trip.keys.append(key)
             trip.next += 1
-            if len(trip.keys) % DUPLICATE_EVERY == 0:  # the same event delivered twice
+            if len(trip.keys) % DUPLICATE_EVERY == 1:  # the same event delivered twice
                 self._write(client, write, f"/loads/{trip.load_id}/events", auth, kind, stop_seq)
 
     def _write(

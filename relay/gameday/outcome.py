@@ -87,9 +87,12 @@ class Tally:
 
     counts: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     statuses: dict[str, int] = field(default_factory=dict)  # "200", "503", "ReadTimeout" ...
+    seconds: list[float] = field(default_factory=list, repr=False)  # each call's
+    _p95: float | None = field(default=None, repr=False)  # as read back from JSON
 
     def add(self, call: Call) -> None:
         self.counts[call.outcome] += 1
+        self.seconds.append(call.seconds)
         key = str(call.status) if call.status is not None else call.error or "no answer"
         self.statuses[key] = self.statuses.get(key, 0) + 1
 
@@ -104,6 +107,14 @@ class Tally:
 
     def share(self, outcome: Outcome) -> float:
         return self.counts[outcome] / self.total if self.total else 0.0
+
+    @property
+    def p95_seconds(self) -> float | None:
+        """The 95th percentile of the calls' durations (answered or not)."""
+        if not self.seconds:
+            return self._p95
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
     @property
     def queued(self) -> int:
@@ -129,6 +140,7 @@ class Tally:
             **{o.label: n for o, n in self.counts.items()},
             "worst": self.worst.label if self.worst is not None else None,
             "statuses": dict(sorted(self.statuses.items())),
+            "p95_seconds": self.p95_seconds,
         }
 
     @classmethod
@@ -137,7 +149,14 @@ class Tally:
         for o in Outcome:
             tally.counts[o] = int(data.get(o.label, 0))
         tally.statuses = dict(data.get("statuses", {}))
+        tally._p95 = data.get("p95_seconds")
         return tally
+
+    def unusual(self) -> str:
+        """The answers other than 200 and 201, e.g. ``202 x4, 503 x1``."""
+        return ", ".join(
+            f"{k} x{n}" for k, n in sorted(self.statuses.items()) if k not in ("200", "201")
+        )
 
 
 def tally(calls: Iterable[Call]) -> dict[Function, Tally]:

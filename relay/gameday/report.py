@@ -134,6 +134,9 @@ def markdown(verdicts: Sequence[Verdict], run: Run, chart: str | None) -> str:
             + f", {v.duration:.0f} s."
             + ("" if v.ok else " Problems: " + "; ".join(_md(p) for p in v.problems))
         )
+        for inv in s.get("invariants", []):
+            if inv.get("expected") and not inv.get("passed"):
+                lines.append(f"  - *{inv['name']}* breaks by design: {_md(inv['expected'])}")
     return "\n".join(lines) + "\n"
 
 

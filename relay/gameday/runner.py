@@ -33,6 +33,7 @@ SHORT_SECONDS = 4.0  # --short: the fault held this long (the CI smoke run)
 FULL_SECONDS = 20.0
 SETTLE_SECONDS = 60.0
 ALL = "all"
+OWN_JOURNALS = ROOT / ".relay" / "gamedays"  # the journals of runs on the runner's own stacks
 log = logging.getLogger("relay.gameday")
 
 
@@ -93,14 +94,21 @@ def prepare(scenario: Scenario, state_dir: Path, seconds: float, settle: float) 
     return experiment
 
 
-def run_one(scenario: Scenario, state_dir: Path, seconds: float, settle: float) -> Verdict:
-    """Run one experiment with chaostoolkit-lib; keep its journal; judge it."""
+def run_one(
+    scenario: Scenario,
+    state_dir: Path,
+    seconds: float,
+    settle: float,
+    journal_dir: Path | None = None,
+) -> Verdict:
+    """Run one experiment with chaostoolkit-lib; keep its journal (``<journal_dir>/<name>
+    .journal.json``, by default in the stack's state directory); judge it."""
     from chaoslib.experiment import run_experiment  # type: ignore[import-untyped]
 
     session.forget(scenario.name)
     experiment = prepare(scenario, state_dir, seconds, settle)
     result = run_experiment(experiment, settings={"runtime": {"rollbacks": {"strategy": "always"}}})
-    journals = state_dir / "gamedays"
+    journals = journal_dir or state_dir / "gamedays"
     journals.mkdir(parents=True, exist_ok=True)
     (journals / f"{scenario.name}.journal.json").write_text(
         json.dumps(result, indent=2, default=str)
@@ -146,18 +154,26 @@ def run(
             with _own_stack(cells, Path(tmp)) as stack:
                 say(f"stack up in {stack.start_seconds:.0f} s at {stack.gateway_url}")
                 for scenario in group:
-                    verdicts[scenario.name] = _run_said(scenario, Path(tmp), seconds, say)
+                    verdicts[scenario.name] = _run_said(
+                        scenario, Path(tmp), seconds, say, OWN_JOURNALS
+                    )
     return [verdicts[s.name] for s in chosen if s.name in verdicts]
 
 
 def _run_said(
-    scenario: Scenario, state_dir: Path, seconds: float, say: Callable[[str], None]
+    scenario: Scenario,
+    state_dir: Path,
+    seconds: float,
+    say: Callable[[str], None],
+    journal_dir: Path | None = None,
 ) -> Verdict:
     say(f"{scenario.name}: {scenario.title} ...")
     started = time.monotonic()
-    verdict = run_one(scenario, state_dir, seconds, SETTLE_SECONDS)
-    cells = ", ".join(
-        f"{f.value} {t.cell()}" for f, t in report.tallies(verdict).items() if t.total
+    verdict = run_one(scenario, state_dir, seconds, SETTLE_SECONDS, journal_dir)
+    cells = "; ".join(
+        f"{f.value} {t.cell()}" + (f" [{t.unusual()}]" if t.unusual() else "")
+        for f, t in report.tallies(verdict).items()
+        if t.total
     )
     say(
         f"{scenario.name}: {'pass' if verdict.ok else 'FAIL'} in {time.monotonic() - started:.0f} s"

@@ -39,7 +39,9 @@ def new_load(scenario: str, target: Target, config: LoadConfig) -> SyntheticLoad
     return load
 
 
-def finish(scenario: str, faulted: list[str]) -> dict[str, Any]:
+def finish(
+    scenario: str, faulted: list[str], expected: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     with _lock:
         load = _loads.get(scenario)
     if load is None:
@@ -48,7 +50,7 @@ def finish(scenario: str, faulted: list[str]) -> dict[str, Any]:
     writes = load.settle().to_json()
     tallies = tally(load.calls)
     checked = invariants.check_all(
-        tallies, writes, faulted, load.recovery_seconds, load.config.settle_seconds
+        tallies, writes, faulted, load.recovery_seconds, load.config.settle_seconds, expected
     )
     summary = {
         "scenario": scenario,

@@ -133,3 +133,16 @@ def api(stack: LocalStack) -> Iterator[Api]:
     client = Api(stack)
     yield client
     client.http.close()
+
+
+@pytest.fixture(scope="module")
+def supervised_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack as `relay dev` runs it: supervised, `relay ps|stop|start` on its control socket
+    (game days kill, stop and start its processes by name)."""
+    with LocalStack(
+        gateway_port=free_port(),
+        state_dir=tmp_path_factory.mktemp("relay"),
+        event_source_backoff=(1, 2),
+        supervise=True,
+    ) as s:
+        yield s

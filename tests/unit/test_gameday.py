@@ -302,3 +302,31 @@ def test_the_report_and_chart_are_written_side_by_side(tmp_path: Path):
     )
     assert chart == tmp_path / "gamedays.svg" and chart.read_text().startswith("<svg")
     assert "](gamedays.svg)" in md.read_text()
+
+
+def test_an_invariant_the_scenario_expects_to_break_is_said_not_failed():
+    # GIVEN a scenario that expects event writes to fail while storage is down
+    t = tallies(loads_read=[250], event_write=[None, 503], gatepass=[200], gatepass_verify=[200])
+    writes = {"answered": 1, "applied": 1, "duplicates": 0}
+    why = {"critical answered": "the deferred queue itself is down"}
+    checked = invariants.check_all(t, writes, ["*"], 2.0, 60, why)
+    # THEN it broke, as expected, and the journal's verdict is still a pass that says so
+    critical = checked[0]
+    assert (critical.passed, critical.expected, critical.holds) == (
+        False,
+        "the deferred queue itself is down",
+        True,
+    )
+    out = summary(invariants=[i.to_json() for i in checked])
+    verdict = journal.read(a_journal(summary_=out))
+    assert verdict.ok and verdict.expected == [
+        "critical answered broken as expected: 3/5 answered (60.0%): event write 2 failed"
+    ]
+    run = report.Run("2026-12-04 15:00 UTC", "abc", "relay gameday all", 20.0)
+    assert "breaks by design: the deferred queue itself is down" in report.markdown(
+        [verdict], run, None
+    )
+    # an expectation that names no invariant is refused; one that holds is not marked
+    with pytest.raises(ValueError, match="no invariant named nothing-lost"):
+        invariants.check_all(t, writes, ["*"], 2.0, 60, {"nothing-lost": "?"})
+    assert not invariants.check_all(t, writes, ["*"], 2.0, 60, {"recovered": "?"})[4].expected
