@@ -15,9 +15,12 @@ control; CoDel's standing queue):
   the in-flight count misses: with a fast upstream, forwards finish in a millisecond and
   few are ever in flight while requests queue in the loop and in the sockets. The
   server does not say when a request's bytes arrived, so the time each request waited
-  cannot be measured at the step; the probe measures the same queue for everyone. As in
-  CoDel, ``delay_ms`` is the smallest lag of the last ``probe_window`` probes (~100 ms):
-  a burst that clears within the window is not a standing queue and sheds nothing.
+  cannot be measured at the step; the probe measures the same queue for everyone.
+  ``delay_ms`` is the mean lag of the last ``probe_window`` probes (~100 ms) less the
+  largest one: a single late probe (a collector pause, a burst that clears) sheds nothing,
+  a standing queue (CoDel's point) does. Not their smallest, as CoDel takes of packets'
+  sojourn times: the loop runs its ready callbacks in batches, and a probe wakes anywhere
+  in one, so the smallest of a few probes reads a small part of the wait requests meet.
 
 ``pressure`` is the larger of the two as a fraction of its capacity. Each tier is shed
 from its own fraction (``shed_at``), in this order: ``optional`` (routes with
@@ -65,12 +68,14 @@ from shared_contracts.errors import OverloadedError
 TIERS = ("optional", "deferrable", "degradable", "critical")
 # One process's hard limits, where even critical requests are shed, and each tier's
 # fraction of them; the named defaults are gateway.config's (RELAY_SHED_*). In flight:
-# 1,000 forwards admitted is far past what one process forwards well (its upstream pool
+# 2,000 forwards admitted is far past what one process forwards well (its upstream pool
 # holds 200 connections; each module's bulkhead less), so more only wait and take memory.
-# Delay: a standing 100 ms in the loop, which a request meets at each of its few turns
-# through it. The other tiers go long before: a process whose loop is idle now and then
-# wakes its probe within a millisecond, so a standing 2 ms (optional), 5 ms (deferrable)
-# or 10 ms (degradable) means requests queue, and critical latency with them.
+# Delay: a standing 200 ms in the loop, which a request meets at each of its few turns
+# through it. The other tiers go long before: a process whose loop has room wakes its
+# probe within a millisecond or two (libuv's timers count whole milliseconds; a thread
+# holding the GIL adds up to its 5 ms switch interval), so a standing 10 ms (optional),
+# 20 ms (deferrable) or 40 ms (degradable) means requests queue, and critical latency with
+# them. In flight, those fractions are 100, 200 and 400.
 DEFAULT_MAX_IN_FLIGHT = config.DEFAULT_SHED_MAX_IN_FLIGHT
 DEFAULT_MAX_DELAY_MS = config.DEFAULT_SHED_MAX_DELAY_MS
 DEFAULT_SHED_AT: Mapping[str, float] = MappingProxyType(
@@ -84,7 +89,7 @@ DEFAULT_SHED_AT: Mapping[str, float] = MappingProxyType(
 # A shed tier is admitted again below this share of its threshold (hysteresis).
 DEFAULT_RESUME_BELOW = 0.5
 DEFAULT_PROBE_INTERVAL_SECONDS = 0.02
-DEFAULT_PROBE_WINDOW = 5  # probes: ~100 ms, CoDel's interval
+DEFAULT_PROBE_WINDOW = 5  # probes: ~100 ms (CoDel's interval)
 DEFAULT_RETRY_AFTER_SECONDS = config.DEFAULT_SHED_RETRY_AFTER_SECONDS
 NOTHING_FORCED: Callable[[], frozenset[str]] = frozenset
 
@@ -206,9 +211,14 @@ class Shedder:
         return True
 
     def observe_lag(self, lag_ms: float) -> None:
-        """One probe's lag; ``delay_ms`` becomes the smallest of the last ``probe_window``."""
-        self._lags.append(max(0.0, lag_ms))
-        self.delay_ms = min(self._lags)
+        """One probe's lag; ``delay_ms`` becomes the mean of the last ``probe_window`` less
+        their largest (all of them while there are fewer than three)."""
+        lags = self._lags
+        lags.append(max(0.0, lag_ms))
+        if len(lags) < 3:
+            self.delay_ms = sum(lags) / len(lags)
+        else:
+            self.delay_ms = (sum(lags) - max(lags)) / (len(lags) - 1)
 
     async def probe(self) -> None:
         """Forever: sleep ``probe_interval_seconds`` and record how late the loop woke."""

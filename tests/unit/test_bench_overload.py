@@ -36,6 +36,7 @@ def a_round(critical_p99: float, *, critical_errors: int = 0, shed_p99: float = 
     return {
         overload.UNLOADED: {"rps": 200, "p50_ms": 1.0, "p99_ms": 3.0, "requests": 2000},
         overload.SHEDDING: shedding,
+        overload.POLITE: {**shedding, "critical": tier(200, 4.0, 2000)},
         overload.NO_SHEDDING: {t: tier(300, 400.0, 3000) for t in overload.TIERS},
     }
 
@@ -66,8 +67,9 @@ def test_wrk_sends_each_tiers_request_with_its_callers_token_at_the_paced_rate()
     )
     after = argv[argv.index("--") + 1 :]
     assert after[0] == "50.000"  # 100 connections * 1000 / 2000 RPS: 50 ms between requests
-    assert after[1:5] == ["GET", "/loads", "driver.token.value", "-"]
-    assert after[5:8] == ["POST", "/dispatch/messages", "dispatch.token.value"]
+    assert after[1] == "0"  # Retry-After ignored
+    assert after[2:6] == ["GET", "/loads", "driver.token.value", "-"]
+    assert after[6:9] == ["POST", "/dispatch/messages", "dispatch.token.value"]
     assert "-c100" in argv and "-d5s" in argv
     assert str(overload.BENCH / "overload.lua") in argv
     shown = overload.shown(argv, ["critical", "optional"])
@@ -75,9 +77,13 @@ def test_wrk_sends_each_tiers_request_with_its_callers_token_at_the_paced_rate()
     assert "GET '/loads' $TOKEN" in shown
 
 
-def test_full_speed_has_no_pause():
+def test_full_speed_has_no_pause_and_a_polite_client_waits_after_a_503():
     argv = overload.wrk_argv("http://x", ["critical"], TOKENS, seconds=1, connections=8, rate=None)
     assert argv[argv.index("--") + 1] == "0"
+    polite = overload.wrk_argv(
+        "http://x", ["critical"], TOKENS, seconds=1, connections=8, rate=80, after_503_ms=1000
+    )
+    assert polite[polite.index("--") + 1 : polite.index("--") + 3] == ["100.000", "1000"]
 
 
 def test_critical_within_twice_its_unloaded_p99_and_fast_sheds_meet_the_targets():
@@ -119,6 +125,7 @@ def test_the_section_shows_every_tier_shares_shed_and_what_a_shed_costs():
     assert "| shedding | optional: POST /dispatch/messages | 733 |" in text
     assert "100.0% (100.0-100.0, 3 rounds) |" in text  # 7,010 counted of 7,000: capped
     assert "| no shedding | critical: GET /loads |" in text
+    assert f"| {overload.POLITE} | critical: GET /loads | 200 |" in text
     # 9 s of CPU: 5,500 forwards at 1,000 us, the rest over 17,510 sheds: ~200 us each
     assert "a shed request ~200 us" in text
     assert f"- [{MET}] critical GET /loads p99" in text

@@ -28,7 +28,7 @@ CONFIG = ShedConfig(
     max_delay_ms=100.0,
     shed_at={"optional": 0.1, "deferrable": 0.2, "degradable": 0.4, "critical": 1.0},
     resume_below=0.5,
-    probe_window=3,
+    probe_window=5,
 )
 
 
@@ -69,27 +69,30 @@ def test_the_loops_standing_lag_sheds_as_in_flight_does():
     assert admitted(shedder) == ["degradable", "critical"]
 
 
-def test_a_burst_of_lag_within_the_window_is_not_a_standing_queue():
+def test_one_late_probe_is_not_a_standing_queue_and_several_are():
     shedder = Shedder(CONFIG)
-    shedder.observe_lag(0.5)
-    shedder.observe_lag(300.0)  # one late probe: the minimum of the window stays low
-    shedder.observe_lag(200.0)
-    assert shedder.delay_ms == 0.5
+    for lag in (1.0, 1.0, 1.0, 1.0, 300.0):  # one late probe (a pause): left out
+        shedder.observe_lag(lag)
+    assert shedder.delay_ms == 1.0
     assert admitted(shedder) == list(TIERS)
-    shedder.observe_lag(150.0)  # the 0.5 ms probe leaves the window of 3
-    assert shedder.delay_ms == 150.0
-    assert admitted(shedder) == []
+    shedder.observe_lag(200.0)  # a second one: (1 + 1 + 1 + 200) / 4 of the last five
+    assert shedder.delay_ms == pytest.approx(50.75)
+    assert admitted(shedder) == ["critical"]
+    for _ in range(3):
+        shedder.observe_lag(150.0)  # the window is now 300, 200, 150, 150, 150
+    assert shedder.delay_ms == pytest.approx(162.5)
+    assert admitted(shedder) == []  # past the hard limit: critical too
 
 
 def test_pressure_is_the_fuller_signal():
     shedder = Shedder(CONFIG)
     shedder.in_flight = 30
     shedder.observe_lag(5.0)
-    assert shedder.pressure == pytest.approx(0.3)
-    shedder.observe_lag(50.0)
-    shedder.observe_lag(50.0)
-    shedder.observe_lag(50.0)
-    assert shedder.pressure == pytest.approx(0.5)
+    assert shedder.pressure == pytest.approx(0.3)  # in flight: 30 of 100
+    for _ in range(4):
+        shedder.observe_lag(50.0)
+    assert shedder.delay_ms == pytest.approx(38.75)  # (5 + 50 * 3) / 4
+    assert shedder.pressure == pytest.approx(0.3875)  # the loop: 38.75 ms of 100
 
 
 def test_a_shed_tier_stays_shed_until_pressure_falls_below_half_its_threshold():
@@ -186,7 +189,7 @@ async def test_the_probe_records_how_late_the_loop_wakes():
     with pytest.raises(Stop):
         await shedder.probe()
     assert list(shedder._lags) == pytest.approx([1.0, 30.0, 2.0])
-    assert shedder.delay_ms == pytest.approx(1.0)
+    assert shedder.delay_ms == pytest.approx(1.5)  # the 30 ms probe left out
 
 
 # --- the step --------------------------------------------------------------------------
