@@ -12,6 +12,7 @@ from gateway.deferred.queue import DeferredWrite
 from gateway.deferred.replayer import Replayer, ReplayFailed, make_handler, peer_addresses
 from gateway.routing.routes import RouteTable
 from gateway.security.signer import SignerProvider
+from module_kit import metrics
 from shared_contracts.identity import IdentityContext, Role
 from tests.unit.gateway.conftest import UPSTREAMS, identity_of
 
@@ -51,6 +52,16 @@ def test_replay_sends_the_original_key_identity_and_body(replayer, upstream):
     assert sent.headers["idempotency-key"] == "key-1"
     assert identity_of(sent, "loads") == DRIVER  # signed afresh at replay time
     assert json.loads(sent.content)["n"] == 1
+
+
+def test_a_replayed_write_tells_the_module_it_is_a_replay(replayer, upstream):
+    # the module counts what it applies from the queue as via="replay" (module_kit.metrics)
+    route = upstream.post("http://loads.test/loads/L-1/events").mock(
+        return_value=httpx.Response(201, json={})
+    )
+    assert replayer.apply(write(1)) == 201
+    sent = route.calls.last.request
+    assert metrics.via_of(list(sent.headers.raw)) == metrics.VIA_REPLAY
 
 
 @pytest.mark.parametrize(
