@@ -29,8 +29,12 @@ from gateway.edge.shedding import Shedder, shed_config
 from gateway.fallbackstore.store import FallbackStore
 from gateway.forwarding.forwarder import Forwarder
 from gateway.forwarding.upstream import ModuleUpstream, counts_as_failure
+from gateway.levers import ActiveLevers, LeverControl, LeverStore
+from gateway.ops import levers as lever_ops
 from gateway.ops import operators
 from gateway.ops.apidoc import install_openapi
+from gateway.ops.metrics import GatewayCollector, RequestMetrics
+from gateway.ops.metrics import registry as metrics_registry
 from gateway.pipeline import Forward, Step, build_pipeline, gateway_steps
 from gateway.regions.control import RoutingControls, RoutingControlSource
 from gateway.regions.peers import peer_configs, peer_unit, published
@@ -146,6 +150,7 @@ def create_app(
     stats_store: StatsSink | None = None,
     placement_store: PlacementSource | None = None,
     routing_store: RoutingControlSource | None = None,
+    lever_store: LeverStore | None = None,
 ) -> GatewayApp:
     settings = settings or GatewaySettings()
     # JSON lines (POWERTOOLS_SERVICE_NAME names the service). WARNING unless the access line
@@ -262,6 +267,28 @@ def create_app(
         refresh_seconds=settings.routing_refresh_seconds,
         timeout_seconds=settings.store_timeout_seconds,
     )
+    # Operators' emergency levers, in the routing-control table beside the region controls:
+    # each instance's copy (forced fallbacks, shed tiers) and the operator API's side.
+    if lever_store is None and settings.routing_table:
+        lever_store = LeverStore(settings.routing_table)
+    levers = ActiveLevers(
+        lever_store,
+        wall_clock=wall_clock,
+        clock=clock,
+        refresh_seconds=settings.routing_refresh_seconds,
+        timeout_seconds=settings.store_timeout_seconds,
+    )
+    lever_control = (
+        LeverControl(
+            lever_store,
+            table,
+            routing=routing_store if isinstance(routing_store, RoutingControls) else None,
+            regions=regions.regions,
+            clock=wall_clock,
+        )
+        if lever_store is not None
+        else None
+    )
     signer = SignerProvider(settings)
     directory = (
         ModuleDirectory(
@@ -283,13 +310,14 @@ def create_app(
         releases=releases,
         cells=cells if cells.modules else None,
         regions=regions if regions.failover else None,
+        levers=levers if lever_store is not None else None,
     )
     limiter = RateLimiter(clock=clock)
     limits = rate_limits(settings)
     client_address = ClientAddress(settings.trusted_proxies)
     # Load shedding by tier (gateway.edge.shedding); operators' levers set forced_tiers.
     # Its lag probe measures the real event loop: the real clock and sleep, not the tests'.
-    shedder = Shedder(shed_config(settings))
+    shedder = Shedder(shed_config(settings), forced_tiers=levers.shed_tiers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -304,6 +332,7 @@ def create_app(
             await releases.load_at_start()  # a restarted instance routes as the fleet does
         await cells.load_at_start()  # and sends a moved driver to their cell, not the default
         await regions.load_at_start()  # and an evacuated region's requests to a serving one
+        await levers.load_at_start()  # and holds the levers operators pulled
         shedder.start()  # the event loop's lag probe (not in Lambda)
         yield
         await shedder.stop()
@@ -332,6 +361,8 @@ def create_app(
     app.state.regions = regions  # this region, its peers and the routing controls
     app.state.routing_store = routing_store  # where operators pull the region lever, or None
     app.state.faults = faults
+    app.state.levers = levers  # the levers in force, as this instance last read them
+    app.state.lever_control = lever_control  # where operators pull them, or None
     app.state.fleet = fleet  # the breakers' shared state, or None (each decides alone)
     app.state.limiter = limiter
     app.state.limits = limits
@@ -339,12 +370,23 @@ def create_app(
     app.state.ledger = next(
         (f.ledger for f in fallbacks.values() if isinstance(f, DeferredWrites)), None
     )
+    # GET /metrics and the dashboard's summary: counts per request, the rest read when scraped
+    metrics = RequestMetrics()
+    app.state.metrics = GatewayCollector(
+        metrics,
+        lambda: every_upstream(upstreams, releases, regions),
+        shedder=lambda: getattr(app.state, "shedder", None),
+        levers=lambda: getattr(app.state, "levers", None),
+    )
+    app.state.metrics_registry = metrics_registry(app.state.metrics)
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     app.include_router(operators.router)
+    app.include_router(lever_ops.router)
+    app.include_router(operators.metrics_router)
     app.include_router(tracking.router)
     install_openapi(app)  # the mobile API's contract, GET /openapi.json
 
@@ -359,9 +401,23 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         header_limits=settings.header_limits,
         region=settings.aws_region,
+        metrics=metrics,
         shedder=shedder,
     )
-    return GatewayApp(app, steps, Forward(forwarder, access_log=settings.access_log))
+    forward = Forward(forwarder, access_log=settings.access_log, metrics=metrics)
+    return GatewayApp(app, steps, forward)
+
+
+def every_upstream(
+    upstreams: dict[str, ModuleUpstream], releases: Releases | None, regions: Regions
+) -> list[ModuleUpstream]:
+    """Every upstream this instance may call now: its modules' (and cells'), the canaries
+    of releases running, and the peer regions' (the metrics' units)."""
+    out = list(upstreams.values())
+    if releases is not None:
+        out.extend(releases.canaries.values())
+    out.extend(u for peers in regions.failover.values() for _, u in peers)
+    return out
 
 
 class GatewayApp:

@@ -37,6 +37,7 @@ Steps pass what they learn to later ones in ``scope["state"]`` (``route``, ``hea
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -50,6 +51,7 @@ from gateway.edge.clientaddr import ClientAddress
 from gateway.edge.shedding import Shedder, ShedLoad
 from gateway.forwarding.conditional import conditional_get
 from gateway.forwarding.forwarder import OUTCOME_LIVE, Forwarder, log
+from gateway.ops.metrics import OUTCOME_FAILED, OUTCOME_REFUSED, RequestMetrics
 from gateway.routing.routes import Route, RouteTable
 from gateway.security.auth import Authenticator
 from gateway.security.ratelimit import Limit, RateLimiter
@@ -126,9 +128,10 @@ class ProblemAnswers:
     (the ones ``http.install`` registers: the one place exceptions become problem
     answers). An unexpected error is logged with its traceback first."""
 
-    def __init__(self, app: ASGIApp, api: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, api: FastAPI, metrics: RequestMetrics | None = None) -> None:
         self.app = app
         self.handlers: dict[Any, Callable[..., Any]] = dict(api.exception_handlers)
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -140,6 +143,19 @@ class ProblemAnswers:
             if handler is None:
                 raise
             response = await handler(Request(scope, receive), exc)
+            if self.metrics is not None and not scope["state"].get("metered"):
+                # refused before the forward (no route, auth, limits): counted here
+                route: Route | None = scope["state"].get("route")
+                module = route.module if route is not None else "gateway"
+                status = response.status_code
+                self.metrics.record(
+                    module,
+                    module,
+                    route.prefix if route is not None else "",
+                    OUTCOME_REFUSED if status < 500 else OUTCOME_FAILED,
+                    status,
+                    0.0,
+                )
             await response(scope, receive, send)
 
     def _handler(self, exc: Exception) -> Callable[..., Any] | None:
@@ -260,12 +276,23 @@ class Forward:
     them where it is decided. With ``access_log``, one INFO ``request`` line per forward
     (off by default: docs/performance.md has its cost)."""
 
-    def __init__(self, forwarder: Forwarder, *, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        *,
+        access_log: bool = False,
+        metrics: RequestMetrics | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.forwarder = forwarder
         self.access_log = access_log
+        self.metrics = metrics
+        self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["state"]
+        state["metered"] = True  # counted here, not by ProblemAnswers
+        started = self.clock()
         route: Route = state["route"]
         identity: IdentityContext | None = state["identity"]
         request_id = state.get("request_id") or ""
@@ -288,9 +315,20 @@ class Forward:
                 ctx.status = exc.status
             raise
         finally:
+            if self.metrics is not None:
+                record(self.metrics, ctx, self.clock() - started)
             if self.access_log:
                 log.info("request %s %s", scope["method"], scope["path"])
             logs.unbind_request(token)
+
+
+def record(metrics: RequestMetrics, ctx: logs.RequestContext, seconds: float) -> None:
+    """A forwarded request in the metrics, by what its log context says of it."""
+    status = ctx.status if ctx.status is not None else 500  # an unexpected error
+    outcome = ctx.outcome
+    if outcome is None:  # refused by the forward itself (e.g. a bad key), or a bug
+        outcome = OUTCOME_REFUSED if status < 500 else OUTCOME_FAILED
+    metrics.record(ctx.module, ctx.unit or ctx.module, ctx.route, outcome, status, seconds)
 
 
 def gateway_steps(
@@ -304,6 +342,7 @@ def gateway_steps(
     max_body_bytes: int,
     header_limits: http.HeaderLimits,
     region: str | None = None,
+    metrics: RequestMetrics | None = None,
     shedder: Shedder | None = None,
 ) -> list[Step]:
     """The steps before :class:`Forward`, in request order. Every answer says which
@@ -317,7 +356,7 @@ def gateway_steps(
             answer_headers=((b"relay-region", region.encode()),) if region else (),
         ),
         partial(LocalRoutes, api=api),
-        partial(ProblemAnswers, api=api),
+        partial(ProblemAnswers, api=api, metrics=metrics),
         PathGuard,
         partial(MatchRoute, table=table),
         *([partial(ShedLoad, shedder=shedder, table=table)] if shedder is not None else []),

@@ -25,6 +25,7 @@ from gateway.forwarding.upstream import (
     QueuedBehind,
     UpstreamUnavailable,
 )
+from gateway.levers.active import ActiveLevers, ForcedFallback
 from gateway.regions.router import Regions
 from gateway.release.router import Releases
 from gateway.release.state import Release
@@ -42,8 +43,9 @@ from shared_contracts.identity import IdentityContext
 log = logging.getLogger("relay.gateway")
 
 # Only these client headers reach a module; everything else (cookies, client-supplied
-# x-relay-* identity or internal headers, hop-by-hop headers) is dropped.
-FORWARDED_REQUEST_HEADERS = (b"accept", b"content-type", b"if-none-match", b"user-agent")
+# x-relay-* identity or internal headers, hop-by-hop headers) is dropped. Never
+# If-None-Match: the gateway answers it (conditional.py) and needs the module's full 200.
+FORWARDED_REQUEST_HEADERS = (b"accept", b"content-type", b"user-agent")
 FORWARDED_RESPONSE_HEADERS = frozenset(
     {
         b"content-type",
@@ -69,6 +71,7 @@ _JSON = b"application/json"
 _LOCATION = b"location"
 _QUEUED = "earlier writes of this caller are still queued"
 _MOVING = "the caller's data is being moved to another cell"
+_FORCED = "held on its fallback by an operator's lever"
 
 
 def module_location(value: bytes) -> bytes | None:
@@ -91,11 +94,13 @@ OUTCOME_LIVE = "live"  # the module's own answer
 OUTCOME_UNAVAILABLE = "unavailable"  # no answer and no fallback's: 503
 
 
-def _outcome(outcome: str, status: int) -> str:
-    """Record the request's outcome on its log context (the access line reads it)."""
+def _outcome(outcome: str, status: int, unit: str) -> str:
+    """Record the request's outcome on its log context (the access line and the metrics
+    read it), and the unit it was for when no upstream was asked."""
     ctx = logs.current_request()
     if ctx is not None:
         ctx.outcome, ctx.status = outcome, status
+        ctx.unit = ctx.unit or unit
     return outcome
 
 
@@ -215,6 +220,7 @@ class Forwarder:
         releases: Releases | None = None,
         cells: Cells | None = None,
         regions: Regions | None = None,
+        levers: ActiveLevers | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.fallbacks = fallbacks
@@ -225,6 +231,7 @@ class Forwarder:
         self.releases = releases  # the modules' releases: which version a caller gets
         self.cells = cells  # the celled modules' placements: which cell a request goes to
         self.regions = regions  # peer regions' upstreams: where a request goes when not here
+        self.levers = levers  # operators' levers: a module or cell held on its fallback
         self.release_stats = releases.stats if releases is not None else ReleaseStats(None)
         self.canary_retries: Counter[str] = Counter()  # module -> canary failures retried
         # (module, version) -> answers during releases, by the version the module says it is
@@ -268,6 +275,12 @@ class Forwarder:
         if write and isinstance(fallback, DeferredWrites) and await fallback.must_queue(call):
             # Earlier writes of this caller are still queued: this one goes behind them.
             return await self._degrade(call, fallback, QueuedBehind(unit, _QUEUED))
+        if self.levers is not None:
+            if not self.levers.loaded:  # a fresh Lambda environment's first request
+                await self.levers.load_at_start()
+            if self.levers.forced_fallback(unit):
+                # An operator's fallback lever: as an open breaker, the module is not called.
+                return await self._degrade(call, fallback, ForcedFallback(unit, _FORCED))
         upstream = local = self.upstreams[unit]
         if self.regions is not None:
             if not self.regions.copy.loaded:  # a fresh Lambda environment's first request
@@ -334,6 +347,9 @@ class Forwarder:
         with none there, the caller waits for the trial's outcome after all."""
         method, query = call.method, call.query
         raw_path = (scope.get("raw_path") or call.path.encode()).decode("latin-1")
+        ctx = logs.current_request()
+        if ctx is not None:  # the metrics' unit: the upstream asked last
+            ctx.unit = upstream.name
         try:
             return await upstream.send(
                 method,
@@ -458,7 +474,7 @@ class Forwarder:
         served = await self._serve_fallback(fallback, call)
         if served is not None:
             self.served[f"{call.unit}:{fallback.kind.value}"] += 1
-            outcome = _outcome(fallback.kind.value, served.status_code)
+            outcome = _outcome(fallback.kind.value, served.status_code, call.unit)
             log.info(
                 "%s %s served by %s fallback (%s; request %s)",
                 call.method,
@@ -477,7 +493,7 @@ class Forwarder:
         if served is not None:
             return served
         self.unavailable[call.unit] += 1
-        outcome = _outcome(OUTCOME_UNAVAILABLE, UnavailableError.status)
+        outcome = _outcome(OUTCOME_UNAVAILABLE, UnavailableError.status, call.unit)
         log.warning(
             "%s %s: %s %s, no fallback answer (request %s)",
             call.method,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import aws_calls
 from gateway.deferred.ledger import LedgerError
+from gateway.ops.metrics import summary
 from gateway.regions.control import REGION_NAME, ControlConflict, SafetyRuleError
 from gateway.resilience.faults import ActiveFault, FaultSpec
 from shared_contracts.degraded import DeferredState
@@ -44,6 +48,8 @@ ModuleName = Annotated[
 RegionName = Annotated[str, Path(pattern=REGION_NAME)]
 
 router = APIRouter(prefix="/ops", tags=["ops"])
+# ``GET /metrics``: where Prometheus looks by convention; the ops token all the same
+metrics_router = APIRouter(tags=["ops"])
 T = TypeVar("T")
 
 
@@ -113,6 +119,8 @@ async def status(request: Request, _: Operator) -> dict[str, Any]:
         "unavailable": dict(state.forwarder.unavailable),
         "fallback_errors": dict(state.forwarder.fallback_errors),
         "faults": [f.model_dump() for f in state.faults.list()],
+        # the operators' levers in force (as this instance last read them) and time left
+        **({"levers": state.levers.view()} if hasattr(state, "levers") else {}),
         # load shedding: in flight, the loop's lag, the tiers shed now and the counts
         **({"shedding": state.shedder.view()} if hasattr(state, "shedder") else {}),
         **({"breaker_fleet": fleet.summary()} if fleet is not None else {}),
@@ -252,3 +260,18 @@ async def _routing_change(
         raise ConflictError(str(exc), code="changed-meanwhile") from None
     regions.controls = {**regions.controls, region: control}  # this instance acts at once
     return {"control": control.view(), "regions": regions.view()}
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, _: Operator) -> Response:
+    """This instance's metrics in Prometheus' text format (docs/operations.md, "Metrics")."""
+    return Response(
+        generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST
+    )
+
+
+@router.get("/metrics/summary")
+async def metrics_summary(request: Request, _: Operator) -> dict[str, Any]:
+    """The counts the operators' dashboard charts: requests by module, unit and outcome
+    (cumulative: rates come from two reads), breaker states, in-flight and shed requests."""
+    return summary(request.app.state.metrics, f"{socket.gethostname()}:{os.getpid()}")
