@@ -359,7 +359,11 @@ def gateway_steps(
         partial(ProblemAnswers, api=api, metrics=metrics),
         PathGuard,
         partial(MatchRoute, table=table),
-        *([partial(ShedLoad, shedder=shedder, table=table)] if shedder is not None else []),
+        *(
+            [partial(ShedLoad, shedder=shedder, table=table, metrics=metrics)]
+            if shedder is not None
+            else []
+        ),
         partial(Authenticate, authenticator=authenticator),
         Authorize,
         partial(RateLimit, limiter=limiter, limits=limits, client_address=client_address),

@@ -60,6 +60,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import config
+from gateway.ops.metrics import RequestMetrics
 from gateway.routing.routes import RouteTable
 from shared_contracts import headers
 from shared_contracts.errors import OverloadedError
@@ -282,9 +283,16 @@ class ShedLoad:
     its module's tier) admitted by the :class:`Shedder`, counted in flight until its answer
     is sent; or a prebuilt 503 ``overloaded`` at once."""
 
-    def __init__(self, app: ASGIApp, shedder: Shedder, table: RouteTable) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        shedder: Shedder,
+        table: RouteTable,
+        metrics: RequestMetrics | None = None,
+    ) -> None:
         self.app = app
         self.shedder = shedder
+        self.metrics = metrics  # a shed request counts as outcome "shed" under its module
         self.tiers = {
             route.prefix: str(route.shed_tier or table.modules[route.module].tier)
             for route in table.routes
@@ -297,6 +305,9 @@ class ShedLoad:
         tier = self.tiers[state["route"].prefix]
         shedder = self.shedder
         if not shedder.admit(tier):
+            if self.metrics is not None:
+                route = state["route"]
+                self.metrics.record(route.module, route.module, route.prefix, "shed", 503, 0.0)
             start, prefix, suffix = self.answers[tier]
             body = prefix + state.get("request_id", "").encode() + suffix
             await send(

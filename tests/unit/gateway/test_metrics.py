@@ -116,3 +116,17 @@ def test_in_lambda_the_invocations_request_goes_out_as_emf(capsys):
     assert emitted["relay_gateway_request_duration_seconds"] == [0.004]
     emit_last(metrics)  # once per request
     assert capsys.readouterr().out == ""
+
+
+def test_a_shed_request_is_counted_under_its_module_as_shed(gateway, upstream, bearer):
+    upstream.get("http://loads.test/loads").mock(return_value=httpx.Response(200, json=LOAD))
+    gateway.app.state.shedder.forced_tiers = lambda: frozenset({"critical"})
+    assert gateway.get("/loads", headers=bearer()).status_code == 503
+    gateway.app.state.shedder.forced_tiers = frozenset
+    assert gateway.get("/loads", headers=bearer()).status_code == 200
+    samples = scrape(gateway, bearer)
+    shed = dict(module="loads", unit="loads", route="/loads", outcome="shed", code="5xx")
+    assert sample(samples, "relay_gateway_requests_total", **shed) == 1
+    assert sample(samples, "relay_gateway_shed_total", tier="critical") == 1
+    live = {**shed, "outcome": "live", "code": "2xx"}
+    assert sample(samples, "relay_gateway_requests_total", **live) == 1
