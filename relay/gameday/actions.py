@@ -79,35 +79,34 @@ def clear_fault(module: str, configuration: Configuration = None) -> bool:
 
 
 def kill_process(name: str, configuration: Configuration = None) -> dict[str, Any]:
-    """``kill -9`` the process, then hold it down (no restart) until ``start_process``."""
+    """``kill -9`` the process (a celled module's name: each of its cells), then hold it
+    down (no restart) until ``start_process``."""
     target = Target.find(configuration)
-    pid = target.signal(name, signal.SIGKILL)
-    target.control({"command": "stop", "name": name})  # held: the supervisor leaves it down
-    return {"name": name, "pid": pid, "signal": "SIGKILL"}
+    pids = target.signal(name, signal.SIGKILL)
+    target.each("stop", name)  # held: the supervisor leaves it down
+    return {"name": name, "pids": pids, "signal": "SIGKILL"}
 
 
 def stop_process(name: str, configuration: Configuration = None) -> dict[str, Any]:
     """Stop the process (SIGTERM) and hold it down until ``start_process``."""
-    answer = Target.find(configuration).control({"command": "stop", "name": name})
-    return {"name": name, "message": answer.get("message")}
+    return {"name": name, "said": Target.find(configuration).each("stop", name)}
 
 
 def start_process(name: str, configuration: Configuration = None) -> dict[str, Any]:
     """Start a held process again; waits until it answers its health check."""
-    answer = Target.find(configuration).control({"command": "start", "name": name})
-    return {"name": name, "message": answer.get("message")}
+    return {"name": name, "said": Target.find(configuration).each("start", name)}
 
 
 def freeze_process(name: str, configuration: Configuration = None) -> dict[str, Any]:
     """SIGSTOP: the process keeps its sockets and answers nothing (a hung dependency)."""
-    pid = Target.find(configuration).signal(name, signal.SIGSTOP)
-    return {"name": name, "pid": pid, "signal": "SIGSTOP"}
+    pids = Target.find(configuration).signal(name, signal.SIGSTOP)
+    return {"name": name, "pids": pids, "signal": "SIGSTOP"}
 
 
 def resume_process(name: str, configuration: Configuration = None) -> dict[str, Any]:
     """SIGCONT (harmless on a process that is not frozen)."""
-    pid = Target.find(configuration).signal(name, signal.SIGCONT)
-    return {"name": name, "pid": pid, "signal": "SIGCONT"}
+    pids = Target.find(configuration).signal(name, signal.SIGCONT)
+    return {"name": name, "pids": pids, "signal": "SIGCONT"}
 
 
 def start_load(scenario: str, configuration: Configuration = None) -> dict[str, Any]:

@@ -172,6 +172,8 @@ class SyntheticLoad:
             response = client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             error = type(exc).__name__
+        if response is not None and response.status_code >= 300:
+            error = _problem(response)
         if function is not None:
             status = response.status_code if response is not None else None
             call = Call(
@@ -259,8 +261,10 @@ class SyntheticLoad:
         return r
 
     def _navigate(self, driver: str) -> str:
-        trip = self.trips[driver][0].load_id if self.trips[driver] else self.pass_loads[driver]
-        return f"/navigate?load_id={trip}&lat=41.88&lon=-87.63"
+        """Directions for the trip under way (a delivered load has no next stop)."""
+        trip = next((t for t in self.trips[driver] if t.next < len(t.events) - 1), None)
+        load_id = trip.load_id if trip is not None else self.pass_loads[driver]
+        return f"/navigate?load_id={load_id}&lat=41.88&lon=-87.63"
 
     # --- the load ----------------------------------------------------------------------
 
@@ -605,6 +609,16 @@ class SyntheticLoad:
 def _identity(data: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two answers to one write the same write."""
     return (data.get("seq"), data.get("message_id"), data.get("pass_id"), data.get("load_id"))
+
+
+def _problem(r: httpx.Response) -> str:
+    """A problem answer's code (``urn:relay:problem:<code>``), or ""."""
+    try:
+        problem = r.json()
+    except ValueError:
+        return ""
+    kind = problem.get("type", "") if isinstance(problem, dict) else ""
+    return str(kind).rsplit(":", 1)[-1]
 
 
 def _said(r: httpx.Response | None) -> str:

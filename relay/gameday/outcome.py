@@ -78,7 +78,7 @@ class Call:
     status: int | None  # None: no answer
     outcome: Outcome
     seconds: float
-    error: str = ""  # the exception's name when there was no answer
+    error: str = ""  # the exception's name without an answer; a problem answer's code
 
 
 @dataclass
@@ -93,7 +93,10 @@ class Tally:
     def add(self, call: Call) -> None:
         self.counts[call.outcome] += 1
         self.seconds.append(call.seconds)
-        key = str(call.status) if call.status is not None else call.error or "no answer"
+        if call.status is None:
+            key = call.error or "no answer"
+        else:  # a problem answer with its code: "503 unavailable"
+            key = f"{call.status} {call.error}".strip()
         self.statuses[key] = self.statuses.get(key, 0) + 1
 
     @property

@@ -59,13 +59,14 @@ def invariants_table(verdicts: Sequence[Verdict]) -> str:
             if inv is None:
                 cells.append("-")
                 continue
-            verdict = (
-                "n/a"
-                if not inv.get("applicable", True)
-                else "pass"
-                if inv["passed"]
-                else "**FAIL**"
-            )
+            if not inv.get("applicable", True):
+                verdict = "n/a"
+            elif inv["passed"]:
+                verdict = "pass"
+            elif inv.get("expected"):
+                verdict = "broken, as expected (below)"
+            else:
+                verdict = "**FAIL**"
             cells.append(f"{verdict}: {_md(inv['detail'])}")
         rows.append(f"| {v.scenario} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -81,7 +82,9 @@ def _invariant_names(verdicts: Sequence[Verdict]) -> list[str]:
 
 
 def _verdict(v: Verdict) -> str:
-    return "pass" if v.ok else "**FAIL**"
+    if not v.ok:
+        return "**FAIL**"
+    return "pass, as expected" if v.expected else "pass"
 
 
 def _md(text: str) -> str:

@@ -55,8 +55,10 @@ class Scenario:
         raise ScenarioError(f"{self.path}: no 'relay' extension")
 
     @property
-    def cells(self) -> int:
-        return int(self.relay.get("cells", 1))
+    def cells(self) -> int | None:
+        """The loads cells the scenario needs (None: it runs on any stack)."""
+        cells = self.relay.get("cells")
+        return None if cells is None else int(cells)
 
     @property
     def title(self) -> str:
@@ -142,13 +144,15 @@ def run(
         state_dir = state_dir_from(None)
         cells = len(Target.find({STATE_DIR_KEY: str(state_dir)}).cells) or 1
         for scenario in chosen:
-            if scenario.cells != cells:
+            if scenario.cells not in (None, cells):
                 say(f"{scenario.name}: skipped (needs a stack with {scenario.cells} loads cells)")
                 continue
             verdicts[scenario.name] = _run_said(scenario, state_dir, seconds, say)
         return list(verdicts.values())
-    for cells in sorted({s.cells for s in chosen}):
-        group = [s for s in chosen if s.cells == cells]
+    # one stack per shape needed; the scenarios that run on any stack join the first
+    shapes = sorted({s.cells for s in chosen if s.cells is not None}) or [1]
+    for cells in shapes:
+        group = [s for s in chosen if s.cells == cells or (s.cells is None and cells == shapes[0])]
         with tempfile.TemporaryDirectory(prefix="relay-gameday-") as tmp:
             say(f"starting a stack ({cells} loads cell{'s' if cells > 1 else ''}) ...")
             with _own_stack(cells, Path(tmp)) as stack:

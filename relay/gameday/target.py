@@ -90,6 +90,17 @@ class Target:
     def processes(self) -> dict[str, dict[str, Any]]:
         return {row["name"]: row for row in self.control({"command": "ps"})["processes"]}
 
+    def resolve(self, name: str) -> list[str]:
+        """The processes ``name`` stands for: itself, or a celled module's cells (``loads``
+        is ``loads/cell-1`` and ``loads/cell-2`` on a two-cell stack)."""
+        names = list(self.processes())
+        if name in names:
+            return [name]
+        cells = [n for n in names if n.startswith(name + "/cell-")]
+        if not cells:
+            raise TargetError(f"no process named {name!r}; the processes are {', '.join(names)}")
+        return cells
+
     def pid(self, name: str) -> int:
         row = self.processes().get(name)
         if row is None:
@@ -98,7 +109,16 @@ class Target:
             raise TargetError(f"{name} is not running")
         return int(row["pid"])
 
-    def signal(self, name: str, signum: signal.Signals) -> int:
-        pid = self.pid(name)
-        os.kill(pid, signum)
-        return pid
+    def signal(self, name: str, signum: signal.Signals) -> dict[str, int]:
+        """Send ``signum`` to every process ``name`` stands for; their pids by name."""
+        pids = {n: self.pid(n) for n in self.resolve(name)}
+        for pid in pids.values():
+            os.kill(pid, signum)
+        return pids
+
+    def each(self, command: str, name: str) -> list[str]:
+        """A control command (stop, start) for every process ``name`` stands for."""
+        return [
+            str(self.control({"command": command, "name": n}).get("message"))
+            for n in self.resolve(name)
+        ]

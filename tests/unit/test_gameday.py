@@ -326,6 +326,8 @@ def test_an_invariant_the_scenario_expects_to_break_is_said_not_failed():
     assert "breaks by design: the deferred queue itself is down" in report.markdown(
         [verdict], run, None
     )
+    assert "| broken, as expected (below): 3/5 answered" in report.invariants_table([verdict])
+    assert report.matrix([verdict]).endswith("| pass, as expected |")
     # an expectation that names no invariant is refused; one that holds is not marked
     with pytest.raises(ValueError, match="no invariant named nothing-lost"):
         invariants.check_all(t, writes, ["*"], 2.0, 60, {"nothing-lost": "?"})
