@@ -8,11 +8,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from relay.gameday import invariants, journal, report, runner
-from relay.gameday.load import LoadConfig, trip_events
+from relay.gameday.load import LoadConfig, SyntheticLoad, Trip, trip_events
 from relay.gameday.outcome import Call, Function, Outcome, Tally, classify, tally
+from relay.gameday.target import Target
+from shared_contracts.identity import Role
 
 
 def call(function: Function, status: int | None, headers: dict[str, str] | None = None) -> Call:
@@ -332,3 +335,67 @@ def test_an_invariant_the_scenario_expects_to_break_is_said_not_failed():
     with pytest.raises(ValueError, match="no invariant named nothing-lost"):
         invariants.check_all(t, writes, ["*"], 2.0, 60, {"nothing-lost": "?"})
     assert not invariants.check_all(t, writes, ["*"], 2.0, 60, {"recovered": "?"})[4].expected
+
+
+# --- the load's own checks, against a fake gateway --------------------------------------
+
+
+class FakeGateway:
+    """Answers event writes (201 live, or 202 queued) and reads back the loads' versions.
+    ``lose``: queued writes it never applies; ``twice``: it applies duplicates again."""
+
+    def __init__(self, *, queue: bool = False, lose: bool = False, twice: bool = False) -> None:
+        self.queue, self.lose, self.twice = queue, lose, twice
+        self.applied: dict[str, list[str]] = {}  # load id -> keys, in order
+        self.deferred: dict[str, str] = {}  # tracking id -> state
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path, key = request.url.path, request.headers.get("idempotency-key")
+        if request.method == "POST" and path.endswith("/events"):
+            load_id = path.split("/")[2]
+            keys = self.applied.setdefault(load_id, [])
+            if (key not in keys or self.twice) and not (self.queue and self.lose):
+                keys.append(key)
+            if self.queue:
+                self.deferred[key] = "refused" if self.lose else "applied"
+                body = {"status": "accepted", "tracking_id": key, "status_url": f"/deferred/{key}"}
+                return httpx.Response(202, json=body, headers={"relay-degraded": "x"})
+            return httpx.Response(201, json={"seq": keys.index(key) + 1, "load_id": load_id})
+        if path.startswith("/deferred/"):
+            return httpx.Response(200, json={"state": self.deferred[path.split("/")[2]]})
+        if path.startswith("/loads/"):
+            return httpx.Response(200, json={"version": 1 + len(self.applied.get(path[7:], []))})
+        if path.startswith("/message"):
+            return httpx.Response(200, json={"items": [], "next_cursor": None})
+        return httpx.Response(404)
+
+
+def drive(gateway: FakeGateway, tmp_path: Path, events: int = 4):
+    """A driver reporting ``events`` events of one trip through ``gateway``; the check."""
+    target = Target(tmp_path, {"gateway_url": "http://gateway.test"})
+    load = SyntheticLoad(
+        target, LoadConfig(drivers=("D-1001",), seconds=1), transport=httpx.MockTransport(gateway)
+    )
+    load.trips["D-1001"] = [Trip("L-1", trip_events(2))]
+    auth = target.auth(Role.DRIVER, "D-1001")
+    with load._client() as client:
+        for _ in range(events):
+            load._next_event(client, "D-1001", auth)
+        return load, load._check(client, deadline=0)
+
+
+def test_every_answered_event_applied_once_passes_with_its_duplicates(tmp_path):
+    load, check = drive(FakeGateway(), tmp_path)
+    assert (check.answered, check.applied, check.lost, check.twice) == (4, 4, [], [])
+    assert check.duplicates == 2  # the 1st and the 4th answered event were sent twice
+    assert tally(load.calls)[Function.EVENT_WRITE].cell() == "live 100%"
+
+
+def test_a_queued_event_never_applied_is_lost(tmp_path):
+    _, check = drive(FakeGateway(queue=True, lose=True), tmp_path, events=1)
+    assert check.lost == ["L-1 arrived 1: deferred write refused", "L-1: 0 of 1 applied"]
+
+
+def test_a_duplicate_applied_again_is_caught(tmp_path):
+    _, check = drive(FakeGateway(twice=True), tmp_path, events=1)
+    assert check.twice == ["L-1: version 3, 2 expected"]
