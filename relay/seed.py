@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from . import demo
 
@@ -16,6 +17,7 @@ def seed_demo_data(
     sqs: Any,
     now: datetime | None = None,
     loads_cells: dict[str, dict[str, str]] | None = None,
+    metrics_stream: IO[str] | None = None,
 ) -> None:
     """Write demo facilities and loads with the modules' own repositories and services.
 
@@ -23,8 +25,11 @@ def seed_demo_data(
     ``loads_cells`` (a celled stage: each loads cell's function environment, by cell) puts
     each driver's loads in the driver's cell: its default
     (:func:`gateway.cells.placement.default_cell`), as nothing is placed explicitly yet.
+    ``metrics_stream``: where the loads service's metric lines go (the demo assignments
+    count as created, as the module's own would), not the terminal; by default, nowhere.
     """
     from gateway.cells.placement import default_cell
+    from module_kit.metrics import ModuleMetrics
     from modules.loads.config import LoadsSettings
     from modules.loads.repository import LoadsRepository
     from modules.loads.service import LoadsService
@@ -42,7 +47,10 @@ def seed_demo_data(
 
     def service(env: dict[str, str]) -> LoadsService:
         settings = LoadsSettings.model_validate(_fields(env))
-        return LoadsService(LoadsRepository(settings, dynamodb=dynamodb, sqs=sqs))
+        return LoadsService(
+            LoadsRepository(settings, dynamodb=dynamodb, sqs=sqs),
+            metrics_writer=ModuleMetrics("loads", stream=metrics_stream or io.StringIO()),
+        )
 
     if loads_cells:
         cells = {cell: service(env) for cell, env in loads_cells.items()}

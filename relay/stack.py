@@ -867,14 +867,18 @@ class LocalStack:
         """Demo data, each driver's loads in the driver's default cell (no placements yet)."""
         from .seed import seed_demo_data
 
-        seed_demo_data(
-            self.function_env,
-            dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
-            sqs=session.client("sqs", endpoint_url=self.emulator_url),
-            loads_cells={
-                cell: self.function_env(CELLED_FUNCTION, cell=cell) for cell in self.cell_names
-            },
-        )
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / "seed.log").open("a") as metric_lines:  # read by relay.emf
+            seed_demo_data(
+                self.function_env,
+                dynamodb=session.resource("dynamodb", endpoint_url=self.emulator_url),
+                sqs=session.client("sqs", endpoint_url=self.emulator_url),
+                loads_cells={
+                    cell: self.function_env(CELLED_FUNCTION, cell=cell) for cell in self.cell_names
+                },
+                metrics_stream=metric_lines,
+            )
 
     def output(self, app: str, name: str) -> str:
         assert self.deployed
