@@ -2,8 +2,8 @@
 -- connection waiting a fixed time between its requests (0: full speed).
 -- Arguments: <pause ms> <after a 503: pause ms, 0 for the same pause> then, per request,
 -- <method> <path> <bearer token> <body or "-">.
--- A client that honours Retry-After (as the app does, docs/mobile.md) waits longer after a
--- 503. wrk's Lua does not say which connection an answer came on: each 503 makes one of
+-- A client that honours Retry-After (as the app does, docs/mobile.md) waits at least that
+-- long after a 503, and up to twice as long (its polls' jitter: clients out of step). wrk's Lua does not say which connection an answer came on: each 503 makes one of
 -- the thread's next pauses the long one, so there are as many long pauses as 503s.
 local pause, after_503 = 0, 0
 local backoffs = 0
@@ -42,7 +42,7 @@ end
 function delay()
     if backoffs > 0 then
         backoffs = backoffs - 1
-        return after_503
+        return after_503 + math.random(0, after_503)
     end
     return pause
 end
