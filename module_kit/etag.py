@@ -50,11 +50,6 @@ def entity_tag(body: bytes | memoryview, content_type: bytes, source: bytes = b"
     return b'"' + digest[:32].encode() + b'"'
 
 
-def is_strong(value: bytes) -> bool:
-    """Whether a response's ``ETag`` value is one strong entity tag (not ``W/"..."``)."""
-    return OPAQUE_TAG.fullmatch(value) is not None
-
-
 def if_none_match_tags(values: list[bytes]) -> set[bytes] | None:
     """The opaque tags (quoted, ``W/`` dropped: weak comparison) of a request's
     ``If-None-Match`` fields; ``None`` for ``*``. What is not an entity tag is skipped."""

@@ -37,7 +37,6 @@ from module_kit.etag import (
     VARY_AUTHORIZATION,
     entity_tag,
     if_none_match_tags,
-    is_strong,
 )
 from shared_contracts import headers
 
@@ -81,34 +80,35 @@ def conditional_get(
     if method != "GET" or response.status_code != 200:
         return response
     kept = response.raw_headers
-    content_type = b""
-    marker = module_tag = None
-    cache_control = vary = False
-    tags = 0
-    for name, value in kept:
-        if name == b"content-type":
-            content_type = value
-        elif name == DEGRADED:
-            marker = value
-        elif name == CACHE_CONTROL:
-            cache_control = True
-        elif name == VARY:
-            vary = True
-        elif name == ETAG:
-            module_tag, tags = value, tags + 1
-    if marker is None and tags == 1 and module_tag is not None and is_strong(module_tag):
-        tag = module_tag  # the module's own: made from the bytes the gateway sends on
-    else:
-        if tags:  # weak, several, or on a fallback's answer: the gateway's stands instead
+    found = dict(kept)  # one lookup each below; a repeated name: its last value
+    marker = found.get(DEGRADED)
+    tag = found.get(ETAG)
+    # The module's tag stands if it is one strong tag ("...", not W/"...": its quotes are
+    # checked, not its characters; a tag is only ever compared) on a live answer.
+    strong = tag is not None and tag[:1] == b'"' == tag[-1:] and tag.count(b'"') == 2
+    if not strong or marker is not None or _repeated(kept, found, ETAG):
+        # none, weak, several, or on a fallback's answer: the gateway's own stands instead
+        if tag is not None:
             kept = [(n, v) for n, v in kept if n != ETAG]
+        content_type = found.get(b"content-type", b"")
         tag = entity_tag(response.body, content_type, source_of(marker))
         kept.append((ETAG, tag))
-    if not cache_control:
+    if CACHE_CONTROL not in found:
         kept.append((CACHE_CONTROL, PRIVATE_NO_CACHE))
-    if not vary:
+    if VARY not in found:
         kept.append((VARY, VARY_AUTHORIZATION))
-    wanted = if_none_match_tags([v for n, v in request_headers if n == IF_NONE_MATCH])
-    if wanted is None or tag in wanted:
-        return NotModified([(n, v) for n, v in kept if n in NOT_MODIFIED_HEADERS])
+    conditions = []  # a plain loop: no comprehension's frame on every tagged answer
+    for name, value in request_headers:
+        if name == IF_NONE_MATCH:
+            conditions.append(value)
+    if conditions:
+        wanted = if_none_match_tags(conditions)
+        if wanted is None or tag in wanted:
+            return NotModified([(n, v) for n, v in kept if n in NOT_MODIFIED_HEADERS])
     response.raw_headers = kept
     return response
+
+
+def _repeated(fields: list[tuple[bytes, bytes]], found: dict[bytes, bytes], name: bytes) -> bool:
+    """Whether ``name`` is in ``fields`` more than once (``found``: ``dict(fields)``)."""
+    return len(found) != len(fields) and sum(n == name for n, _ in fields) > 1
