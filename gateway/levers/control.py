@@ -5,9 +5,9 @@ own lever (:class:`~gateway.regions.control.RoutingControls`, with its own safet
 audit): pulled and released here too, so the lever list shows it.
 
 Synchronous (boto3): the operator API calls it on the AWS thread pool. The rules read the
-levers in force just before the write; two operators pulling the last two cells' levers in
-the same instant could both pass ``every-cell`` (a revision condition guards each lever,
-not the set), the window ``relay region`` documents for its replicas.
+levers in force just before the write; ``every-cell`` is checked again inside the write's
+transaction (one other cell's lever still not in force), so two operators pulling the last
+two cells' levers at once cannot both succeed against one replica.
 """
 
 from __future__ import annotations
@@ -65,11 +65,15 @@ class LeverControl:
         if not who:
             raise ValueError("a lever needs who pulls it")
         kind, target = rules.normalise(pull.type, pull.target)
-        rules.check(kind, target, self.routes, self.active(), self.regions)
+        levers = self.active()
+        rules.check(kind, target, self.routes, levers, self.regions)
         now = self.clock()
         if kind is LeverType.EVACUATE:
             return self._region(target, True, who, pull.reason, now)
         the_id = lever_id(kind, target)
+        inactive = (
+            rules.unforced_cell(target, self.routes, levers) if kind is LeverType.FALLBACK else None
+        )
         before = self.store.get(the_id)
         lever = Lever(
             lever_id=the_id,
@@ -81,7 +85,7 @@ class LeverControl:
             expires_at=int(now) + pull.ttl,
             revision=1 if before is None else before.revision + 1,
         )
-        return self.store.write(lever, before=before, action="pull", at=now)
+        return self.store.write(lever, before=before, action="pull", at=now, inactive=inactive)
 
     def release(self, the_id: str, who: str, why: str) -> Lever:
         """Let a lever go before it expires. :class:`UnknownLeverError` if it is not in

@@ -93,3 +93,22 @@ def _check_fallback(target: str, routes: RouteTable, active: Iterable[Lever]) ->
                 f"this would put every cell of {module_name} on its fallback; "
                 f"that is one lever, fallback:{module_name}",
             )
+
+
+def unforced_cell(target: str, routes: RouteTable, active: Iterable[Lever]) -> str | None:
+    """For a cell's fallback lever: the lever id of another cell of its module not on its
+    fallback now, which must still not be when the lever is written (``every-cell`` inside
+    the transaction); None when the rule does not apply (not a cell, or the whole module is
+    on a lever already)."""
+    module_name, _, cell = target.partition("/")
+    module = routes.modules.get(module_name)
+    if not cell or module is None:
+        return None
+    forced = {lever.target for lever in active if lever.type is LeverType.FALLBACK}
+    if module_name in forced:
+        return None
+    for other in module.cells:
+        unit = module.unit(other)
+        if unit != target and unit not in forced:
+            return f"{LeverType.FALLBACK.value}:{unit}"
+    return None

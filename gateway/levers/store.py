@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway import aws_calls
-from gateway.levers.exceptions import LeverConflictError
+from gateway.levers.exceptions import LeverConflictError, LeverRefusedError
 from shared_contracts.levers import KIND, Lever, LeverAudit
 
 AUDIT = "audit"
@@ -36,9 +36,19 @@ class LeverStore(aws_calls.DynamoTable):
         )
         return None if item is None else Lever.from_item(item)
 
-    def write(self, lever: Lever, *, before: Lever | None, action: str, at: float) -> Lever:
+    def write(
+        self,
+        lever: Lever,
+        *,
+        before: Lever | None,
+        action: str,
+        at: float,
+        inactive: str | None = None,
+    ) -> Lever:
         """Put ``lever`` (its revision one past ``before``'s) with its audit item, in one
-        transaction; :class:`LeverConflictError` if the lever changed since ``before``."""
+        transaction; :class:`LeverConflictError` if the lever changed since ``before``.
+        ``inactive``: a lever that must not be in force at the write (a safety rule's half
+        inside the transaction), else :class:`LeverRefusedError` (rule ``every-cell``)."""
         iso = datetime.fromtimestamp(at, UTC).isoformat()
         who, why = (
             (lever.released_by, lever.released_why) if lever.released else (lever.who, lever.why)
@@ -53,7 +63,9 @@ class LeverStore(aws_calls.DynamoTable):
                 "ConditionExpression": "revision = :r",
                 "ExpressionAttributeValues": {":r": before.revision},
             }
+        checks = [] if inactive is None else [self._not_in_force(inactive, at)]
         items = [
+            *checks,
             {"Put": {"TableName": self.table_name, "Item": lever.item(), **condition}},
             {
                 "Put": {
@@ -75,9 +87,29 @@ class LeverStore(aws_calls.DynamoTable):
         client = self.table.meta.client  # the resource's: it takes Python values
         try:
             client.transact_write_items(TransactItems=items)
-        except client.exceptions.TransactionCanceledException:
+        except client.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if checks and reasons and reasons[0] == "ConditionalCheckFailed":
+                raise LeverRefusedError(
+                    "every-cell",
+                    f"{inactive} was pulled meanwhile, so {lever.lever_id} could put every "
+                    "cell on its fallback: read the levers again",
+                ) from None
             raise LeverConflictError(f"lever {lever.lever_id} changed meanwhile") from None
         return lever
+
+    def _not_in_force(self, lever_id: str, at: float) -> dict[str, Any]:
+        return {
+            "ConditionCheck": {
+                "TableName": self.table_name,
+                "Key": {"kind": KIND, "name": lever_id},
+                "ConditionExpression": (
+                    "attribute_not_exists(#n) OR released = :t OR expires_at <= :now"
+                ),
+                "ExpressionAttributeNames": {"#n": "name"},
+                "ExpressionAttributeValues": {":t": True, ":now": int(at)},
+            }
+        }
 
     def audit(self, limit: int = 50) -> list[LeverAudit]:
         """The newest changes first: the levers' and the regions' (``evacuate:region:<r>``)."""

@@ -25,6 +25,7 @@ from shared_contracts.levers import LeverPull
 from tests.fakes import MonotonicClock, WallClock
 from tests.functional.conftest import CONTROL_TABLE as TABLE
 from tests.unit.gateway.conftest import ISSUER, UPSTREAMS
+from tests.unit.gateway.lever_fakes import celled_routes
 
 REGIONS = ["us-east-1", "us-west-2"]
 
@@ -169,3 +170,18 @@ def test_a_lever_pulled_through_one_gateway_holds_on_another(settings, upstream,
         assert [lv["lever_id"] for lv in two.get("/ops/levers", headers=ops).json()["levers"]] == [
             "fallback:navigate"
         ]
+
+
+def test_the_every_cell_rule_is_checked_inside_the_write(store, settings, monkeypatch):
+    """Two operators: one has pulled cells 2 and 3 meanwhile; the other's read predates
+    both, so its rule passes, and the write's condition refuses cell 1."""
+    celled = celled_routes(settings.routes_file)
+    control = LeverControl(store, celled)
+    monkeypatch.setattr(control, "active", list)  # the stale read: nothing in force
+    other = LeverControl(store, celled)
+    for cell in ("loads/cell-2", "loads/cell-3"):
+        other.pull(LeverPull(type="fallback", target=cell, reason="r"), "ops-2")
+    with pytest.raises(LeverRefusedError, match="meanwhile") as refused:
+        control.pull(LeverPull(type="fallback", target="loads/cell-1", reason="r"), "ops-1")
+    assert refused.value.rule == "every-cell"
+    assert store.get("fallback:loads/cell-1") is None and len(store.audit()) == 2

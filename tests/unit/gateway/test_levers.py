@@ -3,8 +3,6 @@ rules, pulling and releasing with their audit, expiry on an injected clock."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from pydantic import ValidationError
 
@@ -28,9 +26,7 @@ from shared_contracts.levers import (
 )
 from tests.fakes import MonotonicClock, WallClock
 from tests.unit.gateway.conftest import UPSTREAMS
-from tests.unit.gateway.lever_fakes import FakeLeverStore
-
-CELLS = "cell-1=http://cell-1.test,cell-2=http://cell-2.test,cell-3=http://cell-3.test"
+from tests.unit.gateway.lever_fakes import FakeLeverStore, celled_routes
 
 
 @pytest.fixture
@@ -40,17 +36,7 @@ def table(settings: GatewaySettings) -> RouteTable:
 
 @pytest.fixture
 def celled(settings: GatewaySettings) -> RouteTable:
-    """loads in three cells, with dispatch's assignments deferred (so the critical rule lets
-    a loads lever through and the cell rule is what is tested)."""
-    base = RouteTable.load(settings.routes_file, env={**UPSTREAMS, "RELAY_UPSTREAM_LOADS": CELLS})
-    data = {
-        "modules": {n: m.model_dump(exclude={"name"}) for n, m in base.modules.items()},
-        "routes": [
-            r.model_dump() | ({"fallback": {"POST": "deferred"}} if not r.fallback else {})
-            for r in base.routes
-        ],
-    }
-    return RouteTable.from_dict(json.loads(json.dumps(data, default=list)), env={})
+    return celled_routes(settings.routes_file)
 
 
 def lever(kind: str, target: str, *, expires_at: int | None, pulled_at: int = 0) -> Lever:
