@@ -35,7 +35,7 @@ DRIVERS = tuple(demo.DRIVERS)
 TRIP_ROUTE = ["F-CHI", "F-IND", "F-CMH", "F-DET"]  # 4 stops: 8 events per trip
 PASS_ROUTE = ["F-IND", "F-CHI"]
 DEFAULT_SECONDS = 20.0
-DEFAULT_ROUND_SECONDS = 0.5  # each driver's pace: a round of calls every half second
+DEFAULT_ROUND_SECONDS = 1.0  # each driver's pace: a round of calls a second
 DEFAULT_MAX_CALLS = 5000  # all threads together
 DEFAULT_CALL_TIMEOUT_SECONDS = 5.0  # no answer within this: failed
 DEFAULT_SETTLE_SECONDS = 60.0
@@ -172,8 +172,9 @@ class SyntheticLoad:
             response = client.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             error = type(exc).__name__
+        detail = ""
         if response is not None and response.status_code >= 300:
-            error = _problem(response)
+            error, detail = _problem(response)
         if function is not None:
             status = response.status_code if response is not None else None
             call = Call(
@@ -182,6 +183,7 @@ class SyntheticLoad:
                 classify(status, response.headers if response is not None else None),
                 round(self.clock() - started, 4),
                 error,
+                detail,
             )
             with self._lock:
                 self.calls.append(call)
@@ -611,14 +613,16 @@ def _identity(data: dict[str, Any]) -> tuple[Any, ...]:
     return (data.get("seq"), data.get("message_id"), data.get("pass_id"), data.get("load_id"))
 
 
-def _problem(r: httpx.Response) -> str:
-    """A problem answer's code (``urn:relay:problem:<code>``), or ""."""
+def _problem(r: httpx.Response) -> tuple[str, str]:
+    """A problem answer's code (``urn:relay:problem:<code>``) and detail, or blanks."""
     try:
         problem = r.json()
     except ValueError:
-        return ""
-    kind = problem.get("type", "") if isinstance(problem, dict) else ""
-    return str(kind).rsplit(":", 1)[-1]
+        return "", r.text[:200]
+    if not isinstance(problem, dict):
+        return "", ""
+    code = str(problem.get("type", "")).rsplit(":", 1)[-1]
+    return code, str(problem.get("detail", ""))[:200]
 
 
 def _said(r: httpx.Response | None) -> str:

@@ -79,6 +79,7 @@ class Call:
     outcome: Outcome
     seconds: float
     error: str = ""  # the exception's name without an answer; a problem answer's code
+    detail: str = ""  # a problem answer's detail
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Tally:
 
     counts: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     statuses: dict[str, int] = field(default_factory=dict)  # "200", "503", "ReadTimeout" ...
+    examples: dict[str, str] = field(default_factory=dict)  # a failure's detail, by status
     seconds: list[float] = field(default_factory=list, repr=False)  # each call's
     _p95: float | None = field(default=None, repr=False)  # as read back from JSON
 
@@ -97,6 +99,8 @@ class Tally:
             key = call.error or "no answer"
         else:  # a problem answer with its code: "503 unavailable"
             key = f"{call.status} {call.error}".strip()
+        if call.outcome is Outcome.FAILED and key not in self.examples:
+            self.examples[key] = call.detail
         self.statuses[key] = self.statuses.get(key, 0) + 1
 
     @property
@@ -144,6 +148,7 @@ class Tally:
             "worst": self.worst.label if self.worst is not None else None,
             "statuses": dict(sorted(self.statuses.items())),
             "p95_seconds": self.p95_seconds,
+            "examples": dict(sorted(self.examples.items())),
         }
 
     @classmethod
@@ -153,6 +158,7 @@ class Tally:
             tally.counts[o] = int(data.get(o.label, 0))
         tally.statuses = dict(data.get("statuses", {}))
         tally._p95 = data.get("p95_seconds")
+        tally.examples = dict(data.get("examples", {}))
         return tally
 
     def unusual(self) -> str:

@@ -30,6 +30,7 @@ class Run:
     command: str
     seconds: float
     wall_seconds: float | None = None
+    load_average: tuple[float, float] | None = None  # the host's 1-min, at start and end
 
 
 def tallies(verdict: Verdict) -> dict[Function, Tally]:
@@ -87,6 +88,15 @@ def _verdict(v: Verdict) -> str:
     return "pass, as expected" if v.expected else "pass"
 
 
+GENERIC = ("the steady-state hypothesis deviated", "probe invariants-hold did not hold")
+
+
+def _specific(problems: Sequence[str]) -> list[str]:
+    """The problems that say what broke (a broken invariant deviates the hypothesis too)."""
+    specific = [p for p in problems if not p.startswith(GENERIC)]
+    return specific or list(problems)
+
+
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -100,7 +110,14 @@ def markdown(verdicts: Sequence[Verdict], run: Run, chart: str | None) -> str:
         + (f", in {run.wall_seconds:.0f} s" if run.wall_seconds is not None else "")
         + f": {passed} of {len(verdicts)} scenarios passed. Each scenario held its fault for "
         f"{run.seconds:g} s under the synthetic load; the experiments are "
-        "`gamedays/<scenario>.json`.",
+        "`gamedays/<scenario>.json`."
+        + (
+            f" The host's load average (1 min) was {run.load_average[0]:.1f} at the start and "
+            f"{run.load_average[1]:.1f} at the end: on a busy host, calls slow enough to open a "
+            "breaker show as degraded."
+            if run.load_average
+            else ""
+        ),
         "",
         "Rerun: `make gameday` (every scenario, on stacks of its own, this report rewritten), "
         "or `.venv/bin/relay gameday <scenario> [--short]`; against a running `make dev`: "
@@ -135,8 +152,14 @@ def markdown(verdicts: Sequence[Verdict], run: Run, chart: str | None) -> str:
             f"- **{v.scenario}**: {v.title}. {s.get('calls', 0)} calls, journal {v.status}"
             + (", deviated" if v.deviated else "")
             + f", {v.duration:.0f} s."
-            + ("" if v.ok else " Problems: " + "; ".join(_md(p) for p in v.problems))
+            + ("" if v.ok else " Problems: " + "; ".join(_md(p) for p in _specific(v.problems)))
         )
+        for function, t in tallies(v).items():
+            for status, detail in t.examples.items():
+                n = t.statuses.get(status, 0)
+                lines.append(
+                    f"  - {function.value}: {status} x{n}" + (f", {_md(detail)}" if detail else "")
+                )
         for inv in s.get("invariants", []):
             if inv.get("expected") and not inv.get("passed"):
                 lines.append(f"  - *{inv['name']}* breaks by design: {_md(inv['expected'])}")

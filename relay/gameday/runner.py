@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -185,6 +186,9 @@ def _run_said(
     )
     for problem in verdict.problems:
         say(f"  {problem}")
+    for function, t in report.tallies(verdict).items():
+        for status, detail in t.examples.items():
+            say(f"  {function.value} {status}: {detail}")
     return verdict
 
 
@@ -195,6 +199,7 @@ def write_report(
     command: str,
     seconds: float,
     wall_seconds: float | None,
+    load_average: tuple[float, float] | None = None,
 ) -> tuple[Path, Path]:
     from relay.stack import source_version
 
@@ -205,6 +210,7 @@ def write_report(
         command=command,
         seconds=seconds,
         wall_seconds=wall_seconds,
+        load_average=load_average,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     chart.write_text(report.svg(verdicts))
@@ -215,7 +221,7 @@ def write_report(
 def main(names: Sequence[str], *, short: bool, running: bool, report_path: Path | None) -> int:
     """The command: run, say each verdict, write the report; 0 only if every scenario passed."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
     verdicts = run(names, short=short, running=running)
     wall = time.monotonic() - started
     if report_path is not None:
@@ -226,6 +232,7 @@ def main(names: Sequence[str], *, short: bool, running: bool, report_path: Path 
             command=command,
             seconds=SHORT_SECONDS if short else FULL_SECONDS,
             wall_seconds=wall,
+            load_average=(load_before, os.getloadavg()[0]),
         )
         print(f"report: {md} and {chart}")
     failed = [v.scenario for v in verdicts if not v.ok]
