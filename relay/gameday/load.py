@@ -68,9 +68,10 @@ class LoadConfig:
 
     @property
     def trips(self) -> int:
-        """Trip loads per driver: enough for one event a round."""
+        """Trip loads per driver: enough for one event a round, and one more trip (the load
+        also runs while the fault is set up and undone)."""
         rounds = self.seconds / self.round_seconds
-        return max(1, int(rounds // len(trip_events(len(TRIP_ROUTE)))) + 1)
+        return int(rounds // len(trip_events(len(TRIP_ROUTE)))) + 2
 
 
 @dataclass

@@ -242,7 +242,7 @@ def test_unknown_scenarios_are_refused_by_name():
 
 def test_a_trip_has_every_event_in_order():
     assert trip_events(2) == [("arrived", 1), ("departed", 1), ("arrived", 2), ("delivered", 2)]
-    assert LoadConfig(seconds=4).trips == 2
+    assert (LoadConfig(seconds=4).trips, LoadConfig(seconds=20).trips) == (2, 4)
     with pytest.raises(ValueError, match="positive"):
         LoadConfig(seconds=0)
 
@@ -399,3 +399,29 @@ def test_a_queued_event_never_applied_is_lost(tmp_path):
 def test_a_duplicate_applied_again_is_caught(tmp_path):
     _, check = drive(FakeGateway(twice=True), tmp_path, events=1)
     assert check.twice == ["L-1: version 3, 2 expected"]
+
+
+def test_a_celled_modules_name_stands_for_each_of_its_cells(tmp_path):
+    from relay.gameday.target import TargetError
+    from relay.supervisor import ControlServer
+
+    # GIVEN a supervised two-cell stack's control socket
+    names = ["emulator", "loads/cell-1", "loads/cell-2", "gatepass", "gateway"]
+    rows = [{"name": n, "pid": 100 + k} for k, n in enumerate(names)]
+    server = ControlServer(
+        tmp_path / "control.sock", lambda request: {"ok": True, "processes": rows}
+    )
+    server.start()
+    try:
+        target = Target(tmp_path, {"control_socket": str(tmp_path / "control.sock")})
+        # THEN loads is both cells, a process name itself, and an unknown name is refused
+        assert target.resolve("loads") == ["loads/cell-1", "loads/cell-2"]
+        assert target.resolve("gatepass") == ["gatepass"]
+        assert target.pid("loads/cell-2") == 102
+        with pytest.raises(TargetError, match="no process named 'navigate'"):
+            target.resolve("navigate")
+    finally:
+        server.close()
+    # a stack that is not supervised cannot have its processes killed by name
+    with pytest.raises(TargetError, match="not supervised"):
+        Target(tmp_path, {"gateway_url": "http://127.0.0.1:9"}).resolve("loads")
