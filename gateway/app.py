@@ -25,7 +25,7 @@ from gateway.deferred import tracking
 from gateway.deferred.ledger import DeferredLedger
 from gateway.deferred.queue import DeferredQueue, DeferredWrites
 from gateway.edge.clientaddr import ClientAddress
-from gateway.edge.shedding import Shedder, shed_config
+from gateway.edge.shedding import EarlyShed, Shedder, shed_config
 from gateway.fallbackstore.store import FallbackStore
 from gateway.forwarding.forwarder import Forwarder
 from gateway.forwarding.upstream import ModuleUpstream, counts_as_failure
@@ -405,7 +405,13 @@ def create_app(
         shedder=shedder,
     )
     forward = Forward(forwarder, access_log=settings.access_log, metrics=metrics)
-    return GatewayApp(app, steps, forward)
+    early = EarlyShed(
+        shedder,
+        table,
+        answer_headers=((b"relay-region", settings.aws_region.encode()),),
+        metrics=metrics,
+    )
+    return GatewayApp(app, steps, forward, early)
 
 
 def every_upstream(
@@ -426,11 +432,19 @@ class GatewayApp:
     the FastAPI app, and forward everything else without FastAPI's router, dependency and
     middleware machinery, a large share of a forward's CPU. ``state`` is ``api.state``."""
 
-    def __init__(self, api: FastAPI, steps: list[Step], forward: Forward) -> None:
+    def __init__(
+        self,
+        api: FastAPI,
+        steps: list[Step],
+        forward: Forward,
+        early_shed: EarlyShed | None = None,
+    ) -> None:
         self.api = api
         self.state = api.state
         self.steps = steps
         self.asgi = build_pipeline(steps, forward)
+        # the shed answers the gateway's own server gives before the pipeline runs
+        self.early_shed = early_shed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.asgi(scope, receive, send)

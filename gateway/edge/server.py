@@ -29,7 +29,7 @@ import argparse
 import asyncio
 import ssl
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httptools
 import uvicorn
@@ -48,6 +48,9 @@ from shared_contracts.errors import (
     RequestTimeoutError,
 )
 
+if TYPE_CHECKING:
+    from gateway.edge.shedding import EarlyShed
+
 # TLS 1.2: ECDHE key exchange (forward secrecy) with an AEAD cipher, nothing else (no CBC,
 # no RSA key exchange). TLS 1.3's suites are all AEAD; OpenSSL configures them apart.
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -61,6 +64,24 @@ HEADER_FRAMING_BYTES = 4
 LINGER_SECONDS = 2.0
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+
+
+class _AnsweredCycle:
+    """Stands for the request/response cycle of a request answered in the server: complete
+    from the start, so uvicorn drops its body and starts the next request as usual."""
+
+    response_complete = True
+    response_started = True
+    keep_alive = True
+    disconnected = False
+
+
+_ANSWERED = _AnsweredCycle()
+
+
+def _early_shed_of(app: Any) -> EarlyShed | Literal[False]:
+    """The app's :class:`EarlyShed` (the gateway's), or False for any other app."""
+    return getattr(app, "early_shed", None) or False
 
 
 class _Refused(Exception):
@@ -95,6 +116,8 @@ class EdgeProtocol(HttpToolsProtocol):
     _body_at = 0.0  # loop time of the last body read, while a body timer runs
     _refusal: ProblemError | None = None
     _refused = False  # answered with an error: read and drop until closed
+    # the app's early shedding (None: not looked up yet; False: the app has none)
+    _early_shed: EarlyShed | Literal[False] | None = None
 
     # --- connection -------------------------------------------------------------------
 
@@ -164,7 +187,29 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_raw = 0
         if self._timer is not None:
             self._cancel_timer()
+        early = self._early_shed
+        if early is None:
+            early = self._early_shed = _early_shed_of(self.app)
+        if early is not False and (self.cycle is None or self.cycle.response_complete):
+            answer = early.answer(self.url)
+            if answer is not None:
+                self._answered_early(answer)
+                return
         HttpToolsProtocol.on_headers_complete(self)
+
+    def _answered_early(self, answer: bytes) -> None:
+        """The request was shed here (:class:`gateway.edge.shedding.EarlyShed`): its answer
+        is written now; its body, if any, is read and dropped (the answered cycle below);
+        the connection stays open for the next request unless the client closes it."""
+        self.cycle = _ANSWERED  # type: ignore[assignment]
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        if keep_alive:
+            self.transport.write(answer)
+            self.on_response_complete()
+        else:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            self.transport.write(head + b"\r\nconnection: close\r\n\r\n" + body)
+            self.transport.close()
 
     def on_body(self, body: bytes) -> None:
         if self._timer is not None:

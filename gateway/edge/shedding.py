@@ -21,6 +21,10 @@ control; CoDel's standing queue):
   a standing queue (CoDel's point) does. Not their smallest, as CoDel takes of packets'
   sojourn times: the loop runs its ready callbacks in batches, and a probe wakes anywhere
   in one, so the smallest of a few probes reads a small part of the wait requests meet.
+  The lag counts only while requests arrive at ``min_rate_for_delay`` a second or more
+  over the same window: a process that quiet is not late because of its own traffic
+  (the host is busy, or a test suite runs beside it), and shedding its few requests would
+  relieve nothing. A probe of a quieter window reads as no lag.
 
 ``pressure`` is the larger of the two as a fraction of its capacity. Each tier is shed
 from its own fraction (``shed_at``), in this order: ``optional`` (routes with
@@ -62,6 +66,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import config
 from gateway.ops.metrics import RequestMetrics
 from gateway.routing.routes import RouteTable
+from module_kit.http import new_request_id
 from shared_contracts import headers
 from shared_contracts.errors import OverloadedError
 
@@ -91,6 +96,9 @@ DEFAULT_SHED_AT: Mapping[str, float] = MappingProxyType(
 DEFAULT_RESUME_BELOW = 0.5
 DEFAULT_PROBE_INTERVAL_SECONDS = 0.02
 DEFAULT_PROBE_WINDOW = 5  # probes: ~100 ms (CoDel's interval)
+# Requests a second below which the loop's lag is not this process's own queue (one
+# process answers some thousands a second: this is a few percent of it).
+DEFAULT_MIN_RATE_FOR_DELAY = 500.0
 DEFAULT_RETRY_AFTER_SECONDS = config.DEFAULT_SHED_RETRY_AFTER_SECONDS
 NOTHING_FORCED: Callable[[], frozenset[str]] = frozenset
 
@@ -107,6 +115,7 @@ class ShedConfig:
     resume_below: float = DEFAULT_RESUME_BELOW
     probe_interval_seconds: float = DEFAULT_PROBE_INTERVAL_SECONDS
     probe_window: int = DEFAULT_PROBE_WINDOW
+    min_rate_for_delay: float = DEFAULT_MIN_RATE_FOR_DELAY
     retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
 
     def __post_init__(self) -> None:
@@ -173,6 +182,7 @@ class Shedder:
         self.clock = clock
         self.sleep = sleep
         self.in_flight = 0
+        self.arrivals = 0  # requests that reached shedding (admitted or shed), ever
         self.delay_ms = 0.0
         self.shed: Counter[str] = Counter()
         self.shedding: set[str] = set()  # tiers shed by load now (hysteresis state)
@@ -222,12 +232,22 @@ class Shedder:
             self.delay_ms = (sum(lags) - max(lags)) / (len(lags) - 1)
 
     async def probe(self) -> None:
-        """Forever: sleep ``probe_interval_seconds`` and record how late the loop woke."""
+        """Forever: sleep ``probe_interval_seconds`` and record how late the loop woke (no
+        lag while fewer than ``min_rate_for_delay`` requests a second arrived over the
+        last ``probe_window`` probes)."""
         interval = self.config.probe_interval_seconds
+        seen: deque[tuple[float, int]] = deque([(self.clock(), self.arrivals)])
+        seen_max = self.config.probe_window
         while True:
             started = self.clock()
             await self.sleep(interval)
-            self.observe_lag((self.clock() - started - interval) * 1000)
+            now = self.clock()
+            since, arrivals = seen[0]
+            seen.append((now, self.arrivals))
+            if len(seen) > seen_max:
+                seen.popleft()
+            busy = (self.arrivals - arrivals) >= self.config.min_rate_for_delay * (now - since)
+            self.observe_lag((now - started - interval) * 1000 if busy else 0.0)
 
     def start(self) -> None:
         """The lag probe, on the running loop (the app's lifespan); not when disabled."""
@@ -278,6 +298,74 @@ def shed_answer(tier: str, retry_after_seconds: int) -> tuple[dict[str, Any], by
     return start, (prefix + '"request_id":"').encode(), ('"' + suffix).encode()
 
 
+def route_tiers(table: RouteTable) -> dict[str, str]:
+    """Each route's shedding tier, by prefix: its ``shed_tier``, or its module's tier."""
+    return {
+        route.prefix: str(route.shed_tier or table.modules[route.module].tier)
+        for route in table.routes
+    }
+
+
+class EarlyShed:
+    """Shedding in the server, before the request becomes an ASGI call
+    (:class:`gateway.edge.server.EdgeProtocol` asks :meth:`answer` once a request's head
+    is read). While a tier is being shed, or forced, its requests are refused there with
+    the bytes of the same 503 :class:`ShedLoad` gives, at a fraction of its cost: no task,
+    no request/response cycle, no pipeline. Everything else (and every request while
+    nothing is shed: one set test and the forced tiers) goes on to :class:`ShedLoad`,
+    which decides again and starts a tier's shedding."""
+
+    def __init__(
+        self,
+        shedder: Shedder,
+        table: RouteTable,
+        *,
+        answer_headers: tuple[tuple[bytes, bytes], ...] = (),
+        metrics: RequestMetrics | None = None,
+    ) -> None:
+        self.shedder = shedder
+        self.table = table
+        self.tiers = route_tiers(table)
+        self.metrics = metrics
+        retry_after = shedder.config.retry_after_seconds
+        self.answers = {
+            tier: _http_answer(shed_answer(tier, retry_after), answer_headers) for tier in TIERS
+        }
+
+    def answer(self, target: bytes) -> bytes | None:
+        """The whole HTTP answer for a request to ``target`` (its request-target) that is
+        shed now, or None to let it in."""
+        shedder = self.shedder
+        if not shedder.shedding and not shedder.forced_tiers():
+            return None
+        path = target.partition(b"?")[0].decode("latin-1")
+        route = self.table.match(path)
+        if route is None:
+            return None
+        tier = self.tiers[route.prefix]
+        if shedder.admit(tier):
+            return None  # ShedLoad counts its arrival
+        shedder.arrivals += 1
+        if self.metrics is not None:
+            self.metrics.record(route.module, route.module, route.prefix, "shed", 503, 0.0)
+        head, prefix, suffix = self.answers[tier]
+        rid = new_request_id().encode()
+        body = prefix + rid + suffix
+        return head + rid + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+def _http_answer(
+    shed: tuple[dict[str, Any], bytes, bytes], answer_headers: tuple[tuple[bytes, bytes], ...]
+) -> tuple[bytes, bytes, bytes]:
+    """A shed answer as HTTP/1.1 bytes: the head up to the request id's value, and the
+    body around it."""
+    start, prefix, suffix = shed
+    lines = [b"HTTP/1.1 503 Service Unavailable"]
+    lines += [name + b": " + value for name, value in (*start["headers"], *answer_headers)]
+    lines.append(headers.REQUEST_ID.lower().encode() + b": ")
+    return b"\r\n".join(lines), prefix, suffix
+
+
 class ShedLoad:
     """After ``MatchRoute``: the route's shedding tier (``shed_tier`` in the route table, or
     its module's tier) admitted by the :class:`Shedder`, counted in flight until its answer
@@ -293,10 +381,7 @@ class ShedLoad:
         self.app = app
         self.shedder = shedder
         self.metrics = metrics  # a shed request counts as outcome "shed" under its module
-        self.tiers = {
-            route.prefix: str(route.shed_tier or table.modules[route.module].tier)
-            for route in table.routes
-        }
+        self.tiers = route_tiers(table)
         retry_after = shedder.config.retry_after_seconds
         self.answers = {tier: shed_answer(tier, retry_after) for tier in TIERS}
 
@@ -304,6 +389,7 @@ class ShedLoad:
         state = scope["state"]
         tier = self.tiers[state["route"].prefix]
         shedder = self.shedder
+        shedder.arrivals += 1
         if not shedder.admit(tier):
             if self.metrics is not None:
                 route = state["route"]

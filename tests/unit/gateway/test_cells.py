@@ -236,14 +236,14 @@ def test_a_moving_drivers_writes_are_deferred_and_reads_served_from_the_source_c
     assert r.status_code == 202 and r.json()["status_url"] == "/deferred/move-0001"
     assert write.call_count == 0 and read.call_count == 1
     assert len(sqs.sent) == 1
-    # a dispatcher's write for that driver (no deferred fallback) is refused, to retry
+    # a dispatcher's write for that driver (routed by the body's driver) waits too
     r = gateway.post(
         "/dispatch/assignments",
         json={"load_id": "L-2", "driver_id": driver, "stops": []},
         headers={**bearer(Role.DISPATCH, None), "idempotency-key": "assign-0002"},
     )
-    assert r.status_code == 503 and r.headers["retry-after"]
-    assert "cell-move" in r.json()["detail"]
+    assert r.status_code == 202 and r.json()["status_url"] == "/deferred/assign-0002"
+    assert write.call_count == 0 and len(sqs.sent) == 2
 
 
 def test_a_write_routed_by_a_stale_copy_that_cannot_be_read_again_is_deferred(

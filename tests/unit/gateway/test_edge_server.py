@@ -320,3 +320,60 @@ def test_the_server_runs_without_proxy_headers_and_with_the_edge_protocol(tmp_pa
     assert config.ssl.minimum_version == ssl.TLSVersion.TLSv1_2
     assert config.ssl_ciphers == TLS_CIPHERS
     assert all(c["aead"] for c in config.ssl.get_ciphers())
+
+
+# --- shedding in the server ----------------------------------------------------------------
+
+
+class EarlyShedApp(App):
+    """The app, with the early shedding the gateway's app offers: /message is shed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.early_shed = self
+        self.asked: list[bytes] = []
+
+    def answer(self, target: bytes) -> bytes | None:
+        self.asked.append(target)
+        if not target.startswith(b"/message"):
+            return None
+        body = b'{"status":503}'
+        return b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\n\r\n%s" % (
+            len(body),
+            body,
+        )
+
+
+class EarlyConn(Conn):
+    def __init__(self) -> None:
+        super().__init__()
+        self.app = EarlyShedApp()
+        self.proto.app = self.app
+
+
+@pytest.mark.anyio
+async def test_a_request_shed_in_the_server_never_reaches_the_app_and_the_connection_goes_on():
+    conn = EarlyConn()
+    await conn.send(b"GET /message?x=1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert conn.statuses() == [503] and conn.app.calls == [] and not conn.transport.closed
+    # a shed write's body is read and dropped; the next request is the app's
+    await conn.send(b"POST /message HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello")
+    await conn.send(GET)
+    assert conn.statuses() == [503, 503, 200]
+    assert conn.app.calls == [("/healthz", b"")]
+    assert conn.app.asked == [b"/message?x=1", b"/message", b"/healthz"]
+
+
+@pytest.mark.anyio
+async def test_a_shed_request_that_asks_to_close_gets_its_answer_then_the_close():
+    conn = EarlyConn()
+    await conn.send(b"GET /message HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    assert conn.statuses() == [503] and conn.transport.closed
+    assert b"connection: close\r\n" in bytes(conn.transport.out)
+
+
+@pytest.mark.anyio
+async def test_an_app_without_early_shedding_is_served_as_before():
+    conn = Conn()
+    await conn.send(b"GET /message HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert conn.statuses() == [200] and conn.app.calls == [("/message", b"")]

@@ -3,6 +3,8 @@ rules, pulling and releasing with their audit, expiry on an injected clock."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -105,10 +107,20 @@ def test_the_critical_tier_is_never_shed(table):
 
 
 def test_a_critical_module_with_a_route_that_names_no_fallback_is_refused(table):
-    """routes.toml: /dispatch/assignments (loads, critical) names no fallback, so loads can
-    not be held on its fallbacks; gatepass's routes all name one, navigate is degradable."""
+    """Every loads route names a fallback in routes.toml (dispatch's assignments are
+    deferred), so loads may be held on its fallbacks; without the one on
+    /dispatch/assignments it may not: dispatching would stop."""
+    check(LeverType.FALLBACK, "loads", table, [])
+    data = {
+        "modules": {n: m.model_dump(exclude={"name"}) for n, m in table.modules.items()},
+        "routes": [
+            {**r.model_dump(), **({"fallback": {}} if r.prefix == "/dispatch/assignments" else {})}
+            for r in table.routes
+        ],
+    }
+    without = RouteTable.from_dict(json.loads(json.dumps(data, default=list)), env={})
     with pytest.raises(LeverRefusedError, match="/dispatch/assignments") as refused:
-        check(LeverType.FALLBACK, "loads", table, [])
+        check(LeverType.FALLBACK, "loads", without, [])
     assert refused.value.rule == "critical-route-without-fallback"
     check(LeverType.FALLBACK, "gatepass", table, [])
     check(LeverType.FALLBACK, "navigate", table, [])

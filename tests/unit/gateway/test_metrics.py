@@ -40,7 +40,7 @@ def test_a_live_answer_is_counted_by_module_unit_route_outcome_and_class(gateway
     for _ in range(3):
         assert gateway.get("/loads", headers=bearer()).status_code == 200
     samples = scrape(gateway, bearer)
-    live = dict(module="loads", unit="loads", route="/loads", outcome="live", code="2xx")
+    live = {"module": "loads", "unit": "loads", "route": "/loads", "outcome": "live", "code": "2xx"}
     assert sample(samples, "relay_gateway_requests_total", **live) == 3
     count = sample(
         samples, "relay_gateway_request_duration_seconds_count", module="loads", outcome="live"
@@ -59,7 +59,7 @@ def test_a_fallback_answer_and_an_open_breaker_show(gateway, upstream, bearer):
     for _ in range(6):  # fail_max = 5 for loads in routes.toml, then the copy
         assert gateway.get("/loads", headers=bearer()).status_code == 200
     samples = scrape(gateway, bearer)
-    copy = dict(module="loads", unit="loads", route="/loads", outcome="last-known-good")
+    copy = {"module": "loads", "unit": "loads", "route": "/loads", "outcome": "last-known-good"}
     assert sample(samples, "relay_gateway_requests_total", **copy, code="2xx") == 6
     assert sample(samples, "relay_gateway_breaker_state", unit="loads") == 2
     assert sample(samples, "relay_gateway_breaker_transitions_total", unit="loads", state="open")
@@ -75,9 +75,21 @@ def test_what_the_gateway_refuses_itself_is_counted_as_refused(gateway, upstream
     assert gateway.get("/loads").status_code == 401
     assert gateway.get("/nowhere", headers=bearer()).status_code == 404
     samples = scrape(gateway, bearer)
-    no_token = dict(module="loads", unit="loads", route="/loads", outcome="refused", code="4xx")
+    no_token = {
+        "module": "loads",
+        "unit": "loads",
+        "route": "/loads",
+        "outcome": "refused",
+        "code": "4xx",
+    }
     assert sample(samples, "relay_gateway_requests_total", **no_token) == 1
-    no_route = dict(module="gateway", unit="gateway", route="", outcome="refused", code="4xx")
+    no_route = {
+        "module": "gateway",
+        "unit": "gateway",
+        "route": "",
+        "outcome": "refused",
+        "code": "4xx",
+    }
     assert sample(samples, "relay_gateway_requests_total", **no_route) == 1
 
 
@@ -125,7 +137,7 @@ def test_a_shed_request_is_counted_under_its_module_as_shed(gateway, upstream, b
     gateway.app.state.shedder.forced_tiers = frozenset
     assert gateway.get("/loads", headers=bearer()).status_code == 200
     samples = scrape(gateway, bearer)
-    shed = dict(module="loads", unit="loads", route="/loads", outcome="shed", code="5xx")
+    shed = {"module": "loads", "unit": "loads", "route": "/loads", "outcome": "shed", "code": "5xx"}
     assert sample(samples, "relay_gateway_requests_total", **shed) == 1
     assert sample(samples, "relay_gateway_shed_total", tier="critical") == 1
     live = {**shed, "outcome": "live", "code": "2xx"}

@@ -87,7 +87,6 @@ def test_release_by_post_and_a_cell_path(client, ops):
     ("pull", "rule"),
     [
         ({"type": "shed", "target": "critical"}, "critical-never-shed"),
-        ({"type": "fallback", "target": "loads"}, "critical-route-without-fallback"),
     ],
 )
 def test_a_safety_rule_is_a_409_naming_it(client, ops, store, pull, rule):

@@ -172,9 +172,11 @@ def test_a_config_that_could_never_work_is_refused_at_construction(change, messa
         ShedConfig(**change)
 
 
-async def test_the_probe_records_how_late_the_loop_wakes():
+async def probe_with(lags_seconds: list[float], arrivals_per_wake: int) -> Shedder:
+    """The probe over a clock the sleeps move (each wake-up ``lags_seconds`` late), with
+    ``arrivals_per_wake`` requests arriving during each sleep."""
     now = [0.0]
-    lags = iter([0.001, 0.030, 0.002])  # seconds late, per wake-up
+    lags = iter(lags_seconds)
 
     class Stop(Exception):
         pass
@@ -184,12 +186,25 @@ async def test_the_probe_records_how_late_the_loop_wakes():
             now[0] += seconds + next(lags)
         except StopIteration:
             raise Stop from None
+        shedder.arrivals += arrivals_per_wake
 
     shedder = Shedder(CONFIG, clock=lambda: now[0], sleep=sleep)
     with pytest.raises(Stop):
         await shedder.probe()
+    return shedder
+
+
+async def test_the_probe_records_how_late_the_loop_wakes():
+    shedder = await probe_with([0.001, 0.030, 0.002], arrivals_per_wake=100)  # ~4,000 a second
     assert list(shedder._lags) == pytest.approx([1.0, 30.0, 2.0])
     assert shedder.delay_ms == pytest.approx(1.5)  # the 30 ms probe left out
+
+
+async def test_a_quiet_process_reads_no_lag_however_late_it_wakes():
+    # 5 requests per ~50 ms: 100 a second, below min_rate_for_delay (a busy host, not us)
+    shedder = await probe_with([0.030, 0.030, 0.030, 0.030], arrivals_per_wake=5)
+    assert list(shedder._lags) == [0.0, 0.0, 0.0, 0.0] and shedder.delay_ms == 0.0
+    assert shedder.admit("optional")
 
 
 # --- the step --------------------------------------------------------------------------
@@ -329,3 +344,31 @@ def test_the_route_tables_dispatch_messages_are_optional(settings):
     assert step.tiers["/message"] == "deferrable"
     assert step.tiers["/navigate"] == "degradable"
     assert step.tiers["/loads"] == step.tiers["/gatepass"] == "critical"
+
+
+def test_the_servers_early_answer_is_the_same_503_and_counted(gateway, bearer, upstream):
+    early = gateway.app.early_shed
+    assert early.answer(b"/message") is None  # nothing shed: on to the pipeline
+    gateway.app.state.shedder.forced_tiers = lambda: frozenset({"deferrable"})
+    assert early.answer(b"/loads?x=1") is None and early.answer(b"/nowhere") is None
+    raw = early.answer(b"/message?x=1")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 503 Service Unavailable"
+    fields = dict(line.split(b": ", 1) for line in lines[1:])
+    assert fields[b"retry-after"] == b"1" and fields[b"relay-region"] == b"us-east-1"
+    assert int(fields[b"content-length"]) == len(body)
+    problem = json.loads(body)
+    assert problem["type"].endswith("overloaded")
+    assert problem["request_id"] == fields[b"x-request-id"].decode()
+    # the pipeline's own answer for the same request: the same problem, bar the request id
+    piped = gateway.post("/message", json={"body": "hi"}, headers=bearer())
+    assert piped.status_code == 503
+    assert {k: v for k, v in piped.json().items() if k != "request_id"} == {
+        k: v for k, v in problem.items() if k != "request_id"
+    }
+    assert gateway.app.state.shedder.shed["deferrable"] == 2
+    summary = gateway.get("/ops/metrics/summary", headers=bearer(Role.OPS, None)).json()
+    assert {"module": "message", "unit": "message", "outcome": "shed", "count": 2} in (
+        summary["requests"]
+    )
