@@ -200,13 +200,15 @@ def write_report(
     seconds: float,
     wall_seconds: float | None,
     load_average: tuple[float, float] | None = None,
+    tree: str | None = None,
 ) -> tuple[Path, Path]:
+    """``tree``: the source version the game days ran (by default, the tree's now)."""
     from relay.stack import source_version
 
     chart = path.with_suffix(".svg")
     run = report.Run(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        tree=source_version(ROOT),
+        tree=tree or source_version(ROOT),
         command=command,
         seconds=seconds,
         wall_seconds=wall_seconds,
@@ -221,7 +223,9 @@ def write_report(
 def main(names: Sequence[str], *, short: bool, running: bool, report_path: Path | None) -> int:
     """The command: run, say each verdict, write the report; 0 only if every scenario passed."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    started, load_before = time.monotonic(), os.getloadavg()[0]
+    from relay.stack import source_version
+
+    started, load_before, tree = time.monotonic(), os.getloadavg()[0], source_version(ROOT)
     verdicts = run(names, short=short, running=running)
     wall = time.monotonic() - started
     if report_path is not None:
@@ -233,6 +237,7 @@ def main(names: Sequence[str], *, short: bool, running: bool, report_path: Path 
             seconds=SHORT_SECONDS if short else FULL_SECONDS,
             wall_seconds=wall,
             load_average=(load_before, os.getloadavg()[0]),
+            tree=tree,
         )
         print(f"report: {md} and {chart}")
     failed = [v.scenario for v in verdicts if not v.ok]
