@@ -44,13 +44,15 @@ LOCAL_STAGES = {"local", "test"}
 # Load shedding (gateway.edge.shedding, docs/resilience.md "Load shedding"): one process's
 # hard limits (requests in flight, the event loop's standing lag), where critical requests
 # are shed, and the fraction of them from which each other tier is: by default optional
-# from 100 in flight or 10 ms of lag, deferrable from 200 or 20 ms, degradable from 400 or
-# 40 ms.
+# from 40 in flight or 2 ms of standing lag, deferrable from 80 or 4 ms, degradable from
+# 160 or 8 ms, critical at 2,000 or 100 ms. Low: a critical forward takes well under a
+# millisecond of CPU, so a standing queue of a few ms already multiplies its latency (the
+# lag counts only at 500 requests a second or more: gateway.edge.shedding).
 DEFAULT_SHED_MAX_IN_FLIGHT = 2000
-DEFAULT_SHED_MAX_DELAY_MS = 200.0
-DEFAULT_SHED_AT_OPTIONAL = 0.05
-DEFAULT_SHED_AT_DEFERRABLE = 0.1
-DEFAULT_SHED_AT_DEGRADABLE = 0.2
+DEFAULT_SHED_MAX_DELAY_MS = 100.0
+DEFAULT_SHED_AT_OPTIONAL = 0.02
+DEFAULT_SHED_AT_DEFERRABLE = 0.04
+DEFAULT_SHED_AT_DEGRADABLE = 0.08
 DEFAULT_SHED_AT_CRITICAL = 1.0
 DEFAULT_SHED_RETRY_AFTER_SECONDS = 1
 
