@@ -46,6 +46,7 @@ from gateway.cells.router import Cells
 from gateway.config import GatewaySettings
 from gateway.deferred.ledger import DeferredLedger, LedgerError
 from gateway.deferred.queue import DeferredWrite
+from gateway.levers import ActiveLevers, LeverStore
 from gateway.regions.peers import PeerAddress, peer_configs, published
 from gateway.resilience.faults import ControlTableFaults, FaultInjector, FaultKind
 from gateway.routing.directory import ModuleDirectory
@@ -96,9 +97,12 @@ class Replayer:
         faults: FaultInjector | None = None,
         cells: Cells | None = None,
         elsewhere: Mapping[str, Sequence[PeerAddress]] | None = None,
+        levers: ActiveLevers | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table = table
+        # operators' levers: a module (or cell) held on its fallback gets no writes either
+        self.levers = levers
         # unit -> the peer regions' addresses of it (critical modules): a write whose module
         # is down here is applied there, with its idempotency key (a global table's record)
         self.elsewhere = elsewhere or {}
@@ -131,6 +135,7 @@ class Replayer:
         if self.cells.celled(write.module):
             base_url, unit, cells = self._cell_of(write)
         self._game_day_fault(unit)
+        self._held_by_lever(unit)
         out = {
             **write.headers,
             headers.IDEMPOTENCY_KEY: write.tracking_id,
@@ -228,6 +233,15 @@ class Replayer:
         elif spec.kind is FaultKind.BLACKHOLE or self.faults.rng.random() < spec.error_rate:
             raise ReplayFailed(f"{module}: {spec.kind.value} fault injected")
 
+    def _held_by_lever(self, unit: str) -> None:
+        """A ``fallback`` lever on the module or cell: its writes stay queued until the
+        lever is released or expires (read afresh for every write, as the faults are)."""
+        if self.levers is None:
+            return
+        self.levers.refresh()
+        if self.levers.forced_fallback(unit):
+            raise ReplayFailed(f"{unit}: held on its fallback by an operator's lever")
+
     def _record(
         self, write: DeferredWrite, state: DeferredState, refusal: DeferredRefusal | None = None
     ) -> None:
@@ -295,6 +309,11 @@ def make_handler(replayer: Replayer | None = None) -> LambdaHandler:
                 faults=faults,
                 cells=Cells(table.modules, placements, refresh_seconds=0, background=False),
                 elsewhere=peer_addresses(settings, table),
+                levers=(
+                    ActiveLevers(LeverStore(settings.routing_table), background=False)
+                    if settings.routing_table
+                    else None
+                ),
             )
         return state["r"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import httpx
@@ -10,11 +11,14 @@ import pytest
 
 from gateway.deferred.queue import DeferredWrite
 from gateway.deferred.replayer import Replayer, ReplayFailed, make_handler, peer_addresses
+from gateway.levers import ActiveLevers
 from gateway.routing.routes import RouteTable
 from gateway.security.signer import SignerProvider
 from module_kit import metrics
 from shared_contracts.identity import IdentityContext, Role
+from shared_contracts.levers import Lever, LeverType
 from tests.unit.gateway.conftest import UPSTREAMS, identity_of
+from tests.unit.gateway.lever_fakes import FakeLeverStore
 
 DRIVER = IdentityContext(sub="D-1", role=Role.DRIVER, driver_id="D-1")
 
@@ -184,3 +188,31 @@ def test_down_in_every_region_the_write_stays_queued(with_peer, upstream):
     upstream.post("http://loads.west.test/loads/L-1/events").respond(503)
     with pytest.raises(ReplayFailed, match="503"):
         with_peer.apply(write(1))
+
+
+def test_a_module_held_on_its_fallback_by_a_lever_gets_no_replayed_writes(settings, upstream):
+    store = FakeLeverStore()
+    replayer = Replayer(
+        RouteTable.load(settings.routes_file, env=UPSTREAMS),
+        httpx.Client(),
+        SignerProvider(settings),
+        levers=ActiveLevers(store, background=False),
+    )
+    route = upstream.post("http://loads.test/loads/L-1/events").mock(
+        return_value=httpx.Response(201, json={})
+    )
+    now = int(time.time())
+    store.items["fallback:loads"] = Lever(
+        lever_id="fallback:loads",
+        type=LeverType.FALLBACK,
+        target="loads",
+        who="ops-1",
+        why="module misbehaving",
+        pulled_at=now,
+        expires_at=now + 60,
+    )
+    with pytest.raises(ReplayFailed, match="lever"):
+        replayer.apply(write(1))  # stays queued
+    assert route.call_count == 0
+    del store.items["fallback:loads"]  # released: read afresh for the next write
+    assert replayer.apply(write(1)) == 201 and route.call_count == 1
