@@ -15,6 +15,9 @@ stays cheap to import):
   named stage's prefix removed, each answer counted per function version as EMF).
 - :mod:`module_kit.deploy_hooks`: the CodeDeploy pre/post-traffic hooks that smoke a new
   version with its function's smoke list (``modules/<name>/smoke.py``).
+- :mod:`module_kit.etag`: strong ETags of GET answers (``tagged_get``), made by the
+  module; the gateway passes them on and answers ``If-None-Match``.
+- :mod:`module_kit.metrics`: a module's metrics, one EMF line per event.
 
 The names below are importable from the package itself; each is loaded with its own file
 on first use, so ``import module_kit`` costs nothing and the gateway, which needs only
