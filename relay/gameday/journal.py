@@ -1,10 +1,12 @@
 """Reading a Chaos Toolkit journal: did the game day pass?
 
-``chaos run`` exits 0 even when the steady-state hypothesis deviated; chaostoolkit-lib's
-``run_experiment`` returns the journal and raises nothing either. A game day passes only
-when its journal says so: ``status`` completed, not ``deviated``, every method activity
-and rollback succeeded, and the load's summary (the ``finish-load`` activity's output)
-holds every applicable invariant.
+chaostoolkit-lib's ``run_experiment`` returns the journal and raises nothing when the
+steady-state hypothesis deviated or an action failed (``chaos run`` exits 1 on a
+deviation, unless ``--no-exit``; an action of the method that failed need not change the
+journal's status at all). A game day passes only when its journal says so: ``status``
+completed, not ``deviated``, every method activity and rollback succeeded, and the
+load's summary (the ``finish-load`` activity's output) holds every invariant that applies
+and is not expected to break.
 """
 
 from __future__ import annotations

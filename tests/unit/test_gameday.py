@@ -169,7 +169,7 @@ def test_a_completed_journal_within_its_hypothesis_passes():
     assert verdict.summary is not None and verdict.summary["calls"] == 5
 
 
-def test_a_deviated_journal_fails_though_chaos_run_would_exit_0():
+def test_a_deviated_journal_fails_though_run_experiment_raises_nothing():
     verdict = journal.read(a_journal(deviated=True))
     assert not verdict.ok
     assert "the steady-state hypothesis deviated" in verdict.problems
