@@ -40,6 +40,9 @@ DEFAULT_MAX_CALLS = 5000  # all threads together
 DEFAULT_CALL_TIMEOUT_SECONDS = 5.0  # no answer within this: failed
 DEFAULT_SETTLE_SECONDS = 60.0
 DUPLICATE_EVERY = 3  # the 1st, 4th, 7th ... answered event of a trip is delivered twice
+# A write answered 503 is sent again with its key after Retry-After, as the app does:
+WRITE_RETRIES = 2
+MAX_RETRY_WAIT_SECONDS = 5.0
 
 
 def trip_events(stops: int) -> list[tuple[str, int]]:
@@ -165,14 +168,27 @@ class SyntheticLoad:
         headers: dict[str, str],
         **kwargs: Any,
     ) -> httpx.Response | None:
-        """One request; recorded under ``function`` (None: set-up and checks, not counted)."""
+        """One request; recorded under ``function`` (None: set-up and checks, not counted).
+
+        A write with an ``Idempotency-Key`` answered 503 is sent again with the same key
+        after its ``Retry-After`` (at most :data:`WRITE_RETRIES` times), as the app does
+        (docs/mobile.md): the call is recorded once, with its last answer and its whole
+        time."""
         started = self.clock()
         response: httpx.Response | None = None
         error = ""
-        try:
-            response = client.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            error = type(exc).__name__
+        retries = WRITE_RETRIES if "idempotency-key" in headers else 0
+        while True:
+            try:
+                response = client.request(method, path, headers=headers, **kwargs)
+            except httpx.HTTPError as exc:
+                error = type(exc).__name__
+            if retries == 0 or response is None or response.status_code != 503:
+                break
+            retries -= 1
+            wait = _retry_after(response)
+            if wait is None or self._stop.wait(min(wait, MAX_RETRY_WAIT_SECONDS)):
+                break
         detail = ""
         if response is not None and response.status_code >= 300:
             error, detail = _problem(response)
@@ -612,6 +628,14 @@ class SyntheticLoad:
 def _identity(data: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two answers to one write the same write."""
     return (data.get("seq"), data.get("message_id"), data.get("pass_id"), data.get("load_id"))
+
+
+def _retry_after(r: httpx.Response) -> float | None:
+    """The answer's ``Retry-After`` in seconds (delta form), or None."""
+    try:
+        return max(0.0, float(r.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _problem(r: httpx.Response) -> tuple[str, str]:

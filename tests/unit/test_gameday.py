@@ -401,6 +401,24 @@ def test_a_duplicate_applied_again_is_caught(tmp_path):
     assert check.twice == ["L-1: version 3, 2 expected"]
 
 
+def test_a_write_answered_503_is_sent_again_with_its_key_after_retry_after(tmp_path):
+    # GIVEN a gateway whose first answer to each event is 503 + Retry-After: 0
+    inner, refused = FakeGateway(), set()
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        key = request.headers.get("idempotency-key")
+        if request.url.path.endswith("/events") and key not in refused:
+            refused.add(key)
+            return httpx.Response(503, json={"code": "unavailable"}, headers={"retry-after": "0"})
+        return inner(request)
+
+    # WHEN a driver reports one event (sent twice: the trip's first is duplicated)
+    load, check = drive(gateway, tmp_path, events=1)  # type: ignore[arg-type]
+    # THEN each call is recorded once, by its last answer, and applied once
+    assert [(c.function, c.status) for c in load.calls] == [(Function.EVENT_WRITE, 201)] * 2
+    assert (check.answered, check.applied, check.lost, check.twice) == (1, 1, [], [])
+
+
 def test_a_celled_modules_name_stands_for_each_of_its_cells(tmp_path):
     from relay.gameday.target import TargetError
     from relay.supervisor import ControlServer
