@@ -8,6 +8,7 @@ instead of each writing the loop again.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 
@@ -23,3 +24,20 @@ def query_items(table: Any, **query: Any) -> Iterator[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def kind_items(
+    table: Any, kind: str, *, newest_first: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The items of one ``kind`` (the hash key of the tables keyed ``kind`` + ``name``:
+    the routing controls and levers with their audit trail), read consistently, in the
+    range key's order or newest first, ``limit`` at the most."""
+    query: dict[str, Any] = {
+        "KeyConditionExpression": "kind = :k",
+        "ExpressionAttributeValues": {":k": kind},
+        "ConsistentRead": True,
+        "ScanIndexForward": not newest_first,
+    }
+    if limit is not None:
+        query["Limit"] = limit
+    return list(islice(query_items(table, **query), limit))

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway import aws_calls
 from gateway.levers.exceptions import LeverConflictError, LeverRefusedError
+from module_kit.pager import kind_items
 from shared_contracts.levers import KIND, Lever, LeverAudit
 
 AUDIT = "audit"
@@ -28,7 +29,7 @@ class LeverStore(aws_calls.DynamoTable):
     def load(self) -> list[Lever]:
         """Every lever item, active or not (the caller compares ``expires_at`` with its
         clock: the TTL deletes expired items lazily)."""
-        return [Lever.from_item(i) for i in self._query(KIND)]
+        return [Lever.from_item(i) for i in kind_items(self.table, KIND)]
 
     def get(self, lever_id: str) -> Lever | None:
         item = self.table.get_item(Key={"kind": KIND, "name": lever_id}, ConsistentRead=True).get(
@@ -114,7 +115,7 @@ class LeverStore(aws_calls.DynamoTable):
     def audit(self, limit: int = 50) -> list[LeverAudit]:
         """The newest changes first: the levers' and the regions' (``evacuate:region:<r>``)."""
         out = []
-        for i in self._query(AUDIT, newest_first=True, limit=limit):
+        for i in kind_items(self.table, AUDIT, newest_first=True, limit=limit):
             lever = i.get("lever") or f"evacuate:region:{i.get('region', '?')}"
             out.append(
                 LeverAudit(
@@ -126,20 +127,3 @@ class LeverStore(aws_calls.DynamoTable):
                 )
             )
         return out
-
-    def _query(self, kind: str, *, newest_first: bool = False, limit: int | None = None) -> list:
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "kind = :k",
-            "ExpressionAttributeValues": {":k": kind},
-            "ConsistentRead": True,
-            "ScanIndexForward": not newest_first,
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            if limit is not None:
-                kwargs["Limit"] = limit - len(items)
-            page = self.table.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page or (limit is not None and len(items) >= limit):
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -81,25 +81,15 @@ async def pull_lever(pull: LeverPull, request: Request, operator: Operator) -> L
 
 
 @router.delete("/levers/{lever_id:path}", status_code=204)
+@router.post("/levers/{lever_id:path}/release", status_code=204)
 async def release_lever(
     lever_id: LeverId,
     request: Request,
     operator: Operator,
     change: Annotated[LeverRelease | None, Body()] = None,
 ) -> Response:
-    """Let a lever go before it expires."""
-    await _release(request, lever_id, operator.sub, change)
-    return Response(status_code=204)
-
-
-@router.post("/levers/{lever_id:path}/release", status_code=204)
-async def release_lever_post(
-    lever_id: LeverId,
-    request: Request,
-    operator: Operator,
-    change: Annotated[LeverRelease | None, Body()] = None,
-) -> Response:
-    """The same as ``DELETE``, for clients that send no body with a DELETE."""
+    """Let a lever go before it expires (``POST .../release`` is the same, for clients
+    that send no body with a DELETE)."""
     await _release(request, lever_id, operator.sub, change)
     return Response(status_code=204)
 

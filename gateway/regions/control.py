@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from gateway import aws_calls
+from module_kit.pager import kind_items
 
 Action = Literal["evacuate", "restore"]
 REGION_NAME = r"^[a-z]{2}(-[a-z]+)+-\d$"
@@ -84,11 +85,11 @@ class RoutingControls(aws_calls.DynamoTable):
     AUDIT = "audit"
 
     def load(self) -> dict[str, RegionControl]:
-        return {c.region: c for c in (_control(i) for i in self._query(self.KIND))}
+        return {c.region: c for c in (_control(i) for i in kind_items(self.table, self.KIND))}
 
     def audit(self, limit: int = 50) -> list[AuditEntry]:
         """The newest changes first."""
-        items = self._query(self.AUDIT, newest_first=True, limit=limit)
+        items = kind_items(self.table, self.AUDIT, newest_first=True, limit=limit)
         return [
             AuditEntry(
                 at=i["at"], action=i["action"], region=i["region"], who=i["who"], why=i["why"]
@@ -193,23 +194,6 @@ class RoutingControls(aws_calls.DynamoTable):
                 "ExpressionAttributeValues": {":t": True},
             }
         }
-
-    def _query(self, kind: str, *, newest_first: bool = False, limit: int | None = None) -> list:
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "kind = :k",
-            "ExpressionAttributeValues": {":k": kind},
-            "ConsistentRead": True,
-            "ScanIndexForward": not newest_first,
-        }
-        items: list[dict[str, Any]] = []
-        while True:
-            if limit is not None:
-                kwargs["Limit"] = limit - len(items)
-            page = self.table.query(**kwargs)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page or (limit is not None and len(items) >= limit):
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _expect_revision(revision: int) -> dict[str, Any]:
