@@ -187,8 +187,10 @@ class SyntheticLoad:
                 break
             retries -= 1
             wait = _retry_after(response)
-            if wait is None or self._stop.wait(min(wait, MAX_RETRY_WAIT_SECONDS)):
+            if wait is None:
                 break
+            # not cut short when the load stops: a write the app was told to retry is retried
+            time.sleep(min(wait, MAX_RETRY_WAIT_SECONDS))
         detail = ""
         if response is not None and response.status_code >= 300:
             error, detail = _problem(response)
