@@ -32,7 +32,10 @@ from its own fraction (``shed_at``), in this order: ``optional`` (routes with
 ``deferrable`` (message), ``degradable`` (navigate), and ``critical`` (loads, gatepass)
 only at the hard limit, 1.0. A route's tier is its module's unless the route table
 overrides it (``shed_tier``). Hysteresis: a tier being shed stays shed until pressure
-falls below ``resume_below`` of its threshold, so it does not flap on every request.
+has stayed below ``resume_below`` of its threshold for ``hold_seconds``, so it does not
+flap: let back in at the first quiet moment, a shed tier's waiting clients return at once
+and the queue is back before the next probe (a second's hold, as Envoy's overload
+actions and CoDel's interval hold a decision, keeps the loop clear for critical work).
 
 A shed request is answered at once by :class:`ShedLoad`, right after ``MatchRoute`` and
 before authentication (a shed costs a dict lookup, a comparison and one prebuilt answer):
@@ -92,8 +95,10 @@ DEFAULT_SHED_AT: Mapping[str, float] = MappingProxyType(
         "critical": config.DEFAULT_SHED_AT_CRITICAL,
     }
 )
-# A shed tier is admitted again below this share of its threshold (hysteresis).
+# A shed tier is admitted again once pressure has stayed below this share of its
+# threshold for this long (hysteresis).
 DEFAULT_RESUME_BELOW = 0.5
+DEFAULT_HOLD_SECONDS = 1.0
 DEFAULT_PROBE_INTERVAL_SECONDS = 0.02
 DEFAULT_PROBE_WINDOW = 5  # probes: ~100 ms (CoDel's interval)
 # Requests a second below which the loop's lag is not this process's own queue (one
@@ -113,6 +118,7 @@ class ShedConfig:
     max_delay_ms: float = DEFAULT_MAX_DELAY_MS
     shed_at: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SHED_AT))
     resume_below: float = DEFAULT_RESUME_BELOW
+    hold_seconds: float = DEFAULT_HOLD_SECONDS
     probe_interval_seconds: float = DEFAULT_PROBE_INTERVAL_SECONDS
     probe_window: int = DEFAULT_PROBE_WINDOW
     min_rate_for_delay: float = DEFAULT_MIN_RATE_FOR_DELAY
@@ -135,6 +141,8 @@ class ShedConfig:
                 f"shed_at must not shed a tier before a less important one ({', '.join(TIERS)}"
                 f" in order): {dict(self.shed_at)}"
             )
+        if self.hold_seconds < 0:
+            raise ValueError(f"hold_seconds must not be negative, not {self.hold_seconds}")
         if not 0 < self.resume_below <= 1:
             raise ValueError(f"resume_below must be in (0, 1], not {self.resume_below}")
         if self.probe_interval_seconds <= 0 or self.probe_window < 1:
@@ -186,6 +194,7 @@ class Shedder:
         self.delay_ms = 0.0
         self.shed: Counter[str] = Counter()
         self.shedding: set[str] = set()  # tiers shed by load now (hysteresis state)
+        self._calm_since: dict[str, float] = {}  # shed tier -> since when below its resume
         self._lags: deque[float] = deque(maxlen=self.config.probe_window)
         self._task: asyncio.Task[None] | None = None
         cfg = self.config
@@ -211,10 +220,16 @@ class Shedder:
         start, resume = self._limits[tier]
         if tier in self.shedding:
             if pressure >= resume:
-                self.shed[tier] += 1
-                return False
-            self.shedding.discard(tier)
-            return True
+                self._calm_since.pop(tier, None)
+            else:
+                now = self.clock()
+                calm_since = self._calm_since.setdefault(tier, now)
+                if now - calm_since >= self.config.hold_seconds:
+                    self.shedding.discard(tier)
+                    del self._calm_since[tier]
+                    return True
+            self.shed[tier] += 1
+            return False
         if pressure >= start:
             self.shedding.add(tier)
             self.shed[tier] += 1

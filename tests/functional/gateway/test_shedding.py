@@ -55,6 +55,8 @@ async def test_held_requests_make_a_deferrable_request_shed_while_a_critical_one
         routes=RouteTable.load(settings.routes_file, env=UPSTREAMS),
     )
     driver = bearer(Role.DRIVER)
+    now = [0.0]
+    app.state.shedder.clock = lambda: now[0]  # the hold before a shed tier is let back in
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway.test", timeout=5
     ) as client:
@@ -76,10 +78,14 @@ async def test_held_requests_make_a_deferrable_request_shed_while_a_critical_one
         assert "GET /loads" in upstream.seen
         assert app.state.shedder.shed == {"deferrable": 1}
 
-        # and once the held requests are answered, messages are forwarded again
+        # and once the held requests are answered, messages are forwarded again after a
+        # calm second (the hold: shed at once in the meantime)
         upstream.release.set()
         assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200, 200]
         assert app.state.shedder.in_flight == 0
+        held_back = await client.post("/message", json={"body": "running late"}, headers=driver)
+        assert held_back.status_code == 503
+        now[0] += app.state.shedder.config.hold_seconds
         again = await client.post("/message", json={"body": "running late"}, headers=driver)
         assert again.status_code == 201
         assert "POST /message" in upstream.seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -28,6 +29,7 @@ CONFIG = ShedConfig(
     max_delay_ms=100.0,
     shed_at={"optional": 0.1, "deferrable": 0.2, "degradable": 0.4, "critical": 1.0},
     resume_below=0.5,
+    hold_seconds=0.0,
     probe_window=5,
 )
 
@@ -82,6 +84,25 @@ def test_one_late_probe_is_not_a_standing_queue_and_several_are():
         shedder.observe_lag(150.0)  # the window is now 300, 200, 150, 150, 150
     assert shedder.delay_ms == pytest.approx(162.5)
     assert admitted(shedder) == []  # past the hard limit: critical too
+
+
+def test_a_shed_tier_is_let_back_in_only_after_a_calm_second():
+    now = [0.0]
+    shedder = Shedder(replace(CONFIG, hold_seconds=1.0), clock=lambda: now[0])
+    shedder.in_flight = 20
+    assert not shedder.admit("deferrable")  # 0.2: shed from here
+    shedder.in_flight = 5  # calm (below 0.1) from now on
+    assert not shedder.admit("deferrable")
+    now[0] = 0.9
+    assert not shedder.admit("deferrable")  # calm for 0.9 s: still held
+    shedder.in_flight = 15  # not calm again: the hold starts over
+    assert not shedder.admit("deferrable")
+    shedder.in_flight = 5
+    now[0] = 1.5
+    assert not shedder.admit("deferrable")
+    now[0] = 2.5
+    assert shedder.admit("deferrable")  # a whole second below 0.1
+    assert shedder.shedding == set() and shedder.shed["deferrable"] == 5
 
 
 def test_pressure_is_the_fuller_signal():
