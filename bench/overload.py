@@ -383,22 +383,26 @@ def cost_reading(o: dict[str, Any]) -> list[str]:
         f"(the capacity run), a shed request ~{shed_us:,.0f} us (the shedding rounds' CPU "
         f"less their forwards', over the requests shed; median of {len(estimates)}), "
         f"{100 * share:.0f}% of a forward. The pipeline's own steps up to `ShedLoad` take "
-        f"{o.get('step_us', 0):.1f} us of it (in-process, every tier forced shed): the rest "
-        "is the HTTP server's per-request work (the parse, the ASGI cycle and its task, the "
-        "socket write), which a step inside the app cannot skip. With the critical route at "
+        f"{o.get('step_us', 0):.1f} us when a request is shed there (in-process, every tier "
+        "forced shed); while a tier is being shed the gateway's server refuses it before "
+        "any of that (`EarlyShed`: no task, no ASGI cycle), and what a shed costs is then "
+        "the HTTP parse of its head and the socket's read and write. With the critical "
+        "route at "
         f"{100 * critical:.0f}% of the capacity and everything else shed, the offer of "
         f"{OFFERED:g}x would still need {100 * need:.0f}% of the process: "
         + (
             "the process stays saturated however the tiers are chosen, and every answer, "
             "the critical ones and the 503s alike, waits in the same event loop. What would "
-            "move it: refusing before the ASGI cycle (in the edge server's protocol, on the "
-            "request line), or in front of the process (the balancer's per-route limits), or "
+            "move it: refusing in front of the process (the balancer's per-route limits), or "
             "more processes (`relay dev --gateways N`): shedding inside one process only "
             "holds while a shed costs less than (1 - critical share) / (offer - critical "
             "share) of a forward."
             if need >= 1
             else "below its capacity, so the critical route's latency is bounded by how "
-            "early the tiers are shed."
+            "early the tiers are shed, and by the bursts in which a closed-loop client's "
+            "hundreds of connections send again: a critical request read in the same turn of "
+            "the event loop as a hundred shed ones waits for their answers (a few ms at "
+            "~40 us each)."
         ),
         "",
     ]

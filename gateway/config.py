@@ -44,15 +44,17 @@ LOCAL_STAGES = {"local", "test"}
 # Load shedding (gateway.edge.shedding, docs/resilience.md "Load shedding"): one process's
 # hard limits (requests in flight, the event loop's standing lag), where critical requests
 # are shed, and the fraction of them from which each other tier is: by default optional
-# from 40 in flight or 2 ms of standing lag, deferrable from 80 or 4 ms, degradable from
-# 160 or 8 ms, critical at 2,000 or 100 ms. Low: a critical forward takes well under a
+# from 20 in flight or 1 ms of standing lag, deferrable from 40 or 2 ms, degradable from
+# 60 or 3 ms, critical at 2,000 or 100 ms. Low: a critical forward takes well under a
 # millisecond of CPU, so a standing queue of a few ms already multiplies its latency (the
-# lag counts only at 500 requests a second or more: gateway.edge.shedding).
+# lag counts only at 500 requests a second or more: gateway.edge.shedding), and every
+# tier below critical has an answer of its own meanwhile (the app retries, queues or
+# shows static directions).
 DEFAULT_SHED_MAX_IN_FLIGHT = 2000
 DEFAULT_SHED_MAX_DELAY_MS = 100.0
-DEFAULT_SHED_AT_OPTIONAL = 0.02
-DEFAULT_SHED_AT_DEFERRABLE = 0.04
-DEFAULT_SHED_AT_DEGRADABLE = 0.08
+DEFAULT_SHED_AT_OPTIONAL = 0.01
+DEFAULT_SHED_AT_DEFERRABLE = 0.02
+DEFAULT_SHED_AT_DEGRADABLE = 0.03
 DEFAULT_SHED_AT_CRITICAL = 1.0
 DEFAULT_SHED_RETRY_AFTER_SECONDS = 1
 
