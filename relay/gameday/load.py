@@ -41,7 +41,7 @@ DEFAULT_CALL_TIMEOUT_SECONDS = 5.0  # no answer within this: failed
 DEFAULT_SETTLE_SECONDS = 60.0
 DUPLICATE_EVERY = 3  # the 1st, 4th, 7th ... answered event of a trip is delivered twice
 # A write answered 503 is sent again with its key after Retry-After, as the app does:
-WRITE_RETRIES = 2
+WRITE_RETRIES = 4
 MAX_RETRY_WAIT_SECONDS = 5.0
 
 

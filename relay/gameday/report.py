@@ -130,7 +130,7 @@ def markdown(verdicts: Sequence[Verdict], run: Run, chart: str | None) -> str:
         "share of them. *live*: answered by the module; *degraded*: answered by the gateway "
         "for it (`Relay-Degraded`, or 202 queued); *failed*: 5xx, no answer in 5 s, or an "
         "answer the app cannot use. A write answered 503 is sent again with its "
-        "Idempotency-Key after its Retry-After, up to twice, as the app does "
+        "Idempotency-Key after its Retry-After, up to four times, as the app does "
         "(docs/mobile.md); it counts once, by its last answer.",
         "",
         matrix(verdicts),

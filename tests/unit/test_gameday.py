@@ -93,9 +93,14 @@ def test_isolation_allows_writes_queued_behind_the_drivers_pending_ones_only():
     queued = tallies(loads_read=[None], message=[200, 202, 202], navigate=[200])
     inv = invariants.isolation(queued, ["loads"])
     assert inv.passed and "2 writes queued" in inv.detail
-    # a degraded read or a failure of another module breaks it
-    assert not invariants.isolation(tallies(navigate=[200, 250]), ["loads"]).passed
-    assert not invariants.isolation(tallies(gatepass=[200, 503]), ["loads"]).passed
+    # a failure of another module breaks it, and so do degraded answers past the slack
+    assert not invariants.isolation(tallies(gatepass=[200] * 40 + [503]), ["loads"]).passed
+    assert not invariants.isolation(tallies(navigate=[200, 250, 250]), ["loads"]).passed
+    # one degraded answer in 40 (a slow call on a busy host) is within it, and said
+    within = invariants.isolation(tallies(navigate=[200] * 39 + [250]), ["loads"])
+    assert within.passed and "degraded within the slack: navigate 1/40" in within.detail
+    assert invariants.isolation(tallies(navigate=[200] * 17 + [250]), ["loads"]).passed  # one
+    assert not invariants.isolation(tallies(navigate=[200] * 38 + [250] * 3), ["loads"]).passed
     # the faulted module's own functions do not count; the emulator reaches every module
     assert invariants.isolation(tallies(loads_read=[None, 250]), ["loads"]).passed
     assert not invariants.isolation(tallies(navigate=[None]), ["*"]).applicable
