@@ -239,7 +239,8 @@ def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str
         "Rate limited: retry after `Retry-After` seconds.", {"Retry-After": RETRY_AFTER}
     )
     responses["503"] = _problem(
-        "The module is unavailable and no fallback could answer: retry after "
+        "The module is unavailable and no fallback could answer (`unavailable`), or the "
+        "gateway is overloaded and sheds this operation's tier (`overloaded`): retry after "
         "`Retry-After` seconds.",
         {"Retry-After": RETRY_AFTER},
     )
