@@ -5,8 +5,9 @@
 - ``fallback`` a module (``loads``) or one cell of a celled module (``loads/cell-1``). Rule
   ``critical-route-without-fallback``: a critical module is forced onto its fallbacks only
   when every one of its routes names one; a route that names none would answer nothing
-  but 503 for as long as the lever holds, a critical function switched off by hand. Rule ``every-cell``: the last cell of a celled module not
-  yet on a fallback lever is refused; all cells at once is the whole module, which is one
+  but 503 for as long as the lever holds, a critical function switched off by hand.
+  Rule ``every-cell``: the last cell of a celled module not yet on a fallback lever is
+  refused; all cells at once is the whole module, which is one
   lever (``fallback:loads``), judged by the module's rule and read as what it is in the
   audit, never assembled cell by cell (cells exist so one lever reaches one cell's drivers).
 - ``pause`` ``notifications``: its worker keeps its messages queued until released.
