@@ -11,12 +11,11 @@ released lever keeps its item (``released``) until the table's TTL removes it af
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway import aws_calls
 from gateway.levers.exceptions import LeverConflictError, LeverRefusedError
+from gateway.regions.control import CHECK_FAILED, audit_put, transact
 from module_kit.pager import kind_items
 from shared_contracts.levers import KIND, Lever, LeverAudit
 
@@ -50,7 +49,6 @@ class LeverStore(aws_calls.DynamoTable):
         transaction; :class:`LeverConflictError` if the lever changed since ``before``.
         ``inactive``: a lever that must not be in force at the write (a safety rule's half
         inside the transaction), else :class:`LeverRefusedError` (rule ``every-cell``)."""
-        iso = datetime.fromtimestamp(at, UTC).isoformat()
         who, why = (
             (lever.released_by, lever.released_why) if lever.released else (lever.who, lever.why)
         )
@@ -68,35 +66,18 @@ class LeverStore(aws_calls.DynamoTable):
         items = [
             *checks,
             {"Put": {"TableName": self.table_name, "Item": lever.item(), **condition}},
-            {
-                "Put": {
-                    "TableName": self.table_name,
-                    "Item": {
-                        "kind": AUDIT,
-                        "name": f"{iso}#{uuid.uuid4().hex[:8]}",
-                        "at": iso,
-                        "action": action,
-                        "lever": lever.lever_id,
-                        # The routing controls' trail names what moved "region": one trail.
-                        "region": lever.lever_id,
-                        "who": who,
-                        "why": why,
-                    },
-                }
-            },
+            # The routing controls' trail names what moved "region": one trail.
+            audit_put(self.table_name, at, action, lever.lever_id, who, why, lever=lever.lever_id),
         ]
-        client = self.table.meta.client  # the resource's: it takes Python values
-        try:
-            client.transact_write_items(TransactItems=items)
-        except client.exceptions.TransactionCanceledException as exc:
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if checks and reasons and reasons[0] == "ConditionalCheckFailed":
-                raise LeverRefusedError(
-                    "every-cell",
-                    f"{inactive} was pulled meanwhile, so {lever.lever_id} could put every "
-                    "cell on its fallback: read the levers again",
-                ) from None
-            raise LeverConflictError(f"lever {lever.lever_id} changed meanwhile") from None
+        failed = transact(self.table, items)
+        if failed is not None and checks and failed == CHECK_FAILED:
+            raise LeverRefusedError(
+                "every-cell",
+                f"{inactive} was pulled meanwhile, so {lever.lever_id} could put every "
+                "cell on its fallback: read the levers again",
+            )
+        if failed is not None:
+            raise LeverConflictError(f"lever {lever.lever_id} changed meanwhile")
         return lever
 
     def _not_in_force(self, lever_id: str, at: float) -> dict[str, Any]:

@@ -145,7 +145,6 @@ class RoutingControls(aws_calls.DynamoTable):
             reason=why,
             updated_at=at,
         )
-        iso = datetime.fromtimestamp(at, UTC).isoformat()
         items = [
             *checks,
             {
@@ -155,32 +154,16 @@ class RoutingControls(aws_calls.DynamoTable):
                     **_expect_revision(current.revision),
                 }
             },
-            {
-                "Put": {
-                    "TableName": self.table_name,
-                    "Item": {
-                        "kind": self.AUDIT,
-                        "name": f"{iso}#{uuid.uuid4().hex[:8]}",
-                        "at": iso,
-                        "action": action,
-                        "region": region,
-                        "who": who,
-                        "why": why,
-                    },
-                }
-            },
+            audit_put(self.table_name, at, action, region, who, why),
         ]
-        client = self.table.meta.client  # the resource's: it takes Python values
-        try:
-            client.transact_write_items(TransactItems=items)
-        except client.exceptions.TransactionCanceledException as exc:
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if checks and reasons and reasons[0] == "ConditionalCheckFailed":
-                raise SafetyRuleError(
-                    f"evacuating {region} would leave no region serving: "
-                    "another region was evacuated meanwhile"
-                ) from None
-            raise ControlConflict(f"the routing control of {region} changed meanwhile") from None
+        failed = transact(self.table, items)
+        if failed is not None and checks and failed == CHECK_FAILED:
+            raise SafetyRuleError(
+                f"evacuating {region} would leave no region serving: "
+                "another region was evacuated meanwhile"
+            )
+        if failed is not None:
+            raise ControlConflict(f"the routing control of {region} changed meanwhile")
         return changed
 
     def _still_serving(self, other: RegionControl) -> dict[str, Any]:
@@ -194,6 +177,41 @@ class RoutingControls(aws_calls.DynamoTable):
                 "ExpressionAttributeValues": {":t": True},
             }
         }
+
+
+CHECK_FAILED = "ConditionalCheckFailed"
+
+
+def audit_put(
+    table_name: str, at: float, action: str, region: str, who: str, why: str, **more: Any
+) -> dict[str, Any]:
+    """A transaction's Put of one audit item (``kind = "audit"``) of the routing-control
+    table's trail: the region controls' changes and the levers' (``more``: their fields)."""
+    iso = datetime.fromtimestamp(at, UTC).isoformat()
+    item = {
+        "kind": "audit",
+        "name": f"{iso}#{uuid.uuid4().hex[:8]}",
+        "at": iso,
+        "action": action,
+        "region": region,
+        **more,
+        "who": who,
+        "why": why,
+    }
+    return {"Put": {"TableName": table_name, "Item": item}}
+
+
+def transact(table: Any, items: list[dict[str, Any]]) -> str | None:
+    """Write ``items`` in one transaction (through ``table``'s client, which takes Python
+    values); None when it went through, else why its first item was refused
+    (``CHECK_FAILED`` for a failed condition)."""
+    client = table.meta.client
+    try:
+        client.transact_write_items(TransactItems=items)
+    except client.exceptions.TransactionCanceledException as exc:
+        reasons = exc.response.get("CancellationReasons") or [{}]
+        return str(reasons[0].get("Code") or "TransactionCanceled")
+    return None
 
 
 def _expect_revision(revision: int) -> dict[str, Any]:
