@@ -53,12 +53,6 @@ from tests.contracts.message_pacts import (
 from tests.contracts.pacts import EXAMPLE_TIME
 from tests.modules.notifications.conftest import sqs_event
 
-
-@pytest.fixture(autouse=True)
-def _no_tracking(monkeypatch):
-    monkeypatch.setenv("PACT_DO_NOT_TRACK", "true")  # Pact's usage statistics: loopback only
-
-
 # --- the examples: documents as their providers write them ----------------------------------
 
 

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import boto3
-import pytest
 
 from module_kit.metrics import ModuleMetrics
 from modules.gatepass.config import GatepassSettings
@@ -43,11 +42,6 @@ from tests.contracts.message_pacts import (
     item_message,
     verify_messages,
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_tracking(monkeypatch):
-    monkeypatch.setenv("PACT_DO_NOT_TRACK", "true")  # Pact's usage statistics: loopback only
 
 
 def quiet(module: str) -> ModuleMetrics:
