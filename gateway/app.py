@@ -24,6 +24,7 @@ from gateway.config import GatewaySettings
 from gateway.deferred import tracking
 from gateway.deferred.ledger import DeferredLedger
 from gateway.deferred.queue import DeferredQueue, DeferredWrites
+from gateway.edge.appversion import AppVersions, warn_past_sunset
 from gateway.edge.clientaddr import ClientAddress
 from gateway.edge.shedding import EarlyShed, Shedder, shed_config
 from gateway.fallbackstore.store import FallbackStore
@@ -379,6 +380,10 @@ def create_app(
         levers=lambda: getattr(app.state, "levers", None),
     )
     app.state.metrics_registry = metrics_registry(app.state.metrics)
+    # The oldest app each route serves, deprecated operations, requests by app version
+    app_versions = AppVersions(table, metrics)
+    warn_past_sunset(app_versions, wall_clock)
+    app.state.app_versions = app_versions
 
     @app.get("/healthz", include_in_schema=False)
     async def health() -> dict[str, str]:
@@ -403,6 +408,7 @@ def create_app(
         region=settings.aws_region,
         metrics=metrics,
         shedder=shedder,
+        app_versions=app_versions,
     )
     forward = Forward(forwarder, access_log=settings.access_log, metrics=metrics)
     early = EarlyShed(

@@ -5,7 +5,7 @@ middleware shape, without its ``Request``/``Response`` objects on the way in: fo
 the hot path). :func:`gateway_steps` lists them, :func:`build_pipeline` composes them:
 
     RequestGuard -> LocalRoutes -> ProblemAnswers -> PathGuard -> MatchRoute
-        -> ShedLoad -> Authenticate -> Authorize -> RateLimit -> Forward
+        -> ShedLoad -> CheckAppVersion -> Authenticate -> Authorize -> RateLimit -> Forward
 
 - ``RequestGuard`` (``http``): request id in and out (and the gateway's region out), header
   limits, body cap, JSON bodies;
@@ -18,6 +18,10 @@ the hot path). :func:`gateway_steps` lists them, :func:`build_pipeline` composes
 - ``ShedLoad``: near the process's capacity, the route's tier is shed (least important
   first) with a prebuilt 503 ``overloaded``, before any other work; admitted requests are
   counted in flight (``gateway.edge.shedding``; the gateway's own routes never get here);
+- ``CheckAppVersion``: the app's version (``Relay-App-Version`` or its User-Agent) against
+  the route's minimum (426 ``upgrade-required``; malformed: 400), counted by version; a
+  deprecated operation's answers get ``Deprecation``, ``Sunset`` and ``Link``
+  (``gateway.edge.appversion``);
 - ``Authenticate``: the bearer token's identity, where the route needs one;
 - ``Authorize``: the identity's role is one the route allows;
 - ``RateLimit``: per caller (or per client address on public routes) and route;
@@ -32,7 +36,7 @@ Inside ``Forward``, in order (each one small unit; the list is
         -> transport -> fallback (when the module gave no answer)
 
 Steps pass what they learn to later ones in ``scope["state"]`` (``route``, ``headers``,
-``identity``).
+``identity``, ``answer_headers``: headers every answer gets, a problem answer too).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.edge.appversion import AppVersions, CheckAppVersion
 from gateway.edge.clientaddr import ClientAddress
 from gateway.edge.shedding import Shedder, ShedLoad
 from gateway.forwarding.conditional import conditional_get
@@ -143,6 +148,9 @@ class ProblemAnswers:
             if handler is None:
                 raise
             response = await handler(Request(scope, receive), exc)
+            extra = scope["state"].get("answer_headers")
+            if extra:  # e.g. a deprecated operation's Deprecation, Sunset and Link
+                response.raw_headers.extend(extra)
             if self.metrics is not None and not scope["state"].get("metered"):
                 # refused before the forward (no route, auth, limits): counted here
                 route: Route | None = scope["state"].get("route")
@@ -203,8 +211,8 @@ class MatchRoute:
 class Authenticate:
     """The caller's identity from the bearer token (``scope["state"]["identity"]``; None on
     a public route). No token, or a bad one: 401. The request's headers are read into a
-    dict here, once (``scope["state"]["headers"]``; ASGI names are lower case), for the
-    token and for ``Forward``."""
+    dict once (``scope["state"]["headers"]``; ASGI names are lower case), for the token and
+    for ``Forward``: here, unless ``CheckAppVersion`` did."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self.app = app
@@ -212,7 +220,9 @@ class Authenticate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["state"]
-        hdrs = state["headers"] = dict(scope["headers"])
+        hdrs = state.get("headers")
+        if hdrs is None:
+            hdrs = state["headers"] = dict(scope["headers"])
         identity = None
         if state["route"].auth == "required":
             authorization = hdrs.get(b"authorization")
@@ -344,10 +354,12 @@ def gateway_steps(
     region: str | None = None,
     metrics: RequestMetrics | None = None,
     shedder: Shedder | None = None,
+    app_versions: AppVersions | None = None,
 ) -> list[Step]:
     """The steps before :class:`Forward`, in request order. Every answer says which
     region's gateway gave it (``relay-region``), as every answer carries its request id.
-    ``shedder``: load shedding right after the route is known (none without one)."""
+    ``shedder``: load shedding right after the route is known (none without one);
+    ``app_versions``: the app version check after it (none without one)."""
     return [
         partial(
             http.RequestGuard,
@@ -364,6 +376,7 @@ def gateway_steps(
             if shedder is not None
             else []
         ),
+        *([partial(CheckAppVersion, versions=app_versions)] if app_versions is not None else []),
         partial(Authenticate, authenticator=authenticator),
         Authorize,
         partial(RateLimit, limiter=limiter, limits=limits, client_address=client_address),

@@ -30,6 +30,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from gateway.edge import appversion
+from gateway.edge.appversion import AppConfig
 from gateway.routing.routes import Route, RouteTable
 from relay.paths import shown
 from shared_contracts import headers
@@ -61,7 +63,13 @@ accepted for later (202) while their module is down.
 
 The lists the app polls (and their items) answer with a strong `ETag`: send it back as
 `If-None-Match` and an unchanged answer is a 304 without a body, live or degraded alike
-(a degraded answer has its own tag, and its 304 carries `Relay-Degraded`)."""
+(a degraded answer has its own tag, and its 304 carries `Relay-Degraded`).
+
+The app says its version in `Relay-App-Version` (e.g. `5.2.0`; or in its User-Agent,
+`RelayApp/5.2.0`). An app older than the oldest one an operation serves gets 426
+`upgrade-required` (update the app from its store); a request without a version is served.
+A deprecated operation (`deprecated: true`) answers with `Deprecation`, `Sunset` and
+`Link: <...>; rel="deprecation"`."""
 
 
 def _header(description: str, schema_type: str = "string") -> dict[str, Any]:
@@ -84,6 +92,17 @@ IF_NONE_MATCH = {
     "description": "The ETag(s) of the answer the app holds (a list, or `*`; `W/` tags "
     "compare weakly): when the answer would be the same, 304 without a body.",
     "schema": {"type": "string"},
+}
+
+
+APP_VERSION = {
+    "name": appversion.HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The app's version, MAJOR.MINOR.PATCH (e.g. `5.2.0`); the app sends it on "
+    "every request (or `RelayApp/<version>` in its User-Agent). An older app than the "
+    "operation serves gets 426; without it the request is served.",
+    "schema": {"type": "string", "pattern": appversion.VERSION_PATTERN},
 }
 
 
@@ -149,11 +168,13 @@ def build_document(routes: RouteTable | None = None) -> dict[str, Any]:
                 continue  # not reachable through the gateway
             for method, op in item.items():
                 if method in METHODS:
-                    paths.setdefault(path, {})[method] = _operation(op, method, route)
+                    op = _app_versions(_operation(op, method, route), method, route, table.app)
+                    paths.setdefault(path, {})[method] = op
         _merge(schemas, doc.get("components", {}).get("schemas", {}), module)
     _merge(schemas, _contract_schemas(Problem, DeferredAccepted), "shared_contracts")
     _add_gateway_routes(paths, schemas)
     _check_operation_ids(paths)
+    _check_deprecations(table, paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": version(), "description": DESCRIPTION},
@@ -274,6 +295,56 @@ def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str
         notes.append(_conditional(responses, degraded=fallback is not None))
     op["description"] = "\n\n".join(notes)
     return op
+
+
+def _app_versions(op: dict[str, Any], method: str, route: Route, app: AppConfig) -> dict[str, Any]:
+    """What the gateway's app version check adds to an operation it forwards: the
+    ``Relay-App-Version`` parameter, the 426 (and 400) it answers, and ``deprecated``."""
+    op["parameters"] = [
+        p
+        for p in op.get("parameters", [])
+        if not (p.get("in") == "header" and p.get("name", "").lower() == "relay-app-version")
+    ] + [copy.deepcopy(APP_VERSION)]
+    responses = op["responses"]
+    minimum = route.min_app_version or app.min_version
+    if minimum is not None:
+        responses["426"] = _problem(
+            f"The app is older than {minimum}, the oldest this operation serves "
+            f"(`upgrade-required`): update the app from its store. `{appversion.HEADER}` "
+            "missing is served.",
+            {appversion.MIN_VERSION_HEADER: _header("The oldest app version served.")},
+        )
+    responses.setdefault(
+        "400", _problem(f"Malformed `{appversion.HEADER}` (`invalid-app-version`).")
+    )
+    deprecation = route.deprecated.get(method.upper())
+    if deprecation is not None:
+        op["deprecated"] = True
+        sunset = f", sunset {deprecation.sunset}" if deprecation.sunset else ""
+        op["description"] = "\n\n".join(
+            filter(
+                None,
+                [
+                    op.get("description"),
+                    f"Deprecated since {deprecation.since}{sunset}: every answer carries "
+                    f"`Deprecation`, `Sunset` and `Link` ({deprecation.link}).",
+                ],
+            )
+        )
+    return op
+
+
+def _check_deprecations(table: RouteTable, paths: dict[str, dict[str, Any]]) -> None:
+    """Every deprecated method of the route table names an operation a module serves."""
+    for route in table.routes:
+        for method in route.deprecated:
+            if not any(
+                method.lower() in item and route.matches(path) and table.match(path) is route
+                for path, item in paths.items()
+            ):
+                raise OpenAPIBuildError(
+                    f"route {route.prefix} deprecates {method}, which no operation under it has"
+                )
 
 
 def _conditional(responses: dict[str, Any], *, degraded: bool) -> str:

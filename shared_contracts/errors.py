@@ -135,6 +135,19 @@ class OverloadedError(UnavailableError):
         super().__init__(detail, retry_after=retry_after, **kw)
 
 
+class InvalidAppVersionError(BadRequestError):
+    """``Relay-App-Version`` (or the ``RelayApp/`` version in User-Agent) is malformed."""
+
+    code, title = "invalid-app-version", "Invalid app version"
+
+
+class UpgradeRequiredError(ProblemError):
+    """The app is older than the oldest one the operation serves: the detail names that
+    minimum (also in ``Relay-App-Min-Version``) and says to update the app from its store."""
+
+    status, code, title = 426, "upgrade-required", "App update required"
+
+
 class UpstreamTimeoutError(ProblemError):
     status, code, title = 504, "upstream-timeout", "Upstream did not answer in time"
 

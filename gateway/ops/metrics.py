@@ -46,6 +46,8 @@ OUTCOME_FAILED = "failed"  # a 5xx of the gateway's own (an unexpected error)
 OUTCOME_SHED = "shed"  # refused by load shedding before anything else ran
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _BREAKER_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
+# Requests by app version (gateway.edge.appversion); "_total" is added when exposed.
+APP_VERSION_METRIC = "relay_gateway_requests_by_app_version"
 # What a degraded answer of these routes stands for in the critical input/output metrics.
 LOADS_ROUTE = "/loads"
 VERIFY_ROUTE = "/gatepass/verify"
@@ -66,6 +68,10 @@ class RequestMetrics:
         self.latency: dict[tuple[str, str], list[float]] = {}
         # the newest request: (module, outcome, seconds); in Lambda, the invocation's own
         self.last: tuple[str, str, float] | None = None
+        # app version label ("5.2", "none", "invalid", "older-than-min", "other") -> requests,
+        # counted by gateway.edge.appversion; and the newest request's, for Lambda's EMF
+        self.app_versions: dict[str, int] = {}
+        self.last_app_version: str | None = None
 
     def record(
         self, module: str, unit: str, route: str, outcome: str, status: int, seconds: float
@@ -169,6 +175,15 @@ class GatewayCollector(Collector):
                 buckets.append((_le(bound), cumulative))
             latency.add_metric((module, outcome), buckets, series[-1])
         yield latency
+        by_version = CounterMetricFamily(
+            APP_VERSION_METRIC,
+            "Requests to the mobile API by the caller's app version: major.minor, none (no "
+            "version sent), invalid (400), older-than-min (426), other (past the first 32).",
+            labels=("app_version",),
+        )
+        for label, count in sorted(self.requests.app_versions.items()):
+            by_version.add_metric((label,), count)
+        yield by_version
 
     def _upstreams(self) -> Iterator[Any]:
         state = GaugeMetricFamily(
@@ -280,3 +295,11 @@ def emit_last(metrics: RequestMetrics, service: str = "gateway") -> None:
     emf.add_metric("relay_gateway_requests_total", MetricUnit.Count, 1)
     emf.add_metric("relay_gateway_request_duration_seconds", MetricUnit.Seconds, seconds)
     emf.flush_metrics()
+    label, metrics.last_app_version = metrics.last_app_version, None
+    if label is not None:  # its own line: its dimension is not the requests' alarms' set
+        by_version = Metrics(
+            provider=AmazonCloudWatchEMFProvider(namespace=NAMESPACE, service=service)
+        )
+        by_version.add_dimension("app_version", label)
+        by_version.add_metric(APP_VERSION_METRIC + "_total", MetricUnit.Count, 1)
+        by_version.flush_metrics()

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.edge.appversion import AppConfig, Deprecation, check_version_field, parse_version
 from gateway.resilience.breaker import BreakerConfig
 from gateway.resilience.bulkhead import BulkheadConfig
 from gateway.resilience.retry import BudgetConfig, RetryConfig
@@ -141,6 +142,17 @@ class Route(_Strict):
     # The tier load shedding gives the route's requests (gateway.edge.shedding), when it is
     # not its module's: e.g. "optional" for traffic no driver waits on, shed first.
     shed_tier: Tier | None = None
+    # The oldest app version this route serves, when newer than the table's [app]
+    # min_version (gateway.edge.appversion: older apps get 426).
+    min_app_version: str | None = None
+    # Deprecated operations, per upper-case method: {since, sunset, link}; their answers
+    # carry Deprecation, Sunset and Link (gateway.edge.appversion).
+    deprecated: dict[str, Deprecation] = {}
+
+    @field_validator("min_app_version")
+    @classmethod
+    def _app_version(cls, value: str | None) -> str | None:
+        return check_version_field(value)
 
     def fallback_for(self, method: str) -> str | None:
         return self.fallback.get(method.upper())
@@ -168,6 +180,12 @@ class Route(_Strict):
                 )
             if name == DEFERRED and method not in WRITE_METHODS:
                 raise ValueError(f"only writes can be deferred, not {method}")
+        for method in self.deprecated:
+            if method not in READ_METHODS | WRITE_METHODS:
+                raise ValueError(
+                    f"deprecated method {method!r} is not one of "
+                    f"{sorted(READ_METHODS | WRITE_METHODS)} (upper case)"
+                )
         return self
 
     def matches(self, path: str) -> bool:
@@ -175,8 +193,21 @@ class Route(_Strict):
 
 
 class RouteTable:
-    def __init__(self, modules: dict[str, ModuleConfig], routes: list[Route]) -> None:
+    def __init__(
+        self, modules: dict[str, ModuleConfig], routes: list[Route], app: AppConfig | None = None
+    ) -> None:
+        # the [app] block: the oldest app served, and what a request without a version gets
+        self.app = app = app or AppConfig()
         for route in routes:
+            if (
+                route.min_app_version is not None
+                and app.minimum is not None
+                and parse_version(route.min_app_version) <= app.minimum
+            ):
+                raise RouteTableError(
+                    f"route {route.prefix}: min_app_version {route.min_app_version} is not "
+                    f"above [app] min_version {app.min_version}, so it changes nothing"
+                )
             if route.module not in modules:
                 raise RouteTableError(f"route {route.prefix} names unknown module {route.module}")
             if route.auth == "none" and WRITE_METHODS & route.fallback.keys():
@@ -276,7 +307,12 @@ class RouteTable:
             except ValidationError as exc:
                 where = spec.get("prefix", f"#{i + 1}") if isinstance(spec, dict) else f"#{i + 1}"
                 raise RouteTableError(f"route {where}: {_explain(exc)}") from exc
-        return cls(modules, routes)
+        try:
+            app = AppConfig(**data.get("app", {}))
+        except (TypeError, ValidationError) as exc:
+            detail = _explain(exc) if isinstance(exc, ValidationError) else "must be a table"
+            raise RouteTableError(f"app: {detail}") from exc
+        return cls(modules, routes, app)
 
     def units(self) -> dict[str, ModuleConfig]:
         """Every upstream the gateway calls: each uncelled module by its name, and each cell

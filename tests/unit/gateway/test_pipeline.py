@@ -97,6 +97,7 @@ def test_the_gateway_composes_its_steps_in_request_order(gateway):
         "PathGuard",
         "MatchRoute",
         "ShedLoad",
+        "CheckAppVersion",
         "Authenticate",
         "Authorize",
         "RateLimit",
