@@ -96,9 +96,15 @@ def example_pass() -> dict[str, Any]:
 
 
 def example_keys() -> dict[str, Any]:
-    jwk = Jwk(kty="EC", crv="P-256", x="f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-              y="x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0", kid=EXAMPLE_KID, alg="ES256",
-              use="sig")  # fmt: skip
+    jwk = Jwk(
+        kty="EC",
+        crv="P-256",
+        x="f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+        y="x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        kid=EXAMPLE_KID,
+        alg="ES256",
+        use="sig",
+    )
     return Jwks(keys=[jwk]).model_dump(mode="json")
 
 
@@ -113,10 +119,8 @@ def example_notification(kind: NotificationKind, title: str, body: str) -> dict[
     ).model_dump(mode="json")
 
 
-ID = match.regex(states.LOAD, regex=ID_PATTERN)
-
-
 def an_id(example: str) -> Any:
+    """An id as every contract spells one (``shared_contracts.ID_PATTERN``)."""
     return match.regex(example, regex=ID_PATTERN)
 
 
@@ -164,7 +168,7 @@ def load_record(reader: Callable[..., Any]) -> dict[str, Any]:
     """A loads record as ``reader`` needs it: the key and owner it queries by, and the
     ``doc`` fields of the view it parses (its return annotation)."""
     return {
-        "load_id": ID,
+        "load_id": an_id(states.LOAD),
         "driver_id": an_id(states.DRIVER),
         "doc": needed(reader_model(reader), example_load()),
     }
@@ -306,7 +310,7 @@ def projects_facility(message: dict[str, Any]) -> None:
 
 def load_image() -> dict[str, Any]:
     return {
-        "load_id": {"S": ID},
+        "load_id": {"S": an_id(states.LOAD)},
         "version": {"N": match.regex("1", regex=DIGITS)},
         "doc": {"S": needed(LoadView, example_load())},
     }
