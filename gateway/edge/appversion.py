@@ -11,7 +11,8 @@ Apps in the field cannot be made to update, so the gateway says what it expects 
 - **The minimum.** ``[app] min_version`` in the route table, raised per route by
   ``min_app_version``: an older app gets 426 ``upgrade-required`` (what the minimum is,
   and to update the app from its store; the minimum also in ``Relay-App-Min-Version``)
-  before anything is forwarded.
+  before anything is forwarded. No ``Upgrade`` header: what needs upgrading is the app,
+  not the protocol, and a protocol token there would invite an HTTP stack to switch.
 - **No version.** Dispatch consoles, gate scanners, scripts and operators' tools are not
   the app and send none; a driver's critical call refused for a missing header would be
   worse than an old client served. So by default (``without_version = "serve"``) such a
