@@ -7,8 +7,10 @@ BIN    := $(VENV)/bin
 # The venv is re-installed when pyproject.toml or the dev lock changes.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/dev.lock | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Optic, the contracts' checker (below), is re-installed when its lock changes.
+OPTIC_STAMP := .tools/optic/.installed-$(shell cat tools/optic/package.json tools/optic/package-lock.json | cksum | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-functional test-template test-modules test-integration test-build build lock bench check format lint openapi clean gameday
+.PHONY: dev test test-unit test-functional test-template test-modules test-integration test-build build lock bench check format lint openapi clean gameday optic contracts-release
 
 # The exact versions of requirements/dev.lock (hash-checked; its runtime packages are the
 # versions every Lambda artifact ships, requirements/lambda.lock), then the project itself.
@@ -93,13 +95,34 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The quality gate: CI runs it before the tests, pre-commit runs it on every commit.
-check: $(STAMP)
+check: $(STAMP) $(OPTIC_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/cfn-lint template.yaml platform/template.yaml frontdoor/template.yaml modules/*/template.yaml
 	$(BIN)/python -m relay.openapi --check
+	$(BIN)/python -m relay.contracts --check
 	$(MAKE) --no-print-directory checkov
+
+# Optic (npm, the versions of tools/optic/package-lock.json) in .tools/optic: the checker of
+# `relay.contracts --check`, the modules' published contracts against their released
+# baselines (contracts/baseline, docs/contracts.md). Install scripts are not run: one of
+# them reports the install to its vendor. Node and npm from Debian's packages if missing.
+install-node = { command -v node && command -v npm; } >/dev/null || { $(SUDO) apt-get update -q && \
+	$(SUDO) apt-get install -y -q nodejs npm; }
+$(OPTIC_STAMP): tools/optic/package.json tools/optic/package-lock.json
+	@$(call install-node)
+	mkdir -p .tools/optic && echo '*' > .tools/.gitignore  # not ours: git, ruff and mypy skip it
+	cp tools/optic/package.json tools/optic/package-lock.json .tools/optic/
+	cd .tools/optic && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -f .tools/optic/.installed-*
+	touch $@
+optic: $(OPTIC_STAMP)
+
+# The modules' contracts as the tree builds them become the released baselines; refused
+# while one breaks its released contract without declaring a new major.
+contracts-release: $(STAMP) $(OPTIC_STAMP)
+	$(BIN)/python -m relay.contracts --release $(MODULES)
 
 # checkov over every template, in its own venv (its dependencies conflict with ours); each
 # remaining finding is suppressed in the resource's Metadata with its reason (docs/deploy.md).

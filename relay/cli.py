@@ -24,6 +24,7 @@ from shared_contracts.identity import Role
 from . import demo
 from .cells import cells_app
 from .cloud import ROOT
+from .contracts import contracts_app
 from .devissuer import DevIssuer
 from .levers import lever_app
 from .regions import region_app
@@ -48,6 +49,7 @@ app.add_typer(notifications, name="notifications")
 app.add_typer(cells_app, name="cells")  # relay cells show|place|move (docs/cells.md)
 app.add_typer(region_app, name="region")  # relay region show|evacuate|restore
 app.add_typer(lever_app, name="lever")  # relay lever list|pull|release
+app.add_typer(contracts_app, name="contracts")  # relay contracts check|release [module]
 
 
 @functools.cache
