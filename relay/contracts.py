@@ -834,9 +834,9 @@ def run_check(names: list[str] | None) -> int:
         return 2
     for c in checks:
         if c.changed or not c.ok:
-            print("\n".join(c.describe()), file=sys.stdout if c.ok else sys.stderr)
+            print("\n".join(c.describe()))
     same = sum(1 for c in checks if c.ok and not c.changed)
-    print(f"contracts: {same} of {len(checks)} published documents as released")
+    print(f"contracts: {same} of {len(checks)} published documents as released", flush=True)
     if not ok(checks):
         print("contracts: check failed (docs/contracts.md, Breaking-change check)", file=sys.stderr)
         return 1
