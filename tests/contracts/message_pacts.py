@@ -199,13 +199,17 @@ StateSetup = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 def verify_messages(
-    provider: str, producers: Mapping[str, Producer], states: Mapping[str, StateSetup]
+    provider: str,
+    producers: Mapping[str, Producer],
+    states: Mapping[str, StateSetup],
+    files: list[Path] | None = None,
 ) -> list[Path]:
-    """Checks every message interaction naming ``provider`` against what ``producers``
-    (by the interaction's description) produce after the state's setup from ``states``;
-    raises :class:`VerificationFailedError` with Pact's output if one does not match. The
-    pact files verified."""
-    files = message_pact_files(provider)
+    """Checks every message interaction naming ``provider`` (in ``files``, by default every
+    pact file naming it) against what ``producers`` (by the interaction's description)
+    produce after the state's setup from ``states``; raises
+    :class:`VerificationFailedError` with Pact's output if one does not match. The pact
+    files verified."""
+    files = message_pact_files(provider) if files is None else files
     assert files, f"no message pact in {PACTS.relative_to(ROOT)} names {provider} as provider"
     failures: list[str] = []
 

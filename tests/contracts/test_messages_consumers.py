@@ -16,7 +16,9 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from pact import Pact, match
+from pact.error import PactVerificationError
 
 from gateway.fallbackstore.projector import KEYS_ITEM, Projector, make_handler
 from module_kit.metrics import ModuleMetrics
@@ -46,6 +48,7 @@ from tests.contracts.message_pacts import (
     body_of,
     message_image,
     message_item,
+    message_pact_path,
     needed,
     reader_model,
     write_message_pact,
@@ -482,3 +485,27 @@ def test_notifications_reads_message_notifications(tmp_path):
         ],
         tmp_path,
     )
+
+
+# --- the consumer tests themselves: a pact must hold what the reader needs -----------------
+
+
+def test_a_pact_without_a_field_the_reader_needs_fails_before_it_is_written(tmp_path):
+    # GIVEN the gateway's pact of load images, without the stops the projector reads
+    body = load_image()
+    del body["doc"]["S"]["stops"]
+    before = message_pact_path("gateway", "loads").read_text()
+    # WHEN its consumer test gives the projector the pact's example
+    with pytest.raises(PactVerificationError) as failed:
+        consumer_pact(
+            "gateway",
+            "loads",
+            [Expected("a load's stream image", states.LOAD_ASSIGNED, body, projects_load)],
+            tmp_path,
+        )
+    # THEN the projector's refusal fails it, and the pact file is left as it was
+    ((refused,),) = [failed.value.errors]
+    assert refused.description == "a load's stream image"
+    assert isinstance(refused.error, BatchProcessingError)  # the record failed, to be retried
+    assert "stops\n  Field required" in str(refused.error)
+    assert message_pact_path("gateway", "loads").read_text() == before

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import boto3
+import pytest
 
 from module_kit.metrics import ModuleMetrics
 from modules.gatepass.config import GatepassSettings
@@ -40,8 +41,10 @@ from tests.contracts.message_pacts import (
     StateSetup,
     image_message,
     item_message,
+    message_pact_path,
     verify_messages,
 )
+from tests.contracts.pacts import VerificationFailedError
 
 
 def quiet(module: str) -> ModuleMetrics:
@@ -190,3 +193,26 @@ def test_message_produces_what_its_consumers_read(module_env):
     }
     verified = verify_messages("message", producers, {**setups, MESSAGE_TO_DISPATCH: to_dispatch})
     assert {p.name for p in verified} == {"notifications-message-messages.json"}
+
+
+# --- the verification itself: it refuses what a consumer could not read --------------------
+
+
+def test_a_record_without_a_field_its_consumer_reads_fails_verification():
+    # GIVEN loads writing its records without the current stop, and a stop time without zone
+    pact = message_pact_path("navigate", "loads")
+    (interaction,) = json.loads(pact.read_text())["interactions"]
+    written = json.loads(json.dumps(interaction["contents"]["content"]))
+    del written["doc"]["current_stop"]
+    written["doc"]["stops"][0]["window_start"] = "2026-11-22T09:00:00"
+    # WHEN navigate's pact is verified against it
+    with pytest.raises(VerificationFailedError) as failed:
+        verify_messages(
+            "loads",
+            {interaction["description"]: lambda: written},
+            {interaction["providerStates"][0]["name"]: lambda params: None},
+            [pact],
+        )
+    # THEN Pact names both: the record navigate could not read is caught before it ships
+    assert "$.doc -> Actual map is missing the following keys: current_stop" in str(failed.value)
+    assert "$.doc.stops[0].window_start -> Expected '2026-11-22T09:00:00'" in str(failed.value)
