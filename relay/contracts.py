@@ -14,7 +14,8 @@ compares each document with its baseline through Optic (``@useoptic/optic``, pin
 ``tools/optic/package-lock.json``, installed in ``.tools/optic`` by ``make optic``; it runs
 offline, telemetry off) and its ``breaking-changes`` rules (``tools/optic/standard.yml``):
 a removed operation, status code or response field, a response field made optional, a
-changed or narrowed type, a removed enum value, a new required request field or parameter.
+changed type, an enum value added to an answer or removed from a request, a new required
+request field or parameter.
 Each refusal names the module, the operation and field, and the consumers whose pacts
 (``contracts/pacts/*.json``) call that operation or read that field.
 
@@ -85,7 +86,8 @@ EVENT_MATCH_SHARE = 0.75
 
 
 class ContractsError(RuntimeError):
-    """The check could not run (Optic missing or failing, a baseline unreadable)."""
+    """The check could not run (Optic missing or failing, a file unreadable), or a release
+    was refused."""
 
 
 @dataclass(frozen=True)
@@ -617,7 +619,10 @@ class DocumentCheck:
                 f"{name}: no released baseline; release it: relay contracts release {self.module}"
             ]
         if self.current is None:
-            return [f"{name}: released {self.released}, no longer published: a breaking change"]
+            return [
+                f"{name}: released {self.released}, no longer published: a breaking change; "
+                f"once no consumer reads it, remove {shown(BASELINE_DIR / self.module)} by hand"
+            ]
         if self.backwards:
             return [f"{name}: contract {self.current} is below the released {self.released}"]
         if not self.changed:
@@ -803,18 +808,14 @@ def release(
     checks = check(
         selected, baseline_dir=baseline_dir, pacts_dir=pacts_dir, optic=optic, built=built
     )
-    refused = [c for c in checks if c.released and c.current and not c.ok]
+    refused = [c for c in checks if c.released and not c.ok]
     if refused:
         lines = [line for c in refused for line in c.describe()]
         raise ContractsError("not released:\n" + "\n".join(lines))
     written = []
     for check_ in checks:
         path = baseline_dir / check_.module / check_.document
-        document = built.get(check_.module, {}).get(check_.document)
-        if document is None:
-            path.unlink(missing_ok=True)  # no longer published: the new major dropped it
-            written.append(path)
-            continue
+        document = built[check_.module][check_.document]  # every released one is built
         text = render(document)
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -850,7 +851,7 @@ def run_release(names: list[str] | None) -> int:
         print(f"contracts: {exc}", file=sys.stderr)
         return 1
     for path in written:
-        print(f"wrote {shown(path)}" if path.exists() else f"removed {shown(path)}")
+        print(f"wrote {shown(path)}")
     if not written:
         print("contracts: every baseline is current")
     return 0

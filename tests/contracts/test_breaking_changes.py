@@ -209,8 +209,23 @@ def test_a_new_major_may_break_and_says_what_it_breaks(current, baseline, pacts,
     assert not by_document(checks)[contracts.EVENTS_FILE].changed
 
 
+class OneBreak(contracts.Optic):
+    """Optic as it answers a removed ``status``: releasing is judged on its findings (the
+    real Optic's are the tests above), without running it."""
+
+    def breaking(self, before: dict[str, Any], after: dict[str, Any]) -> list[contracts.Finding]:
+        pointer = "/paths/~1loads~1{load_id}/get/responses/200/content/application~1json"
+        return [
+            contracts.Finding(
+                f"{pointer}/schema/properties/status",
+                "prevent removing response property",
+                "cannot remove response property 'status'.",
+            )
+        ]
+
+
 def test_release_refuses_a_break_without_a_new_major_and_records_a_new_one(
-    current, baseline, pacts, optic, monkeypatch
+    current, baseline, pacts, monkeypatch
 ):
     api_file = baseline / "loads" / contracts.OPENAPI_FILE
     released = api_file.read_text(encoding="utf-8")
@@ -220,16 +235,29 @@ def test_release_refuses_a_break_without_a_new_major_and_records_a_new_one(
         edit(edited)
         monkeypatch.setattr(contracts, "documents", lambda module: edited)
 
+    def release() -> list[Path]:
+        return contracts.release(
+            ["loads"], baseline_dir=baseline, pacts_dir=pacts, optic=OneBreak()
+        )
+
     the_tree(lambda documents: remove_status(documents, events=False))
-    with pytest.raises(contracts.ContractsError, match="not released"):
-        contracts.release(["loads"], baseline_dir=baseline, pacts_dir=pacts, optic=optic)
+    with pytest.raises(contracts.ContractsError, match="not released") as refused:
+        release()
+    assert "GET /loads/{load_id} 200 response field `status`" in str(refused.value)
+    assert "consumers: relay-app-5.1" in str(refused.value)
     assert api_file.read_text(encoding="utf-8") == released
 
     the_tree(as_v2)
-    written = contracts.release(["loads"], baseline_dir=baseline, pacts_dir=pacts, optic=optic)
+    written = release()
 
     assert written == [api_file]
     assert json.loads(api_file.read_text(encoding="utf-8"))["info"]["version"] == "2"
+    assert (
+        "status"
+        not in json.loads(api_file.read_text(encoding="utf-8"))["components"]["schemas"][
+            "LoadPublic"
+        ]["properties"]
+    )
 
 
 def test_nullable_fields_are_compared_as_type_lists():
@@ -257,3 +285,22 @@ def test_the_tree_builds_every_modules_documents():
     events = built["gatepass"][contracts.EVENTS_FILE]
     assert set(events["paths"]) == {"/events/pass", "/events/revocation", "/events/keys"}
     assert events["info"]["version"] == built["gatepass"][contracts.OPENAPI_FILE]["info"]["version"]
+
+
+def test_a_document_no_longer_published_is_refused_and_not_released(
+    current, baseline, pacts, optic, monkeypatch
+):
+    # GIVEN loads without its HTTP app: only its events are published
+    events_only = {contracts.EVENTS_FILE: current[contracts.EVENTS_FILE]}
+    monkeypatch.setattr(contracts, "documents", lambda module: events_only)
+
+    checks = by_document(
+        contracts.check(["loads"], baseline_dir=baseline, pacts_dir=pacts, optic=optic)
+    )
+
+    gone = checks[contracts.OPENAPI_FILE]
+    assert gone.current is None and not gone.ok
+    assert "no longer published" in gone.describe()[0]
+    with pytest.raises(contracts.ContractsError, match="no longer published"):
+        contracts.release(["loads"], baseline_dir=baseline, pacts_dir=pacts, optic=optic)
+    assert (baseline / "loads" / contracts.OPENAPI_FILE).exists()
