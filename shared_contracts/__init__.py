@@ -13,6 +13,7 @@ from ._base import (
     Longitude,
     MessageId,
     PassId,
+    Published,
     Timestamp,
 )
 from .errors import Problem, ProblemError
@@ -31,6 +32,7 @@ __all__ = [
     "PassId",
     "Problem",
     "ProblemError",
+    "Published",
     "Role",
     "Timestamp",
 ]

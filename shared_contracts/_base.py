@@ -9,9 +9,20 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 
 class Contract(BaseModel):
-    """Strict base: unknown fields are rejected, strings are trimmed."""
+    """What a client sends, validated at the edge: unknown fields are refused (422), strings
+    are trimmed. A field the module does not know would otherwise be dropped from a write
+    the client was told was accepted (docs/contracts.md, "What is strict")."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Published(BaseModel):
+    """What one component produces and others read: module answers, table records, stream
+    images, queue messages. Read tolerantly: unknown fields are kept and passed along (a
+    copy served from a fallback still carries a field its module added), never refused; a
+    reader requires only the fields it uses (docs/contracts.md, "What is tolerant")."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

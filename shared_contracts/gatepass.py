@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from ._base import Contract, DriverId, FacilityId, LoadId, PassId
+from ._base import Contract, DriverId, FacilityId, LoadId, PassId, Published
 
 PassToken = Annotated[str, StringConstraints(min_length=20, max_length=4096)]
 
@@ -17,7 +17,7 @@ class GatePassCreate(Contract):
     facility_id: FacilityId
 
 
-class GatePassPublic(Contract):
+class GatePassPublic(Published):
     pass_id: PassId
     driver_id: DriverId
     load_id: LoadId
@@ -31,7 +31,7 @@ class GatePassPublic(Contract):
     revoked: bool = False
 
 
-class GatePassList(Contract):
+class GatePassList(Published):
     """A driver's passes, newest first."""
 
     items: list[GatePassPublic]
@@ -42,7 +42,7 @@ class GatePassVerify(Contract):
     facility_id: FacilityId
 
 
-class GatePassVerdict(Contract):
+class GatePassVerdict(Published):
     valid: bool
     reason: str
     pass_id: PassId | None = None
@@ -57,7 +57,7 @@ class GatePassVerdict(Contract):
     )
 
 
-class Jwk(Contract):
+class Jwk(Published):
     kty: str
     crv: str
     x: str
@@ -67,5 +67,5 @@ class Jwk(Contract):
     use: str
 
 
-class Jwks(Contract):
+class Jwks(Published):
     keys: list[Jwk]

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from ._base import Contract, DriverId
+from ._base import DriverId, Published
 
 
 class Role(StrEnum):
@@ -26,7 +26,7 @@ class InvalidIdentityError(ValueError):
     """The identity context is missing, forged, expired or addressed to another module."""
 
 
-class IdentityContext(Contract):
+class IdentityContext(Published):
     sub: str
     role: Role
     driver_id: DriverId | None = None

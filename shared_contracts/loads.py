@@ -8,7 +8,17 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from ._base import Contract, DriverId, FacilityId, Latitude, LoadId, Longitude, ShortText, Timestamp
+from ._base import (
+    Contract,
+    DriverId,
+    FacilityId,
+    Latitude,
+    LoadId,
+    Longitude,
+    Published,
+    ShortText,
+    Timestamp,
+)
 
 
 class StopKind(StrEnum):
@@ -52,8 +62,24 @@ class StopPlan(Contract):
         return self
 
 
-class Stop(StopPlan):
+class FacilityPublic(Published):
+    """A facility as a load shows it."""
+
+    facility_id: FacilityId
+    name: str
+    address: str
+    lat: Latitude
+    lon: Longitude
+
+
+class Stop(Published):
+    """A stop of an assigned load: the plan, numbered, with the driver's progress."""
+
     seq: int = Field(ge=1)
+    kind: StopKind
+    facility: FacilityPublic
+    window_start: datetime
+    window_end: datetime
     arrived_at: datetime | None = None
     departed_at: datetime | None = None
 
@@ -77,15 +103,15 @@ class LoadAssign(Contract):
         return self
 
 
-class LoadPublic(Contract):
+class LoadPublic(Published):
     load_id: LoadId
     driver_id: DriverId
     status: LoadStatus
     reference: str | None = None
     trailer: str | None = None
     commodity: str | None = None
-    shipper: Facility
-    consignee: Facility
+    shipper: FacilityPublic
+    consignee: FacilityPublic
     stops: list[Stop]
     current_stop: int = Field(ge=1, description="Seq of the stop being visited or driven to")
     version: int = Field(ge=1)
@@ -93,7 +119,7 @@ class LoadPublic(Contract):
     updated_at: datetime
 
 
-class LoadList(Contract):
+class LoadList(Published):
     items: list[LoadPublic]
 
 
@@ -106,7 +132,7 @@ class LoadEventCreate(Contract):
     note: Annotated[str, StringConstraints(max_length=500)] | None = None
 
 
-class LoadEventPublic(Contract):
+class LoadEventPublic(Published):
     load_id: LoadId
     seq: int = Field(ge=1, description="Position of this event in the load's history")
     kind: LoadEventKind
@@ -114,3 +140,43 @@ class LoadEventPublic(Contract):
     occurred_at: datetime
     recorded_at: datetime
     load: LoadPublic
+
+
+# --- What other components read of a load --------------------------------------------------
+# Tolerant readers (docs/contracts.md): navigate and gatepass read loads' records, the gateway
+# keeps and serves loads' answers. Each reads a load through this view: only the fields they
+# use are required, the status is any string (a status added by loads is not a reason to
+# refuse the load), and unknown fields are kept (a copy the gateway serves carries them).
+
+
+class FacilityView(Published):
+    facility_id: str
+    name: str
+    address: str
+    lat: float
+    lon: float
+
+
+class StopView(Published):
+    seq: int
+    facility: FacilityView
+    window_start: datetime
+    window_end: datetime
+
+
+class LoadView(Published):
+    """A load as navigate, gatepass and the gateway's fallbacks read it."""
+
+    load_id: str
+    driver_id: str
+    status: str
+    current_stop: int
+    stops: list[StopView] = Field(min_length=1)
+
+    @property
+    def delivered(self) -> bool:
+        return self.status == LoadStatus.DELIVERED
+
+
+class LoadListView(Published):
+    items: list[LoadView]

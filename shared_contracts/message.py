@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from ._base import Contract, DriverId, LoadId, LongText, MessageId
+from ._base import Contract, DriverId, LoadId, LongText, MessageId, Published
 
 
 class Direction(StrEnum):
@@ -28,7 +28,7 @@ class DispatchMessageCreate(MessageCreate):
     driver_id: DriverId
 
 
-class MessagePublic(Contract):
+class MessagePublic(Published):
     message_id: MessageId
     driver_id: DriverId
     direction: Direction
@@ -37,6 +37,6 @@ class MessagePublic(Contract):
     sent_at: datetime
 
 
-class MessagePage(Contract):
+class MessagePage(Published):
     items: list[MessagePublic]
     next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page")

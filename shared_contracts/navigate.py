@@ -6,16 +6,16 @@ from datetime import datetime
 
 from pydantic import Field
 
-from ._base import Contract, FacilityId, Latitude, LoadId, Longitude
+from ._base import FacilityId, Latitude, LoadId, Longitude, Published
 
 
-class DockHours(Contract):
+class DockHours(Published):
     opens: str = Field(pattern=r"^\d{2}:\d{2}$")
     closes: str = Field(pattern=r"^\d{2}:\d{2}$")
     days: str = Field(description="e.g. Mon-Fri")
 
 
-class Destination(Contract):
+class Destination(Published):
     facility_id: FacilityId
     name: str
     address: str
@@ -25,7 +25,7 @@ class Destination(Contract):
     dock_hours: DockHours | None = None
 
 
-class Directions(Contract):
+class Directions(Published):
     load_id: LoadId
     stop_seq: int
     destination: Destination

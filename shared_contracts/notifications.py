@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from ._base import Contract, DriverId
+from ._base import DriverId, Published
 
 
 class NotificationKind(StrEnum):
@@ -16,7 +16,7 @@ class NotificationKind(StrEnum):
     MESSAGE_TO_DISPATCH = "message_to_dispatch"
 
 
-class Notification(Contract):
+class Notification(Published):
     notification_id: Annotated[str, StringConstraints(min_length=8, max_length=64)]
     kind: NotificationKind
     driver_id: DriverId

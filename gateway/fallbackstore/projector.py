@@ -42,7 +42,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 )
 
 from shared_contracts.gatepass import GatePassPublic, Jwks
-from shared_contracts.loads import LoadPublic
+from shared_contracts.loads import LoadView
 from shared_contracts.navigate import Destination
 
 from .store import FallbackStore, padded_seq
@@ -79,9 +79,9 @@ class Projector:
                 return "keys"
             return self._pass(image, seq, changed_at)
         if isinstance(image.get("load_id"), str) and "version" in image:
-            load = LoadPublic.model_validate_json(image["doc"])
+            load = LoadView.model_validate_json(image["doc"])
             self.store.put_load(
-                load.driver_id, load.load_id, load.model_dump_json(), load.version, changed_at
+                load.driver_id, load.load_id, image["doc"], int(image["version"]), changed_at
             )
             return "load"
         if isinstance(image.get("facility_id"), str) and "doc" in image:

@@ -7,7 +7,7 @@ the gateway only reads it, each read under a deadline (:mod:`gateway.aws_calls`)
 Items (``pk``, ``sk``; every item has ``projected_at``, epoch seconds, when the projector
 wrote it, and ``changed_at``, when the module made the change):
 
-- ``driver#<driver id>`` / ``load#<load id>``: a load (``doc``: ``LoadPublic`` JSON),
+- ``driver#<driver id>`` / ``load#<load id>``: a load (``doc``: the load JSON as loads wrote it),
   with ``version``, the load's own (a lower one never overwrites it);
 - ``driver#<driver id>`` / ``pass#<pass id>``: a gate pass (``doc``: ``GatePassPublic``
   JSON), with ``revoked``, ``seq`` and ``expires_at`` (TTL: its ``valid_until``);

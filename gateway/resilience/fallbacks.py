@@ -20,8 +20,9 @@ that does not answer within its deadline is no answer (503).
 
 Copies are kept as the bytes the module sent (gate pass answers are also indexed per pass
 and checked for revocations, navigate answers for entry instructions, as plain JSON). They
-are read with the contracts (``LoadList``, ``LoadPublic``, ``GatePassList``,
-``GatePassPublic``, ``Jwks``) only when served, on the failure path; a copy that does not fit raises
+are read with the contracts (``LoadListView``, ``LoadView``, ``GatePassList``,
+``GatePassPublic``, ``Jwks``: tolerant readers, which require only what a fallback uses and
+keep unknown fields) only when served, on the failure path; a copy that does not fit raises
 :class:`CopyDoesNotFitError`, which the gateway logs, counts (``fallback_errors``) and
 answers with 503. Static directions are built as the navigate contract (``Directions``),
 offline verdicts as ``GatePassVerdict``.
@@ -49,7 +50,7 @@ from shared_contracts.degraded import HEADER as DEGRADED_HEADER
 from shared_contracts.degraded import DegradedMarker, FallbackKind
 from shared_contracts.gatepass import GatePassList, GatePassPublic, GatePassVerdict, Jwks
 from shared_contracts.identity import IdentityContext
-from shared_contracts.loads import LoadList, LoadPublic, LoadStatus
+from shared_contracts.loads import LoadListView, LoadView
 from shared_contracts.navigate import Destination, Directions
 
 WallClock = Callable[[], float]
@@ -99,13 +100,13 @@ def stored_age(now: float, copies: list[StoredCopy]) -> int:
     return max(int(now - min(c.projected_at for c in copies)), 0)
 
 
-def load_order(load: LoadPublic) -> tuple[bool, datetime]:
+def load_order(load: LoadView) -> tuple[bool, datetime]:
     """The loads module's list order: undelivered first, by first appointment."""
-    return (load.status is LoadStatus.DELIVERED, load.stops[0].window_start)
+    return (load.delivered, load.stops[0].window_start)
 
 
 class CachedLoad(NamedTuple):
-    load: LoadPublic
+    load: LoadView
     body: bytes  # as served: the module's own bytes, or the load re-serialised from a list
     content_type: str
     stored_at: float
@@ -205,7 +206,7 @@ class LastKnownGood:
 class LoadsLastKnownGood(LastKnownGood):
     """A load's detail is also served from the caller's list, when that copy is newer, so a
     load opened for the first time during an outage still shows. Copies are read as
-    ``LoadList`` / ``LoadPublic`` only then, on the failure path, never on the live one.
+    ``LoadListView`` / ``LoadView`` only then, on the failure path, never on the live one.
     Without a copy here, the driver's loads come from the fallback store (``store``)."""
 
     def __init__(
@@ -225,7 +226,7 @@ class LoadsLastKnownGood(LastKnownGood):
         """``load_id`` of ``caller`` from the fallback store (the second layer)."""
         if self.store is None or (copy := await self.store.load(caller, load_id)) is None:
             return None
-        load = parse_copy(LoadPublic, copy.doc, f"stored load {load_id}")
+        load = parse_copy(LoadView, copy.doc, f"stored load {load_id}")
         return CachedLoad(load, copy.doc.encode(), "application/json", copy.projected_at)
 
     async def any_load(self, caller: str, load_id: str) -> CachedLoad | None:
@@ -240,8 +241,8 @@ class LoadsLastKnownGood(LastKnownGood):
             copies = await self.store.loads(call.caller)
             if not copies:  # never projected (or no loads): nothing to tell them apart
                 return None
-            loads = [parse_copy(LoadPublic, c.doc, "stored load") for c in copies]
-            body = LoadList(items=sorted(loads, key=load_order)).model_dump_json().encode()
+            loads = [parse_copy(LoadView, c.doc, "stored load") for c in copies]
+            body = LoadListView(items=sorted(loads, key=load_order)).model_dump_json().encode()
             age = stored_age(self.clock(), copies)
         elif len(parts) == 3 and parts[1] == "loads":
             cached = await self.stored_load(call.caller, parts[2])
@@ -258,21 +259,21 @@ class LoadsLastKnownGood(LastKnownGood):
         detail = self.get((caller, f"/loads/{load_id}"))
         listing = self.get((caller, "/loads"))
         if listing is not None and (detail is None or listing[2] > detail[2]):
-            for item in parse_copy(LoadList, listing[0], "/loads").items:
+            for item in parse_copy(LoadListView, listing[0], "/loads").items:
                 if item.load_id == load_id:
                     return CachedLoad(item, item.model_dump_json().encode(), *listing[1:])
         if detail is None:
             return None
-        return CachedLoad(parse_copy(LoadPublic, detail[0], f"/loads/{load_id}"), *detail)
+        return CachedLoad(parse_copy(LoadView, detail[0], f"/loads/{load_id}"), *detail)
 
     def usable(self, call: Call, body: bytes) -> bytes | None:
         """The copy if it fits its contract: checked the first time it is served, not on
         each of the many times an outage serves the same bytes (``body`` is kept by
         reference in the copies, so its hash is computed once)."""
         if call.path == "/loads":
-            model: type[BaseModel] = LoadList
+            model: type[BaseModel] = LoadListView
         elif call.path.count("/") == 2:  # a detail asked with a query string
-            model = LoadPublic
+            model = LoadView
         else:
             return body
         self._check(model, body, call.path)
@@ -508,7 +509,7 @@ class StaticDirections:
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             return None
         cached = await self.loads.any_load(call.caller, load_id)
-        if cached is None or cached.load.status is LoadStatus.DELIVERED:
+        if cached is None or cached.load.delivered:
             return None
         load = cached.load
         stop = next((s for s in load.stops if s.seq == load.current_stop), None)

@@ -6,9 +6,10 @@ Gate pass table: ``pass_id`` (key), ``driver_id`` (GSI ``by_driver``), ``revoked
 the published keys (``doc``: the :class:`Jwks` JSON, ``published_at`` in epoch ms): the
 table's stream carries them to the gateway's fallback store like passes and revocations.
 The loads table belongs to the loads module: it is only read here, through the item layout
-that module writes (``doc`` = LoadPublic). On a celled stage it is one table per cell, and
-a request reads the one its identity's cell names (:mod:`module_kit.cells`): a driver's
-read never leaves their cell.
+that module writes (``doc`` = the load JSON, read through the tolerant
+:class:`~shared_contracts.loads.LoadView`: only the fields a pass needs). On a celled
+stage it is one table per cell, and a request reads the one its identity's cell names
+(:mod:`module_kit.cells`): a driver's read never leaves their cell.
 
 Reads for a driver ask DynamoDB for the item *if* its ``driver_id`` is theirs (a Query on
 the key with a filter on ``driver_id``): another driver's pass or load comes back exactly
@@ -27,7 +28,7 @@ from module_kit.cells import CellTables
 from module_kit.pager import query_items
 from shared_contracts.gatepass import GatePassPublic, Jwks
 from shared_contracts.identity import IdentityContext, Role
-from shared_contracts.loads import LoadPublic
+from shared_contracts.loads import LoadView
 
 from .config import GatepassSettings
 
@@ -50,7 +51,7 @@ class GatepassRepository:
     def _passes(self) -> Any:
         return self.dynamodb.Table(self.settings.gatepass_table)
 
-    def get_load(self, load_id: str, identity: IdentityContext) -> LoadPublic | None:
+    def get_load(self, load_id: str, identity: IdentityContext) -> LoadView | None:
         """``load_id`` as ``identity`` may see it; None if it may not, or it does not exist.
 
         A driver sees their own loads only, read from their cell's table alone (another
@@ -67,7 +68,7 @@ class GatepassRepository:
             return item
 
         item = self.loads_tables.read(identity, read)
-        return LoadPublic.model_validate_json(item["doc"]) if item else None
+        return LoadView.model_validate_json(item["doc"]) if item else None
 
     def get(self, pass_id: str) -> GatePassPublic | None:
         """Any driver's pass (for gates, dispatch and ops)."""

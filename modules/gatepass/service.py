@@ -36,7 +36,7 @@ from shared_contracts.gatepass import (
     Jwks,
 )
 from shared_contracts.identity import IdentityContext
-from shared_contracts.loads import LoadPublic, LoadStatus, Stop
+from shared_contracts.loads import LoadView, StopView
 
 from .repository import GatepassRepository
 from .signing import KmsSigner, PassClaims, PassRejected, Reason, SigningUnavailableError, verify
@@ -58,7 +58,7 @@ def _at(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def pass_stop(load: LoadPublic, facility_id: str, now: datetime) -> Stop:
+def pass_stop(load: LoadView, facility_id: str, now: datetime) -> StopView:
     """The stop of ``load`` at ``facility_id`` a pass issued ``now`` is for.
 
     A route may visit a facility twice; the pass is for the first visit still open.
@@ -118,7 +118,7 @@ class GatepassService:
             # Same answer, and the same work, for "not yours" and "does not exist" (the
             # repository checks the owner before parsing the load): ids cannot be probed.
             raise NotFoundError(f"load {command.load_id} not found")
-        if load.status is LoadStatus.DELIVERED:
+        if load.delivered:
             raise ConflictError(
                 f"load {load.load_id} is delivered: it needs no gate pass", code="load-delivered"
             )

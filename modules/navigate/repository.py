@@ -2,11 +2,12 @@
 
 Facilities table (owned here): ``facility_id`` (key), ``cell``, ``doc`` (the
 :class:`Destination` JSON). Loads table (owned by the loads module, read-only here):
-``load_id`` (key), ``driver_id``, ``status``, ``version``, ``doc`` (the :class:`LoadPublic`
-JSON); on a celled stage one table per cell, and a request reads the one its identity's
-cell names (:mod:`module_kit.cells`): a driver's read never leaves their cell. Storage
-failures surface as :class:`StorageUnavailableError` so the service can decide
-whether to degrade or refuse, without knowing about botocore.
+``load_id`` (key), ``driver_id``, ``status``, ``version``, ``doc`` (the load JSON, read
+through the tolerant :class:`~shared_contracts.loads.LoadView`); on a celled stage one
+table per cell, and a request reads the one its identity's cell names
+(:mod:`module_kit.cells`): a driver's read never leaves their cell. Storage failures
+surface as :class:`StorageUnavailableError` so the service can decide whether to degrade or
+refuse, without knowing about botocore.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from module_kit import aws
 from module_kit.cells import CellTables
 from shared_contracts.identity import IdentityContext, Role
-from shared_contracts.loads import LoadPublic
+from shared_contracts.loads import LoadView
 from shared_contracts.navigate import Destination
 
 from .config import NavigateSettings
@@ -77,7 +78,7 @@ class LoadsReader(_Table):
         super().__init__(settings, dynamodb)
         self.tables: CellTables = settings.loads_tables
 
-    def get_load(self, load_id: str, identity: IdentityContext) -> LoadPublic | None:
+    def get_load(self, load_id: str, identity: IdentityContext) -> LoadView | None:
         """``load_id`` as ``identity`` may see it; None if it may not, or it does not exist.
 
         A driver sees their own loads only, read from their cell's table alone: DynamoDB
@@ -102,4 +103,4 @@ class LoadsReader(_Table):
             return item if item is not None and item.get("driver_id") == owner else None
 
         item = self.tables.read(identity, read)
-        return LoadPublic.model_validate_json(item["doc"]) if item else None
+        return LoadView.model_validate_json(item["doc"]) if item else None

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from module_kit.cells import driver_identity
 from shared_contracts.errors import ConflictError, NotFoundError, UnavailableError
 from shared_contracts.identity import IdentityContext
-from shared_contracts.loads import LoadPublic, LoadStatus, Stop
+from shared_contracts.loads import LoadView, StopView
 from shared_contracts.navigate import Destination, Directions
 
 from .engine import Point, RouteEstimate, RoutingEngine, RoutingUnavailableError, StraightLineEngine
@@ -33,9 +33,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def next_stop(load: LoadPublic) -> Stop:
+def next_stop(load: LoadView) -> StopView:
     """The stop the driver is driving to (or waiting at): the one whose seq is current_stop."""
-    if load.status is LoadStatus.DELIVERED:
+    if load.delivered:
         raise ConflictError(
             f"load {load.load_id} is delivered: there is nothing to navigate to",
             code="load-delivered",
@@ -87,7 +87,7 @@ class NavigateService:
             engine=route.engine,
         )
 
-    def _load(self, identity: IdentityContext, load_id: str) -> LoadPublic:
+    def _load(self, identity: IdentityContext, load_id: str) -> LoadView:
         try:
             load = self.loads.get_load(load_id, identity)
         except StorageUnavailableError:
@@ -99,7 +99,7 @@ class NavigateService:
             raise NotFoundError(f"load {load_id} not found")
         return load
 
-    def _destination(self, stop: Stop) -> Destination:
+    def _destination(self, stop: StopView) -> Destination:
         """The facility record if there is one, else the stop's own data without instructions."""
         facility = stop.facility
         try:

@@ -29,7 +29,7 @@ from modules.navigate.service import NavigateService
 from relay import demo
 from shared_contracts.gatepass import GatePassPublic
 from shared_contracts.identity import Role
-from shared_contracts.loads import LoadPublic, LoadStatus, Stop
+from shared_contracts.loads import LoadPublic, LoadStatus, LoadView, Stop
 from tests.conftest import identity_header_for
 
 
@@ -166,7 +166,7 @@ def test_gatepass_never_parses_another_drivers_load_or_pass(gatepass, clock, mon
     header = identity_header_for("gatepass")
     mine, theirs = header(Role.DRIVER, "D-1001"), header(Role.DRIVER, "D-1002")
     body = {"load_id": "L-1", "facility_id": "F-CHI"}
-    load_parses = ParseCounter(monkeypatch, LoadPublic)
+    load_parses = ParseCounter(monkeypatch, LoadView)
     pass_parses = ParseCounter(monkeypatch, GatePassPublic)
     received = StoredItems(dynamodb)
     # GIVEN a pass requested for a load that does not exist, then for another driver's
@@ -216,7 +216,7 @@ def test_navigate_never_parses_another_drivers_load(navigate, clock, monkeypatch
     header = identity_header_for("navigate")
     mine, theirs = header(Role.DRIVER, "D-1001"), header(Role.DRIVER, "D-1002")
     params = {"load_id": "L-1", "lat": 41.8, "lon": -87.7}
-    parses, received = ParseCounter(monkeypatch, LoadPublic), StoredItems(dynamodb)
+    parses, received = ParseCounter(monkeypatch, LoadView), StoredItems(dynamodb)
     n_missing, missing = parses.during(
         lambda: client.get("/navigate", params=params, headers=theirs)
     )

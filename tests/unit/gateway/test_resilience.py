@@ -513,19 +513,47 @@ async def test_a_cached_list_is_checked_against_its_contract_once_not_on_every_s
     # THEN all five are served from the copy, which was parsed the first time only
     assert {r.status_code for r in answers} == {200}
     assert all("relay-degraded" in r.headers for r in answers)
-    assert parsed == ["LoadList"]
+    assert parsed == ["LoadListView"]
 
 
 async def test_a_cached_load_detail_that_does_not_fit_the_contract_is_a_503(harness, upstream):
+    # GIVEN a copy without the stops a fallback reads (static directions, the list's order)
     h = harness()
     detail = upstream.get("http://loads.test/loads/L-1").mock(
-        return_value=httpx.Response(200, json={**LOAD, "current_stop": 0})
+        return_value=httpx.Response(200, json={k: v for k, v in LOAD.items() if k != "stops"})
     )
     await h.client.get("/loads/L-1", headers=h.auth())
     detail.mock(side_effect=httpx.ConnectError("down"))
     r = await h.client.get("/loads/L-1", headers=h.auth())
     assert r.status_code == 503
     assert h.app.state.forwarder.fallback_errors == {"loads:last-known-good": 1}
+
+
+async def test_copies_keep_fields_the_gateway_does_not_know_and_ignore_a_new_status(
+    harness, upstream
+):
+    # GIVEN loads, in a newer version, answering with a field and a status this gateway's
+    # contracts do not know (a tolerant reader: neither is a reason to refuse the copy)
+    h = harness()
+    newer = {**LOAD, "hazmat_class": "3", "status": "on_hold"}
+    listing = upstream.get("http://loads.test/loads").mock(
+        return_value=httpx.Response(200, json={"items": [newer]})
+    )
+    detail = upstream.get("http://loads.test/loads/L-1").mock(
+        return_value=httpx.Response(200, json=newer)
+    )
+    await h.client.get("/loads", headers=h.auth())
+    await h.client.get("/loads/L-1", headers=h.auth())
+    listing.mock(side_effect=httpx.ConnectError("down"))
+    detail.mock(side_effect=httpx.ConnectError("down"))
+    # WHEN loads is down
+    served = [await h.client.get(p, headers=h.auth()) for p in ("/loads", "/loads/L-1")]
+    # THEN both copies are served, degraded, with the new field and status as loads sent them
+    assert [r.status_code for r in served] == [200, 200]
+    assert all("relay-degraded" in r.headers for r in served)
+    assert served[0].json()["items"][0]["hazmat_class"] == "3"
+    assert served[1].json()["hazmat_class"] == "3"
+    assert served[1].json()["status"] == "on_hold"
 
 
 async def test_a_cached_gate_pass_that_does_not_fit_the_contract_is_a_503(
