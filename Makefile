@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # Optic, the contracts' checker (below), is re-installed when its lock changes.
 OPTIC_STAMP := .tools/optic/.installed-$(shell cat tools/optic/package.json tools/optic/package-lock.json | cksum | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-functional test-template test-modules test-integration test-build build lock bench check format lint openapi clean gameday optic contracts-release
+.PHONY: dev test test-unit test-functional test-template test-modules test-contracts test-integration test-build build lock bench check format lint openapi clean gameday optic contracts-release
 
 # The exact versions of requirements/dev.lock (hash-checked; its runtime packages are the
 # versions every Lambda artifact ships, requirements/lambda.lock), then the project itself.
@@ -48,7 +48,7 @@ dev: $(STAMP)
 # functional, template and module tiers run on every core (pytest-xdist): their tests share
 # nothing (each its own in-process moto, files under tmp_path). The integration tier runs
 # whole stacks of processes, and its game days measure latency: one test at a time.
-test: test-unit test-functional test-template test-modules test-integration
+test: test-unit test-functional test-template test-modules test-contracts test-integration
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -61,6 +61,11 @@ test-template: $(STAMP)
 
 test-modules: $(STAMP)
 	$(BIN)/pytest -n auto tests/modules
+
+# Consumer-driven contracts (contracts/pacts): the consumers' tests write their pacts, each
+# module is verified alone against every pact naming it (tests/contracts).
+test-contracts: $(STAMP)
+	$(BIN)/pytest -n auto tests/contracts
 
 test-integration: $(STAMP)
 	@$(call install-nginx)
