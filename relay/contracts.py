@@ -281,6 +281,7 @@ class Finding:
     pointer: str
     rule: str
     message: str
+    spec: str = "before"  # the document the pointer is into: "before" or "after"
 
     @property
     def parts(self) -> list[str]:
@@ -372,6 +373,7 @@ class Optic:
                 pointer=result["location"]["jsonPath"],
                 rule=result.get("name", ""),
                 message=_sentence(result.get("error") or result.get("where", "")),
+                spec=result["location"].get("spec", "before"),
             )
             for run in details.get("completed", [])
             for result in run["comparison"]["results"]
@@ -560,7 +562,7 @@ class BreakingChange:
     document: str
     operation: str  # "GET /loads/{load_id}", "event load"
     field: str | None
-    side: str  # "response", "request" or "operation"
+    side: str  # "response", "request", "operation" or "<in> parameter" ("query parameter")
     status: str | None  # the response's status code
     rule: str
     message: str
@@ -573,7 +575,9 @@ class BreakingChange:
         else:
             if self.side == "response" and self.status:
                 where += f" {self.status}"
-            if self.field:
+            if self.side.endswith("parameter"):
+                where += f" {self.side} `{self.field}`"
+            elif self.field:
                 where += f" {self.side} field `{self.field}`"
         readers = ", ".join(self.consumers) if self.consumers else "none in contracts/pacts"
         return f"{where}: {self.message} [{self.rule}]; consumers: {readers}"
@@ -708,7 +712,8 @@ def check(
                 current=_version(after),
                 changed=(module, document) in findings,
                 breaking=tuple(
-                    _breaking(module, document, f, before or {}, interactions) for f in changes
+                    _breaking(module, document, f, before or {}, after or {}, interactions)
+                    for f in changes
                 ),
             )
         )
@@ -750,6 +755,7 @@ def _breaking(
     document: str,
     finding: Finding,
     before: dict[str, Any],
+    after: dict[str, Any],
     interactions: list[Interaction],
 ) -> BreakingChange:
     operation = finding.operation
@@ -758,17 +764,32 @@ def _breaking(
     if operation is not None and operation[1].startswith(EVENT_PREFIX):
         shown_op = "event " + operation[1].removeprefix(EVENT_PREFIX)
         properties = _properties(before, operation)
+    side, name = finding.side, finding.field
+    parameter = _parameter(before if finding.spec == "before" else after, finding.parts)
+    if parameter is not None:
+        side, name = f"{parameter.get('in', '')} parameter", str(parameter.get("name"))
     return BreakingChange(
         module=module,
         document=document,
         operation=shown_op,
-        field=finding.field,
-        side=finding.side,
+        field=name,
+        side=side,
         status=finding.status,
         rule=finding.rule,
         message=finding.message,
         consumers=consumers(finding, module, interactions, event_properties=properties),
     )
+
+
+def _parameter(document: dict[str, Any], parts: list[str]) -> dict[str, Any] | None:
+    """The parameter a finding points into (``paths/<path>/<method>/parameters/<i>``)."""
+    if len(parts) < 5 or parts[0] != "paths" or parts[3] != "parameters":
+        return None
+    try:
+        found = document["paths"][parts[1]][parts[2]]["parameters"][int(parts[4])]
+    except (KeyError, IndexError, ValueError, TypeError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _properties(document: dict[str, Any], operation: tuple[str, str]) -> list[str]:
