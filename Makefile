@@ -63,8 +63,9 @@ test-modules: $(STAMP)
 	$(BIN)/pytest -n auto tests/modules
 
 # Consumer-driven contracts (contracts/pacts): the consumers' tests write their pacts, each
-# module is verified alone against every pact naming it (tests/contracts).
-test-contracts: $(STAMP)
+# module is verified alone against every pact naming it (tests/contracts); the
+# breaking-change check's tests run Optic.
+test-contracts: $(STAMP) $(OPTIC_STAMP)
 	$(BIN)/pytest -n auto tests/contracts
 
 test-integration: $(STAMP)
