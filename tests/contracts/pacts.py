@@ -63,24 +63,24 @@ EXAMPLE_SIGNER = IdentitySigner(
 )
 
 
+def identity_context_example(role: Role, driver_id: str | None) -> IdentityContext:
+    return IdentityContext(
+        sub=driver_id or f"{role.value}-1",
+        role=role,
+        driver_id=driver_id if role is Role.DRIVER else None,
+    )
+
+
 def identity_matcher(
     module: str, role: Role = Role.DRIVER, driver_id: str | None = "D-1001"
 ) -> AbstractMatcher[str]:
     """``x-relay-identity`` as the gateway sends it to ``module``: any signed context; the
     example names the caller (verification signs that caller afresh)."""
-    context = IdentityContext(
-        sub=driver_id or f"{role.value}-1",
-        role=role,
-        driver_id=driver_id if role is Role.DRIVER else None,
-    )
-    return match.regex(EXAMPLE_SIGNER.sign(context, audience=module), regex=JWT_PATTERN)
+    example = EXAMPLE_SIGNER.sign(identity_context_example(role, driver_id), audience=module)
+    return match.regex(example, regex=JWT_PATTERN)
 
 
 # --- pact files ----------------------------------------------------------------------------
-
-
-def pact_path(consumer: str, provider: str) -> Path:
-    return PACTS / f"{consumer}-{provider}.json"
 
 
 def comparable(doc: dict[str, Any]) -> dict[str, Any]:
@@ -88,23 +88,23 @@ def comparable(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k != "metadata"}
 
 
-def write_pact(pact: Any, consumer: str, provider: str, scratch: Path) -> str | None:
-    """Writes ``pact`` to contracts/pacts/ if it differs from the file there (atomically:
+def write_pact(
+    pact: Any, consumer: str, provider: str, scratch: Path, directory: Path = PACTS
+) -> str | None:
+    """Writes ``pact`` to ``directory`` if it differs from the file there (atomically:
     verifications may be reading it). The reason it was rewritten, or None if unchanged."""
     pact.write_file(scratch, overwrite=True)
     produced = json.loads((scratch / f"{consumer}-{provider}.json").read_text())
-    target = pact_path(consumer, provider)
+    target = directory / f"{consumer}-{provider}.json"
     was = "stale" if target.exists() else "missing"
     if target.exists() and comparable(json.loads(target.read_text())) == comparable(produced):
         return None
-    PACTS.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
     partial.write_text(json.dumps(produced, indent=2, sort_keys=True) + "\n")
     os.replace(partial, target)
-    return (
-        f"{target.relative_to(ROOT)} was {was}: "
-        "rewritten from the consumer tests; review and commit it"
-    )
+    shown = target.relative_to(ROOT) if target.is_relative_to(ROOT) else target
+    return f"{shown} was {was}: rewritten from the consumer tests; review and commit it"
 
 
 def pact_files(provider: str) -> list[Path]:
