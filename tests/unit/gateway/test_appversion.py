@@ -82,12 +82,10 @@ def test_the_version_is_found_in_the_apps_user_agent_only():
 # --- configuration ---------------------------------------------------------------------
 
 
-def test_the_shipped_table_sets_the_minimum_serves_without_a_version_and_deprecates_one():
+def test_the_shipped_table_sets_the_minimum_and_serves_without_a_version():
     shipped = load_routes()
     assert shipped.app.minimum == AppVersion(5, 0, 0)
     assert shipped.app.without_version == "serve"
-    deprecated = [(r.prefix, m) for r in shipped.routes for m in r.deprecated]
-    assert deprecated == [("/dispatch/messages", "POST")]
 
 
 def test_a_table_without_an_app_block_has_no_minimum():
