@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pact import Verifier
 
 from relay import demo
 from relay.release.deploy import directory_version
@@ -164,3 +165,89 @@ def test_loads_adds_a_field_and_every_driver_flow_still_works(api, stack, tmp_pa
 def probe(api: Api) -> str:
     """A probe driver's loads, as the gateway answers them now."""
     return api.http.get("/loads", headers=api.auth(Role.DRIVER, "D-7199")).text
+
+
+# --- The apps in the field, through the whole stack -----------------------------------------
+
+PACTS = Path(__file__).resolve().parents[2] / "contracts" / "pacts"
+PACT_DRIVER, PACT_LOAD = "D-1001", "L-1"  # as the recorded interactions name them
+
+
+class AppStates:
+    """The provider states the recorded app interactions name, set up through the stack as
+    dispatch and the driver would (a fresh L-1 for each interaction: the recordings report
+    the same arrival)."""
+
+    def __init__(self, api: Api, stack: LocalStack) -> None:
+        self.api = api
+        env = stack.function_env("LoadsFunction")
+        dynamodb = api.aws_resource("dynamodb")
+        self.loads = dynamodb.Table(env["LOADS_TABLE"])
+        self.events = dynamodb.Table(env["LOAD_EVENTS_TABLE"])
+
+    def __call__(self, state: str, action: str = "setup", parameters: dict | None = None) -> None:
+        if action != "setup" or not state:
+            return
+        if state == f"driver {PACT_DRIVER} has a message from dispatch":
+            r = self.api.http.post(
+                "/dispatch/messages",
+                json={"driver_id": PACT_DRIVER, "body": "Dock 4 is free"},
+                headers=self.api.auth(Role.DISPATCH, None),
+            )
+            assert r.status_code == 201, r.text
+            return
+        self.fresh_load()
+        if "gate pass" in state:
+            r = self.api.http.post(
+                "/gatepass",
+                json={"load_id": PACT_LOAD, "facility_id": "F-CHI"},
+                headers=self.api.auth(Role.DRIVER, PACT_DRIVER),
+            )
+            assert r.status_code == 201, r.text
+
+    def fresh_load(self) -> None:
+        events = self.events.query(
+            KeyConditionExpression="load_id = :l", ExpressionAttributeValues={":l": PACT_LOAD}
+        )["Items"]
+        with self.events.batch_writer() as batch:
+            for item in events:
+                batch.delete_item(Key={"load_id": item["load_id"], "seq": item["seq"]})
+        self.loads.delete_item(Key={"load_id": PACT_LOAD})
+        assign(self.api, PACT_LOAD, PACT_DRIVER)
+
+
+@pytest.mark.parametrize("app_version", ["5.0", "5.1"])
+def test_the_two_previous_apps_recorded_interactions_pass_through_the_stack(
+    api, stack, app_version
+):
+    # GIVEN what app <version> was recorded calling and reading, per module
+    files = sorted(PACTS.glob(f"relay-app-{app_version}-*.json"))
+    assert {f.stem.rsplit("-", 1)[1] for f in files} == {"loads", "gatepass", "navigate", "message"}
+    # WHEN each interaction is replayed against the gateway, as that app, with a token the
+    # stack's issuer signed in place of the recorded one
+    token = api.auth(Role.DRIVER, PACT_DRIVER)["authorization"]
+    verifier = (
+        Verifier("relay-gateway", host="127.0.0.1")
+        .add_transport(url=stack.gateway_url)
+        .add_custom_header("Authorization", token)
+        .state_handler(AppStates(api, stack))
+    )
+    for path in files:
+        verifier.add_source(path)
+    # THEN every answer is what that app reads
+    try:
+        verifier.verify()
+    except RuntimeError:
+        pytest.fail(f"app {app_version} broke:\n{verifier.output(strip_ansi=True)}")
+
+
+def test_an_app_older_than_the_minimum_is_told_to_update(api):
+    driver = api.auth(Role.DRIVER, "D-1001")
+    old = api.http.get("/loads", headers={**driver, "relay-app-version": "4.9.2"})
+    assert old.status_code == 426, old.text
+    problem = old.json()
+    assert problem["type"].endswith("upgrade-required") and "5.0" in problem["detail"]
+    oldest_supported = api.http.get("/loads", headers={**driver, "relay-app-version": "5.0.0"})
+    assert oldest_supported.status_code == 200
+    unversioned = api.http.get("/loads", headers=driver)  # consoles and tools: served
+    assert unversioned.status_code == 200
