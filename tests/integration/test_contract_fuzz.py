@@ -30,6 +30,7 @@ from shared_contracts.identity import Role
 from tests.integration.conftest import Api
 
 EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "12"))
+CURRENT_APP = "5.2.0"
 schema = schemathesis.openapi.from_path(ROOT / "gateway" / "ops" / "openapi.json")
 ROUTES = sorted(
     tomllib.loads((ROOT / "gateway" / "routing" / "routes.toml").read_text())["routes"],
@@ -92,6 +93,9 @@ def role_for(path: str) -> Role | None:
 )
 def test_every_operation_conforms_and_never_fails(case, fuzz_api):
     role = role_for(case.path)
+    # The current app: which versions are served is the gateway's own rule (426 before any
+    # module is called), tested in tests/unit/gateway/test_appversion.py and on the stack.
+    case.headers = {**(case.headers or {}), "Relay-App-Version": CURRENT_APP}
     if role is not None:  # in the case itself, so schemathesis' auth probes can remove it
         token = fuzz_api.auth(role, "D-1001" if role is Role.DRIVER else None)["authorization"]
         case.headers = {**(case.headers or {}), "Authorization": token}
