@@ -2,7 +2,8 @@
 answers it keeps (gateway/resilience/fallbacks.py) — no more.
 
 - loads: a driver's loads and one load, kept as last-known-good and read back with
-  ``LoadList`` / ``LoadPublic``: every field those require, none they do not.
+  ``LoadListView`` / ``LoadView`` (tolerant readers): every field those require, none
+  they do not (the app's own pacts say what the app reads of the copies it is served).
 - gatepass: a driver's passes (kept, checked for validity and revocation), the public
   keys (kept for offline verification), and a verdict ``revoked`` (its pass remembered
   as revoked).
@@ -50,31 +51,25 @@ def facility(facility_id: str, name: str, lat: float, lon: float) -> dict[str, A
 
 
 CHICAGO = facility("F-CHI", "Chicago Cross-Dock", 41.8155, -87.7245)
-INDIANAPOLIS = facility("F-IND", "Indianapolis DC", 39.7684, -86.1581)
 
 
-def stop(seq: int, kind: str, where: dict[str, Any], window_in_hours: float) -> dict[str, Any]:
+def stop(seq: int, where: dict[str, Any], window_in_hours: float) -> dict[str, Any]:
     return {
         "seq": match.integer(seq),
-        "kind": match.regex(kind, regex=r"^(pickup|delivery)$"),
         "facility": where,
         "window_start": timestamp(window_in_hours),
         "window_end": timestamp(window_in_hours + 2),
     }
 
 
-# What LoadPublic requires (the optional reference, trailer, commodity are not read).
+# What LoadView requires: the fallbacks order loads by status and first window, and static
+# directions drive to the current stop's facility. Any status string is read.
 LOAD = {
     "load_id": match.like(states.LOAD),
     "driver_id": match.like(states.DRIVER),
-    "status": match.regex("assigned", regex=r"^(assigned|at_stop|in_transit|delivered)$"),
-    "shipper": CHICAGO,
-    "consignee": INDIANAPOLIS,
-    "stops": match.each_like(stop(1, "pickup", CHICAGO, 1), min=2),
+    "status": match.like("assigned"),
+    "stops": match.each_like(stop(1, CHICAGO, 1), min=1),
     "current_stop": match.integer(1),
-    "version": match.integer(1),
-    "assigned_at": timestamp(0),
-    "updated_at": timestamp(0),
 }
 
 

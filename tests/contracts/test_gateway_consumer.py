@@ -13,7 +13,7 @@ from pact import Pact
 
 from shared_contracts.gatepass import GatePassList, GatePassVerdict, Jwks
 from shared_contracts.identity import Role
-from shared_contracts.loads import LoadList, LoadPublic
+from shared_contracts.loads import LoadListView, LoadView
 from shared_contracts.navigate import Directions
 from tests.contracts import gateway_pacts, states
 from tests.contracts.gateway import gateway
@@ -43,12 +43,11 @@ def test_gateway_keeps_a_drivers_loads_and_reads_them_back(tmp_path):
         gw.module_down("loads")
         kept_list = gw.client.get("/loads", headers=gw.auth())
         kept_load = gw.client.get(f"/loads/{states.LOAD}", headers=gw.auth())
-    # THEN the gateway serves both from its copies, read as LoadList / LoadPublic
+    # THEN the gateway serves both from its copies, read as LoadListView / LoadView
     assert degraded(kept_list, "loads") and degraded(kept_load, "loads")
-    assert [ld.load_id for ld in LoadList.model_validate_json(kept_list.content).items] == ["L-1"]
-    assert (
-        LoadPublic.model_validate_json(kept_load.content).stops[0].facility.facility_id == "F-CHI"
-    )
+    kept = LoadListView.model_validate_json(kept_list.content)
+    assert [ld.load_id for ld in kept.items] == ["L-1"]
+    assert LoadView.model_validate_json(kept_load.content).stops[0].facility.facility_id == "F-CHI"
     assert (reason := write_pact(pact, "gateway", "loads", tmp_path / "out")) is None, reason
 
 
