@@ -65,6 +65,27 @@ def event_key_id(driver_id: str, idempotency_key: str) -> str:
     return derived_id("load-event", driver_id, idempotency_key)
 
 
+def assigned_load(command: LoadAssign, at: datetime) -> LoadPublic:
+    """The load ``command`` assigns, as it is first stored: its stops numbered, at the
+    first one, version 1."""
+    stops = [Stop(seq=i, **plan.model_dump()) for i, plan in enumerate(command.stops, 1)]
+    return LoadPublic(
+        load_id=command.load_id,
+        driver_id=command.driver_id,
+        status=LoadStatus.ASSIGNED,
+        reference=command.reference,
+        trailer=command.trailer,
+        commodity=command.commodity,
+        shipper=stops[0].facility,
+        consignee=stops[-1].facility,
+        stops=stops,
+        current_stop=1,
+        version=1,
+        assigned_at=at,
+        updated_at=at,
+    )
+
+
 def apply_event(load: LoadPublic, event: LoadEventCreate, at: datetime) -> LoadPublic:
     """Return ``load`` after ``event``, or raise ConflictError if the transition is invalid."""
     if load.status is LoadStatus.DELIVERED:
@@ -240,23 +261,7 @@ class LoadsService:
         return recorded
 
     def assign(self, command: LoadAssign) -> LoadPublic:
-        now = self.clock()
-        stops = [Stop(seq=i, **plan.model_dump()) for i, plan in enumerate(command.stops, 1)]
-        load = LoadPublic(
-            load_id=command.load_id,
-            driver_id=command.driver_id,
-            status=LoadStatus.ASSIGNED,
-            reference=command.reference,
-            trailer=command.trailer,
-            commodity=command.commodity,
-            shipper=stops[0].facility,
-            consignee=stops[-1].facility,
-            stops=stops,
-            current_stop=1,
-            version=1,
-            assigned_at=now,
-            updated_at=now,
-        )
+        load = assigned_load(command, self.clock())
         try:
             self.repository.create(load)
         except LoadExistsError:

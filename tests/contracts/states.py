@@ -17,12 +17,12 @@ from typing import Any
 import boto3
 
 from modules.gatepass.service import GatepassService
-from modules.loads.service import LoadsService
+from modules.loads.service import LoadsService, assigned_load
 from modules.message.service import MessageService
 from modules.navigate.repository import FacilitiesRepository
 from relay import demo
 from shared_contracts.gatepass import GatePassCreate
-from shared_contracts.loads import LoadPublic, LoadStatus, Stop
+from shared_contracts.loads import LoadPublic, LoadStatus
 from shared_contracts.message import DispatchMessageCreate
 
 StateSetup = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -60,23 +60,8 @@ def empty(*tables: str) -> None:
 def load_record(table: str, at: datetime, status: LoadStatus = LoadStatus.ASSIGNED) -> LoadPublic:
     """L-1 of D-1001 in the loads table ``table``, as the loads module stores a load
     (the record gatepass and navigate read)."""
-    plan = demo.assignment(LOAD, DRIVER, ROUTE, at)
-    stops = [Stop(seq=i, **p.model_dump()) for i, p in enumerate(plan.stops, 1)]
-    load = LoadPublic(
-        load_id=LOAD,
-        driver_id=DRIVER,
-        status=status,
-        reference=plan.reference,
-        trailer=plan.trailer,
-        commodity=plan.commodity,
-        shipper=stops[0].facility,
-        consignee=stops[-1].facility,
-        stops=stops,
-        current_stop=1,
-        version=1,
-        assigned_at=at,
-        updated_at=at,
-    )
+    load = assigned_load(demo.assignment(LOAD, DRIVER, ROUTE, at), at)
+    load = load.model_copy(update={"status": status})
     boto3.resource("dynamodb").Table(table).put_item(
         Item={
             "load_id": load.load_id,

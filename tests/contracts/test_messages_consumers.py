@@ -24,6 +24,7 @@ from gateway.fallbackstore.projector import KEYS_ITEM, Projector, make_handler
 from module_kit.metrics import ModuleMetrics
 from modules.gatepass.config import GatepassSettings
 from modules.gatepass.repository import GatepassRepository
+from modules.loads.service import assigned_load
 from modules.navigate.config import NavigateSettings
 from modules.navigate.repository import LoadsReader
 from modules.notifications.config import NotificationsSettings
@@ -34,7 +35,7 @@ from relay import demo
 from shared_contracts import ID_PATTERN
 from shared_contracts.gatepass import GatePassPublic, Jwk, Jwks
 from shared_contracts.identity import Role
-from shared_contracts.loads import LoadPublic, LoadStatus, LoadView, Stop
+from shared_contracts.loads import LoadView
 from shared_contracts.navigate import Destination
 from shared_contracts.notifications import Notification, NotificationKind
 from tests.conftest import identity_context
@@ -61,22 +62,7 @@ from tests.modules.notifications.conftest import sqs_event
 
 def example_load() -> dict[str, Any]:
     plan = demo.assignment(states.LOAD, states.DRIVER, states.ROUTE, EXAMPLE_TIME)
-    stops = [Stop(seq=i, **p.model_dump()) for i, p in enumerate(plan.stops, 1)]
-    return LoadPublic(
-        load_id=states.LOAD,
-        driver_id=states.DRIVER,
-        status=LoadStatus.ASSIGNED,
-        reference=plan.reference,
-        trailer=plan.trailer,
-        commodity=plan.commodity,
-        shipper=stops[0].facility,
-        consignee=stops[-1].facility,
-        stops=stops,
-        current_stop=1,
-        version=1,
-        assigned_at=EXAMPLE_TIME,
-        updated_at=EXAMPLE_TIME,
-    ).model_dump(mode="json")
+    return assigned_load(plan, EXAMPLE_TIME).model_dump(mode="json")
 
 
 EXAMPLE_KID = "Qm9y2vdjJ3zW1QmZb6l6r3o8c9RrM5V0x1Cq0sYkFhE"
