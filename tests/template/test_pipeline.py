@@ -313,6 +313,12 @@ def test_an_unknown_unit_stops_the_plan(tmp_path):
         (["modules/loads/app.py", "modules/message/app.py"], ["message", "loads"]),
         (["gateway/app.py"], ["gateway"]),
         (["docs/deploy.md"], []),
+        # the released contracts recorded after a release, and the checker's own pins
+        (["contracts/baseline/loads/openapi.json", "tools/optic/package-lock.json"], []),
+        (
+            ["tools/lambda_artifact.py"],
+            ["notifications", "message", "navigate", "gatepass", "loads", "gateway"],
+        ),
         (
             ["module_kit/http.py"],
             ["notifications", "message", "navigate", "gatepass", "loads", "gateway"],
@@ -361,3 +367,50 @@ def test_a_celled_stage_releases_loads_through_the_controller_and_tells_every_st
     deploys = [c for c in calls if c.startswith("sam deploy")]
     (gateway,) = [c for c in deploys if "relay-preprod-gateway " in c]
     assert "LoadsCells=3" in gateway
+
+
+# --- releasing updates the contracts' baseline (docs/contracts.md) --------------------------
+
+
+def test_the_release_records_the_released_modules_contracts_after_the_last_stage(tmp_path):
+    job = RELEASE["jobs"]["record-contracts"]
+    last_stage = max(stage_jobs(), key=lambda n: len(needs_closure(n)))
+    assert last_stage in needs(job) and job["permissions"] == {"contents": "write"}
+    (step,) = [s for s in job["steps"] if s.get("name") == "Record the released contracts"]
+    # GIVEN a release of the platform, loads and the gateway, and a recording make and git
+    for module in ("loads", "navigate"):
+        (tmp_path / "contracts" / "baseline" / module).mkdir(parents=True)
+    log = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("make", "git"):  # `git diff --quiet` exits 1: the baseline changed
+        tool = bin_dir / name
+        status = '[ "$1" = diff ] && exit 1; exit 0'
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{status}\n')
+        tool.chmod(0o755)
+    # WHEN the step runs
+    result = subprocess.run(
+        ["bash", "-c", step["run"]],
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "UNITS": "platform loads gateway"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    # THEN only the released module with a contract is recorded, and the change committed
+    calls = log.read_text().splitlines()
+    assert result.returncode == 0, result.stderr
+    assert calls[0] == "make contracts-release MODULES= loads"
+    assert any(c.startswith("git commit") and "contracts/baseline" in c for c in calls)
+    assert calls[-1] == "git push origin HEAD:main"
+
+
+def needs_closure(name: str) -> set[str]:
+    """Every job ``name`` waits for, directly or not."""
+    found: set[str] = set()
+    todo = needs(RELEASE["jobs"][name])
+    while todo:
+        job = todo.pop()
+        if job not in found:
+            found.add(job)
+            todo.extend(needs(RELEASE["jobs"][job]))
+    return found
