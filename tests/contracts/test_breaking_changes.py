@@ -1,4 +1,4 @@
-"""The breaking-change check (relay/contracts.py) with the real Optic, on edited copies of
+"""The breaking-change check (relay/contracts/) with the real Optic, on edited copies of
 the loads module's current documents against a baseline of the unedited ones.
 
 Each case that compares documents runs Optic once (about 3 s): ``make test-contracts``
@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from relay import contracts
+from relay.contracts import baseline as baseline_check  # where the check reads documents()
 from relay.openapi import render
 
 LOAD_PATH = "/loads/L-1"
@@ -233,7 +234,7 @@ def test_release_refuses_a_break_without_a_new_major_and_records_a_new_one(
     def the_tree(edit):
         edited = copy.deepcopy(current)
         edit(edited)
-        monkeypatch.setattr(contracts, "documents", lambda module: edited)
+        monkeypatch.setattr(baseline_check, "documents", lambda module: edited)
 
     def release() -> list[Path]:
         return contracts.release(
@@ -292,7 +293,7 @@ def test_a_document_no_longer_published_is_refused_and_not_released(
 ):
     # GIVEN loads without its HTTP app: only its events are published
     events_only = {contracts.EVENTS_FILE: current[contracts.EVENTS_FILE]}
-    monkeypatch.setattr(contracts, "documents", lambda module: events_only)
+    monkeypatch.setattr(baseline_check, "documents", lambda module: events_only)
 
     checks = by_document(
         contracts.check(["loads"], baseline_dir=baseline, pacts_dir=pacts, optic=optic)
