@@ -291,6 +291,10 @@ def test_a_write_retried_in_the_other_region_is_applied_once(api: Api, stack: Lo
     with httpx.Client(base_url=stack.region_gateway_url(EAST), timeout=10) as east:
         r = east.post("/dispatch/assignments", json=body, headers=api.auth(Role.DISPATCH))
         assert r.status_code == 201, r.text
+        # the driver sees it first (a gateway that has not yet read the end of an earlier
+        # test's evacuation still sends loads to the peer region, where it may not be yet)
+        sees = api.auth(Role.DRIVER, driver)
+        assert wait_until(lambda: east.get(f"/loads/{load_id}", headers=sees).status_code == 200)
         first = east.post(f"/loads/{load_id}/events", json=event, headers=auth)
     assert first.status_code == 201, first.text
     assert wait_until(lambda: events_in(stack, WEST, load_id) == [("arrived", 1)], timeout=20)
