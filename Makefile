@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # Optic, the contracts' checker (below), is re-installed when its lock changes.
 OPTIC_STAMP := .tools/optic/.installed-$(shell cat tools/optic/package.json tools/optic/package-lock.json | cksum | cut -d' ' -f1)
 
-.PHONY: dev test test-unit test-functional test-template test-modules test-contracts test-integration test-build build lock bench check format lint openapi clean gameday optic contracts-release
+.PHONY: dev test test-unit test-functional test-template test-modules test-contracts test-integration test-fuzz test-build build lock bench check format lint openapi clean gameday optic contracts-release
 
 # The exact versions of requirements/dev.lock (hash-checked; its runtime packages are the
 # versions every Lambda artifact ships, requirements/lambda.lock), then the project itself.
@@ -71,7 +71,14 @@ test-contracts: $(STAMP) $(OPTIC_STAMP)
 test-integration: $(STAMP)
 	@$(call install-nginx)
 	@$(call install-chromium)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration --ignore=tests/integration/test_contract_fuzz.py
+
+# Schemathesis over every operation of the published API through the real stack, with
+# FUZZ_EXAMPLES generated cases per operation (about 45 s at 50; CI runs it after
+# `make test`; docs/security.md).
+FUZZ_EXAMPLES ?= 50
+test-fuzz: $(STAMP)
+	RELAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/integration/test_contract_fuzz.py
 
 # Every game day (gamedays/*.json, Chaos Toolkit experiments) on stacks of its own, each
 # fault held 20 s under a synthetic load; the failure-mode matrix rewritten into

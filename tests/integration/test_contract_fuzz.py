@@ -4,7 +4,10 @@ Every operation is called with generated (valid and invalid) input and a valid t
 role the route admits. No answer may be a 5xx, and every answer must match the published
 document (status codes, content types, bodies). A larger run:
 
-    RELAY_FUZZ_EXAMPLES=200 make test-integration
+    make test-fuzz FUZZ_EXAMPLES=200
+
+Not part of `make test` (its own target, which CI runs after it); 12 cases per operation
+when run by hand without RELAY_FUZZ_EXAMPLES.
 """
 
 from __future__ import annotations
