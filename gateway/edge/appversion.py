@@ -119,11 +119,6 @@ def version_in_user_agent(agent: str) -> str | None:
 # --- configuration (the route table's [app] block and its routes' fields) ------------
 
 
-def _version(text: str) -> str:
-    parse_version(text)
-    return text
-
-
 class AppConfig(BaseModel):
     """The route table's ``[app]`` block."""
 
@@ -175,8 +170,10 @@ class Deprecation(BaseModel):
 
 
 def check_version_field(value: str | None) -> str | None:
-    """A route's ``min_app_version``, validated (routes.py's field validator)."""
-    return value if value is None else _version(value)
+    """A configured version (``min_version``, a route's ``min_app_version``), validated."""
+    if value is not None:
+        parse_version(value)
+    return value
 
 
 def _midnight(day: date) -> datetime:
