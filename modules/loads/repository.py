@@ -160,7 +160,7 @@ class LoadsRepository:
     def create(self, load: LoadPublic) -> None:
         try:
             self._loads.put_item(
-                Item=self._item(load),
+                Item=self.item_of(load),
                 ConditionExpression="attribute_not_exists(load_id)",
             )
         except ClientError as exc:
@@ -199,7 +199,7 @@ class LoadsRepository:
             load_put["ConditionExpression"] += " AND attribute_not_exists(event_keys.#key)"
             load_put["ExpressionAttributeNames"] = {"#key": key_id}
             event_item["event_key"] = key_id
-        load_put["Item"] = self._item(event.load, keys)
+        load_put["Item"] = self.item_of(event.load, keys)
         client = self.dynamodb.meta.client
         try:
             client.transact_write_items(
@@ -232,7 +232,8 @@ class LoadsRepository:
             return False
 
     @staticmethod
-    def _item(load: LoadPublic, event_keys: dict[str, int] | None = None) -> dict[str, Any]:
+    def item_of(load: LoadPublic, event_keys: dict[str, int] | None = None) -> dict[str, Any]:
+        """The loads table's item for ``load``: the layout navigate and gatepass read."""
         item: dict[str, Any] = {
             "load_id": load.load_id,
             "driver_id": load.driver_id,

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 
 from modules.gatepass.service import GatepassService
+from modules.loads.repository import LoadsRepository
 from modules.loads.service import LoadsService, assigned_load
 from modules.message.service import MessageService
 from modules.navigate.repository import FacilitiesRepository
@@ -62,15 +63,7 @@ def load_record(table: str, at: datetime, status: LoadStatus = LoadStatus.ASSIGN
     (the record gatepass and navigate read)."""
     load = assigned_load(demo.assignment(LOAD, DRIVER, ROUTE, at), at)
     load = load.model_copy(update={"status": status})
-    boto3.resource("dynamodb").Table(table).put_item(
-        Item={
-            "load_id": load.load_id,
-            "driver_id": load.driver_id,
-            "status": load.status.value,
-            "version": load.version,
-            "doc": load.model_dump_json(),
-        }
-    )
+    boto3.resource("dynamodb").Table(table).put_item(Item=LoadsRepository.item_of(load))
     return load
 
 

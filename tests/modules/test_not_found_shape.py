@@ -85,13 +85,7 @@ def put_load(env: dict[str, str], clock, load_id="L-1", driver="D-1001") -> Load
         updated_at=clock.now,
     )
     boto3.resource("dynamodb").Table(env["LOADS_TABLE"]).put_item(
-        Item={
-            "load_id": load.load_id,
-            "driver_id": load.driver_id,
-            "status": load.status.value,
-            "version": load.version,
-            "doc": load.model_dump_json(),
-        }
+        Item=LoadsRepository.item_of(load)
     )
     return load
 

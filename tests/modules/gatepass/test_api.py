@@ -23,6 +23,7 @@ from modules.gatepass.config import GatepassSettings
 from modules.gatepass.repository import GatepassRepository
 from modules.gatepass.service import GatepassService
 from modules.gatepass.signing import KmsSigner, PassClaims
+from modules.loads.repository import LoadsRepository
 from relay import demo
 from shared_contracts.identity import Role
 from shared_contracts.loads import LoadPublic, LoadStatus, Stop
@@ -113,13 +114,7 @@ def put_load(
         updated_at=clock.now,
     )
     boto3.resource("dynamodb").Table(table or env["LOADS_TABLE"]).put_item(
-        Item={
-            "load_id": load.load_id,
-            "driver_id": load.driver_id,
-            "status": load.status.value,
-            "version": load.version,
-            "doc": load.model_dump_json(),
-        }
+        Item=LoadsRepository.item_of(load)
     )
     return load
 

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from module_kit.cells import parse_cells
+from modules.loads.repository import LoadsRepository
 from modules.navigate.app import create_app
 from modules.navigate.config import NavigateSettings
 from modules.navigate.engine import RouteEstimate, RoutingUnavailableError, haversine_km
@@ -84,13 +85,7 @@ def write_load(
         updated_at=clock.now,
     )
     boto3.resource("dynamodb").Table(table or NavigateSettings().loads_table).put_item(
-        Item={
-            "load_id": load.load_id,
-            "driver_id": load.driver_id,
-            "status": load.status.value,
-            "version": load.version,
-            "doc": load.model_dump_json(),
-        }
+        Item=LoadsRepository.item_of(load)
     )
     return load
 
