@@ -300,11 +300,7 @@ def _operation(module_op: dict[str, Any], method: str, route: Route) -> dict[str
 def _app_versions(op: dict[str, Any], method: str, route: Route, app: AppConfig) -> dict[str, Any]:
     """What the gateway's app version check adds to an operation it forwards: the
     ``Relay-App-Version`` parameter, the 426 (and 400) it answers, and ``deprecated``."""
-    op["parameters"] = [
-        p
-        for p in op.get("parameters", [])
-        if not (p.get("in") == "header" and p.get("name", "").lower() == "relay-app-version")
-    ] + [copy.deepcopy(APP_VERSION)]
+    op["parameters"] = [*op.get("parameters", []), copy.deepcopy(APP_VERSION)]
     responses = op["responses"]
     minimum = route.min_app_version or app.min_version
     if minimum is not None:
