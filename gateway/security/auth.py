@@ -241,17 +241,23 @@ class JwtAuthenticator:
         audience = claims.aud if claims.token_use == "id" else claims.client_id  # noqa: S105
         if claims.token_use not in self.token_uses or audience not in self.client_ids:
             raise UnauthorizedError("token not issued for this app")
-        groups = set(claims.groups or ())
-        role = next((r for r in ROLE_PRECEDENCE if r.value in groups), None)
-        if role is None:
-            raise ForbiddenError("the account is in no Relay group")
-        driver_id = claims.driver_id if role is Role.DRIVER else None
-        if role is Role.DRIVER and not driver_id:
-            raise ForbiddenError("driver account without a driver id")
-        try:
-            return IdentityContext(sub=claims.sub, role=role, driver_id=driver_id)
-        except ValueError:
-            raise UnauthorizedError("invalid token claims") from None
+        return identity_of(claims)
+
+
+def identity_of(claims: CognitoClaims) -> IdentityContext:
+    """The caller a verified token's claims name: the highest-ranking Relay group is the
+    role (:data:`ROLE_PRECEDENCE`); a driver's account must carry its driver id."""
+    groups = set(claims.groups or ())
+    role = next((r for r in ROLE_PRECEDENCE if r.value in groups), None)
+    if role is None:
+        raise ForbiddenError("the account is in no Relay group")
+    driver_id = claims.driver_id if role is Role.DRIVER else None
+    if role is Role.DRIVER and not driver_id:
+        raise ForbiddenError("driver account without a driver id")
+    try:
+        return IdentityContext(sub=claims.sub, role=role, driver_id=driver_id)
+    except ValueError:
+        raise UnauthorizedError("invalid token claims") from None
 
 
 class NoAuthenticator:

@@ -34,7 +34,7 @@ from pact import Verifier, match
 from pact.match.matcher import AbstractMatcher
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.security.auth import ROLE_PRECEDENCE, CognitoClaims, bearer_token
+from gateway.security.auth import CognitoClaims, bearer_token, identity_of
 from module_kit.signed_context import IdentitySigner
 from shared_contracts import headers
 from shared_contracts.identity import IdentityContext, Role
@@ -152,10 +152,7 @@ def identity_of_bearer(authorization: str) -> IdentityContext:
     claims = CognitoClaims.model_validate(
         jwt.decode(bearer_token(authorization), options={"verify_signature": False})
     )
-    groups = set(claims.groups or ())
-    role = next(r for r in ROLE_PRECEDENCE if r.value in groups)
-    driver_id = claims.driver_id if role is Role.DRIVER else None
-    return IdentityContext(sub=claims.sub, role=role, driver_id=driver_id)
+    return identity_of(claims)
 
 
 class GatewayHop:
