@@ -15,12 +15,15 @@ sends it on every call:
   ``GET /ops/status`` and remembered for ``token_check_seconds``.
 
 In the background the console polls the gateway every ``poll_seconds`` (``/ops/status`` and
-``/ops/metrics/summary``) with the newest token the gateway accepted from the page, or the
-one ``relay dev`` hands it (``RELAY_CONSOLE_TOKEN``), into a ring buffer of
-``history_seconds`` (:class:`relay.console.history.History`): the charts have their history
-when the page opens. The page reads the console, never the gateway, on its refreshes: one
-poll serves every open tab, and the poll's two calls every 2 s stay within an ops
-identity's rate limit (``RELAY_RATE_LIMIT_OPS``, 2 per second) with room for the operator.
+``/ops/metrics/summary``) with the token ``relay dev`` hands it (``RELAY_CONSOLE_TOKEN``),
+or, without one or once the gateway refuses it, the first token the gateway accepts from
+the page, into a ring buffer of ``history_seconds``
+(:class:`relay.console.history.History`): the charts have their history when the page
+opens. The page reads the console, never the gateway, on its refreshes: one poll serves
+every open tab. The poll's two calls every 2 s take half of an ops identity's rate limit
+(``RELAY_RATE_LIMIT_OPS``, 2 per second), so the console keeps the token it polls with
+rather than switching to the newest an operator pasted: with its own token, the operator's
+actions have their identity's whole limit.
 
 Run alone: ``python -m relay.console --port 8001`` with ``RELAY_CONSOLE_GATEWAY_URL`` (and
 optionally ``RELAY_CONSOLE_LOG_DIR``, ``RELAY_CONSOLE_TOKEN``, ``RELAY_CONSOLE_CA_FILE``).
@@ -207,8 +210,10 @@ class Console:
         self.accept(token)
 
     def accept(self, token: str) -> None:
-        """The gateway accepted ``token``: poll with it from now on."""
-        if token != self.token:
+        """The gateway accepted ``token``: poll with it if the console has none (none was
+        handed to it, or the gateway refused the one it had). A token it polls with is kept
+        while the gateway accepts it (see the module's docstring)."""
+        if self.token is None:
             self.token = token
             self.poll_error = None
 

@@ -153,9 +153,10 @@ def test_own_endpoints_refuse_a_missing_or_rejected_token_and_check_a_good_one_o
         # an ops identity over its rate limit is still an ops identity
         busy = c.get("/api/dashboard", headers={"authorization": f"Bearer {BUSY}"})
         assert busy.status_code == 200
-        # THEN each token was asked about once (bad, good, busy); the newest accepted is polled
+        # THEN each token was asked about once (bad, good, busy); the first accepted is polled
+        # with, and kept while the gateway accepts it
         assert gateway.paths() == ["/ops/status", "/ops/status", "/ops/status"]
-        assert c.app.state.console.token == BUSY
+        assert c.app.state.console.token == GOOD
 
 
 def test_the_page_and_healthz_need_no_token_and_carry_a_strict_policy():
@@ -252,6 +253,25 @@ def test_a_rejected_token_stops_the_poll_until_the_page_sends_another():
     assert console.token is None
     assert "refused" in (console.poll_error or "")
     assert not console.history.samples
+
+
+def test_the_console_keeps_its_own_token_and_takes_the_pages_once_its_own_is_refused():
+    gateway = Gateway()
+    with client(gateway, token=GOOD) as c:
+        console = c.app.state.console
+        # WHEN an operator signs in with another ops token (BUSY: accepted, over its limit)
+        busy = c.get("/api/dashboard", headers={"authorization": f"Bearer {BUSY}"})
+        assert busy.status_code == 200
+        # THEN the console polls with its own still: the operator's limit is the operator's
+        assert console.token == GOOD
+        # WHEN its own is refused (expired), the next token the page sends is polled with
+        console.token = BAD
+        asyncio.run(console.poll_once())
+        assert console.token is None
+        assert (
+            c.get("/api/dashboard", headers={"authorization": f"Bearer {BUSY}"}).status_code == 200
+        )
+        assert console.token == BUSY
 
 
 def test_settings_refuse_what_cannot_work():
