@@ -29,6 +29,7 @@ from gateway.forwarding.upstream import (
     UpstreamTimedOut,
     _ServerError,
     counts_as_failure,
+    module_request,
 )
 from gateway.resilience.breaker import (
     BreakerConfig,
@@ -328,6 +329,26 @@ async def test_the_transport_sends_the_request_with_its_deadline(clock):
     assert request.headers["x-relay-deadline-ms"] == "250"
     assert request.extensions["timeout"]["read"] == 0.25
     assert request.content == b'{"a":1}'
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("GET", None), ("POST", b'{"a":1}'), ("POST", None), ("DELETE", b"x"), ("PUT", None)],
+)
+def test_the_modules_request_is_the_one_httpx_builds_from_content(method: str, body: bytes | None):
+    url = httpx.URL("http://loads.test:8080/loads?x=1")
+    headers = [(b"accept", b"application/json"), (b"x-request-id", b"r-1")]
+    timeout = {"connect": 0.5, "read": 2.0, "write": 2.0, "pool": 2.0}
+    made = module_request(method, url, url.netloc, headers, body, timeout)
+    usual = httpx.Request(
+        method, url, content=body, headers=headers, extensions={"timeout": timeout}
+    )
+    assert (made.method, made.url, made.extensions) == (usual.method, usual.url, usual.extensions)
+    # the same fields (httpx puts the content length after the caller's, or first when it
+    # adds a write's 0; the order of different fields carries no meaning)
+    assert sorted(made.headers.multi_items()) == sorted(usual.headers.multi_items())
+    assert made.headers.raw[0] == (b"host", b"loads.test:8080")
+    assert made.content == usual.content == (body or b"")
 
 
 # --- choose upstream: the request as the module gets it ---------------------------------
