@@ -79,6 +79,13 @@ class _AnsweredCycle:
 _ANSWERED = _AnsweredCycle()
 
 
+# Header names that leave a request to the parser even while its route is shed: framing
+# (chunked bodies, 100-continue), a request to close, a protocol switch. Lower case, each
+# after the CRLF that starts its line.
+_PARSER_ONLY = (b"\ntransfer-encoding:", b"\nconnection:", b"\nexpect:", b"\nupgrade:")
+_CONTENT_LENGTH = b"\ncontent-length:"
+
+
 def _early_shed_of(app: Any) -> EarlyShed | Literal[False]:
     """The app's :class:`EarlyShed` (the gateway's), or False for any other app."""
     return getattr(app, "early_shed", None) or False
@@ -118,6 +125,7 @@ class EdgeProtocol(HttpToolsProtocol):
     _refused = False  # answered with an error: read and drop until closed
     # the app's early shedding (None: not looked up yet; False: the app has none)
     _early_shed: EarlyShed | Literal[False] | None = None
+    _shed_asked = False  # this request was let in before the parser saw it
 
     # --- connection -------------------------------------------------------------------
 
@@ -132,6 +140,12 @@ class EdgeProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        early = self._early_shed
+        if early and not self._in_head and not self._in_body:  # a request begins here
+            if not early.active():
+                self._shed_asked = True  # nothing is shed: on_headers_complete need not ask
+            elif self._shed_whole(early, data):
+                return
         if not self._in_body:
             self._head_raw += len(data)
         self._unset_keepalive_if_required()
@@ -190,12 +204,56 @@ class EdgeProtocol(HttpToolsProtocol):
         early = self._early_shed
         if early is None:
             early = self._early_shed = _early_shed_of(self.app)
-        if early is not False and (self.cycle is None or self.cycle.response_complete):
+        if self._shed_asked:  # let in as its read arrived (ShedLoad still decides)
+            self._shed_asked = False
+        elif early is not False and (self.cycle is None or self.cycle.response_complete):
             answer = early.answer(self.url)
             if answer is not None:
                 self._answered_early(answer)
                 return
         HttpToolsProtocol.on_headers_complete(self)
+
+    def _shed_whole(self, early: EarlyShed, data: bytes) -> bool:
+        """While a tier is shed: a read that is exactly one whole HTTP/1.1 request (its
+        head, and a body of its ``Content-Length``) to a route being shed is answered here,
+        without the parser, and True returned. Parsing the head (the parser's callbacks,
+        uvicorn's scope) was most of what a shed request cost, and while a tier is shed
+        most requests are. Anything else goes to the parser as before, returning False: a
+        partial or pipelined read, a chunked body or ``Expect``, ``Connection`` or
+        ``Upgrade``, an answer still being written on this connection, a request let in."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False
+        line_end = data.find(b"\r\n")
+        head_end = data.find(b"\r\n\r\n")
+        if line_end <= 0 or head_end < line_end or head_end > self.head_budget:
+            return False
+        method, _, rest = data[:line_end].partition(b" ")
+        target, _, version = rest.partition(b" ")
+        if version != b"HTTP/1.1" or not method.isalpha() or target[:1] != b"/":
+            return False
+        head = data[line_end : head_end + 2].lower()
+        if any(name in head for name in _PARSER_ONLY):
+            return False
+        length = 0
+        at = head.find(_CONTENT_LENGTH)
+        if at != -1:
+            start = at + len(_CONTENT_LENGTH)
+            value = head[start : head.find(b"\r\n", start)].strip()
+            if not value.isdigit() or head.find(_CONTENT_LENGTH, start) != -1:
+                return False  # malformed, or given twice: the parser decides
+            length = int(value)
+        if len(data) != head_end + 4 + length:
+            return False
+        answer = early.answer(target)
+        if answer is None:
+            self._shed_asked = True  # on_headers_complete need not ask again
+            return False
+        self._unset_keepalive_if_required()
+        self.cycle = _ANSWERED  # type: ignore[assignment]
+        self.transport.write(answer)
+        self.on_response_complete()
+        return True
 
     def _answered_early(self, answer: bytes) -> None:
         """The request was shed here (:class:`gateway.edge.shedding.EarlyShed`): its answer

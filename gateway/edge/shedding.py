@@ -324,7 +324,8 @@ def route_tiers(table: RouteTable) -> dict[str, str]:
 class EarlyShed:
     """Shedding in the server, before the request becomes an ASGI call
     (:class:`gateway.edge.server.EdgeProtocol` asks :meth:`answer` once a request's head
-    is read). While a tier is being shed, or forced, its requests are refused there with
+    is read; while :meth:`active`, before parsing a read that is one whole request). While
+    a tier is being shed, or forced, its requests are refused there with
     the bytes of the same 503 :class:`ShedLoad` gives, at a fraction of its cost: no task,
     no request/response cycle, no pipeline. Everything else (and every request while
     nothing is shed: one set test and the forced tiers) goes on to :class:`ShedLoad`,
@@ -346,6 +347,11 @@ class EarlyShed:
         self.answers = {
             tier: _http_answer(shed_answer(tier, retry_after), answer_headers) for tier in TIERS
         }
+
+    def active(self) -> bool:
+        """Whether any tier is shed now (by load or by a lever)."""
+        shedder = self.shedder
+        return bool(shedder.shedding) or bool(shedder.forced_tiers())
 
     def answer(self, target: bytes) -> bytes | None:
         """The whole HTTP answer for a request to ``target`` (its request-target) that is

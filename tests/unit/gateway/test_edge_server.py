@@ -332,6 +332,10 @@ class EarlyShedApp(App):
         super().__init__()
         self.early_shed = self
         self.asked: list[bytes] = []
+        self.shedding = True
+
+    def active(self) -> bool:
+        return self.shedding
 
     def answer(self, target: bytes) -> bytes | None:
         self.asked.append(target)
@@ -344,11 +348,26 @@ class EarlyShedApp(App):
         )
 
 
+class CountingParser:
+    """The connection's parser, counting the reads it is fed."""
+
+    def __init__(self, parser) -> None:
+        self.parser, self.fed = parser, 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed += 1
+        self.parser.feed_data(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.parser, name)
+
+
 class EarlyConn(Conn):
     def __init__(self) -> None:
         super().__init__()
         self.app = EarlyShedApp()
         self.proto.app = self.app
+        self.parser = self.proto.parser = CountingParser(self.proto.parser)
 
 
 @pytest.mark.anyio
@@ -377,3 +396,72 @@ async def test_an_app_without_early_shedding_is_served_as_before():
     conn = Conn()
     await conn.send(b"GET /message HTTP/1.1\r\nHost: gw\r\n\r\n")
     assert conn.statuses() == [200] and conn.app.calls == [("/message", b"")]
+
+
+SHED_POST = b"POST /message HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello"
+
+
+@pytest.mark.anyio
+async def test_a_whole_request_to_a_shed_route_is_answered_without_the_parser():
+    conn = EarlyConn()
+    await conn.send(GET)  # a connection's first request is parsed (it finds the app's shedding)
+    fed = conn.parser.fed
+    # WHEN whole requests to a shed route arrive, one per read
+    await conn.send(SHED_POST)
+    await conn.send(b"GET /message?x=1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+    # THEN each is answered 503 without being parsed, and the connection goes on
+    assert conn.parser.fed == fed
+    assert conn.statuses() == [200, 503, 503] and not conn.transport.closed
+    # AND a request let in is parsed and served, asked about once
+    await conn.send(GET)
+    assert conn.statuses() == [200, 503, 503, 200] and conn.parser.fed == fed + 1
+    assert conn.app.asked == [b"/healthz", b"/message", b"/message?x=1", b"/healthz"]
+    assert conn.app.calls == [("/healthz", b""), ("/healthz", b"")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "case",
+    ["split over two reads", "pipelined", "chunked", "length given twice", "asks to close"],
+)
+async def test_a_read_that_is_not_one_whole_plain_request_is_left_to_the_parser(case: str):
+    conn = EarlyConn()
+    await conn.send(GET)
+    fed = conn.parser.fed
+    if case == "split over two reads":
+        await conn.send(SHED_POST[:-2])
+        await conn.send(SHED_POST[-2:])
+    elif case == "pipelined":
+        await conn.send(SHED_POST + GET)
+    elif case == "chunked":
+        await conn.send(
+            b"POST /message HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
+        )
+    elif case == "length given twice":
+        await conn.send(
+            b"POST /message HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n"
+            b"Content-Length: 5\r\n\r\nhello"
+        )
+    else:
+        await conn.send(b"GET /message HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+    # THEN the parser read it, and the request to the shed route was still shed
+    assert conn.parser.fed > fed
+    assert conn.statuses()[1] in (503, 400)
+    if case in ("split over two reads", "chunked"):
+        await conn.send(GET)  # its body read to the end: the next request is the app's
+        assert conn.statuses() == [200, 503, 200]
+    if case == "pipelined":
+        assert conn.statuses() == [200, 503, 200]
+
+
+@pytest.mark.anyio
+async def test_while_nothing_is_shed_every_request_is_parsed_and_let_in_without_asking():
+    conn = EarlyConn()
+    conn.app.shedding = False
+    await conn.send(GET)  # the first finds the app's shedding
+    fed = conn.parser.fed
+    await conn.send(SHED_POST)
+    assert conn.parser.fed == fed + 1
+    assert conn.statuses() == [200, 200]  # the pipeline's ShedLoad decides, as for any request
+    assert conn.app.asked == [b"/healthz"] and conn.app.calls[-1] == ("/message", b"hello")

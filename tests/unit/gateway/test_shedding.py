@@ -369,8 +369,10 @@ def test_the_route_tables_dispatch_messages_are_optional(settings):
 
 def test_the_servers_early_answer_is_the_same_503_and_counted(gateway, bearer, upstream):
     early = gateway.app.early_shed
+    assert not early.active()
     assert early.answer(b"/message") is None  # nothing shed: on to the pipeline
     gateway.app.state.shedder.forced_tiers = lambda: frozenset({"deferrable"})
+    assert early.active()
     assert early.answer(b"/loads?x=1") is None and early.answer(b"/nowhere") is None
     raw = early.answer(b"/message?x=1")
     head, _, body = raw.partition(b"\r\n\r\n")
