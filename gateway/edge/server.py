@@ -209,7 +209,9 @@ class EdgeProtocol(HttpToolsProtocol):
         elif early is not False and (self.cycle is None or self.cycle.response_complete):
             answer = early.answer(self.url)
             if answer is not None:
-                self._answered_early(answer)
+                parser = self.parser
+                keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+                self._answered_early(answer, keep_alive)
                 return
         HttpToolsProtocol.on_headers_complete(self)
 
@@ -249,18 +251,15 @@ class EdgeProtocol(HttpToolsProtocol):
         if answer is None:
             self._shed_asked = True  # on_headers_complete need not ask again
             return False
-        self._unset_keepalive_if_required()
-        self.cycle = _ANSWERED  # type: ignore[assignment]
-        self.transport.write(answer)
-        self.on_response_complete()
+        self._unset_keepalive_if_required()  # as before feeding the parser
+        self._answered_early(answer, keep_alive=True)  # HTTP/1.1 without Connection
         return True
 
-    def _answered_early(self, answer: bytes) -> None:
+    def _answered_early(self, answer: bytes, keep_alive: bool) -> None:
         """The request was shed here (:class:`gateway.edge.shedding.EarlyShed`): its answer
         is written now; its body, if any, is read and dropped (the answered cycle below);
         the connection stays open for the next request unless the client closes it."""
         self.cycle = _ANSWERED  # type: ignore[assignment]
-        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         if keep_alive:
             self.transport.write(answer)
             self.on_response_complete()

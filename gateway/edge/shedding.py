@@ -356,9 +356,9 @@ class EarlyShed:
     def answer(self, target: bytes) -> bytes | None:
         """The whole HTTP answer for a request to ``target`` (its request-target) that is
         shed now, or None to let it in."""
-        shedder = self.shedder
-        if not shedder.shedding and not shedder.forced_tiers():
+        if not self.active():
             return None
+        shedder = self.shedder
         path = target.partition(b"?")[0].decode("latin-1")
         route = self.table.match(path)
         if route is None:
