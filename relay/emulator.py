@@ -13,6 +13,17 @@ teaches moto the same; ``relay.stack`` runs the emulator as ``python -m relay.em
 The local SQS event source (:mod:`relay.eventsource`) does not rely on this alone: it keeps
 its own per-group hold, but that is lost when the runner restarts, and this is not.
 
+moto 5.2's long poll spins while a queue holds visible messages it may not hand out (a
+FIFO group whose head is in flight: a deferred write backing off while its module is
+down, and the driver's later writes queued behind it). Its receive loop waits for "any
+visible message", which is true at once, so each waiting ``ReceiveMessage`` rescans the
+queue thousands of times a second for its whole ``WaitTimeSeconds``, holding the GIL: the
+whole emulator slows, every module's DynamoDB calls with it, and a fault in one module
+makes the others look slow. :func:`long_polls_wait` makes a receive with nothing to hand
+out sleep until a message is sent or :data:`LONG_POLL_RECHECK_SECONDS` pass (a message
+whose visibility timeout runs out is found within that; moto itself rechecks every
+second).
+
 moto 5.2 runs ``TransactWriteItems`` by deep-copying each table it names, applying the
 items one by one, and, when a condition fails, putting the copies back. Its server answers
 requests on many threads with no lock, so every write another request makes to those
@@ -107,6 +118,38 @@ def serialize_dynamodb(
     return undo
 
 
+LONG_POLL_RECHECK_SECONDS = 0.1
+
+
+def long_polls_wait(recheck_seconds: float = LONG_POLL_RECHECK_SECONDS) -> Callable[[], None]:
+    """Patch moto's SQS: a long poll that found nothing to hand out sleeps until a message
+    is sent to the queue or ``recheck_seconds`` pass, instead of spinning.
+
+    Returns a function that undoes the patch (for tests).
+    """
+    from moto.sqs.models import Queue
+
+    original = Queue.__dict__.get("wait_for_messages")
+    if original is None:  # moto changed: say so, run unpatched
+        log.warning(
+            "moto's SQS Queue has no wait_for_messages; long polls are not patched "
+            "(see relay/emulator.py)"
+        )
+        return lambda: None
+
+    @functools.wraps(original)
+    def wait_for_messages(self: Queue, timeout: int) -> None:
+        with self._messages_lock:  # notified by every message sent
+            self._messages_lock.wait(timeout=min(timeout, recheck_seconds))
+
+    Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
+
+    def undo() -> None:
+        Queue.wait_for_messages = original  # type: ignore[method-assign]
+
+    return undo
+
+
 STREAM_ITERATORS_KEPT = 20_000  # ~40 MB; at 50 GetRecords a second, the last 6-7 minutes
 
 
@@ -139,6 +182,16 @@ def bound_stream_iterators(kept: int = STREAM_ITERATORS_KEPT) -> Callable[[], No
     return undo
 
 
+def patch_moto() -> list[Callable[[], None]]:
+    """Every patch above, applied: the functions that undo them."""
+    return [
+        keep_fifo_groups_in_order(),
+        long_polls_wait(),
+        serialize_dynamodb(),
+        bound_stream_iterators(),
+    ]
+
+
 @contextlib.contextmanager
 def in_process(host: str = "127.0.0.1") -> Iterator[str]:
     """moto's server on a free port of ``host`` in this process, patched as ``python -m
@@ -147,7 +200,7 @@ def in_process(host: str = "127.0.0.1") -> Iterator[str]:
     import httpx
     from moto.server import ThreadedMotoServer
 
-    undo = [keep_fifo_groups_in_order(), serialize_dynamodb(), bound_stream_iterators()]
+    undo = patch_moto()
     server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
     server.start()
     bound_host, port = server.get_host_and_port()
@@ -164,9 +217,7 @@ def in_process(host: str = "127.0.0.1") -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m relay.emulator [moto.server arguments]``."""
-    keep_fifo_groups_in_order()
-    serialize_dynamodb()
-    bound_stream_iterators()
+    patch_moto()
     from moto.server import main as moto_server
 
     moto_server(sys.argv[1:] if argv is None else argv)

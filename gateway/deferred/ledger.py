@@ -7,9 +7,12 @@ One DynamoDB table (``DeferredWritesLedgerTable`` in template.yaml), partitioned
   The driver reads it through ``GET /deferred/{tracking_id}``, operators through
   ``/ops/status`` (the sparse index ``by_open_state`` holds pending and refused writes).
   A refused write keeps its body: nothing acknowledged disappears without a trace.
-- ``pending#<tracking_id>``: present while the write is queued. A caller with any pending
-  marker has every later write queued behind it (strongly consistent query), so the live
-  path can never overtake a write still in the queue, whichever gateway instance took it.
+- ``pending#<module>#<tracking_id>``: present while the write is queued. A caller with a
+  pending marker for a module has every later write of theirs to that module queued behind
+  it (strongly consistent query), so the live path can never overtake a write still in the
+  queue, whichever gateway instance took it. Order is kept per module: a driver's message
+  waiting for message to come back does not hold up their trip events, which loads applies
+  live.
 
 Every method is synchronous boto3 with socket timeouts; async callers run them through
 :func:`gateway.aws_calls.call` with a deadline.
@@ -45,6 +48,14 @@ class _Exists(Exception):
     """A conditional write found its item already there."""
 
 
+def _pending(module: str) -> str:
+    return f"{_PENDING}{module}#"
+
+
+def _pending_marker(write: DeferredWrite) -> str:
+    return _pending(write.module) + write.tracking_id
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
@@ -71,13 +82,14 @@ class DeferredLedger(aws_calls.DynamoTable):
 
     # --- the live path ------------------------------------------------------------
 
-    def has_pending(self, caller: str) -> bool:
-        """Does ``caller`` have a write still queued? (One strongly consistent read.)"""
+    def has_pending(self, caller: str, module: str) -> bool:
+        """Does ``caller`` have a write to ``module`` still queued? (One strongly consistent
+        read.)"""
         page = self._call(
             self.table.query,
             KeyConditionExpression="caller = :c AND begins_with(#i, :p)",
             ExpressionAttributeNames={"#i": "item"},
-            ExpressionAttributeValues={":c": caller, ":p": _PENDING},
+            ExpressionAttributeValues={":c": caller, ":p": _pending(module)},
             ConsistentRead=True,
             Limit=1,
             ProjectionExpression="#i",
@@ -112,7 +124,7 @@ class DeferredLedger(aws_calls.DynamoTable):
                     {
                         "Put": {
                             "TableName": self.table_name,
-                            "Item": {"caller": write.caller, "item": _PENDING + write.tracking_id},
+                            "Item": {"caller": write.caller, "item": _pending_marker(write)},
                         }
                     },
                 ],
@@ -169,7 +181,7 @@ class DeferredLedger(aws_calls.DynamoTable):
                 {
                     "Delete": {
                         "TableName": self.table_name,
-                        "Key": {"caller": write.caller, "item": _PENDING + write.tracking_id},
+                        "Key": {"caller": write.caller, "item": _pending_marker(write)},
                     }
                 },
             ],

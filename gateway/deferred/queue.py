@@ -1,7 +1,10 @@
 """Deferred writes: accepted with 202 into a durable FIFO queue while their module is down.
 
-The queue is SQS FIFO with one message group per caller (driver), so one driver's writes
-are replayed in the order they were accepted, and deduplicated by idempotency key. The
+The queue is SQS FIFO with one message group per caller (driver) and module, so one
+driver's writes to a module are replayed in the order they were accepted, and
+deduplicated by idempotency key. Order is kept per module, not across modules: no
+module's writes depend on another's, and a driver's messages queued while message is down
+must not hold up their trip events, which loads could apply. The
 replayer (:mod:`gateway.deferred.replayer`) sends each write to the module with the same
 ``Idempotency-Key`` and the time the gateway accepted it, so a write is applied exactly
 once, stamped with that time, even if an earlier attempt had reached the module.
@@ -16,8 +19,8 @@ If either step fails or runs out of time the driver gets 503 + Retry-After and r
 with the same key: a message that did reach the queue is deduplicated (FIFO) and applied
 once (idempotency key), and the replayer records it in the ledger when it applies it.
 
-While a caller has a write pending, every later write of theirs on a deferrable route is
-queued behind it rather than sent live (:meth:`DeferredWrites.must_queue`), so the live
+While a caller has a write to a module pending, every later write of theirs to that module
+is queued behind it rather than sent live (:meth:`DeferredWrites.must_queue`), so the live
 path can never overtake the queue. When the ledger cannot say, the write is queued: order
 is never bet on a guess.
 """
@@ -61,6 +64,11 @@ class DeferredWrite(BaseModel):
     headers: dict[str, str] = {}
 
 
+def order_group(caller: str, module: str) -> str:
+    """The FIFO message group: a caller's writes to one module, applied in order."""
+    return f"{module}:{caller}"
+
+
 class DeferredQueue:
     """Thin boto3 wrapper; the client (with socket timeouts) is made on first use."""
 
@@ -86,7 +94,7 @@ class DeferredQueue:
         self.sqs.send_message(
             QueueUrl=self.queue_url,
             MessageBody=write.model_dump_json(),
-            MessageGroupId=write.caller,
+            MessageGroupId=order_group(write.caller, write.module),
             MessageDeduplicationId=dedup,
         )
 
@@ -110,13 +118,15 @@ class DeferredWrites:
         return None
 
     async def must_queue(self, call: Call) -> bool:
-        """Must this write queue behind earlier ones of its caller instead of going live?"""
+        """Must this write queue behind its caller's earlier ones to the same module
+        instead of going live?"""
         if self.queue is None or self.ledger is None or call.identity is None:
             return False
         try:
             return await aws_calls.call(
                 self.ledger.has_pending,
                 call.caller,
+                call.module,
                 timeout=self.store_timeout_seconds,
                 what="deferred ledger",
             )

@@ -5,17 +5,17 @@ write is sent to its module with its original idempotency key, identity and acce
 (``x-relay-accepted-at``). Outcomes:
 
 - 2xx: applied (or it had been applied already: the module answers the first result);
-  recorded in the ledger, which releases the caller's later writes;
+  recorded in the ledger, which releases the caller's later writes to that module;
 - the module still unwell (unreachable, 5xx, 408/425/429, 409 "in progress" while an
   earlier attempt of the same write is still running, 401 when it cannot verify the
   gateway's identity context), or a game-day fault set on the module: the write fails and
-  stays queued. Powertools' FIFO processor then also fails the rest of that caller's
-  messages in the batch (and only theirs: other callers' writes go on), so one caller's
-  writes are applied strictly in order;
+  stays queued. Powertools' FIFO processor then also fails the rest of that message
+  group in the batch (the caller's writes to that module, and only theirs: other groups
+  go on), so one caller's writes to a module are applied strictly in order;
 - any other 4xx: the module refused it for good (e.g. an event that no longer fits the
   load's state). It is *not* dropped: the ledger keeps it, with the module's status,
   problem code and detail, for the driver (``GET /deferred/{tracking_id}``) and operators
-  (``/ops/status``), and the caller's queue moves on.
+  (``/ops/status``), and the group moves on.
 
 A write to a celled module goes to its key's cell as placed *when it is replayed*, not when
 it was accepted: a write deferred while ``relay cells move`` moved its driver stays queued

@@ -124,11 +124,6 @@ class Tally:
         return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
     @property
-    def queued(self) -> int:
-        """Writes accepted with 202 (queued by the gateway, applied later)."""
-        return self.statuses.get("202", 0)
-
-    @property
     def answered(self) -> int:
         return self.counts[Outcome.LIVE] + self.counts[Outcome.DEGRADED]
 

@@ -68,7 +68,7 @@ def ledger() -> DeferredLedger:
     made = DeferredLedger(
         TABLE, dynamodb=boto3.resource("dynamodb", region_name="us-east-1"), wall_clock=WallClock()
     )
-    made.has_pending(DRIVER)  # the resource and its client exist before any thread runs
+    made.has_pending(DRIVER, "loads")  # the resource and its client exist before any thread runs
     return made
 
 
@@ -175,7 +175,7 @@ def test_with_the_emulator_patched_a_failed_transaction_undoes_nothing_else(acce
     assert status is not None and status.state is DeferredState.APPLIED
     pending = gateway.status(DRIVER, "event-07")
     assert pending is not None and pending.state is DeferredState.PENDING
-    assert gateway.has_pending(DRIVER)  # 07's marker, still queued
+    assert gateway.has_pending(DRIVER, "loads")  # 07's marker, still queued
 
 
 def test_the_dynamodb_patch_can_be_undone():

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from relay.emulator import keep_fifo_groups_in_order
+from relay.emulator import LONG_POLL_RECHECK_SECONDS, keep_fifo_groups_in_order, long_polls_wait
 from relay.eventsource import SqsEventSourceRunner
 
 BODIES = ("A1", "A2", "A3")
@@ -33,6 +33,39 @@ def patched():
     undo = keep_fifo_groups_in_order()
     yield
     undo()
+
+
+@pytest.fixture
+def long_polls():
+    undo = long_polls_wait()
+    yield
+    undo()
+
+
+@pytest.fixture
+def scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts how often moto looks through a queue for visible messages."""
+    from moto.sqs.models import Queue
+
+    seen: list[int] = []
+    visible = Queue.messages.fget
+
+    def messages(self: Any) -> Any:
+        seen.append(1)
+        return visible(self)
+
+    monkeypatch.setattr(Queue, "messages", property(messages))
+    return seen
+
+
+def long_poll_behind_the_head(sqs: Any, url: str) -> dict[str, Any]:
+    """A1 in flight (a write backing off): A2 and A3 are visible but may not be handed out.
+    A long poll of one second (SQS's shortest) finds nothing."""
+    head = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=30)
+    assert [m["Body"] for m in head["Messages"]] == ["A1"]
+    got: dict[str, Any] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)
+    assert "Messages" not in got
+    return got
 
 
 def lapse(sqs: Any, url: str) -> None:
@@ -92,3 +125,37 @@ def test_the_patch_can_be_undone():
     assert Queue.__dict__["pending_message_groups"] is not before
     undo()
     assert Queue.__dict__["pending_message_groups"] is before
+
+
+def test_unpatched_moto_spins_through_a_long_poll_behind_a_group_in_flight(fifo, patched, scans):
+    # The reason for long_polls_wait; when this fails, moto has fixed it and the patch can go.
+    sqs, url = fifo
+    long_poll_behind_the_head(sqs, url)
+    assert len(scans) > 200
+
+
+def test_the_patched_long_poll_sleeps_behind_a_group_in_flight(fifo, patched, long_polls, scans):
+    sqs, url = fifo
+    long_poll_behind_the_head(sqs, url)
+    # one look per recheck over the second, and a few more on the way in and out
+    assert len(scans) <= 1 / LONG_POLL_RECHECK_SECONDS + 5
+
+
+def test_the_patched_long_poll_still_hands_out_what_it_may(fifo, patched, long_polls):
+    sqs, url = fifo
+    sqs.send_message(
+        QueueUrl=url, MessageBody="B1", MessageGroupId="B", MessageDeduplicationId="B1"
+    )
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=30)  # A1
+    got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, MaxNumberOfMessages=10)
+    assert [m["Body"] for m in got["Messages"]] == ["B1"]
+
+
+def test_the_long_poll_patch_can_be_undone():
+    from moto.sqs.models import Queue
+
+    before = Queue.__dict__["wait_for_messages"]
+    undo = long_polls_wait()
+    assert Queue.__dict__["wait_for_messages"] is not before
+    undo()
+    assert Queue.__dict__["wait_for_messages"] is before

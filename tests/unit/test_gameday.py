@@ -88,11 +88,14 @@ def test_critical_answered_needs_every_critical_call_answered():
     assert inv.detail == "2/3 answered (66.7%): event write 1 failed"
 
 
-def test_isolation_allows_writes_queued_behind_the_drivers_pending_ones_only():
-    # GIVEN loads is faulted; message writes were queued (202) behind pending events
+def test_isolation_needs_the_other_modules_live():
+    # GIVEN loads is faulted: its own calls do not count
+    fine = tallies(loads_read=[None], event_write=[202, 202], message=[200, 201], navigate=[200])
+    inv = invariants.isolation(fine, ["loads"])
+    assert inv.passed and inv.detail == "3/3 calls of the other modules live"
+    # a message write queued (202) while only loads is down is the fault spreading
     queued = tallies(loads_read=[None], message=[200, 202, 202], navigate=[200])
-    inv = invariants.isolation(queued, ["loads"])
-    assert inv.passed and "2 writes queued" in inv.detail
+    assert invariants.isolation(queued, ["loads"]).detail == "not live: message 2/3"
     # a failure of another module breaks it, and so do degraded answers past the slack
     assert not invariants.isolation(tallies(gatepass=[200] * 40 + [503]), ["loads"]).passed
     assert not invariants.isolation(tallies(navigate=[200, 250, 250]), ["loads"]).passed

@@ -85,7 +85,7 @@ async def test_writes_are_deferred_durably_in_order_per_driver(aws, settings, up
     )["Messages"]
     bodies = [json.loads(m["Body"]) for m in msgs]
     assert [json.loads(b["body"])["kind"] for b in bodies] == ["arrived", "departed"]
-    assert {m["Attributes"]["MessageGroupId"] for m in msgs} == {"D-1001"}
+    assert {m["Attributes"]["MessageGroupId"] for m in msgs} == {"loads:D-1001"}
 
 
 def ledger_of(h: Harness) -> DeferredLedger:
@@ -139,6 +139,48 @@ async def test_a_deferred_write_is_tracked_and_later_writes_queue_behind_it(
     assert (await post_event(h, "key-third-1")).status_code == 201
 
 
+async def test_messages_queued_for_message_do_not_hold_up_the_drivers_trip_events(
+    make, upstream, gateway_env
+):
+    h = make()
+    messages = upstream.post("http://message.test/message").mock(
+        side_effect=httpx.ConnectError("down")
+    )
+    events = upstream.post(EVENTS).mock(return_value=httpx.Response(201, json={}))
+    # GIVEN a driver's message deferred while message is down
+    sent = await h.client.post(
+        "/message",
+        json={"body": "running late"},
+        headers={**h.auth(), "idempotency-key": "msg-1-key"},
+    )
+    assert sent.status_code == 202
+    # WHEN message is back but its queue not yet drained, and the driver reports an event
+    messages.mock(return_value=httpx.Response(201, json={}))
+    calls = messages.call_count
+    event = await post_event(h, "key-live-event-1")
+    later = await h.client.post(
+        "/message",
+        json={"body": "at the gate"},
+        headers={**h.auth(), "idempotency-key": "msg-2-key"},
+    )
+    # THEN loads applies the event live: order is kept per module, not across modules
+    assert event.status_code == 201 and events.call_count == 1
+    # AND the driver's next message still queues behind the pending one
+    assert later.status_code == 202 and messages.call_count == calls
+    sqs = boto3.client("sqs")
+    msgs = sqs.receive_message(
+        QueueUrl=gateway_env["RELAY_DEFERRED_QUEUE_URL"],
+        MaxNumberOfMessages=10,
+        AttributeNames=["MessageGroupId"],
+    )["Messages"]
+    assert [
+        (m["Attributes"]["MessageGroupId"], json.loads(m["Body"])["tracking_id"]) for m in msgs
+    ] == [
+        ("message:D-1001", "msg-1-key"),
+        ("message:D-1001", "msg-2-key"),
+    ]
+
+
 async def test_another_callers_tracking_id_is_not_found(make, upstream):
     h = make()
     upstream.post(EVENTS).mock(side_effect=httpx.ConnectError("down"))
@@ -161,7 +203,7 @@ async def test_when_the_ledger_cannot_say_the_write_is_queued_not_sent_live(make
     h = make()
     events = upstream.post(EVENTS).mock(return_value=httpx.Response(201, json={}))
 
-    def broken(caller: str) -> bool:
+    def broken(caller: str, module: str) -> bool:
         raise LedgerError("unreachable")
 
     ledger_of(h).has_pending = broken  # type: ignore[method-assign]
@@ -292,7 +334,7 @@ def test_a_refusal_is_recorded_with_the_modules_reason_and_releases_the_queue(re
     assert status.refusal == DeferredRefusal(
         status=409, code="invalid-transition", detail="arrived at stop 1, but the current stop is 2"
     )
-    assert ledger.has_pending("D-1") is False
+    assert ledger.has_pending("D-1", "loads") is False
 
 
 def test_a_replay_carries_the_accepted_time_and_is_recorded_applied(replay, upstream):
@@ -301,7 +343,7 @@ def test_a_replay_carries_the_accepted_time_and_is_recorded_applied(replay, upst
     replayer.apply(a_write())
     assert route.calls.last.request.headers["x-relay-accepted-at"] == "2026-11-22T07:59:30+00:00"
     assert ledger.status("D-1", "key-replay-1").state is DeferredState.APPLIED
-    assert ledger.has_pending("D-1") is False
+    assert ledger.has_pending("D-1", "loads") is False
 
 
 def test_an_outcome_the_ledger_cannot_record_keeps_the_write_queued(replay, upstream):
@@ -327,7 +369,7 @@ def test_a_fault_another_instance_set_holds_for_the_replayer(replay, upstream, g
     # THEN the replayer does not call the module
     with pytest.raises(ReplayFailed, match="blackhole"):
         replayer.apply(a_write())
-    assert route.call_count == 0 and ledger.has_pending("D-1")
+    assert route.call_count == 0 and ledger.has_pending("D-1", "loads")
     # AND a latency fault is waited out before the call
     gateway_faults.set("loads", FaultSpec(kind="latency", latency_ms=1500), "ops-1")
     faults.clock.now += 2  # past the replayer's refresh period

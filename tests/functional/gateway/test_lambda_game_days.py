@@ -499,7 +499,7 @@ def test_with_the_store_stalled_too_reads_get_a_bounded_503_and_a_write_is_kept(
     ledger = DeferredLedger(gateway_env["RELAY_DEFERRED_LEDGER_TABLE"])
     status = ledger.status(DRIVER, key)
     assert status is not None and status.state is DeferredState.PENDING
-    assert ledger.has_pending(DRIVER)
+    assert ledger.has_pending(DRIVER, "loads")
     messages = boto3.client("sqs").receive_message(
         QueueUrl=gateway_env["RELAY_DEFERRED_QUEUE_URL"], MaxNumberOfMessages=10
     )["Messages"]
