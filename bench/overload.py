@@ -17,13 +17,16 @@ Reported: the critical route's p99 under the overload against its unloaded p99 (
 at most ``P99_RATIO_TARGET`` x) and its success (100%), the shed answers' latency (the
 optional tier's requests, all shed: p99 at most ``SHED_P99_TARGET_MS`` ms), and
 each tier's share shed, from the gateway's own counts (``/ops/status``, ``shedding``).
-wrk is closed-loop: a connection sends its next request a fixed pause after an answer,
-so an offered rate holds only while answers are fast; the achieved rate is reported.
+wrk is closed-loop: a connection sends its next request a pause after an answer (drawn
+at random, exponential, of the mean that gives the offered rate: independent clients, not
+connections in lockstep; bench/overload.lua), so an offered rate holds only while
+answers are fast; the achieved rate is reported.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 import statistics
 import subprocess
@@ -98,10 +101,11 @@ def wrk_argv(
     after_503_ms: int = 0,
 ) -> list[str]:
     """wrk on LOAD_CPU sending ``tiers``' requests in turn (bench/overload.lua); with
-    ``rate``, each connection pauses ``connections / rate`` s between its requests, and
-    with ``after_503_ms`` that long after a 503 (a client honouring Retry-After)."""
+    ``rate``, each connection pauses ``connections / rate`` s on average between its
+    requests (drawn at random: independent clients), and with ``after_503_ms`` that long
+    after a 503 (a client honouring Retry-After)."""
     pause = f"{connections * 1000 / rate:.3f}" if rate else "0"
-    args = [pause, str(after_503_ms)]
+    args = [pause, str(after_503_ms), str(random.randrange(1, 2**31))]
     for tier in tiers:
         method, path, role, body = REQUESTS[tier]
         args += [method, path, toks[role], body]
@@ -112,7 +116,7 @@ def wrk_argv(
 
 def shown(argv: list[str], tiers: list[str]) -> str:
     """The command as the report prints it: each request's token and body left out."""
-    cut = argv.index("--") + 3  # up to the pauses
+    cut = argv.index("--") + 4  # up to the pauses and the seed
     requests = " ".join(f"{REQUESTS[t][0]} '{REQUESTS[t][1]}' $TOKEN <body>" for t in tiers)
     return f"{command_line(argv[:cut])} {requests}"
 
@@ -198,9 +202,8 @@ def overload_run(
     }
     out["cpu_seconds"] = round(cpu, 3)
     if halfway:
-        out["halfway"] = {
-            k: halfway.get(k) for k in ("in_flight", "delay_ms", "pressure", "shedding")
-        }
+        kept = ("in_flight", "delay_ms", "pressure", "shedding", "letting_in")
+        out["halfway"] = {k: halfway.get(k) for k in kept}
     return out, {tier: shown(argv, [tier]) for tier, argv in runs.items()}
 
 
@@ -400,10 +403,10 @@ def cost_reading(o: dict[str, Any]) -> list[str]:
             "share) of a forward."
             if need >= 1
             else "below its capacity, so the critical route's latency is bounded by how "
-            "early the tiers are shed, and by the bursts in which a closed-loop client's "
-            "hundreds of connections send again: a critical request read in the same turn of "
-            "the event loop as a hundred shed ones waits for their answers (a few ms at "
-            "~40 us each)."
+            "early the tiers are shed and how far they are let back in (docs/resilience.md: "
+            "a shed tier comes back over a ramp, not whole), and by the sheds themselves: "
+            "those alone keep most of the process busy, and a critical request read in the "
+            "same turn of the event loop as dozens of shed ones waits for their answers."
         ),
         "",
     ]
@@ -543,8 +546,10 @@ def markdown(r: Any) -> list[str]:
         "least Retry-After, as the app does, docs/mobile.md, and out of step), "
         "and the same offer to a second process of the same gateway with "
         "`RELAY_SHED_LOAD=false` (the reference: the overload without shedding). wrk is "
-        "closed-loop (a connection waits a fixed pause after each answer), so slow answers "
-        "lower the rate achieved. Shedding as configured: capacity "
+        "closed-loop (a connection waits a pause after each answer, drawn at random from an "
+        "exponential distribution of the mean that gives the offered rate: independent "
+        "clients, not hundreds of connections in lockstep; bench/overload.lua), so slow "
+        "answers lower the rate achieved. Shedding as configured: capacity "
         f"{s.get('max_in_flight', '?')} in flight or {s.get('max_delay_ms', '?')} ms of "
         f"event-loop lag, tiers shed from "
         + ", ".join(f"{t} {v:g}" for t, v in (s.get("shed_at") or {}).items())
@@ -562,10 +567,11 @@ def markdown(r: Any) -> list[str]:
         *rows,
         "",
         "Halfway through each shedding round, the gateway's own view (in flight, loop lag "
-        "in ms, pressure, tiers shed): "
+        "in ms, pressure, tiers shed, and the share let in of those being let back in): "
         + "; ".join(
             f"r{i + 1} {h.get('in_flight')}, {h.get('delay_ms')} ms, {h.get('pressure')}, "
             f"{'/'.join(h.get('shedding') or []) or 'none'}"
+            + "".join(f", {t} {v:g} let in" for t, v in (h.get("letting_in") or {}).items())
             for i, h in enumerate(halfway)
         )
         + ".",

@@ -32,10 +32,14 @@ from its own fraction (``shed_at``), in this order: ``optional`` (routes with
 ``deferrable`` (message), ``degradable`` (navigate), and ``critical`` (loads, gatepass)
 only at the hard limit, 1.0. A route's tier is its module's unless the route table
 overrides it (``shed_tier``). Hysteresis: a tier being shed stays shed until pressure
-has stayed below ``resume_below`` of its threshold for ``hold_seconds``, so it does not
-flap: let back in at the first quiet moment, a shed tier's waiting clients return at once
-and the queue is back before the next probe (a second's hold, as Envoy's overload
-actions and CoDel's interval hold a decision, keeps the loop clear for critical work).
+has stayed below ``resume_below`` of its threshold for ``hold_seconds`` (a second's hold,
+as Envoy's overload actions and CoDel's interval hold a decision), and is then let back in
+over ``ramp_seconds``: a share of its requests growing evenly from none to all, as a
+balancer's slow start brings a new target in. Pressure back at ``resume_below`` sheds it
+whole again and the hold starts over. Let back in whole, a tier whose clients offer more
+than the spare capacity would flap: they return at once and the queue is back before the
+next probe, once a second, and those floods were the critical route's tail latency under
+overload. Ramped, the tier comes back only as far as the process has room for.
 
 A shed request is answered at once by :class:`ShedLoad`, right after ``MatchRoute`` and
 before authentication (a shed costs a dict lookup, a comparison and one prebuilt answer):
@@ -95,10 +99,11 @@ DEFAULT_SHED_AT: Mapping[str, float] = MappingProxyType(
         "critical": config.DEFAULT_SHED_AT_CRITICAL,
     }
 )
-# A shed tier is admitted again once pressure has stayed below this share of its
-# threshold for this long (hysteresis).
+# A shed tier is let back in once pressure has stayed below this share of its threshold
+# for this long (hysteresis), over ``ramp_seconds``: a growing share of its requests.
 DEFAULT_RESUME_BELOW = 0.5
 DEFAULT_HOLD_SECONDS = 1.0
+DEFAULT_RAMP_SECONDS = 5.0
 DEFAULT_PROBE_INTERVAL_SECONDS = 0.02
 DEFAULT_PROBE_WINDOW = 5  # probes: ~100 ms (CoDel's interval)
 # Requests a second below which the loop's lag is not this process's own queue (one
@@ -119,6 +124,7 @@ class ShedConfig:
     shed_at: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SHED_AT))
     resume_below: float = DEFAULT_RESUME_BELOW
     hold_seconds: float = DEFAULT_HOLD_SECONDS
+    ramp_seconds: float = DEFAULT_RAMP_SECONDS
     probe_interval_seconds: float = DEFAULT_PROBE_INTERVAL_SECONDS
     probe_window: int = DEFAULT_PROBE_WINDOW
     min_rate_for_delay: float = DEFAULT_MIN_RATE_FOR_DELAY
@@ -141,8 +147,11 @@ class ShedConfig:
                 f"shed_at must not shed a tier before a less important one ({', '.join(TIERS)}"
                 f" in order): {dict(self.shed_at)}"
             )
-        if self.hold_seconds < 0:
-            raise ValueError(f"hold_seconds must not be negative, not {self.hold_seconds}")
+        if self.hold_seconds < 0 or self.ramp_seconds < 0:
+            raise ValueError(
+                f"hold_seconds and ramp_seconds must not be negative, not {self.hold_seconds} "
+                f"and {self.ramp_seconds}"
+            )
         if not 0 < self.resume_below <= 1:
             raise ValueError(f"resume_below must be in (0, 1], not {self.resume_below}")
         if self.probe_interval_seconds <= 0 or self.probe_window < 1:
@@ -195,6 +204,7 @@ class Shedder:
         self.shed: Counter[str] = Counter()
         self.shedding: set[str] = set()  # tiers shed by load now (hysteresis state)
         self._calm_since: dict[str, float] = {}  # shed tier -> since when below its resume
+        self._credit: dict[str, float] = {}  # a tier let back in: its share, accrued
         self._lags: deque[float] = deque(maxlen=self.config.probe_window)
         self._task: asyncio.Task[None] | None = None
         cfg = self.config
@@ -208,8 +218,12 @@ class Shedder:
         """The fuller of the two signals, as a fraction of its capacity (1.0: the limit)."""
         return max(self.in_flight * self._inverse_in_flight, self.delay_ms * self._inverse_delay)
 
-    def admit(self, tier: str) -> bool:
-        """True: forward the request. False: shed it (and count it)."""
+    def admit(self, tier: str, *, whole_only: bool = False) -> bool:
+        """True: forward the request. False: shed it (and count it).
+
+        ``whole_only`` (:class:`EarlyShed`): shed only while the tier is shed whole; a
+        request of a tier being let back in is admitted here, and :class:`ShedLoad` asks
+        again and decides whether it is in the share."""
         forced = self.forced_tiers()
         if forced and tier in forced:
             self.shed[tier] += 1
@@ -222,11 +236,13 @@ class Shedder:
             if pressure >= resume:
                 self._calm_since.pop(tier, None)
             else:
-                now = self.clock()
-                calm_since = self._calm_since.setdefault(tier, now)
-                if now - calm_since >= self.config.hold_seconds:
+                share = self._share(tier)
+                if share >= 1:
                     self.shedding.discard(tier)
                     del self._calm_since[tier]
+                    self._credit.pop(tier, None)
+                    return True
+                if share > 0 and (whole_only or self._in_share(tier, share)):
                     return True
             self.shed[tier] += 1
             return False
@@ -235,6 +251,26 @@ class Shedder:
             self.shed[tier] += 1
             return False
         return True
+
+    def _share(self, tier: str) -> float:
+        """The share of a shed tier's requests let in now: none until pressure has stayed
+        below the tier's resume level for ``hold_seconds``, then growing evenly to all of
+        them over ``ramp_seconds``. Pressure back at the resume level starts it over."""
+        now = self.clock()
+        calm = now - self._calm_since.setdefault(tier, now) - self.config.hold_seconds
+        if calm < 0:
+            return 0.0
+        ramp = self.config.ramp_seconds
+        return calm / ramp if ramp > 0 and calm < ramp else 1.0
+
+    def _in_share(self, tier: str, share: float) -> bool:
+        """Lets in ``share`` of the tier's requests, evenly (every 1/share-th), not at random."""
+        credit = self._credit.get(tier, 0.0) + share
+        if credit >= 1:
+            self._credit[tier] = credit - 1
+            return True
+        self._credit[tier] = credit
+        return False
 
     def observe_lag(self, lag_ms: float) -> None:
         """One probe's lag; ``delay_ms`` becomes the mean of the last ``probe_window`` less
@@ -288,6 +324,11 @@ class Shedder:
             "pressure": round(self.pressure, 3),
             "shed_at": {t: cfg.shed_at[t] for t in TIERS},
             "shedding": [t for t in TIERS if t in self.shedding],
+            "letting_in": {
+                t: round(self._share(t), 3)
+                for t in TIERS
+                if t in self.shedding and t in self._calm_since
+            },
             "forced": sorted(self.forced_tiers()),
             "shed": {t: self.shed[t] for t in TIERS},
         }
@@ -325,11 +366,12 @@ class EarlyShed:
     """Shedding in the server, before the request becomes an ASGI call
     (:class:`gateway.edge.server.EdgeProtocol` asks :meth:`answer` once a request's head
     is read; while :meth:`active`, before parsing a read that is one whole request). While
-    a tier is being shed, or forced, its requests are refused there with
+    a tier is shed whole, or forced, its requests are refused there with
     the bytes of the same 503 :class:`ShedLoad` gives, at a fraction of its cost: no task,
     no request/response cycle, no pipeline. Everything else (and every request while
     nothing is shed: one set test and the forced tiers) goes on to :class:`ShedLoad`,
-    which decides again and starts a tier's shedding."""
+    which decides again, starts a tier's shedding, and picks the share of a tier being
+    let back in."""
 
     def __init__(
         self,
@@ -364,7 +406,7 @@ class EarlyShed:
         if route is None:
             return None
         tier = self.tiers[route.prefix]
-        if shedder.admit(tier):
+        if shedder.admit(tier, whole_only=True):
             return None  # ShedLoad counts its arrival
         shedder.arrivals += 1
         if self.metrics is not None:

@@ -30,6 +30,7 @@ CONFIG = ShedConfig(
     shed_at={"optional": 0.1, "deferrable": 0.2, "degradable": 0.4, "critical": 1.0},
     resume_below=0.5,
     hold_seconds=0.0,
+    ramp_seconds=0.0,  # a tier let back in is let in whole (the ramp has its own tests)
     probe_window=5,
 )
 
@@ -103,6 +104,62 @@ def test_a_shed_tier_is_let_back_in_only_after_a_calm_second():
     now[0] = 2.5
     assert shedder.admit("deferrable")  # a whole second below 0.1
     assert shedder.shedding == set() and shedder.shed["deferrable"] == 5
+
+
+def let_in(shedder: Shedder, tier: str, requests: int) -> int:
+    return sum(shedder.admit(tier) for _ in range(requests))
+
+
+def test_a_tier_let_back_in_gets_a_share_growing_over_the_ramp():
+    now = [0.0]
+    shedder = Shedder(replace(CONFIG, hold_seconds=1.0, ramp_seconds=4.0), clock=lambda: now[0])
+    shedder.in_flight = 20
+    assert not shedder.admit("deferrable")  # shed
+    shedder.in_flight = 5  # calm from now on
+    assert let_in(shedder, "deferrable", 100) == 0
+    now[0] = 1.0  # held a second: the ramp begins
+    assert let_in(shedder, "deferrable", 100) == 0
+    now[0] = 2.0  # a quarter of the way
+    assert let_in(shedder, "deferrable", 100) == 25
+    assert shedder.view()["letting_in"] == {"deferrable": 0.25}
+    assert shedder.view()["shedding"] == ["deferrable"]
+    now[0] = 4.0  # three quarters: one request in four still shed, evenly
+    seen = [shedder.admit("deferrable") for _ in range(8)]
+    assert seen.count(True) == 6 and "FF" not in "".join("TF"[not s] for s in seen)
+    now[0] = 5.0  # the whole ramp: no longer shed
+    assert shedder.admit("deferrable")
+    assert shedder.shedding == set() and shedder.view()["letting_in"] == {}
+
+
+def test_pressure_back_during_the_ramp_sheds_the_tier_whole_and_starts_over():
+    now = [0.0]
+    shedder = Shedder(replace(CONFIG, hold_seconds=1.0, ramp_seconds=4.0), clock=lambda: now[0])
+    shedder.in_flight = 20
+    shedder.admit("deferrable")
+    shedder.in_flight = 5
+    shedder.admit("deferrable")
+    now[0] = 3.0  # half let in
+    assert let_in(shedder, "deferrable", 10) == 5
+    shedder.in_flight = 10  # back at half the threshold: the share's traffic was too much
+    assert let_in(shedder, "deferrable", 10) == 0
+    shedder.in_flight = 5
+    now[0] = 3.5
+    assert let_in(shedder, "deferrable", 10) == 0  # held again
+    now[0] = 5.5  # held a second, then a quarter of the ramp
+    assert let_in(shedder, "deferrable", 100) == 25
+
+
+def test_the_early_shed_asks_only_whether_a_tier_is_shed_whole():
+    now = [0.0]
+    shedder = Shedder(replace(CONFIG, hold_seconds=1.0, ramp_seconds=4.0), clock=lambda: now[0])
+    shedder.in_flight = 20
+    shedder.admit("deferrable")
+    shedder.in_flight = 5
+    assert not shedder.admit("deferrable", whole_only=True)  # held: shed whole
+    now[0] = 2.0
+    # let in, for ShedLoad to decide: the server has no share of its own to keep
+    assert all(shedder.admit("deferrable", whole_only=True) for _ in range(8))
+    assert let_in(shedder, "deferrable", 100) == 25  # the share is ShedLoad's alone
 
 
 def test_pressure_is_the_fuller_signal():
@@ -185,6 +242,7 @@ def test_settings_give_the_capacity_and_fractions(monkeypatch):
             "(0, 1]",
         ),
         ({"resume_below": 1.5}, "resume_below"),
+        ({"ramp_seconds": -1}, "ramp_seconds"),
         ({"retry_after_seconds": 0}, "retry_after_seconds"),
     ],
 )
