@@ -59,63 +59,57 @@ from typing import Any
 log = logging.getLogger("relay.emulator")
 
 
-def keep_fifo_groups_in_order() -> Callable[[], None]:
-    """Patch moto's SQS: a FIFO group is locked only by messages still invisible.
-
-    Returns a function that undoes the patch (for tests).
-    """
-    from moto.sqs.models import Queue
-
-    original = Queue.__dict__.get("pending_message_groups")
-    if not isinstance(original, property):  # moto changed: say so, run unpatched
+def _replace(
+    owner: type, name: str, build: Callable[[Any], Any], unpatched: str, kind: type = object
+) -> Callable[[], None]:
+    """Set ``owner.name`` to ``build(original)``; returns a function that puts the original
+    back (for tests). When moto has no such attribute any more (or not of ``kind``), says
+    so (``unpatched``: what then goes without the patch) and changes nothing."""
+    original = owner.__dict__.get(name)
+    if original is None or not isinstance(original, kind):
         log.warning(
-            "moto's SQS Queue has no pending_message_groups property; FIFO groups "
-            "are not patched (see relay/emulator.py)"
+            "moto's %s has no %s; %s (see relay/emulator.py)", owner.__name__, name, unpatched
         )
         return lambda: None
+    setattr(owner, name, build(original))
+    return lambda: setattr(owner, name, original)
+
+
+def keep_fifo_groups_in_order() -> Callable[[], None]:
+    """Patch moto's SQS: a FIFO group is locked only by messages still invisible."""
+    from moto.sqs.models import Queue
 
     def pending_message_groups(self: Queue) -> set[str]:
         return {
             m.group_id for m in self.pending_messages if m.group_id is not None and not m.visible
         }
 
-    Queue.pending_message_groups = property(pending_message_groups)  # type: ignore[assignment]
-
-    def undo() -> None:
-        Queue.pending_message_groups = original  # type: ignore[assignment]
-
-    return undo
+    return _replace(
+        Queue,
+        "pending_message_groups",
+        lambda _: property(pending_message_groups),
+        "FIFO groups are not kept in order",
+        kind=property,
+    )
 
 
 def serialize_dynamodb(
     guard: AbstractContextManager[Any] | None = None,
 ) -> Callable[[], None]:
-    """Patch moto's DynamoDB: one request at a time (``guard``, a lock, held around each).
-
-    Returns a function that undoes the patch (for tests).
-    """
+    """Patch moto's DynamoDB: one request at a time (``guard``, a lock, held around each)."""
     from moto.dynamodb.responses import DynamoHandler
 
-    original = DynamoHandler.__dict__.get("call_action")
-    if original is None:  # moto changed: say so, run unpatched
-        log.warning(
-            "moto's DynamoHandler has no call_action; DynamoDB requests are not "
-            "serialized (see relay/emulator.py)"
-        )
-        return lambda: None
     lock = threading.RLock() if guard is None else guard
 
-    @functools.wraps(original)
-    def call_action(self: DynamoHandler) -> Any:
-        with lock:
-            return original(self)
+    def build(original: Callable[[DynamoHandler], Any]) -> Callable[[DynamoHandler], Any]:
+        @functools.wraps(original)
+        def call_action(self: DynamoHandler) -> Any:
+            with lock:
+                return original(self)
 
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+        return call_action
 
-    def undo() -> None:
-        DynamoHandler.call_action = original  # type: ignore[method-assign]
-
-    return undo
+    return _replace(DynamoHandler, "call_action", build, "DynamoDB requests are not serialized")
 
 
 LONG_POLL_RECHECK_SECONDS = 0.1
@@ -123,67 +117,44 @@ LONG_POLL_RECHECK_SECONDS = 0.1
 
 def long_polls_wait(recheck_seconds: float = LONG_POLL_RECHECK_SECONDS) -> Callable[[], None]:
     """Patch moto's SQS: a long poll that found nothing to hand out sleeps until a message
-    is sent to the queue or ``recheck_seconds`` pass, instead of spinning.
-
-    Returns a function that undoes the patch (for tests).
-    """
+    is sent to the queue or ``recheck_seconds`` pass, instead of spinning."""
     from moto.sqs.models import Queue
 
-    original = Queue.__dict__.get("wait_for_messages")
-    if original is None:  # moto changed: say so, run unpatched
-        log.warning(
-            "moto's SQS Queue has no wait_for_messages; long polls are not patched "
-            "(see relay/emulator.py)"
-        )
-        return lambda: None
+    def build(original: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(original)
+        def wait_for_messages(self: Queue, timeout: int) -> None:
+            with self._messages_lock:  # notified by every message sent
+                self._messages_lock.wait(timeout=min(timeout, recheck_seconds))
 
-    @functools.wraps(original)
-    def wait_for_messages(self: Queue, timeout: int) -> None:
-        with self._messages_lock:  # notified by every message sent
-            self._messages_lock.wait(timeout=min(timeout, recheck_seconds))
+        return wait_for_messages
 
-    Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
-
-    def undo() -> None:
-        Queue.wait_for_messages = original  # type: ignore[method-assign]
-
-    return undo
+    return _replace(Queue, "wait_for_messages", build, "long polls spin")
 
 
 STREAM_ITERATORS_KEPT = 20_000  # ~40 MB; at 50 GetRecords a second, the last 6-7 minutes
 
 
 def bound_stream_iterators(kept: int = STREAM_ITERATORS_KEPT) -> Callable[[], None]:
-    """Patch moto's DynamoDB Streams: keep the newest ``kept`` shard iterators only.
-
-    Returns a function that undoes the patch (for tests).
-    """
+    """Patch moto's DynamoDB Streams: keep the newest ``kept`` shard iterators only."""
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
-    original = DynamoDBStreamsBackend.__dict__.get("get_records")
-    if original is None:  # moto changed: say so, run unpatched
-        log.warning("moto's DynamoDBStreamsBackend has no get_records; iterators not bounded")
-        return lambda: None
+    def build(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def get_records(self: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> Any:
+            answer = original(self, iterator_arn, limit)
+            iterators = self.shard_iterators  # insertion-ordered: the oldest first
+            if len(iterators) > kept:
+                for arn in list(itertools.islice(iterators, len(iterators) - kept // 2)):
+                    iterators.pop(arn, None)
+            return answer
 
-    @functools.wraps(original)
-    def get_records(self: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> Any:
-        answer = original(self, iterator_arn, limit)
-        iterators = self.shard_iterators  # insertion-ordered: the oldest first
-        if len(iterators) > kept:
-            for arn in list(itertools.islice(iterators, len(iterators) - kept // 2)):
-                iterators.pop(arn, None)
-        return answer
+        return get_records
 
-    DynamoDBStreamsBackend.get_records = get_records  # type: ignore[method-assign]
-
-    def undo() -> None:
-        DynamoDBStreamsBackend.get_records = original  # type: ignore[method-assign]
-
-    return undo
+    return _replace(DynamoDBStreamsBackend, "get_records", build, "iterators are not bounded")
 
 
 def patch_moto() -> list[Callable[[], None]]:
-    """Every patch above, applied: the functions that undo them."""
+    """Every patch above, applied: the functions that undo them (for tests)."""
     return [
         keep_fifo_groups_in_order(),
         long_polls_wait(),
