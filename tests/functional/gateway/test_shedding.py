@@ -78,14 +78,24 @@ async def test_held_requests_make_a_deferrable_request_shed_while_a_critical_one
         assert "GET /loads" in upstream.seen
         assert app.state.shedder.shed == {"deferrable": 1}
 
-        # and once the held requests are answered, messages are forwarded again after a
-        # calm second (the hold: shed at once in the meantime)
+        # and once the held requests are answered, messages are let back in after a calm
+        # second (the hold: shed at once in the meantime), a growing share over the ramp
         upstream.release.set()
         assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200, 200]
         assert app.state.shedder.in_flight == 0
-        held_back = await client.post("/message", json={"body": "running late"}, headers=driver)
-        assert held_back.status_code == 503
-        now[0] += app.state.shedder.config.hold_seconds
-        again = await client.post("/message", json={"body": "running late"}, headers=driver)
-        assert again.status_code == 201
+
+        async def send_messages(n: int) -> list[int]:
+            return [
+                (await client.post("/message", json={"body": "late"}, headers=driver)).status_code
+                for _ in range(n)
+            ]
+
+        assert await send_messages(1) == [503]
+        config = app.state.shedder.config
+        now[0] += config.hold_seconds
+        assert await send_messages(1) == [503]  # held: the ramp begins
+        now[0] += config.ramp_seconds / 2
+        assert sorted(await send_messages(4)) == [201, 201, 503, 503]  # half of them
+        now[0] += config.ramp_seconds / 2
+        assert await send_messages(2) == [201, 201]  # all again
         assert "POST /message" in upstream.seen
