@@ -33,7 +33,7 @@ from gateway.release.stats import ReleaseStats
 from gateway.resilience.fallbacks import Call, Fallback
 from gateway.resilience.retry import is_retry_safe
 from gateway.routing.directory import ModuleDirectory
-from gateway.routing.routes import Route
+from gateway.routing.routes import WRITE_METHODS, Route
 from gateway.security.signer import SignerProvider
 from module_kit import logs
 from shared_contracts import headers
@@ -59,7 +59,6 @@ FORWARDED_RESPONSE_HEADERS = frozenset(
     }
 )
 DEFAULT_RETRY_AFTER_SECONDS = 5
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENCY_KEY_RE = re.compile(headers.IDEMPOTENCY_KEY_PATTERN)
 _CALL_HEADERS = frozenset({b"content-type", b"accept"})  # what a deferred replay re-sends
 _IDENTITY = headers.IDENTITY.encode()
