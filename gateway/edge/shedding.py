@@ -233,8 +233,9 @@ class Shedder:
         pressure = self.pressure
         start, resume = self._limits[tier]
         if tier in self.shedding:
-            if pressure >= resume:
+            if pressure >= resume:  # not calm: the hold and any ramp start over
                 self._calm_since.pop(tier, None)
+                self._credit.pop(tier, None)
             else:
                 share = self._share(tier)
                 if share >= 1:
@@ -262,6 +263,11 @@ class Shedder:
             return 0.0
         ramp = self.config.ramp_seconds
         return calm / ramp if ramp > 0 and calm < ramp else 1.0
+
+    def _letting_in(self) -> list[tuple[str, float]]:
+        """The shed tiers past their hold, each with the share let in now."""
+        ramping = [(t, self._share(t)) for t in TIERS if t in self._calm_since]
+        return [(t, share) for t, share in ramping if share > 0]
 
     def _in_share(self, tier: str, share: float) -> bool:
         """Lets in ``share`` of the tier's requests, evenly (every 1/share-th), not at random."""
@@ -324,11 +330,7 @@ class Shedder:
             "pressure": round(self.pressure, 3),
             "shed_at": {t: cfg.shed_at[t] for t in TIERS},
             "shedding": [t for t in TIERS if t in self.shedding],
-            "letting_in": {
-                t: round(self._share(t), 3)
-                for t in TIERS
-                if t in self.shedding and t in self._calm_since
-            },
+            "letting_in": {t: round(share, 3) for t, share in self._letting_in()},
             "forced": sorted(self.forced_tiers()),
             "shed": {t: self.shed[t] for t in TIERS},
         }

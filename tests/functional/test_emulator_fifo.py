@@ -117,14 +117,18 @@ def test_a_fresh_runner_after_a_killed_one_applies_the_group_in_order(fifo, patc
     assert applied == list(BODIES)
 
 
-def test_the_patch_can_be_undone():
+@pytest.mark.parametrize(
+    ("patch", "attribute"),
+    [(keep_fifo_groups_in_order, "pending_message_groups"), (long_polls_wait, "wait_for_messages")],
+)
+def test_the_patch_can_be_undone(patch, attribute):
     from moto.sqs.models import Queue
 
-    before = Queue.__dict__["pending_message_groups"]
-    undo = keep_fifo_groups_in_order()
-    assert Queue.__dict__["pending_message_groups"] is not before
+    before = Queue.__dict__[attribute]
+    undo = patch()
+    assert Queue.__dict__[attribute] is not before
     undo()
-    assert Queue.__dict__["pending_message_groups"] is before
+    assert Queue.__dict__[attribute] is before
 
 
 def test_unpatched_moto_spins_through_a_long_poll_behind_a_group_in_flight(fifo, patched, scans):
@@ -149,13 +153,3 @@ def test_the_patched_long_poll_still_hands_out_what_it_may(fifo, patched, long_p
     sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=30)  # A1
     got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, MaxNumberOfMessages=10)
     assert [m["Body"] for m in got["Messages"]] == ["B1"]
-
-
-def test_the_long_poll_patch_can_be_undone():
-    from moto.sqs.models import Queue
-
-    before = Queue.__dict__["wait_for_messages"]
-    undo = long_polls_wait()
-    assert Queue.__dict__["wait_for_messages"] is not before
-    undo()
-    assert Queue.__dict__["wait_for_messages"] is before

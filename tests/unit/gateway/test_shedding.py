@@ -110,12 +110,19 @@ def let_in(shedder: Shedder, tier: str, requests: int) -> int:
     return sum(shedder.admit(tier) for _ in range(requests))
 
 
-def test_a_tier_let_back_in_gets_a_share_growing_over_the_ramp():
-    now = [0.0]
+def shed_then_calm(now: list[float]) -> Shedder:
+    """A shedder (1 s hold, 4 s ramp, on the clock ``now``) that shed the deferrable tier
+    at 0 s and is calm (in flight below half its threshold) from then on."""
     shedder = Shedder(replace(CONFIG, hold_seconds=1.0, ramp_seconds=4.0), clock=lambda: now[0])
     shedder.in_flight = 20
     assert not shedder.admit("deferrable")  # shed
-    shedder.in_flight = 5  # calm from now on
+    shedder.in_flight = 5
+    return shedder
+
+
+def test_a_tier_let_back_in_gets_a_share_growing_over_the_ramp():
+    now = [0.0]
+    shedder = shed_then_calm(now)
     assert let_in(shedder, "deferrable", 100) == 0
     now[0] = 1.0  # held a second: the ramp begins
     assert let_in(shedder, "deferrable", 100) == 0
@@ -133,10 +140,7 @@ def test_a_tier_let_back_in_gets_a_share_growing_over_the_ramp():
 
 def test_pressure_back_during_the_ramp_sheds_the_tier_whole_and_starts_over():
     now = [0.0]
-    shedder = Shedder(replace(CONFIG, hold_seconds=1.0, ramp_seconds=4.0), clock=lambda: now[0])
-    shedder.in_flight = 20
-    shedder.admit("deferrable")
-    shedder.in_flight = 5
+    shedder = shed_then_calm(now)
     shedder.admit("deferrable")
     now[0] = 3.0  # half let in
     assert let_in(shedder, "deferrable", 10) == 5
@@ -151,10 +155,7 @@ def test_pressure_back_during_the_ramp_sheds_the_tier_whole_and_starts_over():
 
 def test_the_early_shed_asks_only_whether_a_tier_is_shed_whole():
     now = [0.0]
-    shedder = Shedder(replace(CONFIG, hold_seconds=1.0, ramp_seconds=4.0), clock=lambda: now[0])
-    shedder.in_flight = 20
-    shedder.admit("deferrable")
-    shedder.in_flight = 5
+    shedder = shed_then_calm(now)
     assert not shedder.admit("deferrable", whole_only=True)  # held: shed whole
     now[0] = 2.0
     # let in, for ShedLoad to decide: the server has no share of its own to keep
