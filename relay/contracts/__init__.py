@@ -15,7 +15,9 @@ compares each document with its baseline through Optic (``@useoptic/optic``, pin
 offline, telemetry off) and its ``breaking-changes`` rules (``tools/optic/standard.yml``):
 a removed operation, status code or response field, a response field made optional, a
 changed type, an enum value added to an answer or removed from a request, a new required
-request field or parameter.
+request field or parameter. What those rules leave out, :mod:`.constraints` adds: a
+request field's constraint made stricter (a lower ``maxLength``, a higher ``minimum``, a
+new ``pattern``), an answer field's made looser.
 Each refusal names the module, the operation and field, and the consumers whose pacts
 (``contracts/pacts/*.json``) call that operation or read that field.
 
@@ -31,9 +33,9 @@ a union and skips the removal of a union-typed property, which would hide the re
 any optional field.
 
 The package, in reading order: :mod:`.published` (the documents, :data:`EVENTS`),
-:mod:`.optic` (Optic and its findings), :mod:`.pacts` (the consumers, from the pact
-files), :mod:`.baseline` (the check and the release), :mod:`.cli` (the commands) and
-:mod:`.exceptions`:
+:mod:`.optic` (Optic and its findings), :mod:`.constraints` (the constraints Optic does
+not judge), :mod:`.pacts` (the consumers, from the pact files), :mod:`.baseline` (the
+check and the release), :mod:`.cli` (the commands) and :mod:`.exceptions`:
 
     python -m relay.contracts --check [module ...]     # exit 1 on a refused change
     python -m relay.contracts --release [module ...]   # rewrite the baselines from the tree

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import ROOT, shown
+from . import constraints
 from .exceptions import ContractsError
 from .optic import Finding, Optic
 from .pacts import PACTS_DIR, Interaction, consumers, load_pacts
@@ -167,7 +168,8 @@ def check(
     ]
     to_diff = [(before, after) for _, before, after in compared if before != after]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        found = iter([_outermost(f) for f in pool.map(lambda ba: optic.breaking(*ba), to_diff)])
+        judged = pool.map(lambda ba: optic.breaking(*ba) + constraints.changed(*ba), to_diff)
+        found = iter([_outermost(f) for f in judged])
     interactions = load_pacts(pacts_dir) if to_diff and pacts_dir.is_dir() else []
     findings = {
         (pair[0], pair[1]): next(found) for pair, before, after in compared if before != after

@@ -305,3 +305,27 @@ def test_a_document_no_longer_published_is_refused_and_not_released(
     with pytest.raises(contracts.ContractsError, match="no longer published"):
         contracts.release(["loads"], baseline_dir=baseline, pacts_dir=pacts, optic=optic)
     assert (baseline / "loads" / contracts.OPENAPI_FILE).exists()
+
+
+def test_a_stricter_request_constraint_is_refused_though_optic_does_not_judge_it(
+    current, baseline, pacts, optic
+):
+    # GIVEN a trip event's note cut from 500 characters to 200: an old app's long note
+    # would now be refused
+    def shorter_note(documents: dict[str, Any]) -> None:
+        note = schema(documents, contracts.OPENAPI_FILE, "LoadEventCreate")["properties"]["note"]
+        text = next(v for v in note["anyOf"] if v.get("type") == "string")
+        text["maxLength"] = 200
+
+    api = by_document(run(current, shorter_note, baseline, pacts, optic))[contracts.OPENAPI_FILE]
+
+    # THEN it is refused, named with its field and the app that posts events
+    assert not api.ok
+    (change,) = api.breaking
+    assert (change.operation, change.side, change.field) == (
+        "POST /loads/{load_id}/events",
+        "request",
+        "note",
+    )
+    assert "maxLength changed from 500 to 200" in change.message
+    assert change.consumers == ("relay-app-5.0",)
