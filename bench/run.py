@@ -1618,7 +1618,11 @@ def markdown(
     cells: dict[str, Any] | None = None,
     regions: dict[str, Any] | None = None,
     overload_figures: dict[str, Any] | None = None,
+    kept: str = "",
 ) -> str:
+    """The report. A part whose figures are missing (no results file on this machine:
+    a fresh clone, or a phase never run here) keeps its section from ``kept``, the report
+    being replaced, rather than dropping it."""
     lines = [
         "# Benchmarks",
         "",
@@ -1711,7 +1715,9 @@ def markdown(
         "to release.json, the cells phase to cells.json, the regions phase to "
         "regions.json and the overload phase to overload.json (kept on the machine, not "
         "committed), and each rewrites this file from them all; `--render` rewrites it "
-        "without measuring. A run of only the fleet and Lambda phases (`--phases "
+        "without measuring. A section whose figures are not on the machine (a fresh clone, "
+        "or a phase never run there) is kept as this file has it. A run of only the fleet "
+        "and Lambda phases (`--phases "
         "fleet,lambda`), of the release phase (`--phases release`), of the cells phase "
         "(`--phases cells`), of the regions phase (`--phases regions`) or of the overload "
         "phase (`--phases overload`) replaces only its own section.",
@@ -1739,13 +1745,31 @@ def markdown(
                     f"run ({later})."
                 ).strip()
         lines += report_markdown(report)
-    lines += fleet_markdown(Report.from_dict(fleet) if fleet else None)
-    lines += release_markdown(Report.from_dict(release) if release else None)
-    lines += cell_cost.markdown(Report.from_dict(cells) if cells else None)
-    lines += region_cost.markdown(Report.from_dict(regions) if regions else None)
-    lines += overload.markdown(Report.from_dict(overload_figures) if overload_figures else None)
+    else:
+        lines += kept_section(kept, "Run of ")
+    parts = (
+        (fleet_markdown, fleet, "Fleet and Lambda mode "),
+        (release_markdown, release, "A release in progress "),
+        (cell_cost.markdown, cells, "Cells "),
+        (region_cost.markdown, regions, "Regions "),
+        (overload.markdown, overload_figures, "Overload "),
+    )
+    for part, figures, heading in parts:
+        measured = part(Report.from_dict(figures) if figures else None)
+        lines += measured or kept_section(kept, heading)
     lines += baseline_markdown(baseline)
     return "\n".join(lines)
+
+
+def kept_section(report: str, heading: str) -> list[str]:
+    """The lines of ``report``'s section whose level-2 heading starts with ``heading``, up
+    to the next level-2 heading ([] if it has none)."""
+    lines = report.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## " + heading)), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), None)
+    return lines[start:end]
 
 
 def fleet_markdown(f: Report | None) -> list[str]:
@@ -2358,6 +2382,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     latest = load_json(RESULTS / "latest.json")
     previous = Report.from_dict(latest) if latest and "rounds" in latest else None
+    kept = args.out.read_text() if args.out.exists() else ""  # sections without figures stay
 
     if args.render:
         args.out.write_text(
@@ -2369,6 +2394,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_json(RESULTS / "cells.json"),
                 load_json(RESULTS / "regions.json"),
                 load_json(RESULTS / "overload.json"),
+                kept=kept,
             )
         )
         if previous and {"hop", "fast-fail"} <= {m.phase for m in previous.measurements}:
@@ -2394,6 +2420,7 @@ def main(argv: list[str] | None = None) -> int:
                 load_json(RESULTS / "cells.json"),
                 load_json(RESULTS / "regions.json"),
                 load_json(RESULTS / "overload.json"),
+                kept=kept,
             )
         )
         print(f"\nwrote {shown(args.out)} in {time.monotonic() - started:.0f} s")
@@ -2482,6 +2509,7 @@ def main(argv: list[str] | None = None) -> int:
             load_json(RESULTS / "cells.json"),
             load_json(RESULTS / "regions.json"),
             load_json(RESULTS / "overload.json"),
+            kept=kept,
         )
     )
     if "hop" in phases and "fast-fail" in phases:
