@@ -4,7 +4,6 @@ request is validated, looser where an answer is read, and nothing else."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +98,26 @@ def found(after: dict[str, Any]) -> set[tuple[str | None, str, str]]:
     return {(f.field, f.side, f.rule) for f in constraints.changed(document(), after)}
 
 
+def check_against(tmp_path: Path, after: dict[str, Any]) -> list[contracts.DocumentCheck]:
+    """The package's check of ``after`` against :func:`document` released, with an Optic
+    that finds nothing: what is refused is this module's finding alone."""
+
+    class NoFindings:
+        def breaking(self, before: Any, after: Any) -> list[contracts.Finding]:
+            return []
+
+    released = tmp_path / "baseline" / "loads"
+    released.mkdir(parents=True)
+    (released / contracts.OPENAPI_FILE).write_text(render(document()), encoding="utf-8")
+    return contracts.check(
+        ["loads"],
+        baseline_dir=tmp_path / "baseline",
+        pacts_dir=tmp_path / "no-pacts",
+        optic=NoFindings(),  # type: ignore[arg-type]
+        built={"loads": {contracts.OPENAPI_FILE: after}},
+    )
+
+
 NARROWED = constraints.RULES[constraints.REQUEST]
 WIDENED = constraints.RULES[constraints.ANSWER]
 
@@ -190,26 +209,6 @@ def test_a_recursive_schema_is_walked_once():
     fields = {f.field for f in constraints.changed(before, after)}
 
     assert fields == {"note"}  # parent is the schema being walked: not walked again
-
-
-def check_against(tmp_path: Path, after: dict[str, Any]) -> list[contracts.DocumentCheck]:
-    """The package's check of ``after`` against :func:`document` released, with an Optic
-    that finds nothing: what is refused is this module's finding alone."""
-
-    class NoFindings:
-        def breaking(self, before: Any, after: Any) -> list[contracts.Finding]:
-            return []
-
-    released = tmp_path / "baseline" / "loads"
-    released.mkdir(parents=True)
-    (released / contracts.OPENAPI_FILE).write_text(render(document()), encoding="utf-8")
-    return contracts.check(
-        ["loads"],
-        baseline_dir=tmp_path / "baseline",
-        pacts_dir=tmp_path / "no-pacts",
-        optic=NoFindings(),  # type: ignore[arg-type]
-        built={"loads": {contracts.OPENAPI_FILE: json.loads(json.dumps(after))}},
-    )
 
 
 def test_the_check_refuses_a_narrowed_request_and_says_what_changed(tmp_path: Path):
